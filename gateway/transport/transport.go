@@ -1,0 +1,93 @@
+// Package transport is the contract between the byte-level transports
+// (WebSocket on epoll, LongPoll) and the per-connection session above them.
+// A transport knows bytes and frames, never Phoenix; a session knows Phoenix,
+// never file descriptors. It imports only the standard library.
+package transport
+
+import "sync/atomic"
+
+// CloseCode is a WebSocket close status code (RFC 6455 §7.4, IANA registry,
+// and Fabric's application range 4000–4999). LongPoll maps it to a session end.
+type CloseCode uint16
+
+// Close codes used by Fabric. The application codes are hints: phoenix.js
+// reconnects after every server close, so none of them is terminal.
+const (
+	CloseNormal            CloseCode = 1000
+	CloseGoingAway         CloseCode = 1001 // server shutting down or restarting
+	CloseProtocolError     CloseCode = 1002
+	CloseUnsupportedData   CloseCode = 1003 // e.g. a binary frame to a v1 JSON client
+	CloseNoStatus          CloseCode = 1005 // never sent; reported when the peer gave no code
+	CloseAbnormal          CloseCode = 1006 // never sent; reported when the TCP connection just died
+	CloseInvalidPayload    CloseCode = 1007 // invalid UTF-8, undecodable frame
+	ClosePolicyViolation   CloseCode = 1008
+	CloseMessageTooBig     CloseCode = 1009
+	CloseInternalError     CloseCode = 1011
+	CloseServiceRestart    CloseCode = 1012
+	CloseTryAgainLater     CloseCode = 1013
+	CloseHeartbeatTimeout  CloseCode = 4000 // nothing received within the idle timeout
+	CloseTokenExpired      CloseCode = 4001
+	CloseForbidden         CloseCode = 4003
+	CloseSlowConsumer      CloseCode = 4008 // outbound queue over its bound or stuck
+	CloseRateLimited       CloseCode = 4029
+)
+
+// Message is one outbound message. It is immutable once built and may be
+// shared by every connection it is sent to: a broadcast is encoded once per
+// protocol variant and the same *Message goes to all members.
+type Message struct {
+	// Binary selects a binary frame (WebSocket) instead of a text frame.
+	Binary bool
+	// Data is the complete application message (one Phoenix frame).
+	Data []byte
+
+	wire atomic.Pointer[[]byte]
+}
+
+// NewText returns a text message holding b (not copied).
+func NewText(b []byte) *Message { return &Message{Data: b} }
+
+// NewBinary returns a binary message holding b (not copied).
+func NewBinary(b []byte) *Message { return &Message{Binary: true, Data: b} }
+
+// Wire returns the transport's encoding of m (for WebSocket: header plus
+// payload), computing it with build on first use and caching it, so that a
+// broadcast to N connections is framed once. Concurrent callers may both
+// call build; one result wins and both are identical.
+func (m *Message) Wire(build func(*Message) []byte) []byte {
+	if p := m.wire.Load(); p != nil {
+		return *p
+	}
+	b := build(m)
+	if m.wire.CompareAndSwap(nil, &b) {
+		return b
+	}
+	return *m.wire.Load()
+}
+
+// Conn is the session's handle on one client connection. All methods are
+// safe for concurrent use and never block on the network.
+type Conn interface {
+	// Send queues m for delivery. It returns false when the connection is
+	// closing or closed (the message is then dropped). When the connection's
+	// outbound queue exceeds its bound, the transport closes it with
+	// CloseSlowConsumer and Send returns false.
+	Send(m *Message) bool
+	// Close starts an orderly close with code and reason. Queued messages
+	// that are already being written are finished; the rest are dropped.
+	// Idempotent; the first code wins.
+	Close(code CloseCode, reason string)
+	// RemoteAddr is the peer address, for logs.
+	RemoteAddr() string
+}
+
+// Session receives what a transport reads from one connection.
+//
+// The transport calls HandleMessage from one goroutine at a time per
+// connection, in arrival order; data is valid only during the call (it lives
+// in a shared read buffer). HandleClose is called exactly once, after the
+// last HandleMessage, when the connection is gone.
+type Session interface {
+	HandleMessage(binary bool, data []byte)
+	HandleClose(code CloseCode)
+}
