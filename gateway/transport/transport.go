@@ -13,23 +13,23 @@ type CloseCode uint16
 // Close codes used by Fabric. The application codes are hints: phoenix.js
 // reconnects after every server close, so none of them is terminal.
 const (
-	CloseNormal            CloseCode = 1000
-	CloseGoingAway         CloseCode = 1001 // server shutting down or restarting
-	CloseProtocolError     CloseCode = 1002
-	CloseUnsupportedData   CloseCode = 1003 // e.g. a binary frame to a v1 JSON client
-	CloseNoStatus          CloseCode = 1005 // never sent; reported when the peer gave no code
-	CloseAbnormal          CloseCode = 1006 // never sent; reported when the TCP connection just died
-	CloseInvalidPayload    CloseCode = 1007 // invalid UTF-8, undecodable frame
-	ClosePolicyViolation   CloseCode = 1008
-	CloseMessageTooBig     CloseCode = 1009
-	CloseInternalError     CloseCode = 1011
-	CloseServiceRestart    CloseCode = 1012
-	CloseTryAgainLater     CloseCode = 1013
-	CloseHeartbeatTimeout  CloseCode = 4000 // nothing received within the idle timeout
-	CloseTokenExpired      CloseCode = 4001
-	CloseForbidden         CloseCode = 4003
-	CloseSlowConsumer      CloseCode = 4008 // outbound queue over its bound or stuck
-	CloseRateLimited       CloseCode = 4029
+	CloseNormal           CloseCode = 1000
+	CloseGoingAway        CloseCode = 1001 // server shutting down or restarting
+	CloseProtocolError    CloseCode = 1002
+	CloseUnsupportedData  CloseCode = 1003 // e.g. a binary frame to a v1 JSON client
+	CloseNoStatus         CloseCode = 1005 // never sent; reported when the peer gave no code
+	CloseAbnormal         CloseCode = 1006 // never sent; reported when the TCP connection just died
+	CloseInvalidPayload   CloseCode = 1007 // invalid UTF-8, undecodable frame
+	ClosePolicyViolation  CloseCode = 1008
+	CloseMessageTooBig    CloseCode = 1009
+	CloseInternalError    CloseCode = 1011
+	CloseServiceRestart   CloseCode = 1012
+	CloseTryAgainLater    CloseCode = 1013
+	CloseHeartbeatTimeout CloseCode = 4000 // nothing received within the idle timeout
+	CloseTokenExpired     CloseCode = 4001
+	CloseForbidden        CloseCode = 4003
+	CloseSlowConsumer     CloseCode = 4008 // outbound queue over its bound or stuck
+	CloseRateLimited      CloseCode = 4029
 )
 
 // Message is one outbound message. It is immutable once built and may be
