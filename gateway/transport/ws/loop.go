@@ -1,0 +1,514 @@
+package ws
+
+import (
+	"errors"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/fabric-rt/fabric/gateway/transport"
+)
+
+const (
+	readBufferSize = 64 << 10
+	// wheelSlots is the timing wheel's span in seconds; a deadline further
+	// out is parked in the last slot and re-filed when reached.
+	wheelSlots = 64
+	// readsPerEvent bounds the reads one readable event may take, so one
+	// busy client cannot starve the rest of the loop (level-triggered epoll
+	// reports it again).
+	readsPerEvent = 4
+)
+
+// loop is one epoll instance with its connections, its read buffer and its
+// timing wheel. Only run's goroutine reads sockets, closes fds and calls
+// Session methods.
+type loop struct {
+	s    *Server
+	epfd int
+	efd  int // eventfd that wakes the loop for posted tasks
+
+	mu       sync.Mutex
+	conns    []*conn // by fd
+	gen      uint32
+	tasks    []func()
+	wheel    [wheelSlots]*conn
+	lastTick int64
+
+	// owned by the loop goroutine
+	buf      []byte
+	now      int64 // coarse clock (Unix seconds), refreshed per wakeup
+	stopping bool
+	due      []*conn
+}
+
+func newLoop(s *Server) (*loop, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, err
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(efd)}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, efd, &ev); err != nil {
+		unix.Close(epfd)
+		unix.Close(efd)
+		return nil, err
+	}
+	now := time.Now().Unix()
+	return &loop{s: s, epfd: epfd, efd: efd, buf: make([]byte, readBufferSize), now: now, lastTick: now}, nil
+}
+
+// post runs f on the loop goroutine.
+func (l *loop) post(f func()) {
+	l.mu.Lock()
+	l.tasks = append(l.tasks, f)
+	l.mu.Unlock()
+	var one = [8]byte{1}
+	unix.Write(l.efd, one[:])
+}
+
+// add registers a freshly upgraded connection. Bytes that arrived with the
+// handshake are parsed on the loop before the socket is watched, so message
+// order is kept.
+func (l *loop) add(c *conn, early []byte) {
+	l.mu.Lock()
+	l.gen++
+	c.gen = l.gen
+	for c.fd >= len(l.conns) {
+		l.conns = append(l.conns, make([]*conn, len(l.conns)+1024)...)
+	}
+	l.conns[c.fd] = c
+	c.lastRead = time.Now().Unix()
+	l.insert(c, c.lastRead+int64(l.s.cfg.PingInterval/time.Second))
+	l.mu.Unlock()
+	if len(early) == 0 {
+		l.watch(c)
+		return
+	}
+	l.post(func() {
+		if l.consume(c, early) {
+			l.watch(c)
+		}
+	})
+}
+
+func (l *loop) watch(c *conn) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.fd < 0 {
+		return
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(c.fd), Pad: int32(c.gen)}
+	if c.outArmed {
+		ev.Events |= unix.EPOLLOUT
+	}
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, c.fd, &ev); err != nil {
+		l.s.cfg.Logger.Error("ws: epoll add failed", "err", err)
+		unix.Shutdown(c.fd, unix.SHUT_RDWR)
+	}
+	c.watched = true
+}
+
+func (l *loop) lookup(fd int, gen uint32) *conn {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if fd < 0 || fd >= len(l.conns) {
+		return nil
+	}
+	if c := l.conns[fd]; c != nil && c.gen == gen {
+		return c
+	}
+	return nil
+}
+
+func (l *loop) snapshot() []*conn {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []*conn
+	for _, c := range l.conns {
+		if c != nil {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func (l *loop) run() {
+	events := make([]unix.EpollEvent, 256)
+	for {
+		timeout := int(1000 - time.Now().UnixMilli()%1000)
+		n, err := unix.EpollWait(l.epfd, events, timeout)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			l.s.cfg.Logger.Error("ws: epoll_wait failed", "err", err)
+			time.Sleep(10 * time.Millisecond)
+		}
+		l.now = time.Now().Unix()
+		for i := 0; i < n; i++ {
+			ev := events[i]
+			fd := int(ev.Fd)
+			if fd == l.efd {
+				l.runTasks()
+				continue
+			}
+			c := l.lookup(fd, uint32(ev.Pad))
+			if c == nil {
+				continue
+			}
+			if ev.Events&unix.EPOLLOUT != 0 {
+				c.flush()
+			}
+			if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+				l.readable(c)
+				if ev.Events&(unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+					l.finish(c, transport.CloseAbnormal)
+				}
+			}
+		}
+		if l.stopping {
+			for _, c := range l.snapshot() {
+				l.finish(c, transport.CloseGoingAway)
+			}
+			unix.Close(l.epfd)
+			unix.Close(l.efd)
+			return
+		}
+		if l.now > l.lastTick {
+			l.tick(l.now)
+		}
+	}
+}
+
+func (l *loop) runTasks() {
+	var b [8]byte
+	unix.Read(l.efd, b[:])
+	l.mu.Lock()
+	tasks := l.tasks
+	l.tasks = nil
+	l.mu.Unlock()
+	for _, f := range tasks {
+		f()
+	}
+}
+
+// readable reads what the socket has, parses whole frames straight out of
+// the loop's buffer and keeps only an unfinished tail on the connection.
+func (l *loop) readable(c *conn) {
+	for range readsPerEvent {
+		if c.fd < 0 {
+			return
+		}
+		n, err := unix.Read(c.fd, l.buf)
+		if err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			if errors.Is(err, unix.EAGAIN) {
+				return
+			}
+			l.finish(c, transport.CloseAbnormal)
+			return
+		}
+		if n == 0 {
+			l.finish(c, transport.CloseAbnormal)
+			return
+		}
+		c.lastRead = l.now
+		c.pinged = false
+		if !l.consume(c, l.buf[:n]) {
+			return
+		}
+		if n < len(l.buf) {
+			return
+		}
+	}
+}
+
+// consume parses frames from data (prefixed by the connection's pending
+// tail). It returns false once the connection is finished.
+func (l *loop) consume(c *conn, data []byte) bool {
+	max := l.s.cfg.MaxMessageSize
+	if len(c.pend) > 0 {
+		c.pend = append(c.pend, data...)
+		data = c.pend
+	}
+	off := 0
+	for off < len(data) {
+		h, ok, err := parseHeader(data[off:], max)
+		if err != nil {
+			l.protocolError(c, err)
+			return c.fd >= 0
+		}
+		if !ok || int64(len(data)-off-h.size) < h.length {
+			break
+		}
+		payload := data[off+h.size : off+h.size+int(h.length)]
+		unmask(payload, h.mask)
+		off += h.size + int(h.length)
+		if !l.frame(c, h, payload) {
+			return c.fd >= 0
+		}
+	}
+	rest := data[off:]
+	switch {
+	case len(rest) == 0:
+		c.pend = nil
+	case len(c.pend) > 0:
+		n := copy(c.pend, rest)
+		c.pend = c.pend[:n]
+	default:
+		c.pend = append(make([]byte, 0, len(rest)+512), rest...)
+	}
+	return true
+}
+
+func unmask(p []byte, mask [4]byte) {
+	for i := range p {
+		p[i] ^= mask[i&3]
+	}
+}
+
+// frame handles one complete frame. It returns false to stop parsing this
+// connection's input (it is closing or gone).
+func (l *loop) frame(c *conn, h header, payload []byte) bool {
+	if c.closing() && h.op != opClose {
+		return true // draining toward the peer's close frame
+	}
+	switch h.op {
+	case opPing:
+		c.mu.Lock()
+		pong := appendFrameHeader(make([]byte, 0, 2+len(payload)), opPong, len(payload))
+		c.writeLocked(append(pong, payload...))
+		c.mu.Unlock()
+	case opPong:
+	case opClose:
+		code := transport.CloseNoStatus
+		switch {
+		case len(payload) == 1:
+			l.protocolError(c, errControl)
+			return false
+		case len(payload) >= 2:
+			code = transport.CloseCode(uint16(payload[0])<<8 | uint16(payload[1]))
+			if !validCloseCode(uint16(code)) {
+				l.protocolError(c, errCloseCode)
+				return false
+			}
+			if !validUTF8(payload[2:]) {
+				l.protocolError(c, errCloseUTF8)
+				return false
+			}
+		}
+		if !c.closing() {
+			// Echo the peer's code, then drop the socket: the close
+			// handshake is complete from our side.
+			echo := code
+			if echo == transport.CloseNoStatus {
+				echo = transport.CloseNormal
+			}
+			c.Close(echo, "")
+			c.mu.Lock()
+			c.closeCode = code
+			c.mu.Unlock()
+		}
+		l.finish(c, code)
+		return false
+	case opText, opBinary:
+		if c.msgOp != 0 {
+			l.protocolError(c, errInterleaved)
+			return false
+		}
+		if !h.fin {
+			c.msgOp = h.op
+			c.msg = append(make([]byte, 0, len(payload)*2), payload...)
+			return true
+		}
+		return l.deliver(c, h.op, payload)
+	case opContinuation:
+		if c.msgOp == 0 {
+			l.protocolError(c, errContinuation)
+			return false
+		}
+		if len(c.msg)+len(payload) > l.s.cfg.MaxMessageSize {
+			l.protocolError(c, errTooBig)
+			return false
+		}
+		c.msg = append(c.msg, payload...)
+		if h.fin {
+			op, msg := c.msgOp, c.msg
+			c.msgOp, c.msg = 0, nil
+			return l.deliver(c, op, msg)
+		}
+	}
+	return true
+}
+
+func (l *loop) deliver(c *conn, op byte, p []byte) bool {
+	if op == opText && !validUTF8(p) {
+		l.protocolError(c, errTextUTF8)
+		return false
+	}
+	c.sess.HandleMessage(op == opBinary, p)
+	return !c.closing()
+}
+
+func (l *loop) protocolError(c *conn, err error) {
+	var pe *protocolError
+	if errors.As(err, &pe) {
+		c.Close(pe.code, pe.reason)
+		return
+	}
+	c.Close(transport.CloseProtocolError, err.Error())
+}
+
+// finish ends a connection for good: the fd leaves epoll and is closed, the
+// session hears HandleClose exactly once. Loop goroutine only.
+func (l *loop) finish(c *conn, code transport.CloseCode) {
+	c.mu.Lock()
+	if c.state == stateClosed {
+		c.mu.Unlock()
+		return
+	}
+	if c.closeCode != 0 {
+		code = c.closeCode
+	}
+	fd := c.fd
+	c.fd = -1
+	c.state = stateClosed
+	c.queue = nil
+	c.qbytes = 0
+	watched := c.watched
+	c.mu.Unlock()
+
+	if watched {
+		unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+	}
+	unix.Close(fd)
+	l.mu.Lock()
+	if fd < len(l.conns) && l.conns[fd] == c {
+		l.conns[fd] = nil
+	}
+	l.remove(c)
+	l.mu.Unlock()
+	c.pend, c.msg = nil, nil
+	l.s.open.Add(-1)
+	l.s.countClose(code)
+	c.sess.HandleClose(code)
+}
+
+// --- timing wheel (l.mu held) ---
+
+func (l *loop) insert(c *conn, due int64) {
+	if due <= l.lastTick {
+		due = l.lastTick + 1
+	}
+	if due-l.lastTick >= wheelSlots {
+		due = l.lastTick + wheelSlots - 1
+	}
+	i := due % wheelSlots
+	c.wdue = due
+	c.wslot = int32(i)
+	c.wprev = nil
+	c.wnext = l.wheel[i]
+	if c.wnext != nil {
+		c.wnext.wprev = c
+	}
+	l.wheel[i] = c
+}
+
+func (l *loop) remove(c *conn) {
+	if c.wslot < 0 {
+		return
+	}
+	if c.wprev != nil {
+		c.wprev.wnext = c.wnext
+	} else {
+		l.wheel[c.wslot] = c.wnext
+	}
+	if c.wnext != nil {
+		c.wnext.wprev = c.wprev
+	}
+	c.wprev, c.wnext, c.wslot = nil, nil, -1
+}
+
+// reschedule moves c earlier on the wheel when due is sooner than its slot.
+// A connection that is off the wheel is being checked by the tick, which
+// re-files it under c.mu and so sees the new state.
+func (l *loop) reschedule(c *conn, due int64) {
+	l.mu.Lock()
+	if c.wslot >= 0 && due < c.wdue {
+		l.remove(c)
+		l.insert(c, due)
+	}
+	l.mu.Unlock()
+}
+
+func (l *loop) tick(now int64) {
+	l.mu.Lock()
+	due := l.due[:0]
+	from := l.lastTick + 1
+	if now-from >= wheelSlots {
+		from = now - wheelSlots + 1
+	}
+	for t := from; t <= now; t++ {
+		for c := l.wheel[t%wheelSlots]; c != nil; {
+			next := c.wnext
+			if c.wdue <= now {
+				l.remove(c)
+				due = append(due, c)
+			}
+			c = next
+		}
+	}
+	l.lastTick = now
+	l.mu.Unlock()
+	for i, c := range due {
+		l.check(c, now)
+		due[i] = nil
+	}
+	l.due = due[:0]
+}
+
+// check applies c's deadlines and files it again.
+func (l *loop) check(c *conn, now int64) {
+	cfg := &l.s.cfg
+	c.mu.Lock()
+	finish := false
+	switch c.state {
+	case stateClosed:
+		c.mu.Unlock()
+		return
+	case stateClosing:
+		finish = now >= c.closeDeadline
+	case stateOpen:
+		switch {
+		case len(c.queue) > 0 && now-c.queuedSince >= secs(cfg.WriteTimeout):
+			c.closeLocked(transport.CloseSlowConsumer, "write timeout")
+		case now-c.lastRead >= secs(cfg.IdleTimeout):
+			c.closeLocked(transport.CloseHeartbeatTimeout, "idle timeout")
+		case !c.pinged && now-c.lastRead >= secs(cfg.PingInterval):
+			c.pinged = true
+			c.writeLocked(pingFrame)
+		}
+	}
+	if !finish {
+		l.mu.Lock()
+		l.insert(c, c.nextDue(now))
+		l.mu.Unlock()
+	}
+	c.mu.Unlock()
+	if finish {
+		l.finish(c, transport.CloseAbnormal)
+	}
+}
+
+func secs(d time.Duration) int64 {
+	s := int64(d / time.Second)
+	if s < 1 {
+		s = 1
+	}
+	return s
+}
