@@ -1,0 +1,385 @@
+package phoenix
+
+import (
+	"encoding/json"
+	"unicode/utf8"
+)
+
+// Decode decodes one client message. binary tells whether it came in a
+// WebSocket binary frame, because Phoenix picks the decoder by opcode, not
+// by content.
+//
+// Errors are *ProtocolError (close the connection with its Code) or
+// *BadRequestError (reply bad_request, keep the connection). An invalid v
+// returns ErrUnsupportedVsn; the handshake should have refused it already.
+func Decode(v Version, binary bool, data []byte) (Frame, error) {
+	switch v {
+	case V1:
+		if binary {
+			return Frame{}, &ProtocolError{CloseUnsupportedData, "binary frame on the v1 JSON serializer"}
+		}
+		return decodeText(v, data)
+	case V2:
+		if binary {
+			return decodeBinary(data)
+		}
+		return decodeText(v, data)
+	}
+	return Frame{}, ErrUnsupportedVsn
+}
+
+// Field kinds seen by the scanner for join_ref, ref, topic and event.
+const (
+	kAbsent uint8 = iota
+	kNull
+	kString
+	kOther
+)
+
+// field locates one string-or-null element; start/end bound the string
+// content without its quotes.
+type field struct {
+	kind       uint8
+	esc        bool
+	start, end int
+}
+
+// Indexes into a message's fields; v1 keys are mapped onto the v2 order.
+const (
+	fJoinRef = iota
+	fRef
+	fTopic
+	fEvent
+	nFields
+)
+
+// message is what the scanner found, before the shape is judged.
+type message struct {
+	f          [nFields]field
+	payload    []byte
+	hasPayload bool
+}
+
+func errInvalid(reason string) error { return &ProtocolError{CloseInvalidPayload, reason} }
+
+func decodeText(v Version, data []byte) (Frame, error) {
+	// Checked once for the whole text so the scanner can skip UTF-8 work;
+	// a text frame must be UTF-8 (RFC 6455), reliability.md D16.
+	if !utf8.Valid(data) {
+		return Frame{}, errInvalid("text frame is not valid UTF-8")
+	}
+	var m message
+	var ok bool
+	if v == V1 {
+		ok = scanObject(data, &m)
+	} else {
+		ok = scanArray(data, &m)
+	}
+	if !ok {
+		return Frame{}, errInvalid("malformed message")
+	}
+	// Without a ref and a topic a reply cannot be addressed, so the only
+	// remaining answer is closing the connection (D21).
+	if k := m.f[fRef].kind; k != kString && k != kNull {
+		return Frame{}, errInvalid("ref missing or not a string or null")
+	}
+	if m.f[fTopic].kind != kString {
+		return Frame{}, errInvalid("topic missing or not a string")
+	}
+	s, ok := materialize(data, &m.f)
+	if !ok {
+		return Frame{}, errInvalid("undecodable string")
+	}
+	fr := Frame{
+		JoinRef: toRef(m.f[fJoinRef].kind, s[fJoinRef]),
+		Ref:     toRef(m.f[fRef].kind, s[fRef]),
+		Topic:   s[fTopic],
+		Event:   s[fEvent],
+		Payload: m.payload,
+	}
+	if m.f[fJoinRef].kind == kAbsent && v == V1 {
+		// Phoenix's V1 serializer falls back to the ref when a client
+		// does not send join_ref (pre-join_ref clients).
+		fr.JoinRef = fr.Ref
+	}
+	var reason string
+	switch {
+	case m.f[fJoinRef].kind == kOther:
+		reason = "join_ref must be a string or null"
+	case m.f[fEvent].kind != kString:
+		reason = "event missing or not a string"
+	case !m.hasPayload:
+		reason = "payload missing"
+	default:
+		return fr, nil
+	}
+	return Frame{}, &BadRequestError{JoinRef: fr.JoinRef, Ref: fr.Ref, Topic: fr.Topic, Reason: reason}
+}
+
+func toRef(kind uint8, s string) Ref {
+	if kind == kString {
+		return R(s)
+	}
+	return Null
+}
+
+// scanElem scans one element that should be a string or null, recording
+// where it is; any other valid JSON value is recorded as kOther so the shape
+// check can report it as a bad request rather than a protocol error.
+func scanElem(data []byte, i int, f *field) (int, bool) {
+	if i < len(data) && data[i] == '"' {
+		end, esc, ok := scanString(data, i)
+		*f = field{kind: kString, esc: esc, start: i + 1, end: end - 1}
+		return end, ok
+	}
+	end, ok := skipValue(data, i, 1)
+	if ok && data[i] == 'n' {
+		f.kind = kNull
+	} else {
+		f.kind = kOther
+	}
+	return end, ok
+}
+
+// scanArray scans a v2 message. Elements past the fifth are validated and
+// ignored, as Phoenix's decoder ignores them.
+func scanArray(data []byte, m *message) bool {
+	i := skipWS(data, 0)
+	if i >= len(data) || data[i] != '[' {
+		return false
+	}
+	i = skipWS(data, i+1)
+	if i < len(data) && data[i] == ']' {
+		i++
+	} else {
+		for n := 0; ; n++ {
+			var ok bool
+			switch {
+			case n < nFields:
+				i, ok = scanElem(data, i, &m.f[n])
+			case n == nFields:
+				start := i
+				if i, ok = skipValue(data, i, 1); ok {
+					m.payload, m.hasPayload = data[start:i], true
+				}
+			default:
+				i, ok = skipValue(data, i, 1)
+			}
+			if !ok {
+				return false
+			}
+			i = skipWS(data, i)
+			if i >= len(data) {
+				return false
+			}
+			if data[i] == ']' {
+				i++
+				break
+			}
+			if data[i] != ',' {
+				return false
+			}
+			i = skipWS(data, i+1)
+		}
+	}
+	return skipWS(data, i) == len(data)
+}
+
+// scanObject scans a v1 message. Unknown keys are validated and ignored;
+// for a repeated key the last one wins, as with most JSON decoders.
+func scanObject(data []byte, m *message) bool {
+	i := skipWS(data, 0)
+	if i >= len(data) || data[i] != '{' {
+		return false
+	}
+	i = skipWS(data, i+1)
+	if i < len(data) && data[i] == '}' {
+		return skipWS(data, i+1) == len(data)
+	}
+	for {
+		if i >= len(data) || data[i] != '"' {
+			return false
+		}
+		kEnd, kEsc, ok := scanString(data, i)
+		if !ok {
+			return false
+		}
+		key := v1Key(data[i+1:kEnd-1], kEsc)
+		i = skipWS(data, kEnd)
+		if i >= len(data) || data[i] != ':' {
+			return false
+		}
+		i = skipWS(data, i+1)
+		switch key {
+		case fJoinRef, fRef, fTopic, fEvent:
+			i, ok = scanElem(data, i, &m.f[key])
+		case keyPayload:
+			start := i
+			if i, ok = skipValue(data, i, 1); ok {
+				m.payload, m.hasPayload = data[start:i], true
+			}
+		default:
+			i, ok = skipValue(data, i, 1)
+		}
+		if !ok {
+			return false
+		}
+		i = skipWS(data, i)
+		if i >= len(data) {
+			return false
+		}
+		switch data[i] {
+		case ',':
+			i = skipWS(data, i+1)
+		case '}':
+			return skipWS(data, i+1) == len(data)
+		default:
+			return false
+		}
+	}
+}
+
+const (
+	keyPayload = nFields
+	keyOther   = nFields + 1
+)
+
+// v1Key maps a raw object key (without quotes) to a field index. Escaped keys
+// such as "\u0074opic" are rare but legal JSON, so they are unescaped
+// rather than treated as unknown.
+func v1Key(raw []byte, esc bool) int {
+	k := string(raw) // no allocation: only used in the comparisons below
+	if esc {
+		var ok bool
+		if k, ok = unescape(raw); !ok {
+			return keyOther
+		}
+	}
+	switch k {
+	case "join_ref":
+		return fJoinRef
+	case "ref":
+		return fRef
+	case "topic":
+		return fTopic
+	case "event":
+		return fEvent
+	case "payload":
+		return keyPayload
+	}
+	return keyOther
+}
+
+// unescape decodes string content (without quotes) that contains escapes.
+// This is the rare path, so it leans on encoding/json for the \u and
+// surrogate-pair rules instead of duplicating them.
+func unescape(raw []byte) (string, bool) {
+	q := make([]byte, 0, len(raw)+2)
+	q = append(q, '"')
+	q = append(q, raw...)
+	q = append(q, '"')
+	var s string
+	if err := json.Unmarshal(q, &s); err != nil {
+		return "", false
+	}
+	return s, true
+}
+
+// intern returns a constant for the names nearly every message carries, so
+// that a heartbeat allocates only its ref.
+func intern(b []byte) (string, bool) {
+	switch string(b) { // the compiler does not allocate for this conversion
+	case TopicPhoenix:
+		return TopicPhoenix, true
+	case EventHeartbeat:
+		return EventHeartbeat, true
+	case EventJoin:
+		return EventJoin, true
+	case EventLeave:
+		return EventLeave, true
+	}
+	return "", false
+}
+
+// materialize turns the string fields into Go strings that do not alias
+// data (the read buffer is reused). Fields without escapes that are not
+// interned are copied with a single allocation of the span that covers them
+// and then sliced; in a v2 message they are adjacent, separated only by
+// `","`. When the span holds much more than the strings (a v1 payload
+// between keys, or padding whitespace) they are copied one by one instead,
+// so a small ref never pins a large chunk of the message.
+func materialize(data []byte, fs *[nFields]field) (out [nFields]string, ok bool) {
+	var pending [nFields]bool
+	lo, hi, total, n := len(data), 0, 0, 0
+	for i := range fs {
+		f := &fs[i]
+		if f.kind != kString || f.start == f.end {
+			continue
+		}
+		raw := data[f.start:f.end]
+		if f.esc {
+			if out[i], ok = unescape(raw); !ok {
+				return out, false
+			}
+			continue
+		}
+		if s, hit := intern(raw); hit {
+			out[i] = s
+			continue
+		}
+		pending[i] = true
+		lo, hi = min(lo, f.start), max(hi, f.end)
+		total += len(raw)
+		n++
+	}
+	if n > 1 && hi-lo <= 2*total+16 {
+		span := string(data[lo:hi])
+		for i, p := range pending {
+			if p {
+				out[i] = span[fs[i].start-lo : fs[i].end-lo]
+			}
+		}
+	} else {
+		for i, p := range pending {
+			if p {
+				out[i] = string(data[fs[i].start:fs[i].end])
+			}
+		}
+	}
+	return out, true
+}
+
+// decodeBinary decodes a v2 binary client push (kind 0, 5-byte header).
+// Clients never send kinds 1 and 2, so those are malformed. An empty join_ref
+// or ref decodes as "" rather than null, as in Phoenix: the binary layout has
+// no way to say null.
+func decodeBinary(data []byte) (Frame, error) {
+	const header = 5
+	if len(data) < header {
+		return Frame{}, errInvalid("binary frame shorter than its header")
+	}
+	if data[0] != 0 {
+		return Frame{}, errInvalid("binary frame kind is not push (0)")
+	}
+	j, r, t, e := int(data[1]), int(data[2]), int(data[3]), int(data[4])
+	end := header + j + r + t + e
+	if end > len(data) {
+		return Frame{}, errInvalid("binary frame field lengths past the end")
+	}
+	meta := data[header:end]
+	// Checked per field: a rune split across two fields would pass a check
+	// of the whole run but leave both strings invalid.
+	if !utf8.Valid(meta[:j]) || !utf8.Valid(meta[j:j+r]) ||
+		!utf8.Valid(meta[j+r:j+r+t]) || !utf8.Valid(meta[j+r+t:]) {
+		return Frame{}, errInvalid("binary frame field is not valid UTF-8")
+	}
+	s := string(meta) // one allocation for all four strings
+	return Frame{
+		JoinRef: R(s[:j]),
+		Ref:     R(s[j : j+r]),
+		Topic:   s[j+r : j+r+t],
+		Event:   s[j+r+t:],
+		Payload: data[end:],
+		Binary:  true,
+	}, nil
+}

@@ -1,0 +1,132 @@
+package phoenix
+
+import (
+	"errors"
+	"strconv"
+	"strings"
+)
+
+// Version is the serializer version negotiated by the `vsn` query parameter.
+type Version uint8
+
+const (
+	V1 Version = 1 // vsn 1.0.x: JSON objects {"topic","event","payload","ref","join_ref"?}
+	V2 Version = 2 // vsn 2.0.x: JSON arrays + binary frames
+)
+
+// Reserved event and topic names.
+const (
+	EventJoin      = "phx_join"
+	EventLeave     = "phx_leave"
+	EventReply     = "phx_reply"
+	EventClose     = "phx_close"
+	EventError     = "phx_error"
+	EventHeartbeat = "heartbeat"
+	TopicPhoenix   = "phoenix"
+)
+
+// WebSocket close codes carried by ProtocolError. They mirror RFC 6455 so
+// this package needs no dependency on the transport layer.
+const (
+	CloseUnsupportedData uint16 = 1003
+	CloseInvalidPayload  uint16 = 1007
+)
+
+// ErrUnsupportedVsn is returned for a vsn Phoenix would not match; the
+// WebSocket handshake should answer it with HTTP 403 before upgrading.
+var ErrUnsupportedVsn = errors.New("phoenix: unsupported vsn")
+
+// ErrFieldTooLong is returned by the binary encoders: the binary layout has
+// one-byte length prefixes, and phoenix.js throws on longer fields anyway.
+var ErrFieldTooLong = errors.New("phoenix: binary frame field longer than 255 bytes")
+
+// ParseVsn maps the `vsn` query parameter to a Version. Phoenix matches with
+// the requirements "~> 1.0.0" and "~> 2.0.0" and assumes 1.0.0 when the
+// parameter is missing, so "" and any 1.0.x select V1 and any 2.0.x selects
+// V2. Pre-release versions do not satisfy "~>" in Elixir, so they are
+// rejected like every other string.
+func ParseVsn(vsn string) (Version, error) {
+	if vsn == "" {
+		return V1, nil
+	}
+	switch {
+	case strings.HasPrefix(vsn, "1.0.") && validPatch(vsn[4:]):
+		return V1, nil
+	case strings.HasPrefix(vsn, "2.0.") && validPatch(vsn[4:]):
+		return V2, nil
+	}
+	return 0, ErrUnsupportedVsn
+}
+
+// validPatch accepts a semver patch number: digits without a leading zero,
+// as Elixir's Version.parse requires.
+func validPatch(s string) bool {
+	if s == "" || (len(s) > 1 && s[0] == '0') {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// Ref is a nullable string: join_ref and ref are JSON null on broadcasts,
+// heartbeats and server pushes, and the client tells null from "" apart.
+type Ref struct {
+	S     string
+	Valid bool
+}
+
+// R returns a valid (non-null) ref.
+func R(s string) Ref { return Ref{S: s, Valid: true} }
+
+// Null is the null ref.
+var Null Ref
+
+// String returns the ref as it would appear in JSON, for logs and tests.
+func (r Ref) String() string {
+	if !r.Valid {
+		return "null"
+	}
+	return strconv.Quote(r.S)
+}
+
+// Frame is one decoded client message. Payload aliases the input (valid only
+// while the input is); the strings never do, so they may be kept after the
+// read buffer is reused.
+type Frame struct {
+	JoinRef Ref
+	Ref     Ref
+	Topic   string
+	Event   string
+	Payload []byte // raw JSON text of the payload; for a binary push the raw bytes
+	Binary  bool   // true when it came from a v2 binary frame (kind 0 push)
+}
+
+// ProtocolError means the message cannot be attributed to any request, so
+// the only safe answer is closing the connection with Code.
+type ProtocolError struct {
+	Code   uint16
+	Reason string
+}
+
+func (e *ProtocolError) Error() string {
+	return "phoenix: protocol error " + strconv.Itoa(int(e.Code)) + ": " + e.Reason
+}
+
+// BadRequestError means the message is valid JSON with a readable ref and
+// topic but the wrong shape. The session answers it with a phx_reply error
+// {"reason":"bad_request"} echoing JoinRef/Ref/Topic and keeps the
+// connection (reliability.md D21), so one buggy push does not cost the
+// client all of its channels.
+type BadRequestError struct {
+	JoinRef, Ref Ref
+	Topic        string
+	Reason       string
+}
+
+func (e *BadRequestError) Error() string {
+	return "phoenix: bad request on topic " + strconv.Quote(e.Topic) + ": " + e.Reason
+}

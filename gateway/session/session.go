@@ -1,0 +1,316 @@
+// Package session is the Phoenix Channels state machine of one connection:
+// heartbeats, phx_join / phx_leave, duplicate joins, pushes, and the replies
+// phoenix.js expects (../../../shared/docs/phoenix-protocol.md §3–§5, §13).
+//
+// Concurrency: the transport calls HandleMessage from one goroutine at a
+// time. A join that must wait for the broker (first member of a topic on
+// this gateway) and a push that publishes run on their own short-lived
+// goroutine and answer through Conn.Send, which is safe from anywhere;
+// Session.mu orders them against later messages.
+package session
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/fabric-rt/fabric/gateway/hub"
+	"github.com/fabric-rt/fabric/gateway/phoenix"
+	"github.com/fabric-rt/fabric/gateway/transport"
+	"github.com/fabric-rt/fabric/internal/broker"
+)
+
+// Reasons sent in {"status":"error","response":{"reason":…}} replies. Part
+// of the wire contract: clients match on them.
+const (
+	ReasonBadRequest     = "bad_request"
+	ReasonUnmatchedTopic = "unmatched topic"
+	ReasonInvalidTopic   = "invalid_topic"
+	ReasonUnauthorized   = "unauthorized"
+	ReasonTooManyJoined  = "too many channels joined"
+	ReasonUnavailable    = "unavailable"
+	ReasonPublishFailed  = "publish_failed"
+)
+
+// Policy decides what a connection may do. A nil Policy allows everything
+// (anonymous development mode).
+type Policy interface {
+	CanJoin(topic string) bool
+	CanPublish(topic string) bool
+}
+
+// Config is shared by every session of a gateway.
+type Config struct {
+	Hub    *hub.Hub
+	Broker broker.Broker
+	// MaxChannels caps the channels one connection may have joined
+	// (default 100).
+	MaxChannels int
+	// JoinTimeout bounds a join that waits for the broker (default 5 s).
+	JoinTimeout time.Duration
+	// PublishTimeout bounds a client push's publish (default 5 s).
+	PublishTimeout time.Duration
+	Logger         *slog.Logger
+}
+
+func (c *Config) defaults() {
+	if c.MaxChannels <= 0 {
+		c.MaxChannels = 100
+	}
+	if c.JoinTimeout <= 0 {
+		c.JoinTimeout = 5 * time.Second
+	}
+	if c.PublishTimeout <= 0 {
+		c.PublishTimeout = 5 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Session is one connection's Phoenix state.
+type Session struct {
+	cfg    *Config
+	conn   transport.Conn
+	v      phoenix.Version
+	policy Policy
+
+	mu       sync.Mutex
+	channels map[string]*channel // current instance per topic
+	closed   bool
+	pushes   []push // waiting to be published, in arrival order
+	pushing  bool   // a goroutine is draining pushes
+}
+
+type push struct {
+	f       phoenix.Frame
+	payload []byte
+}
+
+// channel is one join instance. Its pointer is the hub membership key, so
+// a duplicate join's new instance never shares a delivery path with the old.
+type channel struct {
+	topic   string
+	joinRef phoenix.Ref
+	joined  bool // the ok reply went out and the hub delivers to it
+}
+
+var _ transport.Session = (*Session)(nil)
+
+// New returns the session of conn, speaking version v. cfg must outlive it.
+func New(cfg *Config, conn transport.Conn, v phoenix.Version, policy Policy) *Session {
+	cfg.defaults()
+	return &Session{cfg: cfg, conn: conn, v: v, policy: policy}
+}
+
+// HandleMessage implements transport.Session.
+func (s *Session) HandleMessage(binary bool, data []byte) {
+	f, err := phoenix.Decode(s.v, binary, data)
+	if err != nil {
+		var pe *phoenix.ProtocolError
+		var br *phoenix.BadRequestError
+		switch {
+		case errors.As(err, &br):
+			s.reply(br.JoinRef, br.Ref, br.Topic, false, reason(ReasonBadRequest))
+		case errors.As(err, &pe):
+			s.conn.Close(transport.CloseCode(pe.Code), pe.Reason)
+		default:
+			s.conn.Close(transport.CloseInvalidPayload, "undecodable message")
+		}
+		return
+	}
+	if f.Topic == phoenix.TopicPhoenix && f.Event == phoenix.EventHeartbeat {
+		s.reply(f.JoinRef, f.Ref, f.Topic, true, nil)
+		return
+	}
+	switch f.Event {
+	case phoenix.EventJoin:
+		s.join(f)
+	case phoenix.EventLeave:
+		s.leave(f)
+	default:
+		s.push(f)
+	}
+}
+
+// HandleClose implements transport.Session: every membership goes.
+func (s *Session) HandleClose(transport.CloseCode) {
+	s.mu.Lock()
+	s.closed = true
+	chs := s.channels
+	s.channels = nil
+	s.mu.Unlock()
+	for _, ch := range chs {
+		s.cfg.Hub.Leave(ch.topic, ch)
+	}
+}
+
+func (s *Session) join(f phoenix.Frame) {
+	joinRef := f.JoinRef
+	if !joinRef.Valid {
+		joinRef = f.Ref
+	}
+	if p := bytes.TrimSpace(f.Payload); len(p) == 0 || (p[0] != '{' && !bytes.Equal(p, []byte("null"))) {
+		s.reply(joinRef, f.Ref, f.Topic, false, reason(ReasonBadRequest))
+		return
+	}
+	if f.Topic == phoenix.TopicPhoenix || s.cfg.Broker.ValidateTopic(f.Topic) != nil {
+		s.reply(joinRef, f.Ref, f.Topic, false, reason(ReasonInvalidTopic))
+		return
+	}
+	if s.policy != nil && !s.policy.CanJoin(f.Topic) {
+		// No subscription is created for a refused join.
+		s.reply(joinRef, f.Ref, f.Topic, false, reason(ReasonUnauthorized))
+		return
+	}
+
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	if old := s.channels[f.Topic]; old != nil {
+		// Duplicate join: the latest wins; the old instance is closed
+		// with its own join_ref, as Phoenix does.
+		delete(s.channels, f.Topic)
+		s.cfg.Hub.Leave(old.topic, old)
+		s.send(phoenix.AppendMessage(nil, s.v, old.joinRef, old.joinRef, old.topic, phoenix.EventClose, nil))
+	}
+	if len(s.channels) >= s.cfg.MaxChannels {
+		s.mu.Unlock()
+		s.reply(joinRef, f.Ref, f.Topic, false, reason(ReasonTooManyJoined))
+		return
+	}
+	ch := &channel{topic: f.Topic, joinRef: joinRef}
+	if s.channels == nil {
+		s.channels = make(map[string]*channel)
+	}
+	s.channels[f.Topic] = ch
+	member := hub.Member{Conn: s.conn, Version: s.v, Key: ch}
+	if s.cfg.Hub.TryJoin(f.Topic, member) {
+		ch.joined = true
+		s.reply(joinRef, f.Ref, f.Topic, true, nil)
+		s.mu.Unlock()
+		return
+	}
+	s.mu.Unlock()
+
+	ref := f.Ref
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.JoinTimeout)
+		err := s.cfg.Hub.Join(ctx, ch.topic, member)
+		cancel()
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.closed || s.channels[ch.topic] != ch {
+			// Left, replaced or disconnected while subscribing: the
+			// leave was already answered; just undo the membership.
+			if err == nil {
+				s.cfg.Hub.Leave(ch.topic, ch)
+			}
+			return
+		}
+		if err != nil {
+			delete(s.channels, ch.topic)
+			s.cfg.Logger.Warn("join failed", "topic", ch.topic, "err", err)
+			s.reply(ch.joinRef, ref, ch.topic, false, reason(ReasonUnavailable))
+			return
+		}
+		ch.joined = true
+		s.reply(ch.joinRef, ref, ch.topic, true, nil)
+	}()
+}
+
+func (s *Session) leave(f phoenix.Frame) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ch := s.channels[f.Topic]
+	if ch == nil {
+		// Leaves are idempotent, including for joins never seen.
+		s.reply(f.JoinRef, f.Ref, f.Topic, true, nil)
+		return
+	}
+	if f.JoinRef.Valid && f.JoinRef != ch.joinRef {
+		return // stale leave for an instance already replaced
+	}
+	delete(s.channels, f.Topic)
+	if ch.joined {
+		s.cfg.Hub.Leave(ch.topic, ch)
+	}
+	s.reply(f.JoinRef, f.Ref, f.Topic, true, nil)
+	s.send(phoenix.AppendMessage(nil, s.v, ch.joinRef, ch.joinRef, ch.topic, phoenix.EventClose, nil))
+}
+
+func (s *Session) push(f phoenix.Frame) {
+	s.mu.Lock()
+	ch := s.channels[f.Topic]
+	ok := ch != nil && ch.joined && (!f.JoinRef.Valid || f.JoinRef == ch.joinRef)
+	s.mu.Unlock()
+	if !ok {
+		// Phoenix answers events for unknown topics with a null join_ref.
+		s.reply(phoenix.Null, f.Ref, f.Topic, false, reason(ReasonUnmatchedTopic))
+		return
+	}
+	if s.policy != nil && !s.policy.CanPublish(f.Topic) {
+		s.reply(f.JoinRef, f.Ref, f.Topic, false, reason(ReasonUnauthorized))
+		return
+	}
+	// One goroutine at a time publishes this connection's pushes, so they
+	// reach the bus in the order the client sent them.
+	p := push{f: f, payload: append([]byte(nil), f.Payload...)} // f.Payload lives in the read buffer
+	s.mu.Lock()
+	s.pushes = append(s.pushes, p)
+	start := !s.pushing
+	s.pushing = true
+	s.mu.Unlock()
+	if start {
+		go s.publishPushes()
+	}
+}
+
+func (s *Session) publishPushes() {
+	for {
+		s.mu.Lock()
+		if len(s.pushes) == 0 || s.closed {
+			s.pushes = nil
+			s.pushing = false
+			s.mu.Unlock()
+			return
+		}
+		p := s.pushes[0]
+		s.pushes = s.pushes[1:]
+		s.mu.Unlock()
+		f := p.f
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.PublishTimeout)
+		err := s.cfg.Broker.Publish(ctx, f.Topic, f.Event, p.payload)
+		cancel()
+		if err != nil {
+			s.cfg.Logger.Warn("push publish failed", "topic", f.Topic, "err", err)
+			s.reply(f.JoinRef, f.Ref, f.Topic, false, reason(ReasonPublishFailed))
+			continue
+		}
+		s.reply(f.JoinRef, f.Ref, f.Topic, true, nil)
+	}
+}
+
+func (s *Session) reply(joinRef, ref phoenix.Ref, topic string, ok bool, response []byte) {
+	status := "ok"
+	if !ok {
+		status = "error"
+	}
+	s.send(phoenix.AppendReply(nil, s.v, joinRef, ref, topic, status, response))
+}
+
+func (s *Session) send(b []byte) { s.conn.Send(transport.NewText(b)) }
+
+func reason(r string) []byte {
+	return append(append([]byte(`{"reason":`), quote(r)...), '}')
+}
+
+func quote(s string) []byte {
+	// Reasons are fixed ASCII constants without quotes or backslashes.
+	return append(append([]byte{'"'}, s...), '"')
+}
