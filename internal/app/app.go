@@ -1,0 +1,332 @@
+// Package app wires one Fabric process together: the embedded or external
+// NATS connection, the broker adapter, the gateway, the client HTTP listener
+// and the ops listener. cmd/fabric turns flags into a Config; end-to-end
+// tests start the very same thing in-process.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/fabric-rt/fabric/gateway"
+	"github.com/fabric-rt/fabric/gateway/transport/ws"
+	"github.com/fabric-rt/fabric/nats/natsbroker"
+	"github.com/fabric-rt/fabric/nats/natsembed"
+)
+
+// Config is everything `fabric serve` can be told.
+type Config struct {
+	Listen    string // client HTTP: WebSocket, LongPoll, demo page
+	OpsListen string // /healthz, /readyz, /metrics, /debug/pprof; "off" for none
+	// NATSListen is the embedded server's client port ("off": in-process only).
+	NATSListen string
+	DataDir    string // the embedded server's JetStream store lives in DataDir/nats
+	NATSURL    string // external NATS; when set no embedded server starts
+	// AllowAnonymous permits open (unauthenticated) joins on non-loopback
+	// listeners. Without it, anonymous mode is loopback-only.
+	AllowAnonymous bool
+	SubjectPrefix  string
+
+	MaxMessageSize   int
+	IdleTimeout      time.Duration
+	WriteTimeout     time.Duration
+	MaxQueueBytes    int
+	HandshakeTimeout time.Duration
+	MaxChannels      int
+	LeaveGrace       time.Duration
+
+	// Home serves "/" on the client listener (the demo page).
+	Home   http.Handler
+	Logger *slog.Logger
+}
+
+// App is a running Fabric process.
+type App struct {
+	cfg     Config
+	log     *slog.Logger
+	ns      *natsembed.Server
+	nc      *nats.Conn
+	broker  *natsbroker.Broker
+	gw      *gateway.Gateway
+	httpSrv *http.Server
+	opsSrv  *http.Server
+	httpLn  net.Listener
+	opsLn   net.Listener
+	ready   atomic.Bool
+	stopped atomic.Bool
+}
+
+// ErrOpenOnNetwork is returned when anonymous mode would be reachable from
+// the network.
+var ErrOpenOnNetwork = errors.New("refusing to start without authentication on a non-loopback address")
+
+// Start brings every part up and returns once clients can connect.
+func Start(cfg Config) (a *App, err error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.SubjectPrefix == "" {
+		cfg.SubjectPrefix = natsbroker.DefaultPrefix
+	}
+	if err := checkAnonymous(cfg); err != nil {
+		return nil, err
+	}
+	a = &App{cfg: cfg, log: cfg.Logger}
+	defer func() {
+		if err != nil {
+			a.close()
+		}
+	}()
+
+	if err := a.startNATS(); err != nil {
+		return nil, err
+	}
+	a.broker, err = natsbroker.New(a.nc, natsbroker.Config{Prefix: cfg.SubjectPrefix, Logger: a.log})
+	if err != nil {
+		return nil, err
+	}
+	a.gw, err = gateway.New(gateway.Config{
+		Broker: a.broker,
+		WS: ws.Config{
+			MaxMessageSize:   cfg.MaxMessageSize,
+			IdleTimeout:      cfg.IdleTimeout,
+			WriteTimeout:     cfg.WriteTimeout,
+			MaxQueueBytes:    cfg.MaxQueueBytes,
+			HandshakeTimeout: cfg.HandshakeTimeout,
+		},
+		MaxChannels: cfg.MaxChannels,
+		LeaveGrace:  cfg.LeaveGrace,
+		Home:        cfg.Home,
+		Logger:      a.log,
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	hsTimeout := cfg.HandshakeTimeout
+	if hsTimeout <= 0 {
+		hsTimeout = 5 * time.Second
+	}
+	a.httpLn, err = net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("cannot listen on %s: %w", cfg.Listen, err)
+	}
+	a.httpSrv = &http.Server{
+		Handler: a.gw.Handler(),
+		// Bounds the whole upgrade request, so slow-header clients
+		// (slowloris) cannot hold handshakes open.
+		ReadHeaderTimeout: hsTimeout,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    32 << 10, // bigger headers get 431
+		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
+	}
+	go a.httpSrv.Serve(a.httpLn)
+
+	if cfg.OpsListen != "" && cfg.OpsListen != "off" {
+		a.opsLn, err = net.Listen("tcp", cfg.OpsListen)
+		if err != nil {
+			return nil, fmt.Errorf("cannot listen on %s: %w", cfg.OpsListen, err)
+		}
+		a.opsSrv = &http.Server{Handler: a.opsHandler(), ReadHeaderTimeout: 5 * time.Second}
+		go a.opsSrv.Serve(a.opsLn)
+	}
+	a.ready.Store(true)
+	a.log.Info("fabric is serving",
+		"listen", a.httpLn.Addr().String(),
+		"ops", a.OpsAddr(),
+		"nats", a.NATSURL(),
+		"auth", "anonymous")
+	return a, nil
+}
+
+func (a *App) startNATS() error {
+	cfg := a.cfg
+	opts := []nats.Option{
+		nats.Name("fabric-gateway"),
+		nats.MaxReconnects(-1), // a gateway never gives up on its bus
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.ReconnectJitter(100*time.Millisecond, time.Second),
+		nats.PingInterval(10 * time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			a.log.Warn("NATS disconnected", "err", err)
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			a.log.Info("NATS reconnected", "url", nc.ConnectedUrlRedacted())
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subj := ""
+			if sub != nil {
+				subj = sub.Subject
+			}
+			a.log.Warn("NATS async error", "subject", subj, "err", err)
+		}),
+	}
+	if cfg.NATSURL != "" {
+		nc, err := nats.Connect(cfg.NATSURL, append(opts, nats.RetryOnFailedConnect(false))...)
+		if err != nil {
+			return fmt.Errorf("cannot connect to NATS at %s: %w", redactURL(cfg.NATSURL), err)
+		}
+		a.nc = nc
+		return nil
+	}
+	ecfg := natsembed.Config{
+		JetStream: true,
+		StoreDir:  filepath.Join(cfg.DataDir, "nats"),
+		Logger:    a.log,
+	}
+	if cfg.DataDir == "" {
+		ecfg.StoreDir = filepath.Join("data", "nats")
+	}
+	if cfg.NATSListen == "" || cfg.NATSListen == "off" {
+		ecfg.DontListen = true
+	} else {
+		host, port, err := splitHostPort(cfg.NATSListen)
+		if err != nil {
+			return fmt.Errorf("nats-listen: %w", err)
+		}
+		ecfg.Host, ecfg.Port = host, port
+		if port == 0 {
+			ecfg.Port = -1 // any free port
+		}
+	}
+	ns, err := natsembed.Start(ecfg)
+	if err != nil {
+		return fmt.Errorf("cannot start embedded NATS: %w", err)
+	}
+	a.ns = ns
+	nc, err := nats.Connect("", append(opts, ns.ConnectOption())...)
+	if err != nil {
+		return fmt.Errorf("cannot connect to embedded NATS: %w", err)
+	}
+	a.nc = nc
+	return nil
+}
+
+func splitHostPort(hp string) (string, int, error) {
+	host, p, err := net.SplitHostPort(hp)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("bad port %q", p)
+	}
+	return host, port, nil
+}
+
+// checkAnonymous enforces design.md §3.5: with no keys configured, joins
+// are open, so every listener must be on loopback unless the operator
+// explicitly allows anonymous access.
+func checkAnonymous(cfg Config) error {
+	if cfg.AllowAnonymous {
+		return nil
+	}
+	for _, l := range []struct{ name, addr string }{
+		{"listen", cfg.Listen}, {"ops-listen", cfg.OpsListen}, {"nats-listen", cfg.NATSListen},
+	} {
+		if l.addr == "" || l.addr == "off" || (l.name == "nats-listen" && cfg.NATSURL != "") {
+			continue
+		}
+		if !isLoopback(l.addr) {
+			return fmt.Errorf("%w: --%s %s (configure JWT keys, or pass --allow-anonymous to run open on purpose)", ErrOpenOnNetwork, l.name, l.addr)
+		}
+	}
+	return nil
+}
+
+func isLoopback(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// HTTPAddr is the client listener's address.
+func (a *App) HTTPAddr() string { return a.httpLn.Addr().String() }
+
+// OpsAddr is the ops listener's address ("" when off).
+func (a *App) OpsAddr() string {
+	if a.opsLn == nil {
+		return ""
+	}
+	return a.opsLn.Addr().String()
+}
+
+// NATSURL is where other processes reach this process's NATS ("" when the
+// embedded server has no client port).
+func (a *App) NATSURL() string {
+	if a.cfg.NATSURL != "" {
+		return redactURL(a.cfg.NATSURL)
+	}
+	if a.ns != nil {
+		return a.ns.ClientURL()
+	}
+	return ""
+}
+
+// Gateway exposes the gateway (stats, member counts) to tests and ops.
+func (a *App) Gateway() *gateway.Gateway { return a.gw }
+
+// Embedded returns the embedded NATS server, nil with an external one.
+func (a *App) Embedded() *natsembed.Server { return a.ns }
+
+// Shutdown stops in order: readiness off, stop accepting, close sockets
+// with 1001 (net/http does not close hijacked connections), drain NATS,
+// stop the embedded server.
+func (a *App) Shutdown(ctx context.Context) error {
+	if a.stopped.Swap(true) {
+		return nil
+	}
+	a.ready.Store(false)
+	var errs []error
+	if a.httpSrv != nil {
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		if err := a.httpSrv.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			errs = append(errs, err)
+		}
+		cancel()
+	}
+	if a.gw != nil {
+		if err := a.gw.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("closing connections: %w", err))
+		}
+	}
+	if a.nc != nil {
+		if err := a.nc.Drain(); err != nil {
+			a.nc.Close()
+		}
+		for a.nc.IsDraining() && ctx.Err() == nil {
+			time.Sleep(10 * time.Millisecond)
+		}
+		a.nc.Close()
+	}
+	if a.opsSrv != nil {
+		a.opsSrv.Close()
+	}
+	if a.ns != nil {
+		a.ns.Shutdown()
+	}
+	return errors.Join(errs...)
+}
+
+func (a *App) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	a.Shutdown(ctx)
+}
