@@ -1,0 +1,354 @@
+package natsbroker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/fabric-rt/fabric/internal/broker"
+	"github.com/fabric-rt/fabric/nats/subject"
+)
+
+const (
+	// HeaderEvent carries the Phoenix event name.
+	HeaderEvent = "Fabric-Event"
+	// DefaultEvent is the event of a message without HeaderEvent.
+	DefaultEvent = "message"
+	// DefaultPrefix is the subject prefix when Config.Prefix is empty.
+	DefaultPrefix = "fabric"
+	// MaxEventLen is the longest event name delivered or published: a
+	// Phoenix v2 binary frame stores the event length in one byte.
+	MaxEventLen = 255
+
+	// One subscription feeds a whole channel (every local member), so it
+	// gets far more room than nats.go's per-subscription defaults
+	// (500k msgs / 64 MiB) before the client library starts dropping.
+	pendingMsgsLimit  = 1_000_000
+	pendingBytesLimit = 256 << 20
+
+	// defaultRoundTrip bounds the flush round trip when the caller's context
+	// has no deadline: nats.go refuses to flush without one.
+	defaultRoundTrip = 10 * time.Second
+
+	// slowLogEvery rate-limits the slow-consumer warning per subscription;
+	// during an overload every callback would otherwise log.
+	slowLogEvery = 5 * time.Second
+)
+
+// ErrInvalidEvent is returned by Publish for an event name that subscribers
+// would have to drop.
+var ErrInvalidEvent = errors.New("natsbroker: invalid event")
+
+// Config configures a Broker.
+type Config struct {
+	Prefix string       // subject prefix, default "fabric"
+	Logger *slog.Logger // nil discards
+	// Per-subscription client-side buffer before nats.go starts dropping
+	// (slow consumer). 0 means 1,000,000 messages / 256 MiB; negative
+	// means unlimited (memory then grows without bound behind a stuck hub).
+	PendingMsgsLimit  int
+	PendingBytesLimit int
+}
+
+// Broker implements broker.Broker on a nats.go connection. It never changes
+// the connection's options or handlers; the caller owns the connection
+// (reconnect policy, error handlers, Close).
+type Broker struct {
+	nc     *nats.Conn
+	prefix string
+	log    *slog.Logger
+
+	pendingMsgs, pendingBytes int
+
+	dropped   atomic.Uint64 // messages refused for their event name
+	slowDrops atomic.Uint64 // messages nats.go dropped on our subscriptions
+}
+
+var _ broker.Broker = (*Broker)(nil)
+
+// New returns a Broker publishing and subscribing on nc.
+func New(nc *nats.Conn, cfg Config) (*Broker, error) {
+	if nc == nil {
+		return nil, errors.New("natsbroker: nil connection")
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = DefaultPrefix
+	}
+	if err := subject.ValidPrefix(cfg.Prefix); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.PendingMsgsLimit == 0 {
+		cfg.PendingMsgsLimit = pendingMsgsLimit
+	}
+	if cfg.PendingBytesLimit == 0 {
+		cfg.PendingBytesLimit = pendingBytesLimit
+	}
+	return &Broker{nc: nc, prefix: cfg.Prefix, log: cfg.Logger,
+		pendingMsgs: cfg.PendingMsgsLimit, pendingBytes: cfg.PendingBytesLimit}, nil
+}
+
+// Dropped is the number of received messages dropped because their event
+// name cannot be delivered (empty, too long, reserved, control characters).
+func (b *Broker) Dropped() uint64 { return b.dropped.Load() }
+
+// SlowConsumerDrops is the number of messages nats.go discarded because a
+// subscription's handler fell behind its pending limits. Those messages are
+// lost to every member of the channel.
+func (b *Broker) SlowConsumerDrops() uint64 { return b.slowDrops.Load() }
+
+// topicError keeps the subject package's reason in the message while
+// matching both broker.ErrInvalidTopic and subject.ErrInvalidTopic.
+type topicError struct{ cause *subject.Error }
+
+func (e *topicError) Error() string {
+	return broker.ErrInvalidTopic.Error() + ": " + e.cause.Reason
+}
+
+func (e *topicError) Unwrap() []error { return []error{broker.ErrInvalidTopic, e.cause} }
+
+func (b *Broker) subject(topic string) (string, error) {
+	s, err := subject.Map(b.prefix, topic)
+	if err != nil {
+		var se *subject.Error
+		if errors.As(err, &se) && se.Kind == subject.ErrInvalidTopic {
+			return "", &topicError{cause: se}
+		}
+		return "", err
+	}
+	return s, nil
+}
+
+// ValidateTopic reports an error wrapping broker.ErrInvalidTopic for a topic
+// that can never be subscribed or published to.
+func (b *Broker) ValidateTopic(topic string) error {
+	_, err := b.subject(topic)
+	return err
+}
+
+// roundTrip waits until the server has processed everything sent so far on
+// the connection (PING/PONG), which is what makes Subscribe and Publish
+// return only once the server registered the interest or took the message.
+func (b *Broker) roundTrip(ctx context.Context) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, defaultRoundTrip)
+		defer cancel()
+	}
+	return b.nc.FlushWithContext(ctx)
+}
+
+// Subscribe subscribes to topic and returns once the server has registered
+// the interest. h is called on one goroutine per subscription, in order.
+func (b *Broker) Subscribe(ctx context.Context, topic string, h broker.Handler) (broker.Subscription, error) {
+	if h == nil {
+		return nil, errors.New("natsbroker: nil handler")
+	}
+	subj, err := b.subject(topic)
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s := &subscription{b: b, topic: topic, h: h}
+	// The lock keeps the callback from reading s.sub before it is set
+	// (a message can arrive before nc.Subscribe returns).
+	s.mu.Lock()
+	sub, err := b.nc.Subscribe(subj, s.deliver)
+	if err != nil {
+		s.mu.Unlock()
+		return nil, err
+	}
+	s.sub = sub
+	s.mu.Unlock()
+	if err := sub.SetPendingLimits(b.pendingMsgs, b.pendingBytes); err != nil {
+		_ = s.Unsubscribe()
+		return nil, err
+	}
+	if err := b.roundTrip(ctx); err != nil {
+		_ = s.Unsubscribe()
+		return nil, err
+	}
+	return s, nil
+}
+
+// subscription guards the handler with its own lock because nats.go does
+// not give broker.Subscription's guarantee: its dispatch goroutine pops a
+// message under the subscription lock and calls the callback after
+// releasing it, so a callback can start after sub.Unsubscribe returned.
+type subscription struct {
+	b     *Broker
+	topic string
+	h     broker.Handler
+
+	mu        sync.Mutex // held while h runs; Unsubscribe waits on it
+	sub       *nats.Subscription
+	closed    bool
+	seenDrops int       // nats.go's drop count already accounted for
+	lastWarn  time.Time // last slow-consumer warning
+}
+
+func (s *subscription) deliver(m *nats.Msg) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	s.checkDrops()
+	msg, ok := s.b.convert(s.topic, m)
+	if !ok {
+		return
+	}
+	s.h(msg)
+}
+
+// checkDrops turns nats.go's per-subscription drop counter into a warning.
+// Polling it here, rather than installing an async error handler, leaves the
+// caller's handlers on the connection untouched; right after an overflow
+// the pending queue is full, so the next callback comes immediately.
+func (s *subscription) checkDrops() {
+	n, err := s.sub.Dropped()
+	if err != nil || n <= s.seenDrops {
+		return
+	}
+	delta := n - s.seenDrops
+	s.seenDrops = n
+	s.b.slowDrops.Add(uint64(delta))
+	if now := time.Now(); now.Sub(s.lastWarn) >= slowLogEvery {
+		s.lastWarn = now
+		s.b.log.Warn("natsbroker: slow consumer, messages dropped",
+			slog.String("subject", s.sub.Subject), slog.Int("dropped", delta), slog.Int("dropped_total", n))
+	}
+}
+
+// Unsubscribe stops delivery: no handler call starts after it returns, and
+// a call in progress has finished. It must not be called from inside the
+// subscription's own handler (that would deadlock). Calling it again, or
+// after the connection closed, returns nil.
+func (s *subscription) Unsubscribe() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	if s.sub == nil {
+		return nil
+	}
+	err := s.sub.Unsubscribe()
+	if errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrBadSubscription) {
+		// Nothing is left on the server to remove.
+		return nil
+	}
+	return err
+}
+
+// convert turns a NATS message into a broker message, or reports false when
+// it has to be dropped.
+func (b *Broker) convert(topic string, m *nats.Msg) (*broker.Message, bool) {
+	event := DefaultEvent
+	if v, ok := headerValue(m.Header, HeaderEvent); ok {
+		event = strings.TrimSpace(v)
+		if !validEvent(event) {
+			b.dropped.Add(1)
+			b.log.Warn("natsbroker: message dropped, unusable event name",
+				slog.String("subject", m.Subject), slog.Int("event_len", len(v)))
+			return nil, false
+		}
+	}
+	msg := &broker.Message{Topic: topic, Event: event, Payload: m.Data}
+	ct, hasCT := headerValue(m.Header, "Content-Type")
+	switch {
+	case hasCT && !isJSONType(ct):
+		msg.Binary = true
+	case len(m.Data) == 0:
+		// Phoenix payloads are JSON values; an empty body (a bare
+		// `nats pub subj ""`) is the empty object, not an empty binary frame.
+		msg.Payload = []byte("{}")
+	default:
+		msg.Binary = !isJSON(m.Data)
+	}
+	return msg, true
+}
+
+// headerValue looks key up exactly first (nats.go headers are
+// case-sensitive) and then case-insensitively, so `nats pub -H
+// fabric-event:x` works like the canonical spelling.
+func headerValue(h nats.Header, key string) (string, bool) {
+	if h == nil {
+		return "", false
+	}
+	if v, ok := h[key]; ok && len(v) > 0 {
+		return v[0], true
+	}
+	for k, v := range h {
+		if len(v) > 0 && strings.EqualFold(k, key) {
+			return v[0], true
+		}
+	}
+	return "", false
+}
+
+func isJSONType(ct string) bool {
+	mt, _, _ := strings.Cut(ct, ";")
+	return strings.EqualFold(strings.TrimSpace(mt), "application/json")
+}
+
+// isJSON decides text versus binary frame. encoding/json accepts invalid
+// UTF-8 inside strings, but a WebSocket text frame must be valid UTF-8.
+func isJSON(p []byte) bool { return utf8.Valid(p) && json.Valid(p) }
+
+// validEvent accepts what a Phoenix client can receive as a plain broadcast.
+// "phx_" events are the channel's own control events (phx_close, phx_error,
+// phx_reply would close, rejoin or answer the client's channel) and
+// "fabric:" events are frames the gateway itself emits (fabric:offset);
+// letting a publisher send either would let it drive other clients' channel
+// state.
+func validEvent(e string) bool {
+	if e == "" || len(e) > MaxEventLen || !utf8.ValidString(e) {
+		return false
+	}
+	if strings.HasPrefix(e, "phx_") || strings.HasPrefix(e, "fabric:") {
+		return false
+	}
+	for i := 0; i < len(e); i++ {
+		if c := e[i]; c < 0x20 || c == 0x7F {
+			return false
+		}
+	}
+	return true
+}
+
+// Publish sends payload as event on topic and returns once the server has
+// processed the message (not once subscribers got it: core NATS has no
+// delivery acknowledgement).
+func (b *Broker) Publish(ctx context.Context, topic, event string, payload []byte) error {
+	subj, err := b.subject(topic)
+	if err != nil {
+		return err
+	}
+	// A header value with CR/LF would corrupt the header block on the wire,
+	// and a name subscribers drop would vanish silently.
+	if event != strings.TrimSpace(event) || !validEvent(event) {
+		return ErrInvalidEvent
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	m := &nats.Msg{Subject: subj, Data: payload, Header: nats.Header{HeaderEvent: []string{event}}}
+	if err := b.nc.PublishMsg(m); err != nil {
+		return err
+	}
+	return b.roundTrip(ctx)
+}
