@@ -70,6 +70,7 @@ func New(cfg Config) (*Gateway, error) {
 		},
 		mux: http.NewServeMux(),
 	}
+	g.sess.SetDefaults()
 	g.mux.HandleFunc("GET /socket/websocket", g.serveWebSocket)
 	if cfg.Home != nil {
 		g.mux.Handle("/", cfg.Home)

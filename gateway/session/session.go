@@ -56,7 +56,8 @@ type Config struct {
 	Logger         *slog.Logger
 }
 
-func (c *Config) defaults() {
+// SetDefaults fills zero fields; call it once, before the first New.
+func (c *Config) SetDefaults() {
 	if c.MaxChannels <= 0 {
 		c.MaxChannels = 100
 	}
@@ -100,9 +101,9 @@ type channel struct {
 
 var _ transport.Session = (*Session)(nil)
 
-// New returns the session of conn, speaking version v. cfg must outlive it.
+// New returns the session of conn, speaking version v. cfg (with defaults
+// set) is shared by every session and must not change afterwards.
 func New(cfg *Config, conn transport.Conn, v phoenix.Version, policy Policy) *Session {
-	cfg.defaults()
 	return &Session{cfg: cfg, conn: conn, v: v, policy: policy}
 }
 

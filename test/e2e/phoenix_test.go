@@ -1,0 +1,144 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/fabric-rt/fabric/internal/phxnode"
+)
+
+// The unmodified phoenix npm client, over WebSocket, against a real Fabric:
+// the core promise of the foundation.
+func TestPhoenixJSReceivesWhatServicesPublish(t *testing.T) {
+	f := startFabric(t, nil)
+	p := phxnode.Start(t)
+	if err := p.Connect(f.socketURL(), map[string]any{}, map[string]any{"heartbeatIntervalMs": 200}); err != nil {
+		t.Fatal(err)
+	}
+	if status, resp := p.Join("room:lobby", nil); status != "ok" {
+		t.Fatalf("join room:lobby: %s %s", status, resp)
+	}
+	if status, resp := p.Join("room:other", nil); status != "ok" {
+		t.Fatalf("join room:other: %s %s", status, resp)
+	}
+
+	t.Run("JSON body reaches channel.on with the exact payload", func(t *testing.T) {
+		body := []byte(`{"body":"hi","n":[1,2.5,"ü"],"nested":{"a":null}}`)
+		f.publish("fabric.room.lobby", "new_msg", body)
+		e := p.MustNext(10*time.Second, "new_msg", phxnode.IsMsg("room:lobby", "new_msg"))
+		var got, want any
+		json.Unmarshal(e.Payload, &got)
+		json.Unmarshal(body, &want)
+		if !jsonEqual(got, want) || e.Binary {
+			t.Fatalf("payload %s binary=%v, want %s", e.Payload, e.Binary, body)
+		}
+	})
+
+	t.Run("binary body arrives as an ArrayBuffer", func(t *testing.T) {
+		body := []byte{0, 1, 2, 0xfe, 0xff}
+		f.publish("fabric.room.lobby", "blob", body)
+		e := p.MustNext(10*time.Second, "blob", phxnode.IsMsg("room:lobby", "blob"))
+		if !e.Binary || !bytes.Equal(e.Bytes(), body) {
+			t.Fatalf("binary=%v bytes=%v", e.Binary, e.Bytes())
+		}
+	})
+
+	t.Run("no Fabric-Event header means event message", func(t *testing.T) {
+		f.publish("fabric.room.lobby", "", []byte(`{"x":1}`))
+		p.MustNext(10*time.Second, "message", phxnode.IsMsg("room:lobby", "message"))
+	})
+
+	t.Run("channels are isolated", func(t *testing.T) {
+		f.publish("fabric.room.other", "only_other", []byte(`{}`))
+		f.publish("fabric.room.lobby", "marker", []byte(`{}`))
+		p.MustNext(10*time.Second, "marker", phxnode.IsMsg("room:lobby", "marker"))
+		p.MustNext(10*time.Second, "only_other", phxnode.IsMsg("room:other", "only_other"))
+		if leaked := p.Drain(phxnode.IsMsg("room:lobby", "only_other")); len(leaked) > 0 {
+			t.Fatalf("room:lobby got room:other's message: %v", leaked)
+		}
+	})
+
+	t.Run("heartbeats are answered", func(t *testing.T) {
+		if _, err := p.Ping(); err != nil {
+			t.Fatal(err)
+		}
+		// The client's own 200 ms heartbeats ran meanwhile: still connected.
+		if st := p.State(); !st.Connected {
+			t.Fatalf("not connected: %+v", st)
+		}
+	})
+
+	t.Run("a push is published and acked", func(t *testing.T) {
+		status, _ := p.Push("room:other", "shout", map[string]any{"body": "from js"})
+		if status != "ok" {
+			t.Fatalf("push status %s", status)
+		}
+		e := p.MustNext(10*time.Second, "own push broadcast", phxnode.IsMsg("room:other", "shout"))
+		if string(e.Payload) != `{"body":"from js"}` {
+			t.Fatalf("payload %s", e.Payload)
+		}
+	})
+
+	t.Run("after leave nothing arrives and the subscription is gone", func(t *testing.T) {
+		if n := f.interest("fabric.room.lobby"); n != 1 {
+			t.Fatalf("before leave: %d subscriptions on fabric.room.lobby, want 1", n)
+		}
+		p.Leave("room:lobby")
+		eventually(t, 10*time.Second, "lobby subscription dropped", func() bool {
+			return f.interest("fabric.room.lobby") == 0
+		})
+		f.publish("fabric.room.lobby", "after_leave", []byte(`{}`))
+		f.publish("fabric.room.other", "marker2", []byte(`{}`))
+		p.MustNext(10*time.Second, "marker2", phxnode.IsMsg("room:other", "marker2"))
+		if late := p.Drain(phxnode.IsMsg("room:lobby", "")); len(late) > 0 {
+			t.Fatalf("received after leave: %v", late)
+		}
+	})
+
+	t.Run("joining the same topic again leaves one delivery path", func(t *testing.T) {
+		// phoenix.js leaves the old Channel object before joining the new one.
+		if s, _ := p.Join("room:other", nil); s != "ok" {
+			t.Fatalf("rejoin: %s", s)
+		}
+		f.publish("fabric.room.other", "once", []byte(`{}`))
+		f.publish("fabric.room.other", "marker3", []byte(`{}`))
+		p.MustNext(10*time.Second, "marker3", phxnode.IsMsg("room:other", "marker3"))
+		if got := p.Drain(phxnode.IsMsg("room:other", "once")); len(got) != 1 {
+			t.Fatalf("got %d copies, want 1", len(got))
+		}
+		if n := f.interest("fabric.room.other"); n != 1 {
+			t.Fatalf("%d subscriptions on fabric.room.other, want 1", n)
+		}
+	})
+}
+
+// A refused join (invalid topic) is an error reply, the socket stays up.
+func TestPhoenixJSInvalidTopic(t *testing.T) {
+	f := startFabric(t, nil)
+	p := phxnode.Start(t)
+	if err := p.Connect(f.socketURL(), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	before := f.Embedded().NATS().NumSubscriptions()
+	res := p.JoinOpts("room:*", nil, map[string]any{"leaveOnError": true})
+	if res.Status != "error" || !bytes.Contains(res.Response, []byte(`"invalid_topic"`)) {
+		t.Fatalf("join room:*: %+v", res)
+	}
+	if n := f.Embedded().NATS().NumSubscriptions(); n != before {
+		t.Fatalf("refused join changed the server's subscriptions from %d to %d", before, n)
+	}
+	if s, _ := p.Join("room:fine", nil); s != "ok" {
+		t.Fatalf("join after refusal: %s", s)
+	}
+	if n := f.interest("fabric.room.fine"); n != 1 {
+		t.Fatalf("%d subscriptions on fabric.room.fine, want 1", n)
+	}
+}
+
+func jsonEqual(a, b any) bool {
+	x, _ := json.Marshal(a)
+	y, _ := json.Marshal(b)
+	return bytes.Equal(x, y)
+}
