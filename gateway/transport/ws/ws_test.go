@@ -97,6 +97,14 @@ func (f *fixture) dial(t *testing.T) net.Conn {
 // writeFrame writes a client frame with explicit control over every bit.
 func writeFrame(t *testing.T, c net.Conn, fin bool, rsv byte, op ws.OpCode, masked bool, payload []byte) {
 	t.Helper()
+	if err := sendFrame(c, fin, rsv, op, masked, payload); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// sendFrame is writeFrame for goroutines that may outlive the test (the
+// server may close first, so errors are expected and ignored there).
+func sendFrame(c net.Conn, fin bool, rsv byte, op ws.OpCode, masked bool, payload []byte) error {
 	h := ws.Header{Fin: fin, Rsv: rsv, OpCode: op, Length: int64(len(payload)), Masked: masked}
 	p := append([]byte(nil), payload...)
 	if masked {
@@ -104,11 +112,10 @@ func writeFrame(t *testing.T, c net.Conn, fin bool, rsv byte, op ws.OpCode, mask
 		ws.Cipher(p, h.Mask, 0)
 	}
 	if err := ws.WriteHeader(c, h); err != nil {
-		t.Fatal(err)
+		return err
 	}
-	if _, err := c.Write(p); err != nil {
-		t.Fatal(err)
-	}
+	_, err := c.Write(p)
+	return err
 }
 
 type frame struct {
@@ -197,7 +204,7 @@ func TestEcho(t *testing.T) {
 func TestBadFramesCloseWithCode(t *testing.T) {
 	f := newFixture(t, fws.Config{MaxMessageSize: 64 << 10})
 	frag := func(t *testing.T, c net.Conn) {
-		writeFrame(t, c, false, 0, ws.OpText, true, make([]byte, 100))
+		sendFrame(c, false, 0, ws.OpText, true, make([]byte, 100))
 		for i := 0; i < 10000; i++ {
 			h := ws.Header{Fin: i == 9999, OpCode: ws.OpContinuation, Length: 100, Masked: true}
 			if err := ws.WriteHeader(c, h); err != nil {
@@ -213,29 +220,29 @@ func TestBadFramesCloseWithCode(t *testing.T) {
 		send func(t *testing.T, c net.Conn)
 		code int
 	}{
-		{"D16 invalid UTF-8", func(t *testing.T, c net.Conn) { writeFrame(t, c, true, 0, ws.OpText, true, []byte{0xff, 0xfe}) }, 1007},
-		{"D17 unmasked", func(t *testing.T, c net.Conn) { writeFrame(t, c, true, 0, ws.OpText, false, []byte("hi")) }, 1002},
-		{"D17 reserved opcode 3", func(t *testing.T, c net.Conn) { writeFrame(t, c, true, 0, 3, true, nil) }, 1002},
-		{"D17 reserved opcode 0xB", func(t *testing.T, c net.Conn) { writeFrame(t, c, true, 0, 0xB, true, nil) }, 1002},
-		{"D17 RSV1", func(t *testing.T, c net.Conn) { writeFrame(t, c, true, 4, ws.OpText, true, []byte("x")) }, 1002},
-		{"D18 ping 126 bytes", func(t *testing.T, c net.Conn) { writeFrame(t, c, true, 0, ws.OpPing, true, make([]byte, 126)) }, 1002},
-		{"D18 fragmented ping", func(t *testing.T, c net.Conn) { writeFrame(t, c, false, 0, ws.OpPing, true, []byte("x")) }, 1002},
-		{"D18 1-byte close", func(t *testing.T, c net.Conn) { writeFrame(t, c, true, 0, ws.OpClose, true, []byte{3}) }, 1002},
+		{"D16 invalid UTF-8", func(t *testing.T, c net.Conn) { sendFrame(c, true, 0, ws.OpText, true, []byte{0xff, 0xfe}) }, 1007},
+		{"D17 unmasked", func(t *testing.T, c net.Conn) { sendFrame(c, true, 0, ws.OpText, false, []byte("hi")) }, 1002},
+		{"D17 reserved opcode 3", func(t *testing.T, c net.Conn) { sendFrame(c, true, 0, 3, true, nil) }, 1002},
+		{"D17 reserved opcode 0xB", func(t *testing.T, c net.Conn) { sendFrame(c, true, 0, 0xB, true, nil) }, 1002},
+		{"D17 RSV1", func(t *testing.T, c net.Conn) { sendFrame(c, true, 4, ws.OpText, true, []byte("x")) }, 1002},
+		{"D18 ping 126 bytes", func(t *testing.T, c net.Conn) { sendFrame(c, true, 0, ws.OpPing, true, make([]byte, 126)) }, 1002},
+		{"D18 fragmented ping", func(t *testing.T, c net.Conn) { sendFrame(c, false, 0, ws.OpPing, true, []byte("x")) }, 1002},
+		{"D18 1-byte close", func(t *testing.T, c net.Conn) { sendFrame(c, true, 0, ws.OpClose, true, []byte{3}) }, 1002},
 		{"D18 close 1005", func(t *testing.T, c net.Conn) {
-			writeFrame(t, c, true, 0, ws.OpClose, true, []byte{0x03, 0xED})
+			sendFrame(c, true, 0, ws.OpClose, true, []byte{0x03, 0xED})
 		}, 1002},
-		{"D18 close 999", func(t *testing.T, c net.Conn) { writeFrame(t, c, true, 0, ws.OpClose, true, []byte{0x03, 0xE7}) }, 1002},
+		{"D18 close 999", func(t *testing.T, c net.Conn) { sendFrame(c, true, 0, ws.OpClose, true, []byte{0x03, 0xE7}) }, 1002},
 		{"D19 70000-byte frame", func(t *testing.T, c net.Conn) {
 			h := ws.Header{Fin: true, OpCode: ws.OpText, Length: 70000, Masked: true}
 			ws.WriteHeader(c, h) // header only: the cap is checked before buffering
 		}, 1009},
 		{"D19 10000 fragments", frag, 1009},
 		{"continuation without start", func(t *testing.T, c net.Conn) {
-			writeFrame(t, c, true, 0, ws.OpContinuation, true, []byte("x"))
+			sendFrame(c, true, 0, ws.OpContinuation, true, []byte("x"))
 		}, 1002},
 		{"interleaved data frames", func(t *testing.T, c net.Conn) {
-			writeFrame(t, c, false, 0, ws.OpText, true, []byte("a"))
-			writeFrame(t, c, true, 0, ws.OpText, true, []byte("b"))
+			sendFrame(c, false, 0, ws.OpText, true, []byte("a"))
+			sendFrame(c, true, 0, ws.OpText, true, []byte("b"))
 		}, 1002},
 	}
 	for _, tc := range cases {
@@ -385,7 +392,7 @@ func TestShutdownClosesWithGoingAway(t *testing.T) {
 			}
 			if f.op == ws.OpClose {
 				closed <- transport.CloseCode(binary.BigEndian.Uint16(f.payload))
-				writeFrame(t, c, true, 0, ws.OpClose, true, f.payload[:2])
+				sendFrame(c, true, 0, ws.OpClose, true, f.payload[:2])
 				return
 			}
 		}
