@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -416,5 +417,51 @@ func TestShutdownClosesWithGoingAway(t *testing.T) {
 	var se ws.StatusError
 	if !errors.As(err, &se) || int(se) != 503 {
 		t.Fatalf("upgrade after shutdown: %v", err)
+	}
+}
+
+// The point of the epoll design: an idle connection holds no goroutine.
+// 1,000 upgraded, idle connections must not add goroutines in proportion.
+func TestIdleConnectionsHoldNoGoroutine(t *testing.T) {
+	f := newFixture(t, fws.Config{})
+	time.Sleep(50 * time.Millisecond)
+	before := runtime.NumGoroutine()
+	const n = 1000
+	conns := make([]net.Conn, 0, n)
+	for i := 0; i < n; i++ {
+		c, _, _, err := ws.Dial(context.Background(), f.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for f.srv.Len() < n && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if f.srv.Len() != n {
+		t.Fatalf("%d connections open, want %d", f.srv.Len(), n)
+	}
+	// net/http's per-request goroutines end once the handler returns.
+	var after int
+	for time.Now().Before(deadline) {
+		if after = runtime.NumGoroutine(); after-before < 50 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if after-before >= 50 {
+		t.Fatalf("%d idle connections added %d goroutines", n, after-before)
+	}
+	// And they still work: one echo through a random connection.
+	c := conns[n/2]
+	writeFrame(t, c, true, 0, ws.OpText, true, []byte("still alive"))
+	if got, err := readFrame(t, c); err != nil || string(got.payload) != "still alive" {
+		t.Fatalf("echo: %v %q", err, got.payload)
 	}
 }

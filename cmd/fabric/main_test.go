@@ -1,0 +1,115 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// syncBuffer is a bytes.Buffer safe for the concurrent writes of serve.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestVersion(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run([]string{"version"}, &out, &errb); code != 0 || !strings.HasPrefix(out.String(), "fabric ") {
+		t.Fatalf("version: %d %q %q", code, out.String(), errb.String())
+	}
+}
+
+func TestUnknownCommand(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run([]string{"frobnicate"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), `unknown command "frobnicate"`) {
+		t.Fatalf("%d %q", code, errb.String())
+	}
+}
+
+func TestServeConfigErrors(t *testing.T) {
+	cases := []struct {
+		name    string
+		args    []string
+		environ []string
+		want    string
+	}{
+		{"unknown env", nil, []string{"FABRIC_LISTN=x"}, "unknown environment variable FABRIC_LISTN (did you mean FABRIC_LISTEN?)"},
+		{"unknown flag", []string{"--nope"}, nil, "flag provided but not defined: -nope"},
+		{"open on network", []string{"--listen", "0.0.0.0:0", "--nats-listen", "off", "--ops-listen", "off"}, nil, "--allow-anonymous"},
+		{"bad log level", []string{"--log-level", "loud"}, nil, "log-level"},
+		{"stray argument", []string{"extra"}, nil, "unexpected arguments"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errb syncBuffer
+			err := serve(context.Background(), tc.args, tc.environ, &out, &errb)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// serve starts with flags, env and defaults combined, answers on its
+// listeners, and stops cleanly when its context ends (SIGINT/SIGTERM).
+func TestServeRunsAndStops(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errb syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- serve(ctx, []string{"--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"},
+			[]string{"FABRIC_NATS_LISTEN=off", "FABRIC_DATA_DIR=" + t.TempDir(), "FABRIC_LOG_LEVEL=warn"}, &out, &errb)
+	}()
+	re := regexp.MustCompile(`demo page http://([0-9.:]+)/`)
+	deadline := time.Now().Add(20 * time.Second)
+	var addr string
+	for addr == "" {
+		if m := re.FindStringSubmatch(out.String()); m != nil {
+			addr = m[1]
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("serve exited early: %v\n%s", err, errb.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("serve did not start: %q %q", out.String(), errb.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	resp, err := http.Get("http://" + addr + "/")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("demo page: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("serve did not stop")
+	}
+	if strings.Contains(errb.String(), "level=ERROR") {
+		t.Fatalf("errors logged: %s", errb.String())
+	}
+}
