@@ -23,6 +23,67 @@ type Message struct {
 	Binary bool
 	// Offset is the stream sequence in a persistent namespace, 0 otherwise.
 	Offset uint64
+	// Prev is the offset of the previous message on the same topic (0 when
+	// there is none). Live messages and replay pages form one chain:
+	// each message's Prev is the Offset of the one before it, so a consumer
+	// can tell that it has seen every message after Prev.
+	Prev uint64
+	// Reset, on a live subscription, carries no payload: the topic's history
+	// can no longer be trusted as a continuation of what was delivered (the
+	// stream was recreated, or the gateway itself lost messages it cannot
+	// refetch). Every client must rejoin and resume from its own offset.
+	// Epoch and Offset then give the new position.
+	Reset bool
+	Epoch string
+}
+
+// Position is a point in a persistent topic's history: an epoch (the
+// stream's incarnation, opaque) and an offset (a stream sequence). An offset
+// need not be a message of that topic: a client that joined an empty
+// channel holds the stream's position at that time.
+type Position struct {
+	Epoch  string
+	Offset uint64
+}
+
+// Reasons a position cannot be resumed from (part of the wire contract).
+const (
+	ReasonEpochChanged = "epoch_changed"
+	ReasonHistoryGone  = "history_gone"
+	ReasonOffsetAhead  = "offset_ahead"
+)
+
+// Page is one page of replay.
+type Page struct {
+	// Messages after the requested position, in order, chained by Prev
+	// (the first one's Prev is the requested offset).
+	Messages []*Message
+	// Reason is set when the position cannot be resumed from; Messages is
+	// then empty.
+	Reason string
+	// Done is true when no message after the last one returned existed
+	// when the page was read.
+	Done bool
+}
+
+// History is implemented by brokers that keep history for some topics.
+type History interface {
+	// Persistent reports whether topic's namespace keeps history.
+	Persistent(topic string) bool
+	// Replay returns up to max messages of topic after from. It verifies
+	// that nothing between from and the first returned message was lost
+	// (otherwise Reason is history_gone) and that from belongs to the
+	// current epoch (epoch_changed) and is not in the future (offset_ahead).
+	Replay(ctx context.Context, topic string, from Position, max int) (Page, error)
+}
+
+// HeadSubscription is implemented by subscriptions to persistent topics:
+// the position of the last message on the topic when the subscription
+// started (or the stream position if the topic had none). The first
+// delivered message follows it.
+type HeadSubscription interface {
+	Subscription
+	Head() Position
 }
 
 // Handler receives messages of one subscription, one at a time, in order.
@@ -45,6 +106,7 @@ type Broker interface {
 	// off latency-sensitive loops.
 	Subscribe(ctx context.Context, topic string, h Handler) (Subscription, error)
 	// Publish sends payload as event on topic and returns once the bus
-	// accepted it.
+	// accepted it: for a persistent topic, once it is stored, with its
+	// offset; for an ephemeral one, once the server processed it (offset 0).
 	Publish(ctx context.Context, topic, event string, payload []byte) error
 }

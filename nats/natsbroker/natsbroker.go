@@ -12,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fabric-rt/fabric/internal/broker"
 	"github.com/fabric-rt/fabric/nats/subject"
@@ -56,6 +57,9 @@ type Config struct {
 	// means unlimited (memory then grows without bound behind a stuck hub).
 	PendingMsgsLimit  int
 	PendingBytesLimit int
+	// Namespaces configures persistent namespaces (JetStream history).
+	// Namespaces not listed are ephemeral. Call EnsureStreams before use.
+	Namespaces map[string]Namespace
 }
 
 // Broker implements broker.Broker on a nats.go connection. It never changes
@@ -67,6 +71,18 @@ type Broker struct {
 	log    *slog.Logger
 
 	pendingMsgs, pendingBytes int
+
+	js         jetstream.JetStream
+	livePrefix string              // republish destination prefix: <prefix>_live
+	namespaces map[string]*nsState // persistent namespaces only
+	advOnce    sync.Once
+	advSub     *nats.Subscription
+
+	liveMu sync.Mutex
+	live   map[*liveSub]struct{}
+
+	stop      chan struct{}
+	closeOnce sync.Once
 
 	dropped   atomic.Uint64 // messages refused for their event name
 	slowDrops atomic.Uint64 // messages nats.go dropped on our subscriptions
@@ -94,8 +110,37 @@ func New(nc *nats.Conn, cfg Config) (*Broker, error) {
 	if cfg.PendingBytesLimit == 0 {
 		cfg.PendingBytesLimit = pendingBytesLimit
 	}
-	return &Broker{nc: nc, prefix: cfg.Prefix, log: cfg.Logger,
-		pendingMsgs: cfg.PendingMsgsLimit, pendingBytes: cfg.PendingBytesLimit}, nil
+	if err := ValidateNamespaces(cfg.Namespaces); err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	b := &Broker{nc: nc, prefix: cfg.Prefix, log: cfg.Logger,
+		pendingMsgs: cfg.PendingMsgsLimit, pendingBytes: cfg.PendingBytesLimit,
+		js: js, livePrefix: cfg.Prefix + "_live", namespaces: map[string]*nsState{},
+		live: map[*liveSub]struct{}{}, stop: make(chan struct{})}
+	for name, ns := range cfg.Namespaces {
+		if ns.History {
+			b.namespaces[name] = &nsState{name: name, stream: StreamName(name), cfg: ns}
+		}
+	}
+	if len(b.namespaces) > 0 {
+		go b.watchDrops()
+	}
+	return b, nil
+}
+
+// Close stops the broker's background work (it does not close the NATS
+// connection, which belongs to the caller).
+func (b *Broker) Close() {
+	b.closeOnce.Do(func() {
+		close(b.stop)
+		if b.advSub != nil {
+			b.advSub.Unsubscribe()
+		}
+	})
 }
 
 // Dropped is the number of received messages dropped because their event
@@ -160,6 +205,9 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, h broker.Handler) 
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
+	}
+	if n := b.namespaceOf(topic); n != nil {
+		return b.subscribeLive(ctx, n, topic, subj, h)
 	}
 	s := &subscription{b: b, topic: topic, h: h}
 	// The lock keeps the callback from reading s.sub before it is set
@@ -347,6 +395,18 @@ func (b *Broker) Publish(ctx context.Context, topic, event string, payload []byt
 		return err
 	}
 	m := &nats.Msg{Subject: subj, Data: payload, Header: nats.Header{HeaderEvent: []string{event}}}
+	if b.namespaceOf(topic) != nil {
+		// Persistent: acknowledged only once stored. The message id
+		// makes nats.go's retries (no responders during an election)
+		// idempotent within the stream's duplicate window.
+		if _, ok := ctx.Deadline(); !ok {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, defaultRoundTrip)
+			defer cancel()
+		}
+		_, err := b.js.PublishMsg(ctx, m, jetstream.WithMsgID(nats.NewInbox()[len(nats.InboxPrefix):]))
+		return err
+	}
 	if err := b.nc.PublishMsg(m); err != nil {
 		return err
 	}

@@ -60,7 +60,7 @@ func recv(t *testing.T, ch <-chan *broker.Message) *broker.Message {
 	select {
 	case m := <-ch:
 		return m
-	case <-time.After(wait):
+	case <-time.After(wait * 3):
 		t.Fatal("no message delivered")
 		return nil
 	}

@@ -1,0 +1,295 @@
+package natsbroker
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/fabric-rt/fabric/internal/broker"
+)
+
+// liveSub is the live feed of one persistent topic: a core subscription on
+// the stream's republish subject, whose messages carry their stream
+// sequence (Nats-Sequence) and the previous sequence on the same subject
+// (Nats-Last-Sequence). Checking that chain turns every loss on the core
+// path — a NATS reconnect, a client-side slow-consumer drop — into a gap
+// that is filled from the stream before anything later is delivered. The
+// handler therefore sees each message of the topic exactly once, in order,
+// each with Prev equal to the previous one's Offset; or a Reset when that
+// cannot be guaranteed.
+type liveSub struct {
+	b     *Broker
+	ns    *nsState
+	topic string
+	subj  string // stored subject, e.g. fabric.room.lobby
+	h     broker.Handler
+
+	mu       sync.Mutex // held while h runs
+	sub      *nats.Subscription
+	closed   bool
+	ready    bool
+	buffered []*nats.Msg // arrivals before the head was known
+	last     uint64      // offset of the last delivered message (or the start position)
+	drops    int         // nats.go's drop count when last checked
+	head     broker.Position
+	epoch    string
+}
+
+func (b *Broker) subscribeLive(ctx context.Context, n *nsState, topic, subj string, h broker.Handler) (broker.Subscription, error) {
+	s := &liveSub{b: b, ns: n, topic: topic, subj: subj, h: h}
+	liveSubj := b.livePrefix + subj[len(b.prefix):]
+	sub, err := b.nc.Subscribe(liveSubj, s.onLive)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.sub = sub
+	s.mu.Unlock()
+	if err := sub.SetPendingLimits(b.pendingMsgs, b.pendingBytes); err != nil {
+		s.Unsubscribe()
+		return nil, err
+	}
+	// Subscribe first, then read the head: whatever is stored after the
+	// head arrives on the subscription (buffered until now) or is fetched.
+	if err := b.roundTrip(ctx); err != nil {
+		s.Unsubscribe()
+		return nil, err
+	}
+	head, err := b.headOf(ctx, n, subj)
+	if err != nil {
+		s.Unsubscribe()
+		return nil, err
+	}
+	s.mu.Lock()
+	s.head, s.last, s.epoch = head, head.Offset, head.Epoch
+	s.ready = true
+	buffered := s.buffered
+	s.buffered = nil
+	for _, m := range buffered {
+		s.process(ctx, m)
+	}
+	s.mu.Unlock()
+	b.liveMu.Lock()
+	b.live[s] = struct{}{}
+	b.liveMu.Unlock()
+	return s, nil
+}
+
+// headOf is the last offset stored on subj, or the stream's last sequence
+// when subj has none (a position: nothing on subj exists up to it).
+func (b *Broker) headOf(ctx context.Context, n *nsState, subj string) (broker.Position, error) {
+	epoch := n.getEpoch()
+	res, err := b.directGet(ctx, n.stream, directReq{LastBySubj: subj})
+	if err != nil {
+		return broker.Position{}, err
+	}
+	if !res.notFound {
+		return broker.Position{Epoch: epoch, Offset: seqOf(res.msgs[0])}, nil
+	}
+	_, last, err := b.streamState(ctx, n)
+	if err != nil {
+		return broker.Position{}, err
+	}
+	return broker.Position{Epoch: epoch, Offset: last}, nil
+}
+
+// Head implements broker.HeadSubscription.
+func (s *liveSub) Head() broker.Position { return s.head }
+
+func (s *liveSub) onLive(m *nats.Msg) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	if !s.ready {
+		s.buffered = append(s.buffered, m)
+		return
+	}
+	s.process(context.Background(), m)
+}
+
+// process handles one republished message (s.mu held).
+func (s *liveSub) process(ctx context.Context, m *nats.Msg) {
+	seq := seqOf(m)
+	prev, _ := strconv.ParseUint(m.Header.Get("Nats-Last-Sequence"), 10, 64)
+	if seq <= s.last {
+		return // already delivered (fetched while filling a gap)
+	}
+	if prev > s.last && !s.fill(ctx, prev, seq) {
+		return
+	}
+	msg, ok := s.b.convert(s.topic, m)
+	p := s.last
+	s.last = seq
+	if !ok {
+		return
+	}
+	// The chain is whole up to here, so the previous message the handler
+	// saw is s.last (Nats-Last-Sequence may be lower when s.last is a
+	// start position rather than a message).
+	msg.Offset, msg.Prev = seq, p
+	s.h(msg)
+}
+
+// fill fetches from the stream and delivers the topic's messages after
+// s.last and before until, and must reach need (the live message's
+// predecessor). A replica may lag, so a short answer is retried; if the
+// chain cannot be repaired (history gone at the gateway's own position),
+// the handler gets a Reset and fill returns false.
+func (s *liveSub) fill(ctx context.Context, need, until uint64) bool {
+	for tries := 0; s.last < need; {
+		page, err := s.b.page(ctx, s.ns, s.topic, s.subj, s.last, 256)
+		if err != nil || page.Reason != "" {
+			s.b.log.Warn("natsbroker: live gap cannot be filled; resetting channel", "subject", s.subj, "err", err, "reason", page.Reason)
+			s.reset(ctx)
+			return false
+		}
+		progressed := false
+		for _, pm := range page.Messages {
+			if pm.Offset >= until {
+				break
+			}
+			pm.Prev = s.last
+			s.last = pm.Offset
+			progressed = true
+			s.h(pm)
+		}
+		if !progressed {
+			if tries++; tries >= 5 {
+				s.b.log.Warn("natsbroker: stream did not return the missing messages; resetting channel", "subject", s.subj)
+				s.reset(ctx)
+				return false
+			}
+			time.Sleep(time.Duration(tries) * 20 * time.Millisecond)
+		}
+	}
+	return true
+}
+
+// reset re-reads the head and tells the handler to start over (s.mu held).
+func (s *liveSub) reset(ctx context.Context) {
+	head, err := s.b.headOf(ctx, s.ns, s.subj)
+	if err != nil {
+		head = broker.Position{Epoch: s.ns.getEpoch(), Offset: s.last}
+	}
+	s.last, s.epoch = head.Offset, head.Epoch
+	s.h(&broker.Message{Topic: s.topic, Reset: true, Epoch: head.Epoch, Offset: head.Offset})
+}
+
+// Unsubscribe implements broker.Subscription.
+func (s *liveSub) Unsubscribe() error {
+	s.b.liveMu.Lock()
+	delete(s.b.live, s)
+	s.b.liveMu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	if s.sub == nil {
+		return nil
+	}
+	err := s.sub.Unsubscribe()
+	if err == nats.ErrConnectionClosed || err == nats.ErrBadSubscription {
+		return nil
+	}
+	return err
+}
+
+func (b *Broker) liveSubs() []*liveSub {
+	b.liveMu.Lock()
+	defer b.liveMu.Unlock()
+	out := make([]*liveSub, 0, len(b.live))
+	for s := range b.live {
+		out = append(out, s)
+	}
+	return out
+}
+
+// resetNamespace resets every live subscription of a namespace whose epoch
+// changed: offsets of the old stream mean nothing in the new one.
+func (b *Broker) resetNamespace(n *nsState) {
+	for _, s := range b.liveSubs() {
+		if s.ns != n {
+			continue
+		}
+		go func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if !s.closed && s.epoch != n.getEpoch() {
+				s.reset(context.Background())
+			}
+		}()
+	}
+}
+
+// Resync catches every live subscription up with its stream: call it after
+// the NATS connection came back, since core messages published while it
+// was down are gone from the live feed (they are in the stream). Streams'
+// epochs are re-read too, in case a stream was recreated meanwhile.
+func (b *Broker) Resync(ctx context.Context) {
+	for _, n := range b.namespaces {
+		if st, err := b.js.Stream(ctx, n.stream); err == nil {
+			if e := st.CachedInfo().Config.Metadata[epochKey]; e != "" {
+				b.setEpoch(n, e)
+			}
+		}
+	}
+	for _, s := range b.liveSubs() {
+		s.resync(ctx)
+	}
+}
+
+// watchDrops repairs live feeds that lost their newest messages: a drop is
+// normally noticed when the next message's chain does not match, but if the
+// dropped messages were the last ones, no next message comes. Once a second
+// each subscription's drop counter is compared and a grown one resynced.
+func (b *Broker) watchDrops() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.stop:
+			return
+		case <-t.C:
+		}
+		for _, s := range b.liveSubs() {
+			n, err := s.sub.Dropped()
+			if err != nil {
+				continue
+			}
+			s.mu.Lock()
+			grown := n > s.drops
+			if grown {
+				b.slowDrops.Add(uint64(n - s.drops))
+				s.drops = n
+			}
+			s.mu.Unlock()
+			if grown {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				s.resync(ctx)
+				cancel()
+			}
+		}
+	}
+}
+
+// resync delivers whatever the stream holds on the topic beyond s.last.
+func (s *liveSub) resync(ctx context.Context) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || !s.ready || s.epoch != s.ns.getEpoch() {
+		return
+	}
+	res, err := s.b.directGet(ctx, s.ns.stream, directReq{LastBySubj: s.subj})
+	if err == nil && !res.notFound {
+		if last := seqOf(res.msgs[0]); last > s.last {
+			s.fill(ctx, last, last+1)
+		}
+	}
+}

@@ -1,0 +1,272 @@
+package natsbroker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fabric-rt/fabric/internal/broker"
+)
+
+// Namespace configures one namespace (the first topic segment: "room" in
+// "room:lobby"). Only persistent namespaces need configuring; any other
+// namespace is ephemeral: core NATS, at-most-once, no offsets, like Phoenix.
+type Namespace struct {
+	// History keeps the namespace's messages in a JetStream stream
+	// FABRIC_<ns> so clients can resume by offset.
+	History bool `yaml:"history"`
+	// MaxAge drops messages older than this (0: no age limit).
+	MaxAge time.Duration `yaml:"max_age"`
+	// MaxBytes bounds the whole stream (0: no byte limit).
+	MaxBytes int64 `yaml:"max_bytes"`
+	// MaxMsgsPerChannel bounds each channel's history (0: no limit).
+	MaxMsgsPerChannel int64 `yaml:"max_msgs_per_channel"`
+	// Replicas is the stream's replication factor (default 1; 3 in a cluster).
+	Replicas int `yaml:"replicas"`
+}
+
+// DefaultNamespaces is the development configuration: room:* keeps at
+// least 10,000 messages and one hour per channel.
+func DefaultNamespaces() map[string]Namespace {
+	return map[string]Namespace{
+		"room": {History: true, MaxAge: time.Hour, MaxMsgsPerChannel: 10_000},
+	}
+}
+
+var namespaceName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// ValidateNamespaces reports the first namespace config that cannot work.
+func ValidateNamespaces(nss map[string]Namespace) error {
+	for name, ns := range nss {
+		if !namespaceName.MatchString(name) {
+			return fmt.Errorf("namespace %q: names are 1-64 characters of [A-Za-z0-9_-]", name)
+		}
+		if ns.MaxAge < 0 || ns.MaxBytes < 0 || ns.MaxMsgsPerChannel < 0 {
+			return fmt.Errorf("namespace %q: limits must not be negative", name)
+		}
+		if ns.Replicas < 0 || ns.Replicas > 5 {
+			return fmt.Errorf("namespace %q: replicas must be between 1 and 5", name)
+		}
+		if !ns.History && (ns.MaxAge != 0 || ns.MaxBytes != 0 || ns.MaxMsgsPerChannel != 0 || ns.Replicas != 0) {
+			return fmt.Errorf("namespace %q: retention and replicas only apply with history: true", name)
+		}
+	}
+	return nil
+}
+
+// StreamName is the JetStream stream of a persistent namespace.
+func StreamName(ns string) string { return "FABRIC_" + ns }
+
+const epochKey = "fabric_epoch"
+
+// nsState is what the broker knows about one persistent namespace.
+type nsState struct {
+	name   string
+	stream string
+	cfg    Namespace
+
+	mu    sync.Mutex
+	epoch string
+}
+
+func (n *nsState) getEpoch() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.epoch
+}
+
+func (b *Broker) streamConfig(n *nsState, epoch string) jetstream.StreamConfig {
+	c := n.cfg
+	replicas := c.Replicas
+	if replicas == 0 {
+		replicas = 1
+	}
+	maxBytes, maxPer := c.MaxBytes, c.MaxMsgsPerChannel
+	if maxBytes == 0 {
+		maxBytes = -1
+	}
+	if maxPer == 0 {
+		maxPer = -1
+	}
+	return jetstream.StreamConfig{
+		Name:              n.stream,
+		Description:       "Fabric history of namespace " + n.name,
+		Subjects:          []string{b.prefix + "." + n.name, b.prefix + "." + n.name + ".>"},
+		Storage:           jetstream.FileStorage,
+		Replicas:          replicas,
+		MaxAge:            c.MaxAge,
+		MaxBytes:          maxBytes,
+		MaxMsgs:           -1,
+		MaxMsgsPerSubject: maxPer,
+		Discard:           jetstream.DiscardOld,
+		Duplicates:        2 * time.Minute,
+		// Direct Get serves replay from any current replica without a
+		// consumer; DenyDelete keeps removal front-first, which the
+		// anchor check relies on.
+		AllowDirect: true,
+		DenyDelete:  true,
+		// Every stored message is republished with its sequence and the
+		// previous sequence on its subject: the gap-detecting live feed.
+		RePublish: &jetstream.RePublish{Source: b.prefix + ".>", Destination: b.livePrefix + ".>"},
+		Metadata:  map[string]string{epochKey: epoch},
+	}
+}
+
+func newEpoch() string {
+	var b [10]byte
+	rand.Read(b[:])
+	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
+}
+
+// EnsureStreams creates or updates the stream of every persistent
+// namespace and learns their epochs. It is idempotent and safe when several
+// gateways start at once (the loser of a create race updates instead). A
+// configuration the server rejects is returned as an error.
+func (b *Broker) EnsureStreams(ctx context.Context) error {
+	for _, n := range b.namespaces {
+		if err := b.ensureStream(ctx, n); err != nil {
+			return err
+		}
+	}
+	b.advOnce.Do(func() {
+		// Stream lifecycle advisories: a deleted stream is recreated (new
+		// epoch); a recreated, restored or edited one is re-read.
+		sub, err := b.nc.Subscribe("$JS.EVENT.ADVISORY.STREAM.*.*", b.onAdvisory)
+		if err == nil {
+			b.advSub = sub
+		} else {
+			b.log.Warn("natsbroker: cannot watch stream advisories", "err", err)
+		}
+	})
+	return nil
+}
+
+func (b *Broker) ensureStream(ctx context.Context, n *nsState) error {
+	var lastErr error
+	for attempt := 0; attempt < 5; attempt++ {
+		st, err := b.js.Stream(ctx, n.stream)
+		switch {
+		case errors.Is(err, jetstream.ErrStreamNotFound):
+			epoch := newEpoch()
+			_, err = b.js.CreateStream(ctx, b.streamConfig(n, epoch))
+			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+				lastErr = err
+				continue // another gateway won the race: update instead
+			}
+			if err != nil {
+				return fmt.Errorf("namespace %q: cannot create stream %s: %w", n.name, n.stream, err)
+			}
+			b.setEpoch(n, epoch)
+			return nil
+		case err != nil:
+			return fmt.Errorf("namespace %q: cannot read stream %s: %w", n.name, n.stream, err)
+		}
+		epoch := st.CachedInfo().Config.Metadata[epochKey]
+		if epoch == "" {
+			epoch = newEpoch() // a stream Fabric did not create
+		}
+		if _, err := b.js.UpdateStream(ctx, b.streamConfig(n, epoch)); err != nil {
+			return fmt.Errorf("namespace %q: stream %s exists with a configuration Fabric cannot apply: %w", n.name, n.stream, err)
+		}
+		b.setEpoch(n, epoch)
+		return nil
+	}
+	return fmt.Errorf("namespace %q: cannot create stream %s: %w", n.name, n.stream, lastErr)
+}
+
+// setEpoch records the namespace's epoch; when it changed, every live
+// subscription of the namespace is reset (its clients must resume anew).
+func (b *Broker) setEpoch(n *nsState, epoch string) {
+	n.mu.Lock()
+	old := n.epoch
+	n.epoch = epoch
+	n.mu.Unlock()
+	if old != "" && old != epoch {
+		b.log.Warn("natsbroker: stream epoch changed; clients will resume anew", "stream", n.stream)
+		b.resetNamespace(n)
+	}
+}
+
+func (b *Broker) onAdvisory(m *nats.Msg) {
+	i := strings.LastIndexByte(m.Subject, '.')
+	name := m.Subject[i+1:]
+	kind := m.Subject[len("$JS.EVENT.ADVISORY.STREAM."):i]
+	var n *nsState
+	for _, ns := range b.namespaces {
+		if ns.stream == name {
+			n = ns
+		}
+	}
+	if n == nil {
+		return
+	}
+	// Off the subscription goroutine: ensureStream makes API requests.
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		switch kind {
+		case "DELETED":
+			if err := b.ensureStream(ctx, n); err != nil {
+				b.log.Error("natsbroker: cannot recreate deleted stream", "stream", n.stream, "err", err)
+			}
+		case "RESTORE_COMPLETE":
+			// A restore brings back older history under the old
+			// metadata; offsets handed out since may now name other
+			// messages, so the restored stream is a new epoch.
+			n.mu.Lock()
+			n.epoch = ""
+			n.mu.Unlock()
+			st, err := b.js.Stream(ctx, n.stream)
+			if err == nil {
+				cfg := st.CachedInfo().Config
+				if cfg.Metadata == nil {
+					cfg.Metadata = map[string]string{}
+				}
+				cfg.Metadata[epochKey] = newEpoch()
+				if _, err := b.js.UpdateStream(ctx, cfg); err == nil {
+					b.setEpoch(n, cfg.Metadata[epochKey])
+					b.resetNamespace(n)
+				}
+			}
+		default: // CREATED, UPDATED
+			st, err := b.js.Stream(ctx, n.stream)
+			if err != nil {
+				return
+			}
+			if e := st.CachedInfo().Config.Metadata[epochKey]; e != "" {
+				b.setEpoch(n, e)
+			}
+		}
+	}()
+}
+
+// namespaceOf returns the persistent namespace state of topic, or nil.
+func (b *Broker) namespaceOf(topic string) *nsState {
+	ns, _, _ := strings.Cut(topic, ":")
+	return b.namespaces[ns]
+}
+
+// Persistent implements broker.History.
+func (b *Broker) Persistent(topic string) bool { return b.namespaceOf(topic) != nil }
+
+// streamState reads the stream's first and last sequence (a request to the
+// stream leader: only on rare paths).
+func (b *Broker) streamState(ctx context.Context, n *nsState) (first, last uint64, err error) {
+	st, err := b.js.Stream(ctx, n.stream)
+	if err != nil {
+		return 0, 0, err
+	}
+	s := st.CachedInfo().State
+	return s.FirstSeq, s.LastSeq, nil
+}
+
+var _ broker.History = (*Broker)(nil)
