@@ -2,14 +2,25 @@
 // members it holds exactly one broker subscription, and it fans each
 // message out to the members, encoded once per protocol variant.
 //
+// Persistent topics (the broker keeps history) also carry offsets: the hub
+// keeps the channel's position and a ring of its latest messages, answers a
+// fresh join with the position and a resume with exactly the messages the
+// client missed — from the ring when it covers them, otherwise paged from
+// the broker — and attaches the member to the live feed with no gap and no
+// duplicate at the junction (both happen under the channel lock that
+// fan-out takes).
+//
 // Concurrency: every method is safe for concurrent use. Fan-out runs on the
-// broker's delivery goroutine for that subscription and never blocks:
+// broker's delivery goroutine for the subscription and never blocks:
 // transport.Conn.Send only queues, and a connection that cannot keep up is
-// closed by its transport (4008) rather than slowing the channel.
+// closed by its transport (4008) rather than slowing the channel. Lock
+// order: shard.mu before channel.mu; Member callbacks run under
+// channel.mu and must not call back into the hub.
 package hub
 
 import (
 	"context"
+	"errors"
 	"hash/maphash"
 	"log/slog"
 	"strconv"
@@ -27,14 +38,37 @@ const shards = 64
 // Config configures a Hub.
 type Config struct {
 	Broker broker.Broker
-	// LeaveGrace keeps a channel's subscription this long after its last
-	// member left, so a client that rejoins at once (reconnect, page reload)
-	// does not cost an unsubscribe/subscribe round trip (default 2 s).
+	// LeaveGrace keeps a channel's subscription (and its ring) this long
+	// after its last member left, so a client that rejoins at once
+	// (reconnect, page reload) resumes from memory (default 2 s).
 	LeaveGrace time.Duration
 	// SubscribeTimeout bounds the broker subscription of a first join
 	// (default 5 s).
 	SubscribeTimeout time.Duration
-	Logger           *slog.Logger
+	// RingSize is how many recent messages a persistent channel keeps for
+	// resumes (default 1024); RingBytes bounds their payloads (default 4 MiB).
+	RingSize  int
+	RingBytes int
+	// ReplayPage is the number of messages sent per replay step
+	// (default 256); between steps the replay waits until the member's
+	// connection has less than ReplayBacklog bytes queued (default 64 KiB).
+	ReplayPage    int
+	ReplayBacklog int
+	// ReplayTimeout bounds one member's whole replay (default 60 s).
+	ReplayTimeout time.Duration
+	Logger        *slog.Logger
+}
+
+// JoinResult is what a join learned; the session turns it into the reply.
+type JoinResult struct {
+	Persistent bool
+	// Head is the channel's position when the member was attached.
+	Head broker.Position
+	// Resumed is true when the member asked to resume; then Recovered
+	// tells whether it gets exactly what it missed, or Reason why not.
+	Resumed   bool
+	Recovered bool
+	Reason    string
 }
 
 // Member is one channel instance of one connection.
@@ -44,16 +78,28 @@ type Member struct {
 	// Key identifies the instance (the session's channel pointer); the
 	// same key must be used to leave.
 	Key any
+	// Resume asks to continue after this position (persistent topics).
+	Resume *broker.Position
+	// Joined is called once, under the channel lock, before any message
+	// reaches the member: the session sends its join reply from it, so the
+	// reply precedes the replay.
+	Joined func(JoinResult)
+	// Reset is called when the member was dropped because the channel's
+	// history can no longer continue what it received (stream recreated,
+	// messages lost mid-replay); the client must rejoin with its offset.
+	Reset func()
 }
 
 // Hub is the registry.
 type Hub struct {
 	cfg    Config
+	hist   broker.History // nil when the broker keeps no history
 	seed   maphash.Seed
 	shards [shards]shard
 
 	channels     atomic.Int64
 	delivered    atomic.Uint64
+	replayed     atomic.Uint64
 	encodeErrors atomic.Uint64
 }
 
@@ -63,16 +109,21 @@ type shard struct {
 }
 
 type channel struct {
-	h     *Hub
-	topic string
-	ready chan struct{} // closed once the subscription is settled
-	err   error         // set before ready is closed
-	sub   broker.Subscription
+	h          *Hub
+	topic      string
+	persistent bool
+	ready      chan struct{} // closed once the subscription is settled
+	err        error         // set before ready is closed
+	sub        broker.Subscription
+	joining    int         // joins in progress; guarded by the shard lock
+	grace      *time.Timer // pending drop; guarded by the shard lock
 
-	mu      sync.RWMutex
+	mu      sync.Mutex
 	members []Member
 	index   map[any]int
-	grace   *time.Timer // pending drop after the last leave; guarded by the shard lock
+	epoch   string
+	last    uint64 // offset of the last message (or the start position)
+	ring    ring
 }
 
 // New returns a Hub.
@@ -83,10 +134,26 @@ func New(cfg Config) *Hub {
 	if cfg.SubscribeTimeout <= 0 {
 		cfg.SubscribeTimeout = 5 * time.Second
 	}
+	if cfg.RingSize <= 0 {
+		cfg.RingSize = 1024
+	}
+	if cfg.RingBytes <= 0 {
+		cfg.RingBytes = 4 << 20
+	}
+	if cfg.ReplayPage <= 0 {
+		cfg.ReplayPage = 256
+	}
+	if cfg.ReplayBacklog <= 0 {
+		cfg.ReplayBacklog = 64 << 10
+	}
+	if cfg.ReplayTimeout <= 0 {
+		cfg.ReplayTimeout = 60 * time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	h := &Hub{cfg: cfg, seed: maphash.MakeSeed()}
+	h.hist, _ = cfg.Broker.(broker.History)
 	for i := range h.shards {
 		h.shards[i].topics = make(map[string]*channel)
 	}
@@ -97,75 +164,106 @@ func (h *Hub) shard(topic string) *shard {
 	return &h.shards[maphash.String(h.seed, topic)%shards]
 }
 
-// TryJoin adds m to topic without blocking when the topic's subscription is
-// already live, and reports whether it did. Most joins take this path; only
-// the first join of a topic on this gateway waits for the broker.
+// TryJoin attaches m without blocking when the topic's subscription is live
+// and nothing has to be fetched, and reports whether it did. Most joins
+// take this path; the first join of a topic on this gateway, and resumes
+// the ring does not cover, need Join.
 func (h *Hub) TryJoin(topic string, m Member) bool {
 	sh := h.shard(topic)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	ch := sh.topics[topic]
-	if ch == nil {
+	if ch == nil || !ch.settled() || ch.err != nil {
 		return false
 	}
-	select {
-	case <-ch.ready:
-		if ch.err != nil {
-			return false
-		}
-	default:
-		return false
+	ch.mu.Lock()
+	ok := ch.attachNow(m)
+	ch.mu.Unlock()
+	if ok {
+		ch.stopGrace()
 	}
-	ch.add(m)
-	return true
+	return ok
 }
 
-// Join adds m to topic, subscribing on the broker if this is the topic's
-// first member here. It returns once deliveries to m have started or the
-// subscription failed; it blocks, so callers run it off the event loop.
+// Join attaches m to topic, subscribing on the broker if this is the
+// topic's first member here and replaying what m missed. It blocks, so
+// callers run it off the event loop. On error m is not attached and
+// Joined was not called.
 func (h *Hub) Join(ctx context.Context, topic string, m Member) error {
 	sh := h.shard(topic)
 	sh.mu.Lock()
 	ch := sh.topics[topic]
-	first := ch == nil
-	if first {
+	if ch == nil {
 		ch = &channel{h: h, topic: topic, ready: make(chan struct{}), index: make(map[any]int)}
+		ch.persistent = h.hist != nil && h.hist.Persistent(topic)
 		sh.topics[topic] = ch
 		h.channels.Add(1)
+		go h.subscribe(ch)
 	}
-	ch.add(m)
+	ch.joining++
+	ch.stopGrace()
 	sh.mu.Unlock()
+	defer h.doneJoining(ch)
 
-	if first {
-		sctx, cancel := context.WithTimeout(context.Background(), h.cfg.SubscribeTimeout)
-		sub, err := h.cfg.Broker.Subscribe(sctx, topic, ch.deliver)
-		cancel()
-		ch.sub, ch.err = sub, err
-		close(ch.ready)
-		sh.mu.Lock()
-		switch {
-		case err != nil:
-			if sh.topics[topic] == ch {
-				delete(sh.topics, topic)
-				h.channels.Add(-1)
-			}
-		case ch.len() == 0 && ch.grace == nil:
-			// Everyone left while we subscribed; Leave deferred the drop to us.
-			ch.grace = time.AfterFunc(h.cfg.LeaveGrace, func() { h.drop(ch) })
-		}
-		sh.mu.Unlock()
-	}
 	select {
 	case <-ch.ready:
 	case <-ctx.Done():
-		h.Leave(topic, m.Key)
 		return ctx.Err()
 	}
 	if ch.err != nil {
-		ch.remove(m.Key)
 		return ch.err
 	}
-	return nil
+	return ch.attach(ctx, m)
+}
+
+// subscribe settles a new channel's subscription. It runs on its own
+// goroutine so that every joiner, the first included, waits with its own
+// context.
+func (h *Hub) subscribe(ch *channel) {
+	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.SubscribeTimeout)
+	sub, err := h.cfg.Broker.Subscribe(ctx, ch.topic, ch.deliver)
+	cancel()
+	if err == nil {
+		if hs, ok := sub.(broker.HeadSubscription); ok {
+			head := hs.Head()
+			ch.mu.Lock()
+			if ch.epoch == "" {
+				ch.epoch = head.Epoch
+			}
+			// Messages delivered while Subscribe returned already moved
+			// the position past the head.
+			if ch.ring.len() == 0 && head.Offset > ch.last {
+				ch.last = head.Offset
+			}
+			ch.mu.Unlock()
+		}
+	}
+	ch.sub, ch.err = sub, err
+	sh := h.shard(ch.topic)
+	sh.mu.Lock()
+	close(ch.ready)
+	switch {
+	case err != nil:
+		h.cfg.Logger.Warn("hub: subscribe failed", "topic", ch.topic, "err", err)
+		if sh.topics[ch.topic] == ch {
+			delete(sh.topics, ch.topic)
+			h.channels.Add(-1)
+		}
+	case ch.joining == 0 && ch.len() == 0:
+		// Every joiner gave up while we subscribed.
+		ch.startGrace()
+	}
+	sh.mu.Unlock()
+}
+
+func (h *Hub) doneJoining(ch *channel) {
+	sh := h.shard(ch.topic)
+	sh.mu.Lock()
+	ch.joining--
+	if ch.joining == 0 && ch.settled() && ch.err == nil && ch.len() == 0 && sh.topics[ch.topic] == ch {
+		ch.startGrace()
+	}
+	sh.mu.Unlock()
 }
 
 // Leave removes the member with key from topic. When the last member
@@ -176,26 +274,22 @@ func (h *Hub) Leave(topic string, key any) {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	ch := sh.topics[topic]
-	if ch == nil || !ch.remove(key) {
+	if ch == nil {
 		return
 	}
-	if ch.len() > 0 {
-		return
-	}
-	select {
-	case <-ch.ready:
-	default:
-		return // the first joiner is still subscribing; it settles the channel
-	}
-	if ch.grace == nil {
-		ch.grace = time.AfterFunc(h.cfg.LeaveGrace, func() { h.drop(ch) })
+	ch.mu.Lock()
+	removed := ch.remove(key)
+	empty := len(ch.members) == 0
+	ch.mu.Unlock()
+	if removed && empty && ch.joining == 0 && ch.settled() {
+		ch.startGrace()
 	}
 }
 
 func (h *Hub) drop(ch *channel) {
 	sh := h.shard(ch.topic)
 	sh.mu.Lock()
-	if sh.topics[ch.topic] != ch || ch.len() > 0 {
+	if sh.topics[ch.topic] != ch || ch.joining > 0 || ch.len() > 0 {
 		sh.mu.Unlock()
 		return
 	}
@@ -217,13 +311,9 @@ func (h *Hub) Close() {
 		chs := make([]*channel, 0, len(sh.topics))
 		for _, ch := range sh.topics {
 			chs = append(chs, ch)
+			ch.stopGrace()
 		}
 		clear(sh.topics)
-		for _, ch := range chs {
-			if ch.grace != nil {
-				ch.grace.Stop()
-			}
-		}
 		sh.mu.Unlock()
 		for _, ch := range chs {
 			h.channels.Add(-1)
@@ -238,13 +328,15 @@ func (h *Hub) Close() {
 // Stats is a snapshot of hub counters.
 type Stats struct {
 	Channels     int    // topics with a subscription on this gateway
-	Delivered    uint64 // messages handed to connections
+	Delivered    uint64 // live messages handed to connections
+	Replayed     uint64 // missed messages sent to resuming members
 	EncodeErrors uint64 // messages that could not be framed (e.g. a binary event over 255 bytes)
 }
 
 // Stats returns a snapshot.
 func (h *Hub) Stats() Stats {
-	return Stats{Channels: int(h.channels.Load()), Delivered: h.delivered.Load(), EncodeErrors: h.encodeErrors.Load()}
+	return Stats{Channels: int(h.channels.Load()), Delivered: h.delivered.Load(),
+		Replayed: h.replayed.Load(), EncodeErrors: h.encodeErrors.Load()}
 }
 
 // Members returns the number of local members of topic.
@@ -261,14 +353,37 @@ func (h *Hub) Members(topic string) int {
 
 // --- channel ---
 
-// add runs under the shard lock; ch.mu guards members against fan-out.
-func (ch *channel) add(m Member) {
-	ch.mu.Lock()
-	defer ch.mu.Unlock()
+func (ch *channel) settled() bool {
+	select {
+	case <-ch.ready:
+		return true
+	default:
+		return false
+	}
+}
+
+// startGrace and stopGrace run under the shard lock.
+func (ch *channel) startGrace() {
+	if ch.grace == nil {
+		ch.grace = time.AfterFunc(ch.h.cfg.LeaveGrace, func() { ch.h.drop(ch) })
+	}
+}
+
+func (ch *channel) stopGrace() {
 	if ch.grace != nil {
 		ch.grace.Stop()
 		ch.grace = nil
 	}
+}
+
+func (ch *channel) len() int {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	return len(ch.members)
+}
+
+// add and remove run under ch.mu.
+func (ch *channel) add(m Member) {
 	if _, ok := ch.index[m.Key]; ok {
 		return
 	}
@@ -277,8 +392,6 @@ func (ch *channel) add(m Member) {
 }
 
 func (ch *channel) remove(key any) bool {
-	ch.mu.Lock()
-	defer ch.mu.Unlock()
 	i, ok := ch.index[key]
 	if !ok {
 		return false
@@ -294,50 +407,325 @@ func (ch *channel) remove(key any) bool {
 	return true
 }
 
-func (ch *channel) len() int {
-	ch.mu.RLock()
-	defer ch.mu.RUnlock()
-	return len(ch.members)
+func (ch *channel) pos() broker.Position { return broker.Position{Epoch: ch.epoch, Offset: ch.last} }
+
+func joined(m Member, r JoinResult) {
+	if m.Joined != nil {
+		m.Joined(r)
+	}
 }
 
-// deliver fans one message out. Frames are built lazily, at most once per
-// variant, and the same *transport.Message (so the same framed bytes) goes
-// to every member of that variant.
-func (ch *channel) deliver(msg *broker.Message) {
-	var enc encoder
-	enc.msg = msg
+// attachNow attaches m if nothing has to be fetched (ch.mu held).
+func (ch *channel) attachNow(m Member) bool {
+	if !ch.persistent {
+		joined(m, JoinResult{})
+		ch.add(m)
+		return true
+	}
+	res := JoinResult{Persistent: true, Head: ch.pos()}
+	if m.Resume == nil {
+		joined(m, res)
+		ch.add(m)
+		return true
+	}
+	res.Resumed = true
+	r := *m.Resume
+	switch {
+	case r.Epoch != ch.epoch:
+		res.Reason = broker.ReasonEpochChanged
+	case r.Offset == ch.last:
+		res.Recovered = true
+	case r.Offset < ch.last && ch.ring.covers(r.Offset) && ch.ring.countAfter(r.Offset) <= ch.h.cfg.ReplayPage:
+		res.Recovered = true
+		joined(m, res)
+		ch.sendRing(m, r.Offset, ch.h.cfg.ReplayPage)
+		ch.add(m)
+		return true
+	default:
+		return false // the broker must check or supply it
+	}
+	joined(m, res)
+	ch.add(m)
+	return true
+}
+
+var errMemberGone = errors.New("hub: member's connection closed during replay")
+
+// attach replays what m missed, in steps, then attaches it.
+func (ch *channel) attach(ctx context.Context, m Member) error {
+	ch.mu.Lock()
+	if ch.attachNow(m) {
+		ch.mu.Unlock()
+		return nil
+	}
+	ch.mu.Unlock()
+	cfg := &ch.h.cfg
+	ctx, cancel := context.WithTimeout(ctx, cfg.ReplayTimeout)
+	defer cancel()
+	from := *m.Resume
+	replied := false
+	idle := 0
+	for {
+		ch.mu.Lock()
+		if replied && (from.Offset >= ch.last || ch.ring.covers(from.Offset)) {
+			// The ring holds everything after from: finish from memory,
+			// in steps, and attach under the same lock as the last step.
+			last, ok := ch.sendRing(m, from.Offset, cfg.ReplayPage)
+			if !ok {
+				ch.mu.Unlock()
+				return errMemberGone
+			}
+			if last == 0 || last >= ch.last {
+				ch.add(m)
+				ch.mu.Unlock()
+				return nil
+			}
+			from.Offset = last
+			ch.mu.Unlock()
+			if err := waitBacklog(ctx, m.Conn, cfg.ReplayBacklog); err != nil {
+				return ch.abandon(m, replied, err)
+			}
+			continue
+		}
+		ch.mu.Unlock()
+
+		page, err := ch.h.hist.Replay(ctx, ch.topic, from, cfg.ReplayPage)
+		if err != nil {
+			return ch.abandon(m, replied, err)
+		}
+		ch.mu.Lock()
+		if page.Reason != "" {
+			if replied {
+				// Lost mid-replay (retention overtook us): never a
+				// silent gap. The client rejoins and learns why.
+				ch.mu.Unlock()
+				return ch.abandon(m, true, errors.New(page.Reason))
+			}
+			joined(m, JoinResult{Persistent: true, Head: ch.pos(), Resumed: true, Reason: page.Reason})
+			ch.add(m)
+			ch.mu.Unlock()
+			return nil
+		}
+		if !replied {
+			joined(m, JoinResult{Persistent: true, Head: ch.pos(), Resumed: true, Recovered: true})
+			replied = true
+		}
+		for _, msg := range page.Messages {
+			if !ch.sendEntry(m, &entry{msg: msg}) {
+				ch.mu.Unlock()
+				return errMemberGone
+			}
+			from.Offset = msg.Offset
+		}
+		ch.h.replayed.Add(uint64(len(page.Messages)))
+		caughtUp := from.Offset >= ch.last || ch.ring.covers(from.Offset)
+		ch.mu.Unlock()
+		if len(page.Messages) == 0 && !caughtUp {
+			// The stream has nothing newer than from, yet the live feed
+			// is ahead of it: a lagging replica. Retry briefly.
+			if idle++; idle > 100 {
+				return ch.abandon(m, true, errors.New("replay cannot reach the live position"))
+			}
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		if err := waitBacklog(ctx, m.Conn, cfg.ReplayBacklog); err != nil {
+			return ch.abandon(m, replied, err)
+		}
+	}
+}
+
+// abandon ends a replay that cannot finish. Before the join reply it is a
+// plain join error; after it the member is reset so the client rejoins
+// with its latest offset rather than silently missing messages.
+func (ch *channel) abandon(m Member, replied bool, err error) error {
+	if !replied || errors.Is(err, errMemberGone) {
+		return err
+	}
+	ch.h.cfg.Logger.Warn("hub: replay abandoned; member reset", "topic", ch.topic, "err", err)
+	if m.Reset != nil {
+		m.Reset()
+	}
+	return nil
+}
+
+func waitBacklog(ctx context.Context, c transport.Conn, limit int) error {
+	for c.Backlog() > limit {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// sendRing sends up to max ring entries after offset to m (ch.mu held) and
+// returns the last offset sent (0 if none).
+func (ch *channel) sendRing(m Member, after uint64, max int) (last uint64, ok bool) {
 	n := 0
-	ch.mu.RLock()
+	for e := range ch.ring.after(after) {
+		if n == max {
+			break
+		}
+		if !ch.sendEntry(m, e) {
+			return last, false
+		}
+		last = e.msg.Offset
+		n++
+	}
+	ch.h.replayed.Add(uint64(n))
+	return last, true
+}
+
+func (ch *channel) sendEntry(m Member, e *entry) bool {
+	for _, out := range e.enc.frames(ch.h, e.msg, m.Version) {
+		if out != nil && !m.Conn.Send(out) {
+			return false
+		}
+	}
+	return true
+}
+
+// deliver is the subscription handler: one live message for every member.
+func (ch *channel) deliver(msg *broker.Message) {
+	if msg.Reset {
+		ch.reset(msg)
+		return
+	}
+	e := &entry{msg: msg}
+	n := 0
+	ch.mu.Lock()
+	if ch.persistent {
+		if msg.Offset <= ch.last && ch.ring.len() > 0 {
+			ch.mu.Unlock()
+			return // never twice
+		}
+		ch.ring.push(e, ch.h.cfg.RingSize, ch.h.cfg.RingBytes)
+		ch.last = msg.Offset
+	}
 	for _, m := range ch.members {
-		for _, out := range enc.frames(ch.h, m.Version) {
+		for _, out := range e.enc.frames(ch.h, msg, m.Version) {
 			if out != nil && m.Conn.Send(out) {
 				n++
 			}
 		}
 	}
-	ch.mu.RUnlock()
+	ch.mu.Unlock()
 	ch.h.delivered.Add(uint64(n))
 }
 
-// encoder caches the encodings of one message.
+// reset drops every member of a channel whose history was reset.
+func (ch *channel) reset(msg *broker.Message) {
+	ch.mu.Lock()
+	ch.epoch, ch.last = msg.Epoch, msg.Offset
+	ch.ring = ring{}
+	members := ch.members
+	ch.members = nil
+	ch.index = make(map[any]int)
+	ch.mu.Unlock()
+	for _, m := range members {
+		if m.Reset != nil {
+			m.Reset()
+		}
+	}
+	sh := ch.h.shard(ch.topic)
+	sh.mu.Lock()
+	if ch.joining == 0 && ch.len() == 0 && sh.topics[ch.topic] == ch {
+		ch.startGrace()
+	}
+	sh.mu.Unlock()
+}
+
+// --- ring of recent messages ---
+
+// entry is one message with its encodings, shared by live fan-out and
+// every replay that reads it from the ring.
+type entry struct {
+	msg *broker.Message
+	enc encoder
+}
+
+// ring is a bounded FIFO of a persistent channel's latest messages
+// (ch.mu held for every method).
+type ring struct {
+	buf   []*entry
+	head  int // index of the oldest
+	n     int
+	bytes int
+}
+
+func (r *ring) len() int { return r.n }
+
+func (r *ring) at(i int) *entry { return r.buf[(r.head+i)%len(r.buf)] }
+
+func (r *ring) push(e *entry, max, maxBytes int) {
+	if r.buf == nil {
+		r.buf = make([]*entry, min(max, 64))
+	}
+	if r.n == len(r.buf) && len(r.buf) < max {
+		nb := make([]*entry, min(max, 2*len(r.buf)))
+		for i := 0; i < r.n; i++ {
+			nb[i] = r.at(i)
+		}
+		r.buf, r.head = nb, 0
+	}
+	for r.n > 0 && (r.n == len(r.buf) || r.bytes+len(e.msg.Payload) > maxBytes) {
+		old := r.at(0)
+		r.bytes -= len(old.msg.Payload)
+		r.buf[r.head] = nil
+		r.head = (r.head + 1) % len(r.buf)
+		r.n--
+	}
+	r.buf[(r.head+r.n)%len(r.buf)] = e
+	r.n++
+	r.bytes += len(e.msg.Payload)
+}
+
+// covers reports whether every message after offset x is in the ring: the
+// oldest entry's Prev is at or before x (messages are chained by Prev).
+func (r *ring) covers(x uint64) bool { return r.n > 0 && x >= r.at(0).msg.Prev }
+
+func (r *ring) countAfter(x uint64) int {
+	c := 0
+	for i := r.n - 1; i >= 0 && r.at(i).msg.Offset > x; i-- {
+		c++
+	}
+	return c
+}
+
+// after yields the entries with Offset > x, oldest first.
+func (r *ring) after(x uint64) func(func(*entry) bool) {
+	return func(yield func(*entry) bool) {
+		start := r.n - r.countAfter(x)
+		for i := start; i < r.n; i++ {
+			if !yield(r.at(i)) {
+				return
+			}
+		}
+	}
+}
+
+// --- encoding ---
+
+// encoder caches the encodings of one message, built lazily at most once
+// per protocol variant; the same *transport.Message (so the same framed
+// bytes) goes to every member of that variant. Used under ch.mu.
 type encoder struct {
-	msg    *broker.Message
-	v1, v2 [2]*transport.Message
-	done1  bool
-	done2  bool
+	v1, v2       [2]*transport.Message
+	done1, done2 bool
 }
 
 // ref is the frame's ref slot: the stream offset in a persistent namespace
 // (phoenix.js hands it to channel.on handlers as the second argument).
-func (e *encoder) ref() phoenix.Ref {
-	if e.msg.Offset == 0 {
+func ref(m *broker.Message) phoenix.Ref {
+	if m.Offset == 0 {
 		return phoenix.Null
 	}
-	return phoenix.R(strconv.FormatUint(e.msg.Offset, 10))
+	return phoenix.R(strconv.FormatUint(m.Offset, 10))
 }
 
-func (e *encoder) frames(h *Hub, v phoenix.Version) []*transport.Message {
-	m := e.msg
+func (e *encoder) frames(h *Hub, m *broker.Message, v phoenix.Version) []*transport.Message {
 	if v == phoenix.V1 {
 		if !e.done1 {
 			e.done1 = true
@@ -346,14 +734,14 @@ func (e *encoder) frames(h *Hub, v phoenix.Version) []*transport.Message {
 				// v1 has no binary frames: the payload travels as base64.
 				payload = phoenix.AppendBase64Payload(nil, m.Payload)
 			}
-			e.v1[0] = transport.NewText(phoenix.AppendMessage(nil, phoenix.V1, phoenix.Null, e.ref(), m.Topic, m.Event, payload))
+			e.v1[0] = transport.NewText(phoenix.AppendMessage(nil, phoenix.V1, phoenix.Null, ref(m), m.Topic, m.Event, payload))
 		}
 		return e.v1[:]
 	}
 	if !e.done2 {
 		e.done2 = true
 		if !m.Binary {
-			e.v2[0] = transport.NewText(phoenix.AppendMessage(nil, phoenix.V2, phoenix.Null, e.ref(), m.Topic, m.Event, m.Payload))
+			e.v2[0] = transport.NewText(phoenix.AppendMessage(nil, phoenix.V2, phoenix.Null, ref(m), m.Topic, m.Event, m.Payload))
 		} else if b, err := phoenix.AppendBinaryBroadcast(nil, m.Topic, m.Event, m.Payload); err != nil {
 			h.encodeErrors.Add(1)
 			h.cfg.Logger.Warn("hub: cannot frame binary message", "topic", m.Topic, "err", err)
@@ -362,7 +750,7 @@ func (e *encoder) frames(h *Hub, v phoenix.Version) []*transport.Message {
 			if m.Offset != 0 {
 				// A binary broadcast has no ref slot; its offset follows
 				// in a text frame the JS helper consumes.
-				e.v2[1] = transport.NewText(phoenix.AppendMessage(nil, phoenix.V2, phoenix.Null, e.ref(), m.Topic, "fabric:offset", []byte("null")))
+				e.v2[1] = transport.NewText(phoenix.AppendMessage(nil, phoenix.V2, phoenix.Null, ref(m), m.Topic, "fabric:offset", []byte("null")))
 			}
 		}
 	}

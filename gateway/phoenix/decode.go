@@ -97,9 +97,11 @@ func decodeText(v Version, data []byte) (Frame, error) {
 		Event:   s[fEvent],
 		Payload: m.payload,
 	}
-	if m.f[fJoinRef].kind == kAbsent && v == V1 {
-		// Phoenix's V1 serializer falls back to the ref when a client
-		// does not send join_ref (pre-join_ref clients).
+	if m.f[fJoinRef].kind == kAbsent && v == V1 && fr.Event == EventJoin {
+		// Pre-join_ref v1 clients: a join's ref is its join_ref, as in
+		// Phoenix. Their later pushes and leaves keep a null join_ref,
+		// which matches any instance; copying their own ref there would
+		// make every one of them look stale.
 		fr.JoinRef = fr.Ref
 	}
 	var reason string

@@ -12,9 +12,12 @@ package session
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fabric-rt/fabric/gateway/hub"
@@ -96,7 +99,8 @@ type push struct {
 type channel struct {
 	topic   string
 	joinRef phoenix.Ref
-	joined  bool // the ok reply went out and the hub delivers to it
+	joined  atomic.Bool // the ok reply went out and the hub delivers to it
+	gone    atomic.Bool // left, replaced or disconnected: no reply any more
 }
 
 var _ transport.Session = (*Session)(nil)
@@ -145,6 +149,7 @@ func (s *Session) HandleClose(transport.CloseCode) {
 	s.channels = nil
 	s.mu.Unlock()
 	for _, ch := range chs {
+		ch.gone.Store(true)
 		s.cfg.Hub.Leave(ch.topic, ch)
 	}
 }
@@ -154,7 +159,8 @@ func (s *Session) join(f phoenix.Frame) {
 	if !joinRef.Valid {
 		joinRef = f.Ref
 	}
-	if p := bytes.TrimSpace(f.Payload); len(p) == 0 || (p[0] != '{' && !bytes.Equal(p, []byte("null"))) {
+	resume, ok := parseResume(f.Payload)
+	if !ok {
 		s.reply(joinRef, f.Ref, f.Topic, false, reason(ReasonBadRequest))
 		return
 	}
@@ -177,6 +183,7 @@ func (s *Session) join(f phoenix.Frame) {
 		// Duplicate join: the latest wins; the old instance is closed
 		// with its own join_ref, as Phoenix does.
 		delete(s.channels, f.Topic)
+		old.gone.Store(true)
 		s.cfg.Hub.Leave(old.topic, old)
 		s.send(phoenix.AppendMessage(nil, s.v, old.joinRef, old.joinRef, old.topic, phoenix.EventClose, nil))
 	}
@@ -190,16 +197,29 @@ func (s *Session) join(f phoenix.Frame) {
 		s.channels = make(map[string]*channel)
 	}
 	s.channels[f.Topic] = ch
-	member := hub.Member{Conn: s.conn, Version: s.v, Key: ch}
+	ref := f.Ref
+	member := hub.Member{
+		Conn:    s.conn,
+		Version: s.v,
+		Key:     ch,
+		Resume:  resume,
+		// Called by the hub under its channel lock, before any message:
+		// it must not take s.mu.
+		Joined: func(r hub.JoinResult) {
+			if ch.gone.Load() {
+				return // the client already left this instance
+			}
+			ch.joined.Store(true)
+			s.reply(ch.joinRef, ref, ch.topic, true, joinResponse(r))
+		},
+		Reset: func() { s.reset(ch) },
+	}
 	if s.cfg.Hub.TryJoin(f.Topic, member) {
-		ch.joined = true
-		s.reply(joinRef, f.Ref, f.Topic, true, nil)
 		s.mu.Unlock()
 		return
 	}
 	s.mu.Unlock()
 
-	ref := f.Ref
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.JoinTimeout)
 		err := s.cfg.Hub.Join(ctx, ch.topic, member)
@@ -207,22 +227,88 @@ func (s *Session) join(f phoenix.Frame) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		if s.closed || s.channels[ch.topic] != ch {
-			// Left, replaced or disconnected while subscribing: the
-			// leave was already answered; just undo the membership.
+			// Left, replaced or disconnected while joining: the leave was
+			// already answered; just undo the membership.
 			if err == nil {
 				s.cfg.Hub.Leave(ch.topic, ch)
 			}
 			return
 		}
-		if err != nil {
+		if err != nil && !ch.joined.Load() {
 			delete(s.channels, ch.topic)
 			s.cfg.Logger.Warn("join failed", "topic", ch.topic, "err", err)
 			s.reply(ch.joinRef, ref, ch.topic, false, reason(ReasonUnavailable))
-			return
 		}
-		ch.joined = true
-		s.reply(ch.joinRef, ref, ch.topic, true, nil)
 	}()
+}
+
+// reset ends a channel instance whose history could not continue: the
+// client gets phx_error and rejoins (with its offset) by itself.
+func (s *Session) reset(ch *channel) {
+	s.mu.Lock()
+	if s.channels[ch.topic] == ch {
+		delete(s.channels, ch.topic)
+	}
+	ch.gone.Store(true)
+	s.mu.Unlock()
+	s.send(phoenix.AppendMessage(nil, s.v, ch.joinRef, ch.joinRef, ch.topic, phoenix.EventError, nil))
+}
+
+// parseResume reads the optional resume position from join params:
+// {"epoch": "E", "offset": N} (N a JSON number or a decimal string).
+// Params must be an object (or null); other keys are the app's.
+func parseResume(payload []byte) (*broker.Position, bool) {
+	p := bytes.TrimSpace(payload)
+	if bytes.Equal(p, []byte("null")) {
+		return nil, true
+	}
+	if len(p) == 0 || p[0] != '{' {
+		return nil, false
+	}
+	var params struct {
+		Epoch  *string         `json:"epoch"`
+		Offset json.RawMessage `json:"offset"`
+	}
+	if err := json.Unmarshal(p, &params); err != nil {
+		return nil, false
+	}
+	if params.Epoch == nil && params.Offset == nil {
+		return nil, true
+	}
+	if params.Epoch == nil || *params.Epoch == "" || params.Offset == nil {
+		return nil, false
+	}
+	raw := string(params.Offset)
+	if len(raw) > 1 && raw[0] == '"' {
+		raw = raw[1 : len(raw)-1]
+	}
+	n, err := strconv.ParseUint(raw, 10, 64)
+	if err != nil {
+		return nil, false
+	}
+	return &broker.Position{Epoch: *params.Epoch, Offset: n}, true
+}
+
+// joinResponse is the join reply's response: {} for an ephemeral topic;
+// {"epoch","offset"} for a persistent one, plus "recovered" (and "reason"
+// when false) when the client asked to resume.
+func joinResponse(r hub.JoinResult) []byte {
+	if !r.Persistent {
+		return nil
+	}
+	b := []byte(`{"epoch":`)
+	b = strconv.AppendQuote(b, r.Head.Epoch)
+	b = append(b, `,"offset":`...)
+	b = strconv.AppendUint(b, r.Head.Offset, 10)
+	if r.Resumed {
+		b = append(b, `,"recovered":`...)
+		b = strconv.AppendBool(b, r.Recovered)
+		if !r.Recovered {
+			b = append(b, `,"reason":`...)
+			b = strconv.AppendQuote(b, r.Reason)
+		}
+	}
+	return append(b, '}')
 }
 
 func (s *Session) leave(f phoenix.Frame) {
@@ -238,9 +324,8 @@ func (s *Session) leave(f phoenix.Frame) {
 		return // stale leave for an instance already replaced
 	}
 	delete(s.channels, f.Topic)
-	if ch.joined {
-		s.cfg.Hub.Leave(ch.topic, ch)
-	}
+	ch.gone.Store(true)
+	s.cfg.Hub.Leave(ch.topic, ch)
 	s.reply(f.JoinRef, f.Ref, f.Topic, true, nil)
 	s.send(phoenix.AppendMessage(nil, s.v, ch.joinRef, ch.joinRef, ch.topic, phoenix.EventClose, nil))
 }
@@ -248,7 +333,7 @@ func (s *Session) leave(f phoenix.Frame) {
 func (s *Session) push(f phoenix.Frame) {
 	s.mu.Lock()
 	ch := s.channels[f.Topic]
-	ok := ch != nil && ch.joined && (!f.JoinRef.Valid || f.JoinRef == ch.joinRef)
+	ok := ch != nil && ch.joined.Load() && (!f.JoinRef.Valid || f.JoinRef == ch.joinRef)
 	s.mu.Unlock()
 	if !ok {
 		// Phoenix answers events for unknown topics with a null join_ref.

@@ -79,6 +79,10 @@ type Conn interface {
 	Close(code CloseCode, reason string)
 	// RemoteAddr is the peer address, for logs.
 	RemoteAddr() string
+	// Backlog is the number of bytes queued and not yet taken by the
+	// socket. Bulk senders (replay) wait for it to fall before sending
+	// more, rather than tripping the slow-consumer bound.
+	Backlog() int
 }
 
 // Session receives what a transport reads from one connection.

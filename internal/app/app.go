@@ -36,6 +36,9 @@ type Config struct {
 	// listeners. Without it, anonymous mode is loopback-only.
 	AllowAnonymous bool
 	SubjectPrefix  string
+	// Namespaces configures persistent namespaces; nil means
+	// natsbroker.DefaultNamespaces() (room:* keeps history).
+	Namespaces map[string]natsbroker.Namespace
 
 	MaxMessageSize   int
 	IdleTimeout      time.Duration
@@ -91,7 +94,17 @@ func Start(cfg Config) (a *App, err error) {
 	if err := a.startNATS(); err != nil {
 		return nil, err
 	}
-	a.broker, err = natsbroker.New(a.nc, natsbroker.Config{Prefix: cfg.SubjectPrefix, Logger: a.log})
+	nss := cfg.Namespaces
+	if nss == nil {
+		nss = natsbroker.DefaultNamespaces()
+	}
+	a.broker, err = natsbroker.New(a.nc, natsbroker.Config{Prefix: cfg.SubjectPrefix, Logger: a.log, Namespaces: nss})
+	if err != nil {
+		return nil, err
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	err = a.broker.EnsureStreams(sctx)
+	cancel()
 	if err != nil {
 		return nil, err
 	}
@@ -163,6 +176,15 @@ func (a *App) startNATS() error {
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			a.log.Info("NATS reconnected", "url", nc.ConnectedUrlRedacted())
+			// Live messages published while we were away are only in
+			// the streams: catch every active channel up.
+			if b := a.broker; b != nil {
+				go func() {
+					ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+					defer cancel()
+					b.Resync(ctx)
+				}()
+			}
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			subj := ""
@@ -306,6 +328,9 @@ func (a *App) Shutdown(ctx context.Context) error {
 		if err := a.gw.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("closing connections: %w", err))
 		}
+	}
+	if a.broker != nil {
+		a.broker.Close()
 	}
 	if a.nc != nil {
 		if err := a.nc.Drain(); err != nil {

@@ -53,6 +53,9 @@ func (c *Conn) Close(code transport.CloseCode, reason string) {
 // RemoteAddr implements transport.Conn.
 func (c *Conn) RemoteAddr() string { return "fake" }
 
+// Backlog implements transport.Conn: a fake conn never queues.
+func (c *Conn) Backlog() int { return 0 }
+
 // SetRefuse makes Send return false (as for a closing connection) without
 // recording a close code.
 func (c *Conn) SetRefuse(refuse bool) {

@@ -78,7 +78,9 @@ func (f *fabric) publish(subject, event string, body []byte) {
 }
 
 // interest counts the NATS server's subscriptions matching subject (every
-// client's; tests use subjects only the gateway subscribes to).
+// client's; tests use subjects only the gateway subscribes to: for the
+// persistent room namespace, the live feed fabric_live.room.…, since the
+// stream itself listens on fabric.room.>).
 func (f *fabric) interest(subject string) int {
 	return f.Embedded().NATS().GlobalAccount().Interest(subject)
 }

@@ -43,6 +43,12 @@ func TestPhoenixJSReceivesWhatServicesPublish(t *testing.T) {
 		if !e.Binary || !bytes.Equal(e.Bytes(), body) {
 			t.Fatalf("binary=%v bytes=%v", e.Binary, e.Bytes())
 		}
+		// A binary frame has no ref slot: its offset follows in a
+		// fabric:offset frame (room:* keeps history by default).
+		off := p.MustNext(10*time.Second, "fabric:offset", phxnode.IsMsg("room:lobby", "fabric:offset"))
+		if off.RefString() == "" {
+			t.Fatalf("fabric:offset without an offset: %s", off)
+		}
 	})
 
 	t.Run("no Fabric-Event header means event message", func(t *testing.T) {
@@ -82,12 +88,13 @@ func TestPhoenixJSReceivesWhatServicesPublish(t *testing.T) {
 	})
 
 	t.Run("after leave nothing arrives and the subscription is gone", func(t *testing.T) {
-		if n := f.interest("fabric.room.lobby"); n != 1 {
+		if n := f.interest("fabric_live.room.lobby"); n != 1 {
 			t.Fatalf("before leave: %d subscriptions on fabric.room.lobby, want 1", n)
 		}
+		p.Drain(phxnode.IsMsg("room:lobby", "")) // whatever arrived before the leave
 		p.Leave("room:lobby")
 		eventually(t, 10*time.Second, "lobby subscription dropped", func() bool {
-			return f.interest("fabric.room.lobby") == 0
+			return f.interest("fabric_live.room.lobby") == 0
 		})
 		f.publish("fabric.room.lobby", "after_leave", []byte(`{}`))
 		f.publish("fabric.room.other", "marker2", []byte(`{}`))
@@ -108,7 +115,7 @@ func TestPhoenixJSReceivesWhatServicesPublish(t *testing.T) {
 		if got := p.Drain(phxnode.IsMsg("room:other", "once")); len(got) != 1 {
 			t.Fatalf("got %d copies, want 1", len(got))
 		}
-		if n := f.interest("fabric.room.other"); n != 1 {
+		if n := f.interest("fabric_live.room.other"); n != 1 {
 			t.Fatalf("%d subscriptions on fabric.room.other, want 1", n)
 		}
 	})
@@ -132,7 +139,7 @@ func TestPhoenixJSInvalidTopic(t *testing.T) {
 	if s, _ := p.Join("room:fine", nil); s != "ok" {
 		t.Fatalf("join after refusal: %s", s)
 	}
-	if n := f.interest("fabric.room.fine"); n != 1 {
+	if n := f.interest("fabric_live.room.fine"); n != 1 {
 		t.Fatalf("%d subscriptions on fabric.room.fine, want 1", n)
 	}
 }

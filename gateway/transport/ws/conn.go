@@ -58,6 +58,13 @@ var _ transport.Conn = (*conn)(nil)
 
 func (c *conn) RemoteAddr() string { return c.remote }
 
+// Backlog implements transport.Conn.
+func (c *conn) Backlog() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.qbytes
+}
+
 func (c *conn) closing() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
