@@ -117,13 +117,13 @@ func TestBadInputAfterUpgrade(t *testing.T) {
 		return r.Status, r.Response.Reason
 	}
 	cases := []struct{ raw, ref, status, reason string }{
-		{`["1","1","room:never","new_msg",{}]`, "1", "error", "unmatched topic"},             // D22
-		{`["2","2","room:x","new_msg"]`, "2", "error", "bad_request"},                        // D21: 4 elements
-		{`["3","3","room:x",42,{}]`, "3", "error", "bad_request"},                            // D21: event not a string
-		{`["4","4","room:*","phx_join",{}]`, "4", "error", "invalid_topic"},                  // D26
-		{`["5","5","room:","phx_join",{}]`, "5", "error", "invalid_topic"},                   // empty segment
-		{`["6","6","room:>","phx_join",{}]`, "6", "error", "invalid_topic"},                  // wildcard segment
-		{`["7","7","room:\r\nPUB x 1","phx_join",{}]`, "7", "error", "invalid_topic"},        // control characters
+		{`["1","1","room:never","new_msg",{}]`, "1", "error", "unmatched topic"},      // D22
+		{`["2","2","room:x","new_msg"]`, "2", "error", "bad_request"},                 // D21: 4 elements
+		{`["3","3","room:x",42,{}]`, "3", "error", "bad_request"},                     // D21: event not a string
+		{`["4","4","room:*","phx_join",{}]`, "4", "error", "invalid_topic"},           // D26
+		{`["5","5","room:","phx_join",{}]`, "5", "error", "invalid_topic"},            // empty segment
+		{`["6","6","room:>","phx_join",{}]`, "6", "error", "invalid_topic"},           // wildcard segment
+		{`["7","7","room:\r\nPUB x 1","phx_join",{}]`, "7", "error", "invalid_topic"}, // control characters
 		{`["8","8","` + "room:" + strings.Repeat("a", 300) + `","phx_join",{}]`, "8", "error", "invalid_topic"},
 		{`["9","9","room:ok","phx_join","not an object"]`, "9", "error", "bad_request"},
 		{`["10","10","room:ok","phx_leave",{}]`, "10", "ok", ""}, // leave of a never-joined topic is ok
