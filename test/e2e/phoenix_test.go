@@ -3,10 +3,14 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/fabric-rt/fabric/internal/app"
 	"github.com/fabric-rt/fabric/internal/phxnode"
+	"github.com/fabric-rt/fabric/nats/natsbroker"
 )
 
 // The unmodified phoenix npm client, over WebSocket, against a real Fabric:
@@ -148,4 +152,153 @@ func jsonEqual(a, b any) bool {
 	x, _ := json.Marshal(a)
 	y, _ := json.Marshal(b)
 	return bytes.Equal(x, y)
+}
+
+// msgIs extracts the "i" counter of a test message.
+func msgIs(t *testing.T, es []phxnode.Event) []int {
+	t.Helper()
+	var out []int
+	for _, e := range es {
+		var p struct{ I int }
+		if err := json.Unmarshal(e.Payload, &p); err != nil {
+			t.Fatalf("payload %s: %v", e.Payload, err)
+		}
+		out = append(out, p.I)
+	}
+	return out
+}
+
+// collectMsgs waits until n messages of event arrived on topic.
+func collectMsgs(t *testing.T, p *phxnode.Puppet, topic, event string, n int) []phxnode.Event {
+	t.Helper()
+	var got []phxnode.Event
+	deadline := time.Now().Add(60 * time.Second)
+	for len(got) < n && time.Now().Before(deadline) {
+		e, ok := p.Next(time.Second, phxnode.IsMsg(topic, event))
+		if ok {
+			got = append(got, e)
+		}
+	}
+	if len(got) < n {
+		t.Fatalf("got %d of %d %s messages", len(got), n, event)
+	}
+	return got
+}
+
+func contiguous(t *testing.T, is []int, from int) {
+	t.Helper()
+	for k, i := range is {
+		if i != from+k {
+			t.Fatalf("message %d is i=%d, want %d: gap, duplicate or reorder (first %v…)", k, i, from+k, is[:min(len(is), 10)])
+		}
+	}
+}
+
+// The reason Fabric exists: the real phoenix client with our JS helper
+// disconnects, misses messages, reconnects, and gets exactly what it
+// missed, in order, then live — also while a publisher keeps going.
+func TestPhoenixJSResumesAfterDisconnect(t *testing.T) {
+	f := startFabric(t, nil)
+	p := phxnode.Start(t)
+	opts := map[string]any{"reconnectAfterMs": 50, "rejoinAfterMs": 50}
+	if err := p.Connect(f.socketURL(), nil, opts); err != nil {
+		t.Fatal(err)
+	}
+	res := p.JoinOpts("room:js", nil, map[string]any{"resumable": true})
+	if res.Status != "ok" || !bytes.Contains(res.Response, []byte(`"epoch"`)) {
+		t.Fatalf("join: %+v", res)
+	}
+	n := 0
+	pub := func(k int) {
+		for ; k > 0; k-- {
+			f.publish("fabric.room.js", "m", []byte(fmt.Sprintf(`{"i":%d}`, n)))
+			n++
+		}
+	}
+	pub(5)
+	contiguous(t, msgIs(t, collectMsgs(t, p, "room:js", "m", 5)), 0)
+
+	// 1. Offline while 1,000 messages are published.
+	p.Disconnect(0, "")
+	pub(1000)
+	if err := p.Connect(f.socketURL(), nil, opts); err != nil {
+		t.Fatal(err)
+	}
+	got := collectMsgs(t, p, "room:js", "m", 1000)
+	contiguous(t, msgIs(t, got), 5)
+	pub(5)
+	contiguous(t, msgIs(t, collectMsgs(t, p, "room:js", "m", 5)), 1005)
+
+	// 2. The same while a publisher keeps publishing through the rejoin.
+	p.Disconnect(0, "")
+	pub(500)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				pub(1)
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}()
+	if err := p.Connect(f.socketURL(), nil, opts); err != nil {
+		t.Fatal(err)
+	}
+	got = collectMsgs(t, p, "room:js", "m", 800)
+	close(stop)
+	wg.Wait()
+	total := n - 1010
+	got = append(got, collectMsgs(t, p, "room:js", "m", total-800)...)
+	contiguous(t, msgIs(t, got), 1010)
+	if extra := p.Drain(phxnode.IsMsg("room:js", "m")); len(extra) > 0 {
+		t.Fatalf("%d duplicate deliveries after the end", len(extra))
+	}
+	if gaps := p.Drain(phxnode.IsEv("gap")); len(gaps) > 0 {
+		t.Fatalf("gap reported: %v", gaps)
+	}
+}
+
+// When history is gone the helper tells the app (never a silent gap).
+func TestPhoenixJSGapIsReported(t *testing.T) {
+	f := startFabric(t, func(c *app.Config) {
+		c.Namespaces = map[string]natsbroker.Namespace{"room": {History: true, MaxMsgsPerChannel: 20}}
+		c.LeaveGrace = time.Millisecond
+	})
+	p := phxnode.Start(t)
+	opts := map[string]any{"reconnectAfterMs": 50, "rejoinAfterMs": 50}
+	if err := p.Connect(f.socketURL(), nil, opts); err != nil {
+		t.Fatal(err)
+	}
+	if res := p.JoinOpts("room:short", nil, map[string]any{"resumable": true}); res.Status != "ok" {
+		t.Fatalf("join: %+v", res)
+	}
+	f.publish("fabric.room.short", "m", []byte(`{"i":0}`))
+	collectMsgs(t, p, "room:short", "m", 1)
+	p.Disconnect(0, "")
+	// Let the gateway forget the channel (no member, tiny grace), then
+	// publish past the channel's retention.
+	eventually(t, wait, "channel dropped", func() bool { return f.Gateway().Stats().Hub.Channels == 0 })
+	for i := 1; i <= 50; i++ {
+		f.publish("fabric.room.short", "m", []byte(fmt.Sprintf(`{"i":%d}`, i)))
+	}
+	if err := p.Connect(f.socketURL(), nil, opts); err != nil {
+		t.Fatal(err)
+	}
+	gap := p.MustNext(wait, "gap event", phxnode.IsEv("gap"))
+	if !bytes.Contains(gap.Raw, []byte(`"reason":"history_gone"`)) {
+		t.Fatalf("gap: %s", gap)
+	}
+	if replayed := p.Drain(phxnode.IsMsg("room:short", "m")); len(replayed) > 0 {
+		t.Fatalf("%d messages presented as continuous after a gap", len(replayed))
+	}
+	f.publish("fabric.room.short", "m", []byte(`{"i":51}`))
+	if is := msgIs(t, collectMsgs(t, p, "room:short", "m", 1)); is[0] != 51 {
+		t.Fatalf("live after gap: %v", is)
+	}
 }

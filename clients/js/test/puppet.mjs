@@ -12,6 +12,7 @@
 import { Socket, LongPoll, Presence } from "phoenix"
 import WebSocket from "ws"
 import { createInterface } from "node:readline"
+import { resumableChannel } from "../phoenix-resume.js"
 
 const DEBUG = !!process.env.PHXNODE_DEBUG
 
@@ -261,8 +262,14 @@ function cmdJoin(cmd, respond) {
   needSocket()
   const topic = String(cmd.topic)
   channelParams[topic] = cmd.params || {}
-  const ch = socket.channel(topic, () => channelParams[topic])
+  // "resumable": wrap with the offset-tracking helper, as an app would.
+  const ch = cmd.resumable
+    ? resumableChannel(socket, topic, () => channelParams[topic], {
+        onGap: (gap) => write({ ev: "gap", topic, gap }),
+      })
+    : socket.channel(topic, () => channelParams[topic])
   channels[topic] = ch
+  const inner = ch.onMessage.bind(ch)
   let responded = false
   const answer = (status, response) => {
     const [resp, binary] = encodeValue(response)
@@ -281,16 +288,16 @@ function cmdJoin(cmd, respond) {
         // a join reply with a non-standard status: no receive hook fires, channel stays "joining"
         answer(String(payload.status), payload.response)
       }
-      return payload
+      return inner(event, payload, ref, joinRef)
     }
-    if (event === "phx_reply") return payload
+    if (event === "phx_reply") return inner(event, payload, ref, joinRef)
     // ref === undefined marks events triggered locally by phoenix.js itself
     // (leave -> phx_close "leave", transport failure -> phx_error {source:"transport"}),
     // which are reported as chan_close / chan_error only.
-    if (ref === undefined) return payload
+    if (ref === undefined) return inner(event, payload, ref, joinRef)
     const [p, binary] = encodeValue(payload)
     write({ ev: "msg", topic, event, payload: p, ref: ref ?? null, join_ref: joinRef ?? null, binary })
-    return payload
+    return inner(event, payload, ref, joinRef)
   }
   ch.onClose((payload) => {
     write({ ev: "chan_close", topic, payload: encodeValue(payload)[0] })
@@ -391,6 +398,8 @@ function cmdState(_cmd, respond) {
   if (socket) for (const ch of socket.channels) chans[ch.topic] = ch.state
   // channels created by "join" but already removed from the socket (closed)
   for (const topic of Object.keys(channels)) if (!(topic in chans)) chans[topic] = channels[topic].state
+  const positions = {}
+  for (const [topic, ch] of Object.entries(channels)) if (ch.fabricPosition) positions[topic] = ch.fabricPosition()
   respond({
     ok: true,
     connected: socket ? socket.isConnected() : false,
@@ -398,6 +407,7 @@ function cmdState(_cmd, respond) {
     transport: socket ? transportName(socket) : null,
     everOpened,
     channels: chans,
+    positions,
     session: { ...sessionStorage.m },
   })
 }
