@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net/http"
+	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -111,5 +112,52 @@ func TestServeRunsAndStops(t *testing.T) {
 	}
 	if strings.Contains(errb.String(), "level=ERROR") {
 		t.Fatalf("errors logged: %s", errb.String())
+	}
+}
+
+// The YAML file's namespaces section configures history per namespace.
+func TestServeNamespacesFromConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	path := dir + "/fabric.yaml"
+	yaml := "listen: 127.0.0.1:0\nops-listen: \"off\"\nnats-listen: \"off\"\nlog-level: warn\n" +
+		"namespaces:\n  game:\n    history: true\n    max_age: 30m\n    max_msgs_per_channel: 500\n  chat:\n    history: false\n"
+	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var out, errb syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- serve(ctx, []string{"--config", path}, []string{"FABRIC_DATA_DIR=" + dir}, &out, &errb)
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(out.String(), "Fabric is running") {
+		select {
+		case err := <-done:
+			t.Fatalf("serve: %v %s", err, errb.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("not started")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// The stream exists on disk with the configured limits.
+	if _, err := os.Stat(dir + "/nats/jetstream/$G/streams/FABRIC_game"); err != nil {
+		t.Fatalf("stream FABRIC_game not created: %v", err)
+	}
+	if _, err := os.Stat(dir + "/nats/jetstream/$G/streams/FABRIC_room"); err == nil {
+		t.Fatal("the default room namespace was created although the file replaced the defaults")
+	}
+
+	bad := dir + "/bad.yaml"
+	os.WriteFile(bad, []byte("namespaces:\n  game:\n    history: true\n    max_agee: 1h\n"), 0o644)
+	err := serve(context.Background(), []string{"--config", bad}, nil, &out, &errb)
+	if err == nil || !strings.Contains(err.Error(), "max_agee") {
+		t.Fatalf("unknown namespace key: %v", err)
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/fabric-rt/fabric/internal/app"
 	"github.com/fabric-rt/fabric/internal/config"
+	"github.com/fabric-rt/fabric/nats/natsbroker"
 )
 
 // serveFlags declares every `fabric serve` setting. Each is also
@@ -47,9 +48,19 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	)
 	fs := serveFlags(&cfg, &logLevel, &logFormat, &shutdownTimeout)
 	fs.SetOutput(stderr)
-	rest, err := config.Load(fs, args, config.Options{EnvPrefix: "FABRIC_", ConfigFlag: "config", Environ: environ})
+	// namespaces: is the one structured section of the YAML file; when
+	// present it replaces the default (room:* with history) entirely.
+	var nss map[string]natsbroker.Namespace
+	rest, err := config.Load(fs, args, config.Options{EnvPrefix: "FABRIC_", ConfigFlag: "config", Environ: environ,
+		Sections: map[string]any{"namespaces": &nss}})
 	if err != nil {
 		return err
+	}
+	if nss != nil {
+		if err := natsbroker.ValidateNamespaces(nss); err != nil {
+			return fmt.Errorf("config: %w", err)
+		}
+		cfg.Namespaces = nss
 	}
 	if len(rest) > 0 {
 		return fmt.Errorf("serve: unexpected arguments %q", rest)
