@@ -510,13 +510,20 @@ func (ch *channel) attach(ctx context.Context, m Member) error {
 			joined(m, JoinResult{Persistent: true, Head: ch.pos(), Resumed: true, Recovered: true})
 			replied = true
 		}
-		for _, msg := range page.Messages {
-			if !ch.sendEntry(m, &entry{msg: msg}) {
+		entries := make([]*entry, len(page.Messages))
+		for i, msg := range page.Messages {
+			entries[i] = &entry{msg: msg}
+			if !ch.sendEntry(m, entries[i]) {
 				ch.mu.Unlock()
 				return errMemberGone
 			}
 			from.Offset = msg.Offset
 		}
+		// Keep what was fetched when it joins up with the ring, so the
+		// next clients resuming from similar offsets (a reconnect wave
+		// after a gateway restart) are served from memory, and the
+		// encodings are shared.
+		ch.ring.backfill(entries, ch.last, cfg.RingSize, cfg.RingBytes)
 		ch.h.replayed.Add(uint64(len(page.Messages)))
 		caughtUp := from.Offset >= ch.last || ch.ring.covers(from.Offset)
 		ch.mu.Unlock()
@@ -678,6 +685,51 @@ func (r *ring) push(e *entry, max, maxBytes int) {
 		r.n--
 	}
 	r.buf[(r.head+r.n)%len(r.buf)] = e
+	r.n++
+	r.bytes += len(e.msg.Payload)
+}
+
+// backfill prepends fetched entries (chained, oldest first) that connect
+// to the ring's oldest entry — or, for an empty ring, that end at the
+// channel's last offset — as far as the ring has room; it never evicts
+// newer entries for older ones.
+func (r *ring) backfill(es []*entry, last uint64, max, maxBytes int) {
+	if len(es) == 0 {
+		return
+	}
+	newest := es[len(es)-1].msg.Offset
+	if r.n == 0 {
+		if newest != last {
+			return
+		}
+	} else if newest < r.at(0).msg.Prev {
+		return // a hole between the page and the ring
+	}
+	for i := len(es) - 1; i >= 0; i-- {
+		e := es[i]
+		if r.n > 0 && e.msg.Offset >= r.at(0).msg.Offset {
+			continue // already in the ring
+		}
+		if r.n >= max || r.bytes+len(e.msg.Payload) > maxBytes {
+			return
+		}
+		r.pushFront(e, max)
+	}
+}
+
+func (r *ring) pushFront(e *entry, max int) {
+	if r.buf == nil {
+		r.buf = make([]*entry, min(max, 64))
+	}
+	if r.n == len(r.buf) {
+		nb := make([]*entry, min(max, 2*len(r.buf)))
+		for i := 0; i < r.n; i++ {
+			nb[i] = r.at(i)
+		}
+		r.buf, r.head = nb, 0
+	}
+	r.head = (r.head - 1 + len(r.buf)) % len(r.buf)
+	r.buf[r.head] = e
 	r.n++
 	r.bytes += len(e.msg.Payload)
 }
