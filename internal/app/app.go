@@ -302,6 +302,9 @@ func (a *App) NATSURL() string {
 	return ""
 }
 
+// NATSConnected reports whether the NATS connection is up.
+func (a *App) NATSConnected() bool { return a.nc != nil && a.nc.Status() == nats.CONNECTED }
+
 // Gateway exposes the gateway (stats, member counts) to tests and ops.
 func (a *App) Gateway() *gateway.Gateway { return a.gw }
 
