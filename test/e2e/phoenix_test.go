@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/fabric-rt/fabric/internal/app"
 	"github.com/fabric-rt/fabric/internal/phxnode"
 	"github.com/fabric-rt/fabric/nats/natsbroker"
@@ -300,5 +302,36 @@ func TestPhoenixJSGapIsReported(t *testing.T) {
 	f.publish("fabric.room.short", "m", []byte(`{"i":51}`))
 	if is := msgIs(t, collectMsgs(t, p, "room:short", "m", 1)); is[0] != 51 {
 		t.Fatalf("live after gap: %v", is)
+	}
+}
+
+// The stream is deleted (and Fabric recreates it, new epoch): the channel
+// errors, phoenix.js rejoins by itself, and the helper reports
+// epoch_changed instead of presenting the new stream as a continuation.
+func TestPhoenixJSEpochChange(t *testing.T) {
+	f := startFabric(t, nil)
+	p := phxnode.Start(t)
+	if err := p.Connect(f.socketURL(), nil, map[string]any{"reconnectAfterMs": 50, "rejoinAfterMs": 50}); err != nil {
+		t.Fatal(err)
+	}
+	if res := p.JoinOpts("room:epoch", nil, map[string]any{"resumable": true}); res.Status != "ok" {
+		t.Fatalf("join: %+v", res)
+	}
+	f.publish("fabric.room.epoch", "m", []byte(`{"i":0}`))
+	collectMsgs(t, p, "room:epoch", "m", 1)
+	js, _ := jetstream.New(f.nc)
+	if err := js.DeleteStream(t.Context(), "FABRIC_room"); err != nil {
+		t.Fatal(err)
+	}
+	p.MustNext(wait, "channel error", phxnode.OnTopic("chan_error", "room:epoch"))
+	gap := p.MustNext(wait, "gap event", phxnode.IsEv("gap"))
+	if !bytes.Contains(gap.Raw, []byte(`"reason":"epoch_changed"`)) {
+		t.Fatalf("gap: %s", gap)
+	}
+	// Live delivery continues in the new epoch.
+	eventually(t, wait, "rejoined", func() bool { return f.Gateway().Members("room:epoch") == 1 })
+	f.publish("fabric.room.epoch", "m", []byte(`{"i":1}`))
+	if is := msgIs(t, collectMsgs(t, p, "room:epoch", "m", 1)); is[0] != 1 {
+		t.Fatalf("after epoch change: %v", is)
 	}
 }
