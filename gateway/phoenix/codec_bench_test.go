@@ -1,6 +1,9 @@
 package phoenix
 
-import "testing"
+import (
+	"encoding/json"
+	"testing"
+)
 
 func benchDecode(b *testing.B, v Version, binary bool, msg string) {
 	data := []byte(msg)
@@ -48,5 +51,27 @@ func BenchmarkAppendReplyHeartbeat(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		buf = AppendReply(buf[:0], V2, Null, R("1234"), TopicPhoenix, "ok", nil)
+	}
+}
+
+// BenchmarkDecodePushEncodingJSON is the baseline for BenchmarkDecodePush:
+// the obvious decoder (encoding/json into the five elements) doing the same
+// work — string fields extracted, payload kept raw.
+func BenchmarkDecodePushEncodingJSON(b *testing.B) {
+	data := []byte(`["5","1234","room:lobby","new_msg",{"body":"hello, world","n":[1,2,3]}]`)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		var a []json.RawMessage
+		if err := json.Unmarshal(data, &a); err != nil || len(a) != 5 {
+			b.Fatal(err)
+		}
+		var jr, ref *string
+		var topic, event string
+		json.Unmarshal(a[0], &jr)
+		json.Unmarshal(a[1], &ref)
+		json.Unmarshal(a[2], &topic)
+		json.Unmarshal(a[3], &event)
+		_ = a[4]
 	}
 }
