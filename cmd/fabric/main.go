@@ -19,6 +19,9 @@ const usage = `fabric — a real-time event fabric speaking Phoenix Channels ove
 
 Usage:
   fabric serve [flags]     run a gateway (embedded NATS unless --nats-url)
+  fabric publish [flags] TOPIC [PAYLOAD]
+                           publish a message (to NATS or the HTTP API)
+  fabric token [flags]     mint a development JWT
   fabric version           print the version
 
 Run "fabric serve -h" for its flags. Every flag can also be set as
@@ -41,6 +44,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 		defer stop()
 		err = serve(ctx, args[1:], os.Environ(), stdout, stderr)
+	case "publish":
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+		err = publish(ctx, args[1:], os.Environ(), os.Stdin, stdout, stderr)
+	case "token":
+		err = token(args[1:], os.Environ(), stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, versionString())
 		return 0
