@@ -86,7 +86,7 @@ func TestJoinSubscribesOnce(t *testing.T) {
 
 	const msgs = 20
 	for i := range msgs {
-		if err := b.Publish(context.Background(), "room:1", "news", fmt.Appendf(nil, `{"n":%d}`, i)); err != nil {
+		if _, err := b.Publish(context.Background(), "room:1", "news", fmt.Appendf(nil, `{"n":%d}`, i)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -366,7 +366,7 @@ func TestConcurrentJoinLeave(t *testing.T) {
 				return
 			default:
 			}
-			_ = b.Publish(context.Background(), topics[i%len(topics)], "e", []byte("{}"))
+			_, _ = b.Publish(context.Background(), topics[i%len(topics)], "e", []byte("{}"))
 			time.Sleep(50 * time.Microsecond)
 		}
 	})

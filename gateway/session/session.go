@@ -371,14 +371,21 @@ func (s *Session) publishPushes() {
 		s.mu.Unlock()
 		f := p.f
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.PublishTimeout)
-		err := s.cfg.Broker.Publish(ctx, f.Topic, f.Event, p.payload)
+		offset, err := s.cfg.Broker.Publish(ctx, f.Topic, f.Event, p.payload)
 		cancel()
 		if err != nil {
 			s.cfg.Logger.Warn("push publish failed", "topic", f.Topic, "err", err)
 			s.reply(f.JoinRef, f.Ref, f.Topic, false, reason(ReasonPublishFailed))
 			continue
 		}
-		s.reply(f.JoinRef, f.Ref, f.Topic, true, nil)
+		// Acked once the bus took it; in a persistent namespace once it
+		// is stored, with its offset.
+		var resp []byte
+		if offset != 0 {
+			resp = strconv.AppendUint([]byte(`{"offset":`), offset, 10)
+			resp = append(resp, '}')
+		}
+		s.reply(f.JoinRef, f.Ref, f.Topic, true, resp)
 	}
 }
 

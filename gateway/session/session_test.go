@@ -191,7 +191,7 @@ func TestJoinReply(t *testing.T) {
 			t.Fatalf("SubscribeCalls = %d, want 1", got)
 		}
 		// Broadcasts reach the member as null/null.
-		if err := e.b.Publish(t.Context(), "room:1", "news", []byte(`{"n":1}`)); err != nil {
+		if _, err := e.b.Publish(t.Context(), "room:1", "news", []byte(`{"n":1}`)); err != nil {
 			t.Fatal(err)
 		}
 		e.expect(t, e.out("", "", "room:1", "news", `{"n":1}`))

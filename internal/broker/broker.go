@@ -108,5 +108,5 @@ type Broker interface {
 	// Publish sends payload as event on topic and returns once the bus
 	// accepted it: for a persistent topic, once it is stored, with its
 	// offset; for an ephemeral one, once the server processed it (offset 0).
-	Publish(ctx context.Context, topic, event string, payload []byte) error
+	Publish(ctx context.Context, topic, event string, payload []byte) (uint64, error)
 }

@@ -2,11 +2,13 @@ package natsbroker
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fabric-rt/fabric/internal/broker"
 )
@@ -233,13 +235,7 @@ func (b *Broker) resetNamespace(n *nsState) {
 // was down are gone from the live feed (they are in the stream). Streams'
 // epochs are re-read too, in case a stream was recreated meanwhile.
 func (b *Broker) Resync(ctx context.Context) {
-	for _, n := range b.namespaces {
-		if st, err := b.js.Stream(ctx, n.stream); err == nil {
-			if e := st.CachedInfo().Config.Metadata[epochKey]; e != "" {
-				b.setEpoch(n, e)
-			}
-		}
-	}
+	b.refreshEpochs(ctx)
 	for _, s := range b.liveSubs() {
 		s.resync(ctx)
 	}
@@ -252,11 +248,19 @@ func (b *Broker) Resync(ctx context.Context) {
 func (b *Broker) watchDrops() {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	for {
+	for tick := 1; ; tick++ {
 		select {
 		case <-b.stop:
 			return
 		case <-t.C:
+		}
+		if tick%5 == 0 {
+			// Advisories are core NATS (at most once): re-read the epochs
+			// now and then, so a recreated stream is never mistaken for
+			// a continuation of the old one.
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			b.refreshEpochs(ctx)
+			cancel()
 		}
 		for _, s := range b.liveSubs() {
 			n, err := s.sub.Dropped()
@@ -290,6 +294,23 @@ func (s *liveSub) resync(ctx context.Context) {
 	if err == nil && !res.notFound {
 		if last := seqOf(res.msgs[0]); last > s.last {
 			s.fill(ctx, last, last+1)
+		}
+	}
+}
+
+func (b *Broker) refreshEpochs(ctx context.Context) {
+	for _, n := range b.namespaces {
+		st, err := b.js.Stream(ctx, n.stream)
+		switch {
+		case errors.Is(err, jetstream.ErrStreamNotFound):
+			// Deleted and the advisory missed: recreate (new epoch).
+			if err := b.ensureStream(ctx, n); err != nil {
+				b.log.Warn("natsbroker: cannot recreate stream", "stream", n.stream, "err", err)
+			}
+		case err == nil:
+			if e := st.CachedInfo().Config.Metadata[epochKey]; e != "" {
+				b.setEpoch(n, e)
+			}
 		}
 	}
 }

@@ -143,7 +143,9 @@ func (b *Broker) EnsureStreams(ctx context.Context) error {
 		sub, err := b.nc.Subscribe("$JS.EVENT.ADVISORY.STREAM.*.*", b.onAdvisory)
 		if err == nil {
 			b.advSub = sub
-		} else {
+			err = b.roundTrip(ctx) // registered before EnsureStreams returns
+		}
+		if err != nil {
 			b.log.Warn("natsbroker: cannot watch stream advisories", "err", err)
 		}
 	})

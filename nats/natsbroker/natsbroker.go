@@ -381,18 +381,18 @@ func validEvent(e string) bool {
 // Publish sends payload as event on topic and returns once the server has
 // processed the message (not once subscribers got it: core NATS has no
 // delivery acknowledgement).
-func (b *Broker) Publish(ctx context.Context, topic, event string, payload []byte) error {
+func (b *Broker) Publish(ctx context.Context, topic, event string, payload []byte) (uint64, error) {
 	subj, err := b.subject(topic)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	// A header value with CR/LF would corrupt the header block on the wire,
 	// and a name subscribers drop would vanish silently.
 	if event != strings.TrimSpace(event) || !validEvent(event) {
-		return ErrInvalidEvent
+		return 0, ErrInvalidEvent
 	}
 	if err := ctx.Err(); err != nil {
-		return err
+		return 0, err
 	}
 	m := &nats.Msg{Subject: subj, Data: payload, Header: nats.Header{HeaderEvent: []string{event}}}
 	if b.namespaceOf(topic) != nil {
@@ -404,11 +404,14 @@ func (b *Broker) Publish(ctx context.Context, topic, event string, payload []byt
 			ctx, cancel = context.WithTimeout(ctx, defaultRoundTrip)
 			defer cancel()
 		}
-		_, err := b.js.PublishMsg(ctx, m, jetstream.WithMsgID(nats.NewInbox()[len(nats.InboxPrefix):]))
-		return err
+		ack, err := b.js.PublishMsg(ctx, m, jetstream.WithMsgID(nats.NewInbox()[len(nats.InboxPrefix):]))
+		if err != nil {
+			return 0, err
+		}
+		return ack.Sequence, nil
 	}
 	if err := b.nc.PublishMsg(m); err != nil {
-		return err
+		return 0, err
 	}
-	return b.roundTrip(ctx)
+	return 0, b.roundTrip(ctx)
 }

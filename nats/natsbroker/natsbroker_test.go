@@ -225,7 +225,7 @@ func TestInvalidTopic(t *testing.T) {
 		if !errors.Is(err, broker.ErrInvalidTopic) {
 			t.Errorf("Subscribe(%q) = %v", topic, err)
 		}
-		if err := e.b.Publish(ctx(t), topic, "x", nil); !errors.Is(err, broker.ErrInvalidTopic) {
+		if _, err := e.b.Publish(ctx(t), topic, "x", nil); !errors.Is(err, broker.ErrInvalidTopic) {
 			t.Errorf("Publish(%q) = %v", topic, err)
 		}
 	}
@@ -299,7 +299,7 @@ func TestPublish(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, ev := range []string{"new_msg", "message"} {
-		if err := e.b.Publish(ctx(t), "room:lobby", ev, []byte(`{"body":"hi"}`)); err != nil {
+		if _, err := e.b.Publish(ctx(t), "room:lobby", ev, []byte(`{"body":"hi"}`)); err != nil {
 			t.Fatal(err)
 		}
 		m, err := sub.NextMsg(wait)
@@ -315,7 +315,7 @@ func TestPublish(t *testing.T) {
 func TestPublishRoundTrip(t *testing.T) {
 	e := setup(t)
 	_, ch := collect(t, e, "room:a.b")
-	if err := e.b.Publish(context.Background(), "room:a.b", "new_msg", []byte{1, 2}); err != nil {
+	if _, err := e.b.Publish(context.Background(), "room:a.b", "new_msg", []byte{1, 2}); err != nil {
 		t.Fatal(err)
 	}
 	m := recv(t, ch)
@@ -327,7 +327,7 @@ func TestPublishRoundTrip(t *testing.T) {
 func TestPublishInvalidEvent(t *testing.T) {
 	e := setup(t)
 	for _, ev := range []string{"", " x", "x\r\nPUB y 1", "phx_close", "fabric:offset", strings.Repeat("e", 256)} {
-		if err := e.b.Publish(ctx(t), "room:lobby", ev, nil); !errors.Is(err, natsbroker.ErrInvalidEvent) {
+		if _, err := e.b.Publish(ctx(t), "room:lobby", ev, nil); !errors.Is(err, natsbroker.ErrInvalidEvent) {
 			t.Errorf("Publish event %q: %v", ev, err)
 		}
 	}

@@ -83,13 +83,14 @@ func TestPhoenixJSReceivesWhatServicesPublish(t *testing.T) {
 	})
 
 	t.Run("a push is published and acked", func(t *testing.T) {
-		status, _ := p.Push("room:other", "shout", map[string]any{"body": "from js"})
-		if status != "ok" {
-			t.Fatalf("push status %s", status)
+		status, resp := p.Push("room:other", "shout", map[string]any{"body": "from js"})
+		var ack struct{ Offset uint64 }
+		if status != "ok" || json.Unmarshal(resp, &ack) != nil || ack.Offset == 0 {
+			t.Fatalf("push: %s %s (want ok with the stored offset)", status, resp)
 		}
 		e := p.MustNext(10*time.Second, "own push broadcast", phxnode.IsMsg("room:other", "shout"))
-		if string(e.Payload) != `{"body":"from js"}` {
-			t.Fatalf("payload %s", e.Payload)
+		if string(e.Payload) != `{"body":"from js"}` || e.RefString() != fmt.Sprint(ack.Offset) {
+			t.Fatalf("payload %s offset %s, acked offset %d", e.Payload, e.RefString(), ack.Offset)
 		}
 	})
 

@@ -133,12 +133,12 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, h broker.Handler) 
 // Publish implements broker.Broker: the message is queued to every current
 // subscriber of topic and recorded (see Published). Binary is set when
 // payload is not valid JSON text.
-func (b *Broker) Publish(ctx context.Context, topic, event string, payload []byte) error {
+func (b *Broker) Publish(ctx context.Context, topic, event string, payload []byte) (uint64, error) {
 	if err := b.ValidateTopic(topic); err != nil {
-		return err
+		return 0, err
 	}
 	if err := ctx.Err(); err != nil {
-		return err
+		return 0, err
 	}
 	m := broker.Message{
 		Topic:   topic,
@@ -149,13 +149,13 @@ func (b *Broker) Publish(ctx context.Context, topic, event string, payload []byt
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.PublishErr != nil {
-		return b.PublishErr
+		return 0, b.PublishErr
 	}
 	b.published = append(b.published, m)
 	for s := range b.subs[topic] {
 		s.enqueue(&m)
 	}
-	return nil
+	return 0, nil
 }
 
 // Inject queues m as is (Binary and Offset included) to every current

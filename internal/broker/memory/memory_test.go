@@ -31,7 +31,7 @@ func TestValidateTopic(t *testing.T) {
 		if _, err := b.Subscribe(context.Background(), topic, func(*broker.Message) {}); !errors.Is(err, broker.ErrInvalidTopic) {
 			t.Errorf("Subscribe(%q) = %v, want ErrInvalidTopic", topic, err)
 		}
-		if err := b.Publish(context.Background(), topic, "e", nil); !errors.Is(err, broker.ErrInvalidTopic) {
+		if _, err := b.Publish(context.Background(), topic, "e", nil); !errors.Is(err, broker.ErrInvalidTopic) {
 			t.Errorf("Publish(%q) = %v, want ErrInvalidTopic", topic, err)
 		}
 	}
@@ -91,17 +91,17 @@ func TestPublishOrderAndFields(t *testing.T) {
 	}
 
 	payload := []byte(`{"n":0}`)
-	if err := b.Publish(ctx, "room:1", "ev", payload); err != nil {
+	if _, err := b.Publish(ctx, "room:1", "ev", payload); err != nil {
 		t.Fatal(err)
 	}
 	payload[2] = 'X' // the broker must have copied it
-	if err := b.Publish(ctx, "room:2", "other", []byte(`{}`)); err != nil {
+	if _, err := b.Publish(ctx, "room:2", "other", []byte(`{}`)); err != nil {
 		t.Fatal(err)
 	}
 	const n = 500
 	for i := 1; i < n; i++ {
 		p := []byte{byte(i), byte(i >> 8), 0xff} // not JSON
-		if err := b.Publish(ctx, "room:1", "bin", p); err != nil {
+		if _, err := b.Publish(ctx, "room:1", "bin", p); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -133,7 +133,7 @@ func TestBinaryDetection(t *testing.T) {
 		`{"a":1}`: false, `[1,2]`: false, `"s"`: false, `null`: false,
 		``: true, `{`: true, "\x00\x01": true, "\"\xff\"": true,
 	} {
-		if err := b.Publish(context.Background(), "t", "e", []byte(payload)); err != nil {
+		if _, err := b.Publish(context.Background(), "t", "e", []byte(payload)); err != nil {
 			t.Fatal(err)
 		}
 		pub := b.Published()
@@ -187,7 +187,7 @@ func TestUnsubscribeStopsDelivery(t *testing.T) {
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for range 2000 {
-			_ = b.Publish(ctx, "t", "e", []byte("{}"))
+			_, _ = b.Publish(ctx, "t", "e", []byte("{}"))
 		}
 	})
 	for calls.Load() < 10 {
@@ -225,7 +225,7 @@ func TestFaultInjection(t *testing.T) {
 	b.SubscribeErr = nil
 
 	b.PublishErr = boom
-	if err := b.Publish(ctx, "t", "e", nil); !errors.Is(err, boom) {
+	if _, err := b.Publish(ctx, "t", "e", nil); !errors.Is(err, boom) {
 		t.Fatalf("Publish = %v, want boom", err)
 	}
 	if len(b.Published()) != 0 {

@@ -1,0 +1,208 @@
+package longpoll
+
+import (
+	"sync"
+	"time"
+
+	"github.com/fabric-rt/fabric/gateway/transport"
+)
+
+// lpSession is one LongPoll session and its transport.Conn.
+//
+// Everything below mu is guarded by it. The session never blocks under mu:
+// Session callbacks (HandleMessage, HandleClose) run without it.
+type lpSession struct {
+	srv    *Server
+	id     string
+	token  string
+	remote string
+
+	// dispatch serializes POST bodies: HandleMessage is never called from two
+	// requests at once, even if a client sends concurrent POSTs.
+	dispatch sync.Mutex
+
+	mu          sync.Mutex
+	sess        transport.Session // nil until newSession returned
+	buf         [][]byte          // frames waiting for a GET (shared Message.Data, not copied)
+	bufBytes    int
+	waiter      *waiter    // the GET currently held, if any
+	ended       bool       // no more Send, POST or new poll of fresh data
+	code        transport.CloseCode
+	dispatching bool       // a POST is inside HandleMessage calls
+	delivered   bool       // HandleClose has been (or is being) called
+	listed      bool       // still in srv.sessions (live, or ended but draining)
+	idleAt      time.Time  // when the session becomes idle-expired, if no GET is held
+	timer       *time.Timer
+}
+
+// waiter is one held GET. wake is closed (once, under the session's mu) when
+// the GET must answer: frames arrived, the session ended, or a newer GET
+// replaced it (replaced is then true).
+type waiter struct {
+	wake     chan struct{}
+	replaced bool
+	woken    bool
+}
+
+func (w *waiter) fire() {
+	if !w.woken {
+		w.woken = true
+		close(w.wake)
+	}
+}
+
+// Send implements transport.Conn. The frame is buffered (by reference: a
+// Message is immutable) and the held GET, if any, is woken.
+func (c *lpSession) Send(m *transport.Message) bool {
+	if m.Binary {
+		// Never emitted on LongPoll (the client JSON.parses every poll
+		// message). The gateway must not produce them for LongPoll
+		// sessions; count the ones that slip through.
+		c.srv.droppedBinary.Add(1)
+		return true
+	}
+	c.mu.Lock()
+	if c.ended {
+		c.mu.Unlock()
+		return false
+	}
+	if c.bufBytes+len(m.Data) > c.srv.cfg.MaxBuffered {
+		c.mu.Unlock()
+		c.srv.overflows.Add(1)
+		c.end(transport.CloseSlowConsumer, false)
+		return false
+	}
+	c.buf = append(c.buf, m.Data)
+	c.bufBytes += len(m.Data)
+	if c.waiter != nil {
+		c.waiter.fire()
+	}
+	c.mu.Unlock()
+	return true
+}
+
+// Close implements transport.Conn: the session ends. A held GET answers what
+// is buffered (or 410 when nothing is); if no GET is held, frames already
+// buffered are kept for the next GET, which then gets them with status 200,
+// and any GET after that gets 410.
+func (c *lpSession) Close(code transport.CloseCode, reason string) {
+	c.end(code, true)
+}
+
+// RemoteAddr implements transport.Conn: the address of the session-opening GET.
+func (c *lpSession) RemoteAddr() string { return c.remote }
+
+// Backlog implements transport.Conn: bytes buffered and not yet taken by a GET.
+func (c *lpSession) Backlog() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.bufBytes
+}
+
+// end ends the session once; later calls do nothing. drain keeps buffered
+// frames for the held GET or, when none is held, for the next one. HandleClose is delivered
+// on its own goroutine (end may be called from inside the hub or the Phoenix
+// session, which must not be re-entered), unless a POST is dispatching: the
+// dispatcher then delivers it after its last HandleMessage.
+func (c *lpSession) end(code transport.CloseCode, drain bool) {
+	c.mu.Lock()
+	if c.ended {
+		c.mu.Unlock()
+		return
+	}
+	c.ended = true
+	c.code = code
+	if c.waiter != nil {
+		c.waiter.fire()
+	}
+	// Frames still buffered go to the held GET, or to the next one.
+	keep := drain && len(c.buf) > 0 && !c.srv.closing.Load()
+	if !keep {
+		c.buf, c.bufBytes = nil, 0
+	}
+	deliver := c.takeCloseLocked()
+	unlist := !keep && c.listed
+	if unlist {
+		c.listed = false
+	}
+	if keep && c.timer != nil && c.waiter == nil {
+		// The draining session lives at most one idle period more.
+		c.idleAt = time.Now().Add(c.srv.cfg.IdleTimeout)
+		c.timer.Reset(c.srv.cfg.IdleTimeout)
+	} else if !keep && c.timer != nil {
+		c.timer.Stop()
+	}
+	c.mu.Unlock()
+
+	c.srv.live.Add(-1)
+	c.srv.countClose(code)
+	c.srv.cfg.Logger.Debug("longpoll session ended", "session", c.id, "remote", c.remote, "code", int(code))
+	if unlist {
+		c.srv.unlist(c)
+	}
+	if deliver != nil {
+		c.srv.closers.Add(1)
+		go func() {
+			defer c.srv.closers.Done()
+			deliver.HandleClose(code)
+		}()
+	}
+}
+
+// takeCloseLocked returns the Session to call HandleClose on when that call
+// is due now (ended, not yet delivered, no POST dispatching, session built),
+// marking it delivered.
+func (c *lpSession) takeCloseLocked() transport.Session {
+	if !c.ended || c.delivered || c.dispatching || c.sess == nil {
+		return nil
+	}
+	c.delivered = true
+	return c.sess
+}
+
+// idleFired runs on the session's time.AfterFunc timer goroutine.
+func (c *lpSession) idleFired() {
+	c.mu.Lock()
+	if c.waiter != nil {
+		c.mu.Unlock()
+		return // a GET is held: not idle; the GET re-arms the timer when it ends
+	}
+	if d := time.Until(c.idleAt); d > 0 {
+		c.timer.Reset(d) // a GET came and went after the timer was armed
+		c.mu.Unlock()
+		return
+	}
+	if c.ended {
+		// A draining session nobody polled (or already unlisted): forget it.
+		c.buf, c.bufBytes = nil, 0
+		unlist := c.listed
+		c.listed = false
+		c.mu.Unlock()
+		if unlist {
+			c.srv.unlist(c)
+		}
+		return
+	}
+	c.mu.Unlock()
+	c.srv.idleExpired.Add(1)
+	c.end(transport.CloseHeartbeatTimeout, false)
+}
+
+// takeLocked removes and returns the buffered frames.
+func (c *lpSession) takeLocked() [][]byte {
+	b := c.buf
+	c.buf, c.bufBytes = nil, 0
+	return b
+}
+
+// pollDoneLocked re-arms the idle clock when the held GET w stops being held.
+func (c *lpSession) pollDoneLocked(w *waiter) {
+	if c.waiter != w {
+		return // replaced: the newer GET owns the clock
+	}
+	c.waiter = nil
+	c.idleAt = time.Now().Add(c.srv.cfg.IdleTimeout)
+	if c.timer != nil {
+		c.timer.Reset(c.srv.cfg.IdleTimeout)
+	}
+}
