@@ -5,9 +5,13 @@ package gateway
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"log/slog"
 	"net/http"
+	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/fabric-rt/fabric/gateway/hub"
@@ -40,6 +44,9 @@ type Gateway struct {
 	hub  *hub.Hub
 	sess session.Config
 	mux  *http.ServeMux
+
+	idPrefix string
+	nextID   atomic.Uint64
 }
 
 // New builds a Gateway and starts its event loops.
@@ -68,7 +75,8 @@ func New(cfg Config) (*Gateway, error) {
 			MaxChannels: cfg.MaxChannels,
 			Logger:      cfg.Logger,
 		},
-		mux: http.NewServeMux(),
+		mux:      http.NewServeMux(),
+		idPrefix: randomID() + "-",
 	}
 	g.sess.SetDefaults()
 	g.mux.HandleFunc("GET /socket/websocket", g.serveWebSocket)
@@ -90,11 +98,19 @@ func (g *Gateway) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	err = g.ws.Upgrade(w, r, func(c transport.Conn) transport.Session {
-		return session.New(&g.sess, c, v, nil)
+		s := session.New(&g.sess, c, v, nil)
+		s.SetIdentity(g.connID(), "")
+		return s
 	})
 	if err != nil && !errors.Is(err, ws.ErrClosed) {
 		g.cfg.Logger.Debug("websocket upgrade refused", "remote", r.RemoteAddr, "err", err)
 	}
+}
+
+// connID names a connection: unique within the fleet in practice (a random
+// process prefix) and cheap (a counter).
+func (g *Gateway) connID() string {
+	return g.idPrefix + strconv.FormatUint(g.nextID.Add(1), 36)
 }
 
 // Stats is a snapshot of gateway counters.
@@ -116,4 +132,10 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	err := g.ws.Shutdown(ctx)
 	g.hub.Close()
 	return err
+}
+
+func randomID() string {
+	var b [4]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }

@@ -36,6 +36,8 @@ const (
 	ReasonTooManyJoined  = "too many channels joined"
 	ReasonUnavailable    = "unavailable"
 	ReasonPublishFailed  = "publish_failed"
+	ReasonNoHandler      = "no_handler"
+	ReasonTimeout        = "timeout"
 )
 
 // Policy decides what a connection may do. A nil Policy allows everything
@@ -82,6 +84,9 @@ type Session struct {
 	v      phoenix.Version
 	policy Policy
 
+	id  string // connection id, for routed pushes and lifecycle events
+	sub string // authenticated user, "" when anonymous
+
 	mu       sync.Mutex
 	channels map[string]*channel // current instance per topic
 	closed   bool
@@ -92,6 +97,7 @@ type Session struct {
 type push struct {
 	f       phoenix.Frame
 	payload []byte
+	params  []byte // the channel's join params
 }
 
 // channel is one join instance. Its pointer is the hub membership key, so
@@ -99,6 +105,7 @@ type push struct {
 type channel struct {
 	topic   string
 	joinRef phoenix.Ref
+	params  []byte      // join params, forwarded with routed pushes
 	joined  atomic.Bool // the ok reply went out and the hub delivers to it
 	gone    atomic.Bool // left, replaced or disconnected: no reply any more
 }
@@ -109,6 +116,29 @@ var _ transport.Session = (*Session)(nil)
 // set) is shared by every session and must not change afterwards.
 func New(cfg *Config, conn transport.Conn, v phoenix.Version, policy Policy) *Session {
 	return &Session{cfg: cfg, conn: conn, v: v, policy: policy}
+}
+
+// SetIdentity names the connection (id unique per gateway process) and its
+// authenticated user, and announces it on the bus (lifecycle events). Call
+// it once, before the first message.
+func (s *Session) SetIdentity(id, sub string) {
+	s.id, s.sub = id, sub
+	s.emit("connect", "")
+}
+
+// emit publishes a lifecycle event when the broker supports it.
+func (s *Session) emit(kind, topic string) {
+	ev, ok := s.cfg.Broker.(broker.Events)
+	if !ok || s.id == "" {
+		return
+	}
+	b, _ := json.Marshal(struct {
+		Conn  string `json:"conn"`
+		Sub   string `json:"sub,omitempty"`
+		Topic string `json:"topic,omitempty"`
+		At    int64  `json:"at"`
+	}{s.id, s.sub, topic, time.Now().UnixMilli()})
+	ev.Emit(kind, topic, b)
 }
 
 // HandleMessage implements transport.Session.
@@ -151,7 +181,11 @@ func (s *Session) HandleClose(transport.CloseCode) {
 	for _, ch := range chs {
 		ch.gone.Store(true)
 		s.cfg.Hub.Leave(ch.topic, ch)
+		if ch.joined.Load() {
+			s.emit("leave", ch.topic)
+		}
 	}
+	s.emit("disconnect", "")
 }
 
 func (s *Session) join(f phoenix.Frame) {
@@ -192,7 +226,7 @@ func (s *Session) join(f phoenix.Frame) {
 		s.reply(joinRef, f.Ref, f.Topic, false, reason(ReasonTooManyJoined))
 		return
 	}
-	ch := &channel{topic: f.Topic, joinRef: joinRef}
+	ch := &channel{topic: f.Topic, joinRef: joinRef, params: append([]byte(nil), f.Payload...)}
 	if s.channels == nil {
 		s.channels = make(map[string]*channel)
 	}
@@ -211,6 +245,7 @@ func (s *Session) join(f phoenix.Frame) {
 			}
 			ch.joined.Store(true)
 			s.reply(ch.joinRef, ref, ch.topic, true, joinResponse(r))
+			s.emit("join", ch.topic)
 		},
 		Reset: func() { s.reset(ch) },
 	}
@@ -326,6 +361,7 @@ func (s *Session) leave(f phoenix.Frame) {
 	delete(s.channels, f.Topic)
 	ch.gone.Store(true)
 	s.cfg.Hub.Leave(ch.topic, ch)
+	s.emit("leave", ch.topic)
 	s.reply(f.JoinRef, f.Ref, f.Topic, true, nil)
 	s.send(phoenix.AppendMessage(nil, s.v, ch.joinRef, ch.joinRef, ch.topic, phoenix.EventClose, nil))
 }
@@ -346,7 +382,7 @@ func (s *Session) push(f phoenix.Frame) {
 	}
 	// One goroutine at a time publishes this connection's pushes, so they
 	// reach the bus in the order the client sent them.
-	p := push{f: f, payload: append([]byte(nil), f.Payload...)} // f.Payload lives in the read buffer
+	p := push{f: f, payload: append([]byte(nil), f.Payload...), params: ch.params} // f.Payload lives in the read buffer
 	s.mu.Lock()
 	s.pushes = append(s.pushes, p)
 	start := !s.pushing
@@ -370,6 +406,10 @@ func (s *Session) publishPushes() {
 		s.pushes = s.pushes[1:]
 		s.mu.Unlock()
 		f := p.f
+		if h, ok := s.cfg.Broker.(broker.Handlers); ok && h.RoutesPushes(f.Topic) {
+			s.requestPush(h, p)
+			continue
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.PublishTimeout)
 		offset, err := s.cfg.Broker.Publish(ctx, f.Topic, f.Event, p.payload)
 		cancel()
@@ -386,6 +426,25 @@ func (s *Session) publishPushes() {
 			resp = append(resp, '}')
 		}
 		s.reply(f.JoinRef, f.Ref, f.Topic, true, resp)
+	}
+}
+
+// requestPush hands a push to the service handling its namespace and
+// relays the answer: Phoenix's handle_in over NATS.
+func (s *Session) requestPush(h broker.Handlers, p push) {
+	f := p.f
+	r, err := h.Request(context.Background(), f.Topic, f.Event, p.payload,
+		broker.PushMeta{Subject: s.sub, ConnID: s.id, JoinParams: p.params})
+	switch {
+	case errors.Is(err, broker.ErrNoHandler):
+		s.reply(f.JoinRef, f.Ref, f.Topic, false, reason(ReasonNoHandler))
+	case errors.Is(err, context.DeadlineExceeded):
+		s.reply(f.JoinRef, f.Ref, f.Topic, false, reason(ReasonTimeout))
+	case err != nil:
+		s.cfg.Logger.Warn("routed push failed", "topic", f.Topic, "err", err)
+		s.reply(f.JoinRef, f.Ref, f.Topic, false, reason(ReasonUnavailable))
+	default:
+		s.reply(f.JoinRef, f.Ref, f.Topic, r.OK, r.Response)
 	}
 }
 

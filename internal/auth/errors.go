@@ -53,10 +53,10 @@ var (
 // to refuse to start.
 var ErrNoKeys = errors.New("auth: no verification key configured (anonymous mode)")
 
-func invalid(detail string) error  { return &Error{reason: ErrInvalidToken.reason, detail: detail} }
-func expired(detail string) error  { return &Error{reason: ErrTokenExpired.reason, detail: detail} }
-func notValidYet(d string) error   { return &Error{reason: ErrNotValidYet.reason, detail: d} }
-func missing(detail string) error  { return &Error{reason: ErrMissingToken.reason, detail: detail} }
+func invalid(detail string) error { return &Error{reason: ErrInvalidToken.reason, detail: detail} }
+func expired(detail string) error { return &Error{reason: ErrTokenExpired.reason, detail: detail} }
+func notValidYet(d string) error  { return &Error{reason: ErrNotValidYet.reason, detail: d} }
+func missing(detail string) error { return &Error{reason: ErrMissingToken.reason, detail: detail} }
 
 // Reason maps an error returned by this package to its wire reason:
 // "missing_token", "invalid_token", "token_expired" or "token_not_valid_yet".

@@ -110,3 +110,35 @@ type Broker interface {
 	// offset; for an ephemeral one, once the server processed it (offset 0).
 	Publish(ctx context.Context, topic, event string, payload []byte) (uint64, error)
 }
+
+// PushMeta describes the client behind a push routed to a service.
+type PushMeta struct {
+	Subject    string // the client's authenticated user (JWT sub), "" when anonymous
+	ConnID     string // the connection, unique per gateway process
+	JoinParams []byte // the channel's join params (JSON)
+}
+
+// Reply is a service's answer to a routed push.
+type Reply struct {
+	OK       bool
+	Response []byte // JSON object for the phx_reply response
+}
+
+// ErrNoHandler is returned by Request when no service handles the topic.
+var ErrNoHandler = errors.New("broker: no handler for pushes on this topic")
+
+// Handlers is implemented by brokers that can route client pushes to
+// backend services (Phoenix's handle_in, in any language with a NATS client).
+type Handlers interface {
+	// RoutesPushes reports whether pushes on topic go to a service
+	// instead of being published to the channel.
+	RoutesPushes(topic string) bool
+	// Request sends the push and waits for the service's reply.
+	Request(ctx context.Context, topic, event string, payload []byte, meta PushMeta) (Reply, error)
+}
+
+// Events is implemented by brokers that publish connection lifecycle
+// events (best effort: never blocks, may drop).
+type Events interface {
+	Emit(kind, topic string, body []byte)
+}

@@ -32,7 +32,20 @@ type Namespace struct {
 	MaxMsgsPerChannel int64 `yaml:"max_msgs_per_channel"`
 	// Replicas is the stream's replication factor (default 1; 3 in a cluster).
 	Replicas int `yaml:"replicas"`
+	// Pushes says what a client push on the namespace does: "publish"
+	// (default: published to the channel, acked once NATS took it) or
+	// "request" (sent as a NATS request to fabric_in.<ns>.… and the
+	// service's reply relayed as the phx_reply).
+	Pushes string `yaml:"pushes"`
+	// PushTimeout bounds a routed push (default 5 s).
+	PushTimeout time.Duration `yaml:"push_timeout"`
 }
+
+// Push routing modes.
+const (
+	PushesPublish = "publish"
+	PushesRequest = "request"
+)
 
 // DefaultNamespaces is the development configuration: room:* keeps at
 // least 10,000 messages and one hour per channel.
@@ -58,6 +71,14 @@ func ValidateNamespaces(nss map[string]Namespace) error {
 		}
 		if !ns.History && (ns.MaxAge != 0 || ns.MaxBytes != 0 || ns.MaxMsgsPerChannel != 0 || ns.Replicas != 0) {
 			return fmt.Errorf("namespace %q: retention and replicas only apply with history: true", name)
+		}
+		switch ns.Pushes {
+		case "", PushesPublish, PushesRequest:
+		default:
+			return fmt.Errorf("namespace %q: pushes must be %q or %q", name, PushesPublish, PushesRequest)
+		}
+		if ns.PushTimeout < 0 {
+			return fmt.Errorf("namespace %q: push_timeout must not be negative", name)
 		}
 	}
 	return nil

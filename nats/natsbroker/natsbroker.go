@@ -75,6 +75,7 @@ type Broker struct {
 	js         jetstream.JetStream
 	livePrefix string              // republish destination prefix: <prefix>_live
 	namespaces map[string]*nsState // persistent namespaces only
+	pushNS     map[string]Namespace // every configured namespace
 	advOnce    sync.Once
 	advSub     *nats.Subscription
 
@@ -121,6 +122,7 @@ func New(nc *nats.Conn, cfg Config) (*Broker, error) {
 		pendingMsgs: cfg.PendingMsgsLimit, pendingBytes: cfg.PendingBytesLimit,
 		js: js, livePrefix: cfg.Prefix + "_live", namespaces: map[string]*nsState{},
 		live: map[*liveSub]struct{}{}, stop: make(chan struct{})}
+	b.pushNS = cfg.Namespaces
 	for name, ns := range cfg.Namespaces {
 		if ns.History {
 			b.namespaces[name] = &nsState{name: name, stream: StreamName(name), cfg: ns}

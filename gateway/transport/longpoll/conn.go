@@ -25,13 +25,13 @@ type lpSession struct {
 	sess        transport.Session // nil until newSession returned
 	buf         [][]byte          // frames waiting for a GET (shared Message.Data, not copied)
 	bufBytes    int
-	waiter      *waiter    // the GET currently held, if any
-	ended       bool       // no more Send, POST or new poll of fresh data
+	waiter      *waiter // the GET currently held, if any
+	ended       bool    // no more Send, POST or new poll of fresh data
 	code        transport.CloseCode
-	dispatching bool       // a POST is inside HandleMessage calls
-	delivered   bool       // HandleClose has been (or is being) called
-	listed      bool       // still in srv.sessions (live, or ended but draining)
-	idleAt      time.Time  // when the session becomes idle-expired, if no GET is held
+	dispatching bool      // a POST is inside HandleMessage calls
+	delivered   bool      // HandleClose has been (or is being) called
+	listed      bool      // still in srv.sessions (live, or ended but draining)
+	idleAt      time.Time // when the session becomes idle-expired, if no GET is held
 	timer       *time.Timer
 }
 

@@ -1,0 +1,104 @@
+package natsbroker
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/fabric-rt/fabric/internal/broker"
+)
+
+// Headers of a routed push request (fabric_in.<ns>.<segments>) and of its
+// reply. The body of the request is the push payload as sent; the body of
+// the reply is the JSON response.
+const (
+	HeaderSub        = "Fabric-Sub"
+	HeaderConn       = "Fabric-Conn"
+	HeaderJoinParams = "Fabric-Join-Params"
+	HeaderTopic      = "Fabric-Topic"
+	// HeaderStatus on a reply: "ok" (default) or "error".
+	HeaderStatus = "Fabric-Status"
+)
+
+const defaultPushTimeout = 5 * time.Second
+
+// RoutesPushes implements broker.Handlers.
+func (b *Broker) RoutesPushes(topic string) bool {
+	ns, _, _ := strings.Cut(topic, ":")
+	return b.pushNS[ns].Pushes == PushesRequest
+}
+
+// Request implements broker.Handlers.
+func (b *Broker) Request(ctx context.Context, topic, event string, payload []byte, meta broker.PushMeta) (broker.Reply, error) {
+	subj, err := b.subject(topic)
+	if err != nil {
+		return broker.Reply{}, err
+	}
+	ns, _, _ := strings.Cut(topic, ":")
+	timeout := b.pushNS[ns].PushTimeout
+	if timeout <= 0 {
+		timeout = defaultPushTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	m := &nats.Msg{
+		Subject: b.prefix + "_in" + subj[len(b.prefix):],
+		Data:    payload,
+		Header: nats.Header{
+			HeaderEvent: {event},
+			HeaderTopic: {topic},
+			HeaderConn:  {meta.ConnID},
+		},
+	}
+	if meta.Subject != "" {
+		m.Header.Set(HeaderSub, meta.Subject)
+	}
+	if len(meta.JoinParams) > 0 && len(meta.JoinParams) <= 4096 {
+		m.Header.Set(HeaderJoinParams, string(meta.JoinParams))
+	}
+	if !isJSON(payload) {
+		m.Header.Set("Content-Type", "application/octet-stream")
+	}
+	r, err := b.nc.RequestMsgWithContext(ctx, m)
+	if errors.Is(err, nats.ErrNoResponders) {
+		return broker.Reply{}, broker.ErrNoHandler
+	}
+	if err != nil {
+		return broker.Reply{}, err
+	}
+	resp := bytes.TrimSpace(r.Data)
+	if len(resp) == 0 {
+		resp = []byte("{}")
+	} else if !isJSON(resp) || resp[0] != '{' {
+		// A reply must be a JSON object; wrap anything else so the client
+		// still gets valid Phoenix.
+		wrapped, _ := json.Marshal(map[string]string{"body": string(resp)})
+		resp = wrapped
+	}
+	ok := !strings.EqualFold(r.Header.Get(HeaderStatus), "error")
+	return broker.Reply{OK: ok, Response: resp}, nil
+}
+
+// Emit implements broker.Events: connection lifecycle events on
+// <prefix>_events.<kind>[.<topic subject tokens>], core NATS, best effort.
+func (b *Broker) Emit(kind, topic string, body []byte) {
+	subj := b.prefix + "_events." + kind
+	if topic != "" {
+		s, err := b.subject(topic)
+		if err != nil {
+			return
+		}
+		subj += s[len(b.prefix):]
+	}
+	_ = b.nc.Publish(subj, body)
+}
+
+var (
+	_ broker.Handlers = (*Broker)(nil)
+	_ broker.Events   = (*Broker)(nil)
+)

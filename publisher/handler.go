@@ -1,0 +1,372 @@
+package publisher
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	fabricv1 "github.com/fabric-rt/fabric/schema/gen/fabricv1"
+)
+
+// Paths the Handler serves.
+const (
+	PathPublish = "/api/v1/publish"
+	PathBatch   = "/api/v1/publish/batch"
+)
+
+// Content types of request and response bodies.
+const (
+	ContentTypeProtobuf = "application/x-protobuf"
+	ContentTypeJSON     = "application/json"
+)
+
+const (
+	// DefaultMaxBody is HandlerConfig.MaxBody's default: NATS's default
+	// max_payload, so a body that fits is not refused by the server.
+	DefaultMaxBody = 1 << 20
+	// DefaultMaxBatch is HandlerConfig.MaxBatch's default.
+	DefaultMaxBatch = 1000
+)
+
+var (
+	// ErrUnauthenticated from Authenticate answers 401: no or unknown
+	// credentials.
+	ErrUnauthenticated = errors.New("publisher: unauthenticated")
+	// ErrForbidden from Authenticate answers 403: valid credentials that
+	// may not publish (a client connection token, a token for other topics).
+	ErrForbidden = errors.New("publisher: forbidden")
+)
+
+// HandlerConfig configures the HTTP publish endpoint.
+type HandlerConfig struct {
+	// Publisher sends the messages (required).
+	Publisher *Publisher
+	// Authenticate vets every request before its body is read (required:
+	// an open publish endpoint must be asked for explicitly, with a func
+	// returning nil). It returns nil, or an error wrapping
+	// ErrUnauthenticated (401) or ErrForbidden (403); any other error is
+	// treated as ErrUnauthenticated. See APIKeys.
+	Authenticate func(*http.Request) error
+	// MaxBody is the largest request body in bytes (default 1 MiB); a
+	// larger one is answered 413 without being read.
+	MaxBody int64
+	// MaxBatch is the most messages one batch request may carry (default
+	// 1000); more is 400.
+	MaxBatch int
+	// RetryAfter is the Retry-After sent with 503 (default 1s).
+	RetryAfter time.Duration
+	// Logger receives one line per failed publish (never the payload or
+	// credentials); nil discards.
+	Logger *slog.Logger
+}
+
+// Handler serves POST /api/v1/publish and POST /api/v1/publish/batch.
+//
+// The body is a fabric.v1.PublishRequest (PublishBatchRequest for /batch)
+// encoded as protobuf (Content-Type application/x-protobuf) or in the
+// protobuf JSON mapping (application/json; "payload" is base64, as every
+// bytes field in that mapping). The answer is a PublishResponse
+// (PublishBatchResponse) in the same encoding; in JSON, offsets are decimal
+// strings (the mapping of uint64) and every field is present.
+//
+// Status codes: 200 only once the message was acknowledged (stored, for a
+// persistent topic); 400 malformed body, topic, event, header or key; 401
+// and 403 from Authenticate; 405 not POST; 413 body or message too large;
+// 415 another content type; 503 with Retry-After when NATS is disconnected
+// or JetStream did not acknowledge in time. Errors have a JSON body
+// {"error": code, "message": text}.
+//
+// A batch is validated whole before anything is sent (one bad message: 400,
+// nothing published); its messages are then published concurrently. If
+// any fails the answer is that failure's status and the others may have
+// been stored: give every message an idempotency key, so that retrying the
+// batch stores each exactly once.
+type Handler struct {
+	p          *Publisher
+	auth       func(*http.Request) error
+	maxBody    int64
+	maxBatch   int
+	retryAfter string
+	log        *slog.Logger
+}
+
+// NewHandler returns the publish endpoint. Mount it on both paths, e.g.
+// mux.Handle(PathPublish, h) and mux.Handle(PathBatch, h).
+func NewHandler(cfg HandlerConfig) (*Handler, error) {
+	if cfg.Publisher == nil {
+		return nil, errors.New("publisher: HandlerConfig.Publisher is nil")
+	}
+	if cfg.Authenticate == nil {
+		return nil, errors.New("publisher: HandlerConfig.Authenticate is nil (pass APIKeys(...), or a func returning nil for an open endpoint)")
+	}
+	if cfg.MaxBody <= 0 {
+		cfg.MaxBody = DefaultMaxBody
+	}
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = DefaultMaxBatch
+	}
+	if cfg.RetryAfter <= 0 {
+		cfg.RetryAfter = time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	secs := int((cfg.RetryAfter + time.Second - 1) / time.Second)
+	return &Handler{p: cfg.Publisher, auth: cfg.Authenticate, maxBody: cfg.MaxBody,
+		maxBatch: cfg.MaxBatch, retryAfter: strconv.Itoa(secs), log: cfg.Logger}, nil
+}
+
+// codec is the request's body encoding.
+type codec int
+
+const (
+	codecProto codec = iota
+	codecJSON
+)
+
+func (c codec) contentType() string {
+	if c == codecJSON {
+		return ContentTypeJSON
+	}
+	return ContentTypeProtobuf
+}
+
+func (c codec) unmarshal(b []byte, m proto.Message) error {
+	if c == codecJSON {
+		return protojson.Unmarshal(b, m)
+	}
+	return proto.Unmarshal(b, m)
+}
+
+func (c codec) marshal(m proto.Message) ([]byte, error) {
+	if c == codecJSON {
+		return protojson.MarshalOptions{EmitUnpopulated: true, UseProtoNames: true}.Marshal(m)
+	}
+	return proto.Marshal(m)
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	batch := false
+	switch r.URL.Path {
+	case PathPublish:
+	case PathBatch:
+		batch = true
+	default:
+		writeError(w, http.StatusNotFound, "not_found", "no such endpoint")
+		return
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use POST")
+		return
+	}
+	if err := h.auth(r); err != nil {
+		if errors.Is(err, ErrForbidden) {
+			writeError(w, http.StatusForbidden, "forbidden", "these credentials may not publish")
+			return
+		}
+		w.Header().Set("WWW-Authenticate", `Bearer realm="fabric"`)
+		writeError(w, http.StatusUnauthorized, "unauthenticated", "missing or unknown credentials")
+		return
+	}
+	var c codec
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	switch {
+	case err != nil:
+		writeError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "Content-Type must be application/x-protobuf or application/json")
+		return
+	case mt == ContentTypeProtobuf || mt == "application/protobuf":
+		c = codecProto
+	case mt == ContentTypeJSON:
+		c = codecJSON
+	default:
+		writeError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "Content-Type must be application/x-protobuf or application/json")
+		return
+	}
+	if r.ContentLength > h.maxBody {
+		writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("body over %d bytes", h.maxBody))
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBody))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("body over %d bytes", h.maxBody))
+			return
+		}
+		writeError(w, http.StatusBadRequest, "invalid_body", "cannot read the body")
+		return
+	}
+	if batch {
+		h.serveBatch(w, r.Context(), c, body)
+		return
+	}
+	var req fabricv1.PublishRequest
+	if err := c.unmarshal(body, &req); err != nil {
+		writeError(w, http.StatusBadRequest, "invalid_body", "body is not a valid fabric.v1.PublishRequest")
+		return
+	}
+	m, err := h.p.prepare(req.GetTopic(), req.GetEvent(), req.GetPayload(), requestOptions(&req))
+	if err != nil {
+		h.fail(w, err, req.GetTopic())
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), h.p.timeout)
+	defer cancel()
+	res, err := h.p.send(ctx, m, m.idemKey)
+	if err != nil {
+		h.fail(w, err, req.GetTopic())
+		return
+	}
+	h.reply(w, c, toProto(res))
+}
+
+func (h *Handler) serveBatch(w http.ResponseWriter, ctx context.Context, c codec, body []byte) {
+	var req fabricv1.PublishBatchRequest
+	if err := c.unmarshal(body, &req); err != nil {
+		writeError(w, http.StatusBadRequest, "invalid_body", "body is not a valid fabric.v1.PublishBatchRequest")
+		return
+	}
+	if len(req.GetMessages()) > h.maxBatch {
+		writeError(w, http.StatusBadRequest, "invalid_body", fmt.Sprintf("more than %d messages", h.maxBatch))
+		return
+	}
+	ms := make([]*prepared, len(req.GetMessages()))
+	topics := make([]string, len(ms))
+	for i, r := range req.GetMessages() {
+		m, err := h.p.prepare(r.GetTopic(), r.GetEvent(), r.GetPayload(), requestOptions(r))
+		if err != nil {
+			h.fail(w, fmt.Errorf("message %d: %w", i, err), r.GetTopic())
+			return
+		}
+		ms[i], topics[i] = m, r.GetTopic()
+	}
+	ctx, cancel := context.WithTimeout(ctx, h.p.timeout)
+	defer cancel()
+	results := make([]Result, len(ms))
+	errs := make([]error, len(ms))
+	h.p.sendAll(ctx, ms, results, errs, func(m *prepared) string { return m.idemKey })
+	if err := joinTopicErrors(topics, errs); err != nil {
+		h.fail(w, err, "")
+		return
+	}
+	out := &fabricv1.PublishBatchResponse{Results: make([]*fabricv1.PublishResponse, len(results))}
+	for i, res := range results {
+		out.Results[i] = toProto(res)
+	}
+	h.reply(w, c, out)
+}
+
+func requestOptions(r *fabricv1.PublishRequest) []Option {
+	opts := make([]Option, 0, 2+len(r.GetHeaders()))
+	if k := r.GetIdempotencyKey(); k != "" {
+		opts = append(opts, WithIdempotencyKey(k))
+	}
+	if ct := r.GetContentType(); ct != "" {
+		opts = append(opts, WithContentType(ct))
+	}
+	for k, v := range r.GetHeaders() {
+		opts = append(opts, WithHeader(k, v))
+	}
+	return opts
+}
+
+func toProto(r Result) *fabricv1.PublishResponse {
+	return &fabricv1.PublishResponse{Epoch: r.Epoch, Offset: r.Offset, Duplicate: r.Duplicate}
+}
+
+func (h *Handler) reply(w http.ResponseWriter, c codec, m proto.Message) {
+	b, err := c.marshal(m)
+	if err != nil {
+		// Cannot happen for these messages; the publish did succeed, so
+		// say so in the one encoding that cannot fail.
+		h.log.Error("publisher: cannot encode the response", "err", err)
+		writeError(w, http.StatusInternalServerError, "internal", "published, but the response could not be encoded")
+		return
+	}
+	w.Header().Set("Content-Type", c.contentType())
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(http.StatusOK)
+	w.Write(b)
+}
+
+// fail answers a publish error with its status.
+func (h *Handler) fail(w http.ResponseWriter, err error, topic string) {
+	switch {
+	case errors.Is(err, ErrInvalidTopic):
+		writeError(w, http.StatusBadRequest, "invalid_topic", err.Error())
+	case errors.Is(err, ErrInvalidEvent):
+		writeError(w, http.StatusBadRequest, "invalid_event", err.Error())
+	case errors.Is(err, ErrInvalidOption):
+		writeError(w, http.StatusBadRequest, "invalid_option", err.Error())
+	case errors.Is(err, ErrUnavailable):
+		h.log.Warn("publisher: publish failed", "topic", topic, "err", err)
+		w.Header().Set("Retry-After", h.retryAfter)
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "not acknowledged; retry with the same idempotency_key")
+	case errors.Is(err, ErrTooLarge):
+		writeError(w, http.StatusRequestEntityTooLarge, "too_large", "message larger than the server accepts")
+	default:
+		// Anything unforeseen is still not an acknowledgement.
+		h.log.Error("publisher: publish failed", "topic", topic, "err", err)
+		w.Header().Set("Retry-After", h.retryAfter)
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "not acknowledged")
+	}
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	b, _ := json.Marshal(struct {
+		Error   string `json:"error"`
+		Message string `json:"message"`
+	}{code, msg})
+	w.Header().Set("Content-Type", ContentTypeJSON)
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	w.Write(b)
+}
+
+// APIKeys returns an Authenticate func accepting requests that carry one
+// of keys as "Authorization: Bearer <key>". Keys are compared in constant
+// time (through their SHA-256, so not even the length leaks) and every key
+// is checked, whichever matches. Empty keys are ignored; with none left
+// every request is refused. Missing and unknown keys are both
+// ErrUnauthenticated (401).
+func APIKeys(keys []string) func(*http.Request) error {
+	sums := make([][sha256.Size]byte, 0, len(keys))
+	for _, k := range keys {
+		if k != "" {
+			sums = append(sums, sha256.Sum256([]byte(k)))
+		}
+	}
+	return func(r *http.Request) error {
+		scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+		if !ok || !strings.EqualFold(scheme, "Bearer") {
+			return ErrUnauthenticated
+		}
+		tok = strings.TrimSpace(tok)
+		if tok == "" {
+			return ErrUnauthenticated
+		}
+		got := sha256.Sum256([]byte(tok))
+		match := 0
+		for i := range sums {
+			match |= subtle.ConstantTimeCompare(got[:], sums[i][:])
+		}
+		if match != 1 {
+			return ErrUnauthenticated
+		}
+		return nil
+	}
+}
