@@ -117,6 +117,14 @@ type Publisher struct {
 	retries int
 	advSub  *nats.Subscription
 
+	// live is canceled when the connection goes down, so a publish
+	// waiting for its ack fails at once instead of at the timeout; a new
+	// one replaces it on reconnect.
+	statusCh chan nats.Status
+	liveMu   sync.Mutex
+	live     context.Context
+	liveStop context.CancelCauseFunc
+
 	mu      sync.Mutex
 	nss     map[string]nsEntry // namespace → what the server said
 	epochs  map[string]string  // stream → epoch
@@ -167,14 +175,46 @@ func New(nc *nats.Conn, cfg Config) (*Publisher, error) {
 	if sub, err := nc.Subscribe("$JS.EVENT.ADVISORY.STREAM.*.*", p.onAdvisory); err == nil {
 		p.advSub = sub
 	}
+	// Listen first, then look: a change in between is not missed.
+	p.statusCh = nc.StatusChanged(nats.CONNECTED, nats.DISCONNECTED, nats.RECONNECTING, nats.CLOSED)
+	p.live, p.liveStop = context.WithCancelCause(context.Background())
+	if nc.Status() != nats.CONNECTED {
+		p.liveStop(errConnectionLost)
+	}
+	go p.watchStatus(p.statusCh)
 	return p, nil
 }
 
-// Close stops watching stream advisories. It does not close the connection.
+var errConnectionLost = errors.New("NATS connection lost")
+
+func (p *Publisher) watchStatus(ch chan nats.Status) {
+	for st := range ch {
+		p.liveMu.Lock()
+		if st == nats.CONNECTED {
+			if p.live.Err() != nil {
+				p.live, p.liveStop = context.WithCancelCause(context.Background())
+			}
+		} else {
+			p.liveStop(errConnectionLost)
+		}
+		p.liveMu.Unlock()
+	}
+}
+
+// liveCtx is done once the connection is lost.
+func (p *Publisher) liveCtx() context.Context {
+	p.liveMu.Lock()
+	defer p.liveMu.Unlock()
+	return p.live
+}
+
+// Close stops watching stream advisories and the connection's status. It
+// does not close the connection.
 func (p *Publisher) Close() {
 	if p.advSub != nil {
 		p.advSub.Unsubscribe()
 	}
+	p.nc.RemoveStatusListener(p.statusCh)
 }
 
 // Refresh forgets what the Publisher learned from the server (which
@@ -513,6 +553,12 @@ func (p *Publisher) send(ctx context.Context, m *prepared, key string) (Result, 
 	if st := p.nc.Status(); st != nats.CONNECTED {
 		return Result{}, fmt.Errorf("%w: NATS connection %s", ErrUnavailable, strings.ToLower(st.String()))
 	}
+	// A connection lost while waiting for the ack ends the wait: the
+	// answer cannot come any more.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stop := context.AfterFunc(p.liveCtx(), func() { cancel(errConnectionLost) })
+	defer stop()
 	if max := p.nc.MaxPayload(); max > 0 && int64(len(m.msg.Data)) > max {
 		return Result{}, fmt.Errorf("%w: %d bytes, the server accepts %d", ErrTooLarge, len(m.msg.Data), max)
 	}
@@ -527,10 +573,10 @@ func (p *Publisher) send(ctx context.Context, m *prepared, key string) (Result, 
 	}
 	if stream == "" {
 		if err := p.nc.PublishMsg(msg); err != nil {
-			return Result{}, classify(err)
+			return Result{}, classify(ctx, err)
 		}
 		if err := p.nc.FlushWithContext(ctx); err != nil {
-			return Result{}, classify(err)
+			return Result{}, classify(ctx, err)
 		}
 		return Result{}, nil
 	}
@@ -542,7 +588,7 @@ func (p *Publisher) send(ctx context.Context, m *prepared, key string) (Result, 
 	}
 	ack, err := p.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id), jetstream.WithRetryAttempts(p.retries))
 	if err != nil {
-		return Result{}, classify(err)
+		return Result{}, classify(ctx, err)
 	}
 	epoch, err := p.epoch(ctx, ack.Stream)
 	if err != nil {
@@ -554,8 +600,11 @@ func (p *Publisher) send(ctx context.Context, m *prepared, key string) (Result, 
 }
 
 // classify wraps a NATS or JetStream publish error in ErrTooLarge or
-// ErrUnavailable.
-func classify(err error) error {
+// ErrUnavailable, naming a lost connection as the cause when it was.
+func classify(ctx context.Context, err error) error {
+	if cause := context.Cause(ctx); errors.Is(cause, errConnectionLost) {
+		err = cause
+	}
 	if errors.Is(err, nats.ErrMaxPayload) {
 		return fmt.Errorf("%w: %v", ErrTooLarge, err)
 	}

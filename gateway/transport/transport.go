@@ -4,7 +4,10 @@
 // never file descriptors. It imports only the standard library.
 package transport
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+	"time"
+)
 
 // CloseCode is a WebSocket close status code (RFC 6455 §7.4, IANA registry,
 // and Fabric's application range 4000–4999). LongPoll maps it to a session end.
@@ -94,4 +97,11 @@ type Conn interface {
 type Session interface {
 	HandleMessage(binary bool, data []byte)
 	HandleClose(code CloseCode)
+}
+
+// Expirer is implemented by transports that can close a connection at a
+// fixed time (a credential's expiry) without a timer per connection.
+type Expirer interface {
+	// ExpireAt closes the connection with code and reason at t.
+	ExpireAt(t time.Time, code CloseCode, reason string)
 }

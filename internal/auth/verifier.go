@@ -315,13 +315,13 @@ func precheck(token string, maxSize int) error {
 func (v *Verifier) key(ctx context.Context, t *jwt.Token) (any, error) {
 	alg := t.Method.Alg() // already on the allow-list (WithValidMethods)
 	if _, bad := t.Header["crit"]; bad {
-		return nil, errors.New("crit header not supported")
+		return nil, errCrit
 	}
 	kid := ""
 	if raw, ok := t.Header["kid"]; ok {
 		s, isStr := raw.(string)
 		if !isStr {
-			return nil, errors.New("kid is not a string")
+			return nil, errBadKid
 		}
 		if err := validKid(s); err != nil {
 			return nil, err
@@ -338,9 +338,9 @@ func (v *Verifier) key(ctx context.Context, t *jwt.Token) (any, error) {
 	switch len(keys) {
 	case 0:
 		if v.jwks != nil {
-			return nil, errors.New("kid required")
+			return nil, errKidRequired
 		}
-		return nil, errors.New("no key for alg")
+		return nil, errNoKeyForAlg
 	case 1:
 		return keys[0], nil
 	default:
@@ -352,20 +352,29 @@ func (v *Verifier) key(ctx context.Context, t *jwt.Token) (any, error) {
 	}
 }
 
+// Key lookup failures; their text is fixed and becomes the error detail.
+var (
+	errBadKid      = errors.New("malformed kid")
+	errCrit        = errors.New("crit header not supported")
+	errKidRequired = errors.New("kid required with a JWKS")
+	errNoKeyForAlg = errors.New("no key for this algorithm")
+	keyErrors      = []error{errBadKid, errCrit, errKidRequired, errNoKeyForAlg, errUnknownKid, errLookupWait, errAlgMismatch}
+)
+
 // validKid accepts 1..128 printable ASCII characters without '/', '\',
 // quotes or "..": a kid is an opaque name, never a path or markup (D12).
 func validKid(kid string) error {
 	if kid == "" || len(kid) > maxKidLen {
-		return errors.New("bad kid")
+		return errBadKid
 	}
 	for i := 0; i < len(kid); i++ {
 		c := kid[i]
 		if c <= 0x20 || c >= 0x7f || c == '/' || c == '\\' || c == '"' || c == '\'' {
-			return errors.New("bad kid")
+			return errBadKid
 		}
 	}
 	if strings.Contains(kid, "..") {
-		return errors.New("bad kid")
+		return errBadKid
 	}
 	return nil
 }
@@ -379,16 +388,12 @@ func mapError(err error, keyCalled bool, keyErr error) error {
 	case !keyCalled && (errors.Is(err, jwt.ErrTokenSignatureInvalid) || errors.Is(err, jwt.ErrTokenUnverifiable)):
 		return invalid("algorithm not allowed")
 	case keyErr != nil:
-		switch {
-		case errors.Is(keyErr, errLookupWait):
-			return invalid("key lookup timed out")
-		case errors.Is(keyErr, errUnknownKid):
-			return invalid("unknown key id")
-		case errors.Is(keyErr, errAlgMismatch):
-			return invalid("token alg differs from the key's alg")
-		default:
-			return invalid("no usable key")
+		for _, known := range keyErrors {
+			if keyErr == known {
+				return invalid(known.Error()) // fixed text, never token bytes
+			}
 		}
+		return invalid("no usable key")
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid), errors.Is(err, jwt.ErrTokenUnverifiable):
 		return invalid("bad signature")
 	}

@@ -33,6 +33,7 @@ type lpSession struct {
 	listed      bool      // still in srv.sessions (live, or ended but draining)
 	idleAt      time.Time // when the session becomes idle-expired, if no GET is held
 	timer       *time.Timer
+	expiry      *time.Timer // ExpireAt's, if any
 }
 
 // waiter is one held GET. wake is closed (once, under the session's mu) when
@@ -92,6 +93,22 @@ func (c *lpSession) Close(code transport.CloseCode, reason string) {
 // RemoteAddr implements transport.Conn: the address of the session-opening GET.
 func (c *lpSession) RemoteAddr() string { return c.remote }
 
+// ExpireAt implements transport.Expirer: the session is closed with code
+// and reason at t (a credential's expiry). A later call replaces the earlier
+// one; a zero t cancels it. One runtime timer, no goroutine until it fires.
+func (c *lpSession) ExpireAt(t time.Time, code transport.CloseCode, reason string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.expiry != nil {
+		c.expiry.Stop()
+		c.expiry = nil
+	}
+	if c.ended || t.IsZero() {
+		return
+	}
+	c.expiry = time.AfterFunc(max(time.Until(t), 0), func() { c.Close(code, reason) })
+}
+
 // Backlog implements transport.Conn: bytes buffered and not yet taken by a GET.
 func (c *lpSession) Backlog() int {
 	c.mu.Lock()
@@ -131,6 +148,10 @@ func (c *lpSession) end(code transport.CloseCode, drain bool) {
 		c.timer.Reset(c.srv.cfg.IdleTimeout)
 	} else if !keep && c.timer != nil {
 		c.timer.Stop()
+	}
+	if c.expiry != nil {
+		c.expiry.Stop()
+		c.expiry = nil
 	}
 	c.mu.Unlock()
 

@@ -40,6 +40,9 @@ type conn struct {
 	qoff          int      // bytes of queue[0] already written
 	qbytes        int
 	queuedSince   int64
+	expires       int64 // Unix seconds; 0 = never
+	expireCode    transport.CloseCode
+	expireReason  string
 
 	// loop goroutine only
 	pend     []byte // unfinished frame
@@ -54,9 +57,23 @@ type conn struct {
 	wdue         int64
 }
 
-var _ transport.Conn = (*conn)(nil)
+var (
+	_ transport.Conn    = (*conn)(nil)
+	_ transport.Expirer = (*conn)(nil)
+)
 
 func (c *conn) RemoteAddr() string { return c.remote }
+
+// ExpireAt implements transport.Expirer: the wheel closes the connection
+// at t (second granularity).
+func (c *conn) ExpireAt(t time.Time, code transport.CloseCode, reason string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.expires, c.expireCode, c.expireReason = t.Unix(), code, reason
+	if c.state == stateOpen {
+		c.l.reschedule(c, c.expires) // no-op before add, which files it by nextDue
+	}
+}
 
 // Backlog implements transport.Conn.
 func (c *conn) Backlog() int {
@@ -235,6 +252,9 @@ func (c *conn) nextDue(now int64) int64 {
 		}
 		if len(c.queue) > 0 {
 			due = min(due, c.queuedSince+secs(cfg.WriteTimeout))
+		}
+		if c.expires > 0 {
+			due = min(due, c.expires)
 		}
 	}
 	return max(due, now+1)

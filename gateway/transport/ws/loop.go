@@ -76,6 +76,11 @@ func (l *loop) post(f func()) {
 // handshake are parsed on the loop before the socket is watched, so message
 // order is kept.
 func (l *loop) add(c *conn, early []byte) {
+	now := time.Now().Unix()
+	c.mu.Lock()
+	c.lastRead = now
+	due := c.nextDue(now)
+	c.mu.Unlock()
 	l.mu.Lock()
 	l.gen++
 	c.gen = l.gen
@@ -83,8 +88,7 @@ func (l *loop) add(c *conn, early []byte) {
 		l.conns = append(l.conns, make([]*conn, len(l.conns)+1024)...)
 	}
 	l.conns[c.fd] = c
-	c.lastRead = time.Now().Unix()
-	l.insert(c, c.lastRead+int64(l.s.cfg.PingInterval/time.Second))
+	l.insert(c, due)
 	l.mu.Unlock()
 	if len(early) == 0 {
 		l.watch(c)
@@ -485,6 +489,8 @@ func (l *loop) check(c *conn, now int64) {
 		finish = now >= c.closeDeadline
 	case stateOpen:
 		switch {
+		case c.expires > 0 && now >= c.expires:
+			c.closeLocked(c.expireCode, c.expireReason)
 		case len(c.queue) > 0 && now-c.queuedSince >= secs(cfg.WriteTimeout):
 			c.closeLocked(transport.CloseSlowConsumer, "write timeout")
 		case now-c.lastRead >= secs(cfg.IdleTimeout):

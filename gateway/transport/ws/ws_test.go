@@ -465,3 +465,32 @@ func TestIdleConnectionsHoldNoGoroutine(t *testing.T) {
 		t.Fatalf("echo: %v %q", err, got.payload)
 	}
 }
+
+// A credential's expiry closes the connection on the wheel (4001 for an
+// expired token), with no timer per connection.
+func TestExpireAt(t *testing.T) {
+	srv, err := fws.New(fws.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		srv.Upgrade(w, r, func(c transport.Conn) transport.Session {
+			c.(transport.Expirer).ExpireAt(time.Now().Add(1500*time.Millisecond), transport.CloseTokenExpired, "token expired")
+			return &echo{c: c, closed: make(chan transport.CloseCode, 1)}
+		})
+	}))
+	defer hs.Close()
+	defer srv.Shutdown(context.Background())
+	c, _, _, err := ws.Dial(context.Background(), "ws"+strings.TrimPrefix(hs.URL, "http"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	if code := expectClose(t, c); code != 4001 {
+		t.Fatalf("close code %d", code)
+	}
+	if el := time.Since(start); el < time.Second {
+		t.Fatalf("closed after %v, before the expiry", el)
+	}
+}
