@@ -75,6 +75,9 @@ type JoinResult struct {
 type Member struct {
 	Conn    transport.Conn
 	Version phoenix.Version
+	// TextOnly members (LongPoll: the client JSON-parses every message)
+	// get binary payloads as {"base64": …} in a text frame, like v1.
+	TextOnly bool
 	// Key identifies the instance (the session's channel pointer); the
 	// same key must be used to leave.
 	Key any
@@ -586,7 +589,7 @@ func (ch *channel) sendRing(m Member, after uint64, max int) (last uint64, ok bo
 }
 
 func (ch *channel) sendEntry(m Member, e *entry) bool {
-	for _, out := range e.enc.frames(ch.h, e.msg, m.Version) {
+	for _, out := range e.enc.frames(ch.h, e.msg, m.Version, m.TextOnly) {
 		if out != nil && !m.Conn.Send(out) {
 			return false
 		}
@@ -612,7 +615,7 @@ func (ch *channel) deliver(msg *broker.Message) {
 		ch.last = msg.Offset
 	}
 	for _, m := range ch.members {
-		for _, out := range e.enc.frames(ch.h, msg, m.Version) {
+		for _, out := range e.enc.frames(ch.h, msg, m.Version, m.TextOnly) {
 			if out != nil && m.Conn.Send(out) {
 				n++
 			}
@@ -764,8 +767,8 @@ func (r *ring) after(x uint64) func(func(*entry) bool) {
 // per protocol variant; the same *transport.Message (so the same framed
 // bytes) goes to every member of that variant. Used under ch.mu.
 type encoder struct {
-	v1, v2       [2]*transport.Message
-	done1, done2 bool
+	v1, v2, v2t         [2]*transport.Message
+	done1, done2, done3 bool
 }
 
 // ref is the frame's ref slot: the stream offset in a persistent namespace
@@ -777,7 +780,14 @@ func ref(m *broker.Message) phoenix.Ref {
 	return phoenix.R(strconv.FormatUint(m.Offset, 10))
 }
 
-func (e *encoder) frames(h *Hub, m *broker.Message, v phoenix.Version) []*transport.Message {
+func (e *encoder) frames(h *Hub, m *broker.Message, v phoenix.Version, textOnly bool) []*transport.Message {
+	if textOnly && v == phoenix.V2 && m.Binary {
+		if !e.done3 {
+			e.done3 = true
+			e.v2t[0] = transport.NewText(phoenix.AppendMessage(nil, phoenix.V2, phoenix.Null, ref(m), m.Topic, m.Event, phoenix.AppendBase64Payload(nil, m.Payload)))
+		}
+		return e.v2t[:]
+	}
 	if v == phoenix.V1 {
 		if !e.done1 {
 			e.done1 = true

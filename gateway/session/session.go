@@ -84,8 +84,9 @@ type Session struct {
 	v      phoenix.Version
 	policy Policy
 
-	id  string // connection id, for routed pushes and lifecycle events
-	sub string // authenticated user, "" when anonymous
+	id       string // connection id, for routed pushes and lifecycle events
+	sub      string // authenticated user, "" when anonymous
+	textOnly bool   // LongPoll: never send binary frames
 
 	mu       sync.Mutex
 	channels map[string]*channel // current instance per topic
@@ -125,6 +126,10 @@ func (s *Session) SetIdentity(id, sub string) {
 	s.id, s.sub = id, sub
 	s.emit("connect", "")
 }
+
+// SetTextOnly marks a transport that cannot carry binary frames to the
+// client (LongPoll): binary payloads then arrive as {"base64": …}.
+func (s *Session) SetTextOnly() { s.textOnly = true }
 
 // emit publishes a lifecycle event when the broker supports it.
 func (s *Session) emit(kind, topic string) {
@@ -233,10 +238,11 @@ func (s *Session) join(f phoenix.Frame) {
 	s.channels[f.Topic] = ch
 	ref := f.Ref
 	member := hub.Member{
-		Conn:    s.conn,
-		Version: s.v,
-		Key:     ch,
-		Resume:  resume,
+		Conn:     s.conn,
+		Version:  s.v,
+		TextOnly: s.textOnly,
+		Key:      ch,
+		Resume:   resume,
 		// Called by the hub under its channel lock, before any message:
 		// it must not take s.mu.
 		Joined: func(r hub.JoinResult) {

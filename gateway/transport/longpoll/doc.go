@@ -74,6 +74,8 @@
 //     it always sees 3410 (session gone) and reconnects.
 //   - A session with no GET held for IdleTimeout ends with 4000. A held GET
 //     is never idle; the clock restarts when it answers.
+//   - The session also implements transport.Expirer: ExpireAt(t, code,
+//     reason) closes it at t (one runtime timer, replaced by a later call).
 //   - Shutdown ends every session with 1001; buffers are dropped.
 //   - HandleClose is called exactly once per session, never concurrently
 //     with HandleMessage and never before it: POST bodies are serialized per
