@@ -18,7 +18,9 @@ import (
 	"github.com/fabric-rt/fabric/gateway/phoenix"
 	"github.com/fabric-rt/fabric/gateway/session"
 	"github.com/fabric-rt/fabric/gateway/transport"
+	"github.com/fabric-rt/fabric/gateway/transport/longpoll"
 	"github.com/fabric-rt/fabric/gateway/transport/ws"
+	"github.com/fabric-rt/fabric/internal/auth"
 	"github.com/fabric-rt/fabric/internal/broker"
 )
 
@@ -27,6 +29,16 @@ type Config struct {
 	Broker broker.Broker
 	// WS tunes the WebSocket transport (sizes, timeouts, loops).
 	WS ws.Config
+	// LongPoll tunes the LongPoll transport (its AllowOrigin is set from
+	// AllowedOrigins).
+	LongPoll longpoll.Config
+	// Auth configures connection tokens; a nil Verifier is anonymous mode.
+	Auth AuthConfig
+	// AllowedOrigins is the Origin allow-list for upgrades and LongPoll
+	// requests ("https://app.example.com", or "*"); empty allows any.
+	AllowedOrigins []string
+	// Limits protect the gateway from one client or address.
+	Limits Limits
 	// MaxChannels caps joined channels per connection (default 100).
 	MaxChannels int
 	// LeaveGrace keeps a topic's subscription after its last member left
@@ -41,12 +53,18 @@ type Config struct {
 type Gateway struct {
 	cfg  Config
 	ws   *ws.Server
+	lp   *longpoll.Server
 	hub  *hub.Hub
 	sess session.Config
 	mux  *http.ServeMux
 
 	idPrefix string
 	nextID   atomic.Uint64
+
+	open    atomic.Int64 // admitted connections (both transports)
+	pending atomic.Int64 // upgrades in progress
+	perIP   ipCounter
+	refused refusals
 }
 
 // New builds a Gateway and starts its event loops.
@@ -73,13 +91,25 @@ func New(cfg Config) (*Gateway, error) {
 			Hub:         h,
 			Broker:      cfg.Broker,
 			MaxChannels: cfg.MaxChannels,
+			JoinRate:    cfg.Limits.JoinRate,
+			JoinBurst:   cfg.Limits.JoinBurst,
+			PushRate:    cfg.Limits.PushRate,
+			PushBurst:   cfg.Limits.PushBurst,
 			Logger:      cfg.Logger,
 		},
 		mux:      http.NewServeMux(),
 		idPrefix: randomID() + "-",
 	}
 	g.sess.SetDefaults()
+	lpcfg := cfg.LongPoll
+	if lpcfg.Logger == nil {
+		lpcfg.Logger = cfg.Logger
+	}
+	origins := cfg.AllowedOrigins
+	lpcfg.AllowOrigin = func(o string) bool { return originAllowed(origins, o) }
+	g.lp = longpoll.New(lpcfg)
 	g.mux.HandleFunc("GET /socket/websocket", g.serveWebSocket)
+	g.mux.HandleFunc("/socket/longpoll", g.serveLongPoll)
 	if cfg.Home != nil {
 		g.mux.Handle("/", cfg.Home)
 	}
@@ -94,17 +124,64 @@ func (g *Gateway) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		// Refused before the upgrade: phoenix.js backs off on a failed
 		// handshake, but reconnects at once after an accepted-then-closed one.
-		http.Error(w, "unsupported vsn (want 1.0.0 or 2.0.0)", http.StatusBadRequest)
+		(&refusal{status: http.StatusBadRequest, reason: "unsupported_vsn"}).write(w)
+		return
+	}
+	pol, claims, release, ref := g.admit(r)
+	if ref != nil {
+		ref.write(w)
 		return
 	}
 	err = g.ws.Upgrade(w, r, func(c transport.Conn) transport.Session {
-		s := session.New(&g.sess, c, v, nil)
-		s.SetIdentity(g.connID(), "")
-		return s
+		return g.newSession(c, v, pol, claims, release, false)
 	})
-	if err != nil && !errors.Is(err, ws.ErrClosed) {
-		g.cfg.Logger.Debug("websocket upgrade refused", "remote", r.RemoteAddr, "err", err)
+	if err != nil {
+		release()
+		if !errors.Is(err, ws.ErrClosed) {
+			g.cfg.Logger.Debug("websocket upgrade refused", "remote", r.RemoteAddr, "err", err)
+		}
 	}
+}
+
+// serveLongPoll runs the LongPoll transport; a new LongPoll session goes
+// through the same admission as a WebSocket upgrade.
+func (g *Gateway) serveLongPoll(w http.ResponseWriter, r *http.Request) {
+	g.lp.Serve(w, r, func(r *http.Request) (func(transport.Conn) transport.Session, error) {
+		v, err := phoenix.ParseVsn(r.URL.Query().Get("vsn"))
+		if err != nil {
+			return nil, err
+		}
+		pol, claims, release, ref := g.admit(r)
+		if ref != nil {
+			return nil, errRefused
+		}
+		return func(c transport.Conn) transport.Session {
+			return g.newSession(c, v, pol, claims, release, true)
+		}, nil
+	})
+}
+
+// newSession builds the Phoenix session of an admitted connection.
+func (g *Gateway) newSession(c transport.Conn, v phoenix.Version, pol *policy, claims *auth.Claims, release func(), textOnly bool) transport.Session {
+	var p session.Policy
+	sub := ""
+	if pol != nil {
+		p, sub = pol, pol.sub
+	}
+	s := session.New(&g.sess, c, v, p)
+	if textOnly {
+		s.SetTextOnly()
+	}
+	s.OnClose(release)
+	s.SetIdentity(g.connID(), sub)
+	if claims != nil && !claims.ExpiresAt.IsZero() {
+		// A connection lives as long as its token: phoenix.js reconnects
+		// with a fresh one through its params/authToken function.
+		if e, ok := c.(transport.Expirer); ok {
+			e.ExpireAt(claims.ExpiresAt.Add(g.cfg.Auth.Leeway), transport.CloseTokenExpired, "token expired")
+		}
+	}
+	return s
 }
 
 // connID names a connection: unique within the fleet in practice (a random
@@ -116,11 +193,20 @@ func (g *Gateway) connID() string {
 // Stats is a snapshot of gateway counters.
 type Stats struct {
 	Transport ws.Stats
+	LongPoll  longpoll.Stats
 	Hub       hub.Stats
+	// Refused counts connections refused before the upgrade, by cause:
+	// "origin", "overload", "per_ip", "auth".
+	Refused map[string]uint64
 }
 
 // Stats returns a snapshot.
-func (g *Gateway) Stats() Stats { return Stats{Transport: g.ws.Stats(), Hub: g.hub.Stats()} }
+func (g *Gateway) Stats() Stats {
+	return Stats{Transport: g.ws.Stats(), LongPoll: g.lp.Stats(), Hub: g.hub.Stats(), Refused: map[string]uint64{
+		"origin": g.refused.origin.Load(), "overload": g.refused.overload.Load(),
+		"per_ip": g.refused.perIP.Load(), "auth": g.refused.auth.Load(),
+	}}
+}
 
 // Members returns the local member count of topic.
 func (g *Gateway) Members(topic string) int { return g.hub.Members(topic) }
@@ -129,7 +215,7 @@ func (g *Gateway) Members(topic string) int { return g.hub.Members(topic) }
 // until ctx ends), then drops the hub's subscriptions. The HTTP server is
 // the caller's: stop it first so no new upgrade arrives.
 func (g *Gateway) Shutdown(ctx context.Context) error {
-	err := g.ws.Shutdown(ctx)
+	err := errors.Join(g.lp.Shutdown(ctx), g.ws.Shutdown(ctx))
 	g.hub.Close()
 	return err
 }

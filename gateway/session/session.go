@@ -38,6 +38,7 @@ const (
 	ReasonPublishFailed  = "publish_failed"
 	ReasonNoHandler      = "no_handler"
 	ReasonTimeout        = "timeout"
+	ReasonRateLimited    = "rate_limited"
 )
 
 // Policy decides what a connection may do. A nil Policy allows everything
@@ -45,6 +46,14 @@ const (
 type Policy interface {
 	CanJoin(topic string) bool
 	CanPublish(topic string) bool
+}
+
+// JoinTokenPolicy is a Policy that also accepts per-join tokens: apps that
+// authorize each join from their backend put a token naming the topic in
+// the join params ({"token": "…"}).
+type JoinTokenPolicy interface {
+	Policy
+	CanJoinWithToken(topic, token string) bool
 }
 
 // Config is shared by every session of a gateway.
@@ -58,7 +67,14 @@ type Config struct {
 	JoinTimeout time.Duration
 	// PublishTimeout bounds a client push's publish (default 5 s).
 	PublishTimeout time.Duration
-	Logger         *slog.Logger
+	// JoinRate and PushRate limit joins and pushes per connection per
+	// second (token buckets of JoinBurst and PushBurst); 0: unlimited. Over
+	// the limit a request gets {"reason":"rate_limited","retry_after_ms":N};
+	// a connection that keeps going (more than ten bursts refused within
+	// ten seconds) is closed with 4029.
+	JoinRate, PushRate   float64
+	JoinBurst, PushBurst int
+	Logger               *slog.Logger
 }
 
 // SetDefaults fills zero fields; call it once, before the first New.
@@ -87,6 +103,12 @@ type Session struct {
 	id       string // connection id, for routed pushes and lifecycle events
 	sub      string // authenticated user, "" when anonymous
 	textOnly bool   // LongPoll: never send binary frames
+	onClose  func()
+
+	// rate limiting, touched only from HandleMessage (one goroutine at a time)
+	joinBucket, pushBucket bucket
+	refused                int
+	refusedSince           time.Time
 
 	mu       sync.Mutex
 	channels map[string]*channel // current instance per topic
@@ -126,6 +148,10 @@ func (s *Session) SetIdentity(id, sub string) {
 	s.id, s.sub = id, sub
 	s.emit("connect", "")
 }
+
+// OnClose registers fn to run once the connection is gone (admission
+// bookkeeping).
+func (s *Session) OnClose(fn func()) { s.onClose = fn }
 
 // SetTextOnly marks a transport that cannot carry binary frames to the
 // client (LongPoll): binary payloads then arrive as {"base64": …}.
@@ -191,6 +217,9 @@ func (s *Session) HandleClose(transport.CloseCode) {
 		}
 	}
 	s.emit("disconnect", "")
+	if s.onClose != nil {
+		s.onClose()
+	}
 }
 
 func (s *Session) join(f phoenix.Frame) {
@@ -207,7 +236,10 @@ func (s *Session) join(f phoenix.Frame) {
 		s.reply(joinRef, f.Ref, f.Topic, false, reason(ReasonInvalidTopic))
 		return
 	}
-	if s.policy != nil && !s.policy.CanJoin(f.Topic) {
+	if !s.limit(&s.joinBucket, s.cfg.JoinRate, s.cfg.JoinBurst, joinRef, f) {
+		return
+	}
+	if s.policy != nil && !s.policy.CanJoin(f.Topic) && !s.joinToken(f) {
 		// No subscription is created for a refused join.
 		s.reply(joinRef, f.Ref, f.Topic, false, reason(ReasonUnauthorized))
 		return
@@ -295,6 +327,61 @@ func (s *Session) reset(ch *channel) {
 	s.send(phoenix.AppendMessage(nil, s.v, ch.joinRef, ch.joinRef, ch.topic, phoenix.EventError, nil))
 }
 
+// joinToken checks a per-join token in the join params.
+func (s *Session) joinToken(f phoenix.Frame) bool {
+	jp, ok := s.policy.(JoinTokenPolicy)
+	if !ok {
+		return false
+	}
+	var params struct {
+		Token string `json:"token"`
+	}
+	if json.Unmarshal(f.Payload, &params) != nil || params.Token == "" {
+		return false
+	}
+	return jp.CanJoinWithToken(f.Topic, params.Token)
+}
+
+// bucket is a token bucket (HandleMessage goroutine only).
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+// limit takes one token or answers rate_limited; sustained abuse closes
+// the connection with 4029.
+func (s *Session) limit(b *bucket, rate float64, burst int, joinRef phoenix.Ref, f phoenix.Frame) bool {
+	if rate <= 0 {
+		return true
+	}
+	if burst < 1 {
+		burst = 1
+	}
+	now := time.Now()
+	if b.last.IsZero() {
+		b.tokens = float64(burst)
+	} else {
+		b.tokens = min(float64(burst), b.tokens+now.Sub(b.last).Seconds()*rate)
+	}
+	b.last = now
+	if b.tokens >= 1 {
+		b.tokens--
+		return true
+	}
+	wait := time.Duration((1 - b.tokens) / rate * float64(time.Second))
+	resp := []byte(`{"reason":"rate_limited","retry_after_ms":`)
+	resp = strconv.AppendInt(resp, max(1, wait.Milliseconds()), 10)
+	s.reply(joinRef, f.Ref, f.Topic, false, append(resp, '}'))
+	if now.Sub(s.refusedSince) > 10*time.Second {
+		s.refused, s.refusedSince = 0, now
+	}
+	if s.refused++; s.refused > 10*burst {
+		s.cfg.Logger.Info("connection closed for sustained abuse", "remote", s.conn.RemoteAddr())
+		s.conn.Close(transport.CloseRateLimited, "rate limited")
+	}
+	return false
+}
+
 // parseResume reads the optional resume position from join params:
 // {"epoch": "E", "offset": N} (N a JSON number or a decimal string).
 // Params must be an object (or null); other keys are the app's.
@@ -380,6 +467,9 @@ func (s *Session) push(f phoenix.Frame) {
 	if !ok {
 		// Phoenix answers events for unknown topics with a null join_ref.
 		s.reply(phoenix.Null, f.Ref, f.Topic, false, reason(ReasonUnmatchedTopic))
+		return
+	}
+	if !s.limit(&s.pushBucket, s.cfg.PushRate, s.cfg.PushBurst, f.JoinRef, f) {
 		return
 	}
 	if s.policy != nil && !s.policy.CanPublish(f.Topic) {
