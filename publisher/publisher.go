@@ -50,6 +50,11 @@ const (
 	// believed before the server is asked again, so a namespace made
 	// persistent later is noticed without a restart.
 	ephemeralTTL = 30 * time.Second
+	// epochTTL is how long a stream's epoch is trusted without asking
+	// again. Advisories normally invalidate it at once, but they are
+	// at-most-once (a reconnect loses them); like the gateway, which
+	// re-reads epochs every 5 s, the publisher never trusts one for long.
+	epochTTL = 5 * time.Second
 )
 
 var (
@@ -126,8 +131,8 @@ type Publisher struct {
 	liveStop context.CancelCauseFunc
 
 	mu      sync.Mutex
-	nss     map[string]nsEntry // namespace → what the server said
-	epochs  map[string]string  // stream → epoch
+	nss     map[string]nsEntry    // namespace → what the server said
+	epochs  map[string]epochEntry // stream → epoch
 	nowFunc func() time.Time
 }
 
@@ -135,6 +140,11 @@ type Publisher struct {
 type nsEntry struct {
 	stream  string    // "" when no stream captures the namespace
 	expires time.Time // for stream == "" only
+}
+
+type epochEntry struct {
+	epoch   string
+	expires time.Time
 }
 
 // New returns a Publisher on nc. The connection stays the caller's (its
@@ -167,7 +177,7 @@ func New(nc *nats.Conn, cfg Config) (*Publisher, error) {
 	}
 	p := &Publisher{nc: nc, js: js, prefix: cfg.Prefix, persist: cfg.Persistent,
 		timeout: cfg.Timeout, retries: cfg.Retries,
-		nss: map[string]nsEntry{}, epochs: map[string]string{}, nowFunc: time.Now}
+		nss: map[string]nsEntry{}, epochs: map[string]epochEntry{}, nowFunc: time.Now}
 	// Stream lifecycle advisories keep the caches honest: a recreated or
 	// restored stream has a new epoch, a new stream may make a namespace
 	// persistent. Without permission for them the caches only change on
@@ -193,6 +203,10 @@ func (p *Publisher) watchStatus(ch chan nats.Status) {
 		if st == nats.CONNECTED {
 			if p.live.Err() != nil {
 				p.live, p.liveStop = context.WithCancelCause(context.Background())
+				// Advisories sent while we were away are lost.
+				p.mu.Lock()
+				p.epochs = map[string]epochEntry{}
+				p.mu.Unlock()
 			}
 		} else {
 			p.liveStop(errConnectionLost)
@@ -225,7 +239,7 @@ func (p *Publisher) Refresh() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.nss = map[string]nsEntry{}
-	p.epochs = map[string]string{}
+	p.epochs = map[string]epochEntry{}
 }
 
 func (p *Publisher) onAdvisory(m *nats.Msg) {
@@ -667,19 +681,20 @@ func (p *Publisher) streamOf(ctx context.Context, topic, subj string) (string, e
 func (p *Publisher) epoch(ctx context.Context, stream string) (string, error) {
 	p.mu.Lock()
 	e, ok := p.epochs[stream]
+	now := p.nowFunc()
 	p.mu.Unlock()
-	if ok {
-		return e, nil
+	if ok && now.Before(e.expires) {
+		return e.epoch, nil
 	}
 	st, err := p.js.Stream(ctx, stream)
 	if err != nil {
 		return "", err
 	}
-	e = st.CachedInfo().Config.Metadata[epochKey]
-	if e != "" {
+	epoch := st.CachedInfo().Config.Metadata[epochKey]
+	if epoch != "" {
 		p.mu.Lock()
-		p.epochs[stream] = e
+		p.epochs[stream] = epochEntry{epoch: epoch, expires: now.Add(epochTTL)}
 		p.mu.Unlock()
 	}
-	return e, nil
+	return epoch, nil
 }

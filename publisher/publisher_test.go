@@ -387,3 +387,27 @@ func TestNewValidates(t *testing.T) {
 		t.Fatalf("subject %q", s)
 	}
 }
+
+// Advisories are at-most-once: an epoch changed behind the publisher's
+// back (no advisory received) is picked up within the cache's lifetime.
+func TestEpochWithoutAdvisories(t *testing.T) {
+	e := setup(t, publisher.Config{})
+	ctx := ctxT(t)
+	e.p.StopAdvisories()
+	first, err := e.p.Publish(ctx, "room:a", "x", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := e.stream(t).CachedInfo().Config
+	cfg.Metadata["fabric_epoch"] = "restoredepoch"
+	if _, err := e.js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if res, _ := e.p.Publish(ctx, "room:a", "x", nil); res.Epoch != first.Epoch {
+		t.Fatalf("epoch re-read at once (%q): this test no longer tests the cache", res.Epoch)
+	}
+	e.p.Advance(6 * time.Second)
+	if res, err := e.p.Publish(ctx, "room:a", "x", nil); err != nil || res.Epoch != "restoredepoch" {
+		t.Fatalf("after the cache's lifetime: %+v %v", res, err)
+	}
+}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/fabric-rt/fabric/internal/auth"
 	"time"
 )
 
@@ -159,5 +161,25 @@ func TestServeNamespacesFromConfigFile(t *testing.T) {
 	err := serve(context.Background(), []string{"--config", bad}, nil, &out, &errb)
 	if err == nil || !strings.Contains(err.Error(), "max_agee") {
 		t.Fatalf("unknown namespace key: %v", err)
+	}
+}
+
+func TestTokenMintsAVerifiableToken(t *testing.T) {
+	secret := strings.Repeat("s", 32)
+	var out, errb bytes.Buffer
+	code := run([]string{"token", "--sub", "u1", "--channels", "room:*,user:u1", "--publish", "room:*", "--jwt-secret", secret}, &out, &errb)
+	if code != 0 {
+		t.Fatalf("token: %d %s", code, errb.String())
+	}
+	v, err := auth.New(auth.Config{Secret: []byte(secret)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := v.Verify(context.Background(), strings.TrimSpace(out.String()))
+	if err != nil || c.Subject != "u1" || !c.CanJoin("room:lobby") || c.CanJoin("game:1") || !c.CanPublish("room:x") {
+		t.Fatalf("claims %+v %v", c, err)
+	}
+	if code := run([]string{"token"}, &out, &errb); code == 0 {
+		t.Fatal("token without a key succeeded")
 	}
 }

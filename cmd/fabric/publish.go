@@ -1,12 +1,256 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"flag"
+	"fmt"
 	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/fabric-rt/fabric/internal/config"
+	"github.com/fabric-rt/fabric/nats/subject"
+	"github.com/fabric-rt/fabric/publisher"
+	fabricv1 "github.com/fabric-rt/fabric/schema/gen/fabricv1"
 )
 
-// publish implements `fabric publish` (see publisher/).
+const publishUsage = `Usage: fabric publish [flags] TOPIC [PAYLOAD]
+
+Publishes PAYLOAD (or the content of --file, or stdin with "-" or --file -)
+as one message to the Fabric channel TOPIC, directly to NATS (default) or
+through the HTTP API (--api-url). Prints "offset=N epoch=E" once a
+persistent namespace stored it, or "published (ephemeral)".
+
+  fabric publish --event new_msg room:lobby '{"body":"hi"}'
+  fabric publish --api-url http://127.0.0.1:4000 --api-key KEY room:lobby - < msg.json
+
+Flags (each also FABRIC_<NAME>, e.g. FABRIC_API_KEY):
+`
+
+// maxPayloadRead bounds what is read from a file or stdin; the server's
+// limit (1 MiB by default) is far below it and gives the real error.
+const maxPayloadRead = 64 << 20
+
+type publishOptions struct {
+	natsURL, apiURL, apiKey         string
+	event, file, contentType, idKey string
+	prefix                          string
+	protobuf                        bool
+	timeout                         time.Duration
+}
+
+func publishFlags(o *publishOptions) *flag.FlagSet {
+	fs := flag.NewFlagSet("fabric publish", flag.ContinueOnError)
+	fs.StringVar(&o.natsURL, "nats-url", "nats://127.0.0.1:4222", "NATS server(s) to publish to (comma-separated URLs)")
+	fs.StringVar(&o.apiURL, "api-url", "", "publish through Fabric's HTTP API at this base URL (e.g. http://127.0.0.1:4000) instead of NATS")
+	fs.StringVar(&o.apiKey, "api-key", "", "API key for --api-url, sent as Authorization: Bearer")
+	fs.StringVar(&o.event, "event", publisher.DefaultEvent, "event name clients bind with channel.on")
+	fs.StringVar(&o.file, "file", "", `read the payload from this file ("-": stdin)`)
+	fs.StringVar(&o.contentType, "content-type", "", "Content-Type of the payload (a non-JSON type makes clients get a binary frame)")
+	fs.StringVar(&o.idKey, "idempotency-key", "", "key that makes a retry within 2 minutes a no-op (persistent namespaces)")
+	fs.StringVar(&o.prefix, "subject-prefix", publisher.DefaultPrefix, "NATS subject prefix of the gateway (NATS mode)")
+	fs.BoolVar(&o.protobuf, "protobuf", false, "send the HTTP request as protobuf instead of JSON (--api-url mode)")
+	fs.DurationVar(&o.timeout, "timeout", 5*time.Second, "give up (and fail) after this long")
+	return fs
+}
+
+// publish implements `fabric publish`.
 func publish(ctx context.Context, args, environ []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	return errors.New("publish: not implemented yet")
+	var o publishOptions
+	fs := publishFlags(&o)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), publishUsage)
+		fs.PrintDefaults()
+	}
+	rest, err := config.Load(fs, args, config.Options{EnvPrefix: "FABRIC_", Environ: environ})
+	if err != nil {
+		return err
+	}
+	if len(rest) < 1 || len(rest) > 2 {
+		fs.Usage()
+		return errors.New("publish: want TOPIC and at most one PAYLOAD argument")
+	}
+	topic := rest[0]
+	payload, err := readPayload(o.file, rest[1:], stdin)
+	if err != nil {
+		return err
+	}
+	src := config.Sources(fs)
+	if o.apiURL != "" && src["nats-url"] == config.SourceFlag {
+		return errors.New("publish: give --nats-url or --api-url, not both")
+	}
+	if o.protobuf && o.apiURL == "" {
+		return errors.New("publish: --protobuf applies to --api-url only")
+	}
+	if o.timeout <= 0 {
+		return errors.New("publish: --timeout must be positive")
+	}
+	// Refuse what the gateway would refuse before connecting anywhere.
+	if err := subject.ValidPrefix(o.prefix); err != nil {
+		return fmt.Errorf("publish: --subject-prefix: %w", err)
+	}
+	if _, err := subject.Map(o.prefix, topic); err != nil {
+		return fmt.Errorf("publish: %w", err)
+	}
+	if o.event == "" {
+		o.event = publisher.DefaultEvent
+	}
+	if !publisher.ValidEvent(o.event) {
+		return fmt.Errorf("publish: %w: %q", publisher.ErrInvalidEvent, o.event)
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+
+	var res publisher.Result
+	if o.apiURL != "" {
+		res, err = publishHTTP(ctx, &o, topic, payload)
+	} else {
+		res, err = publishNATS(ctx, &o, topic, payload)
+	}
+	if err != nil {
+		return err
+	}
+	switch {
+	case res.Epoch == "" && res.Offset == 0:
+		fmt.Fprintln(stdout, "published (ephemeral)")
+	case res.Duplicate:
+		fmt.Fprintf(stdout, "offset=%d epoch=%s duplicate=true\n", res.Offset, res.Epoch)
+	default:
+		fmt.Fprintf(stdout, "offset=%d epoch=%s\n", res.Offset, res.Epoch)
+	}
+	return nil
+}
+
+// readPayload takes the payload from exactly one of: the PAYLOAD argument
+// ("-" is stdin), --file (path, "-" is stdin), or nothing (empty).
+func readPayload(file string, arg []string, stdin io.Reader) ([]byte, error) {
+	if file != "" && len(arg) > 0 {
+		return nil, errors.New("publish: give PAYLOAD or --file, not both")
+	}
+	var r io.Reader
+	switch {
+	case len(arg) > 0 && arg[0] != "-":
+		return []byte(arg[0]), nil
+	case len(arg) > 0 || file == "-":
+		r = stdin
+	case file != "":
+		f, err := os.Open(file)
+		if err != nil {
+			return nil, fmt.Errorf("publish: %w", err)
+		}
+		defer f.Close()
+		r = f
+	default:
+		return nil, nil
+	}
+	b, err := io.ReadAll(io.LimitReader(r, maxPayloadRead+1))
+	if err != nil {
+		return nil, fmt.Errorf("publish: reading the payload: %w", err)
+	}
+	if len(b) > maxPayloadRead {
+		return nil, fmt.Errorf("publish: payload over %d bytes", maxPayloadRead)
+	}
+	return b, nil
+}
+
+func publishNATS(ctx context.Context, o *publishOptions, topic string, payload []byte) (publisher.Result, error) {
+	connectTimeout := o.timeout
+	if d, ok := ctx.Deadline(); ok {
+		connectTimeout = time.Until(d)
+	}
+	nc, err := nats.Connect(o.natsURL, nats.Name("fabric publish"), nats.Timeout(connectTimeout), nats.NoReconnect())
+	if err != nil {
+		return publisher.Result{}, fmt.Errorf("publish: connect to %s: %w", redactURL(o.natsURL), err)
+	}
+	defer nc.Close()
+	d, _ := ctx.Deadline()
+	p, err := publisher.New(nc, publisher.Config{Prefix: o.prefix, Timeout: time.Until(d)})
+	if err != nil {
+		return publisher.Result{}, err
+	}
+	defer p.Close()
+	var opts []publisher.Option
+	if o.contentType != "" {
+		opts = append(opts, publisher.WithContentType(o.contentType))
+	}
+	if o.idKey != "" {
+		opts = append(opts, publisher.WithIdempotencyKey(o.idKey))
+	}
+	return p.Publish(ctx, topic, o.event, payload, opts...)
+}
+
+func publishHTTP(ctx context.Context, o *publishOptions, topic string, payload []byte) (publisher.Result, error) {
+	u, err := url.Parse(o.apiURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return publisher.Result{}, errors.New("publish: --api-url must be an http:// or https:// URL")
+	}
+	u = u.JoinPath(publisher.PathPublish)
+	req := &fabricv1.PublishRequest{Topic: topic, Event: o.event, Payload: payload,
+		ContentType: o.contentType, IdempotencyKey: o.idKey}
+	ct := publisher.ContentTypeJSON
+	marshal, unmarshal := protojson.Marshal, protojson.Unmarshal
+	if o.protobuf {
+		ct = publisher.ContentTypeProtobuf
+		marshal, unmarshal = proto.Marshal, proto.Unmarshal
+	}
+	body, err := marshal(req)
+	if err != nil {
+		return publisher.Result{}, err
+	}
+	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(body))
+	if err != nil {
+		return publisher.Result{}, err
+	}
+	hr.Header.Set("Content-Type", ct)
+	if o.apiKey != "" {
+		hr.Header.Set("Authorization", "Bearer "+o.apiKey)
+	}
+	resp, err := http.DefaultClient.Do(hr)
+	if err != nil {
+		return publisher.Result{}, fmt.Errorf("publish: %w", err)
+	}
+	defer resp.Body.Close()
+	rb, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return publisher.Result{}, fmt.Errorf("publish: reading the response: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e struct{ Error, Message string }
+		msg := strings.TrimSpace(string(rb))
+		if json.Unmarshal(rb, &e) == nil && e.Message != "" {
+			msg = e.Message
+		}
+		if ra := resp.Header.Get("Retry-After"); ra != "" {
+			msg += " (retry after " + ra + "s)"
+		}
+		return publisher.Result{}, fmt.Errorf("publish: %s: %s", resp.Status, msg)
+	}
+	var out fabricv1.PublishResponse
+	if err := unmarshal(rb, &out); err != nil {
+		return publisher.Result{}, fmt.Errorf("publish: unreadable response: %w", err)
+	}
+	return publisher.Result{Epoch: out.GetEpoch(), Offset: out.GetOffset(), Duplicate: out.GetDuplicate()}, nil
+}
+
+// redactURL hides credentials in a NATS URL list for error messages.
+func redactURL(s string) string {
+	parts := strings.Split(s, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			u.User = nil // credentials never reach logs
+			parts[i] = u.String()
+		}
+	}
+	return strings.Join(parts, ",")
 }

@@ -7,9 +7,11 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/fabric-rt/fabric/internal/app"
+	"github.com/fabric-rt/fabric/internal/auth"
 	"github.com/fabric-rt/fabric/internal/config"
 	"github.com/fabric-rt/fabric/nats/natsbroker"
 )
@@ -50,17 +52,22 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	fs.SetOutput(stderr)
 	// namespaces: is the one structured section of the YAML file; when
 	// present it replaces the default (room:* with history) entirely.
-	var nss map[string]natsbroker.Namespace
+	var nss map[string]namespaceConfig
 	rest, err := config.Load(fs, args, config.Options{EnvPrefix: "FABRIC_", ConfigFlag: "config", Environ: environ,
 		Sections: map[string]any{"namespaces": &nss}})
 	if err != nil {
 		return err
 	}
 	if nss != nil {
-		if err := natsbroker.ValidateNamespaces(nss); err != nil {
+		cfg.Namespaces = make(map[string]natsbroker.Namespace, len(nss))
+		for name, ns := range nss {
+			cfg.Namespaces[name] = ns.Namespace
+			cfg.Grants.Join = append(cfg.Grants.Join, ns.Join...)
+			cfg.Grants.Publish = append(cfg.Grants.Publish, ns.Publish...)
+		}
+		if err := natsbroker.ValidateNamespaces(cfg.Namespaces); err != nil {
 			return fmt.Errorf("config: %w", err)
 		}
-		cfg.Namespaces = nss
 	}
 	if len(rest) > 0 {
 		return fmt.Errorf("serve: unexpected arguments %q", rest)
@@ -115,4 +122,24 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("log-format: want text or json, got %q", format)
+}
+
+// namespaceConfig is one entry of the YAML namespaces section: the bus
+// settings plus patterns granted to every authenticated user.
+type namespaceConfig struct {
+	natsbroker.Namespace `yaml:",inline"`
+	// Join and Publish grant topic patterns to every authenticated user;
+	// {sub} is the user ("user:{sub}").
+	Join    []auth.Pattern `yaml:"join"`
+	Publish []auth.Pattern `yaml:"publish"`
+}
+
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }

@@ -11,17 +11,22 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/fabric-rt/fabric/gateway"
+	"github.com/fabric-rt/fabric/gateway/transport/longpoll"
 	"github.com/fabric-rt/fabric/gateway/transport/ws"
+	"github.com/fabric-rt/fabric/internal/auth"
 	"github.com/fabric-rt/fabric/nats/natsbroker"
 	"github.com/fabric-rt/fabric/nats/natsembed"
+	"github.com/fabric-rt/fabric/publisher"
 )
 
 // Config is everything `fabric serve` can be told.
@@ -39,6 +44,32 @@ type Config struct {
 	// Namespaces configures persistent namespaces; nil means
 	// natsbroker.DefaultNamespaces() (room:* keeps history).
 	Namespaces map[string]natsbroker.Namespace
+	// Grants are patterns every authenticated user may join or publish to
+	// ("user:{sub}"), from the namespaces config.
+	Grants auth.Grants
+
+	// Authentication. With none of JWTSecret, JWTPublicKeyFile, JWKSURL the
+	// gateway runs anonymous (loopback only unless AllowAnonymous).
+	JWTSecret        string
+	JWTPublicKeyFile string
+	JWKSURL          string
+	JWTIssuer        string
+	JWTAudience      string
+	JWTLeeway        time.Duration
+	AllowQueryToken  bool
+	AllowedOrigins   []string
+	// PublishAPIKeys authenticate POST /api/v1/publish (Authorization:
+	// Bearer <key>), as do JWTs of type "publisher".
+	PublishAPIKeys []string
+	// LongPollSecret signs LongPoll session tokens; gateways behind one
+	// load balancer share it. Empty: random per process.
+	LongPollSecret string
+
+	// Limits.
+	MaxConnections       int
+	MaxConnectionsPerIP  int
+	MaxPendingHandshakes int
+	JoinRate, PushRate   float64
 
 	MaxMessageSize   int
 	IdleTimeout      time.Duration
@@ -55,18 +86,20 @@ type Config struct {
 
 // App is a running Fabric process.
 type App struct {
-	cfg     Config
-	log     *slog.Logger
-	ns      *natsembed.Server
-	nc      *nats.Conn
-	broker  *natsbroker.Broker
-	gw      *gateway.Gateway
-	httpSrv *http.Server
-	opsSrv  *http.Server
-	httpLn  net.Listener
-	opsLn   net.Listener
-	ready   atomic.Bool
-	stopped atomic.Bool
+	cfg       Config
+	log       *slog.Logger
+	ns        *natsembed.Server
+	nc        *nats.Conn
+	broker    *natsbroker.Broker
+	pub       *publisher.Publisher
+	gw        *gateway.Gateway
+	httpSrv   *http.Server
+	opsSrv    *http.Server
+	httpLn    net.Listener
+	opsLn     net.Listener
+	ready     atomic.Bool
+	stopped   atomic.Bool
+	anonymous bool
 }
 
 // ErrOpenOnNetwork is returned when anonymous mode would be reachable from
@@ -81,10 +114,16 @@ func Start(cfg Config) (a *App, err error) {
 	if cfg.SubjectPrefix == "" {
 		cfg.SubjectPrefix = natsbroker.DefaultPrefix
 	}
-	if err := checkAnonymous(cfg); err != nil {
+	verifier, err := newVerifier(cfg)
+	if err != nil {
 		return nil, err
 	}
-	a = &App{cfg: cfg, log: cfg.Logger}
+	if verifier == nil {
+		if err := checkAnonymous(cfg); err != nil {
+			return nil, err
+		}
+	}
+	a = &App{cfg: cfg, log: cfg.Logger, anonymous: verifier == nil}
 	defer func() {
 		if err != nil {
 			a.close()
@@ -117,6 +156,23 @@ func Start(cfg Config) (a *App, err error) {
 			MaxQueueBytes:    cfg.MaxQueueBytes,
 			HandshakeTimeout: cfg.HandshakeTimeout,
 		},
+		LongPoll: longpoll.Config{Secret: []byte(cfg.LongPollSecret)},
+		Auth: gateway.AuthConfig{
+			Verifier:        verifier,
+			AllowQueryToken: cfg.AllowQueryToken,
+			Grants:          cfg.Grants,
+			Leeway:          cfg.JWTLeeway,
+		},
+		AllowedOrigins: cfg.AllowedOrigins,
+		Limits: gateway.Limits{
+			MaxConnections:       cfg.MaxConnections,
+			MaxConnectionsPerIP:  cfg.MaxConnectionsPerIP,
+			MaxPendingHandshakes: cfg.MaxPendingHandshakes,
+			JoinRate:             cfg.JoinRate,
+			JoinBurst:            int(max(1, 2*cfg.JoinRate)),
+			PushRate:             cfg.PushRate,
+			PushBurst:            int(max(1, 2*cfg.PushRate)),
+		},
 		MaxChannels: cfg.MaxChannels,
 		LeaveGrace:  cfg.LeaveGrace,
 		Home:        cfg.Home,
@@ -134,8 +190,25 @@ func Start(cfg Config) (a *App, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot listen on %s: %w", cfg.Listen, err)
 	}
+	pub, err := publisher.New(a.nc, publisher.Config{Prefix: cfg.SubjectPrefix})
+	if err != nil {
+		return nil, err
+	}
+	a.pub = pub
+	pubHandler, err := publisher.NewHandler(publisher.HandlerConfig{
+		Publisher:    pub,
+		Authenticate: publishAuth(cfg.PublishAPIKeys, verifier),
+		Logger:       a.log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle(publisher.PathPublish, pubHandler)
+	mux.Handle(publisher.PathBatch, pubHandler)
+	mux.Handle("/", a.gw.Handler())
 	a.httpSrv = &http.Server{
-		Handler: a.gw.Handler(),
+		Handler: mux,
 		// Bounds the whole upgrade request, so slow-header clients
 		// (slowloris) cannot hold handshakes open.
 		ReadHeaderTimeout: hsTimeout,
@@ -159,7 +232,7 @@ func Start(cfg Config) (a *App, err error) {
 		"listen", a.httpLn.Addr().String(),
 		"ops", a.OpsAddr(),
 		"nats", a.NATSURL(),
-		"auth", "anonymous")
+		"auth", map[bool]string{true: "anonymous", false: "jwt"}[a.anonymous])
 	return a, nil
 }
 
@@ -245,6 +318,65 @@ func splitHostPort(hp string) (string, int, error) {
 		return "", 0, fmt.Errorf("bad port %q", p)
 	}
 	return host, port, nil
+}
+
+// newVerifier builds the JWT verifier from the config; nil means anonymous.
+func newVerifier(cfg Config) (*auth.Verifier, error) {
+	ac := auth.Config{
+		Secret:   []byte(cfg.JWTSecret),
+		JWKSURL:  cfg.JWKSURL,
+		Issuer:   cfg.JWTIssuer,
+		Audience: cfg.JWTAudience,
+		Leeway:   cfg.JWTLeeway,
+	}
+	if cfg.JWTPublicKeyFile != "" {
+		pem, err := os.ReadFile(cfg.JWTPublicKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("jwt-public-key: %w", err)
+		}
+		ac.PublicKeyPEMs = [][]byte{pem}
+	}
+	v, err := auth.New(ac)
+	if errors.Is(err, auth.ErrNoKeys) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("jwt: %w", err)
+	}
+	return v, nil
+}
+
+// publishAuth authenticates the HTTP publish API: an API key, or a JWT of
+// type "publisher" — never a client's connection token (403). With neither
+// keys nor JWT configured (anonymous development mode, loopback only) the
+// endpoint is open.
+func publishAuth(keys []string, v *auth.Verifier) func(*http.Request) error {
+	byKey := publisher.APIKeys(keys)
+	return func(r *http.Request) error {
+		if len(keys) > 0 && byKey(r) == nil {
+			return nil
+		}
+		if v == nil {
+			if len(keys) == 0 {
+				return nil
+			}
+			return publisher.ErrUnauthenticated
+		}
+		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || tok == "" {
+			return publisher.ErrUnauthenticated
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+		defer cancel()
+		c, err := v.Verify(ctx, strings.TrimSpace(tok))
+		switch {
+		case err != nil:
+			return publisher.ErrUnauthenticated
+		case !c.IsType(auth.TypePublisher):
+			return publisher.ErrForbidden
+		}
+		return nil
+	}
 }
 
 // checkAnonymous enforces design.md §3.5: with no keys configured, joins
@@ -334,6 +466,9 @@ func (a *App) Shutdown(ctx context.Context) error {
 	}
 	if a.broker != nil {
 		a.broker.Close()
+	}
+	if a.pub != nil {
+		a.pub.Close()
 	}
 	if a.nc != nil {
 		if err := a.nc.Drain(); err != nil {

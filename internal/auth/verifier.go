@@ -258,8 +258,11 @@ type tokenClaims struct {
 // whose Reason is "missing_token", "invalid_token", "token_expired" or
 // "token_not_valid_yet"; no error text contains any part of the token.
 // Verify waits for a JWKS fetch at most until ctx is done or LookupTimeout
-// has passed.
+// has passed. A nil Verifier (anonymous mode) rejects every token.
 func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
+	if v == nil {
+		return nil, invalid("no verifier configured")
+	}
 	if token == "" {
 		return nil, missing("empty token")
 	}
