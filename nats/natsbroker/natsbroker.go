@@ -73,8 +73,8 @@ type Broker struct {
 	pendingMsgs, pendingBytes int
 
 	js         jetstream.JetStream
-	livePrefix string              // republish destination prefix: <prefix>_live
-	namespaces map[string]*nsState // persistent namespaces only
+	livePrefix string               // republish destination prefix: <prefix>_live
+	namespaces map[string]*nsState  // persistent namespaces only
 	pushNS     map[string]Namespace // every configured namespace
 	advOnce    sync.Once
 	advSub     *nats.Subscription
