@@ -64,6 +64,10 @@ type Config struct {
 	// LongPollSecret signs LongPoll session tokens; gateways behind one
 	// load balancer share it. Empty: random per process.
 	LongPollSecret string
+	// LongPollWindow holds a poll this long (default 10 s);
+	// LongPollIdleTimeout ends a session not polled for this long
+	// (default 1.5 × the window).
+	LongPollWindow, LongPollIdleTimeout time.Duration
 
 	// Limits.
 	MaxConnections       int
@@ -156,7 +160,7 @@ func Start(cfg Config) (a *App, err error) {
 			MaxQueueBytes:    cfg.MaxQueueBytes,
 			HandshakeTimeout: cfg.HandshakeTimeout,
 		},
-		LongPoll: longpoll.Config{Secret: []byte(cfg.LongPollSecret)},
+		LongPoll: longpoll.Config{Secret: []byte(cfg.LongPollSecret), PollWindow: cfg.LongPollWindow, IdleTimeout: cfg.LongPollIdleTimeout},
 		Auth: gateway.AuthConfig{
 			Verifier:        verifier,
 			AllowQueryToken: cfg.AllowQueryToken,
