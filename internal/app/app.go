@@ -249,6 +249,9 @@ func (a *App) startNATS() error {
 		nats.ReconnectJitter(100*time.Millisecond, time.Second),
 		nats.PingInterval(10 * time.Second),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err == nil {
+				return // our own Close/Drain at shutdown
+			}
 			a.log.Warn("NATS disconnected", "err", err)
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
