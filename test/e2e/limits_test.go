@@ -1,0 +1,97 @@
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fabric-rt/fabric/gateway/phoenix"
+	"github.com/fabric-rt/fabric/internal/app"
+	"github.com/fabric-rt/fabric/internal/phxclient"
+)
+
+// D14: handshakes sent at a crawl are cut at the handshake deadline while
+// healthy clients still connect.
+func TestSlowHandshakesAreCut(t *testing.T) {
+	f := startFabric(t, func(c *app.Config) { c.HandshakeTimeout = time.Second })
+	var slow []net.Conn
+	for i := 0; i < 50; i++ {
+		c, err := net.Dial("tcp", f.HTTPAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprint(c, "GET /socket/websocket?vsn=2.0.0 HTTP/1.1\r\nHost: x\r\n")
+		slow = append(slow, c)
+	}
+	healthy := f.dial(phoenix.V2, phxclient.Options{})
+	joinPos(t, healthy, "room:ok", nil)
+	start := time.Now()
+	for _, c := range slow {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.ReadAll(c); err != nil {
+			t.Fatalf("slow handshake not closed: %v", err)
+		}
+	}
+	if el := time.Since(start); el > 8*time.Second {
+		t.Fatalf("slow handshakes held for %v", el)
+	}
+}
+
+// Headers over the limit get 431 before anything is parsed further.
+func TestOversizedHeaders(t *testing.T) {
+	f := startFabric(t, nil)
+	c, err := net.Dial("tcp", f.HTTPAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "GET /socket/websocket?vsn=2.0.0 HTTP/1.1\r\nHost: x\r\nX-Big: %s\r\n\r\n", strings.Repeat("a", 64<<10))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil || resp.StatusCode != 431 {
+		t.Fatalf("64 KiB header: %v %v", resp, err)
+	}
+}
+
+// Pushes over the rate get rate_limited with retry_after_ms; the channel's
+// other member keeps receiving.
+func TestPushRateLimit(t *testing.T) {
+	f := startFabric(t, func(c *app.Config) { c.PushRate = 5 })
+	spammer := f.dial(phoenix.V2, phxclient.Options{})
+	other := f.dial(phoenix.V2, phxclient.Options{})
+	jr, _ := spammer.Join("chat:x", nil)
+	spammer.WaitReply(jr, wait)
+	joinRef := phoenix.R(jr)
+	if s, _, err := other.JoinWait("chat:x", nil, wait); s != "ok" || err != nil {
+		t.Fatal(s, err)
+	}
+	limited, ok := 0, 0
+	for i := 0; i < 30; i++ {
+		ref := spammer.NextRef()
+		spammer.Send(joinRef, phoenix.R(ref), "chat:x", "spam", map[string]int{"i": i})
+		status, resp, err := spammer.WaitReply(ref, wait)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case status == "ok":
+			ok++
+		case strings.Contains(string(resp), `"reason":"rate_limited","retry_after_ms":`):
+			limited++
+		}
+	}
+	if limited == 0 || ok == 0 {
+		t.Fatalf("ok %d, limited %d", ok, limited)
+	}
+	// Every accepted push reached the other member.
+	for i := 0; i < ok; i++ {
+		if _, err := other.NextMatch(wait, func(m phxclient.Msg) bool { return m.Event == "spam" }); err != nil {
+			t.Fatalf("other member got %d of %d: %v", i, ok, err)
+		}
+	}
+}
