@@ -371,18 +371,7 @@ func printable(s string) bool {
 // channel's own control events and "fabric:" events are the gateway's, so
 // a publisher may not send either.
 func ValidEvent(e string) bool {
-	if e == "" || len(e) > MaxEventLen || !utf8.ValidString(e) || e != strings.TrimSpace(e) {
-		return false
-	}
-	if strings.HasPrefix(e, "phx_") || strings.HasPrefix(e, "fabric:") {
-		return false
-	}
-	for i := 0; i < len(e); i++ {
-		if c := e[i]; c < 0x20 || c == 0x7F {
-			return false
-		}
-	}
-	return true
+	return e == strings.TrimSpace(e) && subject.ValidEvent(e)
 }
 
 // topicError keeps the subject package's reason and matches both

@@ -359,26 +359,8 @@ func isJSONType(ct string) bool {
 // UTF-8 inside strings, but a WebSocket text frame must be valid UTF-8.
 func isJSON(p []byte) bool { return utf8.Valid(p) && json.Valid(p) }
 
-// validEvent accepts what a Phoenix client can receive as a plain broadcast.
-// "phx_" events are the channel's own control events (phx_close, phx_error,
-// phx_reply would close, rejoin or answer the client's channel) and
-// "fabric:" events are frames the gateway itself emits (fabric:offset);
-// letting a publisher send either would let it drive other clients' channel
-// state.
-func validEvent(e string) bool {
-	if e == "" || len(e) > MaxEventLen || !utf8.ValidString(e) {
-		return false
-	}
-	if strings.HasPrefix(e, "phx_") || strings.HasPrefix(e, "fabric:") {
-		return false
-	}
-	for i := 0; i < len(e); i++ {
-		if c := e[i]; c < 0x20 || c == 0x7F {
-			return false
-		}
-	}
-	return true
-}
+// validEvent: see subject.ValidEvent (shared with the publisher library).
+func validEvent(e string) bool { return subject.ValidEvent(e) }
 
 // Publish sends payload as event on topic and returns once the server has
 // processed the message (not once subscribers got it: core NATS has no

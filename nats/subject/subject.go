@@ -231,3 +231,29 @@ func Unmap(prefix, subject string) (string, error) {
 	}
 	return topic, nil
 }
+
+// MaxEventLen is the longest event name: a Phoenix v2 binary frame stores
+// the event's length in one byte.
+const MaxEventLen = 255
+
+// ValidEvent reports whether event may travel in the Fabric-Event header
+// and reach clients as a plain broadcast. "phx_" events are a channel's own
+// control events (phx_close, phx_error, phx_reply would close, rejoin or
+// answer clients' channels) and "fabric:" events are frames the gateway
+// itself emits (fabric:offset): letting a publisher send either would let
+// it drive other clients' channel state. Control characters would corrupt
+// a NATS header block.
+func ValidEvent(e string) bool {
+	if e == "" || len(e) > MaxEventLen || !utf8.ValidString(e) {
+		return false
+	}
+	if strings.HasPrefix(e, "phx_") || strings.HasPrefix(e, "fabric:") {
+		return false
+	}
+	for i := 0; i < len(e); i++ {
+		if c := e[i]; c < 0x20 || c == 0x7F {
+			return false
+		}
+	}
+	return true
+}
