@@ -87,12 +87,13 @@ var ErrClosed = errors.New("ws: server closed")
 
 // Server owns the epoll loops and every upgraded connection.
 type Server struct {
-	cfg   Config
-	loops []*loop
-	next  atomic.Uint32
-	open  atomic.Int64
-	done  atomic.Bool
-	wg    sync.WaitGroup
+	cfg      Config
+	loops    []*loop
+	next     atomic.Uint32
+	open     atomic.Int64
+	done     atomic.Bool // Shutdown began (once)
+	draining atomic.Bool // Drain began: refuse upgrades
+	wg       sync.WaitGroup
 
 	statsMu sync.Mutex
 	closes  map[transport.CloseCode]uint64
@@ -129,7 +130,7 @@ func New(cfg Config) (*Server, error) {
 // gobwas/ws before Upgrade returns them. newSession is called once, before
 // the first message.
 func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request, newSession func(transport.Conn) transport.Session) error {
-	if s.done.Load() {
+	if s.done.Load() || s.draining.Load() {
 		w.Header().Set("Retry-After", "1")
 		http.Error(w, "shutting down", http.StatusServiceUnavailable)
 		return ErrClosed
@@ -233,6 +234,39 @@ func (s *Server) CloseAll(code transport.CloseCode, reason string) {
 	for _, l := range s.loops {
 		for _, c := range l.snapshot() {
 			c.Close(code, reason)
+		}
+	}
+}
+
+// Drain refuses new upgrades and closes every connection with code, in
+// evenly spaced batches over window, so that clients (which all reconnect
+// at once after a close) arrive at the other gateways as a trickle rather
+// than a storm. It returns when the last batch was closed or ctx ended.
+func (s *Server) Drain(ctx context.Context, window time.Duration, code transport.CloseCode) {
+	s.draining.Store(true)
+	var all []*conn
+	for _, l := range s.loops {
+		all = append(all, l.snapshot()...)
+	}
+	const step = 100 * time.Millisecond
+	batches := max(1, int(window/step))
+	per := (len(all) + batches - 1) / batches
+	t := time.NewTicker(step)
+	defer t.Stop()
+	for i := 0; i < len(all); i += per {
+		for _, c := range all[i:min(len(all), i+per)] {
+			c.Close(code, "server draining")
+		}
+		if i+per >= len(all) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			for _, c := range all[i+per:] {
+				c.Close(code, "server draining")
+			}
+			return
+		case <-t.C:
 		}
 	}
 }

@@ -500,3 +500,36 @@ func TestExpireAt(t *testing.T) {
 		t.Fatalf("closed after %v, before the expiry", el)
 	}
 }
+
+// Drain closes connections in batches over the window with the given code,
+// not all at once.
+func TestDrainIsPaced(t *testing.T) {
+	f := newFixture(t, fws.Config{})
+	const n = 40
+	var conns []net.Conn
+	for i := 0; i < n; i++ {
+		conns = append(conns, f.dial(t))
+	}
+	for deadline := time.Now().Add(10 * time.Second); f.srv.Len() < n && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f.srv.Drain(context.Background(), time.Second, transport.CloseServiceRestart)
+	}()
+	<-done
+	// Every client got 1012, and the last batch went out well after the
+	// first: the drain took (about) its window.
+	for _, c := range conns {
+		if code := expectClose(t, c); code != 1012 {
+			t.Fatalf("close code %d", code)
+		}
+	}
+	// New upgrades are refused while draining.
+	_, _, _, err := ws.Dial(context.Background(), f.url)
+	var se ws.StatusError
+	if !errors.As(err, &se) || int(se) != 503 {
+		t.Fatalf("upgrade while draining: %v", err)
+	}
+}
