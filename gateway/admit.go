@@ -224,3 +224,6 @@ type refusals struct {
 }
 
 var errRefused = errors.New("gateway: connection refused")
+
+// PendingHandshakes is the number of connections being admitted right now.
+func (g *Gateway) PendingHandshakes() int { return int(g.pending.Load()) }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -93,5 +94,39 @@ func TestPushRateLimit(t *testing.T) {
 		if _, err := other.NextMatch(wait, func(m phxclient.Msg) bool { return m.Event == "spam" }); err != nil {
 			t.Fatalf("other member got %d of %d: %v", i, ok, err)
 		}
+	}
+}
+
+// Upgrades in progress are capped: with one handshake stuck on a slow key
+// lookup, the next is answered 503 + Retry-After at once.
+func TestPendingHandshakesCap(t *testing.T) {
+	slowJWKS := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-time.After(5 * time.Second):
+		case <-r.Context().Done():
+		}
+		w.Write([]byte(`{"keys":[]}`))
+	}))
+	defer slowJWKS.Close()
+	f := startFabric(t, func(c *app.Config) {
+		c.JWKSURL = slowJWKS.URL
+		c.AllowQueryToken = true
+		c.MaxPendingHandshakes = 1
+	})
+	// A well-formed RS256-looking token with a kid: its verification waits
+	// for the JWKS (up to the lookup timeout).
+	tok := "eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIiwidHlwIjoiSldUIn0.eyJzdWIiOiJ4IiwiZXhwIjo5OTk5OTk5OTk5fQ.c2ln"
+	first := make(chan int, 1)
+	go func() {
+		r := upgrade(t, f.HTTPAddr(), "/socket/websocket?vsn=2.0.0&token="+tok, nil)
+		first <- r.StatusCode
+	}()
+	eventually(t, wait, "first handshake pending", func() bool { return f.Gateway().PendingHandshakes() == 1 })
+	r := upgrade(t, f.HTTPAddr(), "/socket/websocket?vsn=2.0.0&token="+tok, nil)
+	if r.StatusCode != 503 || r.Header.Get("Retry-After") == "" {
+		t.Fatalf("second handshake: %d %q", r.StatusCode, r.Header.Get("Retry-After"))
+	}
+	if code := <-first; code != 401 {
+		t.Fatalf("first handshake ended with %d, want 401 after the lookup timed out", code)
 	}
 }
