@@ -1,6 +1,8 @@
 // fabric.js — a small Phoenix Channels v2 client for Fabric. ES module, no
 // dependencies. Works in browsers and in Node ≥ 20 (pass a WebSocket class,
-// e.g. the one from the `ws` package, as opts.WebSocket).
+// e.g. the one from the `ws` package, as opts.WebSocket; LongPoll uses fetch).
+// Transports: WebSocket (default), LongPoll (opts.transport: "longpoll"), or
+// WebSocket with an automatic LongPoll fallback (opts.longPollFallbackMs).
 //
 //   import { FabricSocket, trackOffsets } from "./fabric.js";
 //   const socket = new FabricSocket("ws://127.0.0.1:4000/socket/websocket");
@@ -10,12 +12,16 @@
 //   ch.on("new_msg", (payload, { offset, binary }) => console.log(payload, offset));
 //   await ch.join();
 //   await ch.push("new_msg", { body: "hi" });
+//   const presence = new Presence(ch);    // presence_state / presence_diff
+//   presence.onSync(() => console.log(presence.list()));
 //
 // Wire format (Phoenix v2): text frames are [join_ref, ref, topic, event,
 // payload]; binary frames are kind 0 (push), 1 (reply) and 2 (broadcast).
 // Fabric puts a message's stream offset (a decimal string) in the ref slot of
 // delivered messages and sends [null, "<offset>", topic, "fabric:offset", null]
-// after a binary broadcast, which has no ref slot.
+// after a binary broadcast, which has no ref slot. Over LongPoll every
+// message is JSON: binary payloads arrive as {"base64": "…"} (with the offset
+// in the ref slot) and are handed to handlers as ArrayBuffers, binary: true.
 
 const VSN = "2.0.0";
 const KIND_PUSH = 0, KIND_REPLY = 1, KIND_BROADCAST = 2;
@@ -34,6 +40,12 @@ export class FabricSocket {
    * @param {number} [opts.heartbeatMs=30000]
    * @param {number[]} [opts.reconnectMs]  backoff by attempt; the last value repeats
    * @param {number} [opts.timeoutMs=10000]  join/push reply timeout
+   * @param {string} [opts.transport="websocket"]  "websocket" or "longpoll"
+   * @param {number} [opts.longPollFallbackMs]  like phoenix.js: if the WebSocket errors before it
+   *   opens, or does not open and answer its first heartbeat within this time, use LongPoll
+   *   from then on (for this socket's life)
+   * @param {function} [opts.fetch]  fetch for LongPoll (default: globalThis.fetch)
+   * @param {number} [opts.longPollTimeoutMs=20000]  abort a held poll after this long
    */
   constructor(url, opts = {}) {
     this.url = url;
@@ -43,7 +55,13 @@ export class FabricSocket {
     this.heartbeatMs = opts.heartbeatMs ?? 30000;
     this.reconnectMs = opts.reconnectMs || [100, 500, 1000, 2000, 5000];
     this.timeoutMs = opts.timeoutMs ?? 10000;
-    this.transport = "WebSocket";
+    this.fetch = opts.fetch || ((...a) => globalThis.fetch(...a));
+    this.longPollTimeoutMs = opts.longPollTimeoutMs ?? 20000;
+    this.transport = String(opts.transport || "websocket").toLowerCase() === "longpoll" ? "LongPoll" : "WebSocket";
+    this.fallbackMs = this.transport === "WebSocket" && opts.longPollFallbackMs > 0 ? opts.longPollFallbackMs : 0;
+    this.fallbackTimer = null;
+    this.wsEverOpened = false;
+    this.transportCbs = new Set();
     this.state = "closed";
     this.channels = [];
     this.ws = null;
@@ -63,14 +81,22 @@ export class FabricSocket {
     return () => this.stateCbs.delete(cb);
   }
 
+  /** cb(transport) when the transport changes ("WebSocket" -> "LongPoll" on fallback). */
+  onTransport(cb) {
+    this.transportCbs.add(cb);
+    return () => this.transportCbs.delete(cb);
+  }
+
   makeRef() {
     this.ref += 1;
     return String(this.ref);
   }
 
-  endpointURL() {
+  /** The transport's endpoint: ws(s)://…/websocket, or http(s)://…/longpoll for LongPoll. */
+  endpointURL(transport = this.transport) {
     const u = new URL(this.url);
-    if (!u.pathname.endsWith("/websocket")) u.pathname = u.pathname.replace(/\/?$/, "/websocket");
+    u.pathname = u.pathname.replace(/\/(websocket|longpoll)$/, "").replace(/\/?$/, transport === "LongPoll" ? "/longpoll" : "/websocket");
+    if (transport === "LongPoll") u.protocol = u.protocol === "wss:" || u.protocol === "https:" ? "https:" : "http:";
     for (const [k, v] of Object.entries(evaluate(this.params))) u.searchParams.set(k, String(v));
     u.searchParams.delete("vsn");
     u.searchParams.set("vsn", VSN); // vsn last, as phoenix.js does
@@ -87,6 +113,7 @@ export class FabricSocket {
     this.wanted = false;
     clearTimeout(this.reconnectTimer);
     this.reconnectTimer = null;
+    this.disarmFallback();
     if (this.ws) {
       const ws = this.ws;
       this.closed(ws);
@@ -116,31 +143,82 @@ export class FabricSocket {
     let ws;
     try {
       const token = evaluate(this.authToken);
-      const protocols = typeof token === "string" && token
-        ? ["phoenix", "base64url.bearer.phx." + btoa(token).replace(/=+$/, "")]
-        : undefined;
-      ws = new this.WebSocket(this.endpointURL(), protocols);
+      if (this.transport === "LongPoll") {
+        ws = new LongPollConn(this.endpointURL(), {
+          fetch: this.fetch,
+          authToken: typeof token === "string" && token ? token : null,
+          timeoutMs: this.longPollTimeoutMs,
+        });
+      } else {
+        const protocols = typeof token === "string" && token
+          ? ["phoenix", "base64url.bearer.phx." + btoa(token).replace(/=+$/, "")]
+          : undefined;
+        if (this.fallbackMs && !this.fallbackTimer) this.armFallback();
+        ws = new this.WebSocket(this.endpointURL(), protocols);
+      }
     } catch (err) {
       this.ws = null;
       this.setState("closed");
+      if (this.fallbackMs && !this.wsEverOpened) return this.fallBack();
       this.scheduleReconnect();
       return;
     }
     ws.binaryType = "arraybuffer";
     this.ws = ws;
+    const lp = ws instanceof LongPollConn;
     ws.onopen = () => {
       if (this.ws !== ws) return;
       this.setState("open");
-      this.scheduleHeartbeat();
+      if (!lp) {
+        this.wsEverOpened = true;
+        if (this.fallbackMs) {
+          // Healthy once the first heartbeat is answered, within fallbackMs.
+          this.armFallback();
+          this.heartbeat();
+        } else {
+          this.scheduleHeartbeat();
+        }
+      }
       for (const ch of this.channels) ch.socketOpened();
     };
     ws.onmessage = (e) => { if (this.ws === ws) this.receive(e.data); };
-    ws.onerror = () => {}; // onclose follows
+    ws.onerror = () => {
+      // An error before the WebSocket ever opened: fall back at once.
+      if (this.ws === ws && !lp && this.fallbackMs && !this.wsEverOpened) this.fallBack();
+    }; // otherwise onclose follows
     ws.onclose = () => {
       if (this.ws !== ws) return;
       this.closed(ws);
       this.scheduleReconnect();
     };
+  }
+
+  armFallback() {
+    clearTimeout(this.fallbackTimer);
+    this.fallbackTimer = setTimeout(() => this.fallBack(), this.fallbackMs);
+  }
+
+  disarmFallback() {
+    clearTimeout(this.fallbackTimer);
+    this.fallbackTimer = null;
+  }
+
+  // fallBack switches this socket to LongPoll for good and connects with it.
+  fallBack() {
+    if (!this.fallbackMs) return;
+    this.fallbackMs = 0;
+    this.disarmFallback();
+    const ws = this.ws;
+    if (ws) {
+      this.closed(ws); // errors the channels if it had opened; they rejoin on open
+      try { ws.close(); } catch { /* not open yet */ }
+    }
+    this.transport = "LongPoll";
+    for (const cb of [...this.transportCbs]) cb(this.transport);
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = null;
+    this.tries = 0;
+    if (this.wanted) this.open();
   }
 
   // closed tears down everything tied to the transport ws.
@@ -172,7 +250,7 @@ export class FabricSocket {
 
   heartbeat() {
     const ws = this.ws;
-    if (!ws) return;
+    if (!ws || ws instanceof LongPollConn) return; // no heartbeats on LongPoll, like phoenix.js
     if (this.heartbeatRef) {
       // The previous heartbeat got no reply within heartbeatMs.
       this.closed(ws);
@@ -183,7 +261,13 @@ export class FabricSocket {
     const ref = this.makeRef();
     this.heartbeatRef = ref;
     this.pending.set(ref, {
-      onReply: () => { if (this.heartbeatRef === ref) this.heartbeatRef = null; },
+      onReply: () => {
+        if (this.heartbeatRef === ref) this.heartbeatRef = null;
+        if (this.fallbackMs && this.ws === ws) { // the WebSocket is healthy: no fallback any more
+          this.fallbackMs = 0;
+          this.disarmFallback();
+        }
+      },
       onDrop: () => {},
     });
     this.sendText([null, ref, "phoenix", "heartbeat", {}]);
@@ -231,6 +315,7 @@ export class FabricSocket {
       return; // not a Phoenix v2 frame: ignore
     }
     if (!msg) return;
+    if (this.transport === "LongPoll" && !msg.binary) unwrapBase64(msg);
     this.tries = 0; // the server talks to us: reset the reconnect backoff
     const { joinRef, ref, topic, event, payload } = msg;
     // Channels see the message first (so onMessage hooks observe a join
@@ -466,6 +551,157 @@ function isOffsetCarrier(event) {
   return !event.startsWith("phx_") && !event.startsWith("chan_reply_");
 }
 
+// Over LongPoll the gateway sends binary payloads as {"base64": "…"}: give
+// handlers the bytes, as over WebSocket. Replies and phx_* events are kept.
+function unwrapBase64(msg) {
+  const p = msg.payload;
+  if (msg.event.startsWith("phx_") || !p || typeof p !== "object" || Array.isArray(p)) return;
+  const keys = Object.keys(p);
+  if (keys.length !== 1 || keys[0] !== "base64" || typeof p.base64 !== "string") return;
+  try {
+    const bin = atob(p.base64);
+    const bytes = new Uint8Array(bin.length);
+    for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+    msg.payload = bytes.buffer;
+    msg.binary = true;
+  } catch { /* not base64: leave it as JSON */ }
+}
+
+function toBase64(buf) {
+  const bytes = new Uint8Array(buf);
+  let bin = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(bin);
+}
+
+// LongPollConn speaks Phoenix's LongPoll protocol behind the small part of the
+// WebSocket interface FabricSocket uses (onopen, onmessage, onerror, onclose,
+// send, close). GET opens a session ({"status":410,"token":S}), held GETs with
+// &token=S return {"status":200|204,"token":S,"messages":["<frame>",…]}; sends
+// are batched into POSTs of ndjson lines (text frames, or base64 of binary
+// frames), one in flight at a time, at most 100 lines each.
+class LongPollConn {
+  constructor(endpoint, { fetch, authToken, timeoutMs }) {
+    this.endpoint = endpoint;
+    this.fetch = fetch;
+    this.authToken = authToken;
+    this.timeoutMs = timeoutMs;
+    this.token = null;
+    this.readyState = 0; // 0 connecting, 1 open, 3 closed
+    this.queue = [];
+    this.posting = false;
+    this.flushTimer = null;
+    this.aborts = new Set();
+    this.onopen = this.onmessage = this.onerror = this.onclose = null;
+    setTimeout(() => this.poll(), 0);
+  }
+
+  url() {
+    // The session token goes last: Phoenix takes the last "token" value, so
+    // a user's params.token does not collide with it.
+    return this.endpoint + (this.token ? `&token=${encodeURIComponent(this.token)}` : "&");
+  }
+
+  async request(method, body) {
+    const ctl = new AbortController();
+    this.aborts.add(ctl);
+    const timer = setTimeout(() => ctl.abort(), this.timeoutMs);
+    try {
+      const headers = { Accept: "application/json" };
+      if (method === "POST") headers["Content-Type"] = "application/x-ndjson";
+      else if (this.authToken) headers["X-Phoenix-AuthToken"] = this.authToken;
+      const resp = await this.fetch(this.url(), { method, headers, body, signal: ctl.signal, cache: "no-store" });
+      const text = await resp.text();
+      try { return JSON.parse(text); } catch { return { status: 500 }; }
+    } finally {
+      clearTimeout(timer);
+      this.aborts.delete(ctl);
+    }
+  }
+
+  async poll() {
+    if (this.readyState === 3) return;
+    let resp;
+    try {
+      resp = await this.request("GET");
+    } catch {
+      return this.fail(1006, "poll failed");
+    }
+    if (this.readyState === 3) return;
+    const { status, token, messages } = resp || {};
+    if (status === 410 && this.token !== null) return this.fail(3410, "session gone"); // rejoin on a new session
+    if (typeof token === "string") this.token = token;
+    switch (status) {
+      case 410: // a new session: open
+        this.readyState = 1;
+        this.dispatch(this.onopen, {});
+        break;
+      case 200:
+        for (const m of Array.isArray(messages) ? messages : []) {
+          if (this.readyState !== 1) return;
+          this.dispatch(this.onmessage, { data: m });
+        }
+        break;
+      case 204:
+        break;
+      case 403:
+        return this.fail(1008, "forbidden");
+      default:
+        return this.fail(1011, `poll status ${status}`);
+    }
+    this.poll();
+  }
+
+  // dispatch calls a handler like a WebSocket event: a throw is reported, and
+  // the poll loop goes on.
+  dispatch(fn, ev) {
+    try {
+      fn?.(ev);
+    } catch (err) {
+      setTimeout(() => { throw err; }, 0);
+    }
+  }
+
+  send(data) {
+    if (this.readyState !== 1) throw new Error("LongPoll session not open");
+    this.queue.push(typeof data === "string" ? data : toBase64(data));
+    if (!this.posting && !this.flushTimer) this.flushTimer = setTimeout(() => this.flush(), 0);
+  }
+
+  async flush() {
+    this.flushTimer = null;
+    if (this.readyState !== 1 || this.posting || !this.queue.length) return;
+    this.posting = true;
+    const batch = this.queue.splice(0, 100);
+    let resp;
+    try {
+      resp = await this.request("POST", batch.join("\n"));
+    } catch {
+      resp = null;
+    }
+    this.posting = false;
+    if (this.readyState !== 1) return;
+    if (!resp || resp.status !== 200) return this.fail(1011, "send failed");
+    if (this.queue.length) this.flush();
+  }
+
+  fail(code, reason) {
+    if (this.readyState === 3) return;
+    this.onerror?.({ reason });
+    this.close(code, reason);
+  }
+
+  close(code = 1000, reason = "") {
+    if (this.readyState === 3) return;
+    this.readyState = 3;
+    clearTimeout(this.flushTimer);
+    for (const ctl of this.aborts) ctl.abort();
+    this.aborts.clear();
+    this.queue = [];
+    this.onclose?.({ code, reason, wasClean: code === 1000 });
+  }
+}
+
 function decodeText(text) {
   const a = JSON.parse(text);
   if (!Array.isArray(a) || a.length < 5 || typeof a[2] !== "string" || typeof a[3] !== "string") return null;
@@ -569,6 +805,134 @@ export function trackOffsets(channel, opts = {}) {
     return inner(event, payload, ref, joinRef, ...rest);
   };
   return pos;
+}
+
+/**
+ * Presence mirrors phoenix.js's Presence: it keeps a channel's presence state
+ * from "presence_state" (the full state, pushed after every join) and
+ * "presence_diff" ({joins, leaves}) events, with the same merge rules (metas
+ * matched by phx_ref). Diffs that arrive before the state of the current join
+ * are queued and applied after it.
+ *
+ *   const presence = new Presence(channel);
+ *   presence.onSync(() => render(presence.list((key, { metas }) => [key, metas.length])));
+ */
+export class Presence {
+  constructor(channel, opts = {}) {
+    const events = opts.events || { state: "presence_state", diff: "presence_diff" };
+    this.channel = channel;
+    this.state = nullObject();
+    this.pendingDiffs = [];
+    this.joinRef = null;
+    this.caller = { onJoin() {}, onLeave() {}, onSync() {} };
+    this.offs = [
+      channel.on(events.state, (newState) => {
+        this.joinRef = currentJoinRef(channel);
+        const { onJoin, onLeave, onSync } = this.caller;
+        this.state = Presence.syncState(this.state, newState, onJoin, onLeave);
+        for (const diff of this.pendingDiffs.splice(0)) {
+          this.state = Presence.syncDiff(this.state, diff, onJoin, onLeave);
+        }
+        onSync();
+      }),
+      channel.on(events.diff, (diff) => {
+        const { onJoin, onLeave, onSync } = this.caller;
+        if (this.inPendingSyncState()) {
+          this.pendingDiffs.push(diff);
+        } else {
+          this.state = Presence.syncDiff(this.state, diff, onJoin, onLeave);
+          onSync();
+        }
+      }),
+    ];
+  }
+
+  onJoin(cb) { this.caller.onJoin = cb; }
+  onLeave(cb) { this.caller.onLeave = cb; }
+  onSync(cb) { this.caller.onSync = cb; }
+
+  /** list(chooser) maps (key, {metas}) over the state; without chooser, the presences. */
+  list(chooser) { return Presence.list(this.state, chooser); }
+
+  inPendingSyncState() {
+    return !this.joinRef || this.joinRef !== currentJoinRef(this.channel);
+  }
+
+  /** Stops listening to the channel. */
+  dispose() {
+    for (const off of this.offs) off?.();
+  }
+
+  static syncState(currentState, newState, onJoin, onLeave) {
+    const state = clone(currentState);
+    const joins = nullObject();
+    const leaves = nullObject();
+    newState = isObject(newState) ? newState : {};
+    for (const key of Object.keys(state)) {
+      if (!Object.hasOwn(newState, key)) leaves[key] = state[key];
+    }
+    for (const key of Object.keys(newState)) {
+      const newPresence = newState[key];
+      if (!isPresence(newPresence)) continue;
+      const currentPresence = state[key];
+      if (currentPresence) {
+        const newRefs = newPresence.metas.map((m) => m.phx_ref);
+        const curRefs = currentPresence.metas.map((m) => m.phx_ref);
+        const joinedMetas = newPresence.metas.filter((m) => !curRefs.includes(m.phx_ref));
+        const leftMetas = currentPresence.metas.filter((m) => !newRefs.includes(m.phx_ref));
+        if (joinedMetas.length > 0) joins[key] = { ...clone(newPresence), metas: joinedMetas };
+        if (leftMetas.length > 0) leaves[key] = { ...clone(currentPresence), metas: leftMetas };
+      } else {
+        joins[key] = newPresence;
+      }
+    }
+    return Presence.syncDiff(state, { joins, leaves }, onJoin, onLeave);
+  }
+
+  static syncDiff(state, diff, onJoin = () => {}, onLeave = () => {}) {
+    const { joins, leaves } = clone(isObject(diff) ? diff : {});
+    for (const key of Object.keys(isObject(joins) ? joins : {})) {
+      const newPresence = joins[key];
+      if (!isPresence(newPresence)) continue;
+      const currentPresence = state[key];
+      state[key] = clone(newPresence);
+      if (currentPresence) {
+        const joinedRefs = state[key].metas.map((m) => m.phx_ref);
+        const curMetas = currentPresence.metas.filter((m) => !joinedRefs.includes(m.phx_ref));
+        state[key].metas.unshift(...curMetas);
+      }
+      onJoin(key, currentPresence, newPresence);
+    }
+    for (const key of Object.keys(isObject(leaves) ? leaves : {})) {
+      const leftPresence = leaves[key];
+      const currentPresence = state[key];
+      if (!currentPresence || !isPresence(leftPresence)) continue;
+      const refsToRemove = leftPresence.metas.map((m) => m.phx_ref);
+      currentPresence.metas = currentPresence.metas.filter((m) => !refsToRemove.includes(m.phx_ref));
+      onLeave(key, currentPresence, leftPresence);
+      if (currentPresence.metas.length === 0) delete state[key];
+    }
+    return state;
+  }
+
+  static list(presences, chooser = (key, pres) => pres) {
+    return Object.keys(presences).map((key) => chooser(key, presences[key]));
+  }
+}
+
+const nullObject = () => Object.create(null);
+const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+const isPresence = (p) => isObject(p) && Array.isArray(p.metas);
+const currentJoinRef = (ch) => (typeof ch.joinRef === "function" ? ch.joinRef() : ch.joinRef);
+
+// clone deep-copies JSON data; objects get a null prototype, so keys such
+// as "__proto__" are plain keys.
+function clone(v) {
+  if (Array.isArray(v)) return v.map(clone);
+  if (!isObject(v)) return v;
+  const out = nullObject();
+  for (const k of Object.keys(v)) out[k] = clone(v[k]);
+  return out;
 }
 
 /**

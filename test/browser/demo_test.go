@@ -126,11 +126,11 @@ func TestDemoPage(t *testing.T) {
 	b.wait("room:lobby joined", `document.getElementById("chan-state").textContent === "joined"`, 15*time.Second)
 	t.Logf("page joined %v after start", time.Since(start).Round(time.Millisecond))
 
-	// Fabric tracks presence on rooms, and the page logs presence_state
-	// (about half a second after the join): let it arrive first, so the
-	// messages below are the newest entries, on top (best effort).
-	if _, err := b.do(map[string]any{"cmd": "wait", "expr": `document.getElementById("log").textContent.includes("presence_state")`, "timeout": 3000}, 15*time.Second); err != nil {
-		t.Logf("no presence_state in the log (%v); going on", err)
+	// Fabric tracks presence on rooms; the page shows its Online list once
+	// presence_state arrived (when the gateway has presence). Let it settle
+	// first so the screenshot is the same every time (best effort).
+	if _, err := b.do(map[string]any{"cmd": "wait", "expr": `!document.getElementById("presence").hidden`, "timeout": 3000}, 15*time.Second); err != nil {
+		t.Logf("no presence list shown (%v); going on", err)
 	}
 
 	// 1. JSON from a backend, through NATS.
@@ -164,7 +164,7 @@ func TestDemoPage(t *testing.T) {
 	b.wait("push acknowledged", `document.getElementById("push-result").textContent.startsWith("ok")`, 10*time.Second)
 	b.wait("own push in the log", `document.getElementById("log").textContent.includes("hi from the demo page")`, 10*time.Second)
 
-	// Each message once (the log may also hold presence events).
+	// Each message once.
 	var events []string
 	b.eval(`[...document.querySelectorAll("#log li.msg .event")].map((e) => e.textContent)
 		.filter((e) => e === "new_msg" || e === "sensor_frame")`, &events)
@@ -175,7 +175,7 @@ func TestDemoPage(t *testing.T) {
 		t.Fatalf("page errors: %v", errs)
 	}
 	// Settle fonts and layout for the picture, and bring the messages into
-	// view (at 1280x800 the log panel starts below the fold).
+	// view.
 	b.eval(`document.querySelector(".log-panel").scrollIntoView({block: "nearest"}) ?? true`, nil)
 	b.eval(`document.fonts.ready.then(() => new Promise((r) => requestAnimationFrame(() => r(true))))`, nil)
 	b.eval(`document.activeElement?.blur?.() ?? true`, nil)

@@ -1,9 +1,11 @@
-// Tests for ../fabric.js against a tiny fake Phoenix v2 server (ws package).
+// Tests for ../fabric.js against tiny fake Phoenix v2 servers: WebSocket
+// (ws package) and LongPoll (node:http).
 // Run: node --test test/fabric_client.test.mjs   (from clients/js)
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { createServer } from "node:http";
 import { WebSocket, WebSocketServer } from "ws";
-import { FabricSocket, trackOffsets, natsSubject } from "../fabric.js";
+import { FabricSocket, Presence, trackOffsets, natsSubject } from "../fabric.js";
 
 const TOPIC = "room:lobby";
 
@@ -98,6 +100,15 @@ class FakeServer {
   close() {
     for (const ws of this.conns) ws.terminate();
     return new Promise((resolve) => this.wss.close(resolve));
+  }
+}
+
+// eventually resolves once check() is truthy (polled every 5 ms).
+async function eventually(check, timeoutMs = 2000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${check}`);
+    await new Promise((r) => setTimeout(r, 5));
   }
 }
 
@@ -341,4 +352,285 @@ test("natsSubject maps topics like the gateway", () => {
     "room:\u00a0": "fabric.room.=C2=A0",
   };
   for (const [topic, want] of Object.entries(cases)) assert.equal(natsSubject(topic), want, topic);
+});
+
+// FakeLongPoll is a Phoenix LongPoll endpoint (protocol §7) on node:http:
+// GET without a known session token opens one ({"status":410,"token":S});
+// GETs with it are held until messages are queued (200) or for holdMs (204);
+// POSTs carry ndjson lines, recorded like FakeServer's frames. Optionally a
+// WebSocket endpoint on the same port that never answers anything.
+class FakeLongPoll {
+  constructor({ holdMs = 150, silentWebSocket = false } = {}) {
+    this.holdMs = holdMs;
+    this.sessions = new Map(); // token -> {queue, held}
+    this.requests = []; // {method, url, headers, body}
+    this.frames = []; // {session, msg, binary, raw}
+    this.waiters = [];
+    this.nextSession = 0;
+    this.http = createServer((req, res) => this.handle(req, res));
+    if (silentWebSocket) {
+      this.wss = new WebSocketServer({ server: this.http, handleProtocols: () => "phoenix" });
+      this.wsConns = [];
+      this.wss.on("connection", (ws) => { this.wsConns.push(ws); this.wake(); });
+    }
+  }
+
+  async start() {
+    await new Promise((resolve) => this.http.listen(0, "127.0.0.1", resolve));
+    this.url = `ws://127.0.0.1:${this.http.address().port}/socket/websocket`;
+    return this;
+  }
+
+  handle(req, res) {
+    let body = "";
+    req.setEncoding("utf8");
+    req.on("data", (c) => { body += c; });
+    req.on("end", () => {
+      const u = new URL(req.url, "http://x");
+      this.requests.push({ method: req.method, url: req.url, headers: req.headers, body });
+      this.wake();
+      const json = (obj) => { res.writeHead(200, { "content-type": "application/json" }); res.end(JSON.stringify(obj)); };
+      if (u.pathname !== "/socket/longpoll") { res.writeHead(404); res.end(); return; }
+      const tokens = u.searchParams.getAll("token");
+      const token = tokens.at(-1);
+      const session = this.sessions.get(token);
+      if (req.method === "GET" && !session) {
+        if (token && token.startsWith("s")) return json({ status: 410, token: "gone", messages: [] }); // an ended session
+        const id = `s${this.nextSession++}`;
+        this.sessions.set(id, { id, queue: [], held: null });
+        return json({ status: 410, token: id, messages: [] });
+      }
+      if (!session) return json({ status: 410 });
+      if (req.method === "POST") {
+        for (const line of body.split("\n")) {
+          if (line.startsWith("[")) this.frames.push({ session: session.id, binary: false, msg: JSON.parse(line), ctype: req.headers["content-type"] });
+          else this.frames.push({ session: session.id, binary: true, raw: new Uint8Array(Buffer.from(line, "base64")) });
+        }
+        this.wake();
+        return json({ status: 200 });
+      }
+      const flush = () => {
+        clearTimeout(session.held?.timer);
+        session.held = null;
+        const messages = session.queue.splice(0);
+        json({ status: messages.length ? 200 : 204, token: session.id, messages });
+      };
+      if (session.queue.length) return flush();
+      session.held = { flush, timer: setTimeout(flush, this.holdMs) };
+    });
+  }
+
+  // send queues a frame (as its JSON text) for session id (default: the newest).
+  send(msg, id = `s${this.nextSession - 1}`) {
+    const s = this.sessions.get(id);
+    s.queue.push(JSON.stringify(msg));
+    s.held?.flush();
+  }
+
+  // end forgets a session: its next poll gets 410.
+  end(id) {
+    const s = this.sessions.get(id);
+    this.sessions.delete(id);
+    s?.held?.flush();
+  }
+
+  reply(req, status, response) {
+    const [joinRef, ref, topic] = req.msg;
+    this.send([joinRef, ref, topic, "phx_reply", { status, response }], req.session);
+  }
+
+  wake() { for (const w of [...this.waiters]) w(); }
+
+  close() {
+    for (const s of this.sessions.values()) clearTimeout(s.held?.timer);
+    for (const ws of this.wsConns || []) ws.terminate();
+    this.http.closeAllConnections();
+    return new Promise((resolve) => this.http.close(resolve));
+  }
+}
+FakeLongPoll.prototype.next = FakeServer.prototype.next;
+FakeLongPoll.prototype.until = FakeServer.prototype.until;
+FakeLongPoll.prototype.event = function (event, session) {
+  return this.next((f) => !f.binary && f.msg[3] === event && (session === undefined || f.session === session));
+};
+
+test("LongPoll: session, join, offsets, base64 binary, batched pushes, session gone and resume", async (t) => {
+  const srv = await new FakeLongPoll().start();
+  const socket = new FabricSocket(srv.url, {
+    transport: "longpoll", params: { token: "user 1" }, authToken: "tok", reconnectMs: [20],
+  });
+  t.after(async () => { socket.disconnect(); await srv.close(); });
+  assert.equal(socket.transport, "LongPoll");
+  const states = collector();
+  socket.onState(states.handler);
+  const ch = socket.channel(TOPIC, {});
+  const pos = trackOffsets(ch);
+  const any = collector();
+  ch.onAny(any.handler);
+  socket.connect();
+  const joined = ch.join();
+
+  const join1 = await srv.event("phx_join");
+  assert.equal(join1.session, "s0");
+  assert.equal(join1.ctype, "application/x-ndjson");
+  const first = srv.requests[0];
+  assert.equal(first.method, "GET");
+  assert.ok(first.url.startsWith("/socket/longpoll?token=user+1&vsn=2.0.0&"), first.url);
+  assert.ok(first.url.endsWith("&"), first.url); // no session token yet
+  assert.equal(first.headers["x-phoenix-authtoken"], "tok");
+  await eventually(() => srv.requests.some((r) => r.method === "GET" && r.url.includes("token=s0")));
+  const polls = srv.requests.filter((r) => r.method === "GET" && r.url.includes("token=s0"));
+  assert.ok(polls[0].url.endsWith("&token=s0"), polls[0].url); // the session token last
+  assert.ok(srv.requests.filter((r) => r.method === "POST").every((r) => !r.headers["x-phoenix-authtoken"]));
+  srv.reply(join1, "ok", { epoch: "e1", offset: "10" });
+  await joined;
+  assert.equal(socket.state, "open");
+
+  // Text broadcast, and a binary one as {"base64"} with its offset in the ref slot.
+  srv.send([null, "11", TOPIC, "new_msg", { body: "hi" }]);
+  srv.send([null, "12", TOPIC, "blob", { base64: Buffer.from([0xfa, 0xb1, 0, 42]).toString("base64") }]);
+  const [, p1, m1] = await any.nth(1);
+  assert.deepEqual([p1, m1], [{ body: "hi" }, { offset: "11", binary: false }]);
+  const [ev2, p2, m2] = await any.nth(2);
+  assert.equal(ev2, "blob");
+  assert.ok(p2 instanceof ArrayBuffer);
+  assert.deepEqual([...new Uint8Array(p2)], [0xfa, 0xb1, 0, 42]);
+  assert.deepEqual(m2, { offset: "12", binary: true });
+  assert.equal(pos.offset, "12");
+
+  // Pushes of one tick go out in one POST, in order; binary as base64 lines.
+  const posts = srv.requests.filter((r) => r.method === "POST").length;
+  const a = ch.push("new_msg", { n: 1 });
+  const b = ch.push("new_msg", { n: 2 });
+  const c = ch.push("bin", new Uint8Array([7, 8]).buffer);
+  const fa = await srv.event("new_msg");
+  const fb = await srv.event("new_msg");
+  const fc = await srv.next((f) => f.binary);
+  assert.deepEqual([fa.msg[4], fb.msg[4]], [{ n: 1 }, { n: 2 }]);
+  assert.deepEqual([...fc.raw.subarray(0, 1)], [0]); // kind 0: push
+  assert.deepEqual([...fc.raw.slice(-2)], [7, 8]);
+  assert.equal(srv.requests.filter((r) => r.method === "POST").length, posts + 1);
+  assert.equal(srv.requests.filter((r) => r.method === "POST").at(-1).body.split("\n").length, 3);
+  srv.reply(fa, "ok", { offset: "13" });
+  srv.reply(fb, "ok", {});
+  const fcRef = new TextDecoder().decode(fc.raw.subarray(5 + fc.raw[1], 5 + fc.raw[1] + fc.raw[2]));
+  srv.send([join1.msg[0], fcRef, TOPIC, "phx_reply", { status: "ok", response: {} }]);
+  assert.deepEqual(await a, { offset: "13" });
+  assert.deepEqual(await b, {});
+  assert.deepEqual(await c, {});
+
+  // The session ends: its next poll gets 410, the client opens a new
+  // session and rejoins from its offset.
+  srv.end("s0");
+  const join2 = await srv.event("phx_join", "s1");
+  assert.deepEqual(join2.msg[4], { epoch: "e1", offset: 12 });
+  assert.notEqual(join2.msg[0], join1.msg[0]);
+  srv.reply(join2, "ok", { epoch: "e1", offset: "14", recovered: true });
+  await eventually(() => ch.state === "joined");
+  assert.deepEqual(states.calls.map((x) => x[0]), ["connecting", "open", "closed", "connecting", "open"]);
+  assert.equal(socket.transport, "LongPoll");
+});
+
+test("longPollFallbackMs: a WebSocket error before open falls back to LongPoll at once", async (t) => {
+  const srv = await new FakeLongPoll().start();
+  class FailingWebSocket {
+    constructor(url) {
+      this.url = url;
+      setTimeout(() => { this.onerror?.({}); this.onclose?.({ code: 1006 }); }, 5);
+    }
+    close() {}
+  }
+  const socket = new FabricSocket(srv.url, { WebSocket: FailingWebSocket, longPollFallbackMs: 10000, reconnectMs: [20] });
+  t.after(async () => { socket.disconnect(); await srv.close(); });
+  const transports = collector();
+  socket.onTransport(transports.handler);
+  assert.equal(socket.transport, "WebSocket");
+  const ch = socket.channel(TOPIC, {});
+  socket.connect();
+  const joined = ch.join();
+  const join = await srv.event("phx_join");
+  assert.deepEqual(await transports.nth(1), ["LongPoll"]);
+  assert.equal(socket.transport, "LongPoll");
+  srv.reply(join, "ok", {});
+  await joined;
+});
+
+test("longPollFallbackMs: an unanswered first heartbeat falls back; a healthy WebSocket stays", async (t) => {
+  const lp = await new FakeLongPoll({ silentWebSocket: true }).start();
+  const socket = new FabricSocket(lp.url, { WebSocket, longPollFallbackMs: 100, reconnectMs: [20] });
+  const ch = socket.channel(TOPIC, {});
+  socket.connect();
+  const joined = ch.join();
+  await lp.until(() => (lp.wsConns.length ? true : undefined)); // the WebSocket opened…
+  const join = await lp.event("phx_join"); // …but no heartbeat reply: LongPoll
+  assert.equal(socket.transport, "LongPoll");
+  lp.reply(join, "ok", {});
+  await joined;
+  socket.disconnect();
+  await lp.close();
+
+  const srv = await new FakeServer().start(); // answers heartbeats
+  const healthy = new FabricSocket(srv.url, { WebSocket, longPollFallbackMs: 50 });
+  t.after(async () => { healthy.disconnect(); await srv.close(); });
+  healthy.connect();
+  await srv.event("heartbeat"); // sent at once on open
+  await new Promise((r) => setTimeout(r, 150));
+  assert.equal(healthy.transport, "WebSocket");
+  assert.equal(healthy.state, "open");
+  assert.equal(srv.conns.length, 1);
+});
+
+test("Presence: state, diffs, queued diffs before the state of each join", async (t) => {
+  const srv = await new FakeServer().start();
+  const socket = new FabricSocket(srv.url, { WebSocket, reconnectMs: [10], heartbeatMs: 60000 });
+  t.after(async () => { socket.disconnect(); await srv.close(); });
+  const ch = socket.channel(TOPIC, {});
+  const presence = new Presence(ch);
+  const syncs = collector();
+  const log = [];
+  presence.onJoin((key) => log.push(`join ${key}`));
+  presence.onLeave((key) => log.push(`leave ${key}`));
+  presence.onSync(() => syncs.handler(presence.list((key, { metas }) => `${key}:${metas.length}`)));
+  const any = collector();
+  ch.onAny(any.handler);
+  socket.connect();
+  const joined = ch.join();
+  const join1 = await srv.event("phx_join");
+  srv.reply(join1, "ok", {});
+  await joined;
+  const jr = join1.msg[0];
+
+  // A diff before the state is queued and applied after it.
+  srv.send([null, null, TOPIC, "presence_diff", { joins: { u2: { metas: [{ phx_ref: "b" }] } }, leaves: {} }]);
+  srv.send([jr, null, TOPIC, "presence_state", { u1: { metas: [{ phx_ref: "a", online_at: 1 }] } }]);
+  assert.deepEqual((await syncs.nth(1))[0], ["u1:1", "u2:1"]);
+  assert.equal(syncs.calls.length, 1);
+  srv.send([null, null, TOPIC, "presence_diff", { joins: { u1: { metas: [{ phx_ref: "c" }] } }, leaves: {} }]);
+  assert.deepEqual((await syncs.nth(2))[0], ["u1:2", "u2:1"]);
+  srv.send([null, null, TOPIC, "presence_diff", { joins: {}, leaves: { u1: { metas: [{ phx_ref: "a" }, { phx_ref: "c" }] } } }]);
+  assert.deepEqual((await syncs.nth(3))[0], ["u2:1"]);
+  assert.deepEqual(log, ["join u1", "join u2", "join u1", "leave u1"]);
+  // An update: old meta in leaves, new one (phx_ref_prev) in joins.
+  srv.send([null, null, TOPIC, "presence_diff", {
+    joins: { u2: { metas: [{ phx_ref: "d", phx_ref_prev: "b", away: true }] } },
+    leaves: { u2: { metas: [{ phx_ref: "b" }] } },
+  }]);
+  await syncs.nth(4);
+  assert.deepEqual(presence.list((k, { metas }) => [k, metas.map((m) => m.phx_ref)]), [["u2", ["d"]]]);
+
+  // After a reconnect, diffs wait for the new join's state again; the new
+  // state replaces the old one (u2 left while we were away).
+  srv.conns[0].terminate();
+  const join2 = await srv.event("phx_join");
+  srv.reply(join2, "ok", {});
+  await eventually(() => ch.state === "joined");
+  srv.send([null, null, TOPIC, "presence_diff", { joins: { __proto__x: { metas: [{ phx_ref: "e" }] } }, leaves: {} }]);
+  srv.send([null, null, TOPIC, "new_msg", { body: "sync point" }]);
+  await any.nth(any.calls.length + 1);
+  assert.equal(syncs.calls.length, 4); // queued
+  srv.send([join2.msg[0], null, TOPIC, "presence_state", JSON.parse('{"u3":{"metas":[{"phx_ref":"f"}]},"__proto__":{"metas":[{"phx_ref":"g"}]}}')]);
+  assert.deepEqual((await syncs.nth(5))[0].sort(), ["__proto__:1", "__proto__x:1", "u3:1"]);
+  assert.equal(Object.getPrototypeOf({}).metas, undefined); // nothing polluted
+  // Presence events are ordinary events for onAny (apps filter them).
+  assert.ok(any.calls.some((c) => c[0] === "presence_state"));
 });

@@ -1,23 +1,41 @@
 // Fabric demo page. Uses our own small client (./fabric.js, the same file as
 // clients/js/fabric.js). All text from the network goes through textContent.
-import { FabricSocket, trackOffsets, natsSubject } from "./fabric.js";
+import { FabricSocket, Presence, trackOffsets, natsSubject } from "./fabric.js";
 
 const $ = (id) => document.getElementById(id);
 const MAX_LOG = 500;
+const PRESENCE_EVENTS = new Set(["presence_state", "presence_diff"]);
 
+// WebSocket, falling back to LongPoll (like phoenix.js's longPollFallbackMs)
+// when it cannot connect; ?transport=longpoll forces LongPoll.
+const forceLongPoll = new URLSearchParams(location.search).get("transport") === "longpoll";
 const wsURL = `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/socket/websocket`;
-$("url").textContent = wsURL;
+const socket = new FabricSocket(wsURL, forceLongPoll ? { transport: "longpoll" } : { longPollFallbackMs: 3000 });
 
-const socket = new FabricSocket(wsURL);
-$("transport").textContent = socket.transport;
+function showTransport() {
+  $("transport").textContent = socket.transport;
+  $("url").textContent = socket.endpointURL().replace(/\?.*$/, "");
+  const link = $("switch-transport");
+  link.textContent = socket.transport === "LongPoll" ? "use WebSocket" : "try LongPoll";
+  link.href = socket.transport === "LongPoll" ? "?" : "?transport=longpoll";
+}
+showTransport();
+socket.onTransport((t) => {
+  showTransport();
+  system(`WebSocket unavailable: switched to ${t}`, true);
+});
+let wasOpen = false;
 socket.onState((state) => {
   const badge = $("state");
   badge.textContent = state;
   badge.className = `badge ${state}`;
-  if (state === "closed" && channel) system("disconnected, reconnecting…", true);
+  // Once per outage, not once per failed reconnect attempt.
+  if (state === "closed" && wasOpen && channel) system("disconnected, reconnecting…", true);
+  if (state === "open" || state === "closed") wasOpen = state === "open";
 });
 
 let channel = null;
+let presence = null;
 let lastBinary = null; // log entry of the last binary message, waiting for its fabric:offset
 let recovering = null; // {head: BigInt, n} while replayed messages arrive after a resume
 
@@ -27,7 +45,8 @@ function join(topic) {
   if (channel) leave();
   const ch = socket.channel(topic, {});
   channel = ch;
-  trackOffsets(ch);
+  trackOffsets(ch); // every rejoin carries {epoch, offset}: the gateway replays what we missed
+  watchPresence(ch);
   ch.onState((s) => {
     if (ch !== channel) return;
     setChanState(s);
@@ -44,17 +63,21 @@ function join(topic) {
     }
   });
   ch.onAny((event, payload, meta) => {
-    if (ch !== channel) return;
+    if (ch !== channel || PRESENCE_EVENTS.has(event)) return; // presence has its own list
     if (event === "fabric:offset") {
-      // The offset of the binary broadcast just before it.
-      if (lastBinary && meta.offset != null) setOffset(lastBinary, meta.offset);
+      // The offset of the binary broadcast just before it (WebSocket).
+      if (lastBinary && meta.offset != null) {
+        setOffset(lastBinary, meta.offset);
+        countRecovered(meta.offset, lastBinary);
+      }
       lastBinary = null;
-      countRecovered(meta.offset);
       return;
     }
     const li = message(event, payload, meta);
-    lastBinary = meta.binary ? li : null;
-    if (!meta.binary) countRecovered(meta.offset);
+    // A binary frame has no ref slot: its offset follows in fabric:offset.
+    // (Over LongPoll binary arrives as base64 JSON, offset included.)
+    lastBinary = meta.binary && meta.offset == null ? li : null;
+    if (meta.offset != null) countRecovered(meta.offset, li);
   });
   ch.join().catch(() => {}); // reported by onJoin; a timeout keeps retrying
   setChanState("joining");
@@ -65,6 +88,10 @@ function leave() {
   channel = null;
   lastBinary = null;
   recovering = null;
+  presence?.dispose();
+  presence = null;
+  renderPresence(null);
+  $("recovered").hidden = true;
   if (!ch) return;
   ch.leave();
   system(`left ${ch.topic}`);
@@ -96,7 +123,8 @@ function showRecovery(response) {
   }
 }
 
-function countRecovered(offset) {
+// Messages up to the head offset of the join reply are the replay.
+function countRecovered(offset, li) {
   if (!recovering || offset == null) return;
   const o = toBig(offset);
   if (o === null || recovering.head === null || o > recovering.head) {
@@ -105,8 +133,38 @@ function countRecovered(offset) {
   }
   recovering.n += 1;
   $("recovered").textContent = `Reconnected: recovered ${recovering.n} message${recovering.n === 1 ? "" : "s"}.`;
-  const tag = el("span", "tag recovered", "recovered");
-  $("log").firstElementChild?.querySelector(".head")?.append(tag);
+  li?.querySelector(".head")?.append(el("span", "tag recovered", "recovered"));
+}
+
+// --- presence ------------------------------------------------------------------
+
+// Presence state from presence_state / presence_diff, merged like phoenix.js
+// (the Presence class in fabric.js); shown only when the topic tracks presence.
+function watchPresence(ch) {
+  presence?.dispose();
+  const p = new Presence(ch);
+  presence = p;
+  renderPresence(null);
+  p.onSync(() => { if (p === presence) renderPresence(p); });
+}
+
+function renderPresence(p) {
+  const box = $("presence");
+  if (!p) {
+    box.hidden = true;
+    $("online").replaceChildren();
+    return;
+  }
+  const entries = p.list((key, { metas }) => [key, metas.length]).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  const items = entries.map(([key, n]) => {
+    const li = el("li", "", key);
+    li.title = `${key}: ${n} presence${n === 1 ? "" : "s"}`;
+    if (n > 1) li.append(el("span", "metas", `×${n}`));
+    return li;
+  });
+  $("online").replaceChildren(...items);
+  $("online-count").textContent = `${entries.length}`;
+  box.hidden = false;
 }
 
 function toBig(v) {
@@ -183,35 +241,51 @@ function hexdump(buf) {
   return lines.join("\n") || "(empty)";
 }
 
-// --- NATS helper box -----------------------------------------------------------
+// --- publish helper box -----------------------------------------------------------
 
 function shellWord(s) {
-  return /^[A-Za-z0-9_:.=\/-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+  return /^[A-Za-z0-9_:.=\/@,+-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }
+
+const SAMPLE = '{"body":"hi"}';
 
 function updateHelper() {
   const topic = $("topic").value.trim() || "room:lobby";
   const event = $("event").value.trim() || "new_msg";
   const subject = natsSubject(topic);
   $("nats-subject").textContent = subject;
-  $("nats-cmd").textContent = `nats pub ${subject} '{"body":"hi"}' -H ${shellWord(`Fabric-Event:${event}`)}`;
+  setCommand($("nats-cmd"), ["nats pub", subject, shellWord(SAMPLE), `-H ${shellWord(`Fabric-Event:${event}`)}`]);
+  const body = JSON.stringify({ topic, event, payload: btoa(SAMPLE) });
+  setCommand($("curl-cmd"), ["curl -s", "-H 'Content-Type: application/json'", `-d ${shellWord(body)}`,
+    `${location.protocol}//${location.host}/api/v1/publish`]);
 }
 
-$("copy").addEventListener("click", async () => {
-  const text = $("nats-cmd").textContent;
-  const btn = $("copy");
-  try {
-    await navigator.clipboard.writeText(text);
-    btn.textContent = "Copied";
-  } catch {
-    const range = document.createRange(); // no clipboard API: select it instead
-    range.selectNodeContents($("nats-cmd"));
-    getSelection().removeAllRanges();
-    getSelection().addRange(range);
-    btn.textContent = "Press Ctrl+C";
-  }
-  setTimeout(() => { btn.textContent = "Copy"; }, 1500);
-});
+// setCommand shows a shell command wrapping only between its parts (not
+// inside "-H Fabric-Event:…"); its textContent is the command to copy.
+function setCommand(code, parts) {
+  code.replaceChildren();
+  parts.forEach((part, i) => {
+    if (i) code.append(" ");
+    code.append(el("span", part.length <= 48 ? "nowrap" : "", part));
+  });
+}
+
+for (const btn of document.querySelectorAll("button[data-copy]")) {
+  btn.addEventListener("click", async () => {
+    const code = $(btn.dataset.copy);
+    try {
+      await navigator.clipboard.writeText(code.textContent);
+      btn.textContent = "Copied";
+    } catch {
+      const range = document.createRange(); // no clipboard API: select it instead
+      range.selectNodeContents(code);
+      getSelection().removeAllRanges();
+      getSelection().addRange(range);
+      btn.textContent = "Press Ctrl+C";
+    }
+    setTimeout(() => { btn.textContent = "Copy"; }, 1500);
+  });
+}
 
 // --- forms -----------------------------------------------------------------------
 
