@@ -16,6 +16,7 @@ import (
 
 	"github.com/fabric-rt/fabric/gateway/hub"
 	"github.com/fabric-rt/fabric/gateway/phoenix"
+	"github.com/fabric-rt/fabric/gateway/presence"
 	"github.com/fabric-rt/fabric/gateway/session"
 	"github.com/fabric-rt/fabric/gateway/transport"
 	"github.com/fabric-rt/fabric/gateway/transport/longpoll"
@@ -55,6 +56,7 @@ type Gateway struct {
 	ws   *ws.Server
 	lp   *longpoll.Server
 	hub  *hub.Hub
+	pres *presence.Tracker // nil when the broker carries no presence
 	sess session.Config
 	mux  *http.ServeMux
 
@@ -99,6 +101,11 @@ func New(cfg Config) (*Gateway, error) {
 		},
 		mux:      http.NewServeMux(),
 		idPrefix: randomID() + "-",
+	}
+	if pb, ok := cfg.Broker.(broker.Presence); ok {
+		// Presence for namespaces that enable it (see gateway/presence).
+		g.pres = presence.New(presence.Config{Bus: pb, Grace: cfg.LeaveGrace, Logger: cfg.Logger})
+		g.sess.Presence = g.pres
 	}
 	g.sess.SetDefaults()
 	lpcfg := cfg.LongPoll
@@ -211,11 +218,28 @@ func (g *Gateway) Stats() Stats {
 // Members returns the local member count of topic.
 func (g *Gateway) Members(topic string) int { return g.hub.Members(topic) }
 
+// Drain starts a graceful exit: new connections are refused (503), LongPoll
+// sessions are told to go (their next poll gets 410), and WebSocket clients
+// are closed with 1012 (service restart) in batches spread over window, so
+// they reconnect to the other gateways as a trickle and resume there by
+// offset. It returns once the last batch was closed or ctx ended.
+func (g *Gateway) Drain(ctx context.Context, window time.Duration) {
+	lctx, cancel := context.WithTimeout(ctx, time.Second)
+	g.lp.Shutdown(lctx)
+	cancel()
+	g.ws.Drain(ctx, window, transport.CloseServiceRestart)
+}
+
 // Shutdown closes every connection with 1001 (waiting for close handshakes
 // until ctx ends), then drops the hub's subscriptions. The HTTP server is
 // the caller's: stop it first so no new upgrade arrives.
 func (g *Gateway) Shutdown(ctx context.Context) error {
 	err := errors.Join(g.lp.Shutdown(ctx), g.ws.Shutdown(ctx))
+	if g.pres != nil {
+		// After the connections closed (their leaves are pending): flush
+		// them and say bye, so other gateways drop us at once.
+		g.pres.Close()
+	}
 	g.hub.Close()
 	return err
 }

@@ -35,6 +35,7 @@ func serveFlags(cfg *app.Config, logLevel, logFormat *string, shutdownTimeout *t
 	fs.DurationVar(&cfg.HandshakeTimeout, "handshake-timeout", 5*time.Second, "time allowed for the HTTP upgrade request")
 	fs.IntVar(&cfg.MaxChannels, "max-channels", 100, "channels one connection may join")
 	fs.DurationVar(&cfg.LeaveGrace, "leave-grace", 2*time.Second, "keep a topic's NATS subscription this long after its last local member left")
+	fs.DurationVar(&cfg.DrainWindow, "drain-window", 5*time.Second, "on SIGTERM, close clients (code 1012) in batches over this long, so they reconnect elsewhere as a trickle; keep it under --shutdown-timeout")
 	fs.DurationVar(shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long shutdown waits for clients' close handshakes")
 	fs.StringVar(logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(logFormat, "log-format", "text", "text or json")

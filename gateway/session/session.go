@@ -22,6 +22,7 @@ import (
 
 	"github.com/fabric-rt/fabric/gateway/hub"
 	"github.com/fabric-rt/fabric/gateway/phoenix"
+	"github.com/fabric-rt/fabric/gateway/presence"
 	"github.com/fabric-rt/fabric/gateway/transport"
 	"github.com/fabric-rt/fabric/internal/broker"
 )
@@ -74,7 +75,10 @@ type Config struct {
 	// ten seconds) is closed with 4029.
 	JoinRate, PushRate   float64
 	JoinBurst, PushBurst int
-	Logger               *slog.Logger
+	// Presence, when set, tracks members of presence-enabled namespaces
+	// (presence_state after each join, presence_diff on changes).
+	Presence *presence.Tracker
+	Logger   *slog.Logger
 }
 
 // SetDefaults fills zero fields; call it once, before the first New.
@@ -212,6 +216,7 @@ func (s *Session) HandleClose(transport.CloseCode) {
 	for _, ch := range chs {
 		ch.gone.Store(true)
 		s.cfg.Hub.Leave(ch.topic, ch)
+		s.untrack(ch)
 		if ch.joined.Load() {
 			s.emit("leave", ch.topic)
 		}
@@ -256,6 +261,7 @@ func (s *Session) join(f phoenix.Frame) {
 		delete(s.channels, f.Topic)
 		old.gone.Store(true)
 		s.cfg.Hub.Leave(old.topic, old)
+		s.untrack(old)
 		s.send(phoenix.AppendMessage(nil, s.v, old.joinRef, old.joinRef, old.topic, phoenix.EventClose, nil))
 	}
 	if len(s.channels) >= s.cfg.MaxChannels {
@@ -284,6 +290,9 @@ func (s *Session) join(f phoenix.Frame) {
 			ch.joined.Store(true)
 			s.reply(ch.joinRef, ref, ch.topic, true, joinResponse(r))
 			s.emit("join", ch.topic)
+			// Presence: after the reply, so presence_state follows it.
+			// Track never calls into the hub (we hold its lock).
+			s.track(ch)
 		},
 		Reset: func() { s.reset(ch) },
 	}
@@ -304,6 +313,7 @@ func (s *Session) join(f phoenix.Frame) {
 			// already answered; just undo the membership.
 			if err == nil {
 				s.cfg.Hub.Leave(ch.topic, ch)
+				s.untrack(ch)
 			}
 			return
 		}
@@ -324,7 +334,26 @@ func (s *Session) reset(ch *channel) {
 	}
 	ch.gone.Store(true)
 	s.mu.Unlock()
+	s.untrack(ch)
 	s.send(phoenix.AppendMessage(nil, s.v, ch.joinRef, ch.joinRef, ch.topic, phoenix.EventError, nil))
+}
+
+// track registers a joined instance with presence (when its namespace has
+// it). Called from Joined, under the hub's channel lock.
+func (s *Session) track(ch *channel) {
+	if s.cfg.Presence == nil {
+		return
+	}
+	s.cfg.Presence.Track(ch.topic, ch, presence.Member{Conn: s.conn, Version: s.v, JoinRef: ch.joinRef,
+		Sub: s.sub, ConnID: s.id, Params: ch.params})
+}
+
+// untrack ends an instance's presence; call it wherever the instance
+// leaves the hub (idempotent, and a no-op for instances never tracked).
+func (s *Session) untrack(ch *channel) {
+	if s.cfg.Presence != nil {
+		s.cfg.Presence.Untrack(ch.topic, ch)
+	}
 }
 
 // joinToken checks a per-join token in the join params.
@@ -454,6 +483,7 @@ func (s *Session) leave(f phoenix.Frame) {
 	delete(s.channels, f.Topic)
 	ch.gone.Store(true)
 	s.cfg.Hub.Leave(ch.topic, ch)
+	s.untrack(ch)
 	s.emit("leave", ch.topic)
 	s.reply(f.JoinRef, f.Ref, f.Topic, true, nil)
 	s.send(phoenix.AppendMessage(nil, s.v, ch.joinRef, ch.joinRef, ch.topic, phoenix.EventClose, nil))

@@ -82,6 +82,9 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	MaxChannels      int
 	LeaveGrace       time.Duration
+	// DrainWindow spreads the closing of client connections at shutdown
+	// over this long (0: all at once).
+	DrainWindow time.Duration
 
 	// Home serves "/" on the client listener (the demo page).
 	Home   http.Handler
@@ -459,6 +462,10 @@ func (a *App) Shutdown(ctx context.Context) error {
 	}
 	a.ready.Store(false)
 	var errs []error
+	if a.gw != nil && a.cfg.DrainWindow > 0 {
+		a.log.Info("draining", "window", a.cfg.DrainWindow, "connections", a.gw.Stats().Transport.Open)
+		a.gw.Drain(ctx, a.cfg.DrainWindow)
+	}
 	if a.httpSrv != nil {
 		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		if err := a.httpSrv.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {

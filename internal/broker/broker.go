@@ -6,6 +6,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"time"
 )
 
 // ErrInvalidTopic is returned for a topic that cannot be mapped (empty
@@ -141,4 +142,36 @@ type Handlers interface {
 // events (best effort: never blocks, may drop).
 type Events interface {
 	Emit(kind, topic string, body []byte)
+}
+
+// PresenceOptions is a namespace's presence configuration.
+type PresenceOptions struct {
+	// MetaKey names the join param whose value becomes the app part of a
+	// member's meta (default "meta").
+	MetaKey string
+	// TTL is how long a gateway's members outlive its last message on the
+	// bus (heartbeats go every TTL/3).
+	TTL time.Duration
+}
+
+// Presence is implemented by brokers that carry presence between gateways.
+// Messages are opaque to the broker (gateway/presence defines them); the
+// broker only routes them per topic.
+type Presence interface {
+	// PresenceOptions reports whether topic's namespace tracks presence,
+	// and how.
+	PresenceOptions(topic string) (PresenceOptions, bool)
+	// PresenceSubscribe delivers every presence message published for
+	// topic by any gateway (this one included) to h, one at a time, in
+	// order. A message sent by PresenceRequest comes with a non-nil reply
+	// that answers the requester. It returns once the bus registered the
+	// interest.
+	PresenceSubscribe(ctx context.Context, topic string, h func(msg []byte, reply func([]byte) error)) (Subscription, error)
+	// PresencePublish sends msg to every gateway subscribed to topic's
+	// presence, without waiting (at most once).
+	PresencePublish(topic string, msg []byte) error
+	// PresenceRequest publishes req to every gateway subscribed to topic's
+	// presence and calls h with each answer until window elapsed, ctx
+	// ended or h returned false.
+	PresenceRequest(ctx context.Context, topic string, req []byte, window time.Duration, h func([]byte) bool) error
 }

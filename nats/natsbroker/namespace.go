@@ -39,7 +39,24 @@ type Namespace struct {
 	Pushes string `yaml:"pushes"`
 	// PushTimeout bounds a routed push (default 5 s).
 	PushTimeout time.Duration `yaml:"push_timeout"`
+	// Presence tracks who is in each channel of the namespace, cluster-wide,
+	// and sends Phoenix's presence_state / presence_diff to its members.
+	Presence bool `yaml:"presence"`
+	// PresenceMetaKey is the join param carrying a member's app meta
+	// (default "meta").
+	PresenceMetaKey string `yaml:"presence_meta_key"`
+	// PresenceTTL is how long a gateway's members outlive its last
+	// presence message (it heartbeats every TTL/3): the time a crashed
+	// gateway's members stay listed (default 15 s, minimum 1 s).
+	PresenceTTL time.Duration `yaml:"presence_ttl"`
 }
+
+// Presence defaults.
+const (
+	DefaultPresenceMetaKey = "meta"
+	DefaultPresenceTTL     = 15 * time.Second
+	minPresenceTTL         = time.Second
+)
 
 // Push routing modes.
 const (
@@ -48,10 +65,10 @@ const (
 )
 
 // DefaultNamespaces is the development configuration: room:* keeps at
-// least 10,000 messages and one hour per channel.
+// least 10,000 messages and one hour per channel, and tracks presence.
 func DefaultNamespaces() map[string]Namespace {
 	return map[string]Namespace{
-		"room": {History: true, MaxAge: time.Hour, MaxMsgsPerChannel: 10_000},
+		"room": {History: true, MaxAge: time.Hour, MaxMsgsPerChannel: 10_000, Presence: true},
 	}
 }
 
@@ -79,6 +96,15 @@ func ValidateNamespaces(nss map[string]Namespace) error {
 		}
 		if ns.PushTimeout < 0 {
 			return fmt.Errorf("namespace %q: push_timeout must not be negative", name)
+		}
+		if !ns.Presence && (ns.PresenceMetaKey != "" || ns.PresenceTTL != 0) {
+			return fmt.Errorf("namespace %q: presence_meta_key and presence_ttl only apply with presence: true", name)
+		}
+		if ns.PresenceTTL != 0 && ns.PresenceTTL < minPresenceTTL {
+			return fmt.Errorf("namespace %q: presence_ttl must be at least %s", name, minPresenceTTL)
+		}
+		if len(ns.PresenceMetaKey) > 64 {
+			return fmt.Errorf("namespace %q: presence_meta_key is longer than 64 bytes", name)
 		}
 	}
 	return nil
