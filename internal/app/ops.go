@@ -55,7 +55,9 @@ func (a *App) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 	}
 	metric("fabric_connections", "gauge", "Open client connections.", st.Transport.Open)
 	metric("fabric_channels", "gauge", "Topics with a NATS subscription on this gateway.", st.Hub.Channels)
+	metric("fabric_longpoll_sessions", "gauge", "Open LongPoll sessions.", st.LongPoll.Sessions)
 	metric("fabric_messages_delivered_total", "counter", "Messages handed to client connections.", st.Hub.Delivered)
+	metric("fabric_messages_replayed_total", "counter", "Missed messages sent to resuming clients.", st.Hub.Replayed)
 	metric("fabric_messages_unframeable_total", "counter", "Messages that could not be framed for clients.", st.Hub.EncodeErrors)
 	metric("fabric_messages_dropped_total", "counter", "Bus messages dropped for an undeliverable event name.", a.broker.Dropped())
 	metric("fabric_nats_slow_consumer_drops_total", "counter", "Messages NATS dropped on gateway subscriptions.", a.broker.SlowConsumerDrops())
@@ -64,6 +66,15 @@ func (a *App) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 		up = 1
 	}
 	metric("fabric_nats_connected", "gauge", "1 while the NATS connection is up.", up)
+	fmt.Fprintf(w, "# HELP fabric_connections_refused_total Connections refused before the upgrade, by cause.\n# TYPE fabric_connections_refused_total counter\n")
+	causes := make([]string, 0, len(st.Refused))
+	for c := range st.Refused {
+		causes = append(causes, c)
+	}
+	sort.Strings(causes)
+	for _, c := range causes {
+		fmt.Fprintf(w, "fabric_connections_refused_total{cause=%q} %d\n", c, st.Refused[c])
+	}
 	fmt.Fprintf(w, "# HELP fabric_connections_closed_total Client connections ended, by close code.\n# TYPE fabric_connections_closed_total counter\n")
 	codes := make([]int, 0, len(st.Transport.Closes))
 	for c := range st.Transport.Closes {

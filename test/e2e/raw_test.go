@@ -173,8 +173,11 @@ func TestHandshakeRefusals(t *testing.T) {
 	if code, _ := httpGet(t, "http://"+f.OpsAddr()+"/readyz"); code != 200 {
 		t.Fatalf("readyz %d", code)
 	}
-	if code, body := httpGet(t, "http://"+f.OpsAddr()+"/metrics"); code != 200 || !strings.Contains(body, "fabric_connections ") {
-		t.Fatalf("metrics %d %s", code, body)
+	code, body := httpGet(t, "http://"+f.OpsAddr()+"/metrics")
+	for _, name := range []string{"fabric_connections ", "fabric_longpoll_sessions ", "fabric_messages_replayed_total ", "# TYPE fabric_connections_refused_total counter"} {
+		if code != 200 || !strings.Contains(body, name) {
+			t.Fatalf("metrics %d: no %q in %s", code, name, body)
+		}
 	}
 }
 
