@@ -22,6 +22,9 @@ Usage:
   fabric publish [flags] TOPIC [PAYLOAD]
                            publish a message (to NATS or the HTTP API)
   fabric token [flags]     mint a development JWT
+  fabric bench idle [flags]
+                           measure server RSS per idle connection vs nats-server
+  fabric nats [flags]      run a standalone NATS/JetStream node (cluster member)
   fabric version           print the version
 
 Run "fabric serve -h" for its flags. Every flag can also be set as
@@ -48,6 +51,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 		defer stop()
 		err = publish(ctx, args[1:], os.Environ(), os.Stdin, stdout, stderr)
+	case "nats":
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+		err = natsCmd(ctx, args[1:], stdout, stderr)
+	case "bench":
+		err = bench(args[1:], os.Environ(), stdout, stderr)
 	case "token":
 		err = token(args[1:], os.Environ(), stdout, stderr)
 	case "version", "--version", "-version":

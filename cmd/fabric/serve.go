@@ -26,6 +26,14 @@ func serveFlags(cfg *app.Config, logLevel, logFormat *string, shutdownTimeout *t
 	fs.StringVar(&cfg.NATSListen, "nats-listen", "127.0.0.1:4222", `embedded NATS client port, for "nats pub" and services ("off" for in-process only)`)
 	fs.StringVar(&cfg.DataDir, "data-dir", "./data", "data directory; the embedded JetStream store is <data-dir>/nats")
 	fs.StringVar(&cfg.NATSURL, "nats-url", "", "external NATS servers (comma-separated URLs); no embedded server is started")
+	// Embedded-server clustering (no effect with --nats-url).
+	fs.StringVar(&cfg.ClusterName, "cluster-name", "", "join the embedded NATS server to this cluster (routes; JetStream R3 needs 3 nodes); no effect with --nats-url")
+	fs.StringVar(&cfg.ClusterListen, "cluster-listen", "127.0.0.1:6222", "embedded NATS route listener, used with --cluster-name; no effect with --nats-url")
+	fs.Func("routes", "embedded NATS seed routes, comma-separated nats-route://host:port URLs, used with --cluster-name; no effect with --nats-url", func(v string) error {
+		cfg.Routes = append(cfg.Routes, splitList(v)...)
+		return nil
+	})
+	fs.StringVar(&cfg.NATSName, "nats-name", "", "embedded NATS server name, unique and stable per cluster node (default fabric-<hostname>[-<cluster port>]); no effect with --nats-url")
 	fs.BoolVar(&cfg.AllowAnonymous, "allow-anonymous", false, "allow open (unauthenticated) joins on non-loopback listeners")
 	fs.StringVar(&cfg.SubjectPrefix, "subject-prefix", "fabric", "NATS subject prefix: topic room:lobby maps to <prefix>.room.lobby")
 	fs.IntVar(&cfg.MaxMessageSize, "max-message-size", 64<<10, "largest client message in bytes (whole message, all fragments); over it: close 1009")

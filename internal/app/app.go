@@ -37,6 +37,13 @@ type Config struct {
 	NATSListen string
 	DataDir    string // the embedded server's JetStream store lives in DataDir/nats
 	NATSURL    string // external NATS; when set no embedded server starts
+	// Embedded-server clustering (ignored with NATSURL): the embedded node
+	// joins cluster ClusterName, listening for routes on ClusterListen and
+	// dialling Routes (nats-route://host:port). See natsembed.Config.
+	ClusterName   string
+	ClusterListen string
+	Routes        []string
+	NATSName      string // embedded server name; default derived (natsembed)
 	// AllowAnonymous permits open (unauthenticated) joins on non-loopback
 	// listeners. Without it, anonymous mode is loopback-only.
 	AllowAnonymous bool
@@ -131,9 +138,10 @@ func Start(cfg Config) (a *App, err error) {
 		}
 	}
 	a = &App{cfg: cfg, log: cfg.Logger, anonymous: verifier == nil}
+	started := a // `return nil, err` clears a before the deferred cleanup runs
 	defer func() {
 		if err != nil {
-			a.close()
+			started.close()
 		}
 	}()
 
@@ -289,6 +297,14 @@ func (a *App) startNATS() error {
 		JetStream: true,
 		StoreDir:  filepath.Join(cfg.DataDir, "nats"),
 		Logger:    a.log,
+		// Cluster membership (fabric serve --cluster-*).
+		ServerName:  cfg.NATSName,
+		ClusterName: cfg.ClusterName,
+		Routes:      cfg.Routes,
+	}
+	if cfg.ClusterName != "" {
+		// --cluster-listen has a default; it only means something in a cluster.
+		ecfg.ClusterListen = cfg.ClusterListen
 	}
 	if cfg.DataDir == "" {
 		ecfg.StoreDir = filepath.Join("data", "nats")
@@ -310,6 +326,17 @@ func (a *App) startNATS() error {
 		return fmt.Errorf("cannot start embedded NATS: %w", err)
 	}
 	a.ns = ns
+	if cfg.ClusterName != "" {
+		// A clustered node answers stream creation only once the meta
+		// group has a leader: wait for a quorum of peers first.
+		a.log.Info("waiting for the NATS cluster (JetStream meta leader)", "cluster", cfg.ClusterName)
+		wctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		err := ns.WaitJetStreamReady(wctx)
+		cancel()
+		if err != nil {
+			return err
+		}
+	}
 	nc, err := nats.Connect("", append(opts, ns.ConnectOption())...)
 	if err != nil {
 		return fmt.Errorf("cannot connect to embedded NATS: %w", err)

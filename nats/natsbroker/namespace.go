@@ -201,35 +201,54 @@ func (b *Broker) EnsureStreams(ctx context.Context) error {
 
 func (b *Broker) ensureStream(ctx context.Context, n *nsState) error {
 	var lastErr error
-	for attempt := 0; attempt < 5; attempt++ {
-		st, err := b.js.Stream(ctx, n.stream)
-		switch {
-		case errors.Is(err, jetstream.ErrStreamNotFound):
-			epoch := newEpoch()
-			_, err = b.js.CreateStream(ctx, b.streamConfig(n, epoch))
-			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-				lastErr = err
-				continue // another gateway won the race: update instead
-			}
-			if err != nil {
-				return fmt.Errorf("namespace %q: cannot create stream %s: %w", n.name, n.stream, err)
-			}
-			b.setEpoch(n, epoch)
-			return nil
-		case err != nil:
-			return fmt.Errorf("namespace %q: cannot read stream %s: %w", n.name, n.stream, err)
+	for attempt := 0; attempt < 10 && ctx.Err() == nil; attempt++ {
+		// Short attempts: on a fresh cluster, a stream another gateway just
+		// created may not have a leader yet, and a request to it goes
+		// unanswered; retrying soon beats waiting out the whole deadline.
+		actx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		done, err := b.ensureAttempt(actx, n)
+		cancel()
+		if done {
+			return err
 		}
-		epoch := st.CachedInfo().Config.Metadata[epochKey]
-		if epoch == "" {
-			epoch = newEpoch() // a stream Fabric did not create
-		}
-		if _, err := b.js.UpdateStream(ctx, b.streamConfig(n, epoch)); err != nil {
-			return fmt.Errorf("namespace %q: stream %s exists with a configuration Fabric cannot apply: %w", n.name, n.stream, err)
-		}
-		b.setEpoch(n, epoch)
-		return nil
+		lastErr = err
+		time.Sleep(time.Duration(attempt+1) * 100 * time.Millisecond)
 	}
 	return fmt.Errorf("namespace %q: cannot create stream %s: %w", n.name, n.stream, lastErr)
+}
+
+// ensureAttempt makes one attempt; done=false means retry.
+func (b *Broker) ensureAttempt(ctx context.Context, n *nsState) (done bool, err error) {
+	st, err := b.js.Stream(ctx, n.stream)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		epoch := newEpoch()
+		_, err = b.js.CreateStream(ctx, b.streamConfig(n, epoch))
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) || errors.Is(err, context.DeadlineExceeded) {
+			return false, err // another gateway won the race, or no leader yet
+		}
+		if err != nil {
+			return true, fmt.Errorf("namespace %q: cannot create stream %s: %w", n.name, n.stream, err)
+		}
+		b.setEpoch(n, epoch)
+		return true, nil
+	case errors.Is(err, context.DeadlineExceeded):
+		return false, err
+	case err != nil:
+		return true, fmt.Errorf("namespace %q: cannot read stream %s: %w", n.name, n.stream, err)
+	}
+	epoch := st.CachedInfo().Config.Metadata[epochKey]
+	if epoch == "" {
+		epoch = newEpoch() // a stream Fabric did not create
+	}
+	if _, err := b.js.UpdateStream(ctx, b.streamConfig(n, epoch)); err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return false, err
+		}
+		return true, fmt.Errorf("namespace %q: stream %s exists with a configuration Fabric cannot apply: %w", n.name, n.stream, err)
+	}
+	b.setEpoch(n, epoch)
+	return true, nil
 }
 
 // setEpoch records the namespace's epoch; when it changed, every live

@@ -4,4 +4,9 @@
 // The gateway talks to it through an in-process connection (ConnectOption),
 // so no TCP socket is needed; the optional client port exists for the `nats`
 // CLI and for services on the same box.
+//
+// With Config.ClusterName the server also joins a cluster over routes: the
+// node behind `fabric nats` (a NATS-only member of the cluster gateways
+// reach with --nats-url, the recommended topology) or, for small installs,
+// a `fabric serve` whose embedded server is itself a cluster member.
 package natsembed

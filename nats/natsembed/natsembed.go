@@ -1,10 +1,15 @@
 package natsembed
 
 import (
+	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -28,7 +33,34 @@ type Config struct {
 	Logger     *slog.Logger // nats-server logs; nil discards them
 	Debug      bool
 	Trace      bool
+
+	// Cluster membership (routes). With ClusterName empty the server is a
+	// standalone node and the other cluster fields must be empty too.
+	//
+	// In a JetStream cluster every node needs a unique and stable
+	// ServerName: it is the node's Raft identity, so a node restarted under
+	// another name comes back as a new peer. When ServerName is empty it is
+	// derived as "fabric-<hostname>-<cluster port>" (unique per host and
+	// port, stable across restarts); with a random cluster port (-1 or 0)
+	// it gets a random suffix instead and is NOT stable — set it explicitly.
+	//
+	// A JetStream cluster node must be given Routes: nats-server refuses to
+	// start one without any. Give every node the same list of all nodes'
+	// route URLs (a node skips itself), so any start order forms the mesh.
+	// Streams need a meta leader, i.e. a majority of nodes up, before they
+	// can be created.
+	ClusterName   string   // cluster name; every node of one cluster uses the same
+	ClusterListen string   // route listener host:port, e.g. "0.0.0.0:6222"; port -1 or 0: random
+	Routes        []string // seed routes, "nats-route://host:port"; listing this node itself is fine
+	// SyncInterval is how often JetStream fsyncs its files (nats-server
+	// sync_interval; 0: the server default, 2 minutes). SyncAlways (a
+	// negative value) fsyncs every write.
+	SyncInterval time.Duration
 }
+
+// SyncAlways as Config.SyncInterval makes JetStream fsync every write
+// (nats-server `sync_interval: always`).
+const SyncAlways time.Duration = -1
 
 // Server is a running embedded nats-server.
 type Server struct {
@@ -46,6 +78,48 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.Host == "" {
 		cfg.Host = "127.0.0.1"
 	}
+	if cfg.ClusterName == "" && (cfg.ClusterListen != "" || len(cfg.Routes) > 0) {
+		return nil, errors.New("natsembed: ClusterListen and Routes need ClusterName")
+	}
+	var (
+		clusterHost string
+		clusterPort int
+		routes      []*url.URL
+	)
+	if cfg.ClusterName != "" {
+		if strings.ContainsAny(cfg.ClusterName, " \t.*>") {
+			return nil, fmt.Errorf("natsembed: bad cluster name %q", cfg.ClusterName)
+		}
+		if cfg.ClusterListen == "" {
+			return nil, errors.New("natsembed: ClusterName needs ClusterListen")
+		}
+		h, p, err := net.SplitHostPort(cfg.ClusterListen)
+		if err != nil {
+			return nil, fmt.Errorf("natsembed: cluster listen %q: %w", cfg.ClusterListen, err)
+		}
+		port, err := strconv.Atoi(p)
+		if err != nil || port < -1 || port > 65535 {
+			return nil, fmt.Errorf("natsembed: cluster listen %q: bad port", cfg.ClusterListen)
+		}
+		if port == 0 {
+			port = -1 // nats-server: 0 means "no cluster port"
+		}
+		if h == "" {
+			h = "0.0.0.0"
+		}
+		clusterHost, clusterPort = h, port
+		routes, err = ParseRoutes(cfg.Routes)
+		if err != nil {
+			return nil, err
+		}
+		if cfg.ServerName == "" {
+			if port > 0 {
+				cfg.ServerName = defaultServerName() + "-" + strconv.Itoa(port)
+			} else {
+				cfg.ServerName = defaultServerName() + "-" + rand.Text()[:8]
+			}
+		}
+	}
 	if cfg.ServerName == "" {
 		cfg.ServerName = defaultServerName()
 	}
@@ -61,6 +135,16 @@ func Start(cfg Config) (*Server, error) {
 		// Fabric owns SIGINT/SIGTERM and drains gateways first; the server
 		// must not exit the process behind its back.
 		NoSigs: true,
+	}
+	if cfg.ClusterName != "" {
+		opts.Cluster = server.ClusterOpts{Name: cfg.ClusterName, Host: clusterHost, Port: clusterPort}
+		opts.Routes = routes
+	}
+	switch {
+	case cfg.SyncInterval < 0:
+		opts.SyncInterval, opts.SyncAlways = 2*time.Minute, true
+	case cfg.SyncInterval > 0:
+		opts.SyncInterval = cfg.SyncInterval
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
@@ -93,6 +177,46 @@ func Start(cfg Config) (*Server, error) {
 	}
 }
 
+// ParseRoutes checks route URLs ("nats-route://host:port"; a bare host:port
+// gets that scheme).
+func ParseRoutes(rs []string) ([]*url.URL, error) {
+	var out []*url.URL
+	for _, r := range rs {
+		r = strings.TrimSpace(r)
+		if r == "" {
+			continue
+		}
+		if !strings.Contains(r, "://") {
+			r = "nats-route://" + r
+		}
+		u, err := url.Parse(r)
+		if err != nil || u.Host == "" || u.Port() == "" {
+			return nil, fmt.Errorf("natsembed: bad route %q: want nats-route://host:port", r)
+		}
+		if u.Scheme != "nats-route" && u.Scheme != "nats" && u.Scheme != "tls" {
+			return nil, fmt.Errorf("natsembed: bad route scheme %q", u.Scheme)
+		}
+		out = append(out, u)
+	}
+	return out, nil
+}
+
+// ParseSyncInterval reads a --sync-interval value: a duration, or "always"
+// (SyncAlways); "" or "0" is the server default.
+func ParseSyncInterval(v string) (time.Duration, error) {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "", "0", "default":
+		return 0, nil
+	case "always":
+		return SyncAlways, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("sync interval %q: want a duration or \"always\"", v)
+	}
+	return d, nil
+}
+
 func defaultServerName() string {
 	h, err := os.Hostname()
 	if err != nil || h == "" {
@@ -114,6 +238,36 @@ func (s *Server) ClientURL() string {
 // ConnectOption makes nats.Connect use an in-process pipe to this server
 // instead of TCP (pass "" as the URL). It works with or without DontListen.
 func (s *Server) ConnectOption() nats.Option { return nats.InProcessServer(s.ns) }
+
+// ClusterURL is the route URL other nodes use to reach this one
+// ("nats-route://host:port"), "" when not clustered.
+func (s *Server) ClusterURL() string {
+	a := s.ns.ClusterAddr()
+	if a == nil {
+		return ""
+	}
+	return "nats-route://" + net.JoinHostPort(a.IP.String(), strconv.Itoa(a.Port))
+}
+
+// WaitJetStreamReady waits until JetStream can serve API requests: at once
+// for a standalone server; in a cluster, until the meta group has a leader
+// this node is caught up with (a majority of nodes must be up). Stream
+// creation sent before that can go unanswered until its deadline.
+func (s *Server) WaitJetStreamReady(ctx context.Context) error {
+	if !s.ns.JetStreamEnabled() || !s.ns.JetStreamIsClustered() {
+		return nil
+	}
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for !s.ns.JetStreamIsCurrent() {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("natsembed: JetStream cluster has no meta leader (is a majority of nodes up and routed?): %w", ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
+}
 
 // NATS exposes the underlying server for monitoring (Varz, Subsz, JszAccount).
 func (s *Server) NATS() *server.Server { return s.ns }
