@@ -174,7 +174,13 @@ func TestHandshakeRefusals(t *testing.T) {
 		t.Fatalf("readyz %d", code)
 	}
 	code, body := httpGet(t, "http://"+f.OpsAddr()+"/metrics")
-	for _, name := range []string{"fabric_connections ", "fabric_longpoll_sessions ", "fabric_messages_replayed_total ", "# TYPE fabric_connections_refused_total counter"} {
+	for _, name := range []string{
+		`fabric_connections{transport="websocket"} `,
+		"fabric_longpoll_sessions ",
+		"fabric_messages_replayed_total ",
+		"# TYPE fabric_connections_refused_total counter",
+		`fabric_connections_refused_total{cause="origin"} `,
+	} {
 		if code != 200 || !strings.Contains(body, name) {
 			t.Fatalf("metrics %d: no %q in %s", code, name, body)
 		}

@@ -1,0 +1,125 @@
+package app
+
+import (
+	"runtime"
+	"runtime/debug"
+	"strconv"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/fabric-rt/fabric/gateway/transport"
+)
+
+// newRegistry builds the private registry /metrics serves: Go runtime and
+// process collectors, fabric_build_info, and the gateway's own counters,
+// which are read from Stats() at scrape time rather than kept twice.
+func (a *App) newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "fabric_build_info",
+			Help:        "Always 1; labels carry the build's module version and Go version.",
+			ConstLabels: prometheus.Labels{"version": buildVersion(), "goversion": runtime.Version()},
+		}, func() float64 { return 1 }),
+		&fabricCollector{a: a},
+	)
+	return reg
+}
+
+// buildVersion is the main module's version as recorded by the toolchain
+// ("(devel)" for a plain source build).
+func buildVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "unknown"
+}
+
+var (
+	descConnections = prometheus.NewDesc("fabric_connections",
+		"Open client connections, by transport.", []string{"transport"}, nil)
+	descChannels = prometheus.NewDesc("fabric_channels",
+		"Topics with a NATS subscription on this gateway.", nil, nil)
+	descLongPollSessions = prometheus.NewDesc("fabric_longpoll_sessions",
+		"Open LongPoll sessions.", nil, nil)
+	descDelivered = prometheus.NewDesc("fabric_messages_delivered_total",
+		"Messages handed to client connections.", nil, nil)
+	descReplayed = prometheus.NewDesc("fabric_messages_replayed_total",
+		"Missed messages sent to resuming clients.", nil, nil)
+	descUnframeable = prometheus.NewDesc("fabric_messages_unframeable_total",
+		"Messages that could not be framed for clients.", nil, nil)
+	descDropped = prometheus.NewDesc("fabric_messages_dropped_total",
+		"Bus messages dropped before delivery, by reason.", []string{"reason"}, nil)
+	descClosed = prometheus.NewDesc("fabric_connections_closed_total",
+		"Client connections ended, by transport and close code.", []string{"transport", "code"}, nil)
+	descRefused = prometheus.NewDesc("fabric_connections_refused_total",
+		"Connections refused before the upgrade, by cause.", []string{"cause"}, nil)
+	descLongPollResults = prometheus.NewDesc("fabric_longpoll_sessions_total",
+		"LongPoll session events, by result.", []string{"result"}, nil)
+	descNATSConnected = prometheus.NewDesc("fabric_nats_connected",
+		"1 while the NATS connection is up.", nil, nil)
+)
+
+// fabricCollector reports one consistent Stats() snapshot per scrape.
+type fabricCollector struct{ a *App }
+
+func (c *fabricCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{
+		descConnections, descChannels, descLongPollSessions, descDelivered,
+		descReplayed, descUnframeable, descDropped, descClosed, descRefused,
+		descLongPollResults, descNATSConnected,
+	} {
+		ch <- d
+	}
+}
+
+func (c *fabricCollector) Collect(ch chan<- prometheus.Metric) {
+	a := c.a
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+
+	up := 0.0
+	if a.nc != nil && a.nc.Status() == nats.CONNECTED {
+		up = 1
+	}
+	gauge(descNATSConnected, up)
+	if a.broker != nil {
+		counter(descDropped, a.broker.Dropped(), "event_name")
+		counter(descDropped, a.broker.SlowConsumerDrops(), "nats_slow_consumer")
+	}
+	if a.gw == nil {
+		return
+	}
+	st := a.gw.Stats()
+	gauge(descConnections, float64(st.Transport.Open), "websocket")
+	gauge(descConnections, float64(st.LongPoll.Sessions), "longpoll")
+	gauge(descChannels, float64(st.Hub.Channels))
+	gauge(descLongPollSessions, float64(st.LongPoll.Sessions))
+	counter(descDelivered, st.Hub.Delivered)
+	counter(descReplayed, st.Hub.Replayed)
+	counter(descUnframeable, st.Hub.EncodeErrors)
+	for cause, n := range st.Refused {
+		counter(descRefused, n, cause)
+	}
+	closes := func(tr string, m map[transport.CloseCode]uint64) {
+		for code, n := range m {
+			counter(descClosed, n, tr, strconv.Itoa(int(code)))
+		}
+	}
+	closes("websocket", st.Transport.Closes)
+	closes("longpoll", st.LongPoll.Closes)
+	lp := st.LongPoll
+	counter(descLongPollResults, lp.Opened, "opened")
+	counter(descLongPollResults, lp.Refused, "refused")
+	counter(descLongPollResults, lp.Gone, "gone")
+	counter(descLongPollResults, lp.IdleExpired, "idle_expired")
+	counter(descLongPollResults, lp.Overflows, "overflow")
+}
