@@ -232,7 +232,7 @@ func (b *Broker) ensureAttempt(ctx context.Context, n *nsState) (done bool, err 
 		}
 		b.setEpoch(n, epoch)
 		return true, nil
-	case errors.Is(err, context.DeadlineExceeded):
+	case retryable(err):
 		return false, err
 	case err != nil:
 		return true, fmt.Errorf("namespace %q: cannot read stream %s: %w", n.name, n.stream, err)
@@ -242,13 +242,28 @@ func (b *Broker) ensureAttempt(ctx context.Context, n *nsState) (done bool, err 
 		epoch = newEpoch() // a stream Fabric did not create
 	}
 	if _, err := b.js.UpdateStream(ctx, b.streamConfig(n, epoch)); err != nil {
-		if errors.Is(err, context.DeadlineExceeded) {
+		if retryable(err) {
 			return false, err
 		}
 		return true, fmt.Errorf("namespace %q: stream %s exists with a configuration Fabric cannot apply: %w", n.name, n.stream, err)
 	}
 	b.setEpoch(n, epoch)
 	return true, nil
+}
+
+// retryable reports errors of a cluster that is still forming: no answer
+// yet (no leader), no JetStream responders, or too few peers online for the
+// replicas (10005) right after the nodes started. A configuration error is
+// not retried: it stops the gateway with the server's words.
+func retryable(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) {
+		return true
+	}
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeNoSuitablePeers
 }
 
 // setEpoch records the namespace's epoch; when it changed, every live
@@ -338,3 +353,7 @@ func (b *Broker) streamState(ctx context.Context, n *nsState) (first, last uint6
 }
 
 var _ broker.History = (*Broker)(nil)
+
+// errCodeNoSuitablePeers is JetStream's "no suitable peers for placement"
+// (nats-server JSClusterNoPeersErrF), which nats.go has no constant for.
+const errCodeNoSuitablePeers jetstream.ErrorCode = 10005
