@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -29,9 +28,7 @@ type liveSub struct {
 	subj  string // stored subject, e.g. fabric.room.lobby
 	h     broker.Handler
 
-	mu       sync.Mutex // held while h runs
-	sub      *nats.Subscription
-	closed   bool
+	guarded  // mu is held while h runs
 	ready    bool
 	buffered []*nats.Msg // arrivals before the head was known
 	last     uint64      // offset of the last delivered message (or the start position)
@@ -187,20 +184,7 @@ func (s *liveSub) Unsubscribe() error {
 	s.b.liveMu.Lock()
 	delete(s.b.live, s)
 	s.b.liveMu.Unlock()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil
-	}
-	s.closed = true
-	if s.sub == nil {
-		return nil
-	}
-	err := s.sub.Unsubscribe()
-	if err == nats.ErrConnectionClosed || err == nats.ErrBadSubscription {
-		return nil
-	}
-	return err
+	return s.unsubscribe()
 }
 
 func (b *Broker) liveSubs() []*liveSub {

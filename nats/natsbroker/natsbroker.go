@@ -212,39 +212,19 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, h broker.Handler) 
 		return b.subscribeLive(ctx, n, topic, subj, h)
 	}
 	s := &subscription{b: b, topic: topic, h: h}
-	// The lock keeps the callback from reading s.sub before it is set
-	// (a message can arrive before nc.Subscribe returns).
-	s.mu.Lock()
-	sub, err := b.nc.Subscribe(subj, s.deliver)
-	if err != nil {
-		s.mu.Unlock()
-		return nil, err
-	}
-	s.sub = sub
-	s.mu.Unlock()
-	if err := sub.SetPendingLimits(b.pendingMsgs, b.pendingBytes); err != nil {
-		_ = s.Unsubscribe()
-		return nil, err
-	}
-	if err := b.roundTrip(ctx); err != nil {
-		_ = s.Unsubscribe()
+	if err := b.subscribe(ctx, &s.guarded, subj, s.deliver); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
-// subscription guards the handler with its own lock because nats.go does
-// not give broker.Subscription's guarantee: its dispatch goroutine pops a
-// message under the subscription lock and calls the callback after
-// releasing it, so a callback can start after sub.Unsubscribe returned.
+// subscription is an ephemeral topic's core subscription.
 type subscription struct {
+	guarded
 	b     *Broker
 	topic string
 	h     broker.Handler
 
-	mu        sync.Mutex // held while h runs; Unsubscribe waits on it
-	sub       *nats.Subscription
-	closed    bool
 	seenDrops int       // nats.go's drop count already accounted for
 	lastWarn  time.Time // last slow-consumer warning
 }
@@ -282,27 +262,8 @@ func (s *subscription) checkDrops() {
 	}
 }
 
-// Unsubscribe stops delivery: no handler call starts after it returns, and
-// a call in progress has finished. It must not be called from inside the
-// subscription's own handler (that would deadlock). Calling it again, or
-// after the connection closed, returns nil.
-func (s *subscription) Unsubscribe() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil
-	}
-	s.closed = true
-	if s.sub == nil {
-		return nil
-	}
-	err := s.sub.Unsubscribe()
-	if errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrBadSubscription) {
-		// Nothing is left on the server to remove.
-		return nil
-	}
-	return err
-}
+// Unsubscribe implements broker.Subscription (see guarded.unsubscribe).
+func (s *subscription) Unsubscribe() error { return s.unsubscribe() }
 
 // convert turns a NATS message into a broker message, or reports false when
 // it has to be dropped.

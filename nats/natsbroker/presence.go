@@ -2,9 +2,7 @@ package natsbroker
 
 import (
 	"context"
-	"errors"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -53,8 +51,7 @@ func (b *Broker) PresenceSubscribe(ctx context.Context, topic string, h func([]b
 		return nil, err
 	}
 	s := &presenceSub{}
-	s.mu.Lock()
-	sub, err := b.nc.Subscribe(subj, func(m *nats.Msg) {
+	err = b.subscribe(ctx, &s.guarded, subj, func(m *nats.Msg) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		if s.closed {
@@ -68,17 +65,6 @@ func (b *Broker) PresenceSubscribe(ctx context.Context, topic string, h func([]b
 		h(m.Data, reply)
 	})
 	if err != nil {
-		s.mu.Unlock()
-		return nil, err
-	}
-	s.sub = sub
-	s.mu.Unlock()
-	if err := sub.SetPendingLimits(b.pendingMsgs, b.pendingBytes); err != nil {
-		_ = s.Unsubscribe()
-		return nil, err
-	}
-	if err := b.roundTrip(ctx); err != nil {
-		_ = s.Unsubscribe()
 		return nil, err
 	}
 	return s, nil
@@ -86,25 +72,9 @@ func (b *Broker) PresenceSubscribe(ctx context.Context, topic string, h func([]b
 
 // presenceSub gives broker.Subscription's guarantee (no handler call starts
 // after Unsubscribe returns), like subscription.
-type presenceSub struct {
-	mu     sync.Mutex
-	sub    *nats.Subscription
-	closed bool
-}
+type presenceSub struct{ guarded }
 
-func (s *presenceSub) Unsubscribe() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil
-	}
-	s.closed = true
-	err := s.sub.Unsubscribe()
-	if errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrBadSubscription) {
-		return nil
-	}
-	return err
-}
+func (s *presenceSub) Unsubscribe() error { return s.unsubscribe() }
 
 // PresencePublish implements broker.Presence.
 func (b *Broker) PresencePublish(topic string, msg []byte) error {

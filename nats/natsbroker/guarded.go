@@ -1,0 +1,66 @@
+package natsbroker
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"github.com/nats-io/nats.go"
+)
+
+// guarded is the core every subscription of this package shares: it gives
+// broker.Subscription's guarantee, which nats.go does not (its dispatch
+// goroutine pops a message under the subscription lock and runs the
+// callback after releasing it, so a callback can start after
+// sub.Unsubscribe returned). Handlers run with mu held and check closed.
+type guarded struct {
+	mu     sync.Mutex // held while a handler runs; unsubscribe waits on it
+	sub    *nats.Subscription
+	closed bool
+}
+
+// subscribe subscribes cb (which takes g.mu itself) to subj with the
+// broker's pending limits and returns once the server registered it.
+func (b *Broker) subscribe(ctx context.Context, g *guarded, subj string, cb nats.MsgHandler) error {
+	// Holding the lock keeps the callback from reading g.sub before it is
+	// set (a message can arrive before nc.Subscribe returns).
+	g.mu.Lock()
+	sub, err := b.nc.Subscribe(subj, cb)
+	if err != nil {
+		g.mu.Unlock()
+		return err
+	}
+	g.sub = sub
+	g.mu.Unlock()
+	if err := sub.SetPendingLimits(b.pendingMsgs, b.pendingBytes); err != nil {
+		_ = g.unsubscribe()
+		return err
+	}
+	if err := b.roundTrip(ctx); err != nil {
+		_ = g.unsubscribe()
+		return err
+	}
+	return nil
+}
+
+// unsubscribe stops delivery: no handler call starts after it returns, and
+// a call in progress has finished. It must not be called from inside the
+// subscription's own handler (that would deadlock). Calling it again, or
+// after the connection closed, returns nil.
+func (g *guarded) unsubscribe() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return nil
+	}
+	g.closed = true
+	if g.sub == nil {
+		return nil
+	}
+	err := g.sub.Unsubscribe()
+	if errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrBadSubscription) {
+		// Nothing is left on the server to remove.
+		return nil
+	}
+	return err
+}
