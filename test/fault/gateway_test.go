@@ -5,7 +5,6 @@
 package fault
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,7 +20,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fabric-rt/fabric/internal/phxnode"
 	"github.com/fabric-rt/fabric/nats/natstest"
@@ -72,13 +70,15 @@ type gateway struct {
 	done      chan error
 }
 
-// startGateway runs `fabric serve` against natsURL and waits until ready.
-func startGateway(t *testing.T, natsURL string) *gateway {
+// startGateway runs `fabric serve` against natsURL (plus extra flags) and
+// waits until ready.
+func startGateway(t *testing.T, natsURL string, extra ...string) *gateway {
 	t.Helper()
 	g := &gateway{addr: freeAddr(t), ops: freeAddr(t), done: make(chan error, 1)}
-	g.cmd = exec.Command(fabricBin(t), "serve", "--listen", g.addr, "--ops-listen", g.ops,
+	args := append([]string{"serve", "--listen", g.addr, "--ops-listen", g.ops,
 		"--nats-url", natsURL, "--data-dir", t.TempDir(), "--log-level", "warn",
-		"--drain-window", "2s", "--shutdown-timeout", "8s")
+		"--drain-window", "2s", "--shutdown-timeout", "8s"}, extra...)
+	g.cmd = exec.Command(fabricBin(t), args...)
 	g.cmd.Env = cleanEnv()
 	g.cmd.Stdout, g.cmd.Stderr = io.Discard, os.Stderr
 	if err := g.cmd.Start(); err != nil {
@@ -97,6 +97,12 @@ func startGateway(t *testing.T, natsURL string) *gateway {
 			if resp.StatusCode == 200 {
 				return g
 			}
+		}
+		select {
+		case err := <-g.done:
+			g.done <- err
+			t.Fatalf("gateway %s exited: %v", g.addr, err)
+		default:
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("gateway %s not ready", g.addr)
@@ -156,35 +162,10 @@ func (b *balancer) serve(c net.Conn) {
 	c.Close()
 }
 
-// publishing keeps publishing counted messages to fabric.room.<name> with
-// JetStream acknowledgements until stop; it returns how many were acked.
+// publishing keeps publishing counted messages to subj with JetStream
+// acknowledgements until stop; it returns how many were acked.
 func publishing(t *testing.T, nc *nats.Conn, subj string, stop <-chan struct{}) <-chan int {
-	js, _ := jetstream.New(nc)
-	n := make(chan int, 1)
-	go func() {
-		i := 0
-		defer func() { n <- i }()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			m := nats.NewMsg(subj)
-			m.Header.Set("Fabric-Event", "m")
-			m.Data = fmt.Appendf(nil, `{"i":%d}`, i)
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			// The message id makes a retry after a lost ack harmless.
-			_, err := js.PublishMsg(ctx, m, jetstream.WithMsgID(fmt.Sprint(subj, "-", i)))
-			cancel()
-			if err != nil {
-				continue // not acknowledged: publish the same i again
-			}
-			i++
-			time.Sleep(2 * time.Millisecond)
-		}
-	}()
-	return n
+	return publishingCounted(nc, subj, 5*time.Second, new(pubStats), stop)
 }
 
 // received collects the "i" counters a puppet got on topic until it has n.

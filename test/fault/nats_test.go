@@ -3,9 +3,7 @@ package fault
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -151,39 +149,7 @@ func startGatewayR3(t *testing.T, natsURL string) *gateway {
 	if err := os.WriteFile(cfg, []byte("namespaces:\n  room:\n    history: true\n    replicas: 3\n    max_age: 1h\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	g := &gateway{addr: freeAddr(t), ops: freeAddr(t), done: make(chan error, 1)}
-	g.cmd = exec.Command(fabricBin(t), "serve", "--config", cfg, "--listen", g.addr, "--ops-listen", g.ops,
-		"--nats-url", natsURL, "--data-dir", t.TempDir(), "--log-level", "warn")
-	g.cmd.Env = cleanEnv()
-	g.cmd.Stdout, g.cmd.Stderr = io.Discard, os.Stderr
-	if err := g.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { g.done <- g.cmd.Wait() }()
-	t.Cleanup(func() {
-		g.cmd.Process.Kill()
-		<-g.done
-	})
-	deadline := time.Now().Add(wait)
-	for {
-		resp, err := http.Get("http://" + g.ops + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return g
-			}
-		}
-		select {
-		case err := <-g.done:
-			g.done <- err
-			t.Fatalf("gateway %s exited: %v", g.addr, err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("gateway %s not ready", g.addr)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return startGateway(t, natsURL, "--config", cfg)
 }
 
 // pubStats counts a publisher's acknowledged messages and failed attempts.
@@ -261,6 +227,26 @@ func natsSetup(t *testing.T) *natsFixture {
 }
 
 // check: no client saw its socket close, and each has all n messages in order.
+// recoverAndCheck keeps publishing until 200 more messages are acknowledged
+// (bounded by within), lets the last ones settle, stops the publisher and
+// checks every client got every acknowledged message.
+func (f *natsFixture) recoverAndCheck(t *testing.T, st *pubStats, count <-chan int, stop chan struct{}, within, settle time.Duration, after string) {
+	t.Helper()
+	before := st.acked.Load()
+	deadline := time.Now().Add(within)
+	for st.acked.Load() < before+200 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(settle)
+	close(stop)
+	n := <-count
+	t.Logf("%d acknowledged, %d failed attempts", n, st.failed.Load())
+	if int64(n) < before+200 {
+		t.Fatalf("publishing did not recover after %s: %d acked, %d before", after, n, before)
+	}
+	f.check(t, n)
+}
+
 func (f *natsFixture) check(t *testing.T, n int) {
 	t.Helper()
 	for i, p := range f.clients {
@@ -308,20 +294,7 @@ func TestNATSNodeSIGKILL(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("killed node did not exit")
 	}
-	before := st.acked.Load()
-	// Keep publishing until the cluster takes messages again (bounded).
-	deadline := time.Now().Add(15 * time.Second)
-	for st.acked.Load() < before+200 && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
-	time.Sleep(500 * time.Millisecond)
-	close(stop)
-	n := <-count
-	t.Logf("%d acknowledged, %d failed attempts", n, st.failed.Load())
-	if int64(n) < before+200 {
-		t.Fatalf("publishing did not recover after the kill: %d acked, %d before", n, before)
-	}
-	f.check(t, n)
+	f.recoverAndCheck(t, &st, count, stop, 15*time.Second, 500*time.Millisecond, "the kill")
 }
 
 // All of NATS unreachable (every node SIGSTOPped) for several seconds:
@@ -359,17 +332,5 @@ func TestNATSUnreachable(t *testing.T) {
 		t.Errorf("no publish failed during the outage")
 	}
 
-	before := st.acked.Load()
-	deadline := time.Now().Add(20 * time.Second)
-	for st.acked.Load() < before+200 && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
-	time.Sleep(300 * time.Millisecond)
-	close(stop)
-	n := <-count
-	t.Logf("%d acknowledged, %d failed attempts", n, st.failed.Load())
-	if int64(n) < before+200 {
-		t.Fatalf("publishing did not recover after SIGCONT: %d acked, %d before", n, before)
-	}
-	f.check(t, n)
+	f.recoverAndCheck(t, &st, count, stop, 20*time.Second, 300*time.Millisecond, "SIGCONT")
 }
