@@ -284,17 +284,23 @@ func (s *liveSub) resync(ctx context.Context) {
 
 func (b *Broker) refreshEpochs(ctx context.Context) {
 	for _, n := range b.namespaces {
-		st, err := b.js.Stream(ctx, n.stream)
-		switch {
-		case errors.Is(err, jetstream.ErrStreamNotFound):
-			// Deleted and the advisory missed: recreate (new epoch).
-			if err := b.ensureStream(ctx, n); err != nil {
-				b.log.Warn("natsbroker: cannot recreate stream", "stream", n.stream, "err", err)
-			}
-		case err == nil:
-			if e := st.CachedInfo().Config.Metadata[epochKey]; e != "" {
-				b.setEpoch(n, e)
-			}
+		b.refreshEpoch(ctx, n)
+	}
+}
+
+func (b *Broker) refreshEpoch(ctx context.Context, n *nsState) {
+	n.life.Lock()
+	defer n.life.Unlock()
+	st, err := b.js.Stream(ctx, n.stream)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		// Deleted and the advisory missed: recreate (new epoch).
+		if err := b.ensureStreamLocked(ctx, n); err != nil {
+			b.log.Warn("natsbroker: cannot recreate stream", "stream", n.stream, "err", err)
+		}
+	case err == nil:
+		if e := st.CachedInfo().Config.Metadata[epochKey]; e != "" {
+			b.setEpoch(n, e)
 		}
 	}
 }

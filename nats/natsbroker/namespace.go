@@ -123,6 +123,12 @@ type nsState struct {
 
 	mu    sync.Mutex
 	epoch string
+
+	// life serializes every read of the stream's epoch with its
+	// application (creation, advisories, periodic refresh): without it a
+	// reading taken before a delete could be applied after the recreate
+	// and flip the namespace back to a dead epoch.
+	life sync.Mutex
 }
 
 func (n *nsState) getEpoch() string {
@@ -200,6 +206,12 @@ func (b *Broker) EnsureStreams(ctx context.Context) error {
 }
 
 func (b *Broker) ensureStream(ctx context.Context, n *nsState) error {
+	n.life.Lock()
+	defer n.life.Unlock()
+	return b.ensureStreamLocked(ctx, n)
+}
+
+func (b *Broker) ensureStreamLocked(ctx context.Context, n *nsState) error {
 	var lastErr error
 	for attempt := 0; attempt < 10 && ctx.Err() == nil; attempt++ {
 		// Short attempts: on a fresh cluster, a stream another gateway just
@@ -223,12 +235,21 @@ func (b *Broker) ensureAttempt(ctx context.Context, n *nsState) (done bool, err 
 	switch {
 	case errors.Is(err, jetstream.ErrStreamNotFound):
 		epoch := newEpoch()
-		_, err = b.js.CreateStream(ctx, b.streamConfig(n, epoch))
+		created, err := b.js.CreateStream(ctx, b.streamConfig(n, epoch))
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) || errors.Is(err, context.DeadlineExceeded) {
 			return false, err // another gateway won the race, or no leader yet
 		}
 		if err != nil {
 			return true, fmt.Errorf("namespace %q: cannot create stream %s: %w", n.name, n.stream, err)
+		}
+		if st := created.CachedInfo().State; st.LastSeq > 0 {
+			// A stream created a moment ago cannot hold messages: the
+			// server sends its delete advisory before it removes the old
+			// incarnation's files (nats-server 2.15 stream.stop), and a
+			// create in that window reopens them into a stream that never
+			// acknowledges a publish. Remove it and try again later.
+			_ = b.js.DeleteStream(ctx, n.stream)
+			return false, fmt.Errorf("stream %s reopened a deleted incarnation's files (last seq %d)", n.stream, st.LastSeq)
 		}
 		b.setEpoch(n, epoch)
 		return true, nil
@@ -279,6 +300,10 @@ func (b *Broker) setEpoch(n *nsState, epoch string) {
 	}
 }
 
+// recreateDelay is how long a deleted stream stays deleted before Fabric
+// recreates it.
+const recreateDelay = 500 * time.Millisecond
+
 func (b *Broker) onAdvisory(m *nats.Msg) {
 	i := strings.LastIndexByte(m.Subject, '.')
 	name := m.Subject[i+1:]
@@ -294,11 +319,19 @@ func (b *Broker) onAdvisory(m *nats.Msg) {
 	}
 	// Off the subscription goroutine: ensureStream makes API requests.
 	go func() {
+		if kind == "DELETED" {
+			// Let the server finish removing the old files first (see
+			// ensureAttempt), and give an operator who is recreating the
+			// stream by hand the first go.
+			time.Sleep(recreateDelay)
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
+		n.life.Lock()
+		defer n.life.Unlock()
 		switch kind {
 		case "DELETED":
-			if err := b.ensureStream(ctx, n); err != nil {
+			if err := b.ensureStreamLocked(ctx, n); err != nil {
 				b.log.Error("natsbroker: cannot recreate deleted stream", "stream", n.stream, "err", err)
 			}
 		case "RESTORE_COMPLETE":
