@@ -202,6 +202,7 @@ type Stats struct {
 	Transport ws.Stats
 	LongPoll  longpoll.Stats
 	Hub       hub.Stats
+	Sessions  session.Stats
 	// Refused counts connections refused before the upgrade, by cause:
 	// "origin", "overload", "per_ip", "auth".
 	Refused map[string]uint64
@@ -209,7 +210,7 @@ type Stats struct {
 
 // Stats returns a snapshot.
 func (g *Gateway) Stats() Stats {
-	return Stats{Transport: g.ws.Stats(), LongPoll: g.lp.Stats(), Hub: g.hub.Stats(), Refused: map[string]uint64{
+	return Stats{Transport: g.ws.Stats(), LongPoll: g.lp.Stats(), Hub: g.hub.Stats(), Sessions: g.sess.Stats(), Refused: map[string]uint64{
 		"origin": g.refused.origin.Load(), "overload": g.refused.overload.Load(),
 		"per_ip": g.refused.perIP.Load(), "auth": g.refused.auth.Load(),
 	}}

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -101,6 +102,39 @@ type Handler struct {
 	maxBatch   int
 	retryAfter string
 	log        *slog.Logger
+
+	// codes counts answers by status; every answer goes through
+	// writeError or reply, which count it. A mutex and a map rather than
+	// a fixed array: the set of codes is small but open-ended.
+	codesMu sync.Mutex
+	codes   map[int]uint64
+}
+
+// StatusCodes are the statuses the handler answers with. Responses counts
+// each of them, so a metric built from it has every series from the start.
+var StatusCodes = []int{
+	http.StatusOK, http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden,
+	http.StatusNotFound, http.StatusMethodNotAllowed, http.StatusRequestEntityTooLarge,
+	http.StatusUnsupportedMediaType, http.StatusInternalServerError, http.StatusServiceUnavailable,
+}
+
+func (h *Handler) count(status int) {
+	h.codesMu.Lock()
+	h.codes[status]++
+	h.codesMu.Unlock()
+}
+
+// Responses returns how many requests the handler answered, by HTTP
+// status (every StatusCodes key is present). A request whose client went
+// away before the answer was written is still counted.
+func (h *Handler) Responses() map[int]uint64 {
+	h.codesMu.Lock()
+	defer h.codesMu.Unlock()
+	out := make(map[int]uint64, len(h.codes))
+	for code, n := range h.codes {
+		out[code] = n
+	}
+	return out
 }
 
 // NewHandler returns the publish endpoint. Mount it on both paths, e.g.
@@ -125,8 +159,13 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	secs := int((cfg.RetryAfter + time.Second - 1) / time.Second)
-	return &Handler{p: cfg.Publisher, auth: cfg.Authenticate, maxBody: cfg.MaxBody,
-		maxBatch: cfg.MaxBatch, retryAfter: strconv.Itoa(secs), log: cfg.Logger}, nil
+	h := &Handler{p: cfg.Publisher, auth: cfg.Authenticate, maxBody: cfg.MaxBody,
+		maxBatch: cfg.MaxBatch, retryAfter: strconv.Itoa(secs), log: cfg.Logger,
+		codes: make(map[int]uint64, len(StatusCodes))}
+	for _, c := range StatusCodes {
+		h.codes[c] = 0
+	}
+	return h, nil
 }
 
 // codec is the request's body encoding.
@@ -165,49 +204,49 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case PathBatch:
 		batch = true
 	default:
-		writeError(w, http.StatusNotFound, "not_found", "no such endpoint")
+		h.writeError(w, http.StatusNotFound, "not_found", "no such endpoint")
 		return
 	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use POST")
+		h.writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use POST")
 		return
 	}
 	if err := h.auth(r); err != nil {
 		if errors.Is(err, ErrForbidden) {
-			writeError(w, http.StatusForbidden, "forbidden", "these credentials may not publish")
+			h.writeError(w, http.StatusForbidden, "forbidden", "these credentials may not publish")
 			return
 		}
 		w.Header().Set("WWW-Authenticate", `Bearer realm="fabric"`)
-		writeError(w, http.StatusUnauthorized, "unauthenticated", "missing or unknown credentials")
+		h.writeError(w, http.StatusUnauthorized, "unauthenticated", "missing or unknown credentials")
 		return
 	}
 	var c codec
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	switch {
 	case err != nil:
-		writeError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "Content-Type must be application/x-protobuf or application/json")
+		h.writeError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "Content-Type must be application/x-protobuf or application/json")
 		return
 	case mt == ContentTypeProtobuf || mt == "application/protobuf":
 		c = codecProto
 	case mt == ContentTypeJSON:
 		c = codecJSON
 	default:
-		writeError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "Content-Type must be application/x-protobuf or application/json")
+		h.writeError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "Content-Type must be application/x-protobuf or application/json")
 		return
 	}
 	if r.ContentLength > h.maxBody {
-		writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("body over %d bytes", h.maxBody))
+		h.writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("body over %d bytes", h.maxBody))
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBody))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("body over %d bytes", h.maxBody))
+			h.writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("body over %d bytes", h.maxBody))
 			return
 		}
-		writeError(w, http.StatusBadRequest, "invalid_body", "cannot read the body")
+		h.writeError(w, http.StatusBadRequest, "invalid_body", "cannot read the body")
 		return
 	}
 	if batch {
@@ -216,7 +255,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	var req fabricv1.PublishRequest
 	if err := c.unmarshal(body, &req); err != nil {
-		writeError(w, http.StatusBadRequest, "invalid_body", "body is not a valid fabric.v1.PublishRequest")
+		h.writeError(w, http.StatusBadRequest, "invalid_body", "body is not a valid fabric.v1.PublishRequest")
 		return
 	}
 	m, err := h.p.prepare(req.GetTopic(), req.GetEvent(), req.GetPayload(), requestOptions(&req))
@@ -237,11 +276,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) serveBatch(w http.ResponseWriter, ctx context.Context, c codec, body []byte) {
 	var req fabricv1.PublishBatchRequest
 	if err := c.unmarshal(body, &req); err != nil {
-		writeError(w, http.StatusBadRequest, "invalid_body", "body is not a valid fabric.v1.PublishBatchRequest")
+		h.writeError(w, http.StatusBadRequest, "invalid_body", "body is not a valid fabric.v1.PublishBatchRequest")
 		return
 	}
 	if len(req.GetMessages()) > h.maxBatch {
-		writeError(w, http.StatusBadRequest, "invalid_body", fmt.Sprintf("more than %d messages", h.maxBatch))
+		h.writeError(w, http.StatusBadRequest, "invalid_body", fmt.Sprintf("more than %d messages", h.maxBatch))
 		return
 	}
 	ms := make([]*prepared, len(req.GetMessages()))
@@ -294,11 +333,12 @@ func (h *Handler) reply(w http.ResponseWriter, c codec, m proto.Message) {
 		// Cannot happen for these messages; the publish did succeed, so
 		// say so in the one encoding that cannot fail.
 		h.log.Error("publisher: cannot encode the response", "err", err)
-		writeError(w, http.StatusInternalServerError, "internal", "published, but the response could not be encoded")
+		h.writeError(w, http.StatusInternalServerError, "internal", "published, but the response could not be encoded")
 		return
 	}
 	w.Header().Set("Content-Type", c.contentType())
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	h.count(http.StatusOK)
 	w.WriteHeader(http.StatusOK)
 	w.Write(b)
 }
@@ -307,26 +347,27 @@ func (h *Handler) reply(w http.ResponseWriter, c codec, m proto.Message) {
 func (h *Handler) fail(w http.ResponseWriter, err error, topic string) {
 	switch {
 	case errors.Is(err, ErrInvalidTopic):
-		writeError(w, http.StatusBadRequest, "invalid_topic", err.Error())
+		h.writeError(w, http.StatusBadRequest, "invalid_topic", err.Error())
 	case errors.Is(err, ErrInvalidEvent):
-		writeError(w, http.StatusBadRequest, "invalid_event", err.Error())
+		h.writeError(w, http.StatusBadRequest, "invalid_event", err.Error())
 	case errors.Is(err, ErrInvalidOption):
-		writeError(w, http.StatusBadRequest, "invalid_option", err.Error())
+		h.writeError(w, http.StatusBadRequest, "invalid_option", err.Error())
 	case errors.Is(err, ErrUnavailable):
 		h.log.Warn("publisher: publish failed", "topic", topic, "err", err)
 		w.Header().Set("Retry-After", h.retryAfter)
-		writeError(w, http.StatusServiceUnavailable, "unavailable", "not acknowledged; retry with the same idempotency_key")
+		h.writeError(w, http.StatusServiceUnavailable, "unavailable", "not acknowledged; retry with the same idempotency_key")
 	case errors.Is(err, ErrTooLarge):
-		writeError(w, http.StatusRequestEntityTooLarge, "too_large", "message larger than the server accepts")
+		h.writeError(w, http.StatusRequestEntityTooLarge, "too_large", "message larger than the server accepts")
 	default:
 		// Anything unforeseen is still not an acknowledgement.
 		h.log.Error("publisher: publish failed", "topic", topic, "err", err)
 		w.Header().Set("Retry-After", h.retryAfter)
-		writeError(w, http.StatusServiceUnavailable, "unavailable", "not acknowledged")
+		h.writeError(w, http.StatusServiceUnavailable, "unavailable", "not acknowledged")
 	}
 }
 
-func writeError(w http.ResponseWriter, status int, code, msg string) {
+func (h *Handler) writeError(w http.ResponseWriter, status int, code, msg string) {
+	h.count(status)
 	b, _ := json.Marshal(struct {
 		Error   string `json:"error"`
 		Message string `json:"message"`

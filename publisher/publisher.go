@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -33,6 +34,11 @@ const (
 
 	// HeaderEvent carries the event name (natsbroker.HeaderEvent).
 	HeaderEvent = "Fabric-Event"
+	// HeaderTime carries the publish time of an ephemeral (core NATS)
+	// message in Unix nanoseconds (natsbroker.HeaderTime): gateways measure
+	// their fan-out latency from it. JetStream stamps persistent messages
+	// itself (Nats-Time-Stamp), so they do not carry it.
+	HeaderTime = "Fabric-Time"
 	// HeaderContentType marks the payload's type; a non-JSON type makes
 	// the gateway send a binary frame.
 	HeaderContentType = "Content-Type"
@@ -575,6 +581,9 @@ func (p *Publisher) send(ctx context.Context, m *prepared, key string) (Result, 
 		msg.Header[k] = v
 	}
 	if stream == "" {
+		// Stamped at the last moment, so the gateways' fan-out latency
+		// starts when the message leaves for the server.
+		msg.Header[HeaderTime] = []string{strconv.FormatInt(time.Now().UnixNano(), 10)}
 		if err := p.nc.PublishMsg(msg); err != nil {
 			return Result{}, classify(ctx, err)
 		}

@@ -106,6 +106,7 @@ type App struct {
 	nc        *nats.Conn
 	broker    *natsbroker.Broker
 	pub       *publisher.Publisher
+	pubAPI    *publisher.Handler // for its response counts (metrics)
 	gw        *gateway.Gateway
 	httpSrv   *http.Server
 	opsSrv    *http.Server
@@ -218,6 +219,7 @@ func Start(cfg Config) (a *App, err error) {
 	if err != nil {
 		return nil, err
 	}
+	a.pubAPI = pubHandler
 	mux := http.NewServeMux()
 	mux.Handle(publisher.PathPublish, pubHandler)
 	mux.Handle(publisher.PathBatch, pubHandler)

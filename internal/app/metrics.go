@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/fabric-rt/fabric/gateway/hub"
 	"github.com/fabric-rt/fabric/gateway/transport"
 )
 
@@ -62,6 +63,23 @@ var (
 		"LongPoll session events, by result.", []string{"result"}, nil)
 	descNATSConnected = prometheus.NewDesc("fabric_nats_connected",
 		"1 while the NATS connection is up.", nil, nil)
+	descJoins = prometheus.NewDesc("fabric_joins_total",
+		"Channel join attempts, by result: ok, invalid, unauthorized, rate_limited, too_many_channels, error, canceled.",
+		[]string{"result"}, nil)
+	descResumes = prometheus.NewDesc("fabric_resumes_total",
+		"Joins with a position to resume from, by outcome: recovered, or the reason history could not continue.",
+		[]string{"recovered", "reason"}, nil)
+	descNATSSubs = prometheus.NewDesc("fabric_nats_subscriptions",
+		"Subscriptions on the gateway's NATS connection: channels, presence, stream advisories, the request inbox.", nil, nil)
+	descReceived = prometheus.NewDesc("fabric_messages_received_total",
+		"Bus messages handed to the hub for fan-out (one per message per channel).", nil, nil)
+	descFanout = prometheus.NewDesc("fabric_fanout_latency_seconds",
+		"Time from publishing a message to the gateway handing it to every local member's connection; messages without a publish time are not observed.",
+		nil, nil)
+	descPublishRequests = prometheus.NewDesc("fabric_publish_requests_total",
+		"HTTP publish API requests (/api/v1/publish and /batch), by response status.", []string{"code"}, nil)
+	descDraining = prometheus.NewDesc("fabric_draining",
+		"1 from the moment shutdown began (readiness off, clients being closed) until the process exits.", nil, nil)
 )
 
 // fabricCollector reports one consistent Stats() snapshot per scrape.
@@ -71,7 +89,8 @@ func (c *fabricCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descConnections, descChannels, descLongPollSessions, descDelivered,
 		descReplayed, descUnframeable, descDropped, descClosed, descRefused,
-		descLongPollResults, descNATSConnected,
+		descLongPollResults, descNATSConnected, descJoins, descResumes, descNATSSubs,
+		descReceived, descFanout, descPublishRequests, descDraining,
 	} {
 		ch <- d
 	}
@@ -91,6 +110,22 @@ func (c *fabricCollector) Collect(ch chan<- prometheus.Metric) {
 		up = 1
 	}
 	gauge(descNATSConnected, up)
+	if a.nc != nil {
+		// The connection's own count, not the broker's: it is what the
+		// server holds for this gateway, the publisher's and nats.go's
+		// request inbox included (fabric_channels counts the channels).
+		gauge(descNATSSubs, float64(a.nc.NumSubscriptions()))
+	}
+	draining := 0.0
+	if a.stopped.Load() {
+		draining = 1
+	}
+	gauge(descDraining, draining)
+	if a.pubAPI != nil {
+		for code, n := range a.pubAPI.Responses() {
+			counter(descPublishRequests, n, strconv.Itoa(code))
+		}
+	}
 	if a.broker != nil {
 		counter(descDropped, a.broker.Dropped(), "event_name")
 		counter(descDropped, a.broker.SlowConsumerDrops(), "nats_slow_consumer")
@@ -103,7 +138,19 @@ func (c *fabricCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descConnections, float64(st.LongPoll.Sessions), "longpoll")
 	gauge(descChannels, float64(st.Hub.Channels))
 	gauge(descLongPollSessions, float64(st.LongPoll.Sessions))
+	counter(descReceived, st.Hub.Received)
 	counter(descDelivered, st.Hub.Delivered)
+	for result, n := range st.Sessions.Joins {
+		counter(descJoins, n, result)
+	}
+	for reason, n := range st.Hub.Resumes {
+		recovered := "false"
+		if reason == "" {
+			recovered = "true"
+		}
+		counter(descResumes, n, recovered, reason)
+	}
+	ch <- fanoutHistogram(st.Hub.Fanout)
 	counter(descReplayed, st.Hub.Replayed)
 	counter(descUnframeable, st.Hub.EncodeErrors)
 	for cause, n := range st.Refused {
@@ -122,4 +169,16 @@ func (c *fabricCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descLongPollResults, lp.Gone, "gone")
 	counter(descLongPollResults, lp.IdleExpired, "idle_expired")
 	counter(descLongPollResults, lp.Overflows, "overflow")
+}
+
+// fanoutHistogram turns the hub's histogram (per-bucket counts) into
+// Prometheus's (cumulative counts, seconds).
+func fanoutHistogram(l hub.Latency) prometheus.Metric {
+	buckets := make(map[float64]uint64, len(hub.FanoutBuckets))
+	var cum uint64
+	for i, le := range hub.FanoutBuckets {
+		cum += l.Counts[i]
+		buckets[le.Seconds()] = cum
+	}
+	return prometheus.MustNewConstHistogram(descFanout, l.Count(), l.Sum.Seconds(), buckets)
 }

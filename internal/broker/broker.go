@@ -36,6 +36,11 @@ type Message struct {
 	// Epoch and Offset then give the new position.
 	Reset bool
 	Epoch string
+	// Published is when the message was published, if the bus says
+	// (zero otherwise): the Fabric-Time header the publisher library and
+	// the gateway put on core NATS publishes, else the time JetStream
+	// stored it. Only the fan-out latency metric reads it.
+	Published time.Time
 }
 
 // Position is a point in a persistent topic's history: an epoch (the

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,6 +22,15 @@ import (
 const (
 	// HeaderEvent carries the Phoenix event name.
 	HeaderEvent = "Fabric-Event"
+	// HeaderTime carries the publish time of a core NATS message, in Unix
+	// nanoseconds (decimal), for the fan-out latency metric. The publisher
+	// library and the gateway's own core publishes set it; a message
+	// JetStream stored carries Nats-Time-Stamp instead. Looked up with
+	// exactly this spelling.
+	HeaderTime = "Fabric-Time"
+	// headerStored is the time JetStream stored a message (RFC 3339, UTC),
+	// which RePublish and Direct Get add (nats-server JSTimeStamp).
+	headerStored = "Nats-Time-Stamp"
 	// DefaultEvent is the event of a message without HeaderEvent.
 	DefaultEvent = "message"
 	// DefaultPrefix is the subject prefix when Config.Prefix is empty.
@@ -278,7 +288,7 @@ func (b *Broker) convert(topic string, m *nats.Msg) (*broker.Message, bool) {
 			return nil, false
 		}
 	}
-	msg := &broker.Message{Topic: topic, Event: event, Payload: m.Data}
+	msg := &broker.Message{Topic: topic, Event: event, Payload: m.Data, Published: publishedAt(m.Header)}
 	ct, hasCT := headerValue(m.Header, "Content-Type")
 	switch {
 	case hasCT && !isJSONType(ct):
@@ -291,6 +301,25 @@ func (b *Broker) convert(topic string, m *nats.Msg) (*broker.Message, bool) {
 		msg.Binary = !isJSON(m.Data)
 	}
 	return msg, true
+}
+
+// publishedAt is when m was published: Fabric-Time when present (the
+// publisher's clock, at the publish call), else Nats-Time-Stamp (the
+// server's clock, when the stream stored it). Zero when neither parses:
+// such a message is not measured. Exact-case lookups keep this cheap for
+// the common message that has neither header.
+func publishedAt(h nats.Header) time.Time {
+	if v := h[HeaderTime]; len(v) > 0 {
+		if ns, err := strconv.ParseInt(v[0], 10, 64); err == nil && ns > 0 {
+			return time.Unix(0, ns)
+		}
+	}
+	if v := h[headerStored]; len(v) > 0 {
+		if t, err := time.Parse(time.RFC3339Nano, v[0]); err == nil {
+			return t
+		}
+	}
+	return time.Time{}
 }
 
 // headerValue looks key up exactly first (nats.go headers are
@@ -355,6 +384,9 @@ func (b *Broker) Publish(ctx context.Context, topic, event string, payload []byt
 		}
 		return ack.Sequence, nil
 	}
+	// Core NATS adds no timestamp; stamp it for the fan-out latency of
+	// every gateway that delivers it (JetStream stamps stored ones).
+	m.Header[HeaderTime] = []string{strconv.FormatInt(time.Now().UnixNano(), 10)}
 	if err := b.nc.PublishMsg(m); err != nil {
 		return 0, err
 	}
