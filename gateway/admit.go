@@ -208,14 +208,29 @@ func (g *Gateway) admit(r *http.Request) (pol *policy, claims *auth.Claims, rele
 		return nil, nil, nil, ref
 	}
 	g.open.Add(1)
-	var once sync.Once
-	release = func() {
-		once.Do(func() {
-			g.open.Add(-1)
-			g.perIP.release(ip, lim.MaxConnectionsPerIP)
-		})
+	t := &ticket{g: g}
+	if lim.MaxConnectionsPerIP > 0 {
+		t.ip = ip // kept only when counted: it lives as long as the connection
 	}
-	return pol, claims, release, nil
+	return pol, claims, t.release, nil
+}
+
+// ticket is an admitted connection's claim on the gateway's counters; it
+// is held for the connection's lifetime, so it is kept small.
+type ticket struct {
+	g    *Gateway
+	ip   string
+	done atomic.Bool
+}
+
+func (t *ticket) release() {
+	if t.done.Swap(true) {
+		return
+	}
+	t.g.open.Add(-1)
+	if t.ip != "" {
+		t.g.perIP.release(t.ip, t.g.cfg.Limits.MaxConnectionsPerIP)
+	}
 }
 
 // refusals counts connections refused before the upgrade, by cause.

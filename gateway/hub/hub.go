@@ -79,18 +79,25 @@ type Member struct {
 	// get binary payloads as {"base64": …} in a text frame, like v1.
 	TextOnly bool
 	// Key identifies the instance (the session's channel pointer); the
-	// same key must be used to leave.
+	// same key must be used to leave. When it implements Listener, it
+	// hears about the member's join and reset.
 	Key any
 	// Resume asks to continue after this position (persistent topics).
 	Resume *broker.Position
+}
+
+// Listener is implemented by member keys that want to know their fate. A
+// method pair on the key costs a member nothing, where two closures would
+// cost every joined channel of every connection about 70 bytes.
+type Listener interface {
 	// Joined is called once, under the channel lock, before any message
-	// reaches the member: the session sends its join reply from it, so the
-	// reply precedes the replay.
-	Joined func(JoinResult)
+	// reaches the member: the session sends its join reply from it, so
+	// the reply precedes the replay.
+	Joined(JoinResult)
 	// Reset is called when the member was dropped because the channel's
 	// history can no longer continue what it received (stream recreated,
 	// messages lost mid-replay); the client must rejoin with its offset.
-	Reset func()
+	Reset()
 }
 
 // Hub is the registry.
@@ -101,9 +108,12 @@ type Hub struct {
 	shards [shards]shard
 
 	channels     atomic.Int64
+	received     atomic.Uint64
 	delivered    atomic.Uint64
 	replayed     atomic.Uint64
 	encodeErrors atomic.Uint64
+	resumes      [len(resumeReasons)]atomic.Uint64
+	fanout       latency
 }
 
 type shard struct {
@@ -330,16 +340,117 @@ func (h *Hub) Close() {
 
 // Stats is a snapshot of hub counters.
 type Stats struct {
-	Channels     int    // topics with a subscription on this gateway
-	Delivered    uint64 // live messages handed to connections
+	Channels int // topics with a subscription on this gateway
+	// Received counts live messages the broker handed to the hub for
+	// fan-out: one per message per channel, whether or not the channel
+	// had members at that moment (one in its leave grace has none), and
+	// before the hub's own never-twice check.
+	Received     uint64
+	Delivered    uint64 // live messages handed to connections (one per member and message)
 	Replayed     uint64 // missed messages sent to resuming members
 	EncodeErrors uint64 // messages that could not be framed (e.g. a binary event over 255 bytes)
+	// Resumes counts resume outcomes (joins with a position) by reason:
+	// "" for recovered, else broker.ReasonEpochChanged, ReasonHistoryGone,
+	// ReasonOffsetAhead, or "other" for a reason a broker made up. Every
+	// key is present. A resume that failed before it had an outcome (the
+	// subscription or the first fetch failed) is not counted here.
+	Resumes map[string]uint64
+	// Fanout is the fan-out latency histogram (see FanoutBuckets).
+	Fanout Latency
 }
 
 // Stats returns a snapshot.
 func (h *Hub) Stats() Stats {
-	return Stats{Channels: int(h.channels.Load()), Delivered: h.delivered.Load(),
-		Replayed: h.replayed.Load(), EncodeErrors: h.encodeErrors.Load()}
+	st := Stats{Channels: int(h.channels.Load()), Received: h.received.Load(), Delivered: h.delivered.Load(),
+		Replayed: h.replayed.Load(), EncodeErrors: h.encodeErrors.Load(),
+		Resumes: make(map[string]uint64, len(resumeReasons)), Fanout: h.fanout.snapshot()}
+	for i, r := range resumeReasons {
+		st.Resumes[r] = h.resumes[i].Load()
+	}
+	return st
+}
+
+// resumeReasons indexes Hub.resumes; "" is recovered.
+var resumeReasons = [...]string{"", broker.ReasonEpochChanged, broker.ReasonHistoryGone, broker.ReasonOffsetAhead, "other"}
+
+// countResume records the outcome of a resume once the hub decided it.
+func (h *Hub) countResume(r JoinResult) {
+	if !r.Resumed {
+		return
+	}
+	i := len(resumeReasons) - 1 // "other"
+	if r.Recovered {
+		i = 0
+	} else {
+		for j, reason := range resumeReasons[1 : len(resumeReasons)-1] {
+			if r.Reason == reason {
+				i = j + 1
+			}
+		}
+	}
+	h.resumes[i].Add(1)
+}
+
+// FanoutBuckets are the upper bounds of the fan-out latency histogram,
+// 1 ms to 10 s; slower messages land in a last, unbounded bucket.
+var FanoutBuckets = [...]time.Duration{
+	time.Millisecond, 2500 * time.Microsecond, 5 * time.Millisecond,
+	10 * time.Millisecond, 25 * time.Millisecond, 50 * time.Millisecond,
+	100 * time.Millisecond, 250 * time.Millisecond, 500 * time.Millisecond,
+	time.Second, 2500 * time.Millisecond, 5 * time.Second, 10 * time.Second,
+}
+
+// Latency is a snapshot of the fan-out latency histogram: for every live
+// message that carried its publish time (broker.Message.Published) and
+// had at least one local member, the time from publishing until the hub
+// had handed its frames to every member's transport.Conn.Send (for
+// WebSocket, written to the socket or queued on the connection; for
+// LongPoll, buffered for the next poll). One observation per message per
+// gateway, taken after the fan-out loop. The publish time comes from
+// another clock (the publisher's or the NATS server's), so skew between
+// hosts shifts it; a negative difference counts as 0.
+type Latency struct {
+	// Counts[i] is the number of observations in (FanoutBuckets[i-1],
+	// FanoutBuckets[i]]; the last element counts those over the last
+	// bound. Not cumulative.
+	Counts [len(FanoutBuckets) + 1]uint64
+	Sum    time.Duration // of every observation, in microsecond steps
+}
+
+// Count is the number of observations.
+func (l Latency) Count() uint64 {
+	var n uint64
+	for _, c := range l.Counts {
+		n += c
+	}
+	return n
+}
+
+// latency is the live histogram: one atomic counter per bucket and the sum
+// in microseconds (a uint64 of nanoseconds would wrap after about three
+// weeks of 1 M messages/s at 10 ms each). Observing allocates nothing.
+type latency struct {
+	counts [len(FanoutBuckets) + 1]atomic.Uint64
+	sumUS  atomic.Uint64
+}
+
+func (l *latency) observe(d time.Duration) {
+	d = max(d, 0)
+	i := 0
+	for i < len(FanoutBuckets) && d > FanoutBuckets[i] {
+		i++
+	}
+	l.counts[i].Add(1)
+	l.sumUS.Add(uint64(d / time.Microsecond))
+}
+
+func (l *latency) snapshot() Latency {
+	var s Latency
+	for i := range l.counts {
+		s.Counts[i] = l.counts[i].Load()
+	}
+	s.Sum = time.Duration(l.sumUS.Load()) * time.Microsecond
+	return s
 }
 
 // Members returns the number of local members of topic.
@@ -412,22 +523,25 @@ func (ch *channel) remove(key any) bool {
 
 func (ch *channel) pos() broker.Position { return broker.Position{Epoch: ch.epoch, Offset: ch.last} }
 
-func joined(m Member, r JoinResult) {
-	if m.Joined != nil {
-		m.Joined(r)
+// joined reports the join's result to its member, and counts a resume's
+// outcome: every path that attaches a member goes through here once.
+func (ch *channel) joined(m Member, r JoinResult) {
+	ch.h.countResume(r)
+	if l, ok := m.Key.(Listener); ok {
+		l.Joined(r)
 	}
 }
 
 // attachNow attaches m if nothing has to be fetched (ch.mu held).
 func (ch *channel) attachNow(m Member) bool {
 	if !ch.persistent {
-		joined(m, JoinResult{})
+		ch.joined(m, JoinResult{})
 		ch.add(m)
 		return true
 	}
 	res := JoinResult{Persistent: true, Head: ch.pos()}
 	if m.Resume == nil {
-		joined(m, res)
+		ch.joined(m, res)
 		ch.add(m)
 		return true
 	}
@@ -440,14 +554,14 @@ func (ch *channel) attachNow(m Member) bool {
 		res.Recovered = true
 	case r.Offset < ch.last && ch.ring.covers(r.Offset) && ch.ring.countAfter(r.Offset) <= ch.h.cfg.ReplayPage:
 		res.Recovered = true
-		joined(m, res)
+		ch.joined(m, res)
 		ch.sendRing(m, r.Offset, ch.h.cfg.ReplayPage)
 		ch.add(m)
 		return true
 	default:
 		return false // the broker must check or supply it
 	}
-	joined(m, res)
+	ch.joined(m, res)
 	ch.add(m)
 	return true
 }
@@ -504,13 +618,13 @@ func (ch *channel) attach(ctx context.Context, m Member) error {
 				ch.mu.Unlock()
 				return ch.abandon(m, true, errors.New(page.Reason))
 			}
-			joined(m, JoinResult{Persistent: true, Head: ch.pos(), Resumed: true, Reason: page.Reason})
+			ch.joined(m, JoinResult{Persistent: true, Head: ch.pos(), Resumed: true, Reason: page.Reason})
 			ch.add(m)
 			ch.mu.Unlock()
 			return nil
 		}
 		if !replied {
-			joined(m, JoinResult{Persistent: true, Head: ch.pos(), Resumed: true, Recovered: true})
+			ch.joined(m, JoinResult{Persistent: true, Head: ch.pos(), Resumed: true, Recovered: true})
 			replied = true
 		}
 		entries := make([]*entry, len(page.Messages))
@@ -553,8 +667,8 @@ func (ch *channel) abandon(m Member, replied bool, err error) error {
 		return err
 	}
 	ch.h.cfg.Logger.Warn("hub: replay abandoned; member reset", "topic", ch.topic, "err", err)
-	if m.Reset != nil {
-		m.Reset()
+	if l, ok := m.Key.(Listener); ok {
+		l.Reset()
 	}
 	return nil
 }
@@ -603,6 +717,7 @@ func (ch *channel) deliver(msg *broker.Message) {
 		ch.reset(msg)
 		return
 	}
+	ch.h.received.Add(1)
 	e := &entry{msg: msg}
 	n := 0
 	ch.mu.Lock()
@@ -614,6 +729,7 @@ func (ch *channel) deliver(msg *broker.Message) {
 		ch.ring.push(e, ch.h.cfg.RingSize, ch.h.cfg.RingBytes)
 		ch.last = msg.Offset
 	}
+	members := len(ch.members)
 	for _, m := range ch.members {
 		for _, out := range e.enc.frames(ch.h, msg, m.Version, m.TextOnly) {
 			if out != nil && m.Conn.Send(out) {
@@ -623,6 +739,11 @@ func (ch *channel) deliver(msg *broker.Message) {
 	}
 	ch.mu.Unlock()
 	ch.h.delivered.Add(uint64(n))
+	// Once per message, after every member has it: a message nobody here
+	// receives has no fan-out to measure.
+	if members > 0 && !msg.Published.IsZero() {
+		ch.h.fanout.observe(time.Since(msg.Published))
+	}
 }
 
 // reset drops every member of a channel whose history was reset.
@@ -635,8 +756,8 @@ func (ch *channel) reset(msg *broker.Message) {
 	ch.index = make(map[any]int)
 	ch.mu.Unlock()
 	for _, m := range members {
-		if m.Reset != nil {
-			m.Reset()
+		if l, ok := m.Key.(Listener); ok {
+			l.Reset()
 		}
 	}
 	sh := ch.h.shard(ch.topic)

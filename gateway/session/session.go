@@ -42,6 +42,66 @@ const (
 	ReasonRateLimited    = "rate_limited"
 )
 
+// Join results, counted per gateway in Stats.Joins (and exported as the
+// result label of fabric_joins_total). Every phx_join a session receives
+// is counted exactly once, under the first of these that applies.
+const (
+	// JoinInvalid: malformed join params or resume position, or an
+	// invalid topic (replied bad_request or invalid_topic).
+	JoinInvalid = "invalid"
+	// JoinRateLimited: over the join rate (replied rate_limited).
+	JoinRateLimited = "rate_limited"
+	// JoinUnauthorized: outside the connection's grants, with no valid
+	// per-join token (replied unauthorized).
+	JoinUnauthorized = "unauthorized"
+	// JoinTooManyChannels: over MaxChannels (replied "too many channels
+	// joined").
+	JoinTooManyChannels = "too_many_channels"
+	// JoinCanceled: the client left, joined the topic again or
+	// disconnected before the join was answered; nothing was replied.
+	JoinCanceled = "canceled"
+	// JoinError: the hub could not attach the member (broker subscription
+	// or the first replay fetch failed, or JoinTimeout); replied
+	// unavailable.
+	JoinError = "error"
+	// JoinOK: replied ok (a resume too, whatever its outcome).
+	JoinOK = "ok"
+)
+
+// JoinResults lists every join result, in a fixed order.
+var JoinResults = [...]string{JoinOK, JoinInvalid, JoinUnauthorized, JoinRateLimited, JoinTooManyChannels, JoinError, JoinCanceled}
+
+// Stats is a snapshot of the counters shared by every session of a Config.
+type Stats struct {
+	// Joins counts join attempts by result (every JoinResults key is
+	// present).
+	Joins map[string]uint64
+}
+
+// counters are a Config's statistics; atomics because every session of a
+// gateway updates them from its own goroutine.
+type counters struct {
+	joins [len(JoinResults)]atomic.Uint64
+}
+
+func (c *counters) join(result string) {
+	for i, r := range JoinResults {
+		if r == result {
+			c.joins[i].Add(1)
+			return
+		}
+	}
+}
+
+// Stats returns a snapshot of the counters of every session sharing c.
+func (c *Config) Stats() Stats {
+	st := Stats{Joins: make(map[string]uint64, len(JoinResults))}
+	for i, r := range JoinResults {
+		st.Joins[r] = c.counters.joins[i].Load()
+	}
+	return st
+}
+
 // Policy decides what a connection may do. A nil Policy allows everything
 // (anonymous development mode).
 type Policy interface {
@@ -79,6 +139,9 @@ type Config struct {
 	// (presence_state after each join, presence_diff on changes).
 	Presence *presence.Tracker
 	Logger   *slog.Logger
+
+	// counters change while the rest of Config stays fixed.
+	counters counters
 }
 
 // SetDefaults fills zero fields; call it once, before the first New.
@@ -97,28 +160,30 @@ func (c *Config) SetDefaults() {
 	}
 }
 
-// Session is one connection's Phoenix state.
+// Session is one connection's Phoenix state. One exists per connection,
+// so its fields are ordered to pack (192 bytes).
 type Session struct {
 	cfg    *Config
 	conn   transport.Conn
-	v      phoenix.Version
 	policy Policy
 
-	id       string // connection id, for routed pushes and lifecycle events
-	sub      string // authenticated user, "" when anonymous
-	textOnly bool   // LongPoll: never send binary frames
-	onClose  func()
+	id      string // connection id, for routed pushes and lifecycle events
+	sub     string // authenticated user, "" when anonymous
+	onClose func()
 
 	// rate limiting, touched only from HandleMessage (one goroutine at a time)
 	joinBucket, pushBucket bucket
-	refused                int
-	refusedSince           time.Time
+	refusedSince           int64 // monoNow()
 
 	mu       sync.Mutex
-	channels map[string]*channel // current instance per topic
-	closed   bool
-	pushes   []push // waiting to be published, in arrival order
-	pushing  bool   // a goroutine is draining pushes
+	channels []*channel // current instance per topic (few: a slice beats a map's 200+ bytes)
+	pushes   []push     // waiting to be published, in arrival order
+
+	refused  int32 // rate limiting, like the buckets
+	v        phoenix.Version
+	textOnly bool // LongPoll: never send binary frames
+	closed   bool // under mu
+	pushing  bool // under mu: a goroutine is draining pushes
 }
 
 type push struct {
@@ -130,11 +195,22 @@ type push struct {
 // channel is one join instance. Its pointer is the hub membership key, so
 // a duplicate join's new instance never shares a delivery path with the old.
 type channel struct {
+	s       *Session
 	topic   string
 	joinRef phoenix.Ref
+	ref     phoenix.Ref // the join message's ref, for the reply
 	params  []byte      // join params, forwarded with routed pushes
 	joined  atomic.Bool // the ok reply went out and the hub delivers to it
 	gone    atomic.Bool // left, replaced or disconnected: no reply any more
+	counted atomic.Bool // the join's result was counted (joinDone)
+}
+
+// joinDone counts the result of ch's join, once: the hub's Joined callback
+// and the joining goroutine can both see an end of the same join.
+func (s *Session) joinDone(ch *channel, result string) {
+	if ch.counted.CompareAndSwap(false, true) {
+		s.cfg.counters.join(result)
+	}
 }
 
 var _ transport.Session = (*Session)(nil)
@@ -234,18 +310,22 @@ func (s *Session) join(f phoenix.Frame) {
 	}
 	resume, ok := parseResume(f.Payload)
 	if !ok {
+		s.cfg.counters.join(JoinInvalid)
 		s.reply(joinRef, f.Ref, f.Topic, false, reason(ReasonBadRequest))
 		return
 	}
 	if f.Topic == phoenix.TopicPhoenix || s.cfg.Broker.ValidateTopic(f.Topic) != nil {
+		s.cfg.counters.join(JoinInvalid)
 		s.reply(joinRef, f.Ref, f.Topic, false, reason(ReasonInvalidTopic))
 		return
 	}
 	if !s.limit(&s.joinBucket, s.cfg.JoinRate, s.cfg.JoinBurst, joinRef, f) {
+		s.cfg.counters.join(JoinRateLimited)
 		return
 	}
 	if s.policy != nil && !s.policy.CanJoin(f.Topic) && !s.joinToken(f) {
 		// No subscription is created for a refused join.
+		s.cfg.counters.join(JoinUnauthorized)
 		s.reply(joinRef, f.Ref, f.Topic, false, reason(ReasonUnauthorized))
 		return
 	}
@@ -253,12 +333,13 @@ func (s *Session) join(f phoenix.Frame) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
+		s.cfg.counters.join(JoinCanceled)
 		return
 	}
-	if old := s.channels[f.Topic]; old != nil {
+	if old := s.channel(f.Topic); old != nil {
 		// Duplicate join: the latest wins; the old instance is closed
 		// with its own join_ref, as Phoenix does.
-		delete(s.channels, f.Topic)
+		s.forget(old)
 		old.gone.Store(true)
 		s.cfg.Hub.Leave(old.topic, old)
 		s.untrack(old)
@@ -266,35 +347,18 @@ func (s *Session) join(f phoenix.Frame) {
 	}
 	if len(s.channels) >= s.cfg.MaxChannels {
 		s.mu.Unlock()
+		s.cfg.counters.join(JoinTooManyChannels)
 		s.reply(joinRef, f.Ref, f.Topic, false, reason(ReasonTooManyJoined))
 		return
 	}
-	ch := &channel{topic: f.Topic, joinRef: joinRef, params: append([]byte(nil), f.Payload...)}
-	if s.channels == nil {
-		s.channels = make(map[string]*channel)
-	}
-	s.channels[f.Topic] = ch
-	ref := f.Ref
+	ch := &channel{s: s, topic: f.Topic, joinRef: joinRef, ref: f.Ref, params: joinParams(f.Payload)}
+	s.channels = append(s.channels, ch)
 	member := hub.Member{
 		Conn:     s.conn,
 		Version:  s.v,
 		TextOnly: s.textOnly,
-		Key:      ch,
+		Key:      ch, // a hub.Listener: Joined and Reset below
 		Resume:   resume,
-		// Called by the hub under its channel lock, before any message:
-		// it must not take s.mu.
-		Joined: func(r hub.JoinResult) {
-			if ch.gone.Load() {
-				return // the client already left this instance
-			}
-			ch.joined.Store(true)
-			s.reply(ch.joinRef, ref, ch.topic, true, joinResponse(r))
-			s.emit("join", ch.topic)
-			// Presence: after the reply, so presence_state follows it.
-			// Track never calls into the hub (we hold its lock).
-			s.track(ch)
-		},
-		Reset: func() { s.reset(ch) },
 	}
 	if s.cfg.Hub.TryJoin(f.Topic, member) {
 		s.mu.Unlock()
@@ -308,30 +372,86 @@ func (s *Session) join(f phoenix.Frame) {
 		cancel()
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		if s.closed || s.channels[ch.topic] != ch {
+		if s.closed || s.channel(ch.topic) != ch {
 			// Left, replaced or disconnected while joining: the leave was
 			// already answered; just undo the membership.
 			if err == nil {
 				s.cfg.Hub.Leave(ch.topic, ch)
 				s.untrack(ch)
 			}
+			s.joinDone(ch, JoinCanceled) // unless Joined counted it
 			return
 		}
 		if err != nil && !ch.joined.Load() {
-			delete(s.channels, ch.topic)
+			s.joinDone(ch, JoinError)
+			s.forget(ch)
 			s.cfg.Logger.Warn("join failed", "topic", ch.topic, "err", err)
-			s.reply(ch.joinRef, ref, ch.topic, false, reason(ReasonUnavailable))
+			s.reply(ch.joinRef, ch.ref, ch.topic, false, reason(ReasonUnavailable))
 		}
 	}()
+}
+
+// Joined implements hub.Listener. The hub calls it under its channel
+// lock, before any message: it must not take s.mu.
+func (ch *channel) Joined(r hub.JoinResult) {
+	s := ch.s
+	if ch.gone.Load() {
+		s.joinDone(ch, JoinCanceled)
+		return // the client already left this instance
+	}
+	ch.joined.Store(true)
+	s.joinDone(ch, JoinOK)
+	s.reply(ch.joinRef, ch.ref, ch.topic, true, joinResponse(r))
+	s.emit("join", ch.topic)
+	// Presence: after the reply, so presence_state follows it. Track
+	// never calls into the hub (we hold its lock).
+	s.track(ch)
+}
+
+// Reset implements hub.Listener.
+func (ch *channel) Reset() { ch.s.reset(ch) }
+
+// joinParams keeps a join's params for routed pushes; the common empty
+// ones cost nothing per channel.
+func joinParams(p []byte) []byte {
+	switch string(bytes.TrimSpace(p)) {
+	case "{}", "null", "":
+		return nil
+	}
+	return append([]byte(nil), p...)
+}
+
+// channel returns the current instance of topic, or nil (s.mu held).
+func (s *Session) channel(topic string) *channel {
+	for _, ch := range s.channels {
+		if ch.topic == topic {
+			return ch
+		}
+	}
+	return nil
+}
+
+// forget removes instance ch if it is still current (s.mu held).
+func (s *Session) forget(ch *channel) {
+	for i, c := range s.channels {
+		if c == ch {
+			last := len(s.channels) - 1
+			s.channels[i] = s.channels[last]
+			s.channels[last] = nil
+			s.channels = s.channels[:last]
+			if last == 0 {
+				s.channels = nil
+			}
+			return
+		}
+	}
 }
 
 // reset ends a channel instance whose history could not continue: the
 // client gets phx_error and rejoins (with its offset) by itself.
 func (s *Session) reset(ch *channel) {
 	s.mu.Lock()
-	if s.channels[ch.topic] == ch {
-		delete(s.channels, ch.topic)
-	}
+	s.forget(ch)
 	ch.gone.Store(true)
 	s.mu.Unlock()
 	s.untrack(ch)
@@ -374,8 +494,14 @@ func (s *Session) joinToken(f phoenix.Frame) bool {
 // bucket is a token bucket (HandleMessage goroutine only).
 type bucket struct {
 	tokens float64
-	last   time.Time
+	last   int64 // monoNow() of the last take; 0 = never
 }
+
+// clockBase anchors monoNow: durations since it come from the monotonic
+// clock and fit in an int64, half the size of a time.Time per bucket.
+var clockBase = time.Now()
+
+func monoNow() int64 { return int64(time.Since(clockBase)) + 1 }
 
 // limit takes one token or answers rate_limited; sustained abuse closes
 // the connection with 4029.
@@ -386,11 +512,11 @@ func (s *Session) limit(b *bucket, rate float64, burst int, joinRef phoenix.Ref,
 	if burst < 1 {
 		burst = 1
 	}
-	now := time.Now()
-	if b.last.IsZero() {
+	now := monoNow()
+	if b.last == 0 {
 		b.tokens = float64(burst)
 	} else {
-		b.tokens = min(float64(burst), b.tokens+now.Sub(b.last).Seconds()*rate)
+		b.tokens = min(float64(burst), b.tokens+time.Duration(now-b.last).Seconds()*rate)
 	}
 	b.last = now
 	if b.tokens >= 1 {
@@ -401,10 +527,10 @@ func (s *Session) limit(b *bucket, rate float64, burst int, joinRef phoenix.Ref,
 	resp := []byte(`{"reason":"rate_limited","retry_after_ms":`)
 	resp = strconv.AppendInt(resp, max(1, wait.Milliseconds()), 10)
 	s.reply(joinRef, f.Ref, f.Topic, false, append(resp, '}'))
-	if now.Sub(s.refusedSince) > 10*time.Second {
+	if time.Duration(now-s.refusedSince) > 10*time.Second {
 		s.refused, s.refusedSince = 0, now
 	}
-	if s.refused++; s.refused > 10*burst {
+	if s.refused++; int(s.refused) > 10*burst {
 		s.cfg.Logger.Info("connection closed for sustained abuse", "remote", s.conn.RemoteAddr())
 		s.conn.Close(transport.CloseRateLimited, "rate limited")
 	}
@@ -471,7 +597,7 @@ func joinResponse(r hub.JoinResult) []byte {
 func (s *Session) leave(f phoenix.Frame) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ch := s.channels[f.Topic]
+	ch := s.channel(f.Topic)
 	if ch == nil {
 		// Leaves are idempotent, including for joins never seen.
 		s.reply(f.JoinRef, f.Ref, f.Topic, true, nil)
@@ -480,7 +606,7 @@ func (s *Session) leave(f phoenix.Frame) {
 	if f.JoinRef.Valid && f.JoinRef != ch.joinRef {
 		return // stale leave for an instance already replaced
 	}
-	delete(s.channels, f.Topic)
+	s.forget(ch)
 	ch.gone.Store(true)
 	s.cfg.Hub.Leave(ch.topic, ch)
 	s.untrack(ch)
@@ -491,7 +617,7 @@ func (s *Session) leave(f phoenix.Frame) {
 
 func (s *Session) push(f phoenix.Frame) {
 	s.mu.Lock()
-	ch := s.channels[f.Topic]
+	ch := s.channel(f.Topic)
 	ok := ch != nil && ch.joined.Load() && (!f.JoinRef.Valid || f.JoinRef == ch.joinRef)
 	s.mu.Unlock()
 	if !ok {

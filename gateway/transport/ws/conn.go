@@ -21,40 +21,93 @@ const (
 const maxIovecs = 64
 
 // conn is one upgraded connection. Fields under "mu" are shared with
-// senders; the rest belong to the loop goroutine.
+// senders; the rest belong to the loop goroutine. An idle connection holds
+// only this struct (144 bytes): output waiting for the socket and input
+// waiting for the rest of a frame live in pooled side structures that
+// exist only while bytes are pending.
 type conn struct {
-	s      *Server
 	l      *loop
 	sess   transport.Session
 	remote string
-	gen    uint32
-
-	mu            sync.Mutex
-	fd            int // -1 once closed; only the loop closes it
-	state         uint8
-	watched       bool
-	outArmed      bool
-	closeCode     transport.CloseCode
-	closeDeadline int64
-	queue         [][]byte // frames waiting for the socket; shared, never modified
-	qoff          int      // bytes of queue[0] already written
-	qbytes        int
-	queuedSince   int64
-	expires       int64 // Unix seconds; 0 = never
-	expireCode    transport.CloseCode
-	expireReason  string
-
-	// loop goroutine only
-	pend     []byte // unfinished frame
-	msg      []byte // unfinished fragmented message
-	msgOp    byte
-	lastRead int64
-	pinged   bool
 
 	// timing wheel (loop.mu)
 	wprev, wnext *conn
-	wslot        int32
-	wdue         int64
+
+	mu  sync.Mutex
+	out *outQueue // frames the socket has not taken yet; nil when none
+	// deadline is, while open, when the connection expires (Unix seconds,
+	// 0 = never: ExpireAt) and, while closing, when the socket is dropped
+	// if the peer has not answered the close frame.
+	deadline     int64
+	expireReason string
+	fd           int // -1 once closed; only the loop closes it
+
+	// loop goroutine only
+	in       *partial // unfinished frame or fragmented message; nil when none
+	lastRead int64
+
+	wdue       int64 // timing wheel (loop.mu)
+	gen        uint32
+	wslot      int32 // timing wheel (loop.mu)
+	closeCode  transport.CloseCode
+	expireCode transport.CloseCode
+	state      uint8
+	watched    bool
+	outArmed   bool
+	pinged     bool // loop goroutine only
+}
+
+// outQueue holds frames waiting for a writable socket. Frames are shared
+// between connections and never modified.
+type outQueue struct {
+	frames [][]byte
+	off    int   // bytes of frames[0] already written
+	bytes  int   // bytes still to write
+	since  int64 // Unix seconds when the queue formed (write timeout)
+}
+
+// partial holds input that does not yet form a whole message.
+type partial struct {
+	pend []byte // unfinished frame
+	msg  []byte // unfinished fragmented message
+	op   byte   // opcode of msg; 0 = none
+}
+
+var (
+	outPool     = sync.Pool{New: func() any { return new(outQueue) }}
+	partialPool = sync.Pool{New: func() any { return new(partial) }}
+)
+
+// releaseOut returns c's empty queue to the pool (c.mu held).
+func (c *conn) releaseOut() {
+	if q := c.out; q != nil {
+		clear(q.frames)
+		*q = outQueue{frames: q.frames[:0]}
+		if cap(q.frames) > maxIovecs {
+			q.frames = nil // do not pool a queue a slow reader grew
+		}
+		c.out = nil
+		outPool.Put(q)
+	}
+}
+
+// releaseIn returns c's empty partial state to the pool (loop goroutine).
+func (c *conn) releaseIn() {
+	if p := c.in; p != nil {
+		c.in = nil
+		if cap(p.pend) > readBufferSize || cap(p.msg) > readBufferSize {
+			return // a large message's buffer is left to the GC
+		}
+		*p = partial{pend: p.pend[:0], msg: p.msg[:0]}
+		partialPool.Put(p)
+	}
+}
+
+func (c *conn) queued() int {
+	if c.out == nil {
+		return 0
+	}
+	return c.out.bytes
 }
 
 var (
@@ -69,17 +122,18 @@ func (c *conn) RemoteAddr() string { return c.remote }
 func (c *conn) ExpireAt(t time.Time, code transport.CloseCode, reason string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.expires, c.expireCode, c.expireReason = t.Unix(), code, reason
-	if c.state == stateOpen {
-		c.l.reschedule(c, c.expires) // no-op before add, which files it by nextDue
+	if c.state != stateOpen {
+		return // closing anyway; deadline now means the close timeout
 	}
+	c.deadline, c.expireCode, c.expireReason = t.Unix(), code, reason
+	c.l.reschedule(c, c.deadline) // no-op before add, which files it by nextDue
 }
 
 // Backlog implements transport.Conn.
 func (c *conn) Backlog() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.qbytes
+	return c.queued()
 }
 
 func (c *conn) closing() bool {
@@ -96,7 +150,7 @@ func (c *conn) Send(m *transport.Message) bool {
 	if c.state != stateOpen {
 		return false
 	}
-	if len(c.queue) > 0 && c.qbytes+len(b) > c.s.cfg.MaxQueueBytes {
+	if c.out != nil && c.out.bytes+len(b) > c.l.s.cfg.MaxQueueBytes {
 		c.closeLocked(transport.CloseSlowConsumer, "slow consumer")
 		return false
 	}
@@ -120,23 +174,23 @@ func (c *conn) closeLocked(code transport.CloseCode, reason string) {
 	}
 	c.state = stateClosing
 	c.closeCode = code
-	if len(c.queue) > 0 {
+	if q := c.out; q != nil {
 		keep := 0
-		if c.qoff > 0 {
+		if q.off > 0 {
 			keep = 1
 		}
-		for i := keep; i < len(c.queue); i++ {
-			c.queue[i] = nil
-		}
-		c.queue = c.queue[:keep]
-		c.qbytes = 0
+		clear(q.frames[keep:])
+		q.frames = q.frames[:keep]
+		q.bytes = 0
 		if keep == 1 {
-			c.qbytes = len(c.queue[0]) - c.qoff
+			q.bytes = len(q.frames[0]) - q.off
+		} else {
+			c.releaseOut()
 		}
 	}
-	c.closeDeadline = time.Now().Unix() + secs(c.s.cfg.CloseTimeout)
+	c.deadline = time.Now().Unix() + secs(c.l.s.cfg.CloseTimeout)
 	c.writeLocked(closeFrame(code, reason))
-	c.l.reschedule(c, c.closeDeadline)
+	c.l.reschedule(c, c.deadline)
 }
 
 // writeLocked writes b now if nothing is queued, and queues what the socket
@@ -145,9 +199,9 @@ func (c *conn) writeLocked(b []byte) bool {
 	if c.fd < 0 {
 		return false
 	}
-	if len(c.queue) > 0 {
-		c.queue = append(c.queue, b)
-		c.qbytes += len(b)
+	if q := c.out; q != nil {
+		q.frames = append(q.frames, b)
+		q.bytes += len(b)
 		return true
 	}
 	n, err := write(c.fd, b)
@@ -158,12 +212,14 @@ func (c *conn) writeLocked(b []byte) bool {
 		c.brokenLocked()
 		return false
 	}
-	c.queue = append(c.queue, b)
-	c.qoff = n
-	c.qbytes = len(b) - n
-	c.queuedSince = time.Now().Unix()
+	q := outPool.Get().(*outQueue)
+	q.frames = append(q.frames, b)
+	q.off = n
+	q.bytes = len(b) - n
+	q.since = time.Now().Unix()
+	c.out = q
 	c.armLocked(true)
-	c.l.reschedule(c, c.queuedSince+secs(c.s.cfg.WriteTimeout))
+	c.l.reschedule(c, q.since+secs(c.l.s.cfg.WriteTimeout))
 	return true
 }
 
@@ -172,9 +228,9 @@ func (c *conn) writeLocked(b []byte) bool {
 func (c *conn) brokenLocked() {
 	if c.state == stateOpen {
 		c.state = stateClosing
-		c.closeDeadline = time.Now().Unix()
+		c.deadline = time.Now().Unix()
 	}
-	c.queue, c.qbytes, c.qoff = nil, 0, 0
+	c.releaseOut()
 	unix.Shutdown(c.fd, unix.SHUT_RDWR)
 }
 
@@ -198,14 +254,15 @@ func (c *conn) flush() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var iov [maxIovecs][]byte
-	for len(c.queue) > 0 && c.fd >= 0 {
+	for c.out != nil && len(c.out.frames) > 0 && c.fd >= 0 {
+		q := c.out
 		n := 0
-		for i, b := range c.queue {
+		for i, b := range q.frames {
 			if i == maxIovecs {
 				break
 			}
 			if i == 0 {
-				b = b[c.qoff:]
+				b = b[q.off:]
 			}
 			iov[n] = b
 			n++
@@ -217,44 +274,45 @@ func (c *conn) flush() {
 			}
 			return
 		}
-		c.qbytes -= w
+		q.bytes -= w
+		done := 0
 		for w > 0 {
-			left := len(c.queue[0]) - c.qoff
+			left := len(q.frames[done]) - q.off
 			if w < left {
-				c.qoff += w
+				q.off += w
 				break
 			}
 			w -= left
-			c.queue[0] = nil
-			c.queue = c.queue[1:]
-			c.qoff = 0
+			q.frames[done] = nil
+			done++
+			q.off = 0
 		}
+		q.frames = q.frames[:copy(q.frames, q.frames[done:])]
 	}
-	if len(c.queue) == 0 {
-		c.queue = nil
-		c.queuedSince = 0
+	if c.out != nil && len(c.out.frames) == 0 {
+		c.releaseOut()
 		c.armLocked(false)
 	}
 }
 
 // nextDue is when the wheel should look at c again (c.mu held).
 func (c *conn) nextDue(now int64) int64 {
-	cfg := &c.s.cfg
+	cfg := &c.l.s.cfg
 	var due int64
 	switch c.state {
 	case stateClosing:
-		due = c.closeDeadline
+		due = c.deadline
 	default:
 		if c.pinged {
 			due = c.lastRead + secs(cfg.IdleTimeout)
 		} else {
 			due = c.lastRead + secs(cfg.PingInterval)
 		}
-		if len(c.queue) > 0 {
-			due = min(due, c.queuedSince+secs(cfg.WriteTimeout))
+		if c.out != nil {
+			due = min(due, c.out.since+secs(cfg.WriteTimeout))
 		}
-		if c.expires > 0 {
-			due = min(due, c.expires)
+		if c.deadline > 0 {
+			due = min(due, c.deadline)
 		}
 	}
 	return max(due, now+1)

@@ -236,9 +236,9 @@ func (l *loop) readable(c *conn) {
 // tail). It returns false once the connection is finished.
 func (l *loop) consume(c *conn, data []byte) bool {
 	max := l.s.cfg.MaxMessageSize
-	if len(c.pend) > 0 {
-		c.pend = append(c.pend, data...)
-		data = c.pend
+	if c.in != nil && len(c.in.pend) > 0 {
+		c.in.pend = append(c.in.pend, data...)
+		data = c.in.pend
 	}
 	off := 0
 	for off < len(data) {
@@ -260,12 +260,20 @@ func (l *loop) consume(c *conn, data []byte) bool {
 	rest := data[off:]
 	switch {
 	case len(rest) == 0:
-		c.pend = nil
-	case len(c.pend) > 0:
-		n := copy(c.pend, rest)
-		c.pend = c.pend[:n]
+		if c.in != nil {
+			c.in.pend = c.in.pend[:0]
+			if c.in.op == 0 {
+				c.releaseIn()
+			}
+		}
+	case c.in != nil && len(c.in.pend) > 0:
+		n := copy(c.in.pend, rest) // rest is a suffix of pend itself
+		c.in.pend = c.in.pend[:n]
 	default:
-		c.pend = append(make([]byte, 0, len(rest)+512), rest...)
+		if c.in == nil {
+			c.in = partialPool.Get().(*partial)
+		}
+		c.in.pend = append(c.in.pend[:0], rest...)
 	}
 	return true
 }
@@ -321,30 +329,39 @@ func (l *loop) frame(c *conn, h header, payload []byte) bool {
 		l.finish(c, code)
 		return false
 	case opText, opBinary:
-		if c.msgOp != 0 {
+		if c.in != nil && c.in.op != 0 {
 			l.protocolError(c, errInterleaved)
 			return false
 		}
 		if !h.fin {
-			c.msgOp = h.op
-			c.msg = append(make([]byte, 0, len(payload)*2), payload...)
+			if c.in == nil {
+				c.in = partialPool.Get().(*partial)
+			}
+			c.in.op = h.op
+			c.in.msg = append(c.in.msg[:0], payload...)
 			return true
 		}
 		return l.deliver(c, h.op, payload)
 	case opContinuation:
-		if c.msgOp == 0 {
+		if c.in == nil || c.in.op == 0 {
 			l.protocolError(c, errContinuation)
 			return false
 		}
-		if len(c.msg)+len(payload) > l.s.cfg.MaxMessageSize {
+		if len(c.in.msg)+len(payload) > l.s.cfg.MaxMessageSize {
 			l.protocolError(c, errTooBig)
 			return false
 		}
-		c.msg = append(c.msg, payload...)
+		c.in.msg = append(c.in.msg, payload...)
 		if h.fin {
-			op, msg := c.msgOp, c.msg
-			c.msgOp, c.msg = 0, nil
-			return l.deliver(c, op, msg)
+			// The message is handed over before the buffer is reused:
+			// sessions copy what they keep.
+			op, msg := c.in.op, c.in.msg
+			c.in.op = 0
+			ok := l.deliver(c, op, msg)
+			if c.in != nil {
+				c.in.msg = c.in.msg[:0]
+			}
+			return ok
 		}
 	}
 	return true
@@ -382,8 +399,7 @@ func (l *loop) finish(c *conn, code transport.CloseCode) {
 	fd := c.fd
 	c.fd = -1
 	c.state = stateClosed
-	c.queue = nil
-	c.qbytes = 0
+	c.releaseOut()
 	watched := c.watched
 	c.mu.Unlock()
 
@@ -397,7 +413,8 @@ func (l *loop) finish(c *conn, code transport.CloseCode) {
 	}
 	l.remove(c)
 	l.mu.Unlock()
-	c.pend, c.msg = nil, nil
+	// Not pooled: finish can run while consume still parses this input.
+	c.in = nil
 	l.s.open.Add(-1)
 	l.s.countClose(code)
 	c.sess.HandleClose(code)
@@ -486,12 +503,12 @@ func (l *loop) check(c *conn, now int64) {
 		c.mu.Unlock()
 		return
 	case stateClosing:
-		finish = now >= c.closeDeadline
+		finish = now >= c.deadline
 	case stateOpen:
 		switch {
-		case c.expires > 0 && now >= c.expires:
+		case c.deadline > 0 && now >= c.deadline:
 			c.closeLocked(c.expireCode, c.expireReason)
-		case len(c.queue) > 0 && now-c.queuedSince >= secs(cfg.WriteTimeout):
+		case c.out != nil && now-c.out.since >= secs(cfg.WriteTimeout):
 			c.closeLocked(transport.CloseSlowConsumer, "write timeout")
 		case now-c.lastRead >= secs(cfg.IdleTimeout):
 			c.closeLocked(transport.CloseHeartbeatTimeout, "idle timeout")

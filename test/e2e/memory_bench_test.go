@@ -1,0 +1,181 @@
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"strconv"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/fabric-rt/fabric/internal/app"
+)
+
+// BenchmarkIdleConnHeap measures the Go heap a gateway keeps per idle
+// joined WebSocket connection: live bytes after a full GC, over the heap
+// before the connections, divided by their number. It explains the RSS
+// figure of `fabric bench idle` (which adds GC headroom and the kernel's
+// share) and is the number to watch when changing per-connection state.
+//
+// The clients are raw blocking sockets driven with syscalls, outside Go's
+// netpoller and heap, so the only heap that grows is the server's.
+//
+//	go test -run '^$' -bench IdleConnHeap -benchtime 1x ./test/e2e/
+func BenchmarkIdleConnHeap(b *testing.B) {
+	for _, tc := range []struct {
+		name, topic string
+	}{
+		{"ephemeral", "bench:idle"},     // no history, no presence
+		{"room", "room:idle"},           // default namespace: history and presence
+		{"spread", "bench:idle-%d"},     // one channel per connection
+		{"room-spread", "room:idle-%d"}, // one persistent channel per connection
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			const n = 2000
+			for range b.N {
+				idleHeap(b, n, tc.topic)
+			}
+		})
+	}
+}
+
+func idleHeap(b *testing.B, n int, topic string) {
+	a, err := app.Start(app.Config{
+		Listen: "127.0.0.1:0", OpsListen: "off", NATSListen: "off",
+		DataDir: b.TempDir(), LeaveGrace: 50 * time.Millisecond,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer a.Shutdown(b.Context())
+	addr, err := net.ResolveTCPAddr("tcp", a.HTTPAddr())
+	if err != nil {
+		b.Fatal(err)
+	}
+	// One throwaway connection first: lazily built state (pools, encoder
+	// caches, the first channel's subscription) is not per connection.
+	warm := rawJoin(b, addr, fmt.Sprintf(topic, -1))
+	before := heapAfterGC()
+	var total0 runtime.MemStats
+	runtime.ReadMemStats(&total0)
+	fds := make([]int, 0, n)
+	defer func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+		unix.Close(warm)
+	}()
+	for i := range n {
+		t := topic
+		if bytes.Contains([]byte(topic), []byte("%d")) {
+			t = fmt.Sprintf(topic, i)
+		}
+		fds = append(fds, rawJoin(b, addr, t))
+	}
+	var total1 runtime.MemStats
+	runtime.ReadMemStats(&total1)
+	after := heapAfterGC()
+	b.ReportMetric(float64(after-before)/float64(n), "live-B/conn")
+	// With -memprofilerate 1, BENCH_HEAP_PROFILE=file saves the heap at
+	// this moment: which allocation sites the connections keep alive.
+	if path := os.Getenv("BENCH_HEAP_PROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		if err := pprof.WriteHeapProfile(f); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(total1.TotalAlloc-total0.TotalAlloc)/float64(n), "alloc-B/conn")
+}
+
+func heapAfterGC() int64 {
+	var m runtime.MemStats
+	for range 2 {
+		runtime.GC()
+	}
+	runtime.ReadMemStats(&m)
+	return int64(m.HeapAlloc)
+}
+
+// rawJoin opens a blocking socket, upgrades it and joins topic, returning
+// the fd once the join reply arrived.
+func rawJoin(b *testing.B, addr *net.TCPAddr, topic string) int {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	sa := &unix.SockaddrInet4{Port: addr.Port}
+	copy(sa.Addr[:], addr.IP.To4())
+	if err := unix.Connect(fd, sa); err != nil {
+		b.Fatal(err)
+	}
+	req := "GET /socket/websocket?vsn=2.0.0 HTTP/1.1\r\nHost: " + addr.String() +
+		"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	writeAll(b, fd, []byte(req))
+	var buf [4096]byte
+	var got []byte
+	for !bytes.Contains(got, []byte("\r\n\r\n")) {
+		got = append(got, readSome(b, fd, buf[:])...)
+	}
+	if !bytes.HasPrefix(got, []byte("HTTP/1.1 101")) {
+		b.Fatalf("upgrade: %q", got)
+	}
+	got = got[bytes.Index(got, []byte("\r\n\r\n"))+4:]
+	join := []byte(`["1","1",` + strconv.Quote(topic) + `,"phx_join",{}]`)
+	frame := []byte{0x81, 0x80 | byte(len(join)), 0, 0, 0, 0} // zero mask key
+	if len(join) > 125 {
+		b.Fatal("join frame too long for this client")
+	}
+	writeAll(b, fd, append(frame, join...))
+	for {
+		if whole(got) {
+			if !bytes.Contains(got, []byte(`"ok"`)) {
+				b.Fatalf("join %s: %q", topic, got)
+			}
+			return fd
+		}
+		got = append(got, readSome(b, fd, buf[:])...)
+	}
+}
+
+// whole reports whether p starts with a complete unmasked server frame.
+func whole(p []byte) bool {
+	if len(p) < 2 {
+		return false
+	}
+	switch l := int(p[1] & 0x7f); l {
+	case 126:
+		return len(p) >= 4 && len(p) >= 4+int(p[2])<<8|int(p[3])
+	case 127:
+		return false // never this large here
+	default:
+		return len(p) >= 2+l
+	}
+}
+
+func writeAll(b *testing.B, fd int, p []byte) {
+	for len(p) > 0 {
+		n, err := unix.Write(fd, p)
+		if err != nil {
+			b.Fatal(err)
+		}
+		p = p[n:]
+	}
+}
+
+func readSome(b *testing.B, fd int, buf []byte) []byte {
+	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 10})
+	n, err := unix.Read(fd, buf)
+	if err != nil || n <= 0 {
+		b.Fatalf("read: %d %v", n, err)
+	}
+	return buf[:n]
+}
