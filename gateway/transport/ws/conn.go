@@ -2,6 +2,7 @@ package ws
 
 import (
 	"errors"
+	"net/netip"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -22,13 +23,12 @@ const maxIovecs = 64
 
 // conn is one upgraded connection. Fields under "mu" are shared with
 // senders; the rest belong to the loop goroutine. An idle connection holds
-// only this struct (144 bytes): output waiting for the socket and input
+// only this struct (128 bytes): output waiting for the socket and input
 // waiting for the rest of a frame live in pooled side structures that
 // exist only while bytes are pending.
 type conn struct {
-	l      *loop
-	sess   transport.Session
-	remote string
+	l    *loop
+	sess transport.Session
 
 	// timing wheel (loop.mu)
 	wprev, wnext *conn
@@ -115,7 +115,26 @@ var (
 	_ transport.Expirer = (*conn)(nil)
 )
 
-func (c *conn) RemoteAddr() string { return c.remote }
+// RemoteAddr implements transport.Conn. It asks the kernel rather than
+// keeping a string per connection: it is only wanted for the odd log line.
+func (c *conn) RemoteAddr() string {
+	c.mu.Lock() // the loop closes the fd only after taking it away under mu
+	defer c.mu.Unlock()
+	if c.fd < 0 {
+		return ""
+	}
+	sa, err := unix.Getpeername(c.fd)
+	if err != nil {
+		return ""
+	}
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port)).String()
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port)).String()
+	}
+	return ""
+}
 
 // ExpireAt implements transport.Expirer: the wheel closes the connection
 // at t (second granularity).

@@ -159,7 +159,7 @@ func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request, newSession func
 		return fmt.Errorf("ws: detach socket: %w", err)
 	}
 	l := s.loops[int(s.next.Add(1))%len(s.loops)]
-	c := &conn{l: l, fd: fd, remote: r.RemoteAddr, wslot: -1}
+	c := &conn{l: l, fd: fd, wslot: -1}
 	c.sess = newSession(c)
 	s.open.Add(1)
 	l.add(c, early)

@@ -533,3 +533,18 @@ func TestDrainIsPaced(t *testing.T) {
 		t.Fatalf("upgrade while draining: %v", err)
 	}
 }
+
+func TestRemoteAddrFromKernel(t *testing.T) {
+	f := newFixture(t, fws.Config{})
+	c := f.dial(t)
+	deadline := time.Now().Add(5 * time.Second)
+	for f.count() == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if f.count() != 1 {
+		t.Fatal("no session")
+	}
+	if got, want := f.sessions()[0].c.RemoteAddr(), c.LocalAddr().String(); got != want {
+		t.Fatalf("RemoteAddr() = %q, want the client's address %q", got, want)
+	}
+}
