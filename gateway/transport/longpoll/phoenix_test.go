@@ -81,7 +81,11 @@ func (m *miniPhoenix) HandleMessage(binary bool, data []byte) {
 func (m *miniPhoenix) HandleClose(code transport.CloseCode) { m.closes <- code }
 
 func TestRealClientLongPoll(t *testing.T) {
-	lp := New(Config{PollWindow: 500 * time.Millisecond, IdleTimeout: 400 * time.Millisecond})
+	// IdleTimeout leaves a loaded machine (CI, -race) seconds between one
+	// poll's answer and the client's next poll; only the deliberate stall
+	// below may outlast it.
+	const idle = 3 * time.Second
+	lp := New(Config{PollWindow: 500 * time.Millisecond, IdleTimeout: idle})
 	closes := make(chan transport.CloseCode, 16)
 	var joins atomic.Int32
 	var stall atomic.Bool // stall the next poll past IdleTimeout (a network hiccup)
@@ -90,7 +94,7 @@ func TestRealClientLongPoll(t *testing.T) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/socket/longpoll", func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodGet && strings.Contains(r.URL.RawQuery, "token=lp1.") && stall.CompareAndSwap(true, false) {
-			time.Sleep(1200 * time.Millisecond)
+			time.Sleep(idle + 2*time.Second)
 		}
 		lp.Serve(w, r, func(r *http.Request) (func(transport.Conn) transport.Session, error) {
 			queries.Store(r.URL.RawQuery, true)
@@ -169,10 +173,10 @@ func TestRealClientLongPoll(t *testing.T) {
 		if code != transport.CloseHeartbeatTimeout {
 			t.Fatalf("session ended with %d, want 4000", code)
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(idle + 15*time.Second):
 		t.Fatalf("session did not expire")
 	}
-	e = p.MustNext(5*time.Second, "socket close", phxnode.IsEv("close"))
+	e = p.MustNext(15*time.Second, "socket close", phxnode.IsEv("close"))
 	if e.Code != 3410 {
 		t.Fatalf("client close = %s, want 3410", e)
 	}
