@@ -161,7 +161,8 @@ func (c *Config) SetDefaults() {
 }
 
 // Session is one connection's Phoenix state. One exists per connection,
-// so its fields are ordered to pack (192 bytes).
+// so its fields are ordered to pack (160 bytes) and push state, which many
+// connections never need, lives apart until the first push.
 type Session struct {
 	cfg    *Config
 	conn   transport.Conn
@@ -172,18 +173,24 @@ type Session struct {
 	onClose func()
 
 	// rate limiting, touched only from HandleMessage (one goroutine at a time)
-	joinBucket, pushBucket bucket
-	refusedSince           int64 // monoNow()
+	joinBucket   bucket
+	refusedSince int64 // monoNow()
 
 	mu       sync.Mutex
 	channels []*channel // current instance per topic (few: a slice beats a map's 200+ bytes)
-	pushes   []push     // waiting to be published, in arrival order
+	pushq    *pushQueue // allocated by the first push
 
 	refused  int32 // rate limiting, like the buckets
 	v        phoenix.Version
 	textOnly bool // LongPoll: never send binary frames
 	closed   bool // under mu
-	pushing  bool // under mu: a goroutine is draining pushes
+}
+
+// pushQueue is a connection's client pushes.
+type pushQueue struct {
+	bucket  bucket // HandleMessage goroutine only
+	pending []push // under Session.mu: waiting to be published, in arrival order
+	running bool   // under Session.mu: a goroutine is draining pending
 }
 
 type push struct {
@@ -625,7 +632,12 @@ func (s *Session) push(f phoenix.Frame) {
 		s.reply(phoenix.Null, f.Ref, f.Topic, false, reason(ReasonUnmatchedTopic))
 		return
 	}
-	if !s.limit(&s.pushBucket, s.cfg.PushRate, s.cfg.PushBurst, f.JoinRef, f) {
+	if s.pushq == nil {
+		s.mu.Lock() // publishPushes reads the pointer under mu
+		s.pushq = new(pushQueue)
+		s.mu.Unlock()
+	}
+	if !s.limit(&s.pushq.bucket, s.cfg.PushRate, s.cfg.PushBurst, f.JoinRef, f) {
 		return
 	}
 	if s.policy != nil && !s.policy.CanPublish(f.Topic) {
@@ -636,9 +648,10 @@ func (s *Session) push(f phoenix.Frame) {
 	// reach the bus in the order the client sent them.
 	p := push{f: f, payload: append([]byte(nil), f.Payload...), params: ch.params} // f.Payload lives in the read buffer
 	s.mu.Lock()
-	s.pushes = append(s.pushes, p)
-	start := !s.pushing
-	s.pushing = true
+	q := s.pushq
+	q.pending = append(q.pending, p)
+	start := !q.running
+	q.running = true
 	s.mu.Unlock()
 	if start {
 		go s.publishPushes()
@@ -648,14 +661,16 @@ func (s *Session) push(f phoenix.Frame) {
 func (s *Session) publishPushes() {
 	for {
 		s.mu.Lock()
-		if len(s.pushes) == 0 || s.closed {
-			s.pushes = nil
-			s.pushing = false
+		q := s.pushq
+		if len(q.pending) == 0 || s.closed {
+			q.pending = nil
+			q.running = false
 			s.mu.Unlock()
 			return
 		}
-		p := s.pushes[0]
-		s.pushes = s.pushes[1:]
+		p := q.pending[0]
+		q.pending[0] = push{}
+		q.pending = q.pending[1:]
 		s.mu.Unlock()
 		f := p.f
 		if h, ok := s.cfg.Broker.(broker.Handlers); ok && h.RoutesPushes(f.Topic) {
