@@ -308,7 +308,9 @@ func (c *conn) flush() {
 		}
 		q.frames = q.frames[:copy(q.frames, q.frames[done:])]
 	}
-	if c.out != nil && len(c.out.frames) == 0 {
+	if c.out == nil || len(c.out.frames) == 0 {
+		// Nothing left (a close may have dropped the queue): stop
+		// asking for EPOLLOUT, or level-triggered epoll spins the loop.
 		c.releaseOut()
 		c.armLocked(false)
 	}

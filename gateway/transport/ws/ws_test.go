@@ -315,6 +315,11 @@ func TestSlowConsumerIsCut(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer slow.Close()
+	// The session is created after the 101 goes out: wait for slow's
+	// before dialling fast, so sessions[0] is slow's.
+	for deadline := time.Now().Add(10 * time.Second); f.count() < 1 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
 	fast := f.dial(t)
 	deadline := time.Now().Add(10 * time.Second)
 	for f.count() < 2 && time.Now().Before(deadline) {
