@@ -44,6 +44,11 @@ type Limits struct {
 	MaxPendingHandshakes int     // upgrades in progress; over: 503 (0: unlimited)
 	JoinRate, PushRate   float64 // per connection per second (0: unlimited)
 	JoinBurst, PushBurst int
+	// AcceptRate admits at most this many new connections (WebSocket
+	// upgrades and LongPoll sessions) per second, in bursts of up to
+	// AcceptBurst (at least 1); over: 503 + Retry-After: 1 (0: off).
+	AcceptRate  float64
+	AcceptBurst int
 }
 
 // refusal is an HTTP answer before the upgrade.
@@ -184,6 +189,10 @@ func (g *Gateway) admit(r *http.Request) (pol *policy, claims *auth.Claims, rele
 		return nil, nil, nil, &refusal{status: http.StatusForbidden, reason: "origin_not_allowed"}
 	}
 	lim := g.cfg.Limits
+	if !g.accept.allow(lim.AcceptRate, lim.AcceptBurst, time.Now()) {
+		g.refused.acceptRate.Add(1)
+		return nil, nil, nil, &refusal{status: http.StatusServiceUnavailable, reason: "overloaded", retryAfter: 1}
+	}
 	if lim.MaxPendingHandshakes > 0 && g.pending.Add(1) > int64(lim.MaxPendingHandshakes) {
 		g.pending.Add(-1)
 		g.refused.overload.Add(1)
@@ -235,7 +244,47 @@ func (t *ticket) release() {
 
 // refusals counts connections refused before the upgrade, by cause.
 type refusals struct {
-	origin, overload, perIP, auth atomic.Uint64
+	origin, overload, perIP, auth, acceptRate atomic.Uint64
+}
+
+// snapshot is Stats.Refused.
+func (r *refusals) snapshot() map[string]uint64 {
+	return map[string]uint64{
+		"origin": r.origin.Load(), "overload": r.overload.Load(),
+		"per_ip": r.perIP.Load(), "auth": r.auth.Load(), "accept_rate": r.acceptRate.Load(),
+	}
+}
+
+// acceptBucket is the gateway-wide token bucket of new connections: it
+// holds up to burst tokens and refills at rate per second; every admission
+// attempt past the origin check takes one. A connect storm (a gateway
+// restart elsewhere, a thundering herd) is then spread out by the clients'
+// backoff instead of queueing TLS, upgrades and token checks without bound.
+type acceptBucket struct {
+	mu     sync.Mutex
+	tokens float64
+	last   time.Time
+}
+
+func (b *acceptBucket) allow(rate float64, burst int, now time.Time) bool {
+	if rate <= 0 {
+		return true
+	}
+	capacity := float64(max(1, burst))
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch {
+	case b.last.IsZero():
+		b.tokens, b.last = capacity, now
+	case now.After(b.last):
+		b.tokens = min(capacity, b.tokens+now.Sub(b.last).Seconds()*rate)
+		b.last = now
+	}
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
 }
 
 var errRefused = errors.New("gateway: connection refused")

@@ -25,6 +25,10 @@ import (
 	"github.com/fabric-rt/fabric/internal/broker"
 )
 
+// PathWebSocket is the WebSocket endpoint (phoenix.js appends /websocket to
+// the socket path "/socket").
+const PathWebSocket = "/socket/websocket"
+
 // Config configures a Gateway.
 type Config struct {
 	Broker broker.Broker
@@ -66,6 +70,7 @@ type Gateway struct {
 	open    atomic.Int64 // admitted connections (both transports)
 	pending atomic.Int64 // upgrades in progress
 	perIP   ipCounter
+	accept  acceptBucket
 	refused refusals
 }
 
@@ -115,7 +120,7 @@ func New(cfg Config) (*Gateway, error) {
 	origins := cfg.AllowedOrigins
 	lpcfg.AllowOrigin = func(o string) bool { return originAllowed(origins, o) }
 	g.lp = longpoll.New(lpcfg)
-	g.mux.HandleFunc("GET /socket/websocket", g.serveWebSocket)
+	g.mux.HandleFunc("GET "+PathWebSocket, g.serveWebSocket)
 	g.mux.HandleFunc("/socket/longpoll", g.serveLongPoll)
 	if cfg.Home != nil {
 		g.mux.Handle("/", cfg.Home)
@@ -204,16 +209,13 @@ type Stats struct {
 	Hub       hub.Stats
 	Sessions  session.Stats
 	// Refused counts connections refused before the upgrade, by cause:
-	// "origin", "overload", "per_ip", "auth".
+	// "origin", "overload", "per_ip", "auth", "accept_rate".
 	Refused map[string]uint64
 }
 
 // Stats returns a snapshot.
 func (g *Gateway) Stats() Stats {
-	return Stats{Transport: g.ws.Stats(), LongPoll: g.lp.Stats(), Hub: g.hub.Stats(), Sessions: g.sess.Stats(), Refused: map[string]uint64{
-		"origin": g.refused.origin.Load(), "overload": g.refused.overload.Load(),
-		"per_ip": g.refused.perIP.Load(), "auth": g.refused.auth.Load(),
-	}}
+	return Stats{Transport: g.ws.Stats(), LongPoll: g.lp.Stats(), Hub: g.hub.Stats(), Sessions: g.sess.Stats(), Refused: g.refused.snapshot()}
 }
 
 // Members returns the local member count of topic.

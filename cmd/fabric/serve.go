@@ -29,11 +29,18 @@ func serveFlags(cfg *app.Config, logLevel, logFormat *string, shutdownTimeout *t
 	// Embedded-server clustering (no effect with --nats-url).
 	fs.StringVar(&cfg.ClusterName, "cluster-name", "", "join the embedded NATS server to this cluster (routes; JetStream R3 needs 3 nodes); no effect with --nats-url")
 	fs.StringVar(&cfg.ClusterListen, "cluster-listen", "127.0.0.1:6222", "embedded NATS route listener, used with --cluster-name; no effect with --nats-url")
-	fs.Func("routes", "embedded NATS seed routes, comma-separated nats-route://host:port URLs, used with --cluster-name; no effect with --nats-url", func(v string) error {
-		cfg.Routes = append(cfg.Routes, splitList(v)...)
-		return nil
-	})
+	fs.Var(listFlag{&cfg.Routes}, "routes", "embedded NATS seed routes, comma-separated nats-route://host:port URLs, used with --cluster-name; no effect with --nats-url")
 	fs.StringVar(&cfg.NATSName, "nats-name", "", "embedded NATS server name, unique and stable per cluster node (default fabric-<hostname>[-<cluster port>]); no effect with --nats-url")
+	// Credentials and TLS for an external NATS (--nats-url only; an error
+	// without it). User and password may also be given in the URL.
+	fs.StringVar(&cfg.NATSCreds, "nats-creds", "", "external NATS: credentials file (user JWT and NKey seed, from nsc); needs --nats-url")
+	fs.StringVar(&cfg.NATSNkey, "nats-nkey", "", "external NATS: NKey seed file (SU…); needs --nats-url")
+	fs.StringVar(&cfg.NATSUser, "nats-user", "", "external NATS: user name (with --nats-password; or nats://user:pass@host in --nats-url); needs --nats-url")
+	fs.StringVar(&cfg.NATSPassword, "nats-password", "", "external NATS: password for --nats-user (prefer FABRIC_NATS_PASSWORD); needs --nats-url")
+	fs.StringVar(&cfg.NATSToken, "nats-token", "", "external NATS: authentication token (prefer FABRIC_NATS_TOKEN); needs --nats-url")
+	fs.StringVar(&cfg.NATSTLSCA, "nats-tls-ca", "", "external NATS: PEM file of CA certificates to verify the servers with (implies TLS); needs --nats-url")
+	fs.StringVar(&cfg.NATSTLSCert, "nats-tls-cert", "", "external NATS: PEM client certificate file for mutual TLS (with --nats-tls-key); needs --nats-url")
+	fs.StringVar(&cfg.NATSTLSKey, "nats-tls-key", "", "external NATS: PEM private key file of --nats-tls-cert; needs --nats-url")
 	fs.BoolVar(&cfg.AllowAnonymous, "allow-anonymous", false, "allow open (unauthenticated) joins on non-loopback listeners")
 	fs.StringVar(&cfg.SubjectPrefix, "subject-prefix", "fabric", "NATS subject prefix: topic room:lobby maps to <prefix>.room.lobby")
 	fs.IntVar(&cfg.MaxMessageSize, "max-message-size", 64<<10, "largest client message in bytes (whole message, all fragments); over it: close 1009")
@@ -43,6 +50,27 @@ func serveFlags(cfg *app.Config, logLevel, logFormat *string, shutdownTimeout *t
 	fs.DurationVar(&cfg.HandshakeTimeout, "handshake-timeout", 5*time.Second, "time allowed for the HTTP upgrade request")
 	fs.IntVar(&cfg.MaxChannels, "max-channels", 100, "channels one connection may join")
 	fs.DurationVar(&cfg.LeaveGrace, "leave-grace", 2*time.Second, "keep a topic's NATS subscription this long after its last local member left")
+	// Authentication and authorization.
+	fs.StringVar(&cfg.JWTSecret, "jwt-secret", "", "HS256 key for connection tokens (≥ 32 bytes; prefer FABRIC_JWT_SECRET)")
+	fs.StringVar(&cfg.JWTPublicKeyFile, "jwt-public-key", "", "PEM public key file: RS256, ES256 or EdDSA tokens")
+	fs.StringVar(&cfg.JWKSURL, "jwks-url", "", "JWK Set URL with rotating keys (refetched at most once a minute; lookups wait ≤ 2s)")
+	fs.StringVar(&cfg.JWTIssuer, "jwt-issuer", "", "required iss claim")
+	fs.StringVar(&cfg.JWTAudience, "jwt-audience", "", "required aud claim")
+	fs.DurationVar(&cfg.JWTLeeway, "jwt-leeway", 30*time.Second, "clock skew tolerated on exp, nbf, iat")
+	fs.BoolVar(&cfg.AllowQueryToken, "allow-query-token", true, "accept the token from the token query parameter (phoenix.js params); tokens in URLs reach access logs, so turn it off when clients use authToken")
+	fs.Var(listFlag{&cfg.AllowedOrigins}, "allowed-origins", "comma-separated Origin allow-list for upgrades and LongPoll, e.g. https://app.example.com (403 otherwise; default any)")
+	fs.Var(listFlag{&cfg.PublishAPIKeys}, "publish-api-keys", "comma-separated API keys for POST /api/v1/publish (prefer FABRIC_PUBLISH_API_KEYS)")
+	// Limits.
+	fs.IntVar(&cfg.MaxConnections, "max-connections", 100000, "connections per gateway; over it upgrades get 503 + Retry-After (0: unlimited)")
+	fs.IntVar(&cfg.MaxConnectionsPerIP, "max-connections-per-ip", 0, "connections per client address; over it 429 + Retry-After (0: off)")
+	fs.IntVar(&cfg.MaxPendingHandshakes, "max-pending-handshakes", 4096, "upgrades in progress; over it 503 + Retry-After (0: unlimited)")
+	fs.Float64Var(&cfg.MaxAcceptRate, "max-accept-rate", 2000, "new connections (upgrades and LongPoll sessions) accepted per second per gateway, bursts of the same size; over it 503 + Retry-After: 1 (0: off)")
+	fs.Float64Var(&cfg.JoinRate, "join-rate", 10, "joins per connection per second (burst twice that); over: rate_limited with retry_after_ms; sustained abuse: close 4029 (0: off)")
+	fs.Float64Var(&cfg.PushRate, "push-rate", 100, "pushes per connection per second (burst twice that); over: rate_limited with retry_after_ms; sustained abuse: close 4029 (0: off)")
+	// LongPoll.
+	fs.DurationVar(&cfg.LongPollWindow, "longpoll-window", 10*time.Second, "how long a LongPoll GET is held waiting for messages (at most 15s)")
+	fs.DurationVar(&cfg.LongPollIdleTimeout, "longpoll-idle-timeout", 15*time.Second, "end a LongPoll session not polled for this long (its client resumes by offset); when not set: 1.5 × --longpoll-window")
+	fs.StringVar(&cfg.LongPollSecret, "longpoll-secret", "", "signs LongPoll session tokens; give every gateway behind one balancer the same (default random per process)")
 	fs.DurationVar(&cfg.DrainWindow, "drain-window", 5*time.Second, "on SIGTERM, close clients (code 1012) in batches over this long, so they reconnect elsewhere as a trickle; keep it under --shutdown-timeout")
 	fs.DurationVar(shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long shutdown waits for clients' close handshakes")
 	fs.StringVar(logLevel, "log-level", "info", "debug, info, warn or error")
@@ -85,8 +113,14 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
-	logger.Info("starting", append([]any{"version", versionString()}, config.Redacted(fs, config.Sources(fs))...)...)
+	sources := config.Sources(fs)
+	if sources["longpoll-idle-timeout"] == config.SourceDefault {
+		// Follow a changed --longpoll-window (1.5 × it; 15s by default).
+		cfg.LongPollIdleTimeout = 0
+	}
+	logger.Info("starting", append([]any{"version", versionString()}, startAttrs(fs, sources)...)...)
 	cfg.Logger = logger
+	cfg.Version = versionNumber()
 	cfg.Home = homePage()
 
 	a, err := app.Start(cfg)
@@ -115,6 +149,56 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 		logger.Warn("shutdown incomplete", "err", err)
 	}
 	logger.Info("stopped")
+	return nil
+}
+
+// startAttrs is the effective configuration for the start log line, one
+// {value, source} group per flag, with every secret hidden: values of flags
+// named like a secret ("secret", "token", "password", "key") are replaced by
+// config.Redacted, and credentials inside URLs (nats://user:pass@host) by
+// app.RedactURLs. Booleans are never secret ("allow-query-token").
+func startAttrs(fs *flag.FlagSet, sources map[string]string) []any {
+	attrs := config.Redacted(fs, sources)
+	for i, a := range attrs {
+		at, ok := a.(slog.Attr)
+		if !ok {
+			continue
+		}
+		f := fs.Lookup(at.Key)
+		if f == nil {
+			continue
+		}
+		v := f.Value.String()
+		switch {
+		case isBoolFlag(f):
+		case strings.Contains(v, "://") && (strings.HasSuffix(f.Name, "-url") || f.Name == "routes"):
+			v = app.RedactURLs(v)
+		default:
+			continue
+		}
+		attrs[i] = slog.Group(f.Name, slog.String("value", v), slog.String("source", sources[f.Name]))
+	}
+	return attrs
+}
+
+func isBoolFlag(f *flag.Flag) bool {
+	b, ok := f.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
+}
+
+// listFlag is a comma-separated list flag; each use (or the environment
+// variable, or a YAML list) appends.
+type listFlag struct{ p *[]string }
+
+func (l listFlag) String() string {
+	if l.p == nil {
+		return ""
+	}
+	return strings.Join(*l.p, ",")
+}
+
+func (l listFlag) Set(v string) error {
+	*l.p = append(*l.p, splitList(v)...)
 	return nil
 }
 

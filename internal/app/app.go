@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -37,6 +38,18 @@ type Config struct {
 	NATSListen string
 	DataDir    string // the embedded server's JetStream store lives in DataDir/nats
 	NATSURL    string // external NATS; when set no embedded server starts
+	// Credentials and TLS for the external NATS (NATSURL only; setting any
+	// of them without NATSURL is an error). User and password may also
+	// be given in the URL (nats://user:pass@host:4222). Files are read at
+	// Start: an unreadable one stops it.
+	NATSCreds    string // credentials file (user JWT + NKey seed): nats.UserCredentials
+	NATSNkey     string // NKey seed file: nats.NkeyOptionFromSeed
+	NATSUser     string // with NATSPassword: nats.UserInfo
+	NATSPassword string
+	NATSToken    string // nats.Token
+	NATSTLSCA    string // PEM CA file verifying the servers (implies TLS): nats.RootCAs
+	NATSTLSCert  string // PEM client certificate for mutual TLS, with NATSTLSKey: nats.ClientCert
+	NATSTLSKey   string
 	// Embedded-server clustering (ignored with NATSURL): the embedded node
 	// joins cluster ClusterName, listening for routes on ClusterListen and
 	// dialling Routes (nats-route://host:port). See natsembed.Config.
@@ -80,7 +93,11 @@ type Config struct {
 	MaxConnections       int
 	MaxConnectionsPerIP  int
 	MaxPendingHandshakes int
-	JoinRate, PushRate   float64
+	// MaxAcceptRate admits at most this many new connections per second
+	// (a token bucket with a burst of the same size, at least 1); over
+	// it: 503 + Retry-After. 0: off.
+	MaxAcceptRate      float64
+	JoinRate, PushRate float64
 
 	MaxMessageSize   int
 	IdleTimeout      time.Duration
@@ -96,6 +113,9 @@ type Config struct {
 	// Home serves "/" on the client listener (the demo page).
 	Home   http.Handler
 	Logger *slog.Logger
+	// Version labels fabric_build_info (cmd/fabric passes what `fabric
+	// version` reports); empty: the module version from the build info.
+	Version string
 }
 
 // App is a running Fabric process.
@@ -184,6 +204,8 @@ func Start(cfg Config) (a *App, err error) {
 			MaxConnections:       cfg.MaxConnections,
 			MaxConnectionsPerIP:  cfg.MaxConnectionsPerIP,
 			MaxPendingHandshakes: cfg.MaxPendingHandshakes,
+			AcceptRate:           cfg.MaxAcceptRate,
+			AcceptBurst:          int(max(1, cfg.MaxAcceptRate)),
 			JoinRate:             cfg.JoinRate,
 			JoinBurst:            int(max(1, 2*cfg.JoinRate)),
 			PushRate:             cfg.PushRate,
@@ -234,7 +256,9 @@ func Start(cfg Config) (a *App, err error) {
 		MaxHeaderBytes:    32 << 10, // bigger headers get 431
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
 	}
-	go a.httpSrv.Serve(a.httpLn)
+	// Upgrades skip net/http (see ws.SplitListener); the rest is served
+	// by it as usual.
+	go a.httpSrv.Serve(ws.SplitListener(a.httpLn, gateway.PathWebSocket, mux, hsTimeout, a.log))
 
 	if cfg.OpsListen != "" && cfg.OpsListen != "off" {
 		a.opsLn, err = net.Listen("tcp", cfg.OpsListen)
@@ -261,6 +285,14 @@ func (a *App) startNATS() error {
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.ReconnectJitter(100*time.Millisecond, time.Second),
 		nats.PingInterval(10 * time.Second),
+		// No reconnect buffer: while disconnected a core publish (a
+		// client push to an ephemeral channel, a lifecycle event, the
+		// HTTP API's ephemeral publishes) fails at once with
+		// nats.ErrReconnectBufExceeded instead of being queued and sent
+		// long after its caller was told it failed. JetStream publishes
+		// fail the same way; subscriptions are unaffected (nats.go
+		// re-sends them on reconnect).
+		nats.ReconnectBufSize(-1),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err == nil {
 				return // our own Close/Drain at shutdown
@@ -287,10 +319,14 @@ func (a *App) startNATS() error {
 			a.log.Warn("NATS async error", "subject", subj, "err", err)
 		}),
 	}
+	auth, err := externalNATSOptions(cfg)
+	if err != nil {
+		return err
+	}
 	if cfg.NATSURL != "" {
-		nc, err := nats.Connect(cfg.NATSURL, append(opts, nats.RetryOnFailedConnect(false))...)
+		nc, err := nats.Connect(cfg.NATSURL, append(append(opts, auth...), nats.RetryOnFailedConnect(false))...)
 		if err != nil {
-			return fmt.Errorf("cannot connect to NATS at %s: %w", redactURL(cfg.NATSURL), err)
+			return fmt.Errorf("cannot connect to NATS at %s: %w", RedactURLs(cfg.NATSURL), err)
 		}
 		a.nc = nc
 		return nil
@@ -345,6 +381,117 @@ func (a *App) startNATS() error {
 	}
 	a.nc = nc
 	return nil
+}
+
+// externalNATSOptions turns the external-NATS credentials and TLS settings
+// into nats.go options, checking every file now so that a missing or
+// unreadable one stops Start with its name. Without NATSURL none may be set.
+func externalNATSOptions(cfg Config) ([]nats.Option, error) {
+	set := []struct{ flag, v string }{
+		{"nats-creds", cfg.NATSCreds}, {"nats-nkey", cfg.NATSNkey}, {"nats-user", cfg.NATSUser},
+		{"nats-password", cfg.NATSPassword}, {"nats-token", cfg.NATSToken}, {"nats-tls-ca", cfg.NATSTLSCA},
+		{"nats-tls-cert", cfg.NATSTLSCert}, {"nats-tls-key", cfg.NATSTLSKey},
+	}
+	if cfg.NATSURL == "" {
+		for _, s := range set {
+			if s.v != "" {
+				return nil, fmt.Errorf("--%s is for an external NATS and needs --nats-url", s.flag)
+			}
+		}
+		return nil, nil
+	}
+	var methods []string
+	for _, s := range set[:5] {
+		if s.v != "" && s.flag != "nats-password" {
+			methods = append(methods, "--"+s.flag)
+		}
+	}
+	if len(methods) > 1 {
+		return nil, fmt.Errorf("NATS authentication: give one of %s, not several", strings.Join(methods, ", "))
+	}
+	readable := func(flag, file string) error {
+		if _, err := os.ReadFile(file); err != nil {
+			return fmt.Errorf("%s: %w", flag, err)
+		}
+		return nil
+	}
+	var opts []nats.Option
+	switch {
+	case cfg.NATSCreds != "":
+		if err := readable("nats-creds", cfg.NATSCreds); err != nil {
+			return nil, err
+		}
+		opts = append(opts, nats.UserCredentials(cfg.NATSCreds))
+	case cfg.NATSNkey != "":
+		o, err := nats.NkeyOptionFromSeed(cfg.NATSNkey)
+		if err != nil {
+			return nil, fmt.Errorf("nats-nkey: %w", err)
+		}
+		opts = append(opts, o)
+	case cfg.NATSToken != "":
+		opts = append(opts, nats.Token(cfg.NATSToken))
+	case cfg.NATSUser != "":
+		opts = append(opts, nats.UserInfo(cfg.NATSUser, cfg.NATSPassword))
+	}
+	if cfg.NATSPassword != "" && cfg.NATSUser == "" {
+		return nil, errors.New("--nats-password needs --nats-user")
+	}
+	if cfg.NATSTLSCA != "" {
+		if err := readable("nats-tls-ca", cfg.NATSTLSCA); err != nil {
+			return nil, err
+		}
+		opts = append(opts, nats.RootCAs(cfg.NATSTLSCA))
+	}
+	if (cfg.NATSTLSCert == "") != (cfg.NATSTLSKey == "") {
+		return nil, errors.New("--nats-tls-cert and --nats-tls-key go together")
+	}
+	if cfg.NATSTLSCert != "" {
+		for _, f := range []struct{ flag, file string }{{"nats-tls-cert", cfg.NATSTLSCert}, {"nats-tls-key", cfg.NATSTLSKey}} {
+			if err := readable(f.flag, f.file); err != nil {
+				return nil, err
+			}
+		}
+		opts = append(opts, nats.ClientCert(cfg.NATSTLSCert, cfg.NATSTLSKey))
+	}
+	// The files are parsed when nats.Connect applies the options; do it
+	// here so that a bad one is named rather than reported as a failed
+	// connection.
+	var o nats.Options
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, fmt.Errorf("NATS credentials or TLS: %w", err)
+		}
+	}
+	return opts, nil
+}
+
+// RedactURLs hides the credentials of every URL in a comma-separated list
+// (nats://user:pass@host → nats://redacted@host), for logs and errors. A
+// URL that does not parse but has an '@' loses everything before it.
+func RedactURLs(s string) string {
+	parts := strings.Split(s, ",")
+	for i, p := range parts {
+		p = strings.TrimSpace(p)
+		parts[i] = p
+		if !strings.Contains(p, "@") {
+			continue
+		}
+		if u, err := url.Parse(p); err == nil {
+			if u.User != nil {
+				u.User = url.User("redacted")
+				parts[i] = u.String()
+			}
+			continue
+		}
+		start := 0
+		if k := strings.Index(p, "://"); k >= 0 {
+			start = k + 3
+		}
+		if at := strings.LastIndex(p, "@"); at >= start {
+			parts[i] = p[:start] + "redacted" + p[at:]
+		}
+	}
+	return strings.Join(parts, ",")
 }
 
 func splitHostPort(hp string) (string, int, error) {
@@ -465,7 +612,7 @@ func (a *App) OpsAddr() string {
 // embedded server has no client port).
 func (a *App) NATSURL() string {
 	if a.cfg.NATSURL != "" {
-		return redactURL(a.cfg.NATSURL)
+		return RedactURLs(a.cfg.NATSURL)
 	}
 	if a.ns != nil {
 		return a.ns.ClientURL()

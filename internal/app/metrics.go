@@ -24,16 +24,20 @@ func (a *App) newRegistry() *prometheus.Registry {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name:        "fabric_build_info",
 			Help:        "Always 1; labels carry the build's module version and Go version.",
-			ConstLabels: prometheus.Labels{"version": buildVersion(), "goversion": runtime.Version()},
+			ConstLabels: prometheus.Labels{"version": a.buildVersion(), "goversion": runtime.Version()},
 		}, func() float64 { return 1 }),
 		&fabricCollector{a: a},
 	)
 	return reg
 }
 
-// buildVersion is the main module's version as recorded by the toolchain
-// ("(devel)" for a plain source build).
-func buildVersion() string {
+// buildVersion is Config.Version (what `fabric version` reports, as
+// cmd/fabric passes it), else the main module's version as recorded by the
+// toolchain ("(devel)" for a plain source build).
+func (a *App) buildVersion() string {
+	if a.cfg.Version != "" {
+		return a.cfg.Version
+	}
 	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
 		return bi.Main.Version
 	}

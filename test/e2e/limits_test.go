@@ -130,3 +130,45 @@ func TestPendingHandshakesCap(t *testing.T) {
 		t.Fatalf("first handshake ended with %d, want 401 after the lookup timed out", code)
 	}
 }
+
+// New connections over --max-accept-rate are answered 503 + Retry-After: 1
+// before the upgrade and counted as fabric_connections_refused_total
+// {cause="accept_rate"}. A bucket of one token refilled once every 100 s:
+// the second upgrade right after the first is refused whatever the timing.
+func TestAcceptRateLimit(t *testing.T) {
+	f := startFabric(t, func(c *app.Config) { c.MaxAcceptRate = 0.01 })
+	refused := func() string {
+		_, body := httpGet(t, "http://"+f.OpsAddr()+"/metrics")
+		for _, line := range strings.Split(body, "\n") {
+			if strings.HasPrefix(line, `fabric_connections_refused_total{cause="accept_rate"} `) {
+				return strings.TrimPrefix(line, `fabric_connections_refused_total{cause="accept_rate"} `)
+			}
+		}
+		return "missing"
+	}
+	if got := refused(); got != "0" {
+		t.Fatalf("accept_rate refusals before any connection: %s", got)
+	}
+	first := upgrade(t, f.HTTPAddr(), "/socket/websocket?vsn=2.0.0", nil)
+	if first.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("first upgrade: %d", first.StatusCode)
+	}
+	second := upgrade(t, f.HTTPAddr(), "/socket/websocket?vsn=2.0.0", nil)
+	if second.StatusCode != http.StatusServiceUnavailable || second.Header.Get("Retry-After") != "1" {
+		t.Fatalf("second upgrade: %d Retry-After %q, want 503 and 1", second.StatusCode, second.Header.Get("Retry-After"))
+	}
+	if body, _ := io.ReadAll(second.Body); !strings.Contains(string(body), `"reason":"overloaded"`) {
+		t.Fatalf("second upgrade body: %s", body)
+	}
+	// A new LongPoll session is a new connection too (refused the
+	// LongPoll way: 200 with status 403, as for every refused session).
+	if code, body := httpGet(t, "http://"+f.HTTPAddr()+"/socket/longpoll?vsn=2.0.0"); code != http.StatusOK || !strings.Contains(body, `"status":403`) {
+		t.Fatalf("LongPoll session over the accept rate: %d %s", code, body)
+	}
+	if got := f.Gateway().Stats().Refused["accept_rate"]; got != 2 {
+		t.Fatalf("Stats().Refused[accept_rate] = %d, want 2", got)
+	}
+	if got := refused(); got != "2" {
+		t.Fatalf(`fabric_connections_refused_total{cause="accept_rate"} = %s, want 2`, got)
+	}
+}

@@ -1,0 +1,282 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"io"
+	"net/http"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fabric-rt/fabric/internal/app"
+	"github.com/fabric-rt/fabric/internal/config"
+)
+
+// readmeFlags returns every --flag named in the first cell of the rows of
+// README.md's `fabric serve` flag table.
+func readmeFlags(t *testing.T) []string {
+	t.Helper()
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after, ok := strings.Cut(string(b), "| flag | default | what |")
+	if !ok {
+		t.Fatal("README.md: no `| flag | default | what |` table")
+	}
+	name := regexp.MustCompile("`--([a-z0-9-]+)`")
+	var flags []string
+	for _, line := range strings.Split(after, "\n")[1:] {
+		if !strings.HasPrefix(line, "|") {
+			break // end of the table
+		}
+		cells := strings.Split(line, "|")
+		if len(cells) < 3 || strings.HasPrefix(strings.TrimSpace(cells[1]), "---") {
+			continue
+		}
+		for _, m := range name.FindAllStringSubmatch(cells[1], -1) {
+			flags = append(flags, m[1])
+		}
+	}
+	if len(flags) < 30 {
+		t.Fatalf("README.md flag table: only %d flags found: %v", len(flags), flags)
+	}
+	return flags
+}
+
+// Every flag README.md documents for `fabric serve` exists (and so has a
+// FABRIC_* variable and a YAML key), and every flag serve has is documented.
+func TestServeHelpListsREADMEFlags(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run([]string{"serve", "-h"}, &out, &errb); code != 0 {
+		t.Fatalf("serve -h: exit %d: %s", code, errb.String())
+	}
+	help := errb.String() + out.String()
+	documented := map[string]bool{}
+	for _, f := range readmeFlags(t) {
+		documented[f] = true
+		if !regexp.MustCompile(`(?m)^  -` + regexp.QuoteMeta(f) + `(\s|$)`).MatchString(help) {
+			t.Errorf("README.md documents --%s but `fabric serve -h` does not list it", f)
+		}
+	}
+	var cfg app.Config
+	var s1, s2 string
+	var d time.Duration
+	serveFlags(&cfg, &s1, &s2, &d).VisitAll(func(f *flag.Flag) {
+		if !documented[f.Name] && f.Name != "config" {
+			t.Errorf("`fabric serve --%s` is missing from README.md's flag table", f.Name)
+		}
+	})
+}
+
+// The start line logs every setting with its source, but never a secret:
+// not the JWT or LongPoll secrets, the API keys, the NATS password or
+// token, nor credentials inside the NATS URL.
+func TestServeStartLogRedactsSecrets(t *testing.T) {
+	secrets := map[string]string{
+		"jwt":      "jwt-secret-0123456789abcdef0123456789abcdef",
+		"api1":     "api-key-one-4711",
+		"api2":     "api-key-two-4712",
+		"longpoll": "longpoll-secret-4713",
+		"password": "nats-password-4714",
+		"urlpass":  "url-password-4715",
+		"token":    "nats-token-4716",
+	}
+	dir := t.TempDir()
+	for _, format := range []string{"text", "json"} {
+		for _, tc := range []struct {
+			name    string
+			args    []string
+			environ []string
+		}{
+			{"flags", []string{
+				"--jwt-secret", secrets["jwt"],
+				"--publish-api-keys", secrets["api1"] + "," + secrets["api2"],
+				"--longpoll-secret", secrets["longpoll"],
+				"--nats-url", "nats://alice:" + secrets["urlpass"] + "@127.0.0.1:1,nats://bob:" + secrets["urlpass"] + "@127.0.0.1:2",
+				"--nats-user", "alice", "--nats-password", secrets["password"],
+			}, nil},
+			{"environment", nil, []string{
+				"FABRIC_JWT_SECRET=" + secrets["jwt"],
+				"FABRIC_PUBLISH_API_KEYS=" + secrets["api1"] + "," + secrets["api2"],
+				"FABRIC_LONGPOLL_SECRET=" + secrets["longpoll"],
+				"FABRIC_NATS_URL=nats://127.0.0.1:1",
+				"FABRIC_NATS_TOKEN=" + secrets["token"],
+			}},
+		} {
+			t.Run(format+"/"+tc.name, func(t *testing.T) {
+				var out, errb syncBuffer
+				args := append([]string{"--listen", "127.0.0.1:0", "--ops-listen", "off", "--data-dir", dir, "--log-format", format}, tc.args...)
+				// Nothing listens on port 1: serve logs its start line,
+				// then fails to connect to NATS.
+				err := serve(context.Background(), args, append(tc.environ, "FABRIC_LOG_LEVEL=info"), &out, &errb)
+				if err == nil {
+					t.Fatal("serve started without a NATS server")
+				}
+				logged := errb.String() + out.String() + err.Error()
+				if !strings.Contains(logged, "starting") || !strings.Contains(logged, "[redacted]") {
+					t.Fatalf("no start line with redacted values:\n%s", logged)
+				}
+				for what, s := range secrets {
+					if strings.Contains(logged, s) {
+						t.Errorf("the %s secret %q is in the output:\n%s", what, s, logged)
+					}
+				}
+				// Not-secret settings are still there.
+				if !strings.Contains(logged, "127.0.0.1:1") || !strings.Contains(logged, "allow-query-token") {
+					t.Errorf("settings missing from the start line:\n%s", logged)
+				}
+			})
+		}
+	}
+}
+
+// startAttrs hides credentials in URL-valued flags and keeps booleans.
+func TestStartAttrs(t *testing.T) {
+	var cfg app.Config
+	var s1, s2 string
+	var d time.Duration
+	fs := serveFlags(&cfg, &s1, &s2, &d)
+	fs.SetOutput(io.Discard)
+	if _, err := config.Load(fs, []string{"--jwks-url", "https://u:pw-4717@keys.example.com/jwks", "--routes", "nats-route://r:pw-4718@10.0.0.2:6222"},
+		config.Options{EnvPrefix: "FABRIC_", ConfigFlag: "config", Environ: []string{"FABRIC_ALLOW_QUERY_TOKEN=false"}}); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	newLoggerMust(t, &buf).Info("starting", startAttrs(fs, config.Sources(fs))...)
+	got := buf.String()
+	for _, want := range []string{
+		"jwks-url.value=https://redacted@keys.example.com/jwks jwks-url.source=flag",
+		"routes.value=nats-route://redacted@10.0.0.2:6222 routes.source=flag",
+		"allow-query-token.value=false allow-query-token.source=env",
+		"max-accept-rate.value=2000 max-accept-rate.source=default",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("missing %q in\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "pw-47") {
+		t.Errorf("a URL password was logged:\n%s", got)
+	}
+}
+
+func newLoggerMust(t *testing.T, w io.Writer) interface{ Info(string, ...any) } {
+	t.Helper()
+	l, err := newLogger(w, "info", "text")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// FABRIC_JWT_SECRET reaches the gateway: connections without a valid token
+// are refused with 401, a token signed with the secret is admitted.
+func TestServeJWTSecretFromEnvironment(t *testing.T) {
+	secret := strings.Repeat("k", 32)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errb syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- serve(ctx, []string{"--listen", "127.0.0.1:0", "--ops-listen", "off", "--nats-listen", "off"},
+			[]string{"FABRIC_JWT_SECRET=" + secret, "FABRIC_DATA_DIR=" + t.TempDir(), "FABRIC_LOG_LEVEL=warn"}, &out, &errb)
+	}()
+	addr := waitServing(t, &out, &errb, done)
+
+	get := func(query string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", "http://"+addr+"/socket/websocket?vsn=2.0.0"+query, nil)
+		req.Header.Set("Connection", "Upgrade")
+		req.Header.Set("Upgrade", "websocket")
+		req.Header.Set("Sec-WebSocket-Version", "13")
+		req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+		resp, err := http.DefaultTransport.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode == http.StatusSwitchingProtocols {
+			return resp.StatusCode, "" // a WebSocket now: nothing to read
+		}
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get(""); code != 401 || !strings.Contains(body, "missing_token") {
+		t.Errorf("no token: %d %s, want 401 missing_token", code, body)
+	}
+	if code, body := get("&token=not.a.token"); code != 401 || !strings.Contains(body, "invalid_token") {
+		t.Errorf("bad token: %d %s, want 401 invalid_token", code, body)
+	}
+	var tok, terr bytes.Buffer
+	if code := run([]string{"token", "--sub", "u1", "--channels", "room:*", "--jwt-secret", secret}, &tok, &terr); code != 0 {
+		t.Fatalf("token: %s", terr.String())
+	}
+	if code, body := get("&token=" + strings.TrimSpace(tok.String())); code != http.StatusSwitchingProtocols {
+		t.Errorf("token signed with FABRIC_JWT_SECRET: %d %s, want 101", code, body)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(errb.String(), secret) {
+		t.Fatalf("secret logged: %s", errb.String())
+	}
+}
+
+// Credentials for an external NATS are refused without --nats-url, and an
+// unreadable credentials file stops serve with its flag's name.
+func TestServeNATSCredentialErrors(t *testing.T) {
+	dir := t.TempDir()
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"creds without url", []string{"--nats-creds", dir + "/x.creds"}, "--nats-creds is for an external NATS and needs --nats-url"},
+		{"unreadable creds", []string{"--nats-url", "nats://127.0.0.1:1", "--nats-creds", dir + "/missing.creds"}, "nats-creds:"},
+		{"unreadable nkey", []string{"--nats-url", "nats://127.0.0.1:1", "--nats-nkey", dir + "/missing.nk"}, "nats-nkey:"},
+		{"unreadable ca", []string{"--nats-url", "nats://127.0.0.1:1", "--nats-tls-ca", dir + "/missing.pem"}, "nats-tls-ca:"},
+		{"cert without key", []string{"--nats-url", "nats://127.0.0.1:1", "--nats-tls-cert", dir + "/c.pem"}, "--nats-tls-cert and --nats-tls-key go together"},
+		{"two methods", []string{"--nats-url", "nats://127.0.0.1:1", "--nats-token", "t", "--nats-user", "u"}, "not several"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errb syncBuffer
+			args := append([]string{"--listen", "127.0.0.1:0", "--ops-listen", "off", "--nats-listen", "off", "--data-dir", dir, "--log-level", "error"}, tc.args...)
+			err := serve(context.Background(), args, []string{}, &out, &errb)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want it to contain %q", err, tc.want)
+			}
+			if errors.Is(err, flag.ErrHelp) {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// waitServing waits for serve's "running" line and returns the client
+// listener's address.
+func waitServing(t *testing.T, out, errb *syncBuffer, done <-chan error) string {
+	t.Helper()
+	re := regexp.MustCompile(`demo page http://([0-9.:]+)/`)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if m := re.FindStringSubmatch(out.String()); m != nil {
+			return m[1]
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("serve exited early: %v\n%s", err, errb.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("serve did not start: %q %q", out.String(), errb.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
