@@ -213,7 +213,10 @@ func (b *Broker) ensureStream(ctx context.Context, n *nsState) error {
 
 func (b *Broker) ensureStreamLocked(ctx context.Context, n *nsState) error {
 	var lastErr error
-	for attempt := 0; attempt < 10 && ctx.Err() == nil; attempt++ {
+	// Retried until ctx ends (every caller bounds it): on a fresh cluster
+	// the peers' reports reach the meta leader at the pace of route
+	// (re)connects, which a loaded machine stretches past any fixed count.
+	for attempt := 0; ctx.Err() == nil; attempt++ {
 		// Short attempts: on a fresh cluster, a stream another gateway just
 		// created may not have a leader yet, and a request to it goes
 		// unanswered; retrying soon beats waiting out the whole deadline.
@@ -224,7 +227,13 @@ func (b *Broker) ensureStreamLocked(ctx context.Context, n *nsState) error {
 			return err
 		}
 		lastErr = err
-		time.Sleep(time.Duration(attempt+1) * 100 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+		case <-time.After(min(time.Duration(attempt+1)*100*time.Millisecond, time.Second)):
+		}
+	}
+	if lastErr == nil {
+		lastErr = ctx.Err()
 	}
 	return fmt.Errorf("namespace %q: cannot create stream %s: %w", n.name, n.stream, lastErr)
 }
@@ -236,8 +245,8 @@ func (b *Broker) ensureAttempt(ctx context.Context, n *nsState) (done bool, err 
 	case errors.Is(err, jetstream.ErrStreamNotFound):
 		epoch := newEpoch()
 		created, err := b.js.CreateStream(ctx, b.streamConfig(n, epoch))
-		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) || errors.Is(err, context.DeadlineExceeded) {
-			return false, err // another gateway won the race, or no leader yet
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) || retryable(err) {
+			return false, err // another gateway won the race, no leader yet, or peers not reported yet (10005)
 		}
 		if err != nil {
 			return true, fmt.Errorf("namespace %q: cannot create stream %s: %w", n.name, n.stream, err)
