@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -19,8 +21,13 @@ import (
 const benchUsage = `Usage:
   fabric bench idle [flags]   bytes of server RSS per idle joined connection,
                               Fabric vs nats-server's WebSocket listener
+  fabric bench fanout [flags] one channel, N subscribers, NATS publisher:
+                              deliveries/s, latency, server CPU per delivery
+  fabric bench storm [flags]  N clients connect and join at once
+  fabric bench plot --in FILE.jsonl --out FILE.png
+                              memory/conn and deliveries/s against N
 
-Run "fabric bench idle -h" for its flags.
+Run "fabric bench SUBCOMMAND -h" for its flags.
 `
 
 // bench runs `fabric bench SUBCOMMAND`. Besides idle, it has two hidden
@@ -36,18 +43,25 @@ func bench(args, environ []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "idle":
 		return benchIdle(ctx, args[1:], environ, stdout, stderr)
+	case "fanout":
+		return benchFanout(ctx, args[1:], environ, stdout, stderr)
+	case "storm":
+		return benchStorm(ctx, args[1:], environ, stdout, stderr)
+	case "plot":
+		return benchPlot(args[1:], stdout, stderr)
 	case "nats-ws-server":
 		fs := flag.NewFlagSet("fabric bench nats-ws-server", flag.ContinueOnError)
 		fs.SetOutput(stderr)
 		host := fs.String("host", "127.0.0.1", "WebSocket listen host")
 		port := fs.Int("port", 0, "WebSocket listen port")
+		natsPort := fs.Int("nats-port", 0, "also listen for NATS clients on this port (0: no)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
 		if *port <= 0 {
 			return fmt.Errorf("bench nats-ws-server: --port is required")
 		}
-		return fbench.RunNATSWSServer(ctx, *host, *port, stdout)
+		return fbench.RunNATSWSServer(ctx, *host, *port, *natsPort, stdout)
 	case "clients":
 		var o fbench.ClientOptions
 		fs := flag.NewFlagSet("fabric bench clients", flag.ContinueOnError)
@@ -59,8 +73,15 @@ func bench(args, environ []string, stdout, stderr io.Writer) error {
 		fs.StringVar(&o.Mode, "mode", fbench.ModePhoenix, "phoenix or nats-ws")
 		fs.IntVar(&o.Concurrency, "concurrency", 50, "dials in flight")
 		fs.DurationVar(&o.HeartbeatEvery, "heartbeat", 30*time.Second, "phoenix heartbeat period per connection")
+		fs.StringVar(&o.Topic, "topic", "", `topic (phoenix) or subject (nats-ws) to join, "%d" = index mod 100 (default room:bench-%d, fabric.room.bench-%d)`)
+		fs.IntVar(&o.Retries, "retries", 2, "extra dial attempts per connection")
+		fs.DurationVar(&o.StatusEvery, "status-every", time.Second, "period of status reports (deliveries, losses)")
+		control := fs.Bool("control", false, `read commands ("stats") from stdin; exit at its end`)
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
+		}
+		if *control {
+			o.Control = os.Stdin
 		}
 		if o.Target == "" {
 			return fmt.Errorf("bench clients: --target is required")
@@ -92,6 +113,7 @@ func benchIdle(ctx context.Context, args, environ []string, stdout, stderr io.Wr
 	fs.IntVar(&o.Samples, "samples", 3, "VmRSS samples, 1 s apart, per reading; the minimum is kept")
 	fs.DurationVar(&o.Timeout, "timeout", 3*time.Minute, "abort the whole run after this long")
 	fs.StringVar(&systems, "systems", "fabric,nats-ws", "systems to measure, in order")
+	fs.StringVar(&o.Topic, "topic", "bench:idle-%d", `channel each Fabric client joins ("%d" = index mod 100); nats-ws clients subscribe to its subject. bench:… has no history or presence (like a NATS SUB); room:… adds both`)
 	fs.StringVar(&out, "out", "", "also write the report to this file, command line first")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -115,6 +137,7 @@ func benchIdle(ctx context.Context, args, environ []string, stdout, stderr io.Wr
 	fmt.Fprintf(&b, "$ fabric bench idle %s\n", strings.Join(args, " "))
 	fmt.Fprintf(&b, "# %s, %s, %s/%s, %d CPUs, version %s\n", started.UTC().Format(time.RFC3339), runtime.Version(), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), versionString())
 	fmt.Fprintf(&b, "# loadavg start %s, end %s\n", loadStart, loadavg())
+	fmt.Fprintf(&b, "# clients join %s (nats-ws clients subscribe to its subject)\n", o.Topic)
 	fmt.Fprintf(&b, "# server VmRSS before clients (after %s settle) and with N joined idle clients (after %s settle), min of %d samples\n", o.Settle, o.Settle, o.Samples)
 	fmt.Fprintf(&b, "%-8s %6s %14s %14s %10s %10s %9s\n", "system", "N", "rss_before_B", "rss_after_B", "B/conn", "KiB/conn", "join_s")
 	for _, r := range res {
@@ -143,4 +166,252 @@ func loadavg() string {
 		return "?"
 	}
 	return strings.Join(f[:3], " ")
+}
+
+// childEnv is the environment for benchmark children: without FABRIC_*
+// settings of this shell (e.g. FABRIC_NATS_URL), which would change the
+// system under test.
+func childEnv(environ []string) []string {
+	var env []string
+	for _, kv := range environ {
+		if !strings.HasPrefix(kv, "FABRIC_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+// benchHeader is the first lines of a report file: the command, then the
+// machine and the load.
+func benchHeader(name string, args []string, started time.Time, loadStart, loadEnd string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "$ fabric bench %s %s\n", name, strings.Join(args, " "))
+	fmt.Fprintf(&b, "# %s, %s, %s/%s, %d CPUs, version %s\n", started.UTC().Format(time.RFC3339), runtime.Version(), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), versionString())
+	fmt.Fprintf(&b, "# loadavg start %s, end %s\n", loadStart, loadEnd)
+	return b.String()
+}
+
+// writeResult prints the JSON line on stdout, appends it to jsonl and
+// writes the table to out (each if set).
+func writeResult(stdout io.Writer, v any, jsonl, out, table string) error {
+	line, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	line = append(line, '\n')
+	if _, err := stdout.Write(line); err != nil {
+		return err
+	}
+	if jsonl != "" {
+		if err := os.MkdirAll(filepath.Dir(jsonl), 0o755); err != nil {
+			return err
+		}
+		fh, err := os.OpenFile(jsonl, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+		if err != nil {
+			return err
+		}
+		_, err = fh.Write(line)
+		if cerr := fh.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if out != "" {
+		if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+			return err
+		}
+		return os.WriteFile(out, []byte(table), 0o644)
+	}
+	return nil
+}
+
+func benchFanout(ctx context.Context, args, environ []string, stdout, stderr io.Writer) error {
+	o := fbench.FanoutOptions{Log: stderr, ExeEnv: childEnv(environ)}
+	var out, jsonl, systems string
+	fs := flag.NewFlagSet("fabric bench fanout", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.IntVar(&o.N, "n", 10000, "subscribers of the one channel, per system")
+	fs.IntVar(&o.Workers, "workers", 0, "client worker processes (each ≤ 5000 connections, own source address); 0: one per 5000")
+	fs.IntVar(&o.Concurrency, "concurrency", 100, "dials in flight per worker while joining")
+	fs.Float64Var(&o.Rate, "rate", 10, "fixed publish rate, msg/s (0: saturation phase only)")
+	fs.DurationVar(&o.Duration, "duration", 20*time.Second, "publishing time per phase")
+	fs.BoolVar(&o.Saturate, "saturate", false, "add a phase publishing as fast as deliveries keep up (see --window)")
+	fs.IntVar(&o.Window, "window", 32, "saturation: messages published but not yet delivered to every subscriber, at most")
+	fs.IntVar(&o.Payload, "payload", 200, "payload bytes")
+	fs.StringVar(&o.Topic, "topic", "bench:fanout", "channel (choose an ephemeral namespace: core NATS, no JetStream)")
+	fs.StringVar(&systems, "systems", "fabric,nats-ws", "systems to measure, in order")
+	fs.StringVar(&o.Topic, "topic", "bench:idle-%d", `channel each Fabric client joins ("%d" = index mod 100); nats-ws clients subscribe to its subject. bench:… has no history or presence (like a NATS SUB); room:… adds both`)
+	fs.DurationVar(&o.Timeout, "timeout", 10*time.Minute, "abort the whole run after this long")
+	fs.Func("fabric-flags", "extra flags for fabric serve, space-separated (e.g. \"--max-accept-rate=0\")", func(v string) error {
+		o.FabricFlags = append(o.FabricFlags, strings.Fields(v)...)
+		return nil
+	})
+	fs.StringVar(&out, "out", "", "also write a table to this file, command line first")
+	fs.StringVar(&jsonl, "jsonl", "", "also append the JSON result line to this file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("bench fanout: unexpected arguments %q", fs.Args())
+	}
+	o.Systems = splitList(systems)
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	o.Exe = exe
+	loadStart, started := loadavg(), time.Now()
+	res, err := fbench.Fanout(ctx, o)
+	if err != nil {
+		return err
+	}
+	res.Command = "fabric bench fanout " + strings.Join(args, " ")
+	res.LoadStart, res.LoadEnd = loadStart, loadavg()
+	var b strings.Builder
+	b.WriteString(benchHeader("fanout", args, started, res.LoadStart, res.LoadEnd))
+	fmt.Fprintf(&b, "# %d subscribers of %s (NATS subject %s), %d B payloads published with NATS core publish, %d worker processes\n",
+		res.N, res.Topic, res.Subject, res.PayloadBytes, res.Workers)
+	if len(res.FabricFlags) > 0 {
+		fmt.Fprintf(&b, "# fabric serve extra flags: %s\n", strings.Join(res.FabricFlags, " "))
+	}
+	fmt.Fprintf(&b, "# deliv/s and CPU run from the first publish to the last delivery; latency: publish to receipt (same clock); cpu µs/deliv: utime+stime (USER_HZ %d)\n", fbench.ClockTicks())
+	fmt.Fprintf(&b, "# cpu_s: server CPU; other_s: CPU used by the rest of the machine meanwhile (other work on the shared VM)\n")
+	fmt.Fprintf(&b, "%-8s %-8s %6s %7s %9s %9s %7s %9s %8s %8s %8s %8s %8s %9s %9s %8s\n",
+		"phase", "system", "msgs", "msg/s", "expected", "delivered", "ratio", "deliv/s", "p50_ms", "p99_ms", "p999_ms", "max_ms", "cpu_s", "srv_us/d", "cli_us/d", "other_s")
+	row := func(name string, s fbench.FanoutSystem, ph *fbench.FanoutPhase) {
+		if ph == nil {
+			return
+		}
+		fmt.Fprintf(&b, "%-8s %-8s %6d %7.1f %9d %9d %7.4f %9.0f %8.2f %8.2f %8.2f %8.2f %8.2f %9.2f %9.2f %8.2f\n",
+			name, s.System, ph.Published, ph.PublishRate, ph.Expected, ph.Delivered, ph.DeliveredRatio, ph.DeliveriesPerS,
+			ph.Latency.P50, ph.Latency.P99, ph.Latency.P999, ph.Latency.Max, ph.ServerCPUS, ph.ServerCPUPerDelivery, ph.ClientCPUPerDelivery, ph.OtherCPUS)
+	}
+	for _, s := range res.Systems {
+		row("rate", s, s.Rate)
+	}
+	for _, s := range res.Systems {
+		row("saturate", s, s.Saturate)
+	}
+	fmt.Fprintf(&b, "%-8s %6s %7s %14s %14s %14s %10s %6s\n", "system", "N", "join_s", "rss_before_B", "rss_B", "rss_end_B", "B/conn", "lost")
+	for _, s := range res.Systems {
+		fmt.Fprintf(&b, "%-8s %6d %7.1f %14d %14d %14d %10.0f %6d\n", s.System, s.N, s.JoinS, s.RSSBefore, s.RSS, s.RSSEnd, s.RSSPerConn, s.ClientsLost)
+	}
+	writeRatios(&b, res.Systems, res.Ratios, func(s fbench.FanoutSystem) string { return s.System })
+	fmt.Fprint(stderr, b.String())
+	return writeResult(stdout, res, jsonl, out, b.String())
+}
+
+func writeRatios[S any](b *strings.Builder, systems []S, ratios map[string]float64, name func(S) string) {
+	if len(ratios) == 0 || len(systems) != 2 {
+		return
+	}
+	keys := make([]string, 0, len(ratios))
+	for k := range ratios {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	fmt.Fprintf(b, "ratios %s/%s:", name(systems[0]), name(systems[1]))
+	for _, k := range keys {
+		fmt.Fprintf(b, " %s %.3f", k, ratios[k])
+	}
+	b.WriteString("\n")
+}
+
+func benchStorm(ctx context.Context, args, environ []string, stdout, stderr io.Writer) error {
+	o := fbench.StormOptions{Log: stderr, ExeEnv: childEnv(environ)}
+	var out, jsonl, systems string
+	fs := flag.NewFlagSet("fabric bench storm", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.IntVar(&o.N, "n", 15000, "clients per system, all connecting and joining at once")
+	fs.IntVar(&o.Workers, "workers", 0, "client worker processes, started together (each ≤ 5000 connections); 0: one per 5000")
+	fs.IntVar(&o.Concurrency, "concurrency", 500, "dials in flight per worker")
+	fs.StringVar(&o.Topic, "topic", "bench:storm-%d", `channel to join, "%d" = client index mod 100 (ephemeral namespace: no JetStream)`)
+	fs.StringVar(&systems, "systems", "fabric,nats-ws", "systems to measure, in order")
+	fs.StringVar(&o.Topic, "topic", "bench:idle-%d", `channel each Fabric client joins ("%d" = index mod 100); nats-ws clients subscribe to its subject. bench:… has no history or presence (like a NATS SUB); room:… adds both`)
+	fs.DurationVar(&o.Timeout, "timeout", 5*time.Minute, "abort the whole run after this long")
+	fs.Func("fabric-flags", "extra flags for fabric serve, space-separated (e.g. \"--max-accept-rate=0\")", func(v string) error {
+		o.FabricFlags = append(o.FabricFlags, strings.Fields(v)...)
+		return nil
+	})
+	fs.StringVar(&out, "out", "", "also write a table to this file, command line first")
+	fs.StringVar(&jsonl, "jsonl", "", "also append the JSON result line to this file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("bench storm: unexpected arguments %q", fs.Args())
+	}
+	o.Systems = splitList(systems)
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	o.Exe = exe
+	loadStart, started := loadavg(), time.Now()
+	res, err := fbench.Storm(ctx, o)
+	if err != nil {
+		return err
+	}
+	res.Command = "fabric bench storm " + strings.Join(args, " ")
+	res.LoadStart, res.LoadEnd = loadStart, loadavg()
+	var b strings.Builder
+	b.WriteString(benchHeader("storm", args, started, res.LoadStart, res.LoadEnd))
+	fmt.Fprintf(&b, "# %d clients in %d worker processes started together, %d dials in flight each, no retries; joining %s (nats-ws: CONNECT + SUB)\n",
+		res.N, res.Workers, res.Concurrency, res.Topic)
+	if len(res.FabricFlags) > 0 {
+		fmt.Fprintf(&b, "# fabric serve extra flags: %s\n", strings.Join(res.FabricFlags, " "))
+	}
+	fmt.Fprintf(&b, "# all_s: worker start to last join; span_s: longest first-dial-to-last-join inside one worker; join ms: per connection dial+upgrade+join\n")
+	fmt.Fprintf(&b, "# refused: 503/429 answers (overload protection), each retried after Retry-After ±50 %% (not failures); failed and dialerr must be 0\n")
+	fmt.Fprintf(&b, "%-8s %6s %6s %6s %7s %7s %7s %7s %8s %8s %8s %8s %8s %11s %14s %14s %8s\n",
+		"system", "N", "joined", "failed", "dialerr", "refused", "all_s", "span_s", "conn/s", "p50_ms", "p99_ms", "max_ms", "cpu_s", "cpu_us/conn", "rss_before_B", "rss_B", "B/conn")
+	for _, s := range res.Systems {
+		fmt.Fprintf(&b, "%-8s %6d %6d %6d %7d %7d %7.2f %7.2f %8.0f %8.1f %8.1f %8.1f %8.2f %11.1f %14d %14d %8.0f\n",
+			s.System, s.N, s.Joined, s.Failed, s.DialErrors, s.Refused, s.AllJoinedS, s.WorkerSpanS, s.ConnsPerS,
+			s.JoinLatency.P50, s.JoinLatency.P99, s.JoinLatency.Max, s.ServerCPUS, s.ServerCPUPerJoin, s.RSSBefore, s.RSS, s.RSSPerConn)
+	}
+	writeRatios(&b, res.Systems, res.Ratios, func(s fbench.StormSystem) string { return s.System })
+	fmt.Fprint(stderr, b.String())
+	if err := writeResult(stdout, res, jsonl, out, b.String()); err != nil {
+		return err
+	}
+	if n := res.Failures(); n > 0 {
+		return fmt.Errorf("bench storm: %d handshake/join failures", n)
+	}
+	return nil
+}
+
+func benchPlot(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("fabric bench plot", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	in := fs.String("in", "", "JSON result lines of fanout/storm runs (several files: comma-separated)")
+	out := fs.String("out", "bench/results/plot.png", "PNG to write")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *in == "" || fs.NArg() > 0 {
+		return fmt.Errorf("bench plot: --in FILE.jsonl is required, no arguments")
+	}
+	var data []byte
+	for _, name := range splitList(*in) {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			return err
+		}
+		data = append(append(data, b...), '\n')
+	}
+	png, err := fbench.Plot(data)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(*out), 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(*out, png, 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "wrote %s\n", *out)
+	return nil
 }

@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -21,39 +23,69 @@ import (
 
 // Client modes: what each connection does after the WebSocket handshake.
 const (
-	// ModePhoenix joins room:bench-<i%100> (Phoenix Channels v2) and
-	// heartbeats every HeartbeatEvery.
+	// ModePhoenix joins a topic (Phoenix Channels v2), default
+	// room:bench-<i%100>, and heartbeats every HeartbeatEvery.
 	ModePhoenix = "phoenix"
-	// ModeNATSWS speaks the NATS protocol over WebSocket: CONNECT, SUB
-	// fabric.room.bench-<i%100>, PING, and answers the server's PINGs.
+	// ModeNATSWS speaks the NATS protocol over WebSocket: CONNECT, SUB to a
+	// subject (default fabric.room.bench-<i%100>), PING, and answers the
+	// server's PINGs.
 	ModeNATSWS = "nats-ws"
 )
 
+// TimestampKey starts the field a benchmark payload carries its publish
+// time in: {"bench_t":<unix nanos>,…}. Workers scan every delivery for it.
+const TimestampKey = `{"bench_t":`
+
 // ClientOptions configures one load-generator worker process.
 type ClientOptions struct {
-	Target         string        // ws:// URL
-	N              int           // connections to open
-	Source         string        // local (loopback) source address, e.g. 127.0.0.2
-	Mode           string        // ModePhoenix or ModeNATSWS
+	Target string // ws:// URL
+	N      int    // connections to open
+	Source string // local (loopback) source address, e.g. 127.0.0.2
+	Mode   string // ModePhoenix or ModeNATSWS
+	// Topic is the Phoenix topic (phoenix mode) or NATS subject (nats-ws
+	// mode) each connection joins; "%d" in it is replaced by i%100. Empty:
+	// room:bench-%d or fabric.room.bench-%d.
+	Topic          string
 	Offset         int           // index of this worker's first connection (for topic spread)
 	Concurrency    int           // dials in flight
+	Retries        int           // extra dial attempts per connection; <0: none
 	HeartbeatEvery time.Duration // phoenix heartbeat period
 	JoinTimeout    time.Duration // per connection: dial + handshake + join
+	StatusEvery    time.Duration // period of "status" reports (default 1 s)
+	// RefusedFor is how long a connection keeps coming back after 503 or
+	// 429 refusals (overload, honouring Retry-After) before it counts as
+	// failed; default 60 s.
+	RefusedFor time.Duration
+	// Control, if set, is read for commands, one a line: "stats" answers
+	// with a "stats" report (deliveries and latency histogram). EOF on
+	// Control stops the worker (the parent is gone).
+	Control io.Reader
 }
 
 // Report is one JSON line a worker prints on stdout.
 type Report struct {
-	Type   string `json:"type"` // "progress", "ready", "status", "error"
-	Joined int64  `json:"joined"`
-	Failed int64  `json:"failed"`
-	Closed int64  `json:"closed"` // connections lost after joining
-	Error  string `json:"error,omitempty"`
+	Type       string `json:"type"` // "progress", "ready", "status", "stats", "error"
+	Joined     int64  `json:"joined"`
+	Failed     int64  `json:"failed"`
+	Closed     int64  `json:"closed"`                // connections lost after joining
+	DialErrors int64  `json:"dial_errors,omitempty"` // failed attempts other than refusals
+	Refused    int64  `json:"refused,omitempty"`     // 503/429 answers (retried)
+	Delivered  int64  `json:"delivered,omitempty"`   // payloads carrying TimestampKey received
+	// JoinNanos (ready, error) is the worker's time from its first dial to
+	// its last completed join.
+	JoinNanos int64 `json:"join_ns,omitempty"`
+	// JoinHist (ready): per-connection dial+handshake+join time, µs.
+	JoinHist [][2]int64 `json:"join_hist,omitempty"`
+	// Hist (stats): delivery latency, µs, publish time to receipt.
+	Hist  [][2]int64 `json:"hist,omitempty"`
+	Error string     `json:"error,omitempty"`
 }
 
 type benchConn struct {
-	nc net.Conn
-	rd io.Reader
-	mu sync.Mutex // serialises frame writes
+	nc  net.Conn
+	rd  io.Reader
+	mu  sync.Mutex // serialises frame writes
+	hdr [ws.MaxHeaderSize - 2]byte
 }
 
 func (c *benchConn) write(op ws.OpCode, p []byte) error {
@@ -62,16 +94,22 @@ func (c *benchConn) write(op ws.OpCode, p []byte) error {
 	return ws.WriteFrame(c.nc, ws.MaskFrame(ws.NewFrame(op, true, p)))
 }
 
-// readFrame returns the next data frame's payload, answering pings and
-// returning io.EOF on a close frame.
-func (c *benchConn) readFrame() ([]byte, error) {
+// readFrame returns the next data frame's payload in *buf (reused),
+// answering pings and returning io.EOF on a close frame.
+func (c *benchConn) readFrame(r io.Reader, buf *[]byte) ([]byte, error) {
 	for {
-		h, err := ws.ReadHeader(c.rd)
+		h, err := ws.ReadHeaderBuffer(r, c.hdr[:])
 		if err != nil {
 			return nil, err
 		}
-		p := make([]byte, h.Length)
-		if _, err := io.ReadFull(c.rd, p); err != nil {
+		if h.Length > 16<<20 {
+			return nil, fmt.Errorf("frame of %d bytes", h.Length)
+		}
+		if int64(cap(*buf)) < h.Length {
+			*buf = make([]byte, h.Length)
+		}
+		p := (*buf)[:h.Length]
+		if _, err := io.ReadFull(r, p); err != nil {
 			return nil, err
 		}
 		if h.Masked {
@@ -91,9 +129,112 @@ func (c *benchConn) readFrame() ([]byte, error) {
 	}
 }
 
+// worker is the state of one RunClients process.
+type worker struct {
+	o          ClientOptions
+	delivered  atomic.Int64
+	closed     atomic.Int64
+	dialErrors atomic.Int64
+	refused    atomic.Int64
+	lat        Hist
+	joinLat    Hist
+}
+
+// record scans one payload for TimestampKey and counts the delivery.
+func (w *worker) record(p []byte, now int64) {
+	i := bytes.Index(p, []byte(TimestampKey))
+	if i < 0 {
+		return
+	}
+	var t int64
+	digits := 0
+	for _, b := range p[i+len(TimestampKey):] {
+		if b < '0' || b > '9' {
+			break
+		}
+		t = t*10 + int64(b-'0')
+		digits++
+	}
+	if digits == 0 {
+		return
+	}
+	w.delivered.Add(1)
+	w.lat.Add((now - t) / 1000)
+}
+
+// readLoop reads one joined connection until it fails, counting
+// deliveries; in nats-ws mode it parses the NATS protocol stream (MSG
+// payloads, PING) across frame boundaries.
+func (w *worker) readLoop(ctx context.Context, c *benchConn) {
+	r := bufio.NewReaderSize(c.rd, 2048)
+	buf := make([]byte, 512)
+	var pend []byte
+	for {
+		p, err := c.readFrame(r, &buf)
+		if err != nil {
+			if ctx.Err() == nil {
+				w.closed.Add(1)
+			}
+			return
+		}
+		now := time.Now().UnixNano()
+		if w.o.Mode == ModePhoenix {
+			w.record(p, now)
+			continue
+		}
+		pend = append(pend, p...)
+		n, err := w.natsStream(c, pend, now)
+		if err != nil {
+			if ctx.Err() == nil {
+				w.closed.Add(1)
+			}
+			c.nc.Close()
+			return
+		}
+		pend = pend[:copy(pend, pend[n:])]
+	}
+}
+
+// natsStream handles the complete NATS protocol messages at the start of
+// p and returns how many bytes it consumed.
+func (w *worker) natsStream(c *benchConn, p []byte, now int64) (int, error) {
+	done := 0
+	for {
+		rest := p[done:]
+		eol := bytes.Index(rest, []byte("\r\n"))
+		if eol < 0 {
+			return done, nil
+		}
+		line := rest[:eol]
+		switch {
+		case bytes.HasPrefix(line, []byte("MSG ")):
+			sp := bytes.LastIndexByte(line, ' ')
+			size, err := strconv.Atoi(string(line[sp+1:]))
+			if err != nil || size < 0 {
+				return done, fmt.Errorf("bad MSG line %q", line)
+			}
+			end := eol + 2 + size + 2
+			if len(rest) < end {
+				return done, nil
+			}
+			w.record(rest[eol+2:eol+2+size], now)
+			done += end
+			continue
+		case bytes.Equal(line, []byte("PING")):
+			if err := c.write(ws.OpBinary, []byte("PONG\r\n")); err != nil {
+				return done, err
+			}
+		case bytes.HasPrefix(line, []byte("-ERR")):
+			return done, fmt.Errorf("nats: %s", line)
+		}
+		done += eol + 2
+	}
+}
+
 // RunClients opens o.N connections, joins them, reports progress as JSON
-// lines on stdout, and then keeps them open (heartbeating) until ctx is
-// done. It returns an error if not every connection could be joined.
+// lines on stdout, and then keeps them open (heartbeating, counting
+// deliveries) until ctx is done. It returns an error if not every
+// connection could be joined.
 func RunClients(ctx context.Context, o ClientOptions, stdout io.Writer) error {
 	if o.N <= 0 {
 		return fmt.Errorf("clients: --n must be positive")
@@ -107,19 +248,48 @@ func RunClients(ctx context.Context, o ClientOptions, stdout io.Writer) error {
 	if o.JoinTimeout <= 0 {
 		o.JoinTimeout = 20 * time.Second
 	}
+	if o.StatusEvery <= 0 {
+		o.StatusEvery = time.Second
+	}
+	if o.Retries < 0 {
+		o.Retries = 0
+	}
+	if o.RefusedFor <= 0 {
+		o.RefusedFor = 60 * time.Second
+	}
 	if o.Mode != ModePhoenix && o.Mode != ModeNATSWS {
 		return fmt.Errorf("clients: unknown mode %q (want %s or %s)", o.Mode, ModePhoenix, ModeNATSWS)
+	}
+	if o.Topic == "" {
+		o.Topic = "room:bench-%d"
+		if o.Mode == ModeNATSWS {
+			o.Topic = "fabric.room.bench-%d"
+		}
 	}
 	src := net.ParseIP(o.Source)
 	if src == nil {
 		return fmt.Errorf("clients: bad --source %q", o.Source)
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	w := &worker{o: o}
 	var outMu sync.Mutex
 	enc := json.NewEncoder(stdout)
 	report := func(r Report) {
 		outMu.Lock()
 		defer outMu.Unlock()
 		_ = enc.Encode(r)
+	}
+	if o.Control != nil {
+		go func() {
+			sc := bufio.NewScanner(o.Control)
+			for sc.Scan() {
+				if strings.TrimSpace(sc.Text()) == "stats" {
+					report(Report{Type: "stats", Delivered: w.delivered.Load(), Closed: w.closed.Load(), Hist: w.lat.Sparse()})
+				}
+			}
+			cancel() // parent gone or done with us
+		}()
 	}
 
 	dialer := ws.Dialer{
@@ -141,7 +311,7 @@ func RunClients(ctx context.Context, o ClientOptions, stdout io.Writer) error {
 		},
 	}
 
-	var joined, failed, closed atomic.Int64
+	var joined, failed atomic.Int64
 	conns := make([]*benchConn, o.N)
 	var firstErr atomic.Value
 	sem := make(chan struct{}, o.Concurrency)
@@ -155,21 +325,32 @@ func RunClients(ctx context.Context, o ClientOptions, stdout io.Writer) error {
 			case <-stopProgress:
 				return
 			case <-t.C:
-				report(Report{Type: "progress", Joined: joined.Load(), Failed: failed.Load()})
+				report(Report{Type: "progress", Joined: joined.Load(), Failed: failed.Load(), DialErrors: w.dialErrors.Load(), Refused: w.refused.Load()})
 			}
 		}
 	}()
+	start := time.Now()
+	var lastJoin atomic.Int64
 	for i := 0; i < o.N && ctx.Err() == nil; i++ {
 		sem <- struct{}{}
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			c, err := openOne(ctx, dialer, o, o.Offset+i)
+			t0 := time.Now()
+			c, err := w.openOne(ctx, dialer, o.Offset+i)
 			<-sem
 			if err != nil {
 				failed.Add(1)
 				firstErr.CompareAndSwap(nil, err.Error())
 				return
+			}
+			now := time.Now()
+			w.joinLat.Add(now.Sub(t0).Microseconds())
+			for {
+				old := lastJoin.Load()
+				if now.UnixNano() <= old || lastJoin.CompareAndSwap(old, now.UnixNano()) {
+					break
+				}
 			}
 			conns[i] = c
 			joined.Add(1)
@@ -180,38 +361,29 @@ func RunClients(ctx context.Context, o ClientOptions, stdout io.Writer) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
+	joinNanos := lastJoin.Load() - start.UnixNano()
 	if f := failed.Load(); f > 0 {
 		msg, _ := firstErr.Load().(string)
 		err := fmt.Errorf("clients: %d of %d connections failed; first: %s", f, o.N, msg)
-		report(Report{Type: "error", Joined: joined.Load(), Failed: f, Error: err.Error()})
+		report(Report{Type: "error", Joined: joined.Load(), Failed: f, DialErrors: w.dialErrors.Load(), Refused: w.refused.Load(), JoinNanos: joinNanos, Error: err.Error()})
+		for _, c := range conns {
+			if c != nil {
+				c.nc.Close()
+			}
+		}
 		return err
 	}
 
-	// Joined: now read (and discard) forever; count losses.
+	// Joined: now read forever, counting deliveries and losses.
 	for _, c := range conns {
-		go func(c *benchConn) {
-			for {
-				p, err := c.readFrame()
-				if err != nil {
-					if ctx.Err() == nil {
-						closed.Add(1)
-					}
-					return
-				}
-				if o.Mode == ModeNATSWS && bytes.Contains(p, []byte("PING\r\n")) {
-					if err := c.write(ws.OpBinary, []byte("PONG\r\n")); err != nil {
-						return
-					}
-				}
-			}
-		}(c)
+		go w.readLoop(ctx, c)
 	}
-	report(Report{Type: "ready", Joined: joined.Load()})
+	report(Report{Type: "ready", Joined: joined.Load(), DialErrors: w.dialErrors.Load(), Refused: w.refused.Load(), JoinNanos: joinNanos, JoinHist: w.joinLat.Sparse()})
 
 	if o.Mode == ModePhoenix {
 		go heartbeat(ctx, conns, o.HeartbeatEvery)
 	}
-	t := time.NewTicker(time.Second)
+	t := time.NewTicker(o.StatusEvery)
 	defer t.Stop()
 	for {
 		select {
@@ -221,7 +393,7 @@ func RunClients(ctx context.Context, o ClientOptions, stdout io.Writer) error {
 			}
 			return nil
 		case <-t.C:
-			report(Report{Type: "status", Joined: joined.Load(), Closed: closed.Load()})
+			report(Report{Type: "status", Joined: joined.Load(), Closed: w.closed.Load(), Delivered: w.delivered.Load()})
 		}
 	}
 }
@@ -230,13 +402,16 @@ func RunClients(ctx context.Context, o ClientOptions, stdout io.Writer) error {
 // evenly over the period.
 func heartbeat(ctx context.Context, conns []*benchConn, period time.Duration) {
 	step := period / time.Duration(len(conns))
+	t := time.NewTimer(step)
+	defer t.Stop()
 	ref := 1000
 	for {
 		for _, c := range conns {
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(step):
+			case <-t.C:
+				t.Reset(step)
 			}
 			ref++
 			msg := `[null,"` + strconv.Itoa(ref) + `","phoenix","heartbeat",{}]`
@@ -245,16 +420,46 @@ func heartbeat(ctx context.Context, conns []*benchConn, period time.Duration) {
 	}
 }
 
-func openOne(ctx context.Context, dialer ws.Dialer, o ClientOptions, i int) (*benchConn, error) {
+func (w *worker) openOne(ctx context.Context, dialer ws.Dialer, i int) (*benchConn, error) {
+	o := w.o
 	var nc net.Conn
 	var br *bufio.Reader
 	var err error
-	for attempt := 0; attempt < 3; attempt++ {
-		nc, br, _, err = dialer.Dial(ctx, o.Target)
+	giveUp := time.Now().Add(o.RefusedFor)
+	for attempt := 0; ; attempt++ {
+		var retryAfter time.Duration
+		d := dialer
+		d.OnStatusError = func(status int, _ []byte, resp io.Reader) {
+			if status == 503 || status == 429 {
+				retryAfter = parseRetryAfter(resp)
+			}
+		}
+		nc, br, _, err = d.Dial(ctx, o.Target)
 		if err == nil || ctx.Err() != nil {
 			break
 		}
-		time.Sleep(time.Duration(100*(attempt+1)) * time.Millisecond)
+		// Refused for overload (503, 429): come back after Retry-After
+		// (default 1 s) with ±50 % jitter, like a polite client; that is
+		// not a failure until RefusedFor has passed.
+		var se ws.StatusError
+		if errors.As(err, &se) && (se == 503 || se == 429) && time.Now().Before(giveUp) {
+			w.refused.Add(1)
+			if retryAfter <= 0 {
+				retryAfter = time.Second
+			}
+			attempt--
+			if !sleepJitter(ctx, retryAfter) {
+				return nil, ctx.Err()
+			}
+			continue
+		}
+		w.dialErrors.Add(1)
+		if attempt >= o.Retries {
+			break
+		}
+		if !sleepJitter(ctx, time.Duration(100*(attempt+1))*time.Millisecond) {
+			return nil, ctx.Err()
+		}
 	}
 	if err != nil {
 		return nil, err
@@ -264,17 +469,20 @@ func openOne(ctx context.Context, dialer ws.Dialer, o ClientOptions, i int) (*be
 		c.rd = br
 	}
 	_ = nc.SetDeadline(time.Now().Add(o.JoinTimeout))
-	room := i % 100
+	topic := o.Topic
+	if strings.Contains(topic, "%d") {
+		topic = strings.ReplaceAll(topic, "%d", strconv.Itoa(i%100))
+	}
+	buf := make([]byte, 512)
 	switch o.Mode {
 	case ModePhoenix:
-		topic := "room:bench-" + strconv.Itoa(room)
 		join := `["1","1","` + topic + `","phx_join",{}]`
 		if err := c.write(ws.OpText, []byte(join)); err != nil {
 			nc.Close()
 			return nil, err
 		}
 		for {
-			p, err := c.readFrame()
+			p, err := c.readFrame(c.rd, &buf)
 			if err != nil {
 				nc.Close()
 				return nil, fmt.Errorf("join %s: %w", topic, err)
@@ -294,13 +502,13 @@ func openOne(ctx context.Context, dialer ws.Dialer, o ClientOptions, i int) (*be
 			break
 		}
 	case ModeNATSWS:
-		sub := "CONNECT {\"verbose\":false,\"pedantic\":false,\"protocol\":1}\r\nSUB fabric.room.bench-" + strconv.Itoa(room) + " 1\r\nPING\r\n"
+		sub := "CONNECT {\"verbose\":false,\"pedantic\":false,\"protocol\":1}\r\nSUB " + topic + " 1\r\nPING\r\n"
 		if err := c.write(ws.OpBinary, []byte(sub)); err != nil {
 			nc.Close()
 			return nil, err
 		}
 		for {
-			p, err := c.readFrame()
+			p, err := c.readFrame(c.rd, &buf)
 			if err != nil {
 				nc.Close()
 				return nil, fmt.Errorf("nats connect: %w", err)
@@ -316,4 +524,36 @@ func openOne(ctx context.Context, dialer ws.Dialer, o ClientOptions, i int) (*be
 	}
 	_ = nc.SetDeadline(time.Time{})
 	return c, nil
+}
+
+// parseRetryAfter reads the header lines of a refused handshake's
+// response for Retry-After (seconds); 0 if absent.
+func parseRetryAfter(resp io.Reader) time.Duration {
+	br := bufio.NewReaderSize(resp, 512)
+	for i := 0; i < 64; i++ {
+		line, err := br.ReadString('\n')
+		line = strings.TrimSpace(line)
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.EqualFold(strings.TrimSpace(k), "Retry-After") {
+			if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && n > 0 && n < 3600 {
+				return time.Duration(n) * time.Second
+			}
+			return 0
+		}
+		if line == "" && i > 0 || err != nil {
+			return 0
+		}
+	}
+	return 0
+}
+
+// sleepJitter sleeps d × [0.5, 1.5); false if ctx ended first.
+func sleepJitter(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d/2 + rand.N(d))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }

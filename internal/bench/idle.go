@@ -34,7 +34,23 @@ type IdleOptions struct {
 	Samples int           // RSS samples (1 s apart) per reading; the min is kept
 	Timeout time.Duration // whole run
 	Systems []string      // default: fabric, nats-ws
-	Log     io.Writer     // progress messages
+	// Topic is the Phoenix topic the Fabric clients join ("%d" = index mod
+	// 100); the nats-ws clients subscribe to the subject Fabric maps it to.
+	// Default bench:idle-%d: an ephemeral namespace without presence, the
+	// same work as a NATS SUB. room:… measures history and presence too.
+	Topic string
+	Log   io.Writer // progress messages
+}
+
+// idleTopic is what a worker of mode joins for topic.
+func idleTopic(topic, mode string) string {
+	if topic == "" {
+		topic = "bench:idle-%d"
+	}
+	if mode == ModeNATSWS {
+		return "fabric." + strings.Replace(topic, ":", ".", 1)
+	}
+	return topic
 }
 
 // IdleResult is one system's measurement.
@@ -265,7 +281,8 @@ func idleOne(ctx context.Context, o IdleOptions, sys string) (IdleResult, error)
 			"--n", strconv.Itoa(n),
 			"--offset", strconv.Itoa(offset),
 			"--source", fmt.Sprintf("127.0.0.%d", 2+i),
-			"--mode", mode)
+			"--mode", mode,
+			"--topic", idleTopic(o.Topic, mode))
 		if err != nil {
 			return res, err
 		}

@@ -12,7 +12,9 @@ import (
 // RunNATSWSServer runs an embedded nats-server whose only listener is a
 // plain (no TLS) WebSocket listener on host:port, until ctx is done. It is
 // the baseline system of `fabric bench`: NATS's own WebSocket transport.
-func RunNATSWSServer(ctx context.Context, host string, port int, stdout io.Writer) error {
+// A natsPort > 0 also opens the NATS client port on host (for the
+// benchmark's publisher).
+func RunNATSWSServer(ctx context.Context, host string, port, natsPort int, stdout io.Writer) error {
 	opts := &server.Options{
 		ServerName: "bench-nats-ws",
 		DontListen: true,
@@ -24,6 +26,11 @@ func RunNATSWSServer(ctx context.Context, host string, port int, stdout io.Write
 			Port:  port,
 			NoTLS: true,
 		},
+	}
+	if natsPort > 0 {
+		opts.DontListen = false
+		opts.Host = host
+		opts.Port = natsPort
 	}
 	s, err := server.NewServer(opts)
 	if err != nil {
