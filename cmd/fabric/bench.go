@@ -242,7 +242,6 @@ func benchFanout(ctx context.Context, args, environ []string, stdout, stderr io.
 	fs.IntVar(&o.Payload, "payload", 200, "payload bytes")
 	fs.StringVar(&o.Topic, "topic", "bench:fanout", "channel (choose an ephemeral namespace: core NATS, no JetStream)")
 	fs.StringVar(&systems, "systems", "fabric,nats-ws", "systems to measure, in order")
-	fs.StringVar(&o.Topic, "topic", "bench:idle-%d", `channel each Fabric client joins ("%d" = index mod 100); nats-ws clients subscribe to its subject. bench:… has no history or presence (like a NATS SUB); room:… adds both`)
 	fs.DurationVar(&o.Timeout, "timeout", 10*time.Minute, "abort the whole run after this long")
 	fs.Func("fabric-flags", "extra flags for fabric serve, space-separated (e.g. \"--max-accept-rate=0\")", func(v string) error {
 		o.FabricFlags = append(o.FabricFlags, strings.Fields(v)...)
@@ -329,7 +328,6 @@ func benchStorm(ctx context.Context, args, environ []string, stdout, stderr io.W
 	fs.IntVar(&o.Concurrency, "concurrency", 500, "dials in flight per worker")
 	fs.StringVar(&o.Topic, "topic", "bench:storm-%d", `channel to join, "%d" = client index mod 100 (ephemeral namespace: no JetStream)`)
 	fs.StringVar(&systems, "systems", "fabric,nats-ws", "systems to measure, in order")
-	fs.StringVar(&o.Topic, "topic", "bench:idle-%d", `channel each Fabric client joins ("%d" = index mod 100); nats-ws clients subscribe to its subject. bench:… has no history or presence (like a NATS SUB); room:… adds both`)
 	fs.DurationVar(&o.Timeout, "timeout", 5*time.Minute, "abort the whole run after this long")
 	fs.Func("fabric-flags", "extra flags for fabric serve, space-separated (e.g. \"--max-accept-rate=0\")", func(v string) error {
 		o.FabricFlags = append(o.FabricFlags, strings.Fields(v)...)

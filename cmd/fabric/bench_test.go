@@ -69,3 +69,22 @@ func TestBenchUsageErrors(t *testing.T) {
 		t.Errorf("too many per worker: err = %v", err)
 	}
 }
+
+// Every subcommand declares its flags without a clash (a duplicate flag
+// panics) and answers -h with its own usage.
+func TestBenchSubcommandHelp(t *testing.T) {
+	for _, sub := range []string{"idle", "fanout", "storm", "plot", "clients", "nats-ws-server"} {
+		var out, errb bytes.Buffer
+		err := func() (err error) {
+			defer func() {
+				if p := recover(); p != nil {
+					t.Fatalf("bench %s -h panicked: %v", sub, p)
+				}
+			}()
+			return bench([]string{sub, "-h"}, nil, &out, &errb)
+		}()
+		if !strings.Contains(out.String()+errb.String(), "-") {
+			t.Errorf("bench %s -h printed no usage (err %v)", sub, err)
+		}
+	}
+}
