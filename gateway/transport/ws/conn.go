@@ -54,6 +54,7 @@ type conn struct {
 	state      uint8
 	watched    bool
 	outArmed   bool
+	dirty      bool // on the loop's flush list
 	pinged     bool // loop goroutine only
 }
 
@@ -169,7 +170,10 @@ func (c *conn) Send(m *transport.Message) bool {
 	if c.state != stateOpen {
 		return false
 	}
-	if c.out != nil && c.out.bytes+len(b) > c.l.s.cfg.MaxQueueBytes {
+	// Only a socket that stopped taking bytes (EPOLLOUT armed) makes a
+	// slow consumer: frames merely waiting for the loop's next flush are
+	// a burst being coalesced, and shared with every other member.
+	if c.outArmed && c.out != nil && c.out.bytes+len(b) > c.l.s.cfg.MaxQueueBytes {
 		c.closeLocked(transport.CloseSlowConsumer, "slow consumer")
 		return false
 	}
@@ -212,33 +216,27 @@ func (c *conn) closeLocked(code transport.CloseCode, reason string) {
 	c.l.reschedule(c, c.deadline)
 }
 
-// writeLocked writes b now if nothing is queued, and queues what the socket
-// did not take.
+// writeLocked queues b and has the loop flush the connection. The loop
+// writes all of a connection's pending frames with one writev, so frames
+// that arrive while it is busy — a burst of broadcasts, a join reply and
+// its replay — share one syscall instead of paying one each, and the
+// broadcaster's goroutine only appends (the loops write, one per core).
 func (c *conn) writeLocked(b []byte) bool {
 	if c.fd < 0 {
 		return false
 	}
-	if q := c.out; q != nil {
-		q.frames = append(q.frames, b)
-		q.bytes += len(b)
-		return true
+	q := c.out
+	if q == nil {
+		q = outPool.Get().(*outQueue)
+		q.since = time.Now().Unix()
+		c.out = q
 	}
-	n, err := write(c.fd, b)
-	if n == len(b) {
-		return true
-	}
-	if err != nil && !errors.Is(err, unix.EAGAIN) {
-		c.brokenLocked()
-		return false
-	}
-	q := outPool.Get().(*outQueue)
 	q.frames = append(q.frames, b)
-	q.off = n
-	q.bytes = len(b) - n
-	q.since = time.Now().Unix()
-	c.out = q
-	c.armLocked(true)
-	c.l.reschedule(c, q.since+secs(c.l.s.cfg.WriteTimeout))
+	q.bytes += len(b)
+	if !c.dirty && !c.outArmed { // EPOLLOUT flushes an armed one anyway
+		c.dirty = true
+		c.l.markDirty(c)
+	}
 	return true
 }
 
@@ -268,12 +266,18 @@ func (c *conn) armLocked(on bool) {
 	unix.EpollCtl(c.l.epfd, unix.EPOLL_CTL_MOD, c.fd, &ev)
 }
 
-// flush drains the queue with writev once the socket is writable again.
+// flush writes the queue with writev: when the loop was asked to (dirty)
+// or the socket became writable again (EPOLLOUT). What the socket does not
+// take waits for EPOLLOUT, bounded by WriteTimeout.
 func (c *conn) flush() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.dirty = false
+	if c.fd < 0 {
+		return
+	}
 	var iov [maxIovecs][]byte
-	for c.out != nil && len(c.out.frames) > 0 && c.fd >= 0 {
+	for c.out != nil && len(c.out.frames) > 0 {
 		q := c.out
 		n := 0
 		for i, b := range q.frames {
@@ -290,6 +294,9 @@ func (c *conn) flush() {
 		if err != nil {
 			if !errors.Is(err, unix.EAGAIN) {
 				c.brokenLocked()
+			} else if !c.outArmed {
+				c.armLocked(true)
+				c.l.reschedule(c, q.since+secs(c.l.s.cfg.WriteTimeout))
 			}
 			return
 		}
@@ -308,12 +315,10 @@ func (c *conn) flush() {
 		}
 		q.frames = q.frames[:copy(q.frames, q.frames[done:])]
 	}
-	if c.out == nil || len(c.out.frames) == 0 {
-		// Nothing left (a close may have dropped the queue): stop
-		// asking for EPOLLOUT, or level-triggered epoll spins the loop.
-		c.releaseOut()
-		c.armLocked(false)
-	}
+	// Nothing left (or a close dropped the queue): stop asking for
+	// EPOLLOUT, or level-triggered epoll spins the loop.
+	c.releaseOut()
+	c.armLocked(false)
 }
 
 // nextDue is when the wheel should look at c again (c.mu held).

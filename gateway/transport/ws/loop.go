@@ -33,6 +33,8 @@ type loop struct {
 	conns    []*conn // by fd
 	gen      uint32
 	tasks    []func()
+	dirty    []*conn // connections with frames to write
+	kicked   bool    // the eventfd was written since dirty was last taken
 	wheel    [wheelSlots]*conn
 	lastTick int64
 
@@ -41,6 +43,7 @@ type loop struct {
 	now      int64 // coarse clock (Unix seconds), refreshed per wakeup
 	stopping bool
 	due      []*conn
+	flushing []*conn // the dirty list being written (reused)
 }
 
 func newLoop(s *Server) (*loop, error) {
@@ -70,6 +73,42 @@ func (l *loop) post(f func()) {
 	l.mu.Unlock()
 	var one = [8]byte{1}
 	unix.Write(l.efd, one[:])
+}
+
+// markDirty puts c on the flush list (c.mu held, c.dirty just set). The
+// eventfd is written once per batch: while the loop is busy, further
+// connections only join the list.
+func (l *loop) markDirty(c *conn) {
+	l.mu.Lock()
+	l.dirty = append(l.dirty, c)
+	kick := !l.kicked
+	l.kicked = true
+	l.mu.Unlock()
+	if kick {
+		var one = [8]byte{1}
+		unix.Write(l.efd, one[:])
+	}
+}
+
+// flushDirty writes every connection on the flush list, until it stays
+// empty (loop goroutine).
+func (l *loop) flushDirty() {
+	for {
+		l.mu.Lock()
+		list := l.dirty
+		l.dirty = l.flushing[:0]
+		l.kicked = false
+		l.mu.Unlock()
+		if len(list) == 0 {
+			l.flushing = list
+			return
+		}
+		for i, c := range list {
+			c.flush()
+			list[i] = nil
+		}
+		l.flushing = list
+	}
 }
 
 // add registers a freshly upgraded connection. Bytes that arrived with the
@@ -173,6 +212,7 @@ func (l *loop) run() {
 				}
 			}
 		}
+		l.flushDirty()
 		if l.stopping {
 			for _, c := range l.snapshot() {
 				l.finish(c, transport.CloseGoingAway)
@@ -388,6 +428,9 @@ func (l *loop) protocolError(c *conn, err error) {
 // finish ends a connection for good: the fd leaves epoll and is closed, the
 // session hears HandleClose exactly once. Loop goroutine only.
 func (l *loop) finish(c *conn, code transport.CloseCode) {
+	// Queued frames (the echo of a peer's close frame, above all) go out
+	// before the fd closes, as far as the socket takes them now.
+	c.flush()
 	c.mu.Lock()
 	if c.state == stateClosed {
 		c.mu.Unlock()
