@@ -138,6 +138,11 @@ func benchIdle(ctx context.Context, args, environ []string, stdout, stderr io.Wr
 	fmt.Fprintf(&b, "# %s, %s, %s/%s, %d CPUs, version %s\n", started.UTC().Format(time.RFC3339), runtime.Version(), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), versionString())
 	fmt.Fprintf(&b, "# loadavg start %s, end %s\n", loadStart, loadavg())
 	fmt.Fprintf(&b, "# clients join %s (nats-ws clients subscribe to its subject)\n", o.Topic)
+	for _, v := range []string{"GOGC", "GOMEMLIMIT"} {
+		if x := os.Getenv(v); x != "" {
+			fmt.Fprintf(&b, "# %s=%s in the environment (both servers inherit it)\n", v, x)
+		}
+	}
 	fmt.Fprintf(&b, "# server VmRSS before clients (after %s settle) and with N joined idle clients (after %s settle), min of %d samples\n", o.Settle, o.Settle, o.Samples)
 	fmt.Fprintf(&b, "%-8s %6s %14s %14s %10s %10s %9s\n", "system", "N", "rss_before_B", "rss_after_B", "B/conn", "KiB/conn", "join_s")
 	for _, r := range res {
