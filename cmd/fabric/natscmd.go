@@ -45,7 +45,7 @@ func natsFlags(o *natsOptions) *flag.FlagSet {
 	fs.BoolVar(&o.debug, "debug", false, "nats-server debug logging (with --log-level debug)")
 	fs.BoolVar(&o.trace, "trace", false, "nats-server protocol tracing (with --log-level debug; very verbose)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
-	fs.StringVar(&o.logFormat, "log-format", "text", "text or json")
+	fs.StringVar(&o.logFormat, "log-format", "auto", "text, json, or auto: text on a terminal, JSON otherwise")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long to wait for the server to stop (lame-duck is not used)")
 	return fs
 }

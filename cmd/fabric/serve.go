@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/fabric-rt/fabric/internal/app"
 	"github.com/fabric-rt/fabric/internal/auth"
 	"github.com/fabric-rt/fabric/internal/config"
@@ -74,7 +76,7 @@ func serveFlags(cfg *app.Config, logLevel, logFormat *string, shutdownTimeout *t
 	fs.DurationVar(&cfg.DrainWindow, "drain-window", 5*time.Second, "on SIGTERM, close clients (code 1012) in batches over this long, so they reconnect elsewhere as a trickle; keep it under --shutdown-timeout")
 	fs.DurationVar(shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long shutdown waits for clients' close handshakes")
 	fs.StringVar(logLevel, "log-level", "info", "debug, info, warn or error")
-	fs.StringVar(logFormat, "log-format", "text", "text or json")
+	fs.StringVar(logFormat, "log-format", "auto", "text, json, or auto: text on a terminal, JSON otherwise (log collectors)")
 	return fs
 }
 
@@ -208,13 +210,29 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 		return nil, fmt.Errorf("log-level: %w", err)
 	}
 	opts := &slog.HandlerOptions{Level: lv}
+	if format == "auto" {
+		format = "json"
+		if isTerminal(w) {
+			format = "text"
+		}
+	}
 	switch format {
 	case "text":
 		return slog.New(slog.NewTextHandler(w, opts)), nil
 	case "json":
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
-	return nil, fmt.Errorf("log-format: want text or json, got %q", format)
+	return nil, fmt.Errorf("log-format: want text, json or auto, got %q", format)
+}
+
+// isTerminal reports whether w is a terminal (a TCGETS ioctl succeeds).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }
 
 // namespaceConfig is one entry of the YAML namespaces section: the bus

@@ -280,3 +280,20 @@ func waitServing(t *testing.T, out, errb *syncBuffer, done <-chan error) string 
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// Logs are JSON unless they go to a terminal: collectors get structured
+// lines without anyone remembering --log-format.
+func TestLogFormatAuto(t *testing.T) {
+	var b strings.Builder
+	l, err := newLogger(&b, "info", "auto")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Info("hello", "k", "v")
+	if !strings.HasPrefix(b.String(), "{") || !strings.Contains(b.String(), `"msg":"hello"`) {
+		t.Fatalf("auto format to a non-terminal: %q", b.String())
+	}
+	if _, err := newLogger(&b, "info", "xml"); err == nil {
+		t.Fatal("unknown format accepted")
+	}
+}
