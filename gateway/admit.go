@@ -217,10 +217,14 @@ func (g *Gateway) admit(r *http.Request) (pol *policy, claims *auth.Claims, rele
 		return nil, nil, nil, ref
 	}
 	g.open.Add(1)
-	t := &ticket{g: g}
-	if lim.MaxConnectionsPerIP > 0 {
-		t.ip = ip // kept only when counted: it lives as long as the connection
+	if lim.MaxConnectionsPerIP <= 0 {
+		// Nothing per connection to remember: one shared func, where a
+		// ticket would cost every connection 48 bytes for its lifetime.
+		// Each admitted connection calls release exactly once (its
+		// session's close, or the failed upgrade).
+		return pol, claims, g.releaseOpen, nil
 	}
+	t := &ticket{g: g, ip: ip}
 	return pol, claims, t.release, nil
 }
 

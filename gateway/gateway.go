@@ -68,6 +68,9 @@ type Gateway struct {
 	nextID   atomic.Uint64
 
 	open    atomic.Int64 // admitted connections (both transports)
+	// releaseOpen gives an admission back when no per-IP count is kept;
+	// built once so that admitting allocates nothing for it.
+	releaseOpen func()
 	pending atomic.Int64 // upgrades in progress
 	perIP   ipCounter
 	accept  acceptBucket
@@ -107,6 +110,7 @@ func New(cfg Config) (*Gateway, error) {
 		mux:      http.NewServeMux(),
 		idPrefix: randomID() + "-",
 	}
+	g.releaseOpen = func() { g.open.Add(-1) }
 	if pb, ok := cfg.Broker.(broker.Presence); ok {
 		// Presence for namespaces that enable it (see gateway/presence).
 		g.pres = presence.New(presence.Config{Bus: pb, Grace: cfg.LeaveGrace, Logger: cfg.Logger})
