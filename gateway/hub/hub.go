@@ -207,7 +207,7 @@ func (h *Hub) Join(ctx context.Context, topic string, m Member) error {
 	sh.mu.Lock()
 	ch := sh.topics[topic]
 	if ch == nil {
-		ch = &channel{h: h, topic: topic, ready: make(chan struct{}), index: make(map[any]int)}
+		ch = &channel{h: h, topic: topic, ready: make(chan struct{})}
 		ch.persistent = h.hist != nil && h.hist.Persistent(topic)
 		sh.topics[topic] = ch
 		h.channels.Add(1)
@@ -496,28 +496,60 @@ func (ch *channel) len() int {
 	return len(ch.members)
 }
 
+// indexFrom is the member count from which a channel keeps a key → slot
+// map: below it a scan is as fast, and a map costs 200+ bytes even for a
+// channel of one (a user's private channel).
+const indexFrom = 16
+
 // add and remove run under ch.mu.
 func (ch *channel) add(m Member) {
-	if _, ok := ch.index[m.Key]; ok {
+	if ch.find(m.Key) >= 0 {
 		return
 	}
-	ch.index[m.Key] = len(ch.members)
 	ch.members = append(ch.members, m)
+	if ch.index != nil {
+		ch.index[m.Key] = len(ch.members) - 1
+	} else if len(ch.members) >= indexFrom {
+		ch.index = make(map[any]int, 2*len(ch.members))
+		for i, m := range ch.members {
+			ch.index[m.Key] = i
+		}
+	}
+}
+
+// find returns key's slot, or -1.
+func (ch *channel) find(key any) int {
+	if ch.index != nil {
+		if i, ok := ch.index[key]; ok {
+			return i
+		}
+		return -1
+	}
+	for i := range ch.members {
+		if ch.members[i].Key == key {
+			return i
+		}
+	}
+	return -1
 }
 
 func (ch *channel) remove(key any) bool {
-	i, ok := ch.index[key]
-	if !ok {
+	i := ch.find(key)
+	if i < 0 {
 		return false
 	}
 	last := len(ch.members) - 1
 	if i != last {
 		ch.members[i] = ch.members[last]
-		ch.index[ch.members[i].Key] = i
+		if ch.index != nil {
+			ch.index[ch.members[i].Key] = i
+		}
 	}
 	ch.members[last] = Member{}
 	ch.members = ch.members[:last]
-	delete(ch.index, key)
+	if ch.index != nil {
+		delete(ch.index, key)
+	}
 	return true
 }
 
@@ -753,7 +785,7 @@ func (ch *channel) reset(msg *broker.Message) {
 	ch.ring = ring{}
 	members := ch.members
 	ch.members = nil
-	ch.index = make(map[any]int)
+	ch.index = nil
 	ch.mu.Unlock()
 	for _, m := range members {
 		if l, ok := m.Key.(Listener); ok {

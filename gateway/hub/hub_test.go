@@ -620,3 +620,53 @@ func TestCloseDropsEverything(t *testing.T) {
 		t.Fatalf("Stats().Channels = %d after Close", got)
 	}
 }
+
+// Members are found by scanning while a channel is small and through an
+// index from 16 on: joining past that point, leaving in random order and
+// re-joining keeps exactly the current members receiving.
+func TestMembershipAcrossIndexThreshold(t *testing.T) {
+	t.Parallel()
+	b := memory.New()
+	h := newHub(t, b, time.Hour)
+	type mc struct {
+		m hub.Member
+		c *transporttest.Conn
+	}
+	var all []mc
+	for range 40 {
+		m, c := member(phoenix.V2)
+		mustJoin(t, h, "room:idx", m)
+		mustJoin(t, h, "room:idx", m) // a duplicate key is one member
+		all = append(all, mc{m, c})
+	}
+	if got := h.Members("room:idx"); got != 40 {
+		t.Fatalf("%d members, want 40", got)
+	}
+	rand.Shuffle(len(all), func(i, j int) { all[i], all[j] = all[j], all[i] })
+	gone, kept := all[:30], all[30:]
+	for _, x := range gone {
+		h.Leave("room:idx", x.m.Key)
+		h.Leave("room:idx", x.m.Key) // leaving twice is harmless
+	}
+	if got := h.Members("room:idx"); got != 10 {
+		t.Fatalf("%d members after leaves, want 10", got)
+	}
+	back := gone[:5]
+	for _, x := range back {
+		mustJoin(t, h, "room:idx", x.m)
+	}
+	if _, err := b.Publish(context.Background(), "room:idx", "news", []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range append(append([]mc(nil), kept...), back...) {
+		if got := x.c.WaitLen(1, wait); len(got) != 1 {
+			t.Fatalf("a current member got %d messages", len(got))
+		}
+	}
+	time.Sleep(20 * time.Millisecond)
+	for _, x := range gone[5:] {
+		if n := x.c.Len(); n != 0 {
+			t.Fatalf("a member that left got %d messages", n)
+		}
+	}
+}
