@@ -67,14 +67,14 @@ type Gateway struct {
 	idPrefix string
 	nextID   atomic.Uint64
 
-	open    atomic.Int64 // admitted connections (both transports)
+	open atomic.Int64 // admitted connections (both transports)
 	// releaseOpen gives an admission back when no per-IP count is kept;
 	// built once so that admitting allocates nothing for it.
 	releaseOpen func()
-	pending atomic.Int64 // upgrades in progress
-	perIP   ipCounter
-	accept  acceptBucket
-	refused refusals
+	pending     atomic.Int64 // upgrades in progress
+	perIP       ipCounter
+	accept      acceptBucket
+	refused     refusals
 }
 
 // New builds a Gateway and starts its event loops.
