@@ -84,6 +84,10 @@ type Member struct {
 	Key any
 	// Resume asks to continue after this position (persistent topics).
 	Resume *broker.Position
+
+	// skipTo: live messages up to this offset already reached the member
+	// through its replay (a page can run ahead of the live feed).
+	skipTo uint64
 }
 
 // Listener is implemented by member keys that want to know their fate. A
@@ -625,6 +629,12 @@ func (ch *channel) attach(ctx context.Context, m Member) error {
 				return errMemberGone
 			}
 			if last == 0 || last >= ch.last {
+				if from.Offset > ch.last {
+					// The stream was ahead of this gateway's live feed:
+					// the messages between arrive live later, and m has
+					// them already.
+					m.skipTo = from.Offset
+				}
 				ch.add(m)
 				ch.mu.Unlock()
 				return nil
@@ -763,6 +773,9 @@ func (ch *channel) deliver(msg *broker.Message) {
 	}
 	members := len(ch.members)
 	for _, m := range ch.members {
+		if m.skipTo >= msg.Offset && ch.persistent {
+			continue // sent during its replay: never twice
+		}
 		for _, out := range e.enc.frames(ch.h, msg, m.Version, m.TextOnly) {
 			if out != nil && m.Conn.Send(out) {
 				n++

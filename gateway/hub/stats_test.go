@@ -128,3 +128,57 @@ func TestFanoutLatencyAllocs(t *testing.T) {
 		t.Fatalf("%v allocs per stamped message, %v per plain one", b, a)
 	}
 }
+
+// A replay page can run ahead of the gateway's live feed (the stream had
+// stored messages whose live copies were still in flight): those arrive
+// live after the member is attached, and must not reach it a second time.
+func TestReplayAheadOfLiveNeverDuplicates(t *testing.T) {
+	t.Parallel()
+	msg := func(off uint64) *broker.Message {
+		return &broker.Message{Topic: "room:ahead", Event: "m", Payload: []byte(`{}`), Offset: off, Prev: off - 1}
+	}
+	var page broker.Page
+	for off := uint64(6); off <= 14; off++ {
+		page.Messages = append(page.Messages, msg(off))
+	}
+	page.Done = true
+	b := &histBroker{Broker: memory.New(), page: page}
+	h := hub.New(hub.Config{Broker: b, LeaveGrace: time.Hour})
+	t.Cleanup(h.Close)
+
+	// The channel exists, its live feed is at 10, and only 10 is in the
+	// ring: a member resuming from 5 needs the stream.
+	first, _ := member(phoenix.V2)
+	mustJoin(t, h, "room:ahead", first)
+	if n := b.Deliver(msg(10)); n != 1 {
+		t.Fatalf("live message reached %d subscriptions", n)
+	}
+	m, c := member(phoenix.V2)
+	m.Resume = &broker.Position{Epoch: "", Offset: 5}
+	mustJoin(t, h, "room:ahead", m)
+	for off := uint64(11); off <= 15; off++ {
+		b.Deliver(msg(off))
+	}
+	got := c.WaitLen(10, wait) // 6..14 replayed, then 15 live
+	time.Sleep(20 * time.Millisecond)
+	got = c.Sent()
+	var offs []string
+	for _, f := range got {
+		offs = append(offs, string(f.Data[:bytesIndex(f.Data, ',', 2)]))
+	}
+	if len(got) != 10 {
+		t.Fatalf("resuming member got %d frames, want 10 (6..15 once each): %v", len(got), offs)
+	}
+}
+
+// bytesIndex returns the index of the n-th sep in b (len(b) if fewer).
+func bytesIndex(b []byte, sep byte, n int) int {
+	for i, c := range b {
+		if c == sep {
+			if n--; n == 0 {
+				return i
+			}
+		}
+	}
+	return len(b)
+}
