@@ -114,7 +114,11 @@ func rawJoin(b *testing.B, addr *net.TCPAddr, topic string) int {
 	}
 	sa := &unix.SockaddrInet4{Port: addr.Port}
 	copy(sa.Addr[:], addr.IP.To4())
-	if err := unix.Connect(fd, sa); err != nil {
+	err = unix.Connect(fd, sa)
+	for err == unix.EINTR {
+		err = unix.Connect(fd, sa) // retried, it reports the pending connect's outcome
+	}
+	if err != nil && err != unix.EISCONN {
 		b.Fatal(err)
 	}
 	req := "GET /socket/websocket?vsn=2.0.0 HTTP/1.1\r\nHost: " + addr.String() +
@@ -164,6 +168,9 @@ func whole(p []byte) bool {
 func writeAll(b *testing.B, fd int, p []byte) {
 	for len(p) > 0 {
 		n, err := unix.Write(fd, p)
+		if err == unix.EINTR {
+			continue
+		}
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -174,6 +181,9 @@ func writeAll(b *testing.B, fd int, p []byte) {
 func readSome(b *testing.B, fd int, buf []byte) []byte {
 	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 10})
 	n, err := unix.Read(fd, buf)
+	for err == unix.EINTR { // the Go runtime's preemption signals
+		n, err = unix.Read(fd, buf)
+	}
 	if err != nil || n <= 0 {
 		b.Fatalf("read: %d %v", n, err)
 	}
