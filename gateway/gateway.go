@@ -10,7 +10,6 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
-	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -64,7 +63,6 @@ type Gateway struct {
 	sess session.Config
 	mux  *http.ServeMux
 
-	idPrefix string
 	nextID   atomic.Uint64
 
 	open atomic.Int64 // admitted connections (both transports)
@@ -106,9 +104,9 @@ func New(cfg Config) (*Gateway, error) {
 			PushRate:    cfg.Limits.PushRate,
 			PushBurst:   cfg.Limits.PushBurst,
 			Logger:      cfg.Logger,
+			IDPrefix:    randomID() + "-",
 		},
-		mux:      http.NewServeMux(),
-		idPrefix: randomID() + "-",
+		mux: http.NewServeMux(),
 	}
 	g.releaseOpen = func() { g.open.Add(-1) }
 	if pb, ok := cfg.Broker.(broker.Presence); ok {
@@ -189,7 +187,7 @@ func (g *Gateway) newSession(c transport.Conn, v phoenix.Version, pol *policy, c
 		s.SetTextOnly()
 	}
 	s.OnClose(release)
-	s.SetIdentity(g.connID(), sub)
+	s.SetIdentity(g.nextID.Add(1), sub)
 	if claims != nil && !claims.ExpiresAt.IsZero() {
 		// A connection lives as long as its token: phoenix.js reconnects
 		// with a fresh one through its params/authToken function.
@@ -198,12 +196,6 @@ func (g *Gateway) newSession(c transport.Conn, v phoenix.Version, pol *policy, c
 		}
 	}
 	return s
-}
-
-// connID names a connection: unique within the fleet in practice (a random
-// process prefix) and cheap (a counter).
-func (g *Gateway) connID() string {
-	return g.idPrefix + strconv.FormatUint(g.nextID.Add(1), 36)
 }
 
 // Stats is a snapshot of gateway counters.

@@ -7,6 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/debug"
+	"strconv"
 	"strings"
 	"time"
 
@@ -120,7 +122,8 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 		// Follow a changed --longpoll-window (1.5 × it; 15s by default).
 		cfg.LongPollIdleTimeout = 0
 	}
-	logger.Info("starting", append([]any{"version", versionString()}, startAttrs(fs, sources)...)...)
+	gcPercent := setGCPercent(environ)
+	logger.Info("starting", append([]any{"version", versionString(), "gogc", gcPercent}, startAttrs(fs, sources)...)...)
 	cfg.Logger = logger
 	cfg.Version = versionNumber()
 	cfg.Home = homePage()
@@ -223,6 +226,26 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("log-format: want text, json or auto, got %q", format)
+}
+
+// defaultGCPercent is the collector's target for a gateway: its heap is
+// mostly long-lived per-connection state, and the broadcast path allocates
+// per message, not per recipient, so collecting at +50 % instead of the
+// runtime's +100 % costs little CPU (bench/results/fanout-gogc50.txt) and
+// saves about a quarter of the memory per idle connection
+// (idle-gogc50.txt). GOGC in the environment wins, as for any Go program.
+const defaultGCPercent = 50
+
+// setGCPercent applies defaultGCPercent unless GOGC is set, and returns the
+// setting in force (for the start log line).
+func setGCPercent(environ []string) string {
+	for _, kv := range environ {
+		if v, ok := strings.CutPrefix(kv, "GOGC="); ok {
+			return v
+		}
+	}
+	debug.SetGCPercent(defaultGCPercent)
+	return strconv.Itoa(defaultGCPercent)
 }
 
 // isTerminal reports whether w is a terminal (a TCGETS ioctl succeeds).

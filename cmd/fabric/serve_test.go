@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -295,5 +296,23 @@ func TestLogFormatAuto(t *testing.T) {
 	}
 	if _, err := newLogger(&b, "info", "xml"); err == nil {
 		t.Fatal("unknown format accepted")
+	}
+}
+
+// fabric serve collects at GOGC=50 unless the environment sets GOGC.
+func TestGCPercentDefault(t *testing.T) {
+	orig := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(orig)
+	if got := setGCPercent([]string{"GOGC=80"}); got != "80" {
+		t.Fatalf("with GOGC=80: %q", got)
+	}
+	if now := debug.SetGCPercent(100); now != 100 {
+		t.Fatalf("GOGC in the environment must win; the setting became %d", now)
+	}
+	if got := setGCPercent([]string{"PATH=/bin"}); got != "50" {
+		t.Fatalf("default: %q", got)
+	}
+	if now := debug.SetGCPercent(100); now != defaultGCPercent {
+		t.Fatalf("default not applied: %d", now)
 	}
 }

@@ -84,10 +84,18 @@ type Member struct {
 	Key any
 	// Resume asks to continue after this position (persistent topics).
 	Resume *broker.Position
+}
 
+// member is how a channel keeps a Member: without the resume position,
+// which only attaching needs (48 bytes per member of every channel).
+type member struct {
+	Conn transport.Conn
+	Key  any
 	// skipTo: live messages up to this offset already reached the member
 	// through its replay (a page can run ahead of the live feed).
-	skipTo uint64
+	skipTo   uint64
+	Version  phoenix.Version
+	TextOnly bool
 }
 
 // Listener is implemented by member keys that want to know their fate. A
@@ -136,7 +144,7 @@ type channel struct {
 	grace      *time.Timer // pending drop; guarded by the shard lock
 
 	mu      sync.Mutex
-	members []Member
+	members []member
 	index   map[any]int
 	epoch   string
 	last    uint64 // offset of the last message (or the start position)
@@ -179,6 +187,19 @@ func New(cfg Config) *Hub {
 
 func (h *Hub) shard(topic string) *shard {
 	return &h.shards[maphash.String(h.seed, topic)%shards]
+}
+
+// Intern returns the hub's own copy of topic when the topic has a channel
+// here, else topic: sessions keep it instead of their decoded copy, so the
+// members of a channel share one string.
+func (h *Hub) Intern(topic string) string {
+	sh := h.shard(topic)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if ch := sh.topics[topic]; ch != nil {
+		return ch.topic
+	}
+	return topic
 }
 
 // TryJoin attaches m without blocking when the topic's subscription is live
@@ -506,11 +527,11 @@ func (ch *channel) len() int {
 const indexFrom = 16
 
 // add and remove run under ch.mu.
-func (ch *channel) add(m Member) {
+func (ch *channel) add(m Member, skipTo uint64) {
 	if ch.find(m.Key) >= 0 {
 		return
 	}
-	ch.members = append(ch.members, m)
+	ch.members = append(ch.members, member{Conn: m.Conn, Key: m.Key, skipTo: skipTo, Version: m.Version, TextOnly: m.TextOnly})
 	if ch.index != nil {
 		ch.index[m.Key] = len(ch.members) - 1
 	} else if len(ch.members) >= indexFrom {
@@ -549,7 +570,7 @@ func (ch *channel) remove(key any) bool {
 			ch.index[ch.members[i].Key] = i
 		}
 	}
-	ch.members[last] = Member{}
+	ch.members[last] = member{}
 	ch.members = ch.members[:last]
 	if ch.index != nil {
 		delete(ch.index, key)
@@ -572,13 +593,13 @@ func (ch *channel) joined(m Member, r JoinResult) {
 func (ch *channel) attachNow(m Member) bool {
 	if !ch.persistent {
 		ch.joined(m, JoinResult{})
-		ch.add(m)
+		ch.add(m, 0)
 		return true
 	}
 	res := JoinResult{Persistent: true, Head: ch.pos()}
 	if m.Resume == nil {
 		ch.joined(m, res)
-		ch.add(m)
+		ch.add(m, 0)
 		return true
 	}
 	res.Resumed = true
@@ -592,13 +613,13 @@ func (ch *channel) attachNow(m Member) bool {
 		res.Recovered = true
 		ch.joined(m, res)
 		ch.sendRing(m, r.Offset, ch.h.cfg.ReplayPage)
-		ch.add(m)
+		ch.add(m, 0)
 		return true
 	default:
 		return false // the broker must check or supply it
 	}
 	ch.joined(m, res)
-	ch.add(m)
+	ch.add(m, 0)
 	return true
 }
 
@@ -629,13 +650,14 @@ func (ch *channel) attach(ctx context.Context, m Member) error {
 				return errMemberGone
 			}
 			if last == 0 || last >= ch.last {
+				var skipTo uint64
 				if from.Offset > ch.last {
 					// The stream was ahead of this gateway's live feed:
 					// the messages between arrive live later, and m has
 					// them already.
-					m.skipTo = from.Offset
+					skipTo = from.Offset
 				}
-				ch.add(m)
+				ch.add(m, skipTo)
 				ch.mu.Unlock()
 				return nil
 			}
@@ -661,7 +683,7 @@ func (ch *channel) attach(ctx context.Context, m Member) error {
 				return ch.abandon(m, true, errors.New(page.Reason))
 			}
 			ch.joined(m, JoinResult{Persistent: true, Head: ch.pos(), Resumed: true, Reason: page.Reason})
-			ch.add(m)
+			ch.add(m, 0)
 			ch.mu.Unlock()
 			return nil
 		}

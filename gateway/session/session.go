@@ -121,6 +121,9 @@ type JoinTokenPolicy interface {
 type Config struct {
 	Hub    *hub.Hub
 	Broker broker.Broker
+	// IDPrefix starts every connection id of this process (a random
+	// prefix makes ids unique across a fleet in practice).
+	IDPrefix string
 	// MaxChannels caps the channels one connection may have joined
 	// (default 100).
 	MaxChannels int
@@ -168,7 +171,7 @@ type Session struct {
 	conn   transport.Conn
 	policy Policy
 
-	id      string // connection id, for routed pushes and lifecycle events
+	idn     uint64 // connection number (see ID)
 	sub     string // authenticated user, "" when anonymous
 	onClose func()
 
@@ -228,12 +231,23 @@ func New(cfg *Config, conn transport.Conn, v phoenix.Version, policy Policy) *Se
 	return &Session{cfg: cfg, conn: conn, v: v, policy: policy}
 }
 
-// SetIdentity names the connection (id unique per gateway process) and its
-// authenticated user, and announces it on the bus (lifecycle events). Call
-// it once, before the first message.
-func (s *Session) SetIdentity(id, sub string) {
-	s.id, s.sub = id, sub
+// SetIdentity numbers the connection (n unique per gateway process, > 0;
+// its id is Config.IDPrefix + n in base 36) and names its authenticated
+// user, and announces it on the bus (lifecycle events). Call it once,
+// before the first message.
+func (s *Session) SetIdentity(n uint64, sub string) {
+	s.idn, s.sub = n, sub
 	s.emit("connect", "")
+}
+
+// ID is the connection's id for routed pushes, presence and lifecycle
+// events ("" before SetIdentity). Built when wanted rather than kept: one
+// string fewer per connection.
+func (s *Session) ID() string {
+	if s.idn == 0 {
+		return ""
+	}
+	return s.cfg.IDPrefix + strconv.FormatUint(s.idn, 36)
 }
 
 // OnClose registers fn to run once the connection is gone (admission
@@ -247,7 +261,7 @@ func (s *Session) SetTextOnly() { s.textOnly = true }
 // emit publishes a lifecycle event when the broker supports it.
 func (s *Session) emit(kind, topic string) {
 	ev, ok := s.cfg.Broker.(broker.Events)
-	if !ok || s.id == "" {
+	if !ok || s.idn == 0 {
 		return
 	}
 	b, _ := json.Marshal(struct {
@@ -255,7 +269,7 @@ func (s *Session) emit(kind, topic string) {
 		Sub   string `json:"sub,omitempty"`
 		Topic string `json:"topic,omitempty"`
 		At    int64  `json:"at"`
-	}{s.id, s.sub, topic, time.Now().UnixMilli()})
+	}{s.ID(), s.sub, topic, time.Now().UnixMilli()})
 	ev.Emit(kind, topic, b)
 }
 
@@ -358,7 +372,7 @@ func (s *Session) join(f phoenix.Frame) {
 		s.reply(joinRef, f.Ref, f.Topic, false, reason(ReasonTooManyJoined))
 		return
 	}
-	ch := &channel{s: s, topic: f.Topic, joinRef: joinRef, ref: f.Ref, params: joinParams(f.Payload)}
+	ch := &channel{s: s, topic: s.cfg.Hub.Intern(f.Topic), joinRef: joinRef, ref: f.Ref, params: joinParams(f.Payload)}
 	s.channels = append(s.channels, ch)
 	member := hub.Member{
 		Conn:     s.conn,
@@ -472,7 +486,7 @@ func (s *Session) track(ch *channel) {
 		return
 	}
 	s.cfg.Presence.Track(ch.topic, ch, presence.Member{Conn: s.conn, Version: s.v, JoinRef: ch.joinRef,
-		Sub: s.sub, ConnID: s.id, Params: ch.params})
+		Sub: s.sub, ConnID: s.ID(), Params: ch.params})
 }
 
 // untrack ends an instance's presence; call it wherever the instance
@@ -701,7 +715,7 @@ func (s *Session) publishPushes() {
 func (s *Session) requestPush(h broker.Handlers, p push) {
 	f := p.f
 	r, err := h.Request(context.Background(), f.Topic, f.Event, p.payload,
-		broker.PushMeta{Subject: s.sub, ConnID: s.id, JoinParams: p.params})
+		broker.PushMeta{Subject: s.sub, ConnID: s.ID(), JoinParams: p.params})
 	switch {
 	case errors.Is(err, broker.ErrNoHandler):
 		s.reply(f.JoinRef, f.Ref, f.Topic, false, reason(ReasonNoHandler))

@@ -66,6 +66,11 @@ func newLoop(s *Server) (*loop, error) {
 	return &loop{s: s, epfd: epfd, efd: efd, buf: make([]byte, readBufferSize), now: now, lastTick: now}, nil
 }
 
+// slot is fd's index in l.conns. A connection's loop is chosen by its fd
+// (fd mod loops, see Server.Upgrade), so each loop's table covers only its
+// own share of the fd space instead of all of it.
+func (l *loop) slot(fd int) int { return fd / len(l.s.loops) }
+
 // post runs f on the loop goroutine.
 func (l *loop) post(f func()) {
 	l.mu.Lock()
@@ -123,10 +128,11 @@ func (l *loop) add(c *conn, early []byte) {
 	l.mu.Lock()
 	l.gen++
 	c.gen = l.gen
-	for c.fd >= len(l.conns) {
-		l.conns = append(l.conns, make([]*conn, len(l.conns)+1024)...)
+	i := l.slot(c.fd)
+	for i >= len(l.conns) {
+		l.conns = append(l.conns, make([]*conn, len(l.conns)/4+1024)...)
 	}
-	l.conns[c.fd] = c
+	l.conns[i] = c
 	l.insert(c, due)
 	l.mu.Unlock()
 	if len(early) == 0 {
@@ -160,10 +166,11 @@ func (l *loop) watch(c *conn) {
 func (l *loop) lookup(fd int, gen uint32) *conn {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if fd < 0 || fd >= len(l.conns) {
+	i := l.slot(fd)
+	if fd < 0 || i >= len(l.conns) {
 		return nil
 	}
-	if c := l.conns[fd]; c != nil && c.gen == gen {
+	if c := l.conns[i]; c != nil && c.gen == gen {
 		return c
 	}
 	return nil
@@ -451,8 +458,8 @@ func (l *loop) finish(c *conn, code transport.CloseCode) {
 	}
 	unix.Close(fd)
 	l.mu.Lock()
-	if fd < len(l.conns) && l.conns[fd] == c {
-		l.conns[fd] = nil
+	if i := l.slot(fd); i < len(l.conns) && l.conns[i] == c {
+		l.conns[i] = nil
 	}
 	l.remove(c)
 	l.mu.Unlock()

@@ -89,7 +89,6 @@ var ErrClosed = errors.New("ws: server closed")
 type Server struct {
 	cfg      Config
 	loops    []*loop
-	next     atomic.Uint32
 	open     atomic.Int64
 	done     atomic.Bool // Shutdown began (once)
 	draining atomic.Bool // Drain began: refuse upgrades
@@ -158,7 +157,7 @@ func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request, newSession func
 	if err != nil {
 		return fmt.Errorf("ws: detach socket: %w", err)
 	}
-	l := s.loops[int(s.next.Add(1))%len(s.loops)]
+	l := s.loops[fd%len(s.loops)] // fds are handed out in order: an even spread
 	c := &conn{l: l, fd: fd, wslot: -1}
 	c.sess = newSession(c)
 	s.open.Add(1)
