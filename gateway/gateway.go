@@ -63,7 +63,7 @@ type Gateway struct {
 	sess session.Config
 	mux  *http.ServeMux
 
-	nextID   atomic.Uint64
+	nextID atomic.Uint64
 
 	open atomic.Int64 // admitted connections (both transports)
 	// releaseOpen gives an admission back when no per-IP count is kept;
