@@ -205,14 +205,26 @@ type push struct {
 // channel is one join instance. Its pointer is the hub membership key, so
 // a duplicate join's new instance never shares a delivery path with the old.
 type channel struct {
-	s       *Session
-	topic   string
-	joinRef phoenix.Ref
-	ref     phoenix.Ref // the join message's ref, for the reply
-	params  []byte      // join params, forwarded with routed pushes
-	joined  atomic.Bool // the ok reply went out and the hub delivers to it
-	gone    atomic.Bool // left, replaced or disconnected: no reply any more
-	counted atomic.Bool // the join's result was counted (joinDone)
+	s        *Session
+	topic    string
+	joinRef  phoenix.Ref
+	ref      string      // the join message's ref, for the reply (with refValid)
+	params   string      // join params, forwarded with routed pushes ("" for none)
+	joined   atomic.Bool // the ok reply went out and the hub delivers to it
+	gone     atomic.Bool // left, replaced or disconnected: no reply any more
+	counted  atomic.Bool // the join's result was counted (joinDone)
+	refValid bool        // (one per joined channel of every connection: 96 bytes)
+}
+
+// joinMsgRef is the ref of the join message.
+func (ch *channel) joinMsgRef() phoenix.Ref { return phoenix.Ref{S: ch.ref, Valid: ch.refValid} }
+
+// paramsJSON is the join params as bytes, nil when empty.
+func (ch *channel) paramsJSON() []byte {
+	if ch.params == "" {
+		return nil
+	}
+	return []byte(ch.params)
 }
 
 // joinDone counts the result of ch's join, once: the hub's Joined callback
@@ -372,7 +384,7 @@ func (s *Session) join(f phoenix.Frame) {
 		s.reply(joinRef, f.Ref, f.Topic, false, reason(ReasonTooManyJoined))
 		return
 	}
-	ch := &channel{s: s, topic: s.cfg.Hub.Intern(f.Topic), joinRef: joinRef, ref: f.Ref, params: joinParams(f.Payload)}
+	ch := &channel{s: s, topic: s.cfg.Hub.Intern(f.Topic), joinRef: joinRef, ref: f.Ref.S, refValid: f.Ref.Valid, params: joinParams(f.Payload)}
 	s.channels = append(s.channels, ch)
 	member := hub.Member{
 		Conn:     s.conn,
@@ -407,7 +419,7 @@ func (s *Session) join(f phoenix.Frame) {
 			s.joinDone(ch, JoinError)
 			s.forget(ch)
 			s.cfg.Logger.Warn("join failed", "topic", ch.topic, "err", err)
-			s.reply(ch.joinRef, ch.ref, ch.topic, false, reason(ReasonUnavailable))
+			s.reply(ch.joinRef, ch.joinMsgRef(), ch.topic, false, reason(ReasonUnavailable))
 		}
 	}()
 }
@@ -422,7 +434,7 @@ func (ch *channel) Joined(r hub.JoinResult) {
 	}
 	ch.joined.Store(true)
 	s.joinDone(ch, JoinOK)
-	s.reply(ch.joinRef, ch.ref, ch.topic, true, joinResponse(r))
+	s.reply(ch.joinRef, ch.joinMsgRef(), ch.topic, true, joinResponse(r))
 	s.emit("join", ch.topic)
 	// Presence: after the reply, so presence_state follows it. Track
 	// never calls into the hub (we hold its lock).
@@ -434,12 +446,12 @@ func (ch *channel) Reset() { ch.s.reset(ch) }
 
 // joinParams keeps a join's params for routed pushes; the common empty
 // ones cost nothing per channel.
-func joinParams(p []byte) []byte {
+func joinParams(p []byte) string {
 	switch string(bytes.TrimSpace(p)) {
 	case "{}", "null", "":
-		return nil
+		return ""
 	}
-	return append([]byte(nil), p...)
+	return string(p)
 }
 
 // channel returns the current instance of topic, or nil (s.mu held).
@@ -486,7 +498,7 @@ func (s *Session) track(ch *channel) {
 		return
 	}
 	s.cfg.Presence.Track(ch.topic, ch, presence.Member{Conn: s.conn, Version: s.v, JoinRef: ch.joinRef,
-		Sub: s.sub, ConnID: s.ID(), Params: ch.params})
+		Sub: s.sub, ConnID: s.ID(), Params: ch.paramsJSON()})
 }
 
 // untrack ends an instance's presence; call it wherever the instance
@@ -660,7 +672,7 @@ func (s *Session) push(f phoenix.Frame) {
 	}
 	// One goroutine at a time publishes this connection's pushes, so they
 	// reach the bus in the order the client sent them.
-	p := push{f: f, payload: append([]byte(nil), f.Payload...), params: ch.params} // f.Payload lives in the read buffer
+	p := push{f: f, payload: append([]byte(nil), f.Payload...), params: ch.paramsJSON()} // f.Payload lives in the read buffer
 	s.mu.Lock()
 	q := s.pushq
 	q.pending = append(q.pending, p)
