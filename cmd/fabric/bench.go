@@ -232,9 +232,35 @@ func writeResult(stdout io.Writer, v any, jsonl, out, table string) error {
 	return nil
 }
 
+// runFlags are the flags fanout and storm share.
+type runFlags struct{ systems, out, jsonl string }
+
+func (f *runFlags) declare(fs *flag.FlagSet, timeout *time.Duration, defTimeout time.Duration, fabricFlags *[]string) {
+	fs.StringVar(&f.systems, "systems", "fabric,nats-ws", "systems to measure, in order")
+	fs.DurationVar(timeout, "timeout", defTimeout, "abort the whole run after this long")
+	fs.Func("fabric-flags", "extra flags for fabric serve, space-separated (e.g. \"--max-accept-rate=0\")", func(v string) error {
+		*fabricFlags = append(*fabricFlags, strings.Fields(v)...)
+		return nil
+	})
+	fs.StringVar(&f.out, "out", "", "also write a table to this file, command line first")
+	fs.StringVar(&f.jsonl, "jsonl", "", "also append the JSON result line to this file")
+}
+
+// parse parses args and returns the systems to measure and this binary
+// (which the benchmark starts as server and workers).
+func (f *runFlags) parse(fs *flag.FlagSet, args []string) (systems []string, exe string, err error) {
+	if err := fs.Parse(args); err != nil {
+		return nil, "", err
+	}
+	if fs.NArg() > 0 {
+		return nil, "", fmt.Errorf("%s: unexpected arguments %q", strings.TrimPrefix(fs.Name(), "fabric "), fs.Args())
+	}
+	exe, err = os.Executable()
+	return splitList(f.systems), exe, err
+}
+
 func benchFanout(ctx context.Context, args, environ []string, stdout, stderr io.Writer) error {
 	o := fbench.FanoutOptions{Log: stderr, ExeEnv: childEnv(environ)}
-	var out, jsonl, systems string
 	fs := flag.NewFlagSet("fabric bench fanout", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.IntVar(&o.N, "n", 10000, "subscribers of the one channel, per system")
@@ -246,26 +272,12 @@ func benchFanout(ctx context.Context, args, environ []string, stdout, stderr io.
 	fs.IntVar(&o.Window, "window", 32, "saturation: messages published but not yet delivered to every subscriber, at most")
 	fs.IntVar(&o.Payload, "payload", 200, "payload bytes")
 	fs.StringVar(&o.Topic, "topic", "bench:fanout", "channel (choose an ephemeral namespace: core NATS, no JetStream)")
-	fs.StringVar(&systems, "systems", "fabric,nats-ws", "systems to measure, in order")
-	fs.DurationVar(&o.Timeout, "timeout", 10*time.Minute, "abort the whole run after this long")
-	fs.Func("fabric-flags", "extra flags for fabric serve, space-separated (e.g. \"--max-accept-rate=0\")", func(v string) error {
-		o.FabricFlags = append(o.FabricFlags, strings.Fields(v)...)
-		return nil
-	})
-	fs.StringVar(&out, "out", "", "also write a table to this file, command line first")
-	fs.StringVar(&jsonl, "jsonl", "", "also append the JSON result line to this file")
-	if err := fs.Parse(args); err != nil {
+	var sf runFlags
+	sf.declare(fs, &o.Timeout, 10*time.Minute, &o.FabricFlags)
+	var err error
+	if o.Systems, o.Exe, err = sf.parse(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("bench fanout: unexpected arguments %q", fs.Args())
-	}
-	o.Systems = splitList(systems)
-	exe, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	o.Exe = exe
 	loadStart, started := loadavg(), time.Now()
 	res, err := fbench.Fanout(ctx, o)
 	if err != nil {
@@ -304,7 +316,7 @@ func benchFanout(ctx context.Context, args, environ []string, stdout, stderr io.
 	}
 	writeRatios(&b, res.Systems, res.Ratios, func(s fbench.FanoutSystem) string { return s.System })
 	fmt.Fprint(stderr, b.String())
-	return writeResult(stdout, res, jsonl, out, b.String())
+	return writeResult(stdout, res, sf.jsonl, sf.out, b.String())
 }
 
 func writeRatios[S any](b *strings.Builder, systems []S, ratios map[string]float64, name func(S) string) {
@@ -325,33 +337,18 @@ func writeRatios[S any](b *strings.Builder, systems []S, ratios map[string]float
 
 func benchStorm(ctx context.Context, args, environ []string, stdout, stderr io.Writer) error {
 	o := fbench.StormOptions{Log: stderr, ExeEnv: childEnv(environ)}
-	var out, jsonl, systems string
 	fs := flag.NewFlagSet("fabric bench storm", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.IntVar(&o.N, "n", 15000, "clients per system, all connecting and joining at once")
 	fs.IntVar(&o.Workers, "workers", 0, "client worker processes, started together (each ≤ 5000 connections); 0: one per 5000")
 	fs.IntVar(&o.Concurrency, "concurrency", 500, "dials in flight per worker")
 	fs.StringVar(&o.Topic, "topic", "bench:storm-%d", `channel to join, "%d" = client index mod 100 (ephemeral namespace: no JetStream)`)
-	fs.StringVar(&systems, "systems", "fabric,nats-ws", "systems to measure, in order")
-	fs.DurationVar(&o.Timeout, "timeout", 5*time.Minute, "abort the whole run after this long")
-	fs.Func("fabric-flags", "extra flags for fabric serve, space-separated (e.g. \"--max-accept-rate=0\")", func(v string) error {
-		o.FabricFlags = append(o.FabricFlags, strings.Fields(v)...)
-		return nil
-	})
-	fs.StringVar(&out, "out", "", "also write a table to this file, command line first")
-	fs.StringVar(&jsonl, "jsonl", "", "also append the JSON result line to this file")
-	if err := fs.Parse(args); err != nil {
+	var sf runFlags
+	sf.declare(fs, &o.Timeout, 5*time.Minute, &o.FabricFlags)
+	var err error
+	if o.Systems, o.Exe, err = sf.parse(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("bench storm: unexpected arguments %q", fs.Args())
-	}
-	o.Systems = splitList(systems)
-	exe, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	o.Exe = exe
 	loadStart, started := loadavg(), time.Now()
 	res, err := fbench.Storm(ctx, o)
 	if err != nil {
@@ -377,7 +374,7 @@ func benchStorm(ctx context.Context, args, environ []string, stdout, stderr io.W
 	}
 	writeRatios(&b, res.Systems, res.Ratios, func(s fbench.StormSystem) string { return s.System })
 	fmt.Fprint(stderr, b.String())
-	if err := writeResult(stdout, res, jsonl, out, b.String()); err != nil {
+	if err := writeResult(stdout, res, sf.jsonl, sf.out, b.String()); err != nil {
 		return err
 	}
 	if n := res.Failures(); n > 0 {

@@ -168,34 +168,26 @@ func Fanout(ctx context.Context, o FanoutOptions) (*FanoutResult, error) {
 	defer cancel()
 	res := &FanoutResult{Bench: "fanout", Time: time.Now().UTC().Format(time.RFC3339), N: o.N, Workers: o.Workers,
 		Rate: o.Rate, DurationS: o.Duration.Seconds(), PayloadBytes: o.Payload, Topic: o.Topic, Subject: subj, FabricFlags: o.FabricFlags}
-	for _, sys := range o.Systems {
-		r, err := fanoutOne(ctx, o, sys, subj)
-		if err != nil {
-			if ctx.Err() != nil {
-				err = fmt.Errorf("%w (timeout %s)", err, o.Timeout)
-			}
-			return res, fmt.Errorf("fanout %s: %w", sys, err)
-		}
-		res.Systems = append(res.Systems, r)
+	res.Systems, err = eachSystem(ctx, "fanout", o.Systems, o.Timeout, func(sys string) (FanoutSystem, error) {
+		return fanoutOne(ctx, o, sys, subj)
+	})
+	if err != nil {
+		return res, err
 	}
 	if len(res.Systems) == 2 {
 		a, b := res.Systems[0], res.Systems[1]
-		res.Ratios = map[string]float64{}
-		ratio := func(name string, x, y float64) {
-			if y != 0 {
-				res.Ratios[name] = x / y
-			}
-		}
-		ratio("rss_per_conn", a.RSSPerConn, b.RSSPerConn)
+		r := ratios{}
+		r.add("rss_per_conn", a.RSSPerConn, b.RSSPerConn)
 		if a.Rate != nil && b.Rate != nil {
-			ratio("rate_deliveries_per_s", a.Rate.DeliveriesPerS, b.Rate.DeliveriesPerS)
-			ratio("rate_cpu_us_per_delivery", a.Rate.ServerCPUPerDelivery, b.Rate.ServerCPUPerDelivery)
-			ratio("rate_p99", a.Rate.Latency.P99, b.Rate.Latency.P99)
+			r.add("rate_deliveries_per_s", a.Rate.DeliveriesPerS, b.Rate.DeliveriesPerS)
+			r.add("rate_cpu_us_per_delivery", a.Rate.ServerCPUPerDelivery, b.Rate.ServerCPUPerDelivery)
+			r.add("rate_p99", a.Rate.Latency.P99, b.Rate.Latency.P99)
 		}
 		if a.Saturate != nil && b.Saturate != nil {
-			ratio("saturate_deliveries_per_s", a.Saturate.DeliveriesPerS, b.Saturate.DeliveriesPerS)
-			ratio("saturate_cpu_us_per_delivery", a.Saturate.ServerCPUPerDelivery, b.Saturate.ServerCPUPerDelivery)
+			r.add("saturate_deliveries_per_s", a.Saturate.DeliveriesPerS, b.Saturate.DeliveriesPerS)
+			r.add("saturate_cpu_us_per_delivery", a.Saturate.ServerCPUPerDelivery, b.Saturate.ServerCPUPerDelivery)
 		}
+		res.Ratios = r
 	}
 	return res, nil
 }

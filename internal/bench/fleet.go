@@ -50,6 +50,34 @@ func startProc(p procOpts, stdin *io.WriteCloser, stdout io.Writer, args ...stri
 	return c, nil
 }
 
+// eachSystem measures each system in turn with one; a failure names the
+// system, and the timeout when that was the cause. What was measured
+// before a failure is returned with it.
+func eachSystem[S any](ctx context.Context, bench string, systems []string, timeout time.Duration, one func(sys string) (S, error)) ([]S, error) {
+	var out []S
+	for _, sys := range systems {
+		r, err := one(sys)
+		if err != nil {
+			if ctx.Err() != nil {
+				err = fmt.Errorf("%w (timeout %s)", err, timeout)
+			}
+			return out, fmt.Errorf("%s %s: %w", bench, sys, err)
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// ratios are system A's figures over system B's, by name; a zero
+// denominator leaves the ratio out.
+type ratios map[string]float64
+
+func (r ratios) add(name string, x, y float64) {
+	if y != 0 {
+		r[name] = x / y
+	}
+}
+
 // sut is a started system under test.
 type sut struct {
 	*child

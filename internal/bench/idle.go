@@ -164,86 +164,16 @@ func (s *syncBuffer) String() string {
 	return strings.TrimSpace(s.b.String())
 }
 
-func startChild(o IdleOptions, stdout io.Writer, args ...string) (*child, error) {
-	cmd := exec.Command(o.Exe, args...)
-	cmd.Env = o.ExeEnv
-	if stdout == nil {
-		stdout = io.Discard
-	}
-	cmd.Stdout = stdout
-	c := &child{cmd: cmd, stderr: &syncBuffer{}, done: make(chan struct{})}
-	cmd.Stderr = c.stderr
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	go func() {
-		c.err = cmd.Wait()
-		close(c.done)
-	}()
-	return c, nil
-}
-
 func idleOne(ctx context.Context, o IdleOptions, sys string) (IdleResult, error) {
 	res := IdleResult{System: sys, N: o.N}
-	port, err := freePort()
+	p := procOpts{Exe: o.Exe, Env: o.ExeEnv}
+	srv, err := startServer(ctx, p, sys, nil)
 	if err != nil {
 		return res, err
 	}
-	var srv *child
-	var target string
-	switch sys {
-	case SystemFabric:
-		natsPort, err := freePort()
-		if err != nil {
-			return res, err
-		}
-		dir, err := os.MkdirTemp("", "fabric-bench-")
-		if err != nil {
-			return res, err
-		}
-		defer os.RemoveAll(dir)
-		srv, err = startChild(o, nil, "serve",
-			"--listen", "127.0.0.1:"+strconv.Itoa(port),
-			"--ops-listen", "off",
-			"--nats-listen", "127.0.0.1:"+strconv.Itoa(natsPort),
-			"--data-dir", dir,
-			"--log-level", "warn")
-		if err != nil {
-			return res, err
-		}
-		target = fmt.Sprintf("ws://127.0.0.1:%d/socket/websocket?vsn=2.0.0", port)
-	case SystemNATSWS:
-		srv, err = startChild(o, nil, "bench", "nats-ws-server", "--host", "127.0.0.1", "--port", strconv.Itoa(port))
-		if err != nil {
-			return res, err
-		}
-		target = fmt.Sprintf("ws://127.0.0.1:%d/", port)
-	default:
-		return res, fmt.Errorf("unknown system %q", sys)
-	}
-	defer srv.kill()
-	pid := srv.cmd.Process.Pid
-	serverErr := func(err error) error {
-		if srv.exited() {
-			return fmt.Errorf("%w; server exited (%v): %s", err, srv.err, srv.stderr.String())
-		}
-		return err
-	}
-
-	// Wait for the listener.
-	addr := "127.0.0.1:" + strconv.Itoa(port)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			break
-		}
-		if srv.exited() || ctx.Err() != nil {
-			return res, serverErr(fmt.Errorf("server did not listen on %s", addr))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	fmt.Fprintf(o.Log, "%s: pid %d listening on %s; settling %s\n", sys, pid, addr, o.Settle)
+	defer srv.stop()
+	pid, target, mode, serverErr := srv.pid, srv.target, srv.mode, srv.wrap
+	fmt.Fprintf(o.Log, "%s: pid %d listening on %s; settling %s\n", sys, pid, target, o.Settle)
 	if err := sleepCtx(ctx, o.Settle); err != nil {
 		return res, err
 	}
@@ -251,10 +181,6 @@ func idleOne(ctx context.Context, o IdleOptions, sys string) (IdleResult, error)
 		return res, serverErr(err)
 	}
 
-	mode := ModePhoenix
-	if sys == SystemNATSWS {
-		mode = ModeNATSWS
-	}
 	start := time.Now()
 	reports := make(chan workerReport, 64)
 	stopReports := make(chan struct{})
@@ -276,7 +202,7 @@ func idleOne(ctx context.Context, o IdleOptions, sys string) (IdleResult, error)
 			continue
 		}
 		pr, pw := io.Pipe()
-		w, err := startChild(o, pw, "bench", "clients",
+		w, err := startProc(p, nil, pw, "bench", "clients",
 			"--target", target,
 			"--n", strconv.Itoa(n),
 			"--offset", strconv.Itoa(offset),

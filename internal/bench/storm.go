@@ -108,28 +108,21 @@ func Storm(ctx context.Context, o StormOptions) (*StormResult, error) {
 	defer cancel()
 	res := &StormResult{Bench: "storm", Time: time.Now().UTC().Format(time.RFC3339), N: o.N, Workers: o.Workers,
 		Concurrency: o.Concurrency, Topic: o.Topic, FabricFlags: o.FabricFlags}
-	for _, sys := range o.Systems {
-		r, err := stormOne(ctx, o, sys)
-		if err != nil {
-			if ctx.Err() != nil {
-				err = fmt.Errorf("%w (timeout %s)", err, o.Timeout)
-			}
-			return res, fmt.Errorf("storm %s: %w", sys, err)
-		}
-		res.Systems = append(res.Systems, r)
+	var err error
+	res.Systems, err = eachSystem(ctx, "storm", o.Systems, o.Timeout, func(sys string) (StormSystem, error) {
+		return stormOne(ctx, o, sys)
+	})
+	if err != nil {
+		return res, err
 	}
 	if len(res.Systems) == 2 {
 		a, b := res.Systems[0], res.Systems[1]
-		res.Ratios = map[string]float64{}
-		ratio := func(name string, x, y float64) {
-			if y != 0 {
-				res.Ratios[name] = x / y
-			}
-		}
-		ratio("conns_per_s", a.ConnsPerS, b.ConnsPerS)
-		ratio("all_joined_s", a.AllJoinedS, b.AllJoinedS)
-		ratio("server_cpu_us_per_conn", a.ServerCPUPerJoin, b.ServerCPUPerJoin)
-		ratio("rss_per_conn", a.RSSPerConn, b.RSSPerConn)
+		r := ratios{}
+		r.add("conns_per_s", a.ConnsPerS, b.ConnsPerS)
+		r.add("all_joined_s", a.AllJoinedS, b.AllJoinedS)
+		r.add("server_cpu_us_per_conn", a.ServerCPUPerJoin, b.ServerCPUPerJoin)
+		r.add("rss_per_conn", a.RSSPerConn, b.RSSPerConn)
+		res.Ratios = r
 	}
 	return res, nil
 }
