@@ -74,9 +74,10 @@ func (p *cutProxy) restore() { p.down.Store(false) }
 
 func (p *cutProxy) url() string { return "nats://" + p.ln.Addr().String() }
 
-// The gateway's NATS connection drops and comes back while messages flow:
-// no client misses one (the live chain and the resync refetch them).
-func TestNATSConnectionDropLosesNothing(t *testing.T) {
+// startBehindProxy runs a Fabric whose NATS connection goes through a
+// cutProxy to an in-process server, and a service connected directly.
+func startBehindProxy(t *testing.T) (*fabric, *cutProxy) {
+	t.Helper()
 	ns := natstest.RunServer(t)
 	proxy := newCutProxy(t, strings.TrimPrefix(ns.ClientURL(), "nats://"))
 	a, err := app.Start(app.Config{Listen: "127.0.0.1:0", OpsListen: "off", NATSURL: proxy.url(), LeaveGrace: time.Second})
@@ -88,8 +89,14 @@ func TestNATSConnectionDropLosesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer svc.Close()
-	f := &fabric{App: a, t: t, nc: svc}
+	t.Cleanup(svc.Close)
+	return &fabric{App: a, t: t, nc: svc}, proxy
+}
+
+// The gateway's NATS connection drops and comes back while messages flow:
+// no client misses one (the live chain and the resync refetch them).
+func TestNATSConnectionDropLosesNothing(t *testing.T) {
+	f, proxy := startBehindProxy(t)
 
 	c := f.dial(phoenix.V2, phxclient.Options{})
 	joinPos(t, c, "room:flow", nil)
@@ -114,10 +121,10 @@ func TestNATSConnectionDropLosesNothing(t *testing.T) {
 	}()
 	time.Sleep(200 * time.Millisecond)
 	proxy.cut()
-	eventually(t, 10*time.Second, "gateway noticed the drop", func() bool { return !natsUp(a) })
+	eventually(t, 10*time.Second, "gateway noticed the drop", func() bool { return !natsUp(f.App) })
 	time.Sleep(time.Second)
 	proxy.restore()
-	eventually(t, 20*time.Second, "gateway reconnected", func() bool { return natsUp(a) })
+	eventually(t, 20*time.Second, "gateway reconnected", func() bool { return natsUp(f.App) })
 	time.Sleep(300 * time.Millisecond)
 	close(stop)
 	<-done

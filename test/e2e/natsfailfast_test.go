@@ -7,12 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/fabric-rt/fabric/gateway/phoenix"
-	"github.com/fabric-rt/fabric/internal/app"
 	"github.com/fabric-rt/fabric/internal/phxclient"
-	"github.com/fabric-rt/fabric/nats/natstest"
 )
 
 // While the gateway's NATS connection is down, core publishes fail at once
@@ -22,24 +18,12 @@ import (
 // connection comes back (nothing is sent long after its sender was told it
 // failed). Publishes after the reconnect go through.
 func TestDisconnectedPublishesFailFast(t *testing.T) {
-	ns := natstest.RunServer(t)
-	proxy := newCutProxy(t, strings.TrimPrefix(ns.ClientURL(), "nats://"))
-	a, err := app.Start(app.Config{Listen: "127.0.0.1:0", OpsListen: "off", NATSURL: proxy.url(), LeaveGrace: time.Second})
+	f, proxy := startBehindProxy(t)
+	sub, err := f.nc.SubscribeSync("fabric.chat.ff")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { a.Shutdown(t.Context()) })
-	svc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer svc.Close()
-	sub, err := svc.SubscribeSync("fabric.chat.ff")
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc.Flush()
-	f := &fabric{App: a, t: t, nc: svc}
+	f.nc.Flush()
 
 	c := f.dial(phoenix.V2, phxclient.Options{})
 	jr, _ := c.Join("chat:ff", nil)
@@ -59,7 +43,7 @@ func TestDisconnectedPublishesFailFast(t *testing.T) {
 	publishAPI := func(event string) *http.Response {
 		t.Helper()
 		body := `{"topic":"chat:ff","event":"` + event + `","payload":"e30="}`
-		resp, err := http.Post("http://"+a.HTTPAddr()+"/api/v1/publish", "application/json", bytes.NewReader([]byte(body)))
+		resp, err := http.Post("http://"+f.HTTPAddr()+"/api/v1/publish", "application/json", bytes.NewReader([]byte(body)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -68,7 +52,7 @@ func TestDisconnectedPublishesFailFast(t *testing.T) {
 	}
 
 	proxy.cut()
-	eventually(t, 10*time.Second, "gateway noticed the drop", func() bool { return !natsUp(a) })
+	eventually(t, 10*time.Second, "gateway noticed the drop", func() bool { return !natsUp(f.App) })
 	if s, resp := push("while_down"); s != "error" || !strings.Contains(resp, "publish_failed") {
 		t.Fatalf("push while disconnected: %s %s, want error publish_failed", s, resp)
 	}
@@ -77,7 +61,7 @@ func TestDisconnectedPublishesFailFast(t *testing.T) {
 	}
 
 	proxy.restore()
-	eventually(t, 20*time.Second, "gateway reconnected", func() bool { return natsUp(a) })
+	eventually(t, 20*time.Second, "gateway reconnected", func() bool { return natsUp(f.App) })
 	if s, resp := push("after"); s != "ok" {
 		t.Fatalf("push after the reconnect: %s %s", s, resp)
 	}
