@@ -98,12 +98,7 @@ func bench(args, environ []string, stdout, stderr io.Writer) error {
 func benchIdle(ctx context.Context, args, environ []string, stdout, stderr io.Writer) error {
 	// Children run with the default configuration: FABRIC_* settings of
 	// this shell (e.g. FABRIC_NATS_URL) would change the system under test.
-	o := fbench.IdleOptions{Log: stderr}
-	for _, kv := range environ {
-		if !strings.HasPrefix(kv, "FABRIC_") {
-			o.ExeEnv = append(o.ExeEnv, kv)
-		}
-	}
+	o := fbench.IdleOptions{Log: stderr, ExeEnv: childEnv(environ)}
 	var out, systems string
 	fs := flag.NewFlagSet("fabric bench idle", flag.ContinueOnError)
 	fs.SetOutput(stderr)

@@ -159,9 +159,9 @@ func TestReplayAheadOfLiveNeverDuplicates(t *testing.T) {
 	for off := uint64(11); off <= 15; off++ {
 		b.Deliver(msg(off))
 	}
-	got := c.WaitLen(10, wait) // 6..14 replayed, then 15 live
+	c.WaitLen(10, wait) // 6..14 replayed, then 15 live
 	time.Sleep(20 * time.Millisecond)
-	got = c.Sent()
+	got := c.Sent()
 	var offs []string
 	for _, f := range got {
 		offs = append(offs, string(f.Data[:bytesIndex(f.Data, ',', 2)]))

@@ -10,9 +10,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"testing"
 	"time"
+
+	"github.com/fabric-rt/fabric/internal/proctest"
 )
 
 // fabricBin is the fabric binary built by TestMain for the end-to-end
@@ -46,17 +47,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// childEnvForTest is this environment without FABRIC_* settings.
-func childEnvForTest() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "FABRIC_") {
-			env = append(env, kv)
-		}
-	}
-	return env
-}
-
 // jsonFields round-trips v through JSON (the result line) and returns it
 // as a generic object.
 func jsonFields(t *testing.T, v any) map[string]any {
@@ -81,7 +71,7 @@ func TestFanoutSmoke(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	res, err := Fanout(ctx, FanoutOptions{
-		Exe: fabricBin, ExeEnv: childEnvForTest(),
+		Exe: fabricBin, ExeEnv: proctest.Env(),
 		N: 200, Workers: 1, Rate: 10, Duration: time.Second, Saturate: true,
 		Timeout: 50 * time.Second, Log: &log,
 	})
@@ -141,7 +131,7 @@ func TestStormSmoke(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	res, err := Storm(ctx, StormOptions{
-		Exe: fabricBin, ExeEnv: childEnvForTest(),
+		Exe: fabricBin, ExeEnv: proctest.Env(),
 		N: 200, Workers: 1, Concurrency: 100, Timeout: 50 * time.Second, Log: &log,
 	})
 	if err != nil {

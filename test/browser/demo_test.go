@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/fabric-rt/fabric/internal/proctest"
 )
 
 var updateDemoPNG = flag.Bool("update-demo-png", false, "also write the demo page screenshot to docs/demo.png (1280x800)")
@@ -63,11 +65,7 @@ func startFabricBinary(t *testing.T, logDir string) *fabricProcess {
 	)
 	// fabric refuses unknown FABRIC_* variables, and the test's own
 	// (FABRIC_ARTIFACTS, FABRIC_CHROMIUM) are none of its business.
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "FABRIC_") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
+	cmd.Env = proctest.Env()
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

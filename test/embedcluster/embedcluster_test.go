@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -26,6 +25,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fabric-rt/fabric/internal/phxnode"
+	"github.com/fabric-rt/fabric/internal/proctest"
 	"github.com/fabric-rt/fabric/nats/natsbroker"
 )
 
@@ -60,28 +60,6 @@ func fabricBin(t *testing.T) string {
 		t.Fatal(buildErr)
 	}
 	return filepath.Join(binDir, "fabric")
-}
-
-// cleanEnv drops FABRIC_* variables so the processes run what the test says.
-func cleanEnv() []string {
-	var out []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "FABRIC_") {
-			out = append(out, kv)
-		}
-	}
-	return out
-}
-
-// freeAddrOn reserves a port on host (a loopback alias such as 127.0.0.2).
-func freeAddrOn(t *testing.T, host string) string {
-	t.Helper()
-	l, err := net.Listen("tcp", host+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // node is one `fabric serve` process: a gateway with its embedded NATS
@@ -128,8 +106,8 @@ func startCluster(t *testing.T) []*node {
 	var nodes []*node
 	var routes []string
 	for i, h := range []string{"127.0.0.2", "127.0.0.3", "127.0.0.4"} {
-		n := &node{name: fmt.Sprintf("n%d", i), listen: freeAddrOn(t, h), ops: freeAddrOn(t, h),
-			nats: freeAddrOn(t, h), cluster: freeAddrOn(t, h), done: make(chan error, 1)}
+		n := &node{name: fmt.Sprintf("n%d", i), listen: proctest.FreeAddrOn(t, h), ops: proctest.FreeAddrOn(t, h),
+			nats: proctest.FreeAddrOn(t, h), cluster: proctest.FreeAddrOn(t, h), done: make(chan error, 1)}
 		nodes = append(nodes, n)
 		routes = append(routes, "nats-route://"+n.cluster)
 	}
@@ -145,7 +123,7 @@ func startCluster(t *testing.T) []*node {
 			"--data-dir", filepath.Join(dir, "data"), "--nats-name", n.name,
 			"--cluster-name", "fab", "--cluster-listen", n.cluster, "--routes", strings.Join(routes, ","),
 			"--log-level", "warn", "--drain-window", "0s", "--shutdown-timeout", "5s")
-		n.cmd.Env = cleanEnv()
+		n.cmd.Env = proctest.Env()
 		n.cmd.Stdout, n.cmd.Stderr = f, f
 		if err := n.cmd.Start(); err != nil {
 			t.Fatal(err)

@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/fabric-rt/fabric/internal/phxnode"
+	"github.com/fabric-rt/fabric/internal/proctest"
 	"github.com/fabric-rt/fabric/nats/natstest"
 )
 
@@ -79,7 +80,7 @@ func startGateway(t *testing.T, natsURL string, extra ...string) *gateway {
 		"--nats-url", natsURL, "--data-dir", t.TempDir(), "--log-level", "warn",
 		"--drain-window", "2s", "--shutdown-timeout", "8s"}, extra...)
 	g.cmd = exec.Command(fabricBin(t), args...)
-	g.cmd.Env = cleanEnv()
+	g.cmd.Env = proctest.Env()
 	g.cmd.Stdout, g.cmd.Stderr = io.Discard, os.Stderr
 	if err := g.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -109,17 +110,6 @@ func startGateway(t *testing.T, natsURL string, extra ...string) *gateway {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-// cleanEnv drops FABRIC_* variables so the gateways run what the test says.
-func cleanEnv() []string {
-	var out []string
-	for _, kv := range os.Environ() {
-		if len(kv) < 7 || kv[:7] != "FABRIC_" {
-			out = append(out, kv)
-		}
-	}
-	return out
 }
 
 // balancer forwards each new TCP connection to the first backend that

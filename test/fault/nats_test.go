@@ -3,7 +3,6 @@ package fault
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fabric-rt/fabric/internal/phxnode"
+	"github.com/fabric-rt/fabric/internal/proctest"
 	"github.com/fabric-rt/fabric/nats/natsbroker"
 )
 
@@ -28,17 +28,6 @@ type natsNode struct {
 	log          string
 }
 
-// freeAddrOn reserves a port on host (a loopback alias such as 127.0.0.2).
-func freeAddrOn(t *testing.T, host string) string {
-	t.Helper()
-	l, err := net.Listen("tcp", host+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // startNATSCluster runs three `fabric nats` processes on 127.0.0.2-4 in
 // cluster "t", each routing to all three, and waits for a JetStream meta
 // leader.
@@ -48,8 +37,8 @@ func startNATSCluster(t *testing.T) []*natsNode {
 	var nodes []*natsNode
 	var routeAddrs, routes []string
 	for i, h := range hosts {
-		nodes = append(nodes, &natsNode{name: fmt.Sprintf("n%d", i), client: freeAddrOn(t, h), done: make(chan error, 1)})
-		ra := freeAddrOn(t, h)
+		nodes = append(nodes, &natsNode{name: fmt.Sprintf("n%d", i), client: proctest.FreeAddrOn(t, h), done: make(chan error, 1)})
+		ra := proctest.FreeAddrOn(t, h)
 		routeAddrs = append(routeAddrs, ra)
 		routes = append(routes, "nats-route://"+ra)
 	}
@@ -62,7 +51,7 @@ func startNATSCluster(t *testing.T) []*natsNode {
 		n.cmd = exec.Command(fabricBin(t), "nats", "--name", n.name, "--listen", n.client,
 			"--cluster-name", "t", "--cluster-listen", routeAddrs[i], "--routes", strings.Join(routes, ","),
 			"--store-dir", t.TempDir(), "--log-level", "warn")
-		n.cmd.Env = cleanEnv()
+		n.cmd.Env = proctest.Env()
 		n.cmd.Stdout, n.cmd.Stderr = f, f
 		if err := n.cmd.Start(); err != nil {
 			t.Fatal(err)
