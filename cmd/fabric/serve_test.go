@@ -18,17 +18,20 @@ import (
 	"github.com/fabric-rt/fabric/internal/config"
 )
 
+// configDoc is where `fabric serve`'s flags are documented for users.
+const configDoc = "docs/configuration.md"
+
 // readmeFlags returns every --flag named in the first cell of the rows of
-// README.md's `fabric serve` flag table.
+// the `fabric serve` flag table in docs/configuration.md.
 func readmeFlags(t *testing.T) []string {
 	t.Helper()
-	b, err := os.ReadFile("../../README.md")
+	b, err := os.ReadFile("../../" + configDoc)
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, after, ok := strings.Cut(string(b), "| flag | default | what |")
 	if !ok {
-		t.Fatal("README.md: no `| flag | default | what |` table")
+		t.Fatal(configDoc + ": no `| flag | default | what |` table")
 	}
 	name := regexp.MustCompile("`--([a-z0-9-]+)`")
 	var flags []string
@@ -45,14 +48,14 @@ func readmeFlags(t *testing.T) []string {
 		}
 	}
 	if len(flags) < 30 {
-		t.Fatalf("README.md flag table: only %d flags found: %v", len(flags), flags)
+		t.Fatalf("%s flag table: only %d flags found: %v", configDoc, len(flags), flags)
 	}
 	return flags
 }
 
-// Every flag README.md documents for `fabric serve` exists (and so has a
+// Every flag docs/configuration.md documents for `fabric serve` exists (and so has a
 // FABRIC_* variable and a YAML key), and every flag serve has is documented.
-func TestServeHelpListsREADMEFlags(t *testing.T) {
+func TestServeHelpListsDocumentedFlags(t *testing.T) {
 	var out, errb bytes.Buffer
 	if code := run([]string{"serve", "-h"}, &out, &errb); code != 0 {
 		t.Fatalf("serve -h: exit %d: %s", code, errb.String())
@@ -62,7 +65,7 @@ func TestServeHelpListsREADMEFlags(t *testing.T) {
 	for _, f := range readmeFlags(t) {
 		documented[f] = true
 		if !regexp.MustCompile(`(?m)^  -` + regexp.QuoteMeta(f) + `(\s|$)`).MatchString(help) {
-			t.Errorf("README.md documents --%s but `fabric serve -h` does not list it", f)
+			t.Errorf("%s documents --%s but `fabric serve -h` does not list it", configDoc, f)
 		}
 	}
 	var cfg app.Config
@@ -70,7 +73,7 @@ func TestServeHelpListsREADMEFlags(t *testing.T) {
 	var d time.Duration
 	serveFlags(&cfg, &s1, &s2, &d).VisitAll(func(f *flag.Flag) {
 		if !documented[f.Name] && f.Name != "config" {
-			t.Errorf("`fabric serve --%s` is missing from README.md's flag table", f.Name)
+			t.Errorf("`fabric serve --%s` is missing from %s's flag table", f.Name, configDoc)
 		}
 	})
 }
