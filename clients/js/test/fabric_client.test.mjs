@@ -198,8 +198,8 @@ test("join, broadcasts with offsets, binary, heartbeat, push, reconnect and resu
   assert.deepEqual(bmeta, { offset: null, binary: true });
   const offs = collector();
   ch.on("fabric:offset", offs.handler);
-  srv.send([null, "57", TOPIC, "fabric:offset", null]);
-  assert.deepEqual(await offs.nth(1), [null, { offset: "57", binary: false }]);
+  srv.send([null, "57", TOPIC, "fabric:offset", { offset: "57" }]);
+  assert.deepEqual(await offs.nth(1), [{ offset: "57" }, { offset: "57", binary: false }]);
   assert.equal(pos.offset, "57");
 
   // A message for an old join instance is dropped as stale.
