@@ -233,3 +233,48 @@ func TestPushTooLarge(t *testing.T) {
 		t.Fatalf("%s %s %v", s, resp, err)
 	}
 }
+
+// A routed push answered with bytes reaches phoenix.js as a binary reply
+// (an ArrayBuffer response, as Phoenix's {:binary, data}); over LongPoll
+// as {"base64"}; a JSON answer that is not an object is refused.
+func TestPhoenixJSRoutedNonObjectReplies(t *testing.T) {
+	f := startFabric(t, func(c *app.Config) {
+		c.Namespaces = map[string]natsbroker.Namespace{"game": {Pushes: natsbroker.PushesRequest}}
+	})
+	bin := []byte{0, 1, 2, 0xff}
+	if _, err := f.nc.Subscribe("fabric_in.game.>", func(m *nats.Msg) {
+		switch m.Header.Get("Fabric-Event") {
+		case "bytes":
+			m.Respond(bin)
+		case "string":
+			m.Respond([]byte(`"hello"`))
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	f.nc.Flush()
+	for _, longpoll := range []bool{false, true} {
+		p := phxnode.Start(t)
+		if err := p.Connect(f.socketURL(), nil, map[string]any{"longpoll": longpoll}); err != nil {
+			t.Fatal(err)
+		}
+		if s, _ := p.Join("game:1", nil); s != "ok" {
+			t.Fatal(s)
+		}
+		r := p.PushOpts("game:1", "bytes", nil, nil)
+		if longpoll {
+			var resp struct{ Base64 []byte }
+			if r.Status != "ok" || r.Binary || json.Unmarshal(r.Response, &resp) != nil || !bytes.Equal(resp.Base64, bin) {
+				t.Fatalf("LongPoll bytes reply: %+v %s", r, r.Response)
+			}
+		} else {
+			var b64 []byte
+			if r.Status != "ok" || !r.Binary || json.Unmarshal(r.Response, &b64) != nil || !bytes.Equal(b64, bin) {
+				t.Fatalf("binary reply: %+v %s", r, r.Response)
+			}
+		}
+		if s, resp := p.Push("game:1", "string", nil); s != "error" || string(resp) != `{"reason":"invalid_reply"}` {
+			t.Fatalf("longpoll=%v JSON string reply: %s %s", longpoll, s, resp)
+		}
+	}
+}
