@@ -665,7 +665,9 @@ func parseResume(payload []byte) (*broker.Position, bool) {
 }
 
 // joinResponse is the join reply's response: {} for an ephemeral topic;
-// {"epoch","offset"} for a persistent one, plus "recovered" (and "reason"
+// {"epoch","offset"} for a persistent one (the offset a decimal string,
+// like every offset the server emits: a stream sequence is a uint64 and
+// JavaScript numbers lose precision past 2^53), plus "recovered" (and "reason"
 // when false) when the client asked to resume.
 func joinResponse(r hub.JoinResult) []byte {
 	if !r.Persistent {
@@ -673,8 +675,9 @@ func joinResponse(r hub.JoinResult) []byte {
 	}
 	b := []byte(`{"epoch":`)
 	b = strconv.AppendQuote(b, r.Head.Epoch)
-	b = append(b, `,"offset":`...)
+	b = append(b, `,"offset":"`...)
 	b = strconv.AppendUint(b, r.Head.Offset, 10)
+	b = append(b, '"')
 	if r.Resumed {
 		b = append(b, `,"recovered":`...)
 		b = strconv.AppendBool(b, r.Recovered)
@@ -829,11 +832,11 @@ func (s *Session) publishPushes() {
 			continue
 		}
 		// Acked once the bus took it; in a persistent namespace once it
-		// is stored, with its offset.
+		// is stored, with its offset (a decimal string).
 		var resp []byte
 		if offset != 0 {
-			resp = strconv.AppendUint([]byte(`{"offset":`), offset, 10)
-			resp = append(resp, '}')
+			resp = strconv.AppendUint([]byte(`{"offset":"`), offset, 10)
+			resp = append(resp, `"}`...)
 		}
 		s.reply(f.JoinRef, f.Ref, f.Topic, true, resp)
 	}

@@ -259,7 +259,7 @@ func TestMetricsMove(t *testing.T) {
 	c1 := dial()
 	var pos struct {
 		Epoch  string `json:"epoch"`
-		Offset uint64 `json:"offset"`
+		Offset uint64 `json:"offset,string"`
 	}
 	if err := json.Unmarshal(join(c1, "room:m", nil, "ok"), &pos); err != nil || pos.Epoch == "" {
 		t.Fatalf("room:m position %+v: %v", pos, err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -275,6 +276,47 @@ func TestPhoenixJSRoutedNonObjectReplies(t *testing.T) {
 		}
 		if s, resp := p.Push("game:1", "string", nil); s != "error" || string(resp) != `{"reason":"invalid_reply"}` {
 			t.Fatalf("longpoll=%v JSON string reply: %s %s", longpoll, s, resp)
+		}
+	}
+}
+
+// Offsets are decimal strings everywhere the server emits one (a stream
+// sequence is a uint64; JavaScript numbers lose precision past 2^53);
+// clients may send a number or a string.
+func TestOffsetsAreDecimalStrings(t *testing.T) {
+	f := startFabric(t, nil)
+	c := f.dial(phoenix.V2, phxclient.Options{})
+	jr, _ := c.Join("room:strings", nil)
+	s, resp, err := c.WaitReply(jr, wait)
+	var head struct {
+		Epoch  string
+		Offset json.RawMessage
+	}
+	if s != "ok" || err != nil || json.Unmarshal(resp, &head) != nil || head.Offset[0] != '"' {
+		t.Fatalf("join reply %s %s %v: offset must be a string", s, resp, err)
+	}
+	ref := c.NextRef()
+	c.Send(phoenix.R(jr), phoenix.R(ref), "room:strings", "shout", map[string]int{"n": 1})
+	s, resp, err = c.WaitReply(ref, wait)
+	var pushed struct{ Offset string }
+	if s != "ok" || err != nil || json.Unmarshal(resp, &pushed) != nil || pushed.Offset == "" {
+		t.Fatalf("push reply %s %s %v: offset must be a string", s, resp, err)
+	}
+	m, err := c.NextMatch(wait, func(m phxclient.Msg) bool { return m.Event == "shout" })
+	if err != nil || m.Ref.S != pushed.Offset {
+		t.Fatalf("delivered with ref %v, acked offset %s: %v", m.Ref, pushed.Offset, err)
+	}
+	var headOffset string
+	json.Unmarshal(head.Offset, &headOffset)
+	n, _ := strconv.ParseUint(headOffset, 10, 64)
+	for _, off := range []any{headOffset, n} {
+		r := f.dial(phoenix.V2, phxclient.Options{})
+		if s, resp, err := r.JoinWait("room:strings", map[string]any{"epoch": head.Epoch, "offset": off}, wait); s != "ok" || err != nil ||
+			!strings.Contains(string(resp), `"recovered":true`) || !strings.Contains(string(resp), `"offset":"`) {
+			t.Fatalf("resume from %#v: %s %s %v", off, s, resp, err)
+		}
+		if m, err := r.NextMatch(wait, func(m phxclient.Msg) bool { return m.Event == "shout" }); err != nil || m.Ref.S != pushed.Offset {
+			t.Fatalf("resume from %#v replayed %v: %v", off, m.Ref, err)
 		}
 	}
 }

@@ -769,8 +769,9 @@ export function trackOffsets(channel, opts = {}) {
   target[key] = () => {
     const params = { ...(typeof baseParams === "function" ? baseParams() : baseParams) };
     if (pos.offset != null) {
-      const n = Number(pos.offset);
-      params.offset = Number.isSafeInteger(n) ? n : pos.offset;
+      // A decimal string, as the server sends offsets: a stream sequence
+      // is a uint64, past 2^53 a JS number would round it.
+      params.offset = pos.offset;
       if (pos.epoch != null) params.epoch = pos.epoch;
     }
     resumed = pos.offset != null;
