@@ -107,7 +107,7 @@ func decodeText(v Version, data []byte) (Frame, error) {
 	case fTopic:
 		t := &m.f[fTopic]
 		return Frame{}, &BadRequestError{JoinRef: fr.JoinRef, Ref: fr.Ref, Field: FieldTopic,
-			TopicJSON: string(data[t.start-1 : t.end+1]), Reason: "topic has a lone surrogate escape"}
+			TopicJSON: string(data[t.start-1 : t.end+1]), Event: fr.Event, Reason: "topic has a lone surrogate escape"}
 	case fEvent:
 		return Frame{}, &BadRequestError{JoinRef: fr.JoinRef, Ref: fr.Ref, Topic: fr.Topic, Field: FieldEvent,
 			Reason: "event has a lone surrogate escape"}

@@ -162,6 +162,9 @@ type BadRequestError struct {
 	// client's channel (see AppendReplyJSONTopic).
 	Field     string
 	TopicJSON string
+	// Event is the message's event when it could be decoded (so that a
+	// refused phx_join can be counted as a join).
+	Event string
 }
 
 // Names of BadRequestError.Field.

@@ -90,6 +90,9 @@ func TestLoneSurrogateTopic(t *testing.T) {
 		if got := e.b.SubscribeCalls(); got != 0 {
 			t.Fatalf("SubscribeCalls = %d", got)
 		}
+		if got := e.cfg.Stats().Joins[session.JoinInvalid]; got != 1 {
+			t.Fatalf("%d invalid joins counted, want 1", got)
+		}
 	})
 }
 

@@ -341,6 +341,9 @@ func (s *Session) HandleMessage(binary bool, data []byte) {
 		case errors.As(err, &br) && br.Field == phoenix.FieldTopic:
 			// A name that cannot be decoded (a lone surrogate escape)
 			// is no topic anyone can join; the reply names it as sent.
+			if br.Event == phoenix.EventJoin {
+				s.cfg.counters.join(JoinInvalid)
+			}
 			s.send(phoenix.AppendReplyJSONTopic(nil, s.v, br.JoinRef, br.Ref, br.TopicJSON, "error", reason(ReasonInvalidTopic)))
 		case errors.As(err, &br) && br.Field == phoenix.FieldEvent:
 			s.reply(br.JoinRef, br.Ref, br.Topic, false, reason(ReasonInvalidEvent))
