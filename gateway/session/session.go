@@ -1,6 +1,7 @@
 // Package session is the Phoenix Channels state machine of one connection:
 // heartbeats, phx_join / phx_leave, duplicate joins, pushes, and the replies
-// phoenix.js expects (../../../shared/docs/phoenix-protocol.md §3–§5, §13).
+// phoenix.js expects, with the error reasons and reserved event names of
+// docs/protocol.md.
 //
 // Concurrency: the transport calls HandleMessage from one goroutine at a
 // time. A join that must wait for the broker (first member of a topic on
