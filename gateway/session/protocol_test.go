@@ -290,3 +290,17 @@ func TestRefusedPushesLogSampled(t *testing.T) {
 		t.Fatalf("reply %s", c2.Sent()[1].Data)
 	}
 }
+
+// A v2 binary push passes the same event rule.
+func TestBinaryPushReservedEvent(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, phoenix.V2)
+	e.join(t, "1", "room:1")
+	ev := "presence_diff"
+	frame := append([]byte{0, 1, 1, 6, byte(len(ev))}, "12room:1"+ev+"\x07"...)
+	e.s.HandleMessage(true, frame)
+	e.expect(t, e.errReply("1", "2", "room:1", session.ReasonReservedEvent))
+	if pub := e.b.Published(); len(pub) != 0 {
+		t.Fatalf("published %+v", pub)
+	}
+}
