@@ -347,6 +347,7 @@ func (s *Session) HandleMessage(binary bool, data []byte) {
 			}
 			s.send(phoenix.AppendReplyJSONTopic(nil, s.v, br.JoinRef, br.Ref, br.TopicJSON, "error", reason(ReasonInvalidTopic)))
 		case errors.As(err, &br) && br.Field == phoenix.FieldEvent:
+			s.cfg.counters.refusedPush(ReasonInvalidEvent)
 			s.reply(br.JoinRef, br.Ref, br.Topic, false, reason(ReasonInvalidEvent))
 		case errors.As(err, &br):
 			s.reply(br.JoinRef, br.Ref, br.Topic, false, reason(ReasonBadRequest))
