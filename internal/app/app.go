@@ -385,9 +385,9 @@ func (a *App) startNATS() error {
 func embedConfig(cfg Config, log *slog.Logger) (natsembed.Config, error) {
 	ecfg := natsembed.Config{
 		ConfigFile: cfg.NATSConfig,
-		JetStream: true,
-		StoreDir:  filepath.Join(cfg.DataDir, "nats"),
-		Logger:    log,
+		JetStream:  true,
+		StoreDir:   filepath.Join(cfg.DataDir, "nats"),
+		Logger:     log,
 		// Cluster membership (fabric serve --cluster-*).
 		ServerName:  cfg.NATSName,
 		ClusterName: cfg.ClusterName,
