@@ -352,6 +352,12 @@ func (a *App) startNATS() error {
 	if err != nil {
 		return err
 	}
+	if need, err := natsembed.AuthRequired(ecfg); err != nil {
+		return fmt.Errorf("cannot configure embedded NATS: %w", err)
+	} else if need && len(auth) == 0 {
+		return errors.New("--nats-config requires NATS authentication, so the gateway needs its own user: " +
+			"give --nats-user and --nats-password (FABRIC_NATS_PASSWORD), --nats-nkey, --nats-token or --nats-creds")
+	}
 	ns, err := natsembed.Start(ecfg)
 	if err != nil {
 		return fmt.Errorf("cannot start embedded NATS: %w", err)
@@ -369,9 +375,9 @@ func (a *App) startNATS() error {
 		}
 	}
 	nc, err := nats.Connect("", append(append(opts, auth...), ns.ConnectOption())...)
-	if errors.Is(err, nats.ErrAuthorization) && len(auth) == 0 {
-		return fmt.Errorf("cannot connect to embedded NATS: %w: --nats-config requires authentication, so give the gateway its own user "+
-			"with --nats-user and --nats-password (FABRIC_NATS_PASSWORD), --nats-nkey, --nats-token or --nats-creds", err)
+	if err != nil && cfg.NATSConfig != "" {
+		// In process, a refused login shows as a closed pipe.
+		return fmt.Errorf("cannot connect to embedded NATS: %w (are the gateway's credentials in --nats-config?)", err)
 	}
 	if err != nil {
 		return fmt.Errorf("cannot connect to embedded NATS: %w", err)

@@ -81,6 +81,16 @@ func Listeners(cfg Config) ([]Listener, error) {
 	return out, nil
 }
 
+// AuthRequired reports whether a client connection (in-process ones
+// included) must authenticate with cfg and its ConfigFile.
+func AuthRequired(cfg Config) (bool, error) {
+	o, err := cfg.options()
+	if err != nil {
+		return false, err
+	}
+	return clientAuth(o), nil
+}
+
 // clientAuth reports whether client connections must authenticate: some
 // user, nkey, token, operator or auth callout is configured, and no
 // no_auth_user lets a connection without credentials in as someone.

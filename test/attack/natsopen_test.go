@@ -136,7 +136,8 @@ func natsOpenPasswords(t *testing.T) map[string]string {
 func TestNATSAuthExampleEndToEnd(t *testing.T) {
 	pw := natsOpenPasswords(t)
 	cfg := natsOpenConfig(t)
-	cfg.NATSListen = proctest.FreeAddrOn(t, "0.0.0.0")
+	_, port, _ := net.SplitHostPort(proctest.FreeAddrOn(t, "0.0.0.0"))
+	cfg.NATSListen = "0.0.0.0:" + port
 	cfg.NATSConfig = "../../examples/nats-auth/nats.conf"
 	cfg.NATSUser, cfg.NATSPassword = "fabric", pw["fabric"]
 	cfg.AllowQueryToken = true
@@ -144,7 +145,6 @@ func TestNATSAuthExampleEndToEnd(t *testing.T) {
 		"room": {History: true, MaxAge: time.Hour, Pushes: natsbroker.PushesRequest, PushTimeout: 3 * time.Second},
 	}
 	a := natsOpenStart(t, cfg)
-	_, port, _ := net.SplitHostPort(cfg.NATSListen)
 	url := "nats://127.0.0.1:" + port
 
 	// No credentials, a wrong password, an unknown user: refused.
