@@ -272,6 +272,21 @@ func TestNATSAuthExampleEndToEnd(t *testing.T) {
 	}
 }
 
+// docs/security.md shows the example config the test above runs, verbatim.
+func TestSecurityDocShowsTheTestedExample(t *testing.T) {
+	conf, err := os.ReadFile("../../examples/nats-auth/nats.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := os.ReadFile("../../docs/security.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(doc), "```\n"+string(conf)+"```\n") {
+		t.Fatal("docs/security.md does not contain examples/nats-auth/nats.conf as a code block: copy the file into the document")
+	}
+}
+
 func expectViolation(t *testing.T, ch <-chan error, subject string) {
 	t.Helper()
 	deadline := time.After(10 * time.Second)
