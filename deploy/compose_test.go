@@ -254,8 +254,11 @@ func TestCompose(t *testing.T) {
 				st.file = composeConfigFile(t, where, s.Volumes, cfg, fl)
 			}
 			errs = append(errs, serveExposure(st)...)
-		} else if len(s.Environment) > 0 {
-			errs = append(errs, fmt.Errorf("environment %v: fabric nats reads no variables", s.Environment))
+		} else {
+			if len(s.Environment) > 0 {
+				errs = append(errs, fmt.Errorf("environment %v: fabric nats reads no variables", s.Environment))
+			}
+			errs = append(errs, natsExposure(st)...)
 		}
 		for _, err := range errs {
 			t.Errorf("%s: fabric %s: %v", where, sub, err)

@@ -13,17 +13,7 @@ import (
 // the ops port leaves loopback only with --allow-remote-ops; the embedded
 // NATS client port and routes leave it only with --nats-config.
 func serveExposure(st settings) []error {
-	loopback := func(hostport string) bool {
-		if hostport == "" || hostport == "off" {
-			return true // no listener
-		}
-		host, _, err := net.SplitHostPort(hostport)
-		if err != nil {
-			return false
-		}
-		ip := net.ParseIP(host)
-		return host == "localhost" || (ip != nil && ip.IsLoopback())
-	}
+	loopback := isLoopbackSetting
 	on := func(name string) bool { return st.get(name) == "true" }
 	var errs []error
 	anonymous := st.get("jwt-secret") == "" && st.get("jwt-public-key") == "" && st.get("jwks-url") == ""
@@ -50,4 +40,34 @@ func serveExposure(st settings) []error {
 		}
 	}
 	return errs
+}
+
+// natsExposure is the same for `fabric nats`: its client and route
+// listeners leave loopback only with --config (users) or --allow-no-auth.
+func natsExposure(st settings) []error {
+	if st.get("allow-no-auth") == "true" || st.get("config") != "" {
+		return nil
+	}
+	var errs []error
+	for _, l := range []string{"listen", "cluster-listen"} {
+		if l == "cluster-listen" && st.get("cluster-name") == "" {
+			continue
+		}
+		if v := st.get(l); !isLoopbackSetting(v) {
+			errs = append(errs, fmt.Errorf("--%s %s without --config users needs --allow-no-auth (fabric nats refuses to start)", l, v))
+		}
+	}
+	return errs
+}
+
+func isLoopbackSetting(hostport string) bool {
+	if hostport == "" || hostport == "off" {
+		return true // no listener
+	}
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return host == "localhost" || (ip != nil && ip.IsLoopback())
 }

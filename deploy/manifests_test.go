@@ -411,6 +411,11 @@ func (m *manifests) fabricProcesses(t *testing.T) []fabricProcess {
 					t.Errorf("%s: %v", where, err)
 				}
 			}
+			if sub == "nats" {
+				for _, err := range natsExposure(s) {
+					t.Errorf("%s: %v", where, err)
+				}
+			}
 			out = append(out, fabricProcess{where: where, w: w, c: c, sub: sub, s: s})
 		}
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -142,3 +143,49 @@ func TestServeNATSConfigWithoutGatewayCredentials(t *testing.T) {
 		t.Fatalf("err = %v, want it to name the gateway credential flags", err)
 	}
 }
+
+// `fabric nats` off loopback needs users (--config) or an explicit
+// --allow-no-auth; routes need route authorization.
+func TestNATSCommandRefusesOpenListeners(t *testing.T) {
+	dir := t.TempDir()
+	users := filepath.Join(dir, "users.conf")
+	if err := os.WriteFile(users, []byte("authorization { users: [{user: svc, password: pw}] }\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		args []string
+		want string // "" : starts
+	}{
+		{[]string{"--listen", "0.0.0.0:0"}, "--allow-no-auth"},
+		{[]string{"--listen", ":0"}, "give --config"},
+		{[]string{"--listen", "0.0.0.0:0", "--config", users, "--cluster-name", "c", "--cluster-listen", "0.0.0.0:0"}, "cluster { authorization"},
+		{[]string{"--listen", "0.0.0.0:0", "--config", users}, ""},
+		{[]string{"--listen", "0.0.0.0:0", "--allow-no-auth"}, ""},
+	}
+	for _, tc := range cases {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			done <- natsCmd(ctx, append([]string{"--store-dir", t.TempDir(), "--log-level", "error"}, tc.args...), io.Discard, io.Discard)
+		}()
+		var err error
+		select {
+		case err = <-done:
+		case <-time.After(3 * time.Second): // running: stop it
+			cancel()
+			err = <-done
+			if err == nil {
+				err = errStarted
+			}
+		}
+		cancel()
+		switch {
+		case tc.want == "" && !errors.Is(err, errStarted):
+			t.Errorf("%q: %v, want it to start", tc.args, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%q: %v, want a refusal naming %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+var errStarted = errors.New("started")

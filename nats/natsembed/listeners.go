@@ -30,6 +30,17 @@ type Listener struct {
 	Authenticated bool
 }
 
+// Loopback reports whether the listener is bound to a loopback address
+// only (127.0.0.0/8, ::1, localhost); an empty host is every interface.
+func (l Listener) Loopback() bool {
+	host, _, err := net.SplitHostPort(l.Addr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return host == "localhost" || (ip != nil && ip.IsLoopback())
+}
+
 // Listeners lists the network listeners Start would open with cfg, with
 // ConfigFile read, so that a caller can refuse a configuration before
 // anything listens. It fails exactly when Start would fail to build its
