@@ -616,8 +616,8 @@ func publishAuth(keys []string, v *auth.Verifier) func(*http.Request) error {
 	}
 }
 
-// checkAnonymous: with no keys configured, joins
-// are open, so every listener must be on loopback unless the operator
+// checkAnonymous: with no keys configured, joins are open, so every
+// listener (routes included) must be on loopback unless the operator
 // explicitly allows anonymous access.
 func checkAnonymous(cfg Config) error {
 	if cfg.AllowAnonymous {
@@ -663,7 +663,7 @@ func checkExposure(cfg Config) error {
 		return fmt.Errorf("cannot configure embedded NATS: %w", err)
 	}
 	for _, l := range listeners {
-		if l.Authenticated || isLoopback(l.Addr) {
+		if l.Authenticated || l.Loopback() {
 			continue
 		}
 		switch l.Kind {
