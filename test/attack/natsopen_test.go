@@ -60,8 +60,8 @@ func natsOpenStart(t *testing.T, cfg app.Config) *app.App {
 // ops port to the network without authentication stops the start, and the
 // error names the flag that fixes it. Nothing is left listening.
 func TestNATSOpenRefusesToStart(t *testing.T) {
-	noAuth := writeNATSConf(t, "max_payload: 1MB\n")
-	usersNoRoutes := writeNATSConf(t, "authorization { users: [{user: fabric, password: pw}] }\n")
+	noAuth := natsOpenConf(t, "max_payload: 1MB\n")
+	usersNoRoutes := natsOpenConf(t, "authorization { users: [{user: fabric, password: pw}] }\n")
 	cases := []struct {
 		name   string
 		mutate func(*app.Config)
@@ -78,7 +78,7 @@ func TestNATSOpenRefusesToStart(t *testing.T) {
 		}, "cluster { authorization"},
 		{"ops port", func(c *app.Config) { c.OpsListen = "0.0.0.0:0" }, "--allow-remote-ops"},
 		{"leaf nodes from the config file", func(c *app.Config) {
-			c.NATSConfig = writeNATSConf(t, "leafnodes { listen: \"0.0.0.0:-1\" }\n")
+			c.NATSConfig = natsOpenConf(t, "leafnodes { listen: \"0.0.0.0:-1\" }\n")
 		}, "leafnodes"},
 	}
 	for _, tc := range cases {
@@ -105,7 +105,7 @@ func TestNATSOpenRefusesToStart(t *testing.T) {
 	}
 }
 
-func writeNATSConf(t *testing.T, body string) string {
+func natsOpenConf(t *testing.T, body string) string {
 	t.Helper()
 	p := t.TempDir() + "/nats.conf"
 	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
@@ -239,7 +239,7 @@ func TestNATSAuthExampleEndToEnd(t *testing.T) {
 	// game:* is ephemeral: a core publish, refused by the server
 	// asynchronously.
 	pub.Publish(ctx, "game:1", "news", []byte(`{}`))
-	expectViolation(t, violations, "fabric.game.1")
+	natsOpenViolation(t, violations, "fabric.game.1")
 	js, err := jetstream.New(chat)
 	if err != nil {
 		t.Fatal(err)
@@ -250,7 +250,7 @@ func TestNATSAuthExampleEndToEnd(t *testing.T) {
 	if derr == nil {
 		t.Fatal("chat deleted the room stream")
 	}
-	expectViolation(t, violations, "$JS.API.STREAM.DELETE")
+	natsOpenViolation(t, violations, "$JS.API.STREAM.DELETE")
 
 	// The analytics user can neither publish to a channel nor take the
 	// routed pushes.
@@ -259,12 +259,12 @@ func TestNATSAuthExampleEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	an.Flush()
-	expectViolation(t, violations, "fabric.room.lobby")
+	natsOpenViolation(t, violations, "fabric.room.lobby")
 	if _, err := an.Subscribe("fabric_in.room.>", func(*nats.Msg) {}); err != nil {
 		t.Fatal(err)
 	}
 	an.Flush()
-	expectViolation(t, violations, "fabric_in.room.>")
+	natsOpenViolation(t, violations, "fabric_in.room.>")
 	if m, err := c.NextMatch(500*time.Millisecond, func(m phxclient.Msg) bool {
 		return strings.Contains(string(m.Payload), "forged")
 	}); err == nil {
@@ -287,7 +287,7 @@ func TestSecurityDocShowsTheTestedExample(t *testing.T) {
 	}
 }
 
-func expectViolation(t *testing.T, ch <-chan error, subject string) {
+func natsOpenViolation(t *testing.T, ch <-chan error, subject string) {
 	t.Helper()
 	deadline := time.After(10 * time.Second)
 	for {
