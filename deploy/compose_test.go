@@ -170,8 +170,16 @@ func TestDockerfile(t *testing.T) {
 	if len(d.cmd) == 0 || d.cmd[0] != "serve" {
 		t.Fatalf("Dockerfile: CMD %q: want serve ...", d.cmd)
 	}
-	if _, errs := parseArgs(commandFlags(t, "serve"), d.cmd[1:]); len(errs) > 0 {
+	fl := commandFlags(t, "serve")
+	args, errs := parseArgs(fl, d.cmd[1:])
+	if len(errs) > 0 {
 		t.Errorf("Dockerfile: CMD %q: %v", d.cmd, errs)
+	}
+	// The default command is a demo: --allow-anonymous is the one flag
+	// it may need.
+	args["allow-anonymous"] = "true"
+	for _, err := range serveExposure(settings{flags: fl, args: args, env: map[string]string{}}) {
+		t.Errorf("Dockerfile: CMD %q: %v", d.cmd, err)
 	}
 }
 
@@ -245,8 +253,12 @@ func TestCompose(t *testing.T) {
 			if cfg := st.get("config"); cfg != "" {
 				st.file = composeConfigFile(t, where, s.Volumes, cfg, fl)
 			}
-		} else if len(s.Environment) > 0 {
-			errs = append(errs, fmt.Errorf("environment %v: fabric nats reads no variables", s.Environment))
+			errs = append(errs, serveExposure(st)...)
+		} else {
+			if len(s.Environment) > 0 {
+				errs = append(errs, fmt.Errorf("environment %v: fabric nats reads no variables", s.Environment))
+			}
+			errs = append(errs, natsExposure(st)...)
 		}
 		for _, err := range errs {
 			t.Errorf("%s: fabric %s: %v", where, sub, err)

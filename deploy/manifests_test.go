@@ -407,6 +407,14 @@ func (m *manifests) fabricProcesses(t *testing.T) []fabricProcess {
 				if cfg := s.get("config"); cfg != "" {
 					s.file = m.configFile(t, where, w.template, c, cfg, fl)
 				}
+				for _, err := range serveExposure(s) {
+					t.Errorf("%s: %v", where, err)
+				}
+			}
+			if sub == "nats" {
+				for _, err := range natsExposure(s) {
+					t.Errorf("%s: %v", where, err)
+				}
 			}
 			out = append(out, fabricProcess{where: where, w: w, c: c, sub: sub, s: s})
 		}

@@ -25,6 +25,8 @@ type natsOptions struct {
 	routes                     []string
 	storeDir, syncInterval     string
 	jetstream, debug, trace    bool
+	config                     string
+	allowNoAuth                bool
 	logLevel, logFormat        string
 	shutdownTimeout            time.Duration
 }
@@ -39,6 +41,8 @@ func natsFlags(o *natsOptions) *flag.FlagSet {
 		o.routes = append(o.routes, splitList(v)...)
 		return nil
 	})
+	fs.StringVar(&o.config, "config", "", "nats-server config file: users, nkeys or accounts, cluster authorization, TLS (docs/security.md); not listen, server_name, store_dir, cluster name/listen")
+	fs.BoolVar(&o.allowNoAuth, "allow-no-auth", false, "allow the client and route listeners off loopback without authentication (a network only gateways and trusted services reach)")
 	fs.StringVar(&o.storeDir, "store-dir", "./data/nats", "JetStream storage directory")
 	fs.StringVar(&o.syncInterval, "sync-interval", "", `JetStream fsync interval: a duration, or "always" to fsync every write (default: the server's, 2m)`)
 	fs.BoolVar(&o.jetstream, "jetstream", true, "enable JetStream (Fabric history needs it)")
@@ -63,6 +67,9 @@ func natsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	cfg, err := o.embedConfig()
 	if err != nil {
+		return err
+	}
+	if err := o.checkExposure(cfg); err != nil {
 		return err
 	}
 	logger, err := newLogger(stderr, o.logLevel, o.logFormat)
@@ -96,8 +103,37 @@ func natsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 }
 
+// checkExposure refuses, unless --allow-no-auth, a listener off loopback
+// that lets anyone in: whoever reaches an open NATS node can read every
+// channel and routed push, publish anything and delete the streams.
+func (o *natsOptions) checkExposure(cfg natsembed.Config) error {
+	if o.allowNoAuth {
+		return nil
+	}
+	ls, err := natsembed.Listeners(cfg)
+	if err != nil {
+		return err
+	}
+	for _, l := range ls {
+		if l.Authenticated || l.Loopback() {
+			continue
+		}
+		fix := "give --config with users, nkeys or accounts"
+		switch l.Kind {
+		case natsembed.KindCluster:
+			fix = "add cluster { authorization { user: …, password: … } } to --config"
+		case natsembed.KindMonitor:
+			fix = "bind it to loopback in --config"
+		}
+		return fmt.Errorf("nats: refusing to start: the %s listener %s accepts connections without credentials; %s (docs/security.md), "+
+			"or pass --allow-no-auth if only gateways and trusted services can reach it", l.Kind, l.Addr, fix)
+	}
+	return nil
+}
+
 func (o *natsOptions) embedConfig() (natsembed.Config, error) {
 	cfg := natsembed.Config{
+		ConfigFile: o.config,
 		ServerName: o.name,
 		JetStream:  o.jetstream,
 		Debug:      o.debug,

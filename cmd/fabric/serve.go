@@ -26,8 +26,11 @@ func serveFlags(cfg *app.Config, logLevel, logFormat *string, shutdownTimeout *t
 	fs := flag.NewFlagSet("fabric serve", flag.ContinueOnError)
 	fs.String("config", "", "optional YAML file whose keys are these flag names")
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:4000", "client HTTP address: /socket/websocket, /socket/longpoll, demo page")
-	fs.StringVar(&cfg.OpsListen, "ops-listen", "127.0.0.1:4001", `ops HTTP address: /healthz, /readyz, /metrics, /debug/pprof ("off" for none)`)
-	fs.StringVar(&cfg.NATSListen, "nats-listen", "127.0.0.1:4222", `embedded NATS client port, for "nats pub" and services ("off" for in-process only)`)
+	fs.StringVar(&cfg.OpsListen, "ops-listen", "127.0.0.1:4001", `ops HTTP address, no authentication: /healthz, /readyz, /metrics, /debug/pprof with --pprof ("off" for none); off loopback only with --allow-remote-ops`)
+	fs.BoolVar(&cfg.AllowRemoteOps, "allow-remote-ops", false, "allow --ops-listen (and a NATS monitoring port) on a non-loopback address, for a network only monitoring reaches")
+	fs.BoolVar(&cfg.Pprof, "pprof", false, "serve /debug/pprof profiles on the ops listener (never /debug/pprof/cmdline)")
+	fs.StringVar(&cfg.NATSListen, "nats-listen", "127.0.0.1:4222", `embedded NATS client port, for "nats pub" and services ("off" for in-process only); off loopback only with --nats-config users`)
+	fs.StringVar(&cfg.NATSConfig, "nats-config", "", "nats-server config file for the embedded server: users, nkeys or accounts, cluster authorization, TLS (docs/security.md); the gateway logs in with --nats-user/--nats-nkey/...")
 	fs.StringVar(&cfg.DataDir, "data-dir", "./data", "data directory; the embedded JetStream store is <data-dir>/nats")
 	fs.StringVar(&cfg.NATSURL, "nats-url", "", "external NATS servers (comma-separated URLs); no embedded server is started")
 	// Embedded-server clustering (no effect with --nats-url).
@@ -35,13 +38,14 @@ func serveFlags(cfg *app.Config, logLevel, logFormat *string, shutdownTimeout *t
 	fs.StringVar(&cfg.ClusterListen, "cluster-listen", "127.0.0.1:6222", "embedded NATS route listener, used with --cluster-name; no effect with --nats-url")
 	fs.Var(listFlag{&cfg.Routes}, "routes", "embedded NATS seed routes, comma-separated nats-route://host:port URLs, used with --cluster-name; no effect with --nats-url")
 	fs.StringVar(&cfg.NATSName, "nats-name", "", "embedded NATS server name, unique and stable per cluster node (default fabric-<hostname>[-<cluster port>]); no effect with --nats-url")
-	// Credentials and TLS for an external NATS (--nats-url only; an error
-	// without it). User and password may also be given in the URL.
-	fs.StringVar(&cfg.NATSCreds, "nats-creds", "", "external NATS: credentials file (user JWT and NKey seed, from nsc); needs --nats-url")
-	fs.StringVar(&cfg.NATSNkey, "nats-nkey", "", "external NATS: NKey seed file (SU…); needs --nats-url")
-	fs.StringVar(&cfg.NATSUser, "nats-user", "", "external NATS: user name (with --nats-password; or nats://user:pass@host in --nats-url); needs --nats-url")
-	fs.StringVar(&cfg.NATSPassword, "nats-password", "", "external NATS: password for --nats-user (prefer FABRIC_NATS_PASSWORD); needs --nats-url")
-	fs.StringVar(&cfg.NATSToken, "nats-token", "", "external NATS: authentication token (prefer FABRIC_NATS_TOKEN); needs --nats-url")
+	// The gateway's own NATS credentials: for an external NATS, or for the
+	// embedded server when --nats-config defines users; TLS is for an
+	// external NATS only. User and password may also be given in the URL.
+	fs.StringVar(&cfg.NATSCreds, "nats-creds", "", "gateway's NATS credentials file (user JWT and NKey seed, from nsc); needs --nats-url or --nats-config")
+	fs.StringVar(&cfg.NATSNkey, "nats-nkey", "", "gateway's NATS NKey seed file (SU…); needs --nats-url or --nats-config")
+	fs.StringVar(&cfg.NATSUser, "nats-user", "", "gateway's NATS user name (with --nats-password; or nats://user:pass@host in --nats-url); needs --nats-url or --nats-config")
+	fs.StringVar(&cfg.NATSPassword, "nats-password", "", "password for --nats-user (prefer FABRIC_NATS_PASSWORD)")
+	fs.StringVar(&cfg.NATSToken, "nats-token", "", "gateway's NATS authentication token (prefer FABRIC_NATS_TOKEN); needs --nats-url or --nats-config")
 	fs.StringVar(&cfg.NATSTLSCA, "nats-tls-ca", "", "external NATS: PEM file of CA certificates to verify the servers with (implies TLS); needs --nats-url")
 	fs.StringVar(&cfg.NATSTLSCert, "nats-tls-cert", "", "external NATS: PEM client certificate file for mutual TLS (with --nats-tls-key); needs --nats-url")
 	fs.StringVar(&cfg.NATSTLSKey, "nats-tls-key", "", "external NATS: PEM private key file of --nats-tls-cert; needs --nats-url")

@@ -241,7 +241,7 @@ func TestServeNATSCredentialErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"creds without url", []string{"--nats-creds", dir + "/x.creds"}, "--nats-creds is for an external NATS and needs --nats-url"},
+		{"creds without url", []string{"--nats-creds", dir + "/x.creds"}, "--nats-creds is for an external NATS and needs --nats-url, or for the embedded server's users and needs --nats-config"},
 		{"unreadable creds", []string{"--nats-url", "nats://127.0.0.1:1", "--nats-creds", dir + "/missing.creds"}, "nats-creds:"},
 		{"unreadable nkey", []string{"--nats-url", "nats://127.0.0.1:1", "--nats-nkey", dir + "/missing.nk"}, "nats-nkey:"},
 		{"unreadable ca", []string{"--nats-url", "nats://127.0.0.1:1", "--nats-tls-ca", dir + "/missing.pem"}, "nats-tls-ca:"},

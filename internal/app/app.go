@@ -57,6 +57,20 @@ type Config struct {
 	ClusterListen string
 	Routes        []string
 	NATSName      string // embedded server name; default derived (natsembed)
+	// NATSConfig is a nats-server configuration file for the embedded
+	// server: its users, nkeys or accounts, route authorization, TLS (see
+	// natsembed.Config.ConfigFile). The gateway then connects with its
+	// own credentials from NATSCreds, NATSNkey, NATSUser/NATSPassword or
+	// NATSToken, like a service. Any embedded listener off loopback needs
+	// authentication (checkExposure).
+	NATSConfig string
+	// AllowRemoteOps permits the ops listener, which has no
+	// authentication, on a non-loopback address (a monitoring network
+	// or a pod IP that only Prometheus reaches). Pprof serves
+	// /debug/pprof on it; off by default because profiles show code
+	// paths and memory contents to whoever reaches the port.
+	AllowRemoteOps bool
+	Pprof          bool
 	// AllowAnonymous permits open (unauthenticated) joins on non-loopback
 	// listeners. Without it, anonymous mode is loopback-only.
 	AllowAnonymous bool
@@ -157,6 +171,9 @@ func Start(cfg Config) (a *App, err error) {
 		if err := checkAnonymous(cfg); err != nil {
 			return nil, err
 		}
+	}
+	if err := checkExposure(cfg); err != nil {
+		return nil, err
 	}
 	a = &App{cfg: cfg, log: cfg.Logger, anonymous: verifier == nil}
 	started := a // `return nil, err` clears a before the deferred cleanup runs
@@ -331,33 +348,15 @@ func (a *App) startNATS() error {
 		a.nc = nc
 		return nil
 	}
-	ecfg := natsembed.Config{
-		JetStream: true,
-		StoreDir:  filepath.Join(cfg.DataDir, "nats"),
-		Logger:    a.log,
-		// Cluster membership (fabric serve --cluster-*).
-		ServerName:  cfg.NATSName,
-		ClusterName: cfg.ClusterName,
-		Routes:      cfg.Routes,
+	ecfg, err := embedConfig(cfg, a.log)
+	if err != nil {
+		return err
 	}
-	if cfg.ClusterName != "" {
-		// --cluster-listen has a default; it only means something in a cluster.
-		ecfg.ClusterListen = cfg.ClusterListen
-	}
-	if cfg.DataDir == "" {
-		ecfg.StoreDir = filepath.Join("data", "nats")
-	}
-	if cfg.NATSListen == "" || cfg.NATSListen == "off" {
-		ecfg.DontListen = true
-	} else {
-		host, port, err := splitHostPort(cfg.NATSListen)
-		if err != nil {
-			return fmt.Errorf("nats-listen: %w", err)
-		}
-		ecfg.Host, ecfg.Port = host, port
-		if port == 0 {
-			ecfg.Port = -1 // any free port
-		}
+	if need, err := natsembed.AuthRequired(ecfg); err != nil {
+		return fmt.Errorf("cannot configure embedded NATS: %w", err)
+	} else if need && len(auth) == 0 {
+		return errors.New("--nats-config requires NATS authentication, so the gateway needs its own user: " +
+			"give --nats-user and --nats-password (FABRIC_NATS_PASSWORD), --nats-nkey, --nats-token or --nats-creds")
 	}
 	ns, err := natsembed.Start(ecfg)
 	if err != nil {
@@ -375,7 +374,11 @@ func (a *App) startNATS() error {
 			return err
 		}
 	}
-	nc, err := nats.Connect("", append(opts, ns.ConnectOption())...)
+	nc, err := nats.Connect("", append(append(opts, auth...), ns.ConnectOption())...)
+	if err != nil && cfg.NATSConfig != "" {
+		// In process, a refused login shows as a closed pipe.
+		return fmt.Errorf("cannot connect to embedded NATS: %w (are the gateway's credentials in --nats-config?)", err)
+	}
 	if err != nil {
 		return fmt.Errorf("cannot connect to embedded NATS: %w", err)
 	}
@@ -383,22 +386,70 @@ func (a *App) startNATS() error {
 	return nil
 }
 
-// externalNATSOptions turns the external-NATS credentials and TLS settings
-// into nats.go options, checking every file now so that a missing or
-// unreadable one stops Start with its name. Without NATSURL none may be set.
+// embedConfig is the embedded server's configuration ("off" or an empty
+// --nats-listen: no client port).
+func embedConfig(cfg Config, log *slog.Logger) (natsembed.Config, error) {
+	ecfg := natsembed.Config{
+		ConfigFile: cfg.NATSConfig,
+		JetStream:  true,
+		StoreDir:   filepath.Join(cfg.DataDir, "nats"),
+		Logger:     log,
+		// Cluster membership (fabric serve --cluster-*).
+		ServerName:  cfg.NATSName,
+		ClusterName: cfg.ClusterName,
+		Routes:      cfg.Routes,
+	}
+	if cfg.ClusterName != "" {
+		// --cluster-listen has a default; it only means something in a cluster.
+		ecfg.ClusterListen = cfg.ClusterListen
+	}
+	if cfg.DataDir == "" {
+		ecfg.StoreDir = filepath.Join("data", "nats")
+	}
+	if cfg.NATSListen == "" || cfg.NATSListen == "off" {
+		ecfg.DontListen = true
+	} else {
+		host, port, err := splitHostPort(cfg.NATSListen)
+		if err != nil {
+			return ecfg, fmt.Errorf("nats-listen: %w", err)
+		}
+		ecfg.Host, ecfg.Port = host, port
+		if port == 0 {
+			ecfg.Port = -1 // any free port
+		}
+	}
+	return ecfg, nil
+}
+
+// externalNATSOptions turns the gateway's NATS credentials and TLS
+// settings into nats.go options, checking every file now so that a missing
+// or unreadable one stops Start with its name. The credentials are for an
+// external NATS (NATSURL) or an embedded server with users (NATSConfig);
+// TLS only for an external one (the embedded connection is in-process).
 func externalNATSOptions(cfg Config) ([]nats.Option, error) {
 	set := []struct{ flag, v string }{
 		{"nats-creds", cfg.NATSCreds}, {"nats-nkey", cfg.NATSNkey}, {"nats-user", cfg.NATSUser},
 		{"nats-password", cfg.NATSPassword}, {"nats-token", cfg.NATSToken}, {"nats-tls-ca", cfg.NATSTLSCA},
 		{"nats-tls-cert", cfg.NATSTLSCert}, {"nats-tls-key", cfg.NATSTLSKey},
 	}
+	if cfg.NATSURL != "" && cfg.NATSConfig != "" {
+		return nil, errors.New("--nats-config configures the embedded NATS server, and --nats-url means there is none: give one of them")
+	}
 	if cfg.NATSURL == "" {
-		for _, s := range set {
-			if s.v != "" {
+		for i, s := range set {
+			if s.v == "" {
+				continue
+			}
+			if i >= 5 {
 				return nil, fmt.Errorf("--%s is for an external NATS and needs --nats-url", s.flag)
 			}
+			if cfg.NATSConfig == "" {
+				return nil, fmt.Errorf("--%s is for an external NATS and needs --nats-url, or for the embedded server's users and needs --nats-config", s.flag)
+			}
 		}
-		return nil, nil
+		if cfg.NATSConfig == "" {
+			return nil, nil
+		}
 	}
 	var methods []string
 	for _, s := range set[:5] {
@@ -565,21 +616,75 @@ func publishAuth(keys []string, v *auth.Verifier) func(*http.Request) error {
 	}
 }
 
-// checkAnonymous enforces design.md §3.5: with no keys configured, joins
-// are open, so every listener must be on loopback unless the operator
+// checkAnonymous: with no keys configured, joins are open, so every
+// listener (routes included) must be on loopback unless the operator
 // explicitly allows anonymous access.
 func checkAnonymous(cfg Config) error {
 	if cfg.AllowAnonymous {
 		return nil
 	}
 	for _, l := range []struct{ name, addr string }{
-		{"listen", cfg.Listen}, {"ops-listen", cfg.OpsListen}, {"nats-listen", cfg.NATSListen},
+		{"listen", cfg.Listen}, {"ops-listen", cfg.OpsListen}, {"nats-listen", cfg.NATSListen}, {"cluster-listen", cfg.ClusterListen},
 	} {
-		if l.addr == "" || l.addr == "off" || (l.name == "nats-listen" && cfg.NATSURL != "") {
+		embedded := l.name == "nats-listen" || l.name == "cluster-listen"
+		if l.addr == "" || l.addr == "off" || (embedded && cfg.NATSURL != "") || (l.name == "cluster-listen" && cfg.ClusterName == "") {
 			continue
 		}
 		if !isLoopback(l.addr) {
 			return fmt.Errorf("%w: --%s %s (configure JWT keys, or pass --allow-anonymous to run open on purpose)", ErrOpenOnNetwork, l.name, l.addr)
+		}
+	}
+	return nil
+}
+
+// checkExposure refuses listeners that would give the network what only
+// the operator and trusted services may have, whatever the client
+// authentication mode: the ops port (no authentication: metrics, and
+// profiles when --pprof is on) off loopback unless AllowRemoteOps, and any
+// listener of the embedded NATS server off loopback that lets a
+// connection in without credentials. Anyone reaching an open NATS port can
+// read every channel and every routed push, answer pushes meant for a
+// service, publish anything and delete the streams.
+func checkExposure(cfg Config) error {
+	if cfg.OpsListen != "" && cfg.OpsListen != "off" && !isLoopback(cfg.OpsListen) && !cfg.AllowRemoteOps {
+		return fmt.Errorf("%w: --ops-listen %s serves /metrics and /readyz without authentication; "+
+			"bind it to loopback, or pass --allow-remote-ops if only your monitoring network reaches that address",
+			ErrOpenOnNetwork, cfg.OpsListen)
+	}
+	if cfg.NATSURL != "" {
+		return nil // the external servers are secured by their own configuration
+	}
+	ecfg, err := embedConfig(cfg, nil)
+	if err != nil {
+		return err
+	}
+	listeners, err := natsembed.Listeners(ecfg)
+	if err != nil {
+		return fmt.Errorf("cannot configure embedded NATS: %w", err)
+	}
+	for _, l := range listeners {
+		if l.Authenticated || l.Loopback() {
+			continue
+		}
+		switch l.Kind {
+		case natsembed.KindClient:
+			return fmt.Errorf("%w: --nats-listen %s: the embedded NATS would accept clients without credentials; "+
+				"give --nats-config with users, nkeys or accounts (docs/security.md), or keep --nats-listen on loopback or off",
+				ErrOpenOnNetwork, cfg.NATSListen)
+		case natsembed.KindCluster:
+			return fmt.Errorf("%w: --cluster-listen %s: NATS routes would accept any server; "+
+				"add cluster { authorization { user: …, password: … } } (or TLS with verify) to --nats-config, or keep --cluster-listen on loopback",
+				ErrOpenOnNetwork, cfg.ClusterListen)
+		case natsembed.KindMonitor:
+			if cfg.AllowRemoteOps {
+				continue
+			}
+			return fmt.Errorf("%w: the NATS monitoring port %s in --nats-config has no authentication; "+
+				"bind it to loopback, or pass --allow-remote-ops if only your monitoring network reaches it",
+				ErrOpenOnNetwork, l.Addr)
+		default:
+			return fmt.Errorf("%w: the NATS %s listener %s in --nats-config would accept connections without credentials; configure its authorization",
+				ErrOpenOnNetwork, l.Kind, l.Addr)
 		}
 	}
 	return nil

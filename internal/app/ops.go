@@ -10,8 +10,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// opsHandler serves health, readiness, metrics and pprof. It lives on its
-// own listener so it can stay private while the client port is public.
+// opsHandler serves health, readiness, metrics and, with Config.Pprof,
+// profiles. It lives on its own listener so it can stay private while the
+// client port is public.
 func (a *App) opsHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -25,8 +26,13 @@ func (a *App) opsHandler() http.Handler {
 		fmt.Fprintln(w, "ready")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.newRegistry(), promhttp.HandlerOpts{}))
+	if !a.cfg.Pprof {
+		return mux
+	}
+	// No /debug/pprof/cmdline: the command line holds whatever secrets
+	// were passed as flags (--jwt-secret, --publish-api-keys). pprof.Index
+	// answers that path with "unknown profile" (404).
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)

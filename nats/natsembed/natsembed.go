@@ -56,6 +56,16 @@ type Config struct {
 	// sync_interval; 0: the server default, 2 minutes). SyncAlways (a
 	// negative value) fsyncs every write.
 	SyncInterval time.Duration
+
+	// ConfigFile is a nats-server configuration file (the format of
+	// `nats-server -c`, environment variables and includes resolved as
+	// nats-server does) for everything Config has no field for: above all
+	// authentication (authorization, accounts, nkeys, operator JWTs), route
+	// authorization (cluster { authorization {} }), TLS, leaf nodes. The
+	// settings above are Fabric's and may not appear in the file: client
+	// listen/port, server_name, store_dir, cluster name and listen. Routes
+	// in the file are used when Routes is empty.
+	ConfigFile string
 }
 
 // SyncAlways as Config.SyncInterval makes JetStream fsync every write
@@ -70,6 +80,43 @@ type Server struct {
 
 // Start starts the server and returns once it accepts connections.
 func Start(cfg Config) (*Server, error) {
+	opts, err := cfg.options()
+	if err != nil {
+		return nil, err
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("natsembed: %w", err)
+	}
+	// The adapter is installed even without a Logger: it is how Start learns
+	// about fatal start-up errors (port in use, JetStream store unusable)
+	// without waiting out the whole ready timeout.
+	lg := &logger{l: cfg.Logger, fatal: make(chan string, 1)}
+	if lg.l == nil {
+		lg.l = slog.New(slog.DiscardHandler)
+	}
+	ns.SetLogger(lg, cfg.Debug, cfg.Trace)
+	ns.Start()
+
+	ready := make(chan bool, 1)
+	go func() { ready <- ns.ReadyForConnections(readyTimeout) }()
+	select {
+	case ok := <-ready:
+		if ok {
+			return &Server{ns: ns, dontListen: cfg.DontListen}, nil
+		}
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		return nil, fmt.Errorf("natsembed: server not ready for connections after %s", readyTimeout)
+	case msg := <-lg.fatal:
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		return nil, fmt.Errorf("natsembed: %s", msg)
+	}
+}
+
+// options turns cfg (and its ConfigFile) into nats-server options.
+func (cfg Config) options() (*server.Options, error) {
 	if cfg.JetStream && cfg.StoreDir == "" {
 		// nats-server would silently pick a temp directory and lose history
 		// on every restart.
@@ -123,22 +170,30 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.ServerName == "" {
 		cfg.ServerName = defaultServerName()
 	}
-	opts := &server.Options{
-		ServerName: cfg.ServerName,
-		Host:       cfg.Host,
-		Port:       cfg.Port,
-		DontListen: cfg.DontListen,
-		JetStream:  cfg.JetStream,
-		StoreDir:   cfg.StoreDir,
-		Debug:      cfg.Debug,
-		Trace:      cfg.Trace,
-		// Fabric owns SIGINT/SIGTERM and drains gateways first; the server
-		// must not exit the process behind its back.
-		NoSigs: true,
+	opts := &server.Options{}
+	if cfg.ConfigFile != "" {
+		var err error
+		if opts, err = LoadConfigFile(cfg.ConfigFile); err != nil {
+			return nil, err
+		}
 	}
+	opts.ServerName = cfg.ServerName
+	opts.Host, opts.Port, opts.DontListen = cfg.Host, cfg.Port, cfg.DontListen
+	opts.JetStream, opts.StoreDir = cfg.JetStream, cfg.StoreDir
+	opts.Debug, opts.Trace = cfg.Debug, cfg.Trace
+	// Fabric owns SIGINT/SIGTERM and drains gateways first; the server
+	// must not exit the process behind its back.
+	opts.NoSigs = true
 	if cfg.ClusterName != "" {
-		opts.Cluster = server.ClusterOpts{Name: cfg.ClusterName, Host: clusterHost, Port: clusterPort}
-		opts.Routes = routes
+		// The file may bring the cluster's authorization and TLS; name,
+		// address and routes are Fabric's settings.
+		opts.Cluster.Name, opts.Cluster.Host, opts.Cluster.Port = cfg.ClusterName, clusterHost, clusterPort
+		if len(routes) == 0 {
+			routes = opts.Routes
+		}
+		opts.Routes = withRouteCredentials(routes, opts.Cluster.Username, opts.Cluster.Password)
+	} else if len(opts.Routes) > 0 {
+		return nil, fmt.Errorf("natsembed: %s: cluster routes without ClusterName", cfg.ConfigFile)
 	}
 	switch {
 	case cfg.SyncInterval < 0:
@@ -146,35 +201,57 @@ func Start(cfg Config) (*Server, error) {
 	case cfg.SyncInterval > 0:
 		opts.SyncInterval = cfg.SyncInterval
 	}
-	ns, err := server.NewServer(opts)
-	if err != nil {
-		return nil, fmt.Errorf("natsembed: %w", err)
-	}
-	// The adapter is installed even without a Logger: it is how Start learns
-	// about fatal start-up errors (port in use, JetStream store unusable)
-	// without waiting out the whole ready timeout.
-	lg := &logger{l: cfg.Logger, fatal: make(chan string, 1)}
-	if lg.l == nil {
-		lg.l = slog.New(slog.DiscardHandler)
-	}
-	ns.SetLogger(lg, cfg.Debug, cfg.Trace)
-	ns.Start()
+	return opts, nil
+}
 
-	ready := make(chan bool, 1)
-	go func() { ready <- ns.ReadyForConnections(readyTimeout) }()
-	select {
-	case ok := <-ready:
-		if ok {
-			return &Server{ns: ns, dontListen: cfg.DontListen}, nil
-		}
-		ns.Shutdown()
-		ns.WaitForShutdown()
-		return nil, fmt.Errorf("natsembed: server not ready for connections after %s", readyTimeout)
-	case msg := <-lg.fatal:
-		ns.Shutdown()
-		ns.WaitForShutdown()
-		return nil, fmt.Errorf("natsembed: %s", msg)
+// LoadConfigFile reads a nats-server configuration file for
+// Config.ConfigFile, refusing the settings Config owns: two sources for
+// one setting would leave the operator guessing which one is in force.
+func LoadConfigFile(path string) (*server.Options, error) {
+	o, err := server.ProcessConfigFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("natsembed: config file: %w", err)
 	}
+	var owned []string
+	for _, c := range []struct {
+		set  bool
+		what string
+	}{
+		{o.Host != "" || o.Port != 0, "listen/host/port"},
+		{o.ServerName != "", "server_name"},
+		{o.StoreDir != "", "jetstream store_dir"},
+		{o.Cluster.Name != "", "cluster name"},
+		{o.Cluster.Host != "" || o.Cluster.Port != 0, "cluster listen/host/port"},
+	} {
+		if c.set {
+			owned = append(owned, c.what)
+		}
+	}
+	if len(owned) > 0 {
+		return nil, fmt.Errorf("natsembed: config file %s sets %s: Fabric's own settings choose these; remove them from the file",
+			path, strings.Join(owned, ", "))
+	}
+	return o, nil
+}
+
+// withRouteCredentials gives every route URL without credentials the
+// cluster's own route user, so the password lives in the config file
+// instead of in every route URL (command lines are visible to other
+// users of the host). nats-server does the same for routes it discovers.
+func withRouteCredentials(routes []*url.URL, user, pass string) []*url.URL {
+	if user == "" {
+		return routes
+	}
+	out := make([]*url.URL, len(routes))
+	for i, r := range routes {
+		if r.User == nil {
+			c := *r
+			c.User = url.UserPassword(user, pass)
+			r = &c
+		}
+		out[i] = r
+	}
+	return out
 }
 
 // ParseRoutes checks route URLs ("nats-route://host:port"; a bare host:port
