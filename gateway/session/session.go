@@ -35,11 +35,14 @@ const (
 	ReasonInvalidTopic   = "invalid_topic"
 	ReasonUnauthorized   = "unauthorized"
 	ReasonTooManyJoined  = "too many channels joined"
-	ReasonUnavailable    = "unavailable"
-	ReasonPublishFailed  = "publish_failed"
-	ReasonNoHandler      = "no_handler"
-	ReasonTimeout        = "timeout"
-	ReasonRateLimited    = "rate_limited"
+	// ReasonTooManyJoinedByUser: the connection's user has MaxChannelsPerUser
+	// channels joined across all its connections on this gateway.
+	ReasonTooManyJoinedByUser = "too many channels joined by user"
+	ReasonUnavailable         = "unavailable"
+	ReasonPublishFailed       = "publish_failed"
+	ReasonNoHandler           = "no_handler"
+	ReasonTimeout             = "timeout"
+	ReasonRateLimited         = "rate_limited"
 )
 
 // Join results, counted per gateway in Stats.Joins (and exported as the
@@ -57,6 +60,9 @@ const (
 	// JoinTooManyChannels: over MaxChannels (replied "too many channels
 	// joined").
 	JoinTooManyChannels = "too_many_channels"
+	// JoinUserBudget: over the user's channel budget across its
+	// connections (replied "too many channels joined by user").
+	JoinUserBudget = "user_budget"
 	// JoinCanceled: the client left, joined the topic again or
 	// disconnected before the join was answered; nothing was replied.
 	JoinCanceled = "canceled"
@@ -69,7 +75,7 @@ const (
 )
 
 // JoinResults lists every join result, in a fixed order.
-var JoinResults = [...]string{JoinOK, JoinInvalid, JoinUnauthorized, JoinRateLimited, JoinTooManyChannels, JoinError, JoinCanceled}
+var JoinResults = [...]string{JoinOK, JoinInvalid, JoinUnauthorized, JoinRateLimited, JoinTooManyChannels, JoinUserBudget, JoinError, JoinCanceled}
 
 // Stats is a snapshot of the counters shared by every session of a Config.
 type Stats struct {
@@ -109,6 +115,15 @@ type Policy interface {
 	CanPublish(topic string) bool
 }
 
+// ChannelBudget is implemented by policies that bound the channels of a
+// user across its connections: AcquireChannel is asked before a channel
+// instance is added (false refuses the join), ReleaseChannel once for
+// every instance that goes.
+type ChannelBudget interface {
+	AcquireChannel() bool
+	ReleaseChannel()
+}
+
 // JoinTokenPolicy is a Policy that also accepts per-join tokens: apps that
 // authorize each join from their backend put a token naming the topic in
 // the join params ({"token": "…"}).
@@ -138,6 +153,13 @@ type Config struct {
 	// ten seconds) is closed with 4029.
 	JoinRate, PushRate   float64
 	JoinBurst, PushBurst int
+	// PushBytesRate limits the payload bytes of a connection's pushes per
+	// second (a token bucket of PushBytesBurst bytes, at least one
+	// message's worth); 0: unlimited. Over it a push is answered like one
+	// over PushRate. It also bounds what waits in a connection's push
+	// queue: the burst plus what the rate refills while a publish is slow.
+	PushBytesRate  float64
+	PushBytesBurst int
 	// Presence, when set, tracks members of presence-enabled namespaces
 	// (presence_state after each join, presence_diff on changes).
 	Presence *presence.Tracker
@@ -192,6 +214,7 @@ type Session struct {
 // pushQueue is a connection's client pushes.
 type pushQueue struct {
 	bucket  bucket // HandleMessage goroutine only
+	bytes   bucket // HandleMessage goroutine only
 	pending []push // under Session.mu: waiting to be published, in arrival order
 	running bool   // under Session.mu: a goroutine is draining pending
 }
@@ -251,6 +274,9 @@ func (s *Session) SetIdentity(n uint64, sub string) {
 	s.idn, s.sub = n, sub
 	s.emit("connect", "")
 }
+
+// Sub is the connection's authenticated user ("" when anonymous).
+func (s *Session) Sub() string { return s.sub }
 
 // ID is the connection's id for routed pushes, presence and lifecycle
 // events ("" before SetIdentity). Built when wanted rather than kept: one
@@ -323,6 +349,7 @@ func (s *Session) HandleClose(transport.CloseCode) {
 	s.channels = nil
 	s.mu.Unlock()
 	for _, ch := range chs {
+		s.releaseChannel()
 		ch.gone.Store(true)
 		s.cfg.Hub.Leave(ch.topic, ch)
 		s.untrack(ch)
@@ -382,6 +409,12 @@ func (s *Session) join(f phoenix.Frame) {
 		s.mu.Unlock()
 		s.cfg.counters.join(JoinTooManyChannels)
 		s.reply(joinRef, f.Ref, f.Topic, false, reason(ReasonTooManyJoined))
+		return
+	}
+	if b, ok := s.policy.(ChannelBudget); ok && !b.AcquireChannel() {
+		s.mu.Unlock()
+		s.cfg.counters.join(JoinUserBudget)
+		s.reply(joinRef, f.Ref, f.Topic, false, reason(ReasonTooManyJoinedByUser))
 		return
 	}
 	ch := &channel{s: s, topic: s.cfg.Hub.Intern(f.Topic), joinRef: joinRef, ref: f.Ref.S, refValid: f.Ref.Valid, params: joinParams(f.Payload)}
@@ -468,6 +501,7 @@ func (s *Session) channel(topic string) *channel {
 func (s *Session) forget(ch *channel) {
 	for i, c := range s.channels {
 		if c == ch {
+			s.releaseChannel()
 			last := len(s.channels) - 1
 			s.channels[i] = s.channels[last]
 			s.channels[last] = nil
@@ -477,6 +511,13 @@ func (s *Session) forget(ch *channel) {
 			}
 			return
 		}
+	}
+}
+
+// releaseChannel gives a channel back to the user's budget.
+func (s *Session) releaseChannel() {
+	if b, ok := s.policy.(ChannelBudget); ok {
+		b.ReleaseChannel()
 	}
 }
 
@@ -567,6 +608,35 @@ func (s *Session) limit(b *bucket, rate float64, burst int, joinRef phoenix.Ref,
 		s.cfg.Logger.Info("connection closed for sustained abuse", "remote", s.conn.RemoteAddr())
 		s.conn.Close(transport.CloseRateLimited, "rate limited")
 	}
+	return false
+}
+
+// limitBytes takes n bytes from the push byte bucket or answers
+// rate_limited like limit (sustained abuse closes the connection there).
+func (s *Session) limitBytes(b *bucket, n int, f phoenix.Frame) bool {
+	rate := s.cfg.PushBytesRate
+	if rate <= 0 {
+		return true
+	}
+	burst := float64(max(s.cfg.PushBytesBurst, 1))
+	now := monoNow()
+	if b.last == 0 {
+		b.tokens = burst
+	} else {
+		b.tokens = min(burst, b.tokens+time.Duration(now-b.last).Seconds()*rate)
+	}
+	b.last = now
+	// A push bigger than the burst passes on a full bucket (and leaves it
+	// in debt), so that the limit never refuses a message for its size
+	// alone: that is --max-message-size's job.
+	if b.tokens >= float64(n) || b.tokens >= burst {
+		b.tokens -= float64(n)
+		return true
+	}
+	wait := time.Duration((min(float64(n), burst) - b.tokens) / rate * float64(time.Second))
+	resp := []byte(`{"reason":"rate_limited","limit":"bytes","retry_after_ms":`)
+	resp = strconv.AppendInt(resp, max(1, wait.Milliseconds()), 10)
+	s.reply(f.JoinRef, f.Ref, f.Topic, false, append(resp, '}'))
 	return false
 }
 
@@ -664,6 +734,9 @@ func (s *Session) push(f phoenix.Frame) {
 		s.mu.Unlock()
 	}
 	if !s.limit(&s.pushq.bucket, s.cfg.PushRate, s.cfg.PushBurst, f.JoinRef, f) {
+		return
+	}
+	if !s.limitBytes(&s.pushq.bytes, len(f.Payload), f) {
 		return
 	}
 	if s.policy != nil && !s.policy.CanPublish(f.Topic) {

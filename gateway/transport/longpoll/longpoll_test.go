@@ -568,7 +568,7 @@ func TestMaxSessions(t *testing.T) {
 
 func TestOrigin(t *testing.T) {
 	cfg := fast()
-	cfg.AllowOrigin = func(o string) bool { return o == "https://good.example" }
+	cfg.AllowOrigin = func(_ *http.Request, o string) bool { return o == "https://good.example" }
 	h := newHarness(t, cfg)
 	tok := h.open() // no Origin header (not a browser): allowed
 	bad := http.Header{"Origin": {"https://evil.example"}, "Content-Type": {"application/x-ndjson"}}

@@ -49,7 +49,7 @@ type Config struct {
 	// AllowOrigin, when set, is asked about every request that carries an
 	// Origin header; a refused one gets HTTP 403 {"status":403}. Default:
 	// every origin is allowed.
-	AllowOrigin func(origin string) bool
+	AllowOrigin func(r *http.Request, origin string) bool
 	// Logger receives transport events (default: discard).
 	Logger *slog.Logger
 }
@@ -83,7 +83,7 @@ func (c *Config) setDefaults() {
 		c.MaxSessions = 100_000
 	}
 	if c.AllowOrigin == nil {
-		c.AllowOrigin = func(string) bool { return true }
+		c.AllowOrigin = func(*http.Request, string) bool { return true }
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -222,7 +222,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 func (s *Server) Serve(w http.ResponseWriter, r *http.Request, accept func(r *http.Request) (newSession func(transport.Conn) transport.Session, err error)) {
 	origin := r.Header.Get("Origin")
 	h := w.Header()
-	if origin != "" && !s.cfg.AllowOrigin(origin) {
+	if origin != "" && !s.cfg.AllowOrigin(r, origin) {
 		writeStatus(w, http.StatusForbidden, 403)
 		return
 	}
