@@ -132,6 +132,9 @@ func New(cfg Config) (*Gateway, error) {
 		lpcfg.Logger = cfg.Logger
 	}
 	lpcfg.AllowOrigin = g.originOK
+	if cfg.Auth.Verifier != nil {
+		lpcfg.Recheck = g.recheckLongPoll
+	}
 	g.lp = longpoll.New(lpcfg)
 	g.mux.HandleFunc("GET "+PathWebSocket, g.serveWebSocket)
 	g.mux.HandleFunc("/socket/longpoll", g.serveLongPoll)
@@ -184,6 +187,26 @@ func (g *Gateway) serveLongPoll(w http.ResponseWriter, r *http.Request) {
 			return g.newSession(c, v, pol, claims, release, true)
 		}, nil
 	})
+}
+
+// recheckLongPoll binds a LongPoll session to its user: a poll or POST
+// that presents a token (phoenix.js sends its params, and the authToken
+// on polls, with every request) must present a valid connection token of
+// the user who opened the session. One without any token rides on the
+// session token alone, as phoenix.js's POSTs with authToken do.
+func (g *Gateway) recheckLongPoll(r *http.Request, sess transport.Session) bool {
+	s, ok := sess.(*session.Session)
+	if !ok {
+		return false
+	}
+	tok, err := auth.FromRequest(r, g.cfg.Auth.AllowQueryToken)
+	if err != nil {
+		return errors.Is(err, auth.ErrMissingToken)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+	defer cancel()
+	c, err := g.cfg.Auth.Verifier.Verify(ctx, tok)
+	return err == nil && c.IsType(auth.TypeConnect) && c.Subject == s.Sub()
 }
 
 // newSession builds the Phoenix session of an admitted connection.

@@ -173,6 +173,7 @@ func (c *fabricCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descLongPollResults, lp.Gone, "gone")
 	counter(descLongPollResults, lp.IdleExpired, "idle_expired")
 	counter(descLongPollResults, lp.Overflows, "overflow")
+	counter(descLongPollResults, lp.Forbidden, "forbidden")
 }
 
 // fanoutHistogram turns the hub's histogram (per-bucket counts) into
