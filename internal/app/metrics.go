@@ -49,6 +49,8 @@ var (
 		"Open client connections, by transport.", []string{"transport"}, nil)
 	descChannels = prometheus.NewDesc("fabric_channels",
 		"Topics with a NATS subscription on this gateway.", nil, nil)
+	descHistoryMemory = prometheus.NewDesc("fabric_history_memory_bytes",
+		"Recent messages persistent channels keep in memory for resumes (payload, frame and overhead), all channels together; bounded by --history-memory.", nil, nil)
 	descLongPollSessions = prometheus.NewDesc("fabric_longpoll_sessions",
 		"Open LongPoll sessions.", nil, nil)
 	descDelivered = prometheus.NewDesc("fabric_messages_delivered_total",
@@ -91,7 +93,7 @@ type fabricCollector struct{ a *App }
 
 func (c *fabricCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
-		descConnections, descChannels, descLongPollSessions, descDelivered,
+		descConnections, descChannels, descHistoryMemory, descLongPollSessions, descDelivered,
 		descReplayed, descUnframeable, descDropped, descClosed, descRefused,
 		descLongPollResults, descNATSConnected, descJoins, descResumes, descNATSSubs,
 		descReceived, descFanout, descPublishRequests, descDraining,
@@ -141,6 +143,7 @@ func (c *fabricCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descConnections, float64(st.Transport.Open), "websocket")
 	gauge(descConnections, float64(st.LongPoll.Sessions), "longpoll")
 	gauge(descChannels, float64(st.Hub.Channels))
+	gauge(descHistoryMemory, float64(st.Hub.RingBytes))
 	gauge(descLongPollSessions, float64(st.LongPoll.Sessions))
 	counter(descReceived, st.Hub.Received)
 	counter(descDelivered, st.Hub.Delivered)
