@@ -22,7 +22,7 @@ func TestRingBudgetScalesWithChannels(t *testing.T) {
 		channels = 100
 		payload  = 4 << 10
 		budget   = 256 << 10
-		perMsg   = 2*payload + 256 + len("m") // hub's entry cost
+		perMsg   = 3*payload + 256 + len("m") // hub's entry cost
 	)
 	b := &histBroker{Broker: memory.New()}
 	h := hub.New(hub.Config{Broker: b, LeaveGrace: time.Hour, RingBytes: 256 << 10, RingBudget: budget})

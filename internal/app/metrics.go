@@ -50,7 +50,7 @@ var (
 	descChannels = prometheus.NewDesc("fabric_channels",
 		"Topics with a NATS subscription on this gateway.", nil, nil)
 	descHistoryMemory = prometheus.NewDesc("fabric_history_memory_bytes",
-		"Recent messages persistent channels keep in memory for resumes (payload, frame and overhead), all channels together; bounded by --history-memory.", nil, nil)
+		"Recent messages persistent channels keep in memory for resumes (payload, frames and overhead), all channels together; bounded by --history-memory.", nil, nil)
 	descLongPollSessions = prometheus.NewDesc("fabric_longpoll_sessions",
 		"Open LongPoll sessions.", nil, nil)
 	descDelivered = prometheus.NewDesc("fabric_messages_delivered_total",
