@@ -469,7 +469,9 @@ func TestBudgetBadTokensDoNotStarveValidClients(t *testing.T) {
 	}
 	// Sampled: at most one line per kind every 10 s (the test runs well
 	// under a minute), never one per attempt.
-	if n := s.stderr.count(`connection refused`); n > 12 {
+	n := s.stderr.count(`connection refused`)
+	t.Logf("%d refusal log lines for %d attempts", n, attempts.Load())
+	if n > 12 {
 		t.Fatalf("%d refusal log lines for %d attempts: not sampled", n, attempts.Load())
 	}
 }
