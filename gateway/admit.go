@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -110,12 +111,35 @@ func originAllowed(allowed []string, origin string) bool {
 // to (or is absent). It is the default in anonymous mode: there every
 // page is allowed to do everything, so without it any web site a
 // developer visits could drive the local server from their browser.
+//
+// A browser on the server's own machine (the request comes over loopback)
+// must also have reached it by a loopback name: otherwise a page at
+// evil.example:4000 whose name was made to resolve to 127.0.0.1 (DNS
+// rebinding) would be its own "same origin".
 func sameOrigin(r *http.Request, origin string) bool {
 	if origin == "" {
 		return true
 	}
 	u, err := url.Parse(origin)
-	return err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host)
+	if err != nil || u.Host == "" || !strings.EqualFold(u.Host, r.Host) {
+		return false
+	}
+	if ip, err := netip.ParseAddr(remoteIP(r)); err == nil && ip.Unmap().IsLoopback() {
+		return loopbackName(u.Hostname())
+	}
+	return true
+}
+
+// loopbackName reports whether host names this machine: localhost (and
+// *.localhost, which browsers resolve to loopback themselves) or a
+// loopback address.
+func loopbackName(host string) bool {
+	h := strings.ToLower(strings.TrimSuffix(host, "."))
+	if h == "localhost" || strings.HasSuffix(h, ".localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(h)
+	return err == nil && ip.Unmap().IsLoopback()
 }
 
 // originAllowed applies the configured allow-list; with none, any origin

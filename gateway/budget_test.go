@@ -96,3 +96,28 @@ func TestUserBudget(t *testing.T) {
 		t.Fatal("entry kept after the last connection")
 	}
 }
+
+// Anonymous mode's default: same origin only, and a browser on the
+// server's machine must have used a loopback name (no DNS rebinding).
+func TestSameOrigin(t *testing.T) {
+	for _, c := range []struct {
+		remote, host, origin string
+		ok                   bool
+	}{
+		{"127.0.0.1:5000", "127.0.0.1:4000", "", true},
+		{"127.0.0.1:5000", "127.0.0.1:4000", "http://127.0.0.1:4000", true},
+		{"127.0.0.1:5000", "localhost:4000", "http://localhost:4000", true},
+		{"[::1]:5000", "[::1]:4000", "http://[::1]:4000", true},
+		{"127.0.0.1:5000", "127.0.0.1:4000", "https://evil.example", false},
+		{"127.0.0.1:5000", "127.0.0.1:4000", "http://127.0.0.1:3000", false},
+		{"127.0.0.1:5000", "rebound.example:4000", "http://rebound.example:4000", false},
+		{"192.0.2.9:5000", "demo.example:4000", "http://demo.example:4000", true},
+		{"192.0.2.9:5000", "demo.example:4000", "http://other.example:4000", false},
+		{"127.0.0.1:5000", "127.0.0.1:4000", "null", false},
+	} {
+		r := &http.Request{RemoteAddr: c.remote, Host: c.host}
+		if got := sameOrigin(r, c.origin); got != c.ok {
+			t.Errorf("remote %s Host %s Origin %q: %v, want %v", c.remote, c.host, c.origin, got, c.ok)
+		}
+	}
+}

@@ -89,4 +89,7 @@ func TestPushBytesRate(t *testing.T) {
 	if ok != 2 || limited != 2 {
 		t.Fatalf("4 pushes of 1 KB with a 3,000-byte burst: %d ok, %d limited, want 2 and 2:%s", ok, limited, texts(got))
 	}
+	if n := e.cfg.Stats().PushesLimited["bytes"]; n != 2 {
+		t.Fatalf("PushesLimited[bytes] = %d, want 2", n)
+	}
 }

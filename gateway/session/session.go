@@ -82,12 +82,16 @@ type Stats struct {
 	// Joins counts join attempts by result (every JoinResults key is
 	// present).
 	Joins map[string]uint64
+	// PushesLimited counts pushes answered rate_limited, by the limit
+	// they met: "count" (PushRate) or "bytes" (PushBytesRate).
+	PushesLimited map[string]uint64
 }
 
 // counters are a Config's statistics; atomics because every session of a
 // gateway updates them from its own goroutine.
 type counters struct {
-	joins [len(JoinResults)]atomic.Uint64
+	joins                  [len(JoinResults)]atomic.Uint64
+	pushCounted, pushBytes atomic.Uint64 // pushes refused by PushRate, PushBytesRate
 }
 
 func (c *counters) join(result string) {
@@ -101,7 +105,8 @@ func (c *counters) join(result string) {
 
 // Stats returns a snapshot of the counters of every session sharing c.
 func (c *Config) Stats() Stats {
-	st := Stats{Joins: make(map[string]uint64, len(JoinResults))}
+	st := Stats{Joins: make(map[string]uint64, len(JoinResults)),
+		PushesLimited: map[string]uint64{"count": c.counters.pushCounted.Load(), "bytes": c.counters.pushBytes.Load()}}
 	for i, r := range JoinResults {
 		st.Joins[r] = c.counters.joins[i].Load()
 	}
@@ -734,9 +739,11 @@ func (s *Session) push(f phoenix.Frame) {
 		s.mu.Unlock()
 	}
 	if !s.limit(&s.pushq.bucket, s.cfg.PushRate, s.cfg.PushBurst, f.JoinRef, f) {
+		s.cfg.counters.pushCounted.Add(1)
 		return
 	}
 	if !s.limitBytes(&s.pushq.bytes, len(f.Payload), f) {
+		s.cfg.counters.pushBytes.Add(1)
 		return
 	}
 	if s.policy != nil && !s.policy.CanPublish(f.Topic) {

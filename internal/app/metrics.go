@@ -72,6 +72,8 @@ var (
 	descJoins = prometheus.NewDesc("fabric_joins_total",
 		"Channel join attempts, by result: ok, invalid, unauthorized, rate_limited, too_many_channels, error, canceled.",
 		[]string{"result"}, nil)
+	descPushesLimited = prometheus.NewDesc("fabric_pushes_rate_limited_total",
+		"Client pushes answered rate_limited, by the limit they met: count (--push-rate) or bytes (--push-bytes-rate).", []string{"limit"}, nil)
 	descResumes = prometheus.NewDesc("fabric_resumes_total",
 		"Joins with a position to resume from, by outcome: recovered, or the reason history could not continue.",
 		[]string{"recovered", "reason"}, nil)
@@ -95,7 +97,7 @@ func (c *fabricCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descConnections, descChannels, descHistoryMemory, descLongPollSessions, descDelivered,
 		descReplayed, descUnframeable, descDropped, descClosed, descRefused,
-		descLongPollResults, descNATSConnected, descJoins, descResumes, descNATSSubs,
+		descLongPollResults, descNATSConnected, descJoins, descPushesLimited, descResumes, descNATSSubs,
 		descReceived, descFanout, descPublishRequests, descDraining,
 	} {
 		ch <- d
@@ -149,6 +151,9 @@ func (c *fabricCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descDelivered, st.Hub.Delivered)
 	for result, n := range st.Sessions.Joins {
 		counter(descJoins, n, result)
+	}
+	for limit, n := range st.Sessions.PushesLimited {
+		counter(descPushesLimited, n, limit)
 	}
 	for reason, n := range st.Hub.Resumes {
 		recovered := "false"
