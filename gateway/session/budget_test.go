@@ -1,13 +1,16 @@
 package session_test
 
 import (
+	"context"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/fabric-rt/fabric/gateway/phoenix"
 	"github.com/fabric-rt/fabric/gateway/session"
 	"github.com/fabric-rt/fabric/gateway/transport"
+	"github.com/fabric-rt/fabric/internal/broker/memory"
 	"github.com/fabric-rt/fabric/internal/transporttest"
 )
 
@@ -91,5 +94,76 @@ func TestPushBytesRate(t *testing.T) {
 	}
 	if n := e.cfg.Stats().PushesLimited["bytes"]; n != 2 {
 		t.Fatalf("PushesLimited[bytes] = %d, want 2", n)
+	}
+}
+
+// stuckBroker's publishes wait until released: a bus slower than the
+// rate lets pushes in.
+type stuckBroker struct {
+	*memory.Broker
+	started chan struct{} // one send per publish begun
+	release chan struct{}
+}
+
+func (b *stuckBroker) Publish(ctx context.Context, topic, event string, payload []byte) (uint64, error) {
+	select {
+	case b.started <- struct{}{}:
+	default:
+	}
+	select {
+	case <-b.release:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	return b.Broker.Publish(ctx, topic, event, payload)
+}
+
+// While the bus is stuck, what waits in a connection's push queue stays
+// within one byte burst: further pushes are refused, not queued.
+func TestPushQueueBoundedWhileBusStuck(t *testing.T) {
+	e := newEnv(t, phoenix.V2)
+	sb := &stuckBroker{Broker: e.b, started: make(chan struct{}, 1), release: make(chan struct{})}
+	cfg := &session.Config{Hub: e.h, Broker: sb, PushBytesRate: 1 << 20, PushBytesBurst: 3000}
+	cfg.SetDefaults()
+	e.cfg = cfg
+	e.s = session.New(cfg, e.conn, phoenix.V2, nil)
+	e.join(t, "1", "chat:x")
+	body := `{"b":"` + strings.Repeat("x", 1000) + `"}`
+	e.send(e.msg("1", "a", "chat:x", "big", body))
+	select {
+	case <-sb.started:
+	case <-time.After(wait):
+		t.Fatal("first push never reached the bus")
+	}
+	for i := 1; i < 10; i++ {
+		// Spaced so that the byte rate (1 MiB/s) never refuses them:
+		// only the queue does.
+		time.Sleep(5 * time.Millisecond)
+		e.send(e.msg("1", string(rune('a'+i)), "chat:x", "big", body))
+	}
+	// The first is being published (stuck), two more wait; the other
+	// seven are refused at once.
+	var limited int
+	waitFor(t, "7 refusals", func() bool {
+		limited = 0
+		for _, m := range e.conn.Sent() {
+			if strings.Contains(string(m.Data), `"limit":"bytes"`) {
+				limited++
+			}
+		}
+		return limited >= 7
+	})
+	close(sb.release)
+	waitFor(t, "3 acks", func() bool {
+		n := 0
+		for _, m := range e.conn.Sent() {
+			if strings.Contains(string(m.Data), `"phx_reply"`) && strings.Contains(string(m.Data), `"status":"ok"`) && !strings.Contains(string(m.Data), `"1","1"`) {
+				n++
+			}
+		}
+		return n == 3
+	})
+	if limited != 7 {
+		t.Fatalf("%d pushes refused while the bus was stuck, want 7", limited)
 	}
 }

@@ -162,7 +162,7 @@ type Config struct {
 	// second (a token bucket of PushBytesBurst bytes, at least one
 	// message's worth); 0: unlimited. Over it a push is answered like one
 	// over PushRate. It also bounds what waits in a connection's push
-	// queue: the burst plus what the rate refills while a publish is slow.
+	// queue to one burst, however slow the bus.
 	PushBytesRate  float64
 	PushBytesBurst int
 	// Presence, when set, tracks members of presence-enabled namespaces
@@ -221,6 +221,7 @@ type pushQueue struct {
 	bucket  bucket // HandleMessage goroutine only
 	bytes   bucket // HandleMessage goroutine only
 	pending []push // under Session.mu: waiting to be published, in arrival order
+	queued  int    // under Session.mu: payload bytes in pending
 	running bool   // under Session.mu: a goroutine is draining pending
 }
 
@@ -752,10 +753,19 @@ func (s *Session) push(f phoenix.Frame) {
 	}
 	// One goroutine at a time publishes this connection's pushes, so they
 	// reach the bus in the order the client sent them.
-	p := push{f: f, payload: append([]byte(nil), f.Payload...), params: ch.paramsJSON()} // f.Payload lives in the read buffer
 	s.mu.Lock()
 	q := s.pushq
+	if s.cfg.PushBytesRate > 0 && len(q.pending) > 0 && q.queued+len(f.Payload) > max(s.cfg.PushBytesBurst, 1) {
+		// The bus is slower than the rate lets pushes in (publishes
+		// waiting for their timeout): what waits stays within one burst.
+		s.mu.Unlock()
+		s.cfg.counters.pushBytes.Add(1)
+		s.reply(f.JoinRef, f.Ref, f.Topic, false, []byte(`{"reason":"rate_limited","limit":"bytes","retry_after_ms":1000}`))
+		return
+	}
+	p := push{f: f, payload: append([]byte(nil), f.Payload...), params: ch.paramsJSON()} // f.Payload lives in the read buffer
 	q.pending = append(q.pending, p)
+	q.queued += len(p.payload)
 	start := !q.running
 	q.running = true
 	s.mu.Unlock()
@@ -769,7 +779,7 @@ func (s *Session) publishPushes() {
 		s.mu.Lock()
 		q := s.pushq
 		if len(q.pending) == 0 || s.closed {
-			q.pending = nil
+			q.pending, q.queued = nil, 0
 			q.running = false
 			s.mu.Unlock()
 			return
@@ -777,6 +787,7 @@ func (s *Session) publishPushes() {
 		p := q.pending[0]
 		q.pending[0] = push{}
 		q.pending = q.pending[1:]
+		q.queued -= len(p.payload)
 		s.mu.Unlock()
 		f := p.f
 		if h, ok := s.cfg.Broker.(broker.Handlers); ok && h.RoutesPushes(f.Topic) {
