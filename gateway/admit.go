@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -37,18 +38,37 @@ type AuthConfig struct {
 	Leeway time.Duration
 }
 
-// Limits protect the gateway from any one client or address.
+// Limits protect the gateway from any one client, user or address.
 type Limits struct {
-	MaxConnections       int     // per gateway; over: 503 + Retry-After (0: unlimited)
-	MaxConnectionsPerIP  int     // over: 429 + Retry-After (0: unlimited)
+	MaxConnections int // per gateway; over: 503 + Retry-After (0: unlimited)
+	// MaxConnectionsPerIP counts connections per source: an IPv4 address,
+	// or an IPv6 /64. Over: 429 + Retry-After (0: unlimited).
+	MaxConnectionsPerIP  int
 	MaxPendingHandshakes int     // upgrades in progress; over: 503 (0: unlimited)
 	JoinRate, PushRate   float64 // per connection per second (0: unlimited)
 	JoinBurst, PushBurst int
+	// PushBytesRate bounds the payload bytes one connection may push per
+	// second, in bursts of PushBytesBurst (0: unlimited).
+	PushBytesRate  float64
+	PushBytesBurst int
 	// AcceptRate admits at most this many new connections (WebSocket
 	// upgrades and LongPoll sessions) per second, in bursts of up to
 	// AcceptBurst (at least 1); over: 503 + Retry-After: 1 (0: off).
+	// Only connections whose credentials verified spend it.
 	AcceptRate  float64
 	AcceptBurst int
+	// AuthFailureRate is how many refused credentials one source may
+	// present per second (bursts of AuthFailureBurst); past it, its
+	// attempts get 429 without their token being verified (0: off).
+	AuthFailureRate  float64
+	AuthFailureBurst int
+	// Per authenticated user (the token's sub), on this gateway (0:
+	// unlimited): connections of both transports (over: 429), LongPoll
+	// sessions among them (over: 429), and channels joined across all its
+	// connections (over: join error "too many channels joined by user").
+	MaxConnectionsPerUser int
+	MaxLongPollPerUser    int
+	MaxChannelsPerUser    int
 }
 
 // refusal is an HTTP answer before the upgrade.
@@ -85,6 +105,55 @@ func originAllowed(allowed []string, origin string) bool {
 		}
 	}
 	return false
+}
+
+// sameOrigin reports whether origin names the host the request was sent
+// to (or is absent). It is the default in anonymous mode: there every
+// page is allowed to do everything, so without it any web site a
+// developer visits could drive the local server from their browser.
+//
+// A browser on the server's own machine (the request comes over loopback)
+// must also have reached it by a loopback name: otherwise a page at
+// evil.example:4000 whose name was made to resolve to 127.0.0.1 (DNS
+// rebinding) would be its own "same origin".
+func sameOrigin(r *http.Request, origin string) bool {
+	if origin == "" {
+		return true
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" || !strings.EqualFold(u.Host, r.Host) {
+		return false
+	}
+	if ip, err := netip.ParseAddr(remoteIP(r)); err == nil && ip.Unmap().IsLoopback() {
+		return loopbackName(u.Hostname())
+	}
+	return true
+}
+
+// loopbackName reports whether host names this machine: localhost (and
+// *.localhost, which browsers resolve to loopback themselves) or a
+// loopback address.
+func loopbackName(host string) bool {
+	h := strings.ToLower(strings.TrimSuffix(host, "."))
+	if h == "localhost" || strings.HasSuffix(h, ".localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(h)
+	return err == nil && ip.Unmap().IsLoopback()
+}
+
+// originAllowed applies the configured allow-list; with none, any origin
+// when tokens are required (a cross-site page cannot borrow a bearer
+// token), only the same origin in anonymous mode.
+func (g *Gateway) originAllowed(r *http.Request) bool {
+	return g.originOK(r, r.Header.Get("Origin"))
+}
+
+func (g *Gateway) originOK(r *http.Request, origin string) bool {
+	if len(g.cfg.AllowedOrigins) == 0 && g.cfg.Auth.Verifier == nil {
+		return sameOrigin(r, origin)
+	}
+	return originAllowed(g.cfg.AllowedOrigins, origin)
 }
 
 // ipCounter counts open connections per remote address.
@@ -129,15 +198,53 @@ func remoteIP(r *http.Request) string {
 }
 
 // policy is a connection's authorization: its token's grants merged with
-// the namespace grants bound to its subject, plus per-join tokens.
+// the namespace grants bound to its subject, plus per-join tokens. It also
+// holds the connection's claim on the gateway's counters (the ticket an
+// anonymous connection would need), so an authenticated connection costs
+// one allocation for both.
 type policy struct {
 	grants   auth.Grants
 	sub      string
 	verifier *auth.Verifier
+	ticket
+	user     *userBudget // nil until admitted
+	longPoll bool
 }
 
 func (p *policy) CanJoin(topic string) bool    { return p.grants.CanJoin(topic) }
 func (p *policy) CanPublish(topic string) bool { return p.grants.CanPublish(topic) }
+
+// AcquireChannel implements session.ChannelBudget: one more channel of the
+// connection's user, unless the user is at MaxChannelsPerUser.
+func (p *policy) AcquireChannel() bool {
+	max := p.g.cfg.Limits.MaxChannelsPerUser
+	if p.user == nil || max <= 0 {
+		return true
+	}
+	if p.user.channels.Add(1) > int32(max) {
+		p.user.channels.Add(-1)
+		return false
+	}
+	return true
+}
+
+// ReleaseChannel implements session.ChannelBudget.
+func (p *policy) ReleaseChannel() {
+	if p.user != nil && p.g.cfg.Limits.MaxChannelsPerUser > 0 {
+		p.user.channels.Add(-1)
+	}
+}
+
+// release gives the connection's admission back (once).
+func (p *policy) release() {
+	if p.done.Swap(true) {
+		return
+	}
+	p.ticket.releaseCounts()
+	if p.user != nil {
+		p.g.users.release(p.sub, p.user, p.longPoll)
+	}
+}
 
 // CanJoinWithToken admits a join the connection's grants do not cover when
 // its params carry a per-join token (typ "join") naming exactly this topic
@@ -170,8 +277,13 @@ func (g *Gateway) authenticate(r *http.Request) (*policy, *auth.Claims, *refusal
 		err = auth.ErrInvalidToken // a join or publisher token is not a connection token
 	}
 	if err != nil {
-		g.cfg.Logger.Info("connection refused", "remote", r.RemoteAddr, "reason", auth.Reason(err))
 		return nil, nil, &refusal{status: http.StatusUnauthorized, reason: auth.Reason(err)}
+	}
+	if claims.Subject == "" {
+		// Budgets, presence and the user's own grants ("user:{sub}") all
+		// hang on the subject: a connection token without one would be
+		// nobody's, and presence would fall back to what the client says.
+		return nil, nil, &refusal{status: http.StatusUnauthorized, reason: ReasonMissingSub}
 	}
 	return &policy{
 		grants:   claims.Grants().Merge(a.Grants.For(claims.Subject)),
@@ -180,19 +292,26 @@ func (g *Gateway) authenticate(r *http.Request) (*policy, *auth.Claims, *refusal
 	}, claims, nil
 }
 
+// ReasonMissingSub refuses a connection token without a sub claim (401).
+const ReasonMissingSub = "missing_sub"
+
 // admit runs every pre-upgrade check. On success release must be called
 // when the connection ends (or the upgrade fails).
-func (g *Gateway) admit(r *http.Request) (pol *policy, claims *auth.Claims, release func(), ref *refusal) {
-	if !originAllowed(g.cfg.AllowedOrigins, r.Header.Get("Origin")) {
+//
+// The order keeps work done for an unauthenticated request cheap and
+// charged to its source: the origin and the pending-handshake cap first;
+// then a source that keeps presenting bad credentials is refused without
+// verifying anything; then the token is verified. Only a verified client
+// spends the gateway-wide accept budget and the per-address, per-user
+// counts, so a flood of bad tokens (which can come at line rate, LongPoll
+// opens even on one keep-alive connection) never makes valid clients wait.
+func (g *Gateway) admit(r *http.Request, longPoll bool) (pol *policy, claims *auth.Claims, release func(), ref *refusal) {
+	if !g.originAllowed(r) {
 		g.refused.origin.Add(1)
-		g.cfg.Logger.Info("connection refused: origin not allowed", "remote", r.RemoteAddr, "origin", r.Header.Get("Origin"))
+		g.logOrigin.log(g.cfg.Logger, "connection refused: origin not allowed", "remote", r.RemoteAddr, "origin", r.Header.Get("Origin"))
 		return nil, nil, nil, &refusal{status: http.StatusForbidden, reason: "origin_not_allowed"}
 	}
-	lim := g.cfg.Limits
-	if !g.accept.allow(lim.AcceptRate, lim.AcceptBurst, time.Now()) {
-		g.refused.acceptRate.Add(1)
-		return nil, nil, nil, &refusal{status: http.StatusServiceUnavailable, reason: "overloaded", retryAfter: 1}
-	}
+	lim := &g.cfg.Limits
 	if lim.MaxPendingHandshakes > 0 && g.pending.Add(1) > int64(lim.MaxPendingHandshakes) {
 		g.pending.Add(-1)
 		g.refused.overload.Add(1)
@@ -201,38 +320,66 @@ func (g *Gateway) admit(r *http.Request) (pol *policy, claims *auth.Claims, rele
 		g.pending.Add(1)
 	}
 	defer g.pending.Add(-1)
+	src := sourceKey(r)
+	now := time.Now()
+	if g.cfg.Auth.Verifier != nil && g.authFails.blocked(src, lim.AuthFailureRate, lim.AuthFailureBurst, now) {
+		g.refused.authRate.Add(1)
+		g.logAuth.log(g.cfg.Logger, "connection refused: too many bad credentials from this source", "remote", r.RemoteAddr)
+		return nil, nil, nil, &refusal{status: http.StatusTooManyRequests, reason: "too_many_auth_failures", retryAfter: 1}
+	}
+	pol, claims, ref = g.authenticate(r)
+	if ref != nil {
+		g.authFails.fail(src, lim.AuthFailureRate, lim.AuthFailureBurst, now)
+		g.refused.auth.Add(1)
+		g.logAuth.log(g.cfg.Logger, "connection refused", "remote", r.RemoteAddr, "reason", ref.reason)
+		return nil, nil, nil, ref
+	}
+	if !g.accept.allow(lim.AcceptRate, lim.AcceptBurst, now) {
+		g.refused.acceptRate.Add(1)
+		return nil, nil, nil, &refusal{status: http.StatusServiceUnavailable, reason: "overloaded", retryAfter: 1}
+	}
 	if lim.MaxConnections > 0 && g.open.Load() >= int64(lim.MaxConnections) {
 		g.refused.overload.Add(1)
 		return nil, nil, nil, &refusal{status: http.StatusServiceUnavailable, reason: "overloaded", retryAfter: 5}
 	}
-	ip := remoteIP(r)
-	if !g.perIP.acquire(ip, lim.MaxConnectionsPerIP) {
+	if !g.perIP.acquire(src, lim.MaxConnectionsPerIP) {
 		g.refused.perIP.Add(1)
 		return nil, nil, nil, &refusal{status: http.StatusTooManyRequests, reason: "too_many_connections", retryAfter: 5}
 	}
-	pol, claims, ref = g.authenticate(r)
-	if ref != nil {
-		g.perIP.release(ip, lim.MaxConnectionsPerIP)
-		g.refused.auth.Add(1)
-		return nil, nil, nil, ref
+	ip := ""
+	if lim.MaxConnectionsPerIP > 0 {
+		ip = src
+	}
+	if pol != nil {
+		user, why := g.users.acquire(pol.sub, longPoll, lim)
+		if why != "" {
+			g.perIP.release(ip, lim.MaxConnectionsPerIP)
+			g.refused.user.Add(1)
+			g.logUser.log(g.cfg.Logger, "connection refused: user over its budget", "remote", r.RemoteAddr, "reason", why)
+			return nil, nil, nil, &refusal{status: http.StatusTooManyRequests, reason: why, retryAfter: 5}
+		}
+		g.open.Add(1)
+		pol.ticket = ticket{g: g, ip: ip}
+		pol.user, pol.longPoll = user, longPoll
+		return pol, claims, pol.release, nil
 	}
 	g.open.Add(1)
-	if lim.MaxConnectionsPerIP <= 0 {
+	if ip == "" {
 		// Nothing per connection to remember: one shared func, where a
 		// ticket would cost every connection 48 bytes for its lifetime.
 		// Each admitted connection calls release exactly once (its
 		// session's close, or the failed upgrade).
-		return pol, claims, g.releaseOpen, nil
+		return nil, claims, g.releaseOpen, nil
 	}
 	t := &ticket{g: g, ip: ip}
-	return pol, claims, t.release, nil
+	return nil, claims, t.release, nil
 }
 
 // ticket is an admitted connection's claim on the gateway's counters; it
 // is held for the connection's lifetime, so it is kept small.
 type ticket struct {
 	g    *Gateway
-	ip   string
+	ip   string // "" when no per-address count is kept
 	done atomic.Bool
 }
 
@@ -240,6 +387,10 @@ func (t *ticket) release() {
 	if t.done.Swap(true) {
 		return
 	}
+	t.releaseCounts()
+}
+
+func (t *ticket) releaseCounts() {
 	t.g.open.Add(-1)
 	if t.ip != "" {
 		t.g.perIP.release(t.ip, t.g.cfg.Limits.MaxConnectionsPerIP)
@@ -248,7 +399,7 @@ func (t *ticket) release() {
 
 // refusals counts connections refused before the upgrade, by cause.
 type refusals struct {
-	origin, overload, perIP, auth, acceptRate atomic.Uint64
+	origin, overload, perIP, auth, authRate, acceptRate, user atomic.Uint64
 }
 
 // snapshot is Stats.Refused.
@@ -256,12 +407,13 @@ func (r *refusals) snapshot() map[string]uint64 {
 	return map[string]uint64{
 		"origin": r.origin.Load(), "overload": r.overload.Load(),
 		"per_ip": r.perIP.Load(), "auth": r.auth.Load(), "accept_rate": r.acceptRate.Load(),
+		"auth_rate": r.authRate.Load(), "per_user": r.user.Load(),
 	}
 }
 
 // acceptBucket is the gateway-wide token bucket of new connections: it
 // holds up to burst tokens and refills at rate per second; every admission
-// attempt past the origin check takes one. A connect storm (a gateway
+// whose credentials verified takes one. A connect storm (a gateway
 // restart elsewhere, a thundering herd) is then spread out by the clients'
 // backoff instead of queueing TLS, upgrades and token checks without bound.
 type acceptBucket struct {

@@ -39,7 +39,8 @@ type Config struct {
 	// Auth configures connection tokens; a nil Verifier is anonymous mode.
 	Auth AuthConfig
 	// AllowedOrigins is the Origin allow-list for upgrades and LongPoll
-	// requests ("https://app.example.com", or "*"); empty allows any.
+	// requests ("https://app.example.com", or "*"); empty allows any with
+	// authentication, and only the same origin in anonymous mode.
 	AllowedOrigins []string
 	// Limits protect the gateway from one client or address.
 	Limits Limits
@@ -48,6 +49,10 @@ type Config struct {
 	// LeaveGrace keeps a topic's subscription after its last member left
 	// (default 2 s).
 	LeaveGrace time.Duration
+	// RingBudget and RingBytes bound the recent messages persistent
+	// channels keep in memory (hub.Config; defaults there).
+	RingBudget int64
+	RingBytes  int
 	// Home, when set, serves "/" (the demo page).
 	Home   http.Handler
 	Logger *slog.Logger
@@ -71,8 +76,12 @@ type Gateway struct {
 	releaseOpen func()
 	pending     atomic.Int64 // upgrades in progress
 	perIP       ipCounter
+	users       users
+	authFails   failures
 	accept      acceptBucket
 	refused     refusals
+	// Refusals are logged sampled (see sampledLog), one sampler per kind.
+	logOrigin, logAuth, logUser sampledLog
 }
 
 // New builds a Gateway and starts its event loops.
@@ -90,21 +99,24 @@ func New(cfg Config) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := hub.New(hub.Config{Broker: cfg.Broker, LeaveGrace: cfg.LeaveGrace, Logger: cfg.Logger})
+	h := hub.New(hub.Config{Broker: cfg.Broker, LeaveGrace: cfg.LeaveGrace, Logger: cfg.Logger,
+		RingBudget: cfg.RingBudget, RingBytes: cfg.RingBytes})
 	g := &Gateway{
 		cfg: cfg,
 		ws:  wsrv,
 		hub: h,
 		sess: session.Config{
-			Hub:         h,
-			Broker:      cfg.Broker,
-			MaxChannels: cfg.MaxChannels,
-			JoinRate:    cfg.Limits.JoinRate,
-			JoinBurst:   cfg.Limits.JoinBurst,
-			PushRate:    cfg.Limits.PushRate,
-			PushBurst:   cfg.Limits.PushBurst,
-			Logger:      cfg.Logger,
-			IDPrefix:    randomID() + "-",
+			Hub:            h,
+			Broker:         cfg.Broker,
+			MaxChannels:    cfg.MaxChannels,
+			JoinRate:       cfg.Limits.JoinRate,
+			JoinBurst:      cfg.Limits.JoinBurst,
+			PushRate:       cfg.Limits.PushRate,
+			PushBurst:      cfg.Limits.PushBurst,
+			PushBytesRate:  cfg.Limits.PushBytesRate,
+			PushBytesBurst: cfg.Limits.PushBytesBurst,
+			Logger:         cfg.Logger,
+			IDPrefix:       randomID() + "-",
 		},
 		mux: http.NewServeMux(),
 	}
@@ -119,8 +131,10 @@ func New(cfg Config) (*Gateway, error) {
 	if lpcfg.Logger == nil {
 		lpcfg.Logger = cfg.Logger
 	}
-	origins := cfg.AllowedOrigins
-	lpcfg.AllowOrigin = func(o string) bool { return originAllowed(origins, o) }
+	lpcfg.AllowOrigin = g.originOK
+	if cfg.Auth.Verifier != nil {
+		lpcfg.Recheck = g.recheckLongPoll
+	}
 	g.lp = longpoll.New(lpcfg)
 	g.mux.HandleFunc("GET "+PathWebSocket, g.serveWebSocket)
 	g.mux.HandleFunc("/socket/longpoll", g.serveLongPoll)
@@ -141,7 +155,7 @@ func (g *Gateway) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		(&refusal{status: http.StatusBadRequest, reason: "unsupported_vsn"}).write(w)
 		return
 	}
-	pol, claims, release, ref := g.admit(r)
+	pol, claims, release, ref := g.admit(r, false)
 	if ref != nil {
 		ref.write(w)
 		return
@@ -165,7 +179,7 @@ func (g *Gateway) serveLongPoll(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return nil, err
 		}
-		pol, claims, release, ref := g.admit(r)
+		pol, claims, release, ref := g.admit(r, true)
 		if ref != nil {
 			return nil, errRefused
 		}
@@ -173,6 +187,26 @@ func (g *Gateway) serveLongPoll(w http.ResponseWriter, r *http.Request) {
 			return g.newSession(c, v, pol, claims, release, true)
 		}, nil
 	})
+}
+
+// recheckLongPoll binds a LongPoll session to its user: a poll or POST
+// that presents a token (phoenix.js sends its params, and the authToken
+// on polls, with every request) must present a valid connection token of
+// the user who opened the session. One without any token rides on the
+// session token alone, as phoenix.js's POSTs with authToken do.
+func (g *Gateway) recheckLongPoll(r *http.Request, sess transport.Session) bool {
+	s, ok := sess.(*session.Session)
+	if !ok {
+		return false
+	}
+	tok, err := auth.FromRequest(r, g.cfg.Auth.AllowQueryToken)
+	if err != nil {
+		return errors.Is(err, auth.ErrMissingToken)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+	defer cancel()
+	c, err := g.cfg.Auth.Verifier.Verify(ctx, tok)
+	return err == nil && c.IsType(auth.TypeConnect) && c.Subject == s.Sub()
 }
 
 // newSession builds the Phoenix session of an admitted connection.
@@ -205,7 +239,8 @@ type Stats struct {
 	Hub       hub.Stats
 	Sessions  session.Stats
 	// Refused counts connections refused before the upgrade, by cause:
-	// "origin", "overload", "per_ip", "auth", "accept_rate".
+	// "origin", "overload", "per_ip", "auth", "auth_rate" (a source over
+	// its budget of bad credentials), "per_user", "accept_rate".
 	Refused map[string]uint64
 }
 

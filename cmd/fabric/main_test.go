@@ -183,3 +183,20 @@ func TestTokenMintsAVerifiableToken(t *testing.T) {
 		t.Fatal("token without a key succeeded")
 	}
 }
+
+// A connection token names its user: the gateway refuses one without sub,
+// so minting one is refused too. Join and publisher tokens need none.
+func TestTokenRefusesEmptySub(t *testing.T) {
+	secret := strings.Repeat("s", 32)
+	var out, errb bytes.Buffer
+	if code := run([]string{"token", "--sub", "", "--channels", "room:*", "--jwt-secret", secret}, &out, &errb); code == 0 || out.Len() != 0 {
+		t.Fatalf("token --sub \"\": exit %d, printed %q", code, out.String())
+	}
+	if !strings.Contains(errb.String(), "--sub") {
+		t.Fatalf("error does not say which flag: %s", errb.String())
+	}
+	out.Reset()
+	if code := run([]string{"token", "--sub", "", "--typ", "publisher", "--jwt-secret", secret}, &out, &errb); code != 0 {
+		t.Fatalf("publisher token without sub: exit %d: %s", code, errb.String())
+	}
+}

@@ -70,10 +70,17 @@ func serveFlags(cfg *app.Config, logLevel, logFormat *string, shutdownTimeout *t
 	fs.Var(listFlag{&cfg.PublishAPIKeys}, "publish-api-keys", "comma-separated API keys for POST /api/v1/publish (prefer FABRIC_PUBLISH_API_KEYS)")
 	// Limits.
 	fs.IntVar(&cfg.MaxConnections, "max-connections", 100000, "connections per gateway; over it upgrades get 503 + Retry-After (0: unlimited)")
-	fs.IntVar(&cfg.MaxConnectionsPerIP, "max-connections-per-ip", 0, "connections per client address; over it 429 + Retry-After (0: off)")
+	fs.IntVar(&cfg.MaxConnectionsPerIP, "max-connections-per-ip", 1000, "connections per client address (IPv4 address, IPv6 /64); over it 429 + Retry-After; behind a proxy that hides client addresses raise it or use 0 (off)")
+	fs.IntVar(&cfg.MaxConnectionsPerUser, "max-connections-per-user", 100, "connections per user (token sub) on this gateway; over it 429 + Retry-After (0: off)")
+	fs.IntVar(&cfg.MaxLongPollPerUser, "max-longpoll-per-user", 10, "LongPoll sessions per user on this gateway; over it the session is refused (0: off)")
+	fs.IntVar(&cfg.MaxChannelsPerUser, "max-channels-per-user", 1000, `channels one user may have joined across its connections on this gateway; over: join error "too many channels joined by user" (0: off)`)
+	fs.Float64Var(&cfg.AuthFailureRate, "auth-failure-rate", 10, "bad credentials one client address may present per second (burst twice that); past it 429 before any verification (0: off)")
 	fs.IntVar(&cfg.MaxPendingHandshakes, "max-pending-handshakes", 4096, "upgrades in progress; over it 503 + Retry-After (0: unlimited)")
 	fs.Float64Var(&cfg.MaxAcceptRate, "max-accept-rate", 2000, "new connections (upgrades and LongPoll sessions) accepted per second per gateway, bursts of the same size; over it 503 + Retry-After: 1 (0: off)")
 	fs.Float64Var(&cfg.JoinRate, "join-rate", 10, "joins per connection per second (burst twice that); over: rate_limited with retry_after_ms; sustained abuse: close 4029 (0: off)")
+	fs.Float64Var(&cfg.PushBytesRate, "push-bytes-rate", 64<<10, "payload bytes per connection per second pushed (burst 4 s worth, at least --max-message-size); over: rate_limited (0: off)")
+	fs.Int64Var(&cfg.HistoryMemory, "history-memory", 64<<20, "bytes of recent messages kept in memory for resumes, all persistent channels together; each keeps its share, at least its latest message")
+	fs.IntVar(&cfg.HistoryMemoryPerChannel, "history-memory-per-channel", 1<<20, "at most this many bytes of recent messages kept in memory per persistent channel")
 	fs.Float64Var(&cfg.PushRate, "push-rate", 100, "pushes per connection per second (burst twice that); over: rate_limited with retry_after_ms; sustained abuse: close 4029 (0: off)")
 	// LongPoll.
 	fs.DurationVar(&cfg.LongPollWindow, "longpoll-window", 10*time.Second, "how long a LongPoll GET is held waiting for messages (at most 15s)")

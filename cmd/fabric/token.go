@@ -54,6 +54,11 @@ func token(args, environ []string, stdout, stderr io.Writer) error {
 		}
 	}
 	mc.Type = kind
+	if kind == "" && strings.TrimSpace(mc.Subject) == "" {
+		// The gateway refuses a connection token without a user
+		// (missing_sub): budgets and presence are per user.
+		return errors.New(`token: a connection token needs a user: give --sub (--sub "" is refused)`)
+	}
 	mc.Channels, mc.Publish = splitList(channels), splitList(publish)
 	if privFile != "" {
 		pem, err := os.ReadFile(privFile)

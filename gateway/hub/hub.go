@@ -35,6 +35,12 @@ import (
 
 const shards = 64
 
+// Ring defaults (Config.RingBytes, Config.RingBudget).
+const (
+	DefaultRingBytes  = 1 << 20
+	DefaultRingBudget = 64 << 20
+)
+
 // Config configures a Hub.
 type Config struct {
 	Broker broker.Broker
@@ -46,9 +52,16 @@ type Config struct {
 	// (default 5 s).
 	SubscribeTimeout time.Duration
 	// RingSize is how many recent messages a persistent channel keeps for
-	// resumes (default 1024); RingBytes bounds their payloads (default 4 MiB).
-	RingSize  int
-	RingBytes int
+	// resumes (default 1024). RingBytes bounds one channel's ring (default
+	// 1 MiB) and RingBudget all rings of the hub (default 64 MiB): a
+	// channel keeps at most min(RingBytes, RingBudget / persistent
+	// channels), so the more channels, the shorter each ring, and always
+	// its latest message. A message costs its payload three times (the
+	// message, its frame, the frame's WebSocket encoding) plus
+	// entryOverhead; see docs/limits.md.
+	RingSize   int
+	RingBytes  int
+	RingBudget int64
 	// ReplayPage is the number of messages sent per replay step
 	// (default 256); between steps the replay waits until the member's
 	// connection has less than ReplayBacklog bytes queued (default 64 KiB).
@@ -120,6 +133,10 @@ type Hub struct {
 	shards [shards]shard
 
 	channels     atomic.Int64
+	persistent   atomic.Int64 // channels with a ring
+	ringBytes    atomic.Int64 // what every ring holds (entry costs)
+	sweeping     atomic.Bool  // a sweep trims every ring to its share
+	swept        atomic.Int64 // ringBytes when the last sweep began
 	received     atomic.Uint64
 	delivered    atomic.Uint64
 	replayed     atomic.Uint64
@@ -163,7 +180,10 @@ func New(cfg Config) *Hub {
 		cfg.RingSize = 1024
 	}
 	if cfg.RingBytes <= 0 {
-		cfg.RingBytes = 4 << 20
+		cfg.RingBytes = DefaultRingBytes
+	}
+	if cfg.RingBudget <= 0 {
+		cfg.RingBudget = DefaultRingBudget
 	}
 	if cfg.ReplayPage <= 0 {
 		cfg.ReplayPage = 256
@@ -234,8 +254,12 @@ func (h *Hub) Join(ctx context.Context, topic string, m Member) error {
 	if ch == nil {
 		ch = &channel{h: h, topic: topic, ready: make(chan struct{})}
 		ch.persistent = h.hist != nil && h.hist.Persistent(topic)
+		ch.ring.total = &h.ringBytes
 		sh.topics[topic] = ch
 		h.channels.Add(1)
+		if ch.persistent {
+			h.persistent.Add(1)
+		}
 		go h.subscribe(ch)
 	}
 	ch.joining++
@@ -285,7 +309,7 @@ func (h *Hub) subscribe(ch *channel) {
 		h.cfg.Logger.Warn("hub: subscribe failed", "topic", ch.topic, "err", err)
 		if sh.topics[ch.topic] == ch {
 			delete(sh.topics, ch.topic)
-			h.channels.Add(-1)
+			h.forgetChannel(ch)
 		}
 	case ch.joining == 0 && ch.len() == 0:
 		// Every joiner gave up while we subscribed.
@@ -332,7 +356,7 @@ func (h *Hub) drop(ch *channel) {
 		return
 	}
 	delete(sh.topics, ch.topic)
-	h.channels.Add(-1)
+	h.forgetChannel(ch)
 	sh.mu.Unlock()
 	if ch.sub != nil {
 		if err := ch.sub.Unsubscribe(); err != nil {
@@ -354,7 +378,7 @@ func (h *Hub) Close() {
 		clear(sh.topics)
 		sh.mu.Unlock()
 		for _, ch := range chs {
-			h.channels.Add(-1)
+			h.forgetChannel(ch)
 			<-ch.ready
 			if ch.sub != nil {
 				ch.sub.Unsubscribe()
@@ -363,9 +387,72 @@ func (h *Hub) Close() {
 	}
 }
 
+// forgetChannel uncounts a channel leaving the registry and gives its
+// ring's bytes back to the budget.
+func (h *Hub) forgetChannel(ch *channel) {
+	h.channels.Add(-1)
+	if ch.persistent {
+		h.persistent.Add(-1)
+	}
+	ch.mu.Lock()
+	ch.ring.clear()
+	ch.ring.total = nil // a late delivery no longer counts against the hub
+	ch.mu.Unlock()
+}
+
+// ringLimit is what one channel's ring may hold now: its share of the
+// hub's budget, at most RingBytes.
+func (h *Hub) ringLimit() int {
+	n := max(h.persistent.Load(), 1)
+	return int(min(int64(h.cfg.RingBytes), h.cfg.RingBudget/n))
+}
+
+// checkBudget starts a sweep when the rings together hold more than the
+// budget and grew by an eighth of it since the last sweep began (so sweeps
+// stay rare, and never spin when every ring is down to its latest
+// message): a channel trims its own ring to its share at every push, but
+// a ring filled while there were fewer channels keeps its larger share
+// until someone trims it.
+func (h *Hub) checkBudget() {
+	b, total := h.cfg.RingBudget, h.ringBytes.Load()
+	if total <= b+b/8 || total <= h.swept.Load()+b/8 || !h.sweeping.CompareAndSwap(false, true) {
+		return
+	}
+	h.swept.Store(total)
+	go h.sweep()
+}
+
+// sweep trims every ring to the current share (one at a time, each under
+// its channel's lock, none under a shard lock).
+func (h *Hub) sweep() {
+	defer h.checkBudget() // what grew while we swept
+	defer h.sweeping.Store(false)
+	var chs []*channel
+	for i := range h.shards {
+		sh := &h.shards[i]
+		chs = chs[:0]
+		sh.mu.Lock()
+		for _, ch := range sh.topics {
+			if ch.persistent {
+				chs = append(chs, ch)
+			}
+		}
+		sh.mu.Unlock()
+		limit := h.ringLimit()
+		for _, ch := range chs {
+			ch.mu.Lock()
+			ch.ring.trim(limit)
+			ch.mu.Unlock()
+		}
+	}
+}
+
 // Stats is a snapshot of hub counters.
 type Stats struct {
 	Channels int // topics with a subscription on this gateway
+	// RingBytes is what the persistent channels' rings of recent messages
+	// hold, in entry costs (see Config.RingBudget).
+	RingBytes int64
 	// Received counts live messages the broker handed to the hub for
 	// fan-out: one per message per channel, whether or not the channel
 	// had members at that moment (one in its leave grace has none), and
@@ -386,7 +473,7 @@ type Stats struct {
 
 // Stats returns a snapshot.
 func (h *Hub) Stats() Stats {
-	st := Stats{Channels: int(h.channels.Load()), Received: h.received.Load(), Delivered: h.delivered.Load(),
+	st := Stats{Channels: int(h.channels.Load()), RingBytes: h.ringBytes.Load(), Received: h.received.Load(), Delivered: h.delivered.Load(),
 		Replayed: h.replayed.Load(), EncodeErrors: h.encodeErrors.Load(),
 		Resumes: make(map[string]uint64, len(resumeReasons)), Fanout: h.fanout.snapshot()}
 	for i, r := range resumeReasons {
@@ -704,10 +791,11 @@ func (ch *channel) attach(ctx context.Context, m Member) error {
 		// next clients resuming from similar offsets (a reconnect wave
 		// after a gateway restart) are served from memory, and the
 		// encodings are shared.
-		ch.ring.backfill(entries, ch.last, cfg.RingSize, cfg.RingBytes)
+		ch.ring.backfill(entries, ch.last, cfg.RingSize, ch.h.ringLimit())
 		ch.h.replayed.Add(uint64(len(page.Messages)))
 		caughtUp := from.Offset >= ch.last || ch.ring.covers(from.Offset)
 		ch.mu.Unlock()
+		ch.h.checkBudget()
 		if len(page.Messages) == 0 && !caughtUp {
 			// The stream has nothing newer than from, yet the live feed
 			// is ahead of it: a lagging replica. Retry briefly.
@@ -790,7 +878,7 @@ func (ch *channel) deliver(msg *broker.Message) {
 			ch.mu.Unlock()
 			return // never twice
 		}
-		ch.ring.push(e, ch.h.cfg.RingSize, ch.h.cfg.RingBytes)
+		ch.ring.push(e, ch.h.cfg.RingSize, ch.h.ringLimit())
 		ch.last = msg.Offset
 	}
 	members := len(ch.members)
@@ -806,6 +894,9 @@ func (ch *channel) deliver(msg *broker.Message) {
 	}
 	ch.mu.Unlock()
 	ch.h.delivered.Add(uint64(n))
+	if ch.persistent {
+		ch.h.checkBudget()
+	}
 	// Once per message, after every member has it: a message nobody here
 	// receives has no fan-out to measure.
 	if members > 0 && !msg.Published.IsZero() {
@@ -817,7 +908,7 @@ func (ch *channel) deliver(msg *broker.Message) {
 func (ch *channel) reset(msg *broker.Message) {
 	ch.mu.Lock()
 	ch.epoch, ch.last = msg.Epoch, msg.Offset
-	ch.ring = ring{}
+	ch.ring.clear()
 	members := ch.members
 	ch.members = nil
 	ch.index = nil
@@ -850,13 +941,43 @@ type ring struct {
 	buf   []*entry
 	head  int // index of the oldest
 	n     int
-	bytes int
+	bytes int           // sum of the entries' costs
+	total *atomic.Int64 // the hub's sum over every ring (nil in tests)
+}
+
+// entryOverhead is what an entry costs besides its payload and frame:
+// the entry and its encoder, the broker.Message, the frame's
+// transport.Message, the ring slot.
+const entryOverhead = 256
+
+// cost is what keeping e in a ring costs: the payload three times (as
+// received, in the Phoenix frame, and in that frame's cached WebSocket
+// encoding; a second protocol version in use adds two more copies, not
+// counted), plus the structures around them. Measured: a heap profile of
+// rings full of 32 KB messages has the three copies.
+func cost(e *entry) int {
+	return 3*len(e.msg.Payload) + len(e.msg.Event) + entryOverhead
+}
+
+func (r *ring) add(n int) {
+	r.bytes += n
+	if r.total != nil {
+		r.total.Add(int64(n))
+	}
+}
+
+// clear drops every entry.
+func (r *ring) clear() {
+	r.add(-r.bytes)
+	r.buf, r.head, r.n = nil, 0, 0
 }
 
 func (r *ring) len() int { return r.n }
 
 func (r *ring) at(i int) *entry { return r.buf[(r.head+i)%len(r.buf)] }
 
+// push appends e, evicting the oldest entries until at most max remain
+// and their costs fit maxBytes; e itself is always kept.
 func (r *ring) push(e *entry, max, maxBytes int) {
 	if r.buf == nil {
 		r.buf = make([]*entry, min(max, 64))
@@ -868,16 +989,29 @@ func (r *ring) push(e *entry, max, maxBytes int) {
 		}
 		r.buf, r.head = nb, 0
 	}
-	for r.n > 0 && (r.n == len(r.buf) || r.bytes+len(e.msg.Payload) > maxBytes) {
+	c := cost(e)
+	for r.n > 0 && (r.n == len(r.buf) || r.bytes+c > maxBytes) {
 		old := r.at(0)
-		r.bytes -= len(old.msg.Payload)
+		r.add(-cost(old))
 		r.buf[r.head] = nil
 		r.head = (r.head + 1) % len(r.buf)
 		r.n--
 	}
 	r.buf[(r.head+r.n)%len(r.buf)] = e
 	r.n++
-	r.bytes += len(e.msg.Payload)
+	r.add(c)
+}
+
+// trim evicts the oldest entries until the rest fit maxBytes, keeping
+// the latest.
+func (r *ring) trim(maxBytes int) {
+	for r.n > 1 && r.bytes > maxBytes {
+		old := r.at(0)
+		r.add(-cost(old))
+		r.buf[r.head] = nil
+		r.head = (r.head + 1) % len(r.buf)
+		r.n--
+	}
 }
 
 // backfill prepends fetched entries (chained, oldest first) that connect
@@ -901,7 +1035,7 @@ func (r *ring) backfill(es []*entry, last uint64, max, maxBytes int) {
 		if r.n > 0 && e.msg.Offset >= r.at(0).msg.Offset {
 			continue // already in the ring
 		}
-		if r.n >= max || r.bytes+len(e.msg.Payload) > maxBytes {
+		if r.n >= max || r.bytes+cost(e) > maxBytes {
 			return
 		}
 		r.pushFront(e, max)
@@ -922,7 +1056,7 @@ func (r *ring) pushFront(e *entry, max int) {
 	r.head = (r.head - 1 + len(r.buf)) % len(r.buf)
 	r.buf[r.head] = e
 	r.n++
-	r.bytes += len(e.msg.Payload)
+	r.add(cost(e))
 }
 
 // covers reports whether every message after offset x is in the ring: the

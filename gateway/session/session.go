@@ -53,6 +53,9 @@ const (
 	// ReasonInvalidReply: the service handling a routed push answered
 	// with JSON that is not an object (Phoenix replies are maps).
 	ReasonInvalidReply = "invalid_reply"
+	// ReasonTooManyJoinedByUser: the connection's user has MaxChannelsPerUser
+	// channels joined across all its connections on this gateway.
+	ReasonTooManyJoinedByUser = "too many channels joined by user"
 )
 
 // PushRefusals lists the reasons a push is answered with an error, in a
@@ -77,6 +80,9 @@ const (
 	// JoinTooManyChannels: over MaxChannels (replied "too many channels
 	// joined").
 	JoinTooManyChannels = "too_many_channels"
+	// JoinUserBudget: over the user's channel budget across its
+	// connections (replied "too many channels joined by user").
+	JoinUserBudget = "user_budget"
 	// JoinCanceled: the client left, joined the topic again or
 	// disconnected before the join was answered; nothing was replied.
 	JoinCanceled = "canceled"
@@ -89,7 +95,7 @@ const (
 )
 
 // JoinResults lists every join result, in a fixed order.
-var JoinResults = [...]string{JoinOK, JoinInvalid, JoinUnauthorized, JoinRateLimited, JoinTooManyChannels, JoinError, JoinCanceled}
+var JoinResults = [...]string{JoinOK, JoinInvalid, JoinUnauthorized, JoinRateLimited, JoinTooManyChannels, JoinUserBudget, JoinError, JoinCanceled}
 
 // Stats is a snapshot of the counters shared by every session of a Config.
 type Stats struct {
@@ -99,6 +105,9 @@ type Stats struct {
 	// PushesRefused counts pushes answered with an error, by reason
 	// (every PushRefusals key is present).
 	PushesRefused map[string]uint64
+	// PushesLimited counts pushes answered rate_limited, by the limit
+	// they met: "count" (PushRate) or "bytes" (PushBytesRate).
+	PushesLimited map[string]uint64
 }
 
 // counters are a Config's statistics; atomics because every session of a
@@ -106,6 +115,8 @@ type Stats struct {
 type counters struct {
 	joins   [len(JoinResults)]atomic.Uint64
 	refused [len(PushRefusals)]atomic.Uint64
+	// pushes refused by PushRate, PushBytesRate
+	pushCounted, pushBytes atomic.Uint64
 	// lastLog is monoNow() of the last refused-push log line, and
 	// unlogged the refusals since that were not logged: bad pushes are
 	// counted, and logged at a sampled rate (a client can send thousands
@@ -135,7 +146,8 @@ func (c *counters) join(result string) {
 // Stats returns a snapshot of the counters of every session sharing c.
 func (c *Config) Stats() Stats {
 	st := Stats{Joins: make(map[string]uint64, len(JoinResults)),
-		PushesRefused: make(map[string]uint64, len(PushRefusals))}
+		PushesRefused: make(map[string]uint64, len(PushRefusals)),
+		PushesLimited: map[string]uint64{"count": c.counters.pushCounted.Load(), "bytes": c.counters.pushBytes.Load()}}
 	for i, r := range JoinResults {
 		st.Joins[r] = c.counters.joins[i].Load()
 	}
@@ -150,6 +162,15 @@ func (c *Config) Stats() Stats {
 type Policy interface {
 	CanJoin(topic string) bool
 	CanPublish(topic string) bool
+}
+
+// ChannelBudget is implemented by policies that bound the channels of a
+// user across its connections: AcquireChannel is asked before a channel
+// instance is added (false refuses the join), ReleaseChannel once for
+// every instance that goes.
+type ChannelBudget interface {
+	AcquireChannel() bool
+	ReleaseChannel()
 }
 
 // JoinTokenPolicy is a Policy that also accepts per-join tokens: apps that
@@ -181,6 +202,13 @@ type Config struct {
 	// ten seconds) is closed with 4029.
 	JoinRate, PushRate   float64
 	JoinBurst, PushBurst int
+	// PushBytesRate limits the payload bytes of a connection's pushes per
+	// second (a token bucket of PushBytesBurst bytes, at least one
+	// message's worth); 0: unlimited. Over it a push is answered like one
+	// over PushRate. It also bounds what waits in a connection's push
+	// queue to one burst, however slow the bus.
+	PushBytesRate  float64
+	PushBytesBurst int
 	// Presence, when set, tracks members of presence-enabled namespaces
 	// (presence_state after each join, presence_diff on changes).
 	Presence *presence.Tracker
@@ -236,7 +264,9 @@ type Session struct {
 // pushQueue is a connection's client pushes.
 type pushQueue struct {
 	bucket  bucket // HandleMessage goroutine only
+	bytes   bucket // HandleMessage goroutine only
 	pending []push // under Session.mu: waiting to be published, in arrival order
+	queued  int    // under Session.mu: payload bytes in pending
 	running bool   // under Session.mu: a goroutine is draining pending
 }
 
@@ -298,6 +328,9 @@ func (s *Session) SetIdentity(n uint64, sub string) {
 	s.idn, s.sub = n, sub
 	s.emit("connect", "")
 }
+
+// Sub is the connection's authenticated user ("" when anonymous).
+func (s *Session) Sub() string { return s.sub }
 
 // ID is the connection's id for routed pushes, presence and lifecycle
 // events ("" before SetIdentity). Built when wanted rather than kept: one
@@ -380,6 +413,7 @@ func (s *Session) HandleClose(transport.CloseCode) {
 	s.channels = nil
 	s.mu.Unlock()
 	for _, ch := range chs {
+		s.releaseChannel()
 		ch.gone.Store(true)
 		s.cfg.Hub.Leave(ch.topic, ch)
 		s.untrack(ch)
@@ -439,6 +473,12 @@ func (s *Session) join(f phoenix.Frame) {
 		s.mu.Unlock()
 		s.cfg.counters.join(JoinTooManyChannels)
 		s.reply(joinRef, f.Ref, f.Topic, false, reason(ReasonTooManyJoined))
+		return
+	}
+	if b, ok := s.policy.(ChannelBudget); ok && !b.AcquireChannel() {
+		s.mu.Unlock()
+		s.cfg.counters.join(JoinUserBudget)
+		s.reply(joinRef, f.Ref, f.Topic, false, reason(ReasonTooManyJoinedByUser))
 		return
 	}
 	ch := &channel{s: s, topic: s.cfg.Hub.Intern(f.Topic), joinRef: joinRef, ref: f.Ref.S, refValid: f.Ref.Valid, refRaw: f.Ref.Raw, params: joinParams(f.Payload)}
@@ -525,6 +565,7 @@ func (s *Session) channel(topic string) *channel {
 func (s *Session) forget(ch *channel) {
 	for i, c := range s.channels {
 		if c == ch {
+			s.releaseChannel()
 			last := len(s.channels) - 1
 			s.channels[i] = s.channels[last]
 			s.channels[last] = nil
@@ -534,6 +575,13 @@ func (s *Session) forget(ch *channel) {
 			}
 			return
 		}
+	}
+}
+
+// releaseChannel gives a channel back to the user's budget.
+func (s *Session) releaseChannel() {
+	if b, ok := s.policy.(ChannelBudget); ok {
+		b.ReleaseChannel()
 	}
 }
 
@@ -631,6 +679,35 @@ func (s *Session) limit(b *bucket, rate float64, burst int, joinRef phoenix.Ref,
 			s.conn.Close(transport.CloseRateLimited, "rate limited")
 		}
 	}
+	return false
+}
+
+// limitBytes takes n bytes from the push byte bucket or answers
+// rate_limited like limit (sustained abuse closes the connection there).
+func (s *Session) limitBytes(b *bucket, n int, f phoenix.Frame) bool {
+	rate := s.cfg.PushBytesRate
+	if rate <= 0 {
+		return true
+	}
+	burst := float64(max(s.cfg.PushBytesBurst, 1))
+	now := monoNow()
+	if b.last == 0 {
+		b.tokens = burst
+	} else {
+		b.tokens = min(burst, b.tokens+time.Duration(now-b.last).Seconds()*rate)
+	}
+	b.last = now
+	// A push bigger than the burst passes on a full bucket (and leaves it
+	// in debt), so that the limit never refuses a message for its size
+	// alone: that is --max-message-size's job.
+	if b.tokens >= float64(n) || b.tokens >= burst {
+		b.tokens -= float64(n)
+		return true
+	}
+	wait := time.Duration((min(float64(n), burst) - b.tokens) / rate * float64(time.Second))
+	resp := []byte(`{"reason":"rate_limited","limit":"bytes","retry_after_ms":`)
+	resp = strconv.AppendInt(resp, max(1, wait.Milliseconds()), 10)
+	s.reply(f.JoinRef, f.Ref, f.Topic, false, append(resp, '}'))
 	return false
 }
 
@@ -732,6 +809,12 @@ func (s *Session) push(f phoenix.Frame) {
 	}
 	if !s.limit(&s.pushq.bucket, s.cfg.PushRate, s.cfg.PushBurst, f.JoinRef, f) {
 		s.cfg.counters.refusedPush(ReasonRateLimited)
+		s.cfg.counters.pushCounted.Add(1)
+		return
+	}
+	if !s.limitBytes(&s.pushq.bytes, len(f.Payload), f) {
+		s.cfg.counters.refusedPush(ReasonRateLimited)
+		s.cfg.counters.pushBytes.Add(1)
 		return
 	}
 	if s.policy != nil && !s.policy.CanPublish(f.Topic) {
@@ -752,10 +835,20 @@ func (s *Session) push(f phoenix.Frame) {
 	}
 	// One goroutine at a time publishes this connection's pushes, so they
 	// reach the bus in the order the client sent them.
-	p := push{f: f, payload: append([]byte(nil), f.Payload...), params: ch.paramsJSON()} // f.Payload lives in the read buffer
 	s.mu.Lock()
 	q := s.pushq
+	if s.cfg.PushBytesRate > 0 && len(q.pending) > 0 && q.queued+len(f.Payload) > max(s.cfg.PushBytesBurst, 1) {
+		// The bus is slower than the rate lets pushes in (publishes
+		// waiting for their timeout): what waits stays within one burst.
+		s.mu.Unlock()
+		s.cfg.counters.refusedPush(ReasonRateLimited)
+		s.cfg.counters.pushBytes.Add(1)
+		s.reply(f.JoinRef, f.Ref, f.Topic, false, []byte(`{"reason":"rate_limited","limit":"bytes","retry_after_ms":1000}`))
+		return
+	}
+	p := push{f: f, payload: append([]byte(nil), f.Payload...), params: ch.paramsJSON()} // f.Payload lives in the read buffer
 	q.pending = append(q.pending, p)
+	q.queued += len(p.payload)
 	start := !q.running
 	q.running = true
 	s.mu.Unlock()
@@ -811,7 +904,7 @@ func (s *Session) publishPushes() {
 		s.mu.Lock()
 		q := s.pushq
 		if len(q.pending) == 0 || s.closed {
-			q.pending = nil
+			q.pending, q.queued = nil, 0
 			q.running = false
 			s.mu.Unlock()
 			return
@@ -819,6 +912,7 @@ func (s *Session) publishPushes() {
 		p := q.pending[0]
 		q.pending[0] = push{}
 		q.pending = q.pending[1:]
+		q.queued -= len(p.payload)
 		s.mu.Unlock()
 		f := p.f
 		if h, ok := s.cfg.Broker.(broker.Handlers); ok && h.RoutesPushes(f.Topic) {

@@ -112,6 +112,22 @@ type Config struct {
 	// it: 503 + Retry-After. 0: off.
 	MaxAcceptRate      float64
 	JoinRate, PushRate float64
+	// PushBytesRate bounds the payload bytes a connection pushes per second
+	// (burst: 4 s worth, at least MaxMessageSize); 0: off.
+	PushBytesRate float64
+	// AuthFailureRate is how many bad credentials one source (IPv4
+	// address, IPv6 /64) may present per second, burst twice that; past
+	// it: 429 before verifying. 0: off.
+	AuthFailureRate float64
+	// Per user (the token's sub) on this gateway; 0: unlimited.
+	MaxConnectionsPerUser int
+	MaxLongPollPerUser    int
+	MaxChannelsPerUser    int
+	// HistoryMemory bounds the recent messages every persistent channel
+	// keeps in memory for resumes, all channels together;
+	// HistoryMemoryPerChannel bounds one channel's (defaults: hub's).
+	HistoryMemory           int64
+	HistoryMemoryPerChannel int
 
 	MaxMessageSize   int
 	IdleTimeout      time.Duration
@@ -218,16 +234,25 @@ func Start(cfg Config) (a *App, err error) {
 		},
 		AllowedOrigins: cfg.AllowedOrigins,
 		Limits: gateway.Limits{
-			MaxConnections:       cfg.MaxConnections,
-			MaxConnectionsPerIP:  cfg.MaxConnectionsPerIP,
-			MaxPendingHandshakes: cfg.MaxPendingHandshakes,
-			AcceptRate:           cfg.MaxAcceptRate,
-			AcceptBurst:          int(max(1, cfg.MaxAcceptRate)),
-			JoinRate:             cfg.JoinRate,
-			JoinBurst:            int(max(1, 2*cfg.JoinRate)),
-			PushRate:             cfg.PushRate,
-			PushBurst:            int(max(1, 2*cfg.PushRate)),
+			MaxConnections:        cfg.MaxConnections,
+			MaxConnectionsPerIP:   cfg.MaxConnectionsPerIP,
+			MaxPendingHandshakes:  cfg.MaxPendingHandshakes,
+			AcceptRate:            cfg.MaxAcceptRate,
+			AcceptBurst:           int(max(1, cfg.MaxAcceptRate)),
+			JoinRate:              cfg.JoinRate,
+			JoinBurst:             int(max(1, 2*cfg.JoinRate)),
+			PushRate:              cfg.PushRate,
+			PushBurst:             int(max(1, 2*cfg.PushRate)),
+			PushBytesRate:         cfg.PushBytesRate,
+			PushBytesBurst:        max(int(4*cfg.PushBytesRate), cfg.MaxMessageSize),
+			AuthFailureRate:       cfg.AuthFailureRate,
+			AuthFailureBurst:      int(max(1, 2*cfg.AuthFailureRate)),
+			MaxConnectionsPerUser: cfg.MaxConnectionsPerUser,
+			MaxLongPollPerUser:    cfg.MaxLongPollPerUser,
+			MaxChannelsPerUser:    cfg.MaxChannelsPerUser,
 		},
+		RingBudget:  cfg.HistoryMemory,
+		RingBytes:   cfg.HistoryMemoryPerChannel,
 		MaxChannels: cfg.MaxChannels,
 		LeaveGrace:  cfg.LeaveGrace,
 		Home:        cfg.Home,

@@ -49,6 +49,8 @@ var (
 		"Open client connections, by transport.", []string{"transport"}, nil)
 	descChannels = prometheus.NewDesc("fabric_channels",
 		"Topics with a NATS subscription on this gateway.", nil, nil)
+	descHistoryMemory = prometheus.NewDesc("fabric_history_memory_bytes",
+		"Recent messages persistent channels keep in memory for resumes (payload, frames and overhead), all channels together; bounded by --history-memory.", nil, nil)
 	descLongPollSessions = prometheus.NewDesc("fabric_longpoll_sessions",
 		"Open LongPoll sessions.", nil, nil)
 	descDelivered = prometheus.NewDesc("fabric_messages_delivered_total",
@@ -73,6 +75,8 @@ var (
 	descPushesRefused = prometheus.NewDesc("fabric_pushes_refused_total",
 		"Client pushes answered with an error, by the reply's reason (reserved_event, invalid_event, too_large, unauthorized, rate_limited, ...). Refused pushes are logged only at a sampled rate.",
 		[]string{"reason"}, nil)
+	descPushesLimited = prometheus.NewDesc("fabric_pushes_rate_limited_total",
+		"Client pushes answered rate_limited, by the limit they met: count (--push-rate) or bytes (--push-bytes-rate).", []string{"limit"}, nil)
 	descResumes = prometheus.NewDesc("fabric_resumes_total",
 		"Joins with a position to resume from, by outcome: recovered, or the reason history could not continue.",
 		[]string{"recovered", "reason"}, nil)
@@ -94,9 +98,9 @@ type fabricCollector struct{ a *App }
 
 func (c *fabricCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
-		descConnections, descChannels, descLongPollSessions, descDelivered,
+		descConnections, descChannels, descHistoryMemory, descLongPollSessions, descDelivered,
 		descReplayed, descUnframeable, descDropped, descClosed, descRefused,
-		descLongPollResults, descNATSConnected, descJoins, descPushesRefused, descResumes, descNATSSubs,
+		descLongPollResults, descNATSConnected, descJoins, descPushesRefused, descPushesLimited, descResumes, descNATSSubs,
 		descReceived, descFanout, descPublishRequests, descDraining,
 	} {
 		ch <- d
@@ -144,6 +148,7 @@ func (c *fabricCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descConnections, float64(st.Transport.Open), "websocket")
 	gauge(descConnections, float64(st.LongPoll.Sessions), "longpoll")
 	gauge(descChannels, float64(st.Hub.Channels))
+	gauge(descHistoryMemory, float64(st.Hub.RingBytes))
 	gauge(descLongPollSessions, float64(st.LongPoll.Sessions))
 	counter(descReceived, st.Hub.Received)
 	counter(descDelivered, st.Hub.Delivered)
@@ -152,6 +157,9 @@ func (c *fabricCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for reason, n := range st.Sessions.PushesRefused {
 		counter(descPushesRefused, n, reason)
+	}
+	for limit, n := range st.Sessions.PushesLimited {
+		counter(descPushesLimited, n, limit)
 	}
 	for reason, n := range st.Hub.Resumes {
 		recovered := "false"
@@ -179,6 +187,7 @@ func (c *fabricCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descLongPollResults, lp.Gone, "gone")
 	counter(descLongPollResults, lp.IdleExpired, "idle_expired")
 	counter(descLongPollResults, lp.Overflows, "overflow")
+	counter(descLongPollResults, lp.Forbidden, "forbidden")
 }
 
 // fanoutHistogram turns the hub's histogram (per-bucket counts) into

@@ -295,3 +295,25 @@ func TestStreamRecreatedChangesEpoch(t *testing.T) {
 		t.Fatalf("after recreate: %+v", m)
 	}
 }
+
+// A persistent namespace's stream has a byte limit unless its config says
+// -1: without one, large pushes to many channels fill the disk until
+// max_age catches up.
+func TestStreamMaxBytesDefault(t *testing.T) {
+	for _, tc := range []struct {
+		set, want int64
+	}{{0, natsbroker.DefaultStreamMaxBytes}, {-1, -1}, {5 << 20, 5 << 20}} {
+		e := setupHistory(t, natsbroker.Namespace{History: true, MaxBytes: tc.set})
+		st, err := e.js.Stream(ctx(t), "FABRIC_room")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := st.CachedInfo().Config.MaxBytes; got != tc.want {
+			t.Fatalf("max_bytes %d: stream MaxBytes %d, want %d", tc.set, got, tc.want)
+		}
+	}
+	nc := natstest.Connect(t, natstest.RunServer(t))
+	if _, err := natsbroker.New(nc, natsbroker.Config{Namespaces: map[string]natsbroker.Namespace{"room": {History: true, MaxBytes: -2}}}); err == nil {
+		t.Fatal("max_bytes -2 accepted")
+	}
+}

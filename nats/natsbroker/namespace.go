@@ -26,7 +26,8 @@ type Namespace struct {
 	History bool `yaml:"history"`
 	// MaxAge drops messages older than this (0: no age limit).
 	MaxAge time.Duration `yaml:"max_age"`
-	// MaxBytes bounds the whole stream (0: no byte limit).
+	// MaxBytes bounds the whole stream on disk (0: DefaultStreamMaxBytes;
+	// -1: no byte limit). Over it the oldest messages go first.
 	MaxBytes int64 `yaml:"max_bytes"`
 	// MaxMsgsPerChannel bounds each channel's history (0: no limit).
 	MaxMsgsPerChannel int64 `yaml:"max_msgs_per_channel"`
@@ -58,6 +59,11 @@ const (
 	minPresenceTTL         = time.Second
 )
 
+// DefaultStreamMaxBytes bounds a namespace's stream when its config gives
+// no max_bytes: without one, a client pushing large messages to many
+// channels could fill the disk until max_age caught up.
+const DefaultStreamMaxBytes = 1 << 30
+
 // Push routing modes.
 const (
 	PushesPublish = "publish"
@@ -80,8 +86,8 @@ func ValidateNamespaces(nss map[string]Namespace) error {
 		if !namespaceName.MatchString(name) {
 			return fmt.Errorf("namespace %q: names are 1-64 characters of [A-Za-z0-9_-]", name)
 		}
-		if ns.MaxAge < 0 || ns.MaxBytes < 0 || ns.MaxMsgsPerChannel < 0 {
-			return fmt.Errorf("namespace %q: limits must not be negative", name)
+		if ns.MaxAge < 0 || ns.MaxBytes < -1 || ns.MaxMsgsPerChannel < 0 {
+			return fmt.Errorf("namespace %q: limits must not be negative (max_bytes: -1 for no limit)", name)
 		}
 		if ns.Replicas < 0 || ns.Replicas > 5 {
 			return fmt.Errorf("namespace %q: replicas must be between 1 and 5", name)
@@ -145,7 +151,7 @@ func (b *Broker) streamConfig(n *nsState, epoch string) jetstream.StreamConfig {
 	}
 	maxBytes, maxPer := c.MaxBytes, c.MaxMsgsPerChannel
 	if maxBytes == 0 {
-		maxBytes = -1
+		maxBytes = DefaultStreamMaxBytes
 	}
 	if maxPer == 0 {
 		maxPer = -1

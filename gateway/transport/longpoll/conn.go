@@ -30,6 +30,7 @@ type lpSession struct {
 	code        transport.CloseCode
 	dispatching bool      // a POST is inside HandleMessage calls
 	delivered   bool      // HandleClose has been (or is being) called
+	polled      bool      // a GET came since the session opened
 	listed      bool      // still in srv.sessions (live, or ended but draining)
 	idleAt      time.Time // when the session becomes idle-expired, if no GET is held
 	timer       *time.Timer
@@ -67,7 +68,11 @@ func (c *lpSession) Send(m *transport.Message) bool {
 		c.mu.Unlock()
 		return false
 	}
-	if c.bufBytes+len(m.Data) > c.srv.cfg.MaxBuffered {
+	limit := c.srv.cfg.MaxBuffered
+	if !c.polled {
+		limit = c.srv.cfg.MaxBufferedUnpolled
+	}
+	if c.bufBytes+len(m.Data) > limit {
 		c.mu.Unlock()
 		c.srv.overflows.Add(1)
 		c.end(transport.CloseSlowConsumer, false)

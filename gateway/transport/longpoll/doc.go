@@ -23,7 +23,7 @@
 //
 //	request                                         HTTP  body
 //	GET, no valid session token, accept ok          200   {"status":410,"token":S,"messages":[]}  (session open)
-//	GET, no valid session token, accept error       200   {"status":403}                          (client: close 1008, backoff)
+//	GET, no valid session token, accept error       200   {"status":403}  + Connection: close      (client: close 1008, backoff)
 //	GET, no valid token, over MaxSessions/shutdown  503   {"status":500}  + Retry-After: 1         (client: close 1011, backoff)
 //	GET, known session, frames buffered/arriving    200   {"status":200,"token":S,"messages":["<v2 frame>",…]}
 //	GET, known session, window elapsed              200   {"status":204,"token":S,"messages":[]}
@@ -34,6 +34,7 @@
 //	POST, body > MaxPostBytes or > MaxLines lines   413   {"status":413}  (session ends, 1009)
 //	POST, a line neither '['-JSON nor base64        400   {"status":400}  (nothing dispatched, session kept)
 //	any, Origin refused by Config.AllowOrigin       403   {"status":403}
+//	GET/POST of a session, refused by Recheck       403   {"status":403}  (session kept: credentials of another user)
 //	OPTIONS (allowed origin)                        200   CORS preflight, empty body
 //	other methods                                   405
 //

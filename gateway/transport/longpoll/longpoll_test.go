@@ -478,7 +478,7 @@ func TestIdleExpiry(t *testing.T) {
 
 func TestOverflow(t *testing.T) {
 	cfg := fast()
-	cfg.MaxBuffered = 100
+	cfg.MaxBuffered, cfg.MaxBufferedUnpolled = 100, 100
 	h := newHarness(t, cfg)
 	tok := h.open()
 	c := h.session(0).conn
@@ -497,6 +497,42 @@ func TestOverflow(t *testing.T) {
 	}
 	if p := h.get(tq(tok)); p.Status != 410 {
 		t.Fatalf("poll after overflow = %+v, want 410", p)
+	}
+}
+
+// A session nobody ever polled holds less, for less long: phoenix.js
+// polls at once, so such sessions only serve to hold the server's memory.
+func TestUnpolledSessionBudget(t *testing.T) {
+	cfg := fast()
+	cfg.MaxBuffered, cfg.FirstPollTimeout = 400, 100*time.Millisecond
+	h := newHarness(t, cfg)
+	h.open()
+	c := h.session(0).conn
+	if !c.Send(transport.NewText(bytes.Repeat([]byte("a"), 60))) {
+		t.Fatal("first Send refused")
+	}
+	// 60 + 60 > 400/4: over the unpolled budget, not over MaxBuffered.
+	if c.Send(transport.NewText(bytes.Repeat([]byte("b"), 60))) {
+		t.Fatal("Send over MaxBufferedUnpolled returned true")
+	}
+	h.session(0).waitClosed(t, transport.CloseSlowConsumer)
+
+	// Polled once, the session gets the whole MaxBuffered.
+	tok := h.open()
+	h.get(tq(tok))
+	c = h.session(1).conn
+	for i := range 6 {
+		if !c.Send(transport.NewText(bytes.Repeat([]byte("c"), 60))) {
+			t.Fatalf("Send %d of a polled session refused", i)
+		}
+	}
+	// Never polled: ended after FirstPollTimeout (100 ms), long before
+	// IdleTimeout (2 s).
+	h.open()
+	start := time.Now()
+	h.session(2).waitClosed(t, transport.CloseHeartbeatTimeout)
+	if d := time.Since(start); d >= cfg.IdleTimeout {
+		t.Fatalf("unpolled session lived %v, as long as the idle timeout", d)
 	}
 }
 
@@ -568,7 +604,7 @@ func TestMaxSessions(t *testing.T) {
 
 func TestOrigin(t *testing.T) {
 	cfg := fast()
-	cfg.AllowOrigin = func(o string) bool { return o == "https://good.example" }
+	cfg.AllowOrigin = func(_ *http.Request, o string) bool { return o == "https://good.example" }
 	h := newHarness(t, cfg)
 	tok := h.open() // no Origin header (not a browser): allowed
 	bad := http.Header{"Origin": {"https://evil.example"}, "Content-Type": {"application/x-ndjson"}}
@@ -817,5 +853,56 @@ func TestExpireAt(t *testing.T) {
 	h.session(0).waitClosed(t, transport.CloseTokenExpired)
 	if p := h.get(tq(tok)); p.Status != 410 {
 		t.Fatalf("poll after expiry = %+v", p)
+	}
+}
+
+// Recheck sees every poll and POST of a session with the session token
+// taken out of the query (the user's own token param is left), and a
+// refusal is a 403 that leaves the session alone.
+func TestRecheck(t *testing.T) {
+	cfg := fast()
+	var seen atomic.Value
+	cfg.Recheck = func(r *http.Request, sess transport.Session) bool {
+		seen.Store(r.URL.RawQuery)
+		return r.URL.Query().Get("token") == "mine" && sess != nil
+	}
+	h := newHarness(t, cfg)
+	tok := h.open()
+	q := "vsn=2.0.0&token=mine&token=" + url.QueryEscape(tok)
+	h.session(0).conn.Send(transport.NewText([]byte(`[null,null,"t","e",{}]`)))
+	if p := h.get(q); p.Status != 200 || len(p.Messages) != 1 {
+		t.Fatalf("poll with the right credentials = %+v", p)
+	}
+	if got := seen.Load(); got != "vsn=2.0.0&token=mine" {
+		t.Fatalf("Recheck saw query %q, want the session token removed", got)
+	}
+	other := "vsn=2.0.0&token=theirs&token=" + url.QueryEscape(tok)
+	if p := h.get(other); p.HTTP != http.StatusForbidden || p.Status != 403 {
+		t.Fatalf("poll with other credentials = %+v, want 403", p)
+	}
+	if p := h.post(other, `[null,"1","phoenix","heartbeat",{}]`); p.HTTP != http.StatusForbidden || p.Status != 403 {
+		t.Fatalf("POST with other credentials = %+v, want 403", p)
+	}
+	if got := h.session(0).records(); len(got) != 0 {
+		t.Fatalf("a refused POST was dispatched: %v", got)
+	}
+	if st := h.lp.Stats(); st.Forbidden != 2 || st.Sessions != 1 {
+		t.Fatalf("stats = %+v, want 2 forbidden and the session kept", st)
+	}
+}
+
+// A refused session-opening GET ends its keep-alive connection, so a
+// client cannot repeat refused opens on one connection at line rate.
+func TestRefusedOpenClosesConnection(t *testing.T) {
+	h := newHarness(t, fast())
+	h.refuse = errors.New("no")
+	res, err := http.Get(h.url + "?vsn=2.0.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.ReadAll(res.Body)
+	res.Body.Close()
+	if !res.Close { // net/http's reading of "Connection: close"
+		t.Fatal("refused open kept the connection alive")
 	}
 }

@@ -38,6 +38,14 @@ type Config struct {
 	// takes them (default 256 KiB). Over it the session ends with 4008;
 	// the client reconnects and resumes by offset.
 	MaxBuffered int
+	// A session that has never been polled may buffer only
+	// MaxBufferedUnpolled bytes (default MaxBuffered / 4) and ends (4000)
+	// when no GET came within FirstPollTimeout of its opening (default
+	// 5 s, at most IdleTimeout): phoenix.js polls as soon as it has its
+	// session token, so only a client that opens sessions it does not
+	// use (to hold the server's memory) meets these.
+	MaxBufferedUnpolled int
+	FirstPollTimeout    time.Duration
 	// MaxPostBytes bounds one POST body (default 1 MiB). Over it: 413.
 	MaxPostBytes int64
 	// MaxLines bounds the lines of one POST (default 1000; phoenix.js sends
@@ -49,7 +57,13 @@ type Config struct {
 	// AllowOrigin, when set, is asked about every request that carries an
 	// Origin header; a refused one gets HTTP 403 {"status":403}. Default:
 	// every origin is allowed.
-	AllowOrigin func(origin string) bool
+	AllowOrigin func(r *http.Request, origin string) bool
+	// Recheck, when set, is asked about every poll and POST of an existing
+	// session, with the request as the user sent it minus our session
+	// token (as accept sees it) and the session accept built. false
+	// answers HTTP 403 {"status":403} and the session stays: the session
+	// token is then useless without the credentials it was opened with.
+	Recheck func(r *http.Request, sess transport.Session) bool
 	// Logger receives transport events (default: discard).
 	Logger *slog.Logger
 }
@@ -73,6 +87,13 @@ func (c *Config) setDefaults() {
 	if c.MaxBuffered <= 0 {
 		c.MaxBuffered = 256 << 10
 	}
+	if c.MaxBufferedUnpolled <= 0 || c.MaxBufferedUnpolled > c.MaxBuffered {
+		c.MaxBufferedUnpolled = c.MaxBuffered / 4
+	}
+	if c.FirstPollTimeout <= 0 {
+		c.FirstPollTimeout = 5 * time.Second
+	}
+	c.FirstPollTimeout = min(c.FirstPollTimeout, c.IdleTimeout)
 	if c.MaxPostBytes <= 0 {
 		c.MaxPostBytes = 1 << 20
 	}
@@ -83,7 +104,7 @@ func (c *Config) setDefaults() {
 		c.MaxSessions = 100_000
 	}
 	if c.AllowOrigin == nil {
-		c.AllowOrigin = func(string) bool { return true }
+		c.AllowOrigin = func(*http.Request, string) bool { return true }
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -108,6 +129,7 @@ type Server struct {
 	overflows     atomic.Uint64
 	droppedBinary atomic.Uint64
 	badPosts      atomic.Uint64
+	forbidden     atomic.Uint64
 
 	statsMu sync.Mutex
 	closes  map[transport.CloseCode]uint64
@@ -136,6 +158,7 @@ type Stats struct {
 	Overflows     uint64 // sessions ended because their buffer overflowed (4008)
 	DroppedBinary uint64 // binary messages dropped (never sent on LongPoll)
 	BadPosts      uint64 // POSTs answered 400 or 413
+	Forbidden     uint64 // polls and POSTs Recheck refused (403)
 	Closes        map[transport.CloseCode]uint64
 }
 
@@ -150,6 +173,7 @@ func (s *Server) Stats() Stats {
 		Overflows:     s.overflows.Load(),
 		DroppedBinary: s.droppedBinary.Load(),
 		BadPosts:      s.badPosts.Load(),
+		Forbidden:     s.forbidden.Load(),
 		Closes:        make(map[transport.CloseCode]uint64),
 	}
 	s.statsMu.Lock()
@@ -222,7 +246,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 func (s *Server) Serve(w http.ResponseWriter, r *http.Request, accept func(r *http.Request) (newSession func(transport.Conn) transport.Session, err error)) {
 	origin := r.Header.Get("Origin")
 	h := w.Header()
-	if origin != "" && !s.cfg.AllowOrigin(origin) {
+	if origin != "" && !s.cfg.AllowOrigin(r, origin) {
 		writeStatus(w, http.StatusForbidden, 403)
 		return
 	}
@@ -256,6 +280,9 @@ func (s *Server) serveGet(w http.ResponseWriter, r *http.Request, accept func(*h
 	if found {
 		if id, ok := verifyToken(s.cfg.Secret, tok); ok {
 			if c := s.lookup(id); c != nil {
+				if !s.recheck(w, r, c, idx) {
+					return
+				}
 				s.poll(w, r, c)
 				return
 			}
@@ -271,6 +298,30 @@ func (s *Server) serveGet(w http.ResponseWriter, r *http.Request, accept func(*h
 		}
 	}
 	s.open(w, r, accept, tok, idx, found)
+}
+
+// recheck asks Config.Recheck about a request of session c whose session
+// token is the idx-th query component, and answers 403 when refused.
+func (s *Server) recheck(w http.ResponseWriter, r *http.Request, c *lpSession, idx int) bool {
+	if s.cfg.Recheck == nil {
+		return true
+	}
+	c.mu.Lock()
+	sess := c.sess
+	c.mu.Unlock()
+	if sess == nil {
+		return true
+	}
+	ar := r.WithContext(r.Context())
+	u := *r.URL
+	u.RawQuery = withoutComponent(r.URL.RawQuery, idx)
+	ar.URL = &u
+	if s.cfg.Recheck(ar, sess) {
+		return true
+	}
+	s.forbidden.Add(1)
+	writeStatus(w, http.StatusForbidden, 403)
+	return false
 }
 
 // open runs the new-session path.
@@ -299,6 +350,11 @@ func (s *Server) open(w http.ResponseWriter, r *http.Request, accept func(*http.
 		s.live.Add(-1)
 		s.refused.Add(1)
 		s.cfg.Logger.Debug("longpoll session refused", "remote", r.RemoteAddr, "err", err)
+		// Refusals can repeat at will on one keep-alive connection, each
+		// costing a request parse and an accept; ending the connection
+		// makes the next attempt pay for a new one (and meet the
+		// per-address budgets again).
+		w.Header().Set("Connection", "close")
 		writeStatus(w, http.StatusOK, 403)
 		return
 	}
@@ -319,8 +375,8 @@ func (s *Server) open(w http.ResponseWriter, r *http.Request, accept func(*http.
 		return
 	}
 	c.listed = true
-	c.idleAt = time.Now().Add(s.cfg.IdleTimeout)
-	c.timer = time.AfterFunc(s.cfg.IdleTimeout, c.idleFired)
+	c.idleAt = time.Now().Add(s.cfg.FirstPollTimeout)
+	c.timer = time.AfterFunc(s.cfg.FirstPollTimeout, c.idleFired)
 	s.mu.Lock() // lock order: session, then server
 	s.sessions[id] = c
 	s.mu.Unlock()
@@ -339,6 +395,7 @@ func (s *Server) open(w http.ResponseWriter, r *http.Request, accept func(*http.
 // poll answers a GET of a known session.
 func (s *Server) poll(w http.ResponseWriter, r *http.Request, c *lpSession) {
 	c.mu.Lock()
+	c.polled = true
 	if c.ended {
 		// Draining: the frames buffered before the end, once.
 		frames := c.takeLocked()
@@ -418,7 +475,7 @@ type inFrame struct {
 }
 
 func (s *Server) servePost(w http.ResponseWriter, r *http.Request) {
-	tok, _, _ := lastToken(r.URL.RawQuery)
+	tok, idx, _ := lastToken(r.URL.RawQuery)
 	var c *lpSession
 	if id, ok := verifyToken(s.cfg.Secret, tok); ok {
 		c = s.lookup(id)
@@ -426,6 +483,9 @@ func (s *Server) servePost(w http.ResponseWriter, r *http.Request) {
 	if c == nil {
 		s.gone.Add(1)
 		writeStatus(w, http.StatusOK, 410)
+		return
+	}
+	if !s.recheck(w, r, c, idx) {
 		return
 	}
 	if r.ContentLength > s.cfg.MaxPostBytes {
