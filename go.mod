@@ -3,6 +3,7 @@ module github.com/fabric-rt/fabric
 go 1.26.8
 
 require (
+	github.com/fabric-rt/fabric/clients/go v0.0.0
 	github.com/gobwas/ws v1.5.0
 	github.com/golang-jwt/jwt/v5 v5.3.1
 	github.com/nats-io/nats-server/v2 v2.15.2
@@ -51,3 +52,5 @@ require (
 	sigs.k8s.io/randfill v1.0.0 // indirect
 	sigs.k8s.io/structured-merge-diff/v6 v6.4.2 // indirect
 )
+
+replace github.com/fabric-rt/fabric/clients/go => ./clients/go
