@@ -158,6 +158,8 @@ type ParamsFunc func() any
 // *ReplyError. Register handlers with the options: messages can follow the
 // reply at once (a resume replays them).
 func (s *Socket) Join(ctx context.Context, topic string, params any, opts ...ChannelOption) (*Channel, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	ch := &Channel{s: s, topic: topic, params: params, joined: make(chan struct{}), done: make(chan struct{})}
 	for _, o := range opts {
 		o(ch)
@@ -249,6 +251,8 @@ func (c *Channel) PushBinary(ctx context.Context, event string, payload []byte) 
 
 func (c *Channel) push(ctx context.Context, build func(b []byte, joinRef, ref string) ([]byte, error), bin bool) (Reply, error) {
 	s := c.s
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	for {
 		s.mu.Lock()
 		if s.closed {
@@ -273,7 +277,7 @@ func (c *Channel) push(ctx context.Context, build func(b []byte, joinRef, ref st
 		}
 	}
 	ref := s.nextRefLocked()
-	p := &pending{done: make(chan result, 1)}
+	p := &pending{done: make(chan result, 1), pushedOn: c}
 	s.pending[ref] = p
 	conn, joinRef := s.conn, c.joinRef
 	s.mu.Unlock()
@@ -308,6 +312,8 @@ func (s *Socket) drop(ref string) {
 // The channel is gone either way: it will not rejoin.
 func (c *Channel) Leave(ctx context.Context) error {
 	s := c.s
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	s.mu.Lock()
 	if c.state == stClosed {
 		s.mu.Unlock()
@@ -538,12 +544,23 @@ func (c *Channel) handle(f frame) {
 	switch f.event {
 	case eventError:
 		// The server-side instance crashed: rejoin (and resume) later.
+		// Its pushes will never be answered.
+		var failed []*pending
 		s.mu.Lock()
 		if c.state == stJoined || c.state == stJoining {
 			c.heldBinary = nil
 			c.joinFailedLocked(time.Now())
+			for ref, p := range s.pending {
+				if p.pushedOn == c {
+					delete(s.pending, ref)
+					failed = append(failed, p)
+				}
+			}
 		}
 		s.mu.Unlock()
+		for _, p := range failed {
+			p.done <- result{err: ErrDisconnected}
+		}
 		return
 	case eventClose:
 		c.flushHeld()

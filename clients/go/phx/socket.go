@@ -37,9 +37,10 @@ const (
 var (
 	// ErrClosed: the Socket was closed with Close.
 	ErrClosed = errors.New("phx: socket closed")
-	// ErrDisconnected: the connection dropped while a push waited for its
-	// reply. The server may or may not have handled the push.
-	ErrDisconnected = errors.New("phx: connection lost before the reply")
+	// ErrDisconnected: the connection dropped (or the server reported
+	// the channel crashed) while a push waited for its reply. The server
+	// may or may not have handled the push.
+	ErrDisconnected = errors.New("phx: connection or channel lost before the reply")
 	// ErrChannelClosed: the channel was left, or the server closed it
 	// (phx_close); it will not rejoin.
 	ErrChannelClosed = errors.New("phx: channel closed")
@@ -97,8 +98,12 @@ type Options struct {
 	WriteTimeout      time.Duration // per frame; default 10 s
 	HeartbeatInterval time.Duration // default 30 s (Phoenix's); negative: no heartbeats
 	JoinTimeout       time.Duration // an automatic rejoin's wait for its reply; default 10 s
-	Reconnect         Backoff       // zero: DefaultReconnect
-	Rejoin            Backoff       // zero: DefaultRejoin
+	// Timeout bounds Join, Push and Leave calls whose ctx has no deadline
+	// (a reply can be lost for good: a server that restarted, a push the
+	// server ignored). Default 10 s, like phoenix.js's push timeout.
+	Timeout   time.Duration
+	Reconnect Backoff // zero: DefaultReconnect
+	Rejoin    Backoff // zero: DefaultRejoin
 	// MaxMessageSize bounds one received message; a bigger one closes the
 	// connection (1009) and reconnects. Default 16 MiB.
 	MaxMessageSize int64
@@ -158,6 +163,15 @@ type pending struct {
 	ch       *Channel    // join requests: the channel joining
 	done     chan result // pushes and leaves (capacity 1)
 	deadline time.Time   // joins: when to give up and rejoin
+	pushedOn *Channel    // pushes: their channel (failed if it errors)
+}
+
+// bound gives ctx the socket's Timeout when it has no deadline.
+func (s *Socket) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, s.opts.Timeout)
 }
 
 // Dial connects to a Phoenix endpoint such as wss://example.com/socket
@@ -181,6 +195,9 @@ func Dial(ctx context.Context, endpoint string, opts Options) (*Socket, error) {
 	}
 	if opts.JoinTimeout <= 0 {
 		opts.JoinTimeout = 10 * time.Second
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 10 * time.Second
 	}
 	if opts.Reconnect == (Backoff{}) {
 		opts.Reconnect = DefaultReconnect

@@ -278,7 +278,13 @@ func TestChannelLifecycle(t *testing.T) {
 
 	// The server reports the channel crashed; a push made meanwhile waits
 	// for the rejoin, then goes out on the new join.
+	lost := make(chan error, 1)
+	go func() { _, err := ch.Push(testCtx(t), "lost", nil); lost <- err }()
+	c2.expect("lost")
 	c2.send(`["%s","%s","room:a","phx_error",{}]`, j2.joinRef, j2.joinRef)
+	if err := <-lost; !errors.Is(err, ErrDisconnected) {
+		t.Fatalf("push unanswered when its channel crashed: %v", err)
+	}
 	for deadline := time.Now().Add(testWait); ch.Joined(); {
 		if time.Now().After(deadline) {
 			t.Fatal("phx_error did not end the join")
@@ -362,6 +368,14 @@ func TestJoinRefusedOrAbandoned(t *testing.T) {
 	if l := c.expect(eventLeave); l.joinRef != j.joinRef || l.topic != "room:x" {
 		t.Fatalf("leave %+v for join %s", l, j.joinRef)
 	}
+	// Without a deadline in ctx, Options.Timeout bounds the wait.
+	sock.opts.Timeout = 50 * time.Millisecond
+	go func() { _, err := sock.Join(context.Background(), "room:z", nil); errs <- err }()
+	c.expect(eventJoin)
+	if err := <-errs; !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("join without deadline: %v", err)
+	}
+	c.expect(eventLeave)
 	// Payloads must be objects.
 	if _, err := sock.Join(testCtx(t), "room:y", []int{1}); err == nil {
 		t.Fatal("array params accepted")
