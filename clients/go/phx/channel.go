@@ -164,8 +164,14 @@ func (s *Socket) Join(ctx context.Context, topic string, params any, opts ...Cha
 	for _, o := range opts {
 		o(ch)
 	}
-	if _, err := ch.joinPayload(); err != nil {
-		return nil, err
+	switch params.(type) {
+	case ParamsFunc, func() any:
+		// Called before each join; a bad result is retried, and reported
+		// through Options.OnError.
+	default:
+		if _, err := marshalObject(params); err != nil {
+			return nil, fmt.Errorf("phx: join params: %w", err)
+		}
 	}
 	waiter := make(chan result, 1)
 	s.mu.Lock()

@@ -219,6 +219,7 @@ func Dial(ctx context.Context, endpoint string, opts Options) (*Socket, error) {
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	conn, br, err := s.dial(ctx)
 	if err != nil {
+		s.cancel()
 		return nil, err
 	}
 	s.install(conn, br)
@@ -380,7 +381,7 @@ func (s *Socket) reportError(err error) {
 }
 
 // writeFrame writes one masked frame whose payload build appends. One
-// frame, one Write, reused buffers: a push costs no allocation here.
+// frame, one Write, into buffers reused from frame to frame.
 func (s *Socket) writeFrame(conn net.Conn, op ws.OpCode, build func([]byte) ([]byte, error)) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
