@@ -656,3 +656,129 @@ func TestAuth(t *testing.T) {
 	px.cut()
 	eventually(t, "rejoin with a fresh token", func() bool { return calls.Load() >= 2 && ch.Joined() })
 }
+
+// Many goroutines push on several channels while the connection is cut
+// again and again: every push returns (a reply, or ErrDisconnected when
+// the connection dropped first), every acknowledged push comes back
+// exactly once on its channel (resume fills what the cuts interrupted),
+// and no message is delivered twice.
+func TestConcurrentPushesAcrossCuts(t *testing.T) {
+	f := startFabric(t, "", nil)
+	px := newProxy(t, f.HTTPAddr())
+	s := dial(t, px.endpoint(), phx.Options{
+		OnDisconnect: func(err error) { t.Logf("disconnected: %v", err) },
+		OnError:      func(err error) { t.Logf("client error: %v", err) },
+	})
+	const nch, workers, each = 4, 8, 25
+	chans := make([]*phx.Channel, nch)
+	recs := make([]*recorder, nch)
+	for i := range chans {
+		recs[i] = newRecorder()
+		chans[i] = join(t, s, fmt.Sprintf("room:c%d", i), nil, phx.On("p", recs[i].add))
+	}
+	type sent struct {
+		ch  int
+		id  string
+		ack bool
+	}
+	results := make(chan sent, workers*each)
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := 0; k < each; k++ {
+				ci := (w + k) % nch
+				id := fmt.Sprintf("%d-%d", w, k)
+				ctx, cancel := context.WithTimeout(context.Background(), wait)
+				r, err := chans[ci].Push(ctx, "p", map[string]string{"id": id})
+				cancel()
+				switch {
+				case err == nil && r.OK():
+					results <- sent{ci, id, true}
+				case errors.Is(err, phx.ErrDisconnected):
+					results <- sent{ci, id, false}
+				default:
+					t.Errorf("push %s: %+v %v", id, r, err)
+					results <- sent{ci, id, false}
+				}
+			}
+		}()
+	}
+	allJoined := func() bool {
+		for _, ch := range chans {
+			if !ch.Joined() {
+				return false
+			}
+		}
+		return true
+	}
+	cuts := make(chan struct{})
+	go func() {
+		defer close(cuts)
+		for i := 0; i < 3; i++ {
+			time.Sleep(80 * time.Millisecond)
+			// Cut a live connection each time: wait for the reconnect.
+			for deadline := time.Now().Add(wait); px.accepts.Load() != int64(i+1) || !allJoined(); time.Sleep(5 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Errorf("cut %d: no reconnect", i)
+					return
+				}
+			}
+			px.cut()
+		}
+	}()
+	wg.Wait()
+	<-cuts
+	close(results)
+	var acked []sent
+	for r := range results {
+		if r.ack {
+			acked = append(acked, r)
+		}
+	}
+	if len(acked) == 0 {
+		t.Fatal("no push was acknowledged")
+	}
+	// After the last cut is noticed and every channel rejoined, a marker
+	// pushed on every channel: once it is back, everything before it has
+	// been delivered.
+	eventually(t, "the reconnect after the last cut", func() bool { return px.accepts.Load() == 4 && allJoined() })
+	for i, ch := range chans {
+		if _, err := ch.Push(ctxWait(t), "p", map[string]string{"id": "end"}); err != nil {
+			t.Fatalf("final push on channel %d: %v", i, err)
+		}
+	}
+	for i, rec := range recs {
+		eventually(t, fmt.Sprintf("channel %d's marker", i), func() bool {
+			rec.mu.Lock()
+			defer rec.mu.Unlock()
+			for _, m := range rec.msgs {
+				if string(m.Payload) == `{"id":"end"}` {
+					return true
+				}
+			}
+			return false
+		})
+	}
+	seen := make([]map[string]int, nch)
+	for i, rec := range recs {
+		seen[i] = map[string]int{}
+		rec.mu.Lock()
+		for _, m := range rec.msgs {
+			var p struct{ ID string }
+			json.Unmarshal(m.Payload, &p)
+			seen[i][p.ID]++
+			if seen[i][p.ID] > 1 {
+				t.Errorf("channel %d got %s twice", i, p.ID)
+			}
+		}
+		rec.mu.Unlock()
+	}
+	for _, a := range acked {
+		if seen[a.ch][a.id] != 1 {
+			t.Errorf("acknowledged push %s on channel %d delivered %d times", a.id, a.ch, seen[a.ch][a.id])
+		}
+	}
+	t.Logf("%d of %d pushes acknowledged across %d connections", len(acked), workers*each, px.accepts.Load())
+}

@@ -567,6 +567,7 @@ func (c *Channel) handle(f frame) {
 		for _, p := range failed {
 			p.done <- result{err: ErrDisconnected}
 		}
+		s.reportError(fmt.Errorf("phx: %s: the server reported the channel crashed (phx_error); rejoining", c.topic))
 		return
 	case eventClose:
 		c.flushHeld()
