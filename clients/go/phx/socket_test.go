@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -423,4 +424,54 @@ func TestMaxMessageSizeAndCloseFrame(t *testing.T) {
 		t.Fatalf("close frame reported as %v", err)
 	}
 	srv.accept() // and reconnects after that too
+}
+
+// Two goroutines per socket whatever the number of channels, and none left
+// after Close.
+func TestGoroutines(t *testing.T) {
+	srv := newFakeServer(t)
+	before := runtime.NumGoroutine()
+	dialed := make(chan *Socket, 1)
+	go func() {
+		s, err := Dial(testCtx(t), srv.url(), fastOptions())
+		if err != nil {
+			t.Error(err)
+		}
+		dialed <- s
+	}()
+	c := srv.accept()
+	sock := <-dialed
+	const n = 50
+	joinErrs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		go func() {
+			_, err := sock.Join(testCtx(t), fmt.Sprintf("room:%d", i), nil)
+			joinErrs <- err
+		}()
+	}
+	for i := 0; i < n; i++ {
+		j := c.expect(eventJoin)
+		c.send(`["%s","%s","%s","phx_reply",{"status":"ok","response":{}}]`, j.joinRef, j.ref, j.topic)
+	}
+	for i := 0; i < n; i++ {
+		if err := <-joinErrs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The Join callers are gone; what remains is the socket's.
+	waitGoroutines(t, before+2)
+	sock.Close()
+	waitGoroutines(t, before)
+}
+
+func waitGoroutines(t *testing.T, want int) {
+	t.Helper()
+	deadline := time.Now().Add(testWait)
+	for runtime.NumGoroutine() > want {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<16)
+			t.Fatalf("%d goroutines, want at most %d:\n%s", runtime.NumGoroutine(), want, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
