@@ -125,6 +125,113 @@ func appendString(dst []byte, s string) []byte {
 // (a server echoes whatever JSON value the client sent); a number is kept
 // as its decimal text.
 func decodeText(p []byte) (frame, error) {
+	if f, ok := scanText(p); ok {
+		return f, nil
+	}
+	return decodeTextSlow(p)
+}
+
+// scanText is decodeText's fast path for what servers send in practice:
+// refs null, plain strings or integers, topic and event without escapes.
+// Anything else (escapes, odd spacing, invalid JSON) returns ok false and
+// goes through encoding/json, which also produces the error.
+func scanText(p []byte) (f frame, ok bool) {
+	i := 0
+	skip := func() {
+		for i < len(p) && isSpace(p[i]) {
+			i++
+		}
+	}
+	// str reads a string without escapes; null allowed for refs.
+	str := func(null, number bool) (string, bool) {
+		skip()
+		if i >= len(p) {
+			return "", false
+		}
+		switch c := p[i]; {
+		case c == '"':
+			j := i + 1
+			for j < len(p) && p[j] != '"' {
+				if p[j] == '\\' || p[j] < 0x20 {
+					return "", false
+				}
+				j++
+			}
+			if j >= len(p) || !utf8.Valid(p[i+1:j]) {
+				return "", false
+			}
+			s := string(p[i+1 : j])
+			i = j + 1
+			return s, true
+		case null && c == 'n' && i+4 <= len(p) && string(p[i:i+4]) == "null":
+			i += 4
+			return "", true
+		case number && c >= '0' && c <= '9':
+			j := i
+			for j < len(p) && p[j] >= '0' && p[j] <= '9' {
+				j++
+			}
+			if c == '0' && j > i+1 {
+				return "", false // a leading zero is not JSON
+			}
+			s := string(p[i:j])
+			i = j
+			return s, true
+		}
+		return "", false
+	}
+	comma := func() bool {
+		skip()
+		if i < len(p) && p[i] == ',' {
+			i++
+			return true
+		}
+		return false
+	}
+	skip()
+	if i >= len(p) || p[i] != '[' {
+		return f, false
+	}
+	i++
+	if f.joinRef, ok = str(true, true); !ok || !comma() {
+		return f, false
+	}
+	if f.ref, ok = str(true, true); !ok || !comma() {
+		return f, false
+	}
+	if f.topic, ok = str(false, false); !ok || !comma() {
+		return f, false
+	}
+	if f.event, ok = str(false, false); !ok || !comma() {
+		return f, false
+	}
+	// The payload runs to the array's last ']' (extra elements after it
+	// are rare: leave them to the slow path).
+	end := len(p) - 1
+	for end > i && isSpace(p[end]) {
+		end--
+	}
+	if end <= i || p[end] != ']' {
+		return f, false
+	}
+	payload := p[i:end]
+	for len(payload) > 0 && isSpace(payload[0]) {
+		payload = payload[1:]
+	}
+	for len(payload) > 0 && isSpace(payload[len(payload)-1]) {
+		payload = payload[:len(payload)-1]
+	}
+	if len(payload) == 0 || (payload[0] != '{' && payload[0] != 'n') || !json.Valid(payload) {
+		return f, false
+	}
+	f.payload = payload
+	return f, true
+}
+
+// isSpace is JSON's whitespace (not Unicode's, not \f or \v).
+func isSpace(c byte) bool { return c == ' ' || c == '\n' || c == '\r' || c == '\t' }
+
+func decodeTextSlow(p []byte) (frame, error) {
 	var f frame
 	var a []json.RawMessage
 	if err := json.Unmarshal(p, &a); err != nil {

@@ -181,3 +181,51 @@ func TestEndpointURL(t *testing.T) {
 		t.Error("ftp accepted")
 	}
 }
+
+var textCorpus = []string{
+	`[null,"104234","room:lobby","new_msg",{"user":"ada","n":42}]`,
+	`[ "1" , 2 , "room:a" , "phx_reply" , {"status":"ok","response":{}} ] `,
+	`[null,null,"t","e",null]`,
+	`[null,null,"t","e",{}, "extra"]`,
+	`[null,null,"t\u00e9","e",{}]`,
+	`[null,null,"t","e\n",{}]`,
+	`[null,-1,"t","e",{}]`,
+	`[null,1.5,"t","e",{}]`,
+	`[null,"1","t","e",[1,2]]`,
+	`[null,"1","t","e",{"a":]`,
+	`[null,"1","t","e",{}`,
+	`[null,"1","t","e"]`,
+	`[nul,"1","t","e",{}]`,
+	`[null,"1","t\xff","e",{}]`,
+	`{"topic":"t"}`,
+	``,
+}
+
+// The fast path agrees with encoding/json wherever it answers.
+func TestScanTextMatchesSlowPath(t *testing.T) {
+	for _, in := range textCorpus {
+		checkScan(t, []byte(in))
+	}
+}
+
+func checkScan(t *testing.T, p []byte) {
+	t.Helper()
+	fast, ok := scanText(p)
+	if !ok {
+		return
+	}
+	slow, err := decodeTextSlow(p)
+	if err != nil {
+		t.Fatalf("%q: fast path accepted what encoding/json refuses: %v", p, err)
+	}
+	if fast.joinRef != slow.joinRef || fast.ref != slow.ref || fast.topic != slow.topic || fast.event != slow.event || !bytes.Equal(fast.payload, bytes.Trim(slow.payload, " \t\r\n")) {
+		t.Fatalf("%q: fast %+v, slow %+v", p, fast, slow)
+	}
+}
+
+func FuzzScanText(f *testing.F) {
+	for _, in := range textCorpus {
+		f.Add([]byte(in))
+	}
+	f.Fuzz(func(t *testing.T, p []byte) { checkScan(t, p) })
+}
