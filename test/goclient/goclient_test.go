@@ -536,7 +536,8 @@ func TestPresence(t *testing.T) {
 			left.Store(key, true)
 		}
 	}
-	a := dial(t, endpoint(f), phx.Options{})
+	px := newProxy(t, f.HTTPAddr())
+	a := dial(t, px.endpoint(), phx.Options{})
 	b := dial(t, endpoint(f), phx.Options{})
 	join(t, a, "room:p", map[string]any{"user": "alice", "meta": map[string]string{"status": "away"}}, phx.WithPresence(pa))
 	chb := join(t, b, "room:p", map[string]any{"user": "bob"}, phx.WithPresence(pb))
@@ -552,6 +553,24 @@ func TestPresence(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "alice to see bob leave", func() bool { _, ok := left.Load("bob"); return ok && keys(pa) == "[alice]" })
+
+	// Carol comes and goes while alice is disconnected: alice's rejoin
+	// gets a fresh state, and carol's arrival and departure in between
+	// leave no trace; dave, who stays, is there.
+	px.refuse.Store(true)
+	px.cut()
+	eventually(t, "alice to notice the cut", func() bool { return !a.Connected() })
+	c := dial(t, endpoint(f), phx.Options{})
+	chc := join(t, c, "room:p", map[string]any{"user": "carol"})
+	join(t, dial(t, endpoint(f), phx.Options{}), "room:p", map[string]any{"user": "dave"})
+	if err := chc.Leave(ctxWait(t)); err != nil {
+		t.Fatal(err)
+	}
+	px.refuse.Store(false)
+	eventually(t, "alice to see dave after her rejoin", func() bool { return keys(pa) == "[alice dave]" })
+	if _, ok := left.Load("carol"); ok {
+		t.Fatal("carol, never seen, reported as leaving")
+	}
 }
 
 // wss with a custom tls.Config (a private CA), and a refusal without it.
