@@ -93,6 +93,9 @@ func bench(args, environ []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	fmt.Fprint(stderr, benchUsage)
+	if c := config.Suggest(args[0], []string{"idle", "fanout", "storm", "plot"}); c != "" {
+		return fmt.Errorf("bench: unknown subcommand %q (did you mean %q?)", args[0], c)
+	}
 	return fmt.Errorf("bench: unknown subcommand %q", args[0])
 }
 

@@ -36,6 +36,9 @@ FABRIC_<NAME> (e.g. FABRIC_NATS_URL) or, for serve, as a key in a YAML file
 given with --config; flags win over the environment, which wins over the file.
 `
 
+// commands are the first words run accepts, for suggestions.
+var commands = []string{"serve", "publish", "nats", "bench", "token", "version", "help"}
+
 // synopsis is the usage line printed under a command-line mistake, for the
 // commands whose arguments are more than flags.
 var synopsis = map[string]string{
@@ -86,7 +89,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, usage)
 		return 0
 	default:
-		fmt.Fprintf(stderr, "fabric: unknown command %q\n\n%s", args[0], usage)
+		msg := fmt.Sprintf("unknown command %q", args[0])
+		if c := config.Suggest(args[0], commands); c != "" {
+			msg += fmt.Sprintf(" (did you mean %q?)", c)
+		}
+		fmt.Fprintf(stderr, "fabric: %s\n\n%s", msg, usage)
 		return 2
 	}
 	var ue *config.UsageError

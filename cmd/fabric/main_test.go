@@ -41,7 +41,16 @@ func TestVersion(t *testing.T) {
 
 func TestUnknownCommand(t *testing.T) {
 	var out, errb bytes.Buffer
-	if code := run([]string{"frobnicate"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), `unknown command "frobnicate"`) {
+	if code := run([]string{"frobnicate"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), `unknown command "frobnicate"`) ||
+		strings.Contains(errb.String(), "did you mean") {
+		t.Fatalf("%d %q", code, errb.String())
+	}
+	errb.Reset()
+	if code := run([]string{"srve"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), `unknown command "srve" (did you mean "serve"?)`) {
+		t.Fatalf("%d %q", code, errb.String())
+	}
+	errb.Reset()
+	if code := run([]string{"bench", "fanot"}, &out, &errb); code != 1 || !strings.Contains(errb.String(), `unknown subcommand "fanot" (did you mean "fanout"?)`) {
 		t.Fatalf("%d %q", code, errb.String())
 	}
 }

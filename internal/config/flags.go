@@ -56,3 +56,7 @@ func ParseFlags(fs *flag.FlagSet, args []string) error {
 	}
 	return &UsageError{Command: fs.Name(), Msg: msg}
 }
+
+// Suggest returns the candidate closest to word (a mistyped command, say),
+// or "" when none is close enough to be what was meant.
+func Suggest(word string, candidates []string) string { return closest(word, candidates) }
