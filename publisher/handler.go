@@ -79,7 +79,9 @@ type HandlerConfig struct {
 // The body is a fabric.v1.PublishRequest (PublishBatchRequest for /batch)
 // encoded as protobuf (Content-Type application/x-protobuf) or in the
 // protobuf JSON mapping (application/json; "payload" is base64, as every
-// bytes field in that mapping). The answer is a PublishResponse
+// bytes field in that mapping). A JSON body may give a JSON payload as a
+// JSON value in "data" instead, forwarded byte-exact (see jsondata.go);
+// both at once is 400. The answer is a PublishResponse
 // (PublishBatchResponse) in the same encoding; in JSON, offsets are decimal
 // strings (the mapping of uint64) and every field is present.
 //
@@ -253,10 +255,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.serveBatch(w, r.Context(), c, body)
 		return
 	}
+	var data []byte
+	if c == codecJSON {
+		if body, data, _, err = extractData(body); err != nil {
+			h.writeError(w, http.StatusBadRequest, "invalid_body", err.Error())
+			return
+		}
+	}
 	var req fabricv1.PublishRequest
 	if err := c.unmarshal(body, &req); err != nil {
 		h.writeError(w, http.StatusBadRequest, "invalid_body", "body is not a valid fabric.v1.PublishRequest")
 		return
+	}
+	if data != nil {
+		req.Payload = data
 	}
 	m, err := h.p.prepare(req.GetTopic(), req.GetEvent(), req.GetPayload(), requestOptions(&req))
 	if err != nil {
@@ -274,10 +286,23 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) serveBatch(w http.ResponseWriter, ctx context.Context, c codec, body []byte) {
+	var datas [][]byte
+	if c == codecJSON {
+		var err error
+		if body, datas, err = extractBatchData(body); err != nil {
+			h.writeError(w, http.StatusBadRequest, "invalid_body", err.Error())
+			return
+		}
+	}
 	var req fabricv1.PublishBatchRequest
 	if err := c.unmarshal(body, &req); err != nil {
 		h.writeError(w, http.StatusBadRequest, "invalid_body", "body is not a valid fabric.v1.PublishBatchRequest")
 		return
+	}
+	for i, d := range datas {
+		if d != nil && i < len(req.Messages) {
+			req.Messages[i].Payload = d
+		}
 	}
 	if len(req.GetMessages()) > h.maxBatch {
 		h.writeError(w, http.StatusBadRequest, "invalid_body", fmt.Sprintf("more than %d messages", h.maxBatch))

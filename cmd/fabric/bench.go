@@ -16,6 +16,7 @@ import (
 	"time"
 
 	fbench "github.com/fabric-rt/fabric/internal/bench"
+	"github.com/fabric-rt/fabric/internal/config"
 )
 
 const benchUsage = `Usage:
@@ -55,7 +56,7 @@ func bench(args, environ []string, stdout, stderr io.Writer) error {
 		host := fs.String("host", "127.0.0.1", "WebSocket listen host")
 		port := fs.Int("port", 0, "WebSocket listen port")
 		natsPort := fs.Int("nats-port", 0, "also listen for NATS clients on this port (0: no)")
-		if err := fs.Parse(args[1:]); err != nil {
+		if err := config.ParseFlags(fs, args[1:]); err != nil {
 			return err
 		}
 		if *port <= 0 {
@@ -77,7 +78,7 @@ func bench(args, environ []string, stdout, stderr io.Writer) error {
 		fs.IntVar(&o.Retries, "retries", 2, "extra dial attempts per connection")
 		fs.DurationVar(&o.StatusEvery, "status-every", time.Second, "period of status reports (deliveries, losses)")
 		control := fs.Bool("control", false, `read commands ("stats") from stdin; exit at its end`)
-		if err := fs.Parse(args[1:]); err != nil {
+		if err := config.ParseFlags(fs, args[1:]); err != nil {
 			return err
 		}
 		if *control {
@@ -92,6 +93,9 @@ func bench(args, environ []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	fmt.Fprint(stderr, benchUsage)
+	if c := config.Suggest(args[0], []string{"idle", "fanout", "storm", "plot"}); c != "" {
+		return fmt.Errorf("bench: unknown subcommand %q (did you mean %q?)", args[0], c)
+	}
 	return fmt.Errorf("bench: unknown subcommand %q", args[0])
 }
 
@@ -110,7 +114,7 @@ func benchIdle(ctx context.Context, args, environ []string, stdout, stderr io.Wr
 	fs.StringVar(&systems, "systems", "fabric,nats-ws", "systems to measure, in order")
 	fs.StringVar(&o.Topic, "topic", "bench:idle-%d", `channel each Fabric client joins ("%d" = index mod 100); nats-ws clients subscribe to its subject. bench:… has no history or presence (like a NATS SUB); room:… adds both`)
 	fs.StringVar(&out, "out", "", "also write the report to this file, command line first")
-	if err := fs.Parse(args); err != nil {
+	if err := config.ParseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
@@ -244,7 +248,7 @@ func (f *runFlags) declare(fs *flag.FlagSet, timeout *time.Duration, defTimeout 
 // parse parses args and returns the systems to measure and this binary
 // (which the benchmark starts as server and workers).
 func (f *runFlags) parse(fs *flag.FlagSet, args []string) (systems []string, exe string, err error) {
-	if err := fs.Parse(args); err != nil {
+	if err := config.ParseFlags(fs, args); err != nil {
 		return nil, "", err
 	}
 	if fs.NArg() > 0 {
@@ -383,7 +387,7 @@ func benchPlot(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	in := fs.String("in", "", "JSON result lines of fanout/storm runs (several files: comma-separated)")
 	out := fs.String("out", "bench/results/plot.png", "PNG to write")
-	if err := fs.Parse(args); err != nil {
+	if err := config.ParseFlags(fs, args); err != nil {
 		return err
 	}
 	if *in == "" || fs.NArg() > 0 {

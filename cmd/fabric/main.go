@@ -13,24 +13,47 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/fabric-rt/fabric/internal/config"
 )
 
 const usage = `fabric — a real-time event fabric speaking Phoenix Channels over NATS
 
-Usage:
-  fabric serve [flags]     run a gateway (embedded NATS unless --nats-url)
-  fabric publish [flags] TOPIC [PAYLOAD]
-                           publish a message (to NATS or the HTTP API)
-  fabric token [flags]     mint a development JWT
-  fabric bench idle [flags]
-                           measure server RSS per idle connection vs nats-server
-  fabric nats [flags]      run a standalone NATS/JetStream node (cluster member)
-  fabric version           print the version
+Usage: fabric COMMAND [flags]
 
-Run "fabric serve -h" for its flags. Every flag can also be set as
-FABRIC_<NAME> (e.g. FABRIC_NATS_URL) or as a key in a YAML file given with
---config; flags win over the environment, which wins over the file.
+  serve           run a gateway (embedded NATS unless --nats-url)
+  publish         publish a message to a channel, through NATS or the HTTP API
+  token           mint a development JWT
+  nats            run a standalone NATS/JetStream node (cluster member)
+  bench idle      server RSS per idle joined connection, Fabric vs nats-server
+  bench fanout    one channel, N subscribers: deliveries/s, latency, CPU
+  bench storm     N clients connect and join at once
+  bench plot      plot memory/conn and deliveries/s against N
+  version         print the version
+
+Run "fabric COMMAND -h" for its flags. Every flag can also be set as
+FABRIC_<NAME> (e.g. FABRIC_NATS_URL) or, for serve, as a key in a YAML file
+given with --config; flags win over the environment, which wins over the file.
 `
+
+// commands are the first words run accepts, for suggestions.
+var commands = []string{"serve", "publish", "nats", "bench", "token", "version", "help"}
+
+// synopsis is the usage line printed under a command-line mistake, for the
+// commands whose arguments are more than flags.
+var synopsis = map[string]string{
+	"fabric publish": "fabric publish [flags] TOPIC [PAYLOAD]",
+}
+
+// shortUsage follows a command-line mistake: the mistake in one line, the
+// command's usage line and where the flag list is, rather than the list.
+func shortUsage(w io.Writer, ue *config.UsageError) {
+	line, ok := synopsis[ue.Command]
+	if !ok {
+		line = ue.Command + " [flags]"
+	}
+	fmt.Fprintf(w, "%s: %s\nUsage: %s\nRun \"%s -h\" for the list of flags.\n", ue.Command, ue.Msg, line, ue.Command)
+}
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -66,14 +89,22 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, usage)
 		return 0
 	default:
-		fmt.Fprintf(stderr, "fabric: unknown command %q\n\n%s", args[0], usage)
+		msg := fmt.Sprintf("unknown command %q", args[0])
+		if c := config.Suggest(args[0], commands); c != "" {
+			msg += fmt.Sprintf(" (did you mean %q?)", c)
+		}
+		fmt.Fprintf(stderr, "fabric: %s\n\n%s", msg, usage)
 		return 2
 	}
+	var ue *config.UsageError
 	switch {
 	case err == nil:
 		return 0
 	case errors.Is(err, flag.ErrHelp):
 		return 0
+	case errors.As(err, &ue):
+		shortUsage(stderr, ue)
+		return 2
 	default:
 		fmt.Fprintln(stderr, "fabric:", err)
 		return 1

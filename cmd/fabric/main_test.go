@@ -41,8 +41,60 @@ func TestVersion(t *testing.T) {
 
 func TestUnknownCommand(t *testing.T) {
 	var out, errb bytes.Buffer
-	if code := run([]string{"frobnicate"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), `unknown command "frobnicate"`) {
+	if code := run([]string{"frobnicate"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), `unknown command "frobnicate"`) ||
+		strings.Contains(errb.String(), "did you mean") {
 		t.Fatalf("%d %q", code, errb.String())
+	}
+	errb.Reset()
+	if code := run([]string{"srve"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), `unknown command "srve" (did you mean "serve"?)`) {
+		t.Fatalf("%d %q", code, errb.String())
+	}
+	errb.Reset()
+	if code := run([]string{"bench", "fanot"}, &out, &errb); code != 1 || !strings.Contains(errb.String(), `unknown subcommand "fanot" (did you mean "fanout"?)`) {
+		t.Fatalf("%d %q", code, errb.String())
+	}
+}
+
+// A mistyped flag gets one line with a suggestion and a pointer to -h, not
+// the hundred lines of the flag list.
+func TestFlagMistakeShortUsage(t *testing.T) {
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"serve", "--listn", "x"}, "fabric serve: unknown flag --listn (did you mean --listen?)"},
+		{[]string{"publish", "--evnt", "x", "room:a"}, "fabric publish: unknown flag --evnt (did you mean --event?)"},
+		{[]string{"token", "--chanels", "room:*"}, "fabric token: unknown flag --chanels (did you mean --channels?)"},
+		{[]string{"nats", "--jetstrem"}, "fabric nats: unknown flag --jetstrem (did you mean --jetstream?)"},
+		{[]string{"bench", "fanout", "--worker", "2"}, "fabric bench fanout: unknown flag --worker (did you mean --workers?)"},
+		{[]string{"bench", "idle", "--n"}, "fabric bench idle: flag --n needs a value"},
+	}
+	for _, tc := range cases {
+		var out, errb bytes.Buffer
+		code := run(tc.args, &out, &errb)
+		lines := strings.Split(strings.TrimSpace(errb.String()), "\n")
+		if code != 2 || lines[0] != tc.want || len(lines) > 4 || !strings.Contains(errb.String(), tc.args[0]+" ") {
+			t.Errorf("%q: exit %d, stderr:\n%s\nwant exit 2, first line %q, at most 4 lines", tc.args, code, errb.String(), tc.want)
+		}
+	}
+}
+
+// "fabric" alone lists every command and every bench subcommand, and each
+// listed one exists (answers -h).
+func TestUsageListsEveryCommand(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run(nil, &out, &errb); code != 2 {
+		t.Fatalf("exit %d, want 2", code)
+	}
+	for _, cmd := range [][]string{{"serve"}, {"publish"}, {"token"}, {"nats"}, {"bench", "idle"}, {"bench", "fanout"},
+		{"bench", "storm"}, {"bench", "plot"}, {"version"}} {
+		if !regexp.MustCompile(`(?m)^  ` + strings.Join(cmd, " ") + ` +\S`).MatchString(errb.String()) {
+			t.Errorf("usage does not list %q:\n%s", cmd, errb.String())
+		}
+		var o, e bytes.Buffer
+		if code := run(append(cmd, "-h"), &o, &e); code != 0 {
+			t.Errorf("%q -h: exit %d, stderr %q", cmd, code, e.String())
+		}
 	}
 }
 
@@ -54,7 +106,8 @@ func TestServeConfigErrors(t *testing.T) {
 		want    string
 	}{
 		{"unknown env", nil, []string{"FABRIC_LISTN=x"}, "unknown environment variable FABRIC_LISTN (did you mean FABRIC_LISTEN?)"},
-		{"unknown flag", []string{"--nope"}, nil, "flag provided but not defined: -nope"},
+		{"unknown flag", []string{"--nope"}, nil, "unknown flag --nope"},
+		{"mistyped flag", []string{"--listn", "x"}, nil, "unknown flag --listn (did you mean --listen?)"},
 		{"open on network", []string{"--listen", "0.0.0.0:0", "--nats-listen", "off", "--ops-listen", "off"}, nil, "--allow-anonymous"},
 		{"bad log level", []string{"--log-level", "loud"}, nil, "log-level"},
 		{"stray argument", []string{"extra"}, nil, "unexpected arguments"},

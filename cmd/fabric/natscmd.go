@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/fabric-rt/fabric/internal/config"
 	"github.com/fabric-rt/fabric/nats/natsembed"
 )
 
@@ -59,7 +60,7 @@ func natsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	var o natsOptions
 	fs := natsFlags(&o)
 	fs.SetOutput(stderr)
-	if err := fs.Parse(args); err != nil {
+	if err := config.ParseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

@@ -207,7 +207,7 @@ func TestPublishCommandErrors(t *testing.T) {
 	}{
 		{"no topic", nil, nil, "want TOPIC"},
 		{"too many args", []string{"room:a", "1", "2"}, nil, "want TOPIC"},
-		{"unknown flag", []string{"--nope", "room:a"}, nil, "flag provided but not defined: -nope"},
+		{"unknown flag", []string{"--nope", "room:a"}, nil, "unknown flag --nope"},
 		{"unknown env", []string{"room:a"}, []string{"FABRIC_EVNT=x"}, "unknown environment variable FABRIC_EVNT (did you mean FABRIC_EVENT?)"},
 		{"payload and file", []string{"--file", "x", "room:a", "{}"}, nil, "not both"},
 		{"missing file", []string{"--file", "/nonexistent/payload", "room:a"}, nil, "no such file"},

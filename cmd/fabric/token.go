@@ -37,7 +37,7 @@ func token(args, environ []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&privFile, "jwt-private-key", "", "PEM private key file (RS256, ES256 or EdDSA)")
 	fs.StringVar(&issuer, "jwt-issuer", "", "iss claim (also FABRIC_JWT_ISSUER)")
 	fs.StringVar(&audience, "jwt-audience", "", "aud claim (also FABRIC_JWT_AUDIENCE)")
-	if err := fs.Parse(args); err != nil {
+	if err := config.ParseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

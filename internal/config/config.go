@@ -89,9 +89,10 @@ type fileValue struct {
 // flag > env > file > default. It returns the positional arguments left
 // after the flags.
 //
-// fs should be created with flag.ContinueOnError. Command-line errors are
-// reported by the flag package in its own words (it also prints usage, as it
-// always does); -h and --help return flag.ErrHelp unwrapped. Environment and
+// fs should be created with flag.ContinueOnError. The command line is parsed
+// by ParseFlags: a mistake there is a one-line *UsageError (with a
+// suggestion for a mistyped flag, as for env and YAML names) and prints
+// nothing; -h and --help print the usage and return flag.ErrHelp unwrapped. Environment and
 // file problems are returned as errors and nothing is printed. When several
 // problems are found they are all returned, joined with errors.Join, so an
 // operator can fix them in one go.
@@ -102,11 +103,8 @@ func Load(fs *flag.FlagSet, args []string, opts Options) (rest []string, err err
 		return nil, err
 	}
 
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, err
-		}
-		return nil, fmt.Errorf("command line: %w", err)
+	if err := ParseFlags(fs, args); err != nil {
+		return nil, err
 	}
 	rest = fs.Args()
 

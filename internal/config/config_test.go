@@ -106,7 +106,12 @@ func TestLoad(t *testing.T) {
 		{
 			name:    "unknown flag",
 			args:    []string{"--lisen", ":1"},
-			wantErr: []string{"command line", "flag provided but not defined: -lisen"},
+			wantErr: []string{"unknown flag --lisen (did you mean --listen?)"},
+		},
+		{
+			name:    "unknown flag without suggestion",
+			args:    []string{"--zzzzzz"},
+			wantErr: []string{"unknown flag --zzzzzz"},
 		},
 		{
 			name:    "unknown env var with suggestion",
@@ -170,7 +175,7 @@ func TestLoad(t *testing.T) {
 		{
 			name:    "bad value from flag names the flag",
 			args:    []string{"--workers", "many"},
-			wantErr: []string{"command line", `invalid value "many" for flag -workers`},
+			wantErr: []string{`invalid value "many" for flag -workers`},
 		},
 		{
 			name:    "bad value from env names the variable",
@@ -368,6 +373,30 @@ func TestLoad(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A command-line mistake is one line, printed by nobody but the caller; the
+// flag list is printed for -h only.
+func TestCommandLineErrorIsShort(t *testing.T) {
+	for _, args := range [][]string{{"--lisen", ":1"}, {"--workers", "many"}, {"--listen"}} {
+		fs := newFlagSet()
+		var out strings.Builder
+		fs.SetOutput(&out)
+		_, err := Load(fs, args, Options{EnvPrefix: "FABRIC_", Environ: []string{}})
+		var ue *UsageError
+		if !errors.As(err, &ue) || ue.Command != fs.Name() || strings.Contains(ue.Msg, "\n") {
+			t.Errorf("%q: err = %#v, want a one-line *UsageError for %q", args, err, fs.Name())
+		}
+		if out.Len() != 0 {
+			t.Errorf("%q: printed %q, want nothing", args, out.String())
+		}
+	}
+	fs := newFlagSet()
+	var out strings.Builder
+	fs.SetOutput(&out)
+	if _, err := Load(fs, []string{"-h"}, Options{EnvPrefix: "FABRIC_", Environ: []string{}}); err != flag.ErrHelp || !strings.Contains(out.String(), "-listen") {
+		t.Errorf("-h: err = %v, printed %q; want flag.ErrHelp and the flag list", err, out.String())
 	}
 }
 

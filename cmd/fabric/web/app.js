@@ -254,8 +254,10 @@ function updateHelper() {
   const event = $("event").value.trim() || "new_msg";
   const subject = natsSubject(topic);
   $("nats-subject").textContent = subject;
+  setCommand($("fabric-cmd"), ["fabric publish", `--event ${shellWord(event)}`, shellWord(topic), shellWord(SAMPLE)]);
   setCommand($("nats-cmd"), ["nats pub", subject, shellWord(SAMPLE), `-H ${shellWord(`Fabric-Event:${event}`)}`]);
-  const body = JSON.stringify({ topic, event, payload: btoa(SAMPLE) });
+  // "data" takes the JSON value as it is; base64 in "payload" is for bytes.
+  const body = JSON.stringify({ topic, event, data: JSON.parse(SAMPLE) });
   setCommand($("curl-cmd"), ["curl -s", "-H 'Content-Type: application/json'", `-d ${shellWord(body)}`,
     `${location.protocol}//${location.host}/api/v1/publish`]);
 }

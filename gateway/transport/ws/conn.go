@@ -56,6 +56,10 @@ type conn struct {
 	outArmed   bool
 	dirty      bool // on the loop's flush list
 	pinged     bool // loop goroutine only
+	// failed is set (loop goroutine) once the peer broke the protocol: the
+	// rest of its stream is unparseable and is discarded unread, as RFC
+	// 6455 §7.1.7 asks, while the close frame goes out.
+	failed bool
 }
 
 // outQueue holds frames waiting for a writable socket. Frames are shared

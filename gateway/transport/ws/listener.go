@@ -105,8 +105,7 @@ func (s *splitListener) sniff(c net.Conn) {
 		if !couldBe(buf[:n], s.prefix) {
 			break // not our endpoint: net/http's business
 		}
-		if end = bytes.Index(buf[:n], []byte("\r\n\r\n")); end >= 0 {
-			end += 4
+		if end = headEnd(buf[:n]); end >= 0 {
 			break
 		}
 		if err != nil {
@@ -118,6 +117,22 @@ func (s *splitListener) sniff(c net.Conn) {
 		c.SetReadDeadline(time.Time{})
 		s.handOff(c, buf[:n])
 	}
+}
+
+// headEnd returns the length of the request head at the start of b, up to
+// and including its empty line, or -1 when b does not hold all of it. Lines
+// end in LF with an optional CR before it, as net/http reads them: looking
+// for CRLFCRLF alone would hang a client that ends lines with a bare LF,
+// and would take a later CRLFCRLF (inside the early frames) for the end.
+func headEnd(b []byte) int {
+	end := -1
+	if i := bytes.Index(b, []byte("\n\n")); i >= 0 {
+		end = i + 2
+	}
+	if i := bytes.Index(b, []byte("\n\r\n")); i >= 0 && (end < 0 || i+3 < end) {
+		end = i + 3
+	}
+	return end
 }
 
 // couldBe reports whether p can still be (or is) a request line starting
@@ -166,7 +181,7 @@ func (s *splitListener) serveUpgrade(c net.Conn, head, rest []byte) bool {
 func headerHasToken(h http.Header, name, token string) bool {
 	for _, v := range h.Values(name) {
 		for _, t := range bytes.Split([]byte(v), []byte(",")) {
-			if bytes.EqualFold(bytes.TrimSpace(t), []byte(token)) {
+			if bytes.EqualFold(bytes.Trim(t, " \t"), []byte(token)) { // HTTP's whitespace only
 				return true
 			}
 		}

@@ -282,6 +282,9 @@ func (l *loop) readable(c *conn) {
 // consume parses frames from data (prefixed by the connection's pending
 // tail). It returns false once the connection is finished.
 func (l *loop) consume(c *conn, data []byte) bool {
+	if c.failed {
+		return true // waiting for the peer to hang up or the close timeout
+	}
 	max := l.s.cfg.MaxMessageSize
 	if c.in != nil && len(c.in.pend) > 0 {
 		c.in.pend = append(c.in.pend, data...)
@@ -294,7 +297,18 @@ func (l *loop) consume(c *conn, data []byte) bool {
 			l.protocolError(c, err)
 			return c.fd >= 0
 		}
-		if !ok || int64(len(data)-off-h.size) < h.length {
+		if !ok {
+			break
+		}
+		// A fragment that would take its message over the cap is refused
+		// before its payload is buffered, so the bytes held for a
+		// connection (pending frame plus message so far) stay within one
+		// header plus MaxMessageSize.
+		if h.op == opContinuation && c.in != nil && c.in.op != 0 && int64(len(c.in.msg))+h.length > int64(max) {
+			l.protocolError(c, errTooBig)
+			return c.fd >= 0
+		}
+		if int64(len(data)-off-h.size) < h.length {
 			break
 		}
 		payload := data[off+h.size : off+h.size+int(h.length)]
@@ -423,7 +437,12 @@ func (l *loop) deliver(c *conn, op byte, p []byte) bool {
 	return !c.closing()
 }
 
+// protocolError fails the connection: the close frame with err's code is
+// queued and input held for it is dropped, along with whatever it sends
+// from now on (consume discards it).
 func (l *loop) protocolError(c *conn, err error) {
+	c.failed = true
+	c.in = nil // not pooled: consume may still hold a slice of it
 	var pe *protocolError
 	if errors.As(err, &pe) {
 		c.Close(pe.code, pe.reason)

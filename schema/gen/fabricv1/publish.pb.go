@@ -36,6 +36,11 @@ type PublishRequest struct {
 	// The payload, forwarded untouched. A JSON value goes out in a text frame;
 	// anything else in a binary frame. In the JSON mapping of this message it
 	// is base64 (standard or URL-safe alphabet), as for every bytes field.
+	// The HTTP API's JSON body also accepts a JSON payload as a JSON value in
+	// "data" (docs/http-api.md). That is deliberately not a field here: the
+	// mapping's only any-JSON type, google.protobuf.Value, goes through
+	// float64 and a map, so big integers and key order would not survive; in
+	// protobuf, this field already carries JSON bytes exactly.
 	Payload []byte `protobuf:"bytes,3,opt,name=payload,proto3" json:"payload,omitempty"`
 	// Optional Content-Type header of the NATS message. "application/json"
 	// or any other type; a non-JSON type forces a binary frame.
