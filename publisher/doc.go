@@ -23,7 +23,10 @@
 //     server took the message; offset 0, no epoch.
 //   - Event names the gateway would drop (reserved "phx_…" and "fabric:…",
 //     control characters, over 255 bytes) and topics it would refuse are
-//     errors here rather than silent losses there.
+//     errors here rather than silent losses there. presence_state,
+//     presence_diff and chan_reply_… are refused from clients but allowed
+//     here: the publisher is the authorized path for a service that sends
+//     them on purpose (docs/protocol.md).
 //   - Never a success without an acknowledgement: a disconnected
 //     connection, a stream that does not answer within Config.Timeout or a
 //     persistent namespace whose stream vanished all fail with

@@ -14,7 +14,9 @@
 //
 // What it does: Fabric puts each message's stream offset in the frame's ref
 // slot (binary messages are followed by a "fabric:offset" frame) and answers
-// joins with {epoch, offset}. The helper remembers the epoch and the latest
+// joins with {epoch, offset}; offsets are decimal strings everywhere the
+// server sends one (a stream sequence is a uint64: a JS number would round
+// it past 2^53), and the helper keeps and sends them as strings. The helper remembers the epoch and the latest
 // offset, and phoenix.js — which re-evaluates channel params on every rejoin
 // — sends them back as {epoch, offset}, so after any reconnect the gateway
 // replays exactly what was missed. If it cannot (history expired, stream

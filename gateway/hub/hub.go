@@ -959,6 +959,19 @@ type encoder struct {
 	done1, done2, done3 bool
 }
 
+// EventOffset is the text frame that follows a binary broadcast in a
+// persistent namespace, [null, "<offset>", topic, "fabric:offset",
+// {"offset": "<offset>"}]: a binary frame has no ref slot.
+const EventOffset = "fabric:offset"
+
+// offsetPayload is fabric:offset's payload, {"offset":"<offset>"}.
+func offsetPayload(offset string) []byte {
+	b := make([]byte, 0, len(offset)+14)
+	b = append(b, `{"offset":"`...)
+	b = append(b, offset...)
+	return append(b, `"}`...)
+}
+
 // ref is the frame's ref slot: the stream offset in a persistent namespace
 // (phoenix.js hands it to channel.on handlers as the second argument).
 func ref(m *broker.Message) phoenix.Ref {
@@ -999,8 +1012,11 @@ func (e *encoder) frames(h *Hub, m *broker.Message, v phoenix.Version, textOnly 
 			e.v2[0] = transport.NewBinary(b)
 			if m.Offset != 0 {
 				// A binary broadcast has no ref slot; its offset follows
-				// in a text frame the JS helper consumes.
-				e.v2[1] = transport.NewText(phoenix.AppendMessage(nil, phoenix.V2, phoenix.Null, ref(m), m.Topic, "fabric:offset", []byte("null")))
+				// in a text frame the JS helper consumes. The payload is
+				// an object, never null: phoenix.js with a logger reads
+				// payload.status of every message.
+				r := ref(m)
+				e.v2[1] = transport.NewText(phoenix.AppendMessage(nil, phoenix.V2, phoenix.Null, r, m.Topic, EventOffset, offsetPayload(r.S)))
 			}
 		}
 	}

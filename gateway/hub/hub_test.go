@@ -168,7 +168,7 @@ func TestEncodings(t *testing.T) {
 		v1:   []frame{{false, `{"topic":"room:1","event":"bin","payload":{"base64":"AAEC/w=="},"ref":"7"}`}},
 		v2: []frame{
 			{true, kind2("room:1", "bin", bin)},
-			{false, `[null,"7","room:1","fabric:offset",null]`},
+			{false, `[null,"7","room:1","fabric:offset",{"offset":"7"}]`},
 		},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -38,9 +38,17 @@ var decodeCases = []decodeCase{
 	{name: "v2 whitespace", v: V2, data: " \t\r\n[ \"1\" , \"2\" ,\n\"t\" , \"e\" , { \"a\" : [ 1 , 2 ] } ] \n",
 		want: Frame{JoinRef: R("1"), Ref: R("2"), Topic: "t", Event: "e", Payload: []byte(`{ "a" : [ 1 , 2 ] }`)}},
 	{name: "v2 escapes", v: V2, data: `["j\"1","r\\2","room:\u0041","\ud83d\ude00\n\/",{}]`,
-		want: Frame{JoinRef: R(`j"1`), Ref: R(`r\2`), Topic: "room:A", Event: "😀\n/", Payload: []byte(`{}`)}},
-	{name: "v2 lone surrogate", v: V2, data: `["1","2","\ud800","e",{}]`,
-		want: Frame{JoinRef: R("1"), Ref: R("2"), Topic: "\uFFFD", Event: "e", Payload: []byte(`{}`)}},
+		want: Frame{JoinRef: RawRef(`"j\"1"`), Ref: RawRef(`"r\\2"`), Topic: "room:A", Event: "😀\n/", Payload: []byte(`{}`)}},
+	{name: "v2 surrogate pair", v: V2, data: `["1","2","\ud83d\ude00","e",{}]`,
+		want: Frame{JoinRef: R("1"), Ref: R("2"), Topic: "😀", Event: "e", Payload: []byte(`{}`)}},
+	{name: "v2 lone surrogate in a ref is echoed", v: V2, data: `["\ud800","\udc00x","t","e",{}]`,
+		want: Frame{JoinRef: RawRef(`"\ud800"`), Ref: RawRef(`"\udc00x"`), Topic: "t", Event: "e", Payload: []byte(`{}`)}},
+	{name: "v2 U+2028 in a ref is kept raw", v: V2, data: "[\"a\u2028\",\"2\",\"t\",\"e\",{}]",
+		want: Frame{JoinRef: RawRef("\"a\u2028\""), Ref: R("2"), Topic: "t", Event: "e", Payload: []byte(`{}`)}},
+	{name: "v2 numeric refs", v: V2, data: `[0,-1.5e3,"t","e",{}]`,
+		want: Frame{JoinRef: RawRef("0"), Ref: RawRef("-1.5e3"), Topic: "t", Event: "e", Payload: []byte(`{}`)}},
+	{name: "v2 object and array refs", v: V2, data: `[{"a": [1]} , [true],"t","e",{}]`,
+		want: Frame{JoinRef: RawRef(`{"a": [1]}`), Ref: RawRef(`[true]`), Topic: "t", Event: "e", Payload: []byte(`{}`)}},
 	{name: "v2 non-ASCII", v: V2, data: `["1","2","sala:ñ","évé",{"x":"日本"}]`,
 		want: Frame{JoinRef: R("1"), Ref: R("2"), Topic: "sala:ñ", Event: "évé", Payload: []byte(`{"x":"日本"}`)}},
 	{name: "v2 payload array", v: V2, data: `["1","2","t","e",[1,"x",null]]`,
@@ -94,14 +102,18 @@ var decodeCases = []decodeCase{
 	{name: "v2 scalar", v: V2, data: `"x"`, proto: 1007},
 	{name: "v2 empty array", v: V2, data: `[]`, proto: 1007},
 	{name: "v2 ref only", v: V2, data: `[null,"1"]`, proto: 1007},
-	{name: "v2 ref number", v: V2, data: `[null,1,"t","e",{}]`, proto: 1007},
+	{name: "v2 ref number", v: V2, data: `[null,1,"t","e",{}]`,
+		want: Frame{JoinRef: Null, Ref: RawRef("1"), Topic: "t", Event: "e", Payload: []byte(`{}`)}},
 	{name: "v2 topic null", v: V2, data: `[null,"1",null,"e",{}]`, proto: 1007},
 	{name: "v2 topic object", v: V2, data: `[null,"1",{},"e",{}]`, proto: 1007},
 	{name: "v1 array not object", v: V1, data: `[null,"1","t","e",{}]`, proto: 1007},
 	{name: "v1 missing topic", v: V1, data: `{"event":"e","payload":{},"ref":"1"}`, proto: 1007},
 	{name: "v1 missing ref", v: V1, data: `{"topic":"t","event":"e","payload":{}}`, proto: 1007},
 	{name: "v1 topic number", v: V1, data: `{"topic":1,"event":"e","payload":{},"ref":"1"}`, proto: 1007},
-	{name: "v1 ref true", v: V1, data: `{"topic":"t","event":"e","payload":{},"ref":true}`, proto: 1007},
+	{name: "v1 ref true", v: V1, data: `{"topic":"t","event":"e","payload":{},"ref":true}`,
+		want: Frame{JoinRef: Null, Ref: RawRef("true"), Topic: "t", Event: "e", Payload: []byte(`{}`)}},
+	{name: "v1 numeric join without join_ref", v: V1, data: `{"topic":"t","event":"phx_join","payload":{},"ref":0}`,
+		want: Frame{JoinRef: RawRef("0"), Ref: RawRef("0"), Topic: "t", Event: "phx_join", Payload: []byte(`{}`)}},
 	{name: "binary too short", v: V2, binary: true, data: "\x00\x01\x02\x06", proto: 1007},
 	{name: "binary empty", v: V2, binary: true, data: "", proto: 1007},
 	{name: "binary kind reply", v: V2, binary: true, data: "\x01\x00\x00\x00\x00", proto: 1007},
@@ -119,8 +131,14 @@ var decodeCases = []decodeCase{
 		bad: &BadRequestError{JoinRef: R("1"), Ref: R("2"), Topic: "t"}},
 	{name: "v2 event null", v: V2, data: `["1","2","t",null,{}]`,
 		bad: &BadRequestError{JoinRef: R("1"), Ref: R("2"), Topic: "t"}},
-	{name: "v2 join_ref number", v: V2, data: `[5,"2","t","e",{}]`,
-		bad: &BadRequestError{JoinRef: Null, Ref: R("2"), Topic: "t"}},
+	{name: "v2 lone surrogate topic", v: V2, data: `["1","2","room:\ud800","e",{}]`,
+		bad: &BadRequestError{JoinRef: R("1"), Ref: R("2")}},
+	{name: "v2 lone low surrogate topic", v: V2, data: `["1","2","room:\udc00\ud800","e",{}]`,
+		bad: &BadRequestError{JoinRef: R("1"), Ref: R("2")}},
+	{name: "v2 high surrogate then a letter", v: V2, data: `["1","2","room:\ud800\u0041","e",{}]`,
+		bad: &BadRequestError{JoinRef: R("1"), Ref: R("2")}},
+	{name: "v2 lone surrogate event", v: V2, data: `[1,"2","t","\udfff",{}]`,
+		bad: &BadRequestError{JoinRef: RawRef("1"), Ref: R("2"), Topic: "t"}},
 	{name: "v2 null ref bad shape", v: V2, data: `[null,null,"room:\u0041",{},{}]`,
 		bad: &BadRequestError{JoinRef: Null, Ref: Null, Topic: "room:A"}},
 	{name: "v1 missing payload", v: V1, data: `{"topic":"t","event":"e","ref":"1","join_ref":"9"}`,
@@ -128,7 +146,9 @@ var decodeCases = []decodeCase{
 	{name: "v1 missing event", v: V1, data: `{"topic":"t","payload":{},"ref":"1"}`,
 		bad: &BadRequestError{JoinRef: Null, Ref: R("1"), Topic: "t"}},
 	{name: "v1 join_ref number", v: V1, data: `{"topic":"t","event":"e","payload":{},"ref":"1","join_ref":2}`,
-		bad: &BadRequestError{JoinRef: Null, Ref: R("1"), Topic: "t"}},
+		want: Frame{JoinRef: RawRef("2"), Ref: R("1"), Topic: "t", Event: "e", Payload: []byte(`{}`)}},
+	{name: "v1 lone surrogate topic", v: V1, data: `{"topic":"\ud800","event":"e","payload":{},"ref":"1"}`,
+		bad: &BadRequestError{JoinRef: Null, Ref: R("1")}},
 }
 
 func TestDecode(t *testing.T) {
@@ -448,7 +468,7 @@ func TestRoundTrip(t *testing.T) {
 	frames := []Frame{
 		{JoinRef: Null, Ref: R("12"), Topic: "phoenix", Event: "heartbeat", Payload: []byte(`{}`)},
 		{JoinRef: R("5"), Ref: R("5"), Topic: "room:1", Event: "phx_join", Payload: []byte(`{"p":[1,2,{"q":null}]}`)},
-		{JoinRef: R(`a"b\c`), Ref: Null, Topic: "ctl\x00\t\u2028", Event: "日本 😀", Payload: []byte(`"s"`)},
+		{JoinRef: RawRef(`"a\"b\\c"`), Ref: Null, Topic: "ctl\x00\t\u2028", Event: "日本 😀", Payload: []byte(`"s"`)},
 		{JoinRef: R(""), Ref: R(""), Topic: "", Event: "", Payload: []byte(`0`)},
 	}
 	for _, want := range frames {
@@ -483,5 +503,88 @@ func TestErrorMessages(t *testing.T) {
 	}
 	if Null.String() != "null" || R(`a"`).String() != `"a\""` {
 		t.Errorf("Ref.String: %s %s", Null, R(`a"`))
+	}
+}
+
+// Phoenix accepts any JSON value as a ref and echoes it unchanged; so must
+// the reply, byte for byte (community clients send numbers).
+func TestRawRefsEchoedExactly(t *testing.T) {
+	for _, in := range []string{
+		`[0,0,"room:1","e",{}]`,
+		`[-1.50e+3,"8","room:1","e",{}]`,
+		`[null,{"k" : [1,"x"]},"room:1","e",{}]`,
+		`["\u0035","\ud800","room:1","e",{}]`,
+		"[\"a\u2028\",true,\"room:1\",\"e\",{}]",
+	} {
+		f, err := Decode(V2, false, []byte(in))
+		if err != nil {
+			t.Fatalf("%s: %v", in, err)
+		}
+		var elems []json.RawMessage
+		if err := json.Unmarshal([]byte(in), &elems); err != nil {
+			t.Fatal(err)
+		}
+		got := string(AppendReply(nil, V2, f.JoinRef, f.Ref, f.Topic, "ok", nil))
+		want := "[" + string(elems[0]) + "," + string(elems[1]) + `,"room:1","phx_reply",{"status":"ok","response":{}}]`
+		if got != want {
+			t.Errorf("reply to %s:\n got  %s\n want %s", in, got, want)
+		}
+	}
+}
+
+func TestRefText(t *testing.T) {
+	for _, c := range []struct {
+		r    Ref
+		want string
+	}{
+		{Null, ""}, {R("5"), "5"}, {RawRef("0"), "0"}, {RawRef(`"\u0035\n"`), "5\n"}, {RawRef("true"), "true"},
+	} {
+		if got := c.r.Text(); got != c.want {
+			t.Errorf("%v.Text() = %q, want %q", c.r, got, c.want)
+		}
+	}
+	// A binary reply to a numeric ref carries its digits, as Phoenix's
+	// to_string does.
+	b, err := AppendBinaryReply(nil, RawRef("7"), RawRef("12"), "t", "ok", []byte{1})
+	if err != nil || string(b) != "\x01\x01\x02\x01\x02712tok\x01" {
+		t.Fatalf("binary reply %q, %v", b, err)
+	}
+}
+
+// A topic that cannot be decoded is refused, but the reply still names it
+// as sent so the client's channel gets it.
+func TestUndecodableTopicReply(t *testing.T) {
+	_, err := Decode(V2, false, []byte(`["3","3","room:\ud800","phx_join",{}]`))
+	var be *BadRequestError
+	if !errors.As(err, &be) || be.Field != FieldTopic || be.TopicJSON != `"room:\ud800"` {
+		t.Fatalf("err = %#v", err)
+	}
+	got := string(AppendReplyJSONTopic(nil, V2, be.JoinRef, be.Ref, be.TopicJSON, "error", []byte(`{"reason":"invalid_topic"}`)))
+	if want := `["3","3","room:\ud800","phx_reply",{"status":"error","response":{"reason":"invalid_topic"}}]`; got != want {
+		t.Fatalf("got  %s\nwant %s", got, want)
+	}
+	got = string(AppendReplyJSONTopic(nil, V1, be.JoinRef, be.Ref, be.TopicJSON, "error", nil))
+	if want := `{"topic":"room:\ud800","event":"phx_reply","payload":{"status":"error","response":{}},"ref":"3"}`; got != want {
+		t.Fatalf("v1: got  %s\nwant %s", got, want)
+	}
+}
+
+func TestCheckClientEvent(t *testing.T) {
+	for _, c := range []struct {
+		event string
+		want  error
+	}{
+		{"new_msg", nil}, {"message", nil}, {"phx", nil}, {"presence", nil}, {"chan_reply", nil},
+		{"presence_diffs", nil}, {"fabric", nil}, {"日本", nil}, {strings.Repeat("e", 255), nil},
+		{"phx_reply", ErrReservedEvent}, {"phx_join", ErrReservedEvent}, {"phx_foo", ErrReservedEvent},
+		{"chan_reply_12", ErrReservedEvent}, {"chan_reply_", ErrReservedEvent},
+		{"presence_state", ErrReservedEvent}, {"presence_diff", ErrReservedEvent},
+		{"fabric:offset", ErrReservedEvent}, {"fabric:x", ErrReservedEvent},
+		{"", ErrInvalidEvent}, {strings.Repeat("e", 256), ErrInvalidEvent}, {" x", ErrInvalidEvent},
+		{"x\n", ErrInvalidEvent}, {"a\x00b", ErrInvalidEvent}, {"a\x7fb", ErrInvalidEvent},
+	} {
+		if got := CheckClientEvent(c.event); got != c.want {
+			t.Errorf("CheckClientEvent(%q) = %v, want %v", c.event, got, c.want)
+		}
 	}
 }

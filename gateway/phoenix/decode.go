@@ -1,6 +1,7 @@
 package phoenix
 
 import (
+	"bytes"
 	"encoding/json"
 	"unicode/utf8"
 )
@@ -79,20 +80,18 @@ func decodeText(v Version, data []byte) (Frame, error) {
 		return Frame{}, errInvalid("malformed message")
 	}
 	// Without a ref and a topic a reply cannot be addressed, so the only
-	// remaining answer is closing the connection (D21).
-	if k := m.f[fRef].kind; k != kString && k != kNull {
-		return Frame{}, errInvalid("ref missing or not a string or null")
+	// remaining answer is closing the connection (D21). Any JSON value is
+	// a ref, as in Phoenix.
+	if m.f[fRef].kind == kAbsent {
+		return Frame{}, errInvalid("ref missing")
 	}
 	if m.f[fTopic].kind != kString {
 		return Frame{}, errInvalid("topic missing or not a string")
 	}
-	s, ok := materialize(data, &m.f)
-	if !ok {
-		return Frame{}, errInvalid("undecodable string")
-	}
+	s, raw, bad := materialize(data, &m.f)
 	fr := Frame{
-		JoinRef: toRef(m.f[fJoinRef].kind, s[fJoinRef]),
-		Ref:     toRef(m.f[fRef].kind, s[fRef]),
+		JoinRef: toRef(m.f[fJoinRef].kind, s[fJoinRef], raw[fJoinRef]),
+		Ref:     toRef(m.f[fRef].kind, s[fRef], raw[fRef]),
 		Topic:   s[fTopic],
 		Event:   s[fEvent],
 		Payload: m.payload,
@@ -104,10 +103,17 @@ func decodeText(v Version, data []byte) (Frame, error) {
 		// make every one of them look stale.
 		fr.JoinRef = fr.Ref
 	}
+	switch bad {
+	case fTopic:
+		t := &m.f[fTopic]
+		return Frame{}, &BadRequestError{JoinRef: fr.JoinRef, Ref: fr.Ref, Field: FieldTopic,
+			TopicJSON: string(data[t.start-1 : t.end+1]), Reason: "topic has a lone surrogate escape"}
+	case fEvent:
+		return Frame{}, &BadRequestError{JoinRef: fr.JoinRef, Ref: fr.Ref, Topic: fr.Topic, Field: FieldEvent,
+			Reason: "event has a lone surrogate escape"}
+	}
 	var reason string
 	switch {
-	case m.f[fJoinRef].kind == kOther:
-		reason = "join_ref must be a string or null"
 	case m.f[fEvent].kind != kString:
 		reason = "event missing or not a string"
 	case !m.hasPayload:
@@ -118,16 +124,20 @@ func decodeText(v Version, data []byte) (Frame, error) {
 	return Frame{}, &BadRequestError{JoinRef: fr.JoinRef, Ref: fr.Ref, Topic: fr.Topic, Reason: reason}
 }
 
-func toRef(kind uint8, s string) Ref {
-	if kind == kString {
-		return R(s)
+func toRef(kind uint8, s string, raw bool) Ref {
+	switch {
+	case kind == kAbsent || kind == kNull:
+		return Null
+	case raw:
+		return RawRef(s)
 	}
-	return Null
+	return R(s)
 }
 
 // scanElem scans one element that should be a string or null, recording
-// where it is; any other valid JSON value is recorded as kOther so the shape
-// check can report it as a bad request rather than a protocol error.
+// where it is; any other valid JSON value is recorded as kOther with its
+// bounds (a ref may be any value; for a topic or an event the shape check
+// reports it).
 func scanElem(data []byte, i int, f *field) (int, bool) {
 	if i < len(data) && data[i] == '"' {
 		end, esc, ok := scanString(data, i)
@@ -138,7 +148,7 @@ func scanElem(data []byte, i int, f *field) (int, bool) {
 	if ok && data[i] == 'n' {
 		f.kind = kNull
 	} else {
-		f.kind = kOther
+		*f = field{kind: kOther, start: i, end: end}
 	}
 	return end, ok
 }
@@ -274,8 +284,14 @@ func v1Key(raw []byte, esc bool) int {
 
 // unescape decodes string content (without quotes) that contains escapes.
 // This is the rare path, so it leans on encoding/json for the \u and
-// surrogate-pair rules instead of duplicating them.
+// surrogate-pair rules instead of duplicating them. It refuses a lone
+// surrogate escape, which encoding/json would turn into U+FFFD: a name
+// decoded that way is no longer the one the client holds, and two
+// different inputs would become one name.
 func unescape(raw []byte) (string, bool) {
+	if !pairedSurrogates(raw) {
+		return "", false
+	}
 	q := make([]byte, 0, len(raw)+2)
 	q = append(q, '"')
 	q = append(q, raw...)
@@ -285,6 +301,63 @@ func unescape(raw []byte) (string, bool) {
 		return "", false
 	}
 	return s, true
+}
+
+// pairedSurrogates reports whether every UTF-16 surrogate escape in the
+// string content raw (already validated by scanString) is half of a
+// high-low pair.
+func pairedSurrogates(raw []byte) bool {
+	high := false // the previous escape was a high surrogate
+	for i := 0; i < len(raw); i++ {
+		if raw[i] != '\\' {
+			if high {
+				return false
+			}
+			continue
+		}
+		i++
+		if raw[i] != 'u' {
+			if high {
+				return false
+			}
+			continue
+		}
+		r := hexRune(raw[i+1 : i+5])
+		i += 4
+		switch {
+		case r >= 0xD800 && r < 0xDC00:
+			if high {
+				return false
+			}
+			high = true
+		case r >= 0xDC00 && r < 0xE000:
+			if !high {
+				return false
+			}
+			high = false
+		default:
+			if high {
+				return false
+			}
+		}
+	}
+	return !high
+}
+
+func hexRune(h []byte) rune {
+	var r rune
+	for _, c := range h {
+		r <<= 4
+		switch {
+		case c <= '9':
+			r |= rune(c - '0')
+		case c >= 'a':
+			r |= rune(c - 'a' + 10)
+		default:
+			r |= rune(c - 'A' + 10)
+		}
+	}
+	return r
 }
 
 // intern returns a constant for the names nearly every message carries, so
@@ -303,52 +376,66 @@ func intern(b []byte) (string, bool) {
 	return "", false
 }
 
-// materialize turns the string fields into Go strings that do not alias
-// data (the read buffer is reused). Fields without escapes that are not
-// interned are copied with a single allocation of the span that covers them
-// and then sliced; in a v2 message they are adjacent, separated only by
-// `","`. When the span holds much more than the strings (a v1 payload
+// materialize turns the fields into Go strings that do not alias data (the
+// read buffer is reused). A ref that is not a plain string (a number, an
+// object, a string with escapes) is kept as its JSON text, flagged in raw,
+// so the reply can echo it byte for byte. Fields without escapes that are
+// not interned are copied with a single allocation of the span that covers
+// them and then sliced; in a v2 message they are adjacent, separated only
+// by `","`. When the span holds much more than the strings (a v1 payload
 // between keys, or padding whitespace) they are copied one by one instead,
-// so a small ref never pins a large chunk of the message.
-func materialize(data []byte, fs *[nFields]field) (out [nFields]string, ok bool) {
+// so a small ref never pins a large chunk of the message. bad is the index
+// of a topic or event whose escapes cannot be decoded, or -1.
+func materialize(data []byte, fs *[nFields]field) (out [nFields]string, raw [nFields]bool, bad int) {
+	bad = -1
+	var lo, hi [nFields]int // bounds of what to copy, per field
 	var pending [nFields]bool
-	lo, hi, total, n := len(data), 0, 0, 0
+	spanLo, spanHi, total, n := len(data), 0, 0, 0
 	for i := range fs {
 		f := &fs[i]
-		if f.kind != kString || f.start == f.end {
+		lo[i], hi[i] = f.start, f.end
+		switch {
+		case f.kind == kOther && i <= fRef:
+			raw[i] = true
+		case f.kind != kString || f.start == f.end:
 			continue
-		}
-		raw := data[f.start:f.end]
-		if f.esc {
-			if out[i], ok = unescape(raw); !ok {
-				return out, false
+		case i <= fRef && (f.esc || bytes.IndexByte(data[f.start:f.end], 0xE2) >= 0):
+			// Kept with its quotes: escapes, and U+2028/U+2029 (which
+			// the encoder would escape), echo exactly as sent.
+			raw[i] = true
+			lo[i], hi[i] = f.start-1, f.end+1
+		case f.esc:
+			var ok bool
+			if out[i], ok = unescape(data[f.start:f.end]); !ok {
+				bad = i
 			}
 			continue
-		}
-		if s, hit := intern(raw); hit {
-			out[i] = s
-			continue
+		default:
+			if s, hit := intern(data[f.start:f.end]); hit {
+				out[i] = s
+				continue
+			}
 		}
 		pending[i] = true
-		lo, hi = min(lo, f.start), max(hi, f.end)
-		total += len(raw)
+		spanLo, spanHi = min(spanLo, lo[i]), max(spanHi, hi[i])
+		total += hi[i] - lo[i]
 		n++
 	}
-	if n > 1 && hi-lo <= 2*total+16 {
-		span := string(data[lo:hi])
+	if n > 1 && spanHi-spanLo <= 2*total+16 {
+		span := string(data[spanLo:spanHi])
 		for i, p := range pending {
 			if p {
-				out[i] = span[fs[i].start-lo : fs[i].end-lo]
+				out[i] = span[lo[i]-spanLo : hi[i]-spanLo]
 			}
 		}
 	} else {
 		for i, p := range pending {
 			if p {
-				out[i] = string(data[fs[i].start:fs[i].end])
+				out[i] = string(data[lo[i]:hi[i]])
 			}
 		}
 	}
-	return out, true
+	return out, raw, bad
 }
 
 // decodeBinary decodes a v2 binary client push (kind 0, 5-byte header).

@@ -43,9 +43,25 @@ func AppendMessage(dst []byte, v Version, joinRef, ref Ref, topic, event string,
 // empty means {}. It writes the payload in place rather than building it
 // separately so a reply costs no allocation.
 func AppendReply(dst []byte, v Version, joinRef, ref Ref, topic, status string, response []byte) []byte {
+	return appendReply(dst, v, joinRef, ref, topic, false, status, response)
+}
+
+// AppendReplyJSONTopic is AppendReply for a topic that could not be decoded
+// (BadRequestError.TopicJSON): topicJSON, the topic's JSON text as the
+// client sent it, is written as is, so that the client, which matches a
+// reply on topic and ref, still gets it.
+func AppendReplyJSONTopic(dst []byte, v Version, joinRef, ref Ref, topicJSON, status string, response []byte) []byte {
+	return appendReply(dst, v, joinRef, ref, topicJSON, true, status, response)
+}
+
+func appendReply(dst []byte, v Version, joinRef, ref Ref, topic string, topicJSON bool, status string, response []byte) []byte {
+	appendTopic := appendString
+	if topicJSON {
+		appendTopic = func(dst []byte, s string) []byte { return append(dst, s...) }
+	}
 	if v == V1 {
 		dst = append(dst, `{"topic":`...)
-		dst = appendString(dst, topic)
+		dst = appendTopic(dst, topic)
 		dst = append(dst, `,"event":"phx_reply","payload":`...)
 		dst = appendReplyPayload(dst, status, response)
 		dst = append(dst, `,"ref":`...)
@@ -57,7 +73,7 @@ func AppendReply(dst []byte, v Version, joinRef, ref Ref, topic, status string, 
 	dst = append(dst, ',')
 	dst = appendRef(dst, ref)
 	dst = append(dst, ',')
-	dst = appendString(dst, topic)
+	dst = appendTopic(dst, topic)
 	dst = append(dst, `,"phx_reply",`...)
 	dst = appendReplyPayload(dst, status, response)
 	return append(dst, ']')
@@ -120,16 +136,14 @@ func AppendBinaryBroadcast(dst []byte, topic, event string, payload []byte) ([]b
 	return append(dst, payload...), nil
 }
 
-func refBytes(r Ref) string {
-	if !r.Valid {
-		return ""
-	}
-	return r.S
-}
+func refBytes(r Ref) string { return r.Text() }
 
 func appendRef(dst []byte, r Ref) []byte {
-	if !r.Valid {
+	switch {
+	case !r.Valid:
 		return append(dst, "null"...)
+	case r.Raw:
+		return append(dst, r.S...)
 	}
 	return appendString(dst, r.S)
 }

@@ -72,25 +72,54 @@ func validPatch(s string) bool {
 	return true
 }
 
-// Ref is a nullable string: join_ref and ref are JSON null on broadcasts,
-// heartbeats and server pushes, and the client tells null from "" apart.
+// Ref is a join_ref or ref. phoenix.js sends decimal strings, and null for
+// join_ref on heartbeats, broadcasts and server pushes (the client tells
+// null from "" apart). Phoenix's server accepts any JSON value in both
+// slots and echoes it back unchanged, and community clients rely on that
+// (Python's phxsocket sends 0), so a ref that is not a plain string is kept
+// as its JSON text (Raw) and written back byte for byte.
 type Ref struct {
-	S     string
-	Valid bool
+	S     string // the string; with Raw, the value's JSON text
+	Valid bool   // false: null
+	Raw   bool   // S is JSON text: a number, true, an object, a string with escapes...
 }
 
-// R returns a valid (non-null) ref.
+// R returns a valid (non-null) string ref.
 func R(s string) Ref { return Ref{S: s, Valid: true} }
+
+// RawRef returns a ref holding the JSON value text as is; text must be
+// valid JSON (the decoder only makes them from validated input).
+func RawRef(text string) Ref { return Ref{S: text, Valid: true, Raw: true} }
 
 // Null is the null ref.
 var Null Ref
 
 // String returns the ref as it would appear in JSON, for logs and tests.
 func (r Ref) String() string {
-	if !r.Valid {
+	switch {
+	case !r.Valid:
 		return "null"
+	case r.Raw:
+		return r.S
 	}
 	return strconv.Quote(r.S)
+}
+
+// Text is the ref as a binary frame carries it (no quotes, "" for null), as
+// Phoenix's to_string: a string's value, a number's digits. Rare path: only
+// binary replies and pushes to clients that sent a raw ref take it.
+func (r Ref) Text() string {
+	switch {
+	case !r.Valid:
+		return ""
+	case !r.Raw:
+		return r.S
+	case len(r.S) > 1 && r.S[0] == '"':
+		if s, ok := unescape([]byte(r.S[1 : len(r.S)-1])); ok {
+			return s
+		}
+	}
+	return r.S
 }
 
 // Frame is one decoded client message. Payload aliases the input (valid only
@@ -125,7 +154,21 @@ type BadRequestError struct {
 	JoinRef, Ref Ref
 	Topic        string
 	Reason       string
+	// Field is "" when the message's shape is wrong, or FieldTopic or
+	// FieldEvent when that name cannot be decoded to a string (a lone
+	// UTF-16 surrogate escape such as "\ud800": decoding it to U+FFFD
+	// would make two inputs one name). For FieldTopic, Topic is "" and
+	// TopicJSON is the topic as sent, so that the reply still reaches the
+	// client's channel (see AppendReplyJSONTopic).
+	Field     string
+	TopicJSON string
 }
+
+// Names of BadRequestError.Field.
+const (
+	FieldTopic = "topic"
+	FieldEvent = "event"
+)
 
 func (e *BadRequestError) Error() string {
 	return "phoenix: bad request on topic " + strconv.Quote(e.Topic) + ": " + e.Reason

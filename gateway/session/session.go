@@ -40,7 +40,26 @@ const (
 	ReasonNoHandler      = "no_handler"
 	ReasonTimeout        = "timeout"
 	ReasonRateLimited    = "rate_limited"
+	// ReasonReservedEvent: a push named like an event phoenix.js,
+	// Phoenix.Presence or Fabric treat specially (phoenix.ReservedEvent).
+	ReasonReservedEvent = "reserved_event"
+	// ReasonInvalidEvent: a push event name that is empty, over 255
+	// bytes, surrounded by spaces, or holds control characters or a lone
+	// surrogate escape.
+	ReasonInvalidEvent = "invalid_event"
+	// ReasonTooLarge: the bus refused the payload as over its size cap.
+	ReasonTooLarge = "too_large"
+	// ReasonInvalidReply: the service handling a routed push answered
+	// with JSON that is not an object (Phoenix replies are maps).
+	ReasonInvalidReply = "invalid_reply"
 )
+
+// PushRefusals lists the reasons a push is answered with an error, in a
+// fixed order (Stats.PushesRefused; the reason label of
+// fabric_pushes_refused_total).
+var PushRefusals = [...]string{ReasonUnmatchedTopic, ReasonRateLimited, ReasonUnauthorized, ReasonReservedEvent,
+	ReasonInvalidEvent, ReasonTooLarge, ReasonPublishFailed, ReasonNoHandler, ReasonTimeout, ReasonUnavailable,
+	ReasonInvalidReply}
 
 // Join results, counted per gateway in Stats.Joins (and exported as the
 // result label of fabric_joins_total). Every phx_join a session receives
@@ -76,12 +95,31 @@ type Stats struct {
 	// Joins counts join attempts by result (every JoinResults key is
 	// present).
 	Joins map[string]uint64
+	// PushesRefused counts pushes answered with an error, by reason
+	// (every PushRefusals key is present).
+	PushesRefused map[string]uint64
 }
 
 // counters are a Config's statistics; atomics because every session of a
 // gateway updates them from its own goroutine.
 type counters struct {
-	joins [len(JoinResults)]atomic.Uint64
+	joins   [len(JoinResults)]atomic.Uint64
+	refused [len(PushRefusals)]atomic.Uint64
+	// lastLog is monoNow() of the last refused-push log line, and
+	// unlogged the refusals since that were not logged: bad pushes are
+	// counted, and logged at a sampled rate (a client can send thousands
+	// a second).
+	lastLog  atomic.Int64
+	unlogged atomic.Uint64
+}
+
+func (c *counters) refusedPush(reason string) {
+	for i, r := range PushRefusals {
+		if r == reason {
+			c.refused[i].Add(1)
+			return
+		}
+	}
 }
 
 func (c *counters) join(result string) {
@@ -95,9 +133,13 @@ func (c *counters) join(result string) {
 
 // Stats returns a snapshot of the counters of every session sharing c.
 func (c *Config) Stats() Stats {
-	st := Stats{Joins: make(map[string]uint64, len(JoinResults))}
+	st := Stats{Joins: make(map[string]uint64, len(JoinResults)),
+		PushesRefused: make(map[string]uint64, len(PushRefusals))}
 	for i, r := range JoinResults {
 		st.Joins[r] = c.counters.joins[i].Load()
+	}
+	for i, r := range PushRefusals {
+		st.PushesRefused[r] = c.counters.refused[i].Load()
 	}
 	return st
 }
@@ -187,6 +229,7 @@ type Session struct {
 	v        phoenix.Version
 	textOnly bool // LongPoll: never send binary frames
 	closed   bool // under mu
+	warned   bool // under mu: a refused push of this connection was logged at Debug
 }
 
 // pushQueue is a connection's client pushes.
@@ -208,16 +251,19 @@ type channel struct {
 	s        *Session
 	topic    string
 	joinRef  phoenix.Ref
-	ref      string      // the join message's ref, for the reply (with refValid)
+	ref      string      // the join message's ref, for the reply (with refValid, refRaw)
 	params   string      // join params, forwarded with routed pushes ("" for none)
 	joined   atomic.Bool // the ok reply went out and the hub delivers to it
 	gone     atomic.Bool // left, replaced or disconnected: no reply any more
 	counted  atomic.Bool // the join's result was counted (joinDone)
 	refValid bool        // (one per joined channel of every connection: 96 bytes)
+	refRaw   bool
 }
 
 // joinMsgRef is the ref of the join message.
-func (ch *channel) joinMsgRef() phoenix.Ref { return phoenix.Ref{S: ch.ref, Valid: ch.refValid} }
+func (ch *channel) joinMsgRef() phoenix.Ref {
+	return phoenix.Ref{S: ch.ref, Valid: ch.refValid, Raw: ch.refRaw}
+}
 
 // paramsJSON is the join params as bytes, nil when empty.
 func (ch *channel) paramsJSON() []byte {
@@ -292,6 +338,12 @@ func (s *Session) HandleMessage(binary bool, data []byte) {
 		var pe *phoenix.ProtocolError
 		var br *phoenix.BadRequestError
 		switch {
+		case errors.As(err, &br) && br.Field == phoenix.FieldTopic:
+			// A name that cannot be decoded (a lone surrogate escape)
+			// is no topic anyone can join; the reply names it as sent.
+			s.send(phoenix.AppendReplyJSONTopic(nil, s.v, br.JoinRef, br.Ref, br.TopicJSON, "error", reason(ReasonInvalidTopic)))
+		case errors.As(err, &br) && br.Field == phoenix.FieldEvent:
+			s.reply(br.JoinRef, br.Ref, br.Topic, false, reason(ReasonInvalidEvent))
 		case errors.As(err, &br):
 			s.reply(br.JoinRef, br.Ref, br.Topic, false, reason(ReasonBadRequest))
 		case errors.As(err, &pe):
@@ -384,7 +436,7 @@ func (s *Session) join(f phoenix.Frame) {
 		s.reply(joinRef, f.Ref, f.Topic, false, reason(ReasonTooManyJoined))
 		return
 	}
-	ch := &channel{s: s, topic: s.cfg.Hub.Intern(f.Topic), joinRef: joinRef, ref: f.Ref.S, refValid: f.Ref.Valid, params: joinParams(f.Payload)}
+	ch := &channel{s: s, topic: s.cfg.Hub.Intern(f.Topic), joinRef: joinRef, ref: f.Ref.S, refValid: f.Ref.Valid, refRaw: f.Ref.Raw, params: joinParams(f.Payload)}
 	s.channels = append(s.channels, ch)
 	member := hub.Member{
 		Conn:     s.conn,
@@ -565,7 +617,14 @@ func (s *Session) limit(b *bucket, rate float64, burst int, joinRef phoenix.Ref,
 	}
 	if s.refused++; int(s.refused) > 10*burst {
 		s.cfg.Logger.Info("connection closed for sustained abuse", "remote", s.conn.RemoteAddr())
-		s.conn.Close(transport.CloseRateLimited, "rate limited")
+		// Replies already queued (a join's ok, the rate_limited
+		// answers) go out first: the client is told what happened to
+		// each request, as Phoenix's socket would before closing.
+		if qc, ok := s.conn.(transport.QueuedCloser); ok {
+			qc.CloseAfterQueued(transport.CloseRateLimited, "rate limited")
+		} else {
+			s.conn.Close(transport.CloseRateLimited, "rate limited")
+		}
 	}
 	return false
 }
@@ -606,7 +665,9 @@ func parseResume(payload []byte) (*broker.Position, bool) {
 }
 
 // joinResponse is the join reply's response: {} for an ephemeral topic;
-// {"epoch","offset"} for a persistent one, plus "recovered" (and "reason"
+// {"epoch","offset"} for a persistent one (the offset a decimal string,
+// like every offset the server emits: a stream sequence is a uint64 and
+// JavaScript numbers lose precision past 2^53), plus "recovered" (and "reason"
 // when false) when the client asked to resume.
 func joinResponse(r hub.JoinResult) []byte {
 	if !r.Persistent {
@@ -614,8 +675,9 @@ func joinResponse(r hub.JoinResult) []byte {
 	}
 	b := []byte(`{"epoch":`)
 	b = strconv.AppendQuote(b, r.Head.Epoch)
-	b = append(b, `,"offset":`...)
+	b = append(b, `,"offset":"`...)
 	b = strconv.AppendUint(b, r.Head.Offset, 10)
+	b = append(b, '"')
 	if r.Resumed {
 		b = append(b, `,"recovered":`...)
 		b = strconv.AppendBool(b, r.Recovered)
@@ -655,7 +717,7 @@ func (s *Session) push(f phoenix.Frame) {
 	s.mu.Unlock()
 	if !ok {
 		// Phoenix answers events for unknown topics with a null join_ref.
-		s.reply(phoenix.Null, f.Ref, f.Topic, false, reason(ReasonUnmatchedTopic))
+		s.refusePush(phoenix.Null, f, ReasonUnmatchedTopic, nil)
 		return
 	}
 	if s.pushq == nil {
@@ -664,10 +726,23 @@ func (s *Session) push(f phoenix.Frame) {
 		s.mu.Unlock()
 	}
 	if !s.limit(&s.pushq.bucket, s.cfg.PushRate, s.cfg.PushBurst, f.JoinRef, f) {
+		s.cfg.counters.refusedPush(ReasonRateLimited)
 		return
 	}
 	if s.policy != nil && !s.policy.CanPublish(f.Topic) {
-		s.reply(f.JoinRef, f.Ref, f.Topic, false, reason(ReasonUnauthorized))
+		s.refusePush(f.JoinRef, f, ReasonUnauthorized, nil)
+		return
+	}
+	// One rule for every push, published or routed to a service: a
+	// client never sends what phoenix.js would take for the server's own
+	// events (phx_reply, chan_reply_<ref>, presence_diff...).
+	switch err := phoenix.CheckClientEvent(f.Event); err {
+	case phoenix.ErrReservedEvent:
+		s.refusePush(f.JoinRef, f, ReasonReservedEvent, nil)
+		return
+	case nil:
+	default:
+		s.refusePush(f.JoinRef, f, ReasonInvalidEvent, nil)
 		return
 	}
 	// One goroutine at a time publishes this connection's pushes, so they
@@ -682,6 +757,48 @@ func (s *Session) push(f phoenix.Frame) {
 	if start {
 		go s.publishPushes()
 	}
+}
+
+// refusedLogEvery spaces the log lines about refused pushes, per gateway:
+// every refusal is counted (Stats.PushesRefused), and one client can cause
+// thousands a second.
+const refusedLogEvery = 10 * time.Second
+
+// refusePush answers a push with {"reason": why}, counts it and logs it
+// at a sampled rate: at Debug a connection's first refusal, at Info (Warn
+// when the bus failed, err != nil) at most one line per refusedLogEvery
+// per gateway, with the number left unlogged since the previous one.
+func (s *Session) refusePush(joinRef phoenix.Ref, f phoenix.Frame, why string, err error) {
+	s.cfg.counters.refusedPush(why)
+	s.reply(joinRef, f.Ref, f.Topic, false, reason(why))
+	s.logRefused(f, why, err)
+}
+
+func (s *Session) logRefused(f phoenix.Frame, why string, err error) {
+	log := s.cfg.Logger
+	s.mu.Lock()
+	first := !s.warned
+	s.warned = true
+	s.mu.Unlock()
+	if first {
+		log.Debug("push refused", "conn", s.ID(), "topic", f.Topic, "event_len", len(f.Event), "reason", why, "err", err)
+	}
+	c := &s.cfg.counters
+	now := monoNow()
+	last := c.lastLog.Load()
+	if last != 0 && time.Duration(now-last) < refusedLogEvery || !c.lastLog.CompareAndSwap(last, now) {
+		c.unlogged.Add(1)
+		return
+	}
+	level := slog.LevelInfo
+	if err != nil {
+		level = slog.LevelWarn
+	}
+	// The event name is the client's: its length, not its bytes, goes to
+	// the log.
+	log.Log(context.Background(), level, "push refused (sampled; every refusal is counted in fabric_pushes_refused_total)",
+		"conn", s.ID(), "topic", f.Topic, "event_len", len(f.Event), "reason", why, "err", err,
+		"unlogged_since_last", c.unlogged.Swap(0))
 }
 
 func (s *Session) publishPushes() {
@@ -706,17 +823,20 @@ func (s *Session) publishPushes() {
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.PublishTimeout)
 		offset, err := s.cfg.Broker.Publish(ctx, f.Topic, f.Event, p.payload)
 		cancel()
-		if err != nil {
-			s.cfg.Logger.Warn("push publish failed", "topic", f.Topic, "err", err)
-			s.reply(f.JoinRef, f.Ref, f.Topic, false, reason(ReasonPublishFailed))
+		switch {
+		case errors.Is(err, broker.ErrTooLarge):
+			s.refusePush(f.JoinRef, f, ReasonTooLarge, nil)
+			continue
+		case err != nil:
+			s.refusePush(f.JoinRef, f, ReasonPublishFailed, err)
 			continue
 		}
 		// Acked once the bus took it; in a persistent namespace once it
-		// is stored, with its offset.
+		// is stored, with its offset (a decimal string).
 		var resp []byte
 		if offset != 0 {
-			resp = strconv.AppendUint([]byte(`{"offset":`), offset, 10)
-			resp = append(resp, '}')
+			resp = strconv.AppendUint([]byte(`{"offset":"`), offset, 10)
+			resp = append(resp, `"}`...)
 		}
 		s.reply(f.JoinRef, f.Ref, f.Topic, true, resp)
 	}
@@ -730,15 +850,47 @@ func (s *Session) requestPush(h broker.Handlers, p push) {
 		broker.PushMeta{Subject: s.sub, ConnID: s.ID(), JoinParams: p.params})
 	switch {
 	case errors.Is(err, broker.ErrNoHandler):
-		s.reply(f.JoinRef, f.Ref, f.Topic, false, reason(ReasonNoHandler))
+		s.refusePush(f.JoinRef, f, ReasonNoHandler, nil)
 	case errors.Is(err, context.DeadlineExceeded):
-		s.reply(f.JoinRef, f.Ref, f.Topic, false, reason(ReasonTimeout))
+		s.refusePush(f.JoinRef, f, ReasonTimeout, nil)
+	case errors.Is(err, broker.ErrTooLarge):
+		s.refusePush(f.JoinRef, f, ReasonTooLarge, nil)
 	case err != nil:
-		s.cfg.Logger.Warn("routed push failed", "topic", f.Topic, "err", err)
-		s.reply(f.JoinRef, f.Ref, f.Topic, false, reason(ReasonUnavailable))
+		s.refusePush(f.JoinRef, f, ReasonUnavailable, err)
 	default:
-		s.reply(f.JoinRef, f.Ref, f.Topic, r.OK, r.Response)
+		s.relayReply(f, r)
 	}
+}
+
+// relayReply relays a service's answer to a routed push. Phoenix replies
+// with a map or, from handle_in's {:reply, {status, {:binary, data}}, _},
+// with bytes in a binary reply frame; a service does the same with a JSON
+// object or a non-JSON body. Bytes reach v1 and LongPoll clients, which
+// cannot take binary frames, as {"base64": …}, like binary broadcasts. JSON
+// that is not an object is neither: the client is told the service
+// answered something it cannot relay (invalid_reply), rather than given a
+// response its code would misread.
+func (s *Session) relayReply(f phoenix.Frame, r broker.Reply) {
+	status := "ok"
+	if !r.OK {
+		status = "error"
+	}
+	if r.Binary {
+		if s.v == phoenix.V2 && !s.textOnly {
+			if b, err := phoenix.AppendBinaryReply(nil, f.JoinRef, f.Ref, f.Topic, status, r.Response); err == nil {
+				s.conn.Send(transport.NewBinary(b))
+				return
+			}
+			// A ref or topic over 255 bytes has no binary form.
+		}
+		s.send(phoenix.AppendReply(nil, s.v, f.JoinRef, f.Ref, f.Topic, status, phoenix.AppendBase64Payload(nil, r.Response)))
+		return
+	}
+	if resp := bytes.TrimSpace(r.Response); len(resp) > 0 && resp[0] != '{' {
+		s.refusePush(f.JoinRef, f, ReasonInvalidReply, nil)
+		return
+	}
+	s.reply(f.JoinRef, f.Ref, f.Topic, r.OK, r.Response)
 }
 
 func (s *Session) reply(joinRef, ref phoenix.Ref, topic string, ok bool, response []byte) {

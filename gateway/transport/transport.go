@@ -88,6 +88,18 @@ type Conn interface {
 	Backlog() int
 }
 
+// QueuedCloser is implemented by transports whose Close drops queued
+// messages (WebSocket) to offer a close that sends them first. A rate-limit
+// close uses it: the client is answered for everything it was told
+// happened (a join reply already queued) before the connection ends.
+// LongPoll's Close already keeps buffered frames for the next poll.
+type QueuedCloser interface {
+	// CloseAfterQueued is Close, except that messages already queued
+	// are sent before the close frame (still bounded by the close
+	// timeout).
+	CloseAfterQueued(code CloseCode, reason string)
+}
+
 // Session receives what a transport reads from one connection.
 //
 // The transport calls HandleMessage from one goroutine at a time per

@@ -70,6 +70,9 @@ var (
 	descJoins = prometheus.NewDesc("fabric_joins_total",
 		"Channel join attempts, by result: ok, invalid, unauthorized, rate_limited, too_many_channels, error, canceled.",
 		[]string{"result"}, nil)
+	descPushesRefused = prometheus.NewDesc("fabric_pushes_refused_total",
+		"Client pushes answered with an error, by the reply's reason (reserved_event, invalid_event, too_large, unauthorized, rate_limited, ...). Refused pushes are logged only at a sampled rate.",
+		[]string{"reason"}, nil)
 	descResumes = prometheus.NewDesc("fabric_resumes_total",
 		"Joins with a position to resume from, by outcome: recovered, or the reason history could not continue.",
 		[]string{"recovered", "reason"}, nil)
@@ -93,7 +96,7 @@ func (c *fabricCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descConnections, descChannels, descLongPollSessions, descDelivered,
 		descReplayed, descUnframeable, descDropped, descClosed, descRefused,
-		descLongPollResults, descNATSConnected, descJoins, descResumes, descNATSSubs,
+		descLongPollResults, descNATSConnected, descJoins, descPushesRefused, descResumes, descNATSSubs,
 		descReceived, descFanout, descPublishRequests, descDraining,
 	} {
 		ch <- d
@@ -146,6 +149,9 @@ func (c *fabricCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descDelivered, st.Hub.Delivered)
 	for result, n := range st.Sessions.Joins {
 		counter(descJoins, n, result)
+	}
+	for reason, n := range st.Sessions.PushesRefused {
+		counter(descPushesRefused, n, reason)
 	}
 	for reason, n := range st.Hub.Resumes {
 		recovered := "false"

@@ -101,6 +101,7 @@ func TestMetrics(t *testing.T) {
 		{"fabric_longpoll_sessions_total", C, "result", []string{"opened", "refused", "gone", "idle_expired", "overflow"}},
 		{"fabric_nats_connected", G, "", nil},
 		{"fabric_joins_total", C, "result", []string{"ok", "invalid", "unauthorized", "rate_limited", "too_many_channels", "error", "canceled"}},
+		{"fabric_pushes_refused_total", C, "reason", []string{"reserved_event", "invalid_event", "too_large", "unauthorized", "rate_limited", "publish_failed", "invalid_reply"}},
 		{"fabric_resumes_total", C, "reason", []string{"", "epoch_changed", "history_gone", "offset_ahead"}},
 		{"fabric_nats_subscriptions", G, "", nil},
 		{"fabric_messages_received_total", C, "", nil},
@@ -258,7 +259,7 @@ func TestMetricsMove(t *testing.T) {
 	c1 := dial()
 	var pos struct {
 		Epoch  string `json:"epoch"`
-		Offset uint64 `json:"offset"`
+		Offset uint64 `json:"offset,string"`
 	}
 	if err := json.Unmarshal(join(c1, "room:m", nil, "ok"), &pos); err != nil || pos.Epoch == "" {
 		t.Fatalf("room:m position %+v: %v", pos, err)
@@ -349,7 +350,7 @@ func TestMetricsMove(t *testing.T) {
 		"fabric_messages_replayed_total": C, "fabric_messages_unframeable_total": C,
 		"fabric_messages_dropped_total": C, "fabric_connections_closed_total": C,
 		"fabric_connections_refused_total": C, "fabric_longpoll_sessions_total": C,
-		"fabric_nats_connected": G, "fabric_joins_total": C, "fabric_resumes_total": C,
+		"fabric_nats_connected": G, "fabric_joins_total": C, "fabric_pushes_refused_total": C, "fabric_resumes_total": C,
 		"fabric_nats_subscriptions": G, "fabric_messages_received_total": C,
 		"fabric_fanout_latency_seconds": H, "fabric_publish_requests_total": C,
 		"fabric_draining": G,

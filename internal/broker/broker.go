@@ -126,9 +126,18 @@ type PushMeta struct {
 
 // Reply is a service's answer to a routed push.
 type Reply struct {
-	OK       bool
-	Response []byte // JSON object for the phx_reply response
+	OK bool
+	// Response is the phx_reply response: JSON (an object, unless the
+	// service erred), or opaque bytes when Binary.
+	Response []byte
+	// Binary marks a response that is not JSON: relayed as a binary
+	// reply, as Phoenix does for {:binary, data}.
+	Binary bool
 }
+
+// ErrTooLarge is returned by Publish and Request when the bus refuses the
+// payload as over its size limit.
+var ErrTooLarge = errors.New("broker: payload too large")
 
 // ErrNoHandler is returned by Request when no service handles the topic.
 var ErrNoHandler = errors.New("broker: no handler for pushes on this topic")

@@ -31,6 +31,7 @@ type Msg struct {
 	Payload json.RawMessage // JSON payloads
 	Bytes   []byte          // binary payloads
 	Binary  bool
+	Raw     []byte // the whole text frame as received
 	// Close is set (and nothing else) for the close frame; CloseCode 1006
 	// stands for a connection that ended without one.
 	Close     bool
@@ -115,7 +116,7 @@ func (c *Client) Send(joinRef, ref phoenix.Ref, topic, event string, payload any
 	if c.v == phoenix.V1 {
 		m := map[string]any{"topic": topic, "event": event, "payload": raw, "ref": refJSON(ref)}
 		if joinRef.Valid {
-			m["join_ref"] = joinRef.S
+			m["join_ref"] = refJSON(joinRef)
 		}
 		b, _ = json.Marshal(m)
 	} else {
@@ -125,8 +126,11 @@ func (c *Client) Send(joinRef, ref phoenix.Ref, topic, event string, payload any
 }
 
 func refJSON(r phoenix.Ref) any {
-	if !r.Valid {
+	switch {
+	case !r.Valid:
 		return nil
+	case r.Raw:
+		return json.RawMessage(r.S)
 	}
 	return r.S
 }
@@ -289,6 +293,7 @@ func (c *Client) read() {
 			if err != nil {
 				m = Msg{Event: "!undecodable", Payload: json.RawMessage(strconv.Quote(err.Error() + ": " + string(p)))}
 			}
+			m.Raw = p
 			c.push(m)
 		case ws.OpBinary:
 			m, err := decodeBinary(p)
@@ -307,8 +312,8 @@ func decodeText(v phoenix.Version, p []byte) (Msg, error) {
 			Topic   string          `json:"topic"`
 			Event   string          `json:"event"`
 			Payload json.RawMessage `json:"payload"`
-			Ref     *string         `json:"ref"`
-			JoinRef *string         `json:"join_ref"`
+			Ref     json.RawMessage `json:"ref"`
+			JoinRef json.RawMessage `json:"join_ref"`
 		}
 		if err := json.Unmarshal(p, &o); err != nil {
 			return m, err
@@ -317,9 +322,7 @@ func decodeText(v phoenix.Version, p []byte) (Msg, error) {
 			return m, errors.New("v1 frame carries join_ref")
 		}
 		m.Topic, m.Event, m.Payload = o.Topic, o.Event, o.Payload
-		if o.Ref != nil {
-			m.Ref = phoenix.R(*o.Ref)
-		}
+		m.Ref = refOf(o.Ref)
 		return m, nil
 	}
 	var a []json.RawMessage
@@ -329,19 +332,7 @@ func decodeText(v phoenix.Version, p []byte) (Msg, error) {
 	if len(a) != 5 {
 		return m, fmt.Errorf("%d elements", len(a))
 	}
-	var jr, r *string
-	if err := json.Unmarshal(a[0], &jr); err != nil {
-		return m, err
-	}
-	if err := json.Unmarshal(a[1], &r); err != nil {
-		return m, err
-	}
-	if jr != nil {
-		m.JoinRef = phoenix.R(*jr)
-	}
-	if r != nil {
-		m.Ref = phoenix.R(*r)
-	}
+	m.JoinRef, m.Ref = refOf(a[0]), refOf(a[1])
 	if err := json.Unmarshal(a[2], &m.Topic); err != nil {
 		return m, err
 	}
@@ -350,6 +341,19 @@ func decodeText(v phoenix.Version, p []byte) (Msg, error) {
 	}
 	m.Payload = a[4]
 	return m, nil
+}
+
+// refOf reads a ref slot: null (or absent), a string, or any other JSON
+// value kept raw, as the server echoes the client's refs.
+func refOf(raw json.RawMessage) phoenix.Ref {
+	var s *string
+	switch err := json.Unmarshal(raw, &s); {
+	case len(raw) == 0 || err == nil && s == nil:
+		return phoenix.Null
+	case err == nil:
+		return phoenix.R(*s)
+	}
+	return phoenix.RawRef(string(raw))
 }
 
 func decodeBinary(p []byte) (Msg, error) {

@@ -3,8 +3,8 @@ package natsbroker
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -68,19 +68,27 @@ func (b *Broker) Request(ctx context.Context, topic, event string, payload []byt
 	if errors.Is(err, nats.ErrNoResponders) {
 		return broker.Reply{}, broker.ErrNoHandler
 	}
+	if errors.Is(err, nats.ErrMaxPayload) {
+		return broker.Reply{}, fmt.Errorf("%w: %w", broker.ErrTooLarge, err)
+	}
 	if err != nil {
 		return broker.Reply{}, err
 	}
-	resp := bytes.TrimSpace(r.Data)
-	if len(resp) == 0 {
-		resp = []byte("{}")
-	} else if !isJSON(resp) || resp[0] != '{' {
-		// A reply must be a JSON object; wrap anything else so the client
-		// still gets valid Phoenix.
-		wrapped, _ := json.Marshal(map[string]string{"body": string(resp)})
-		resp = wrapped
-	}
 	ok := !strings.EqualFold(r.Header.Get(HeaderStatus), "error")
+	// A JSON body is the response (the gateway relays only objects); an
+	// empty one is {}; anything else, or a body declared non-JSON, is
+	// bytes, relayed as a binary reply.
+	ct, hasCT := headerValue(r.Header, "Content-Type")
+	if hasCT && !isJSONType(ct) {
+		return broker.Reply{OK: ok, Response: r.Data, Binary: true}, nil
+	}
+	resp := bytes.TrimSpace(r.Data)
+	switch {
+	case len(resp) == 0:
+		resp = []byte("{}")
+	case !isJSON(resp):
+		return broker.Reply{OK: ok, Response: r.Data, Binary: true}, nil
+	}
 	return broker.Reply{OK: ok, Response: resp}, nil
 }
 

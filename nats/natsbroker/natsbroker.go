@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -380,7 +381,7 @@ func (b *Broker) Publish(ctx context.Context, topic, event string, payload []byt
 		}
 		ack, err := b.js.PublishMsg(ctx, m, jetstream.WithMsgID(nats.NewInbox()[len(nats.InboxPrefix):]))
 		if err != nil {
-			return 0, err
+			return 0, tooLarge(err)
 		}
 		return ack.Sequence, nil
 	}
@@ -388,7 +389,19 @@ func (b *Broker) Publish(ctx context.Context, topic, event string, payload []byt
 	// every gateway that delivers it (JetStream stamps stored ones).
 	m.Header[HeaderTime] = []string{strconv.FormatInt(time.Now().UnixNano(), 10)}
 	if err := b.nc.PublishMsg(m); err != nil {
-		return 0, err
+		return 0, tooLarge(err)
 	}
 	return 0, b.roundTrip(ctx)
+}
+
+// tooLarge wraps broker.ErrTooLarge around a publish error that says the
+// payload is over a limit: the server's max_payload (nats.go checks it
+// before sending) or the stream's max_msg_size.
+func tooLarge(err error) error {
+	var apiErr *jetstream.APIError
+	if errors.Is(err, nats.ErrMaxPayload) ||
+		errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.ErrorCode(10054) { // JSStreamMessageExceedsMaximumErr
+		return fmt.Errorf("%w: %w", broker.ErrTooLarge, err)
+	}
+	return err
 }

@@ -19,7 +19,7 @@ import (
 
 type position struct {
 	Epoch     string `json:"epoch"`
-	Offset    uint64 `json:"offset"`
+	Offset    uint64 `json:"offset,string"`
 	Recovered *bool  `json:"recovered"`
 	Reason    string `json:"reason"`
 }

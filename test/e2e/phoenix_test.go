@@ -84,7 +84,9 @@ func TestPhoenixJSReceivesWhatServicesPublish(t *testing.T) {
 
 	t.Run("a push is published and acked", func(t *testing.T) {
 		status, resp := p.Push("room:other", "shout", map[string]any{"body": "from js"})
-		var ack struct{ Offset uint64 }
+		var ack struct {
+			Offset uint64 `json:",string"`
+		}
 		if status != "ok" || json.Unmarshal(resp, &ack) != nil || ack.Offset == 0 {
 			t.Fatalf("push: %s %s (want ok with the stored offset)", status, resp)
 		}

@@ -162,7 +162,7 @@ func TestPersistentJSON(t *testing.T) {
 	c, joinReply := f.join(t, phoenix.V2, "room:e2e")
 	var pos struct {
 		Epoch  string
-		Offset uint64
+		Offset uint64 `json:",string"`
 	}
 	if err := json.Unmarshal(joinReply, &pos); err != nil || pos.Epoch == "" {
 		t.Fatalf("join reply %s", joinReply)

@@ -18,7 +18,7 @@
 // Wire format (Phoenix v2): text frames are [join_ref, ref, topic, event,
 // payload]; binary frames are kind 0 (push), 1 (reply) and 2 (broadcast).
 // Fabric puts a message's stream offset (a decimal string) in the ref slot of
-// delivered messages and sends [null, "<offset>", topic, "fabric:offset", null]
+// delivered messages and sends [null, "<offset>", topic, "fabric:offset", {"offset": "<offset>"}]
 // after a binary broadcast, which has no ref slot. Over LongPoll every
 // message is JSON: binary payloads arrive as {"base64": "…"} (with the offset
 // in the ref slot) and are handed to handlers as ArrayBuffers, binary: true.
@@ -769,8 +769,9 @@ export function trackOffsets(channel, opts = {}) {
   target[key] = () => {
     const params = { ...(typeof baseParams === "function" ? baseParams() : baseParams) };
     if (pos.offset != null) {
-      const n = Number(pos.offset);
-      params.offset = Number.isSafeInteger(n) ? n : pos.offset;
+      // A decimal string, as the server sends offsets: a stream sequence
+      // is a uint64, past 2^53 a JS number would round it.
+      params.offset = pos.offset;
       if (pos.epoch != null) params.epoch = pos.epoch;
     }
     resumed = pos.offset != null;

@@ -187,17 +187,31 @@ func (c *conn) Close(code transport.CloseCode, reason string) {
 	c.mu.Unlock()
 }
 
+// CloseAfterQueued implements transport.QueuedCloser.
+func (c *conn) CloseAfterQueued(code transport.CloseCode, reason string) {
+	c.mu.Lock()
+	c.closeAfterLocked(code, reason, true)
+	c.mu.Unlock()
+}
+
 // closeLocked starts the close handshake: frames not yet started are
 // dropped (a half-written one is finished so the stream stays parseable),
 // the close frame is queued, and the wheel drops the socket if the peer
 // does not answer within CloseTimeout.
 func (c *conn) closeLocked(code transport.CloseCode, reason string) {
+	c.closeAfterLocked(code, reason, false)
+}
+
+// closeAfterLocked is closeLocked; with keep, queued frames stay ahead of
+// the close frame. The CloseTimeout deadline bounds both, so a peer that
+// stopped reading still loses its socket in time.
+func (c *conn) closeAfterLocked(code transport.CloseCode, reason string, keep bool) {
 	if c.state != stateOpen {
 		return
 	}
 	c.state = stateClosing
 	c.closeCode = code
-	if q := c.out; q != nil {
+	if q := c.out; q != nil && !keep {
 		keep := 0
 		if q.off > 0 {
 			keep = 1
