@@ -3,6 +3,7 @@ module github.com/fabric-rt/fabric
 go 1.26.8
 
 require (
+	github.com/fabric-rt/fabric/clients/go v0.0.0
 	github.com/gobwas/ws v1.5.0
 	github.com/golang-jwt/jwt/v5 v5.3.1
 	github.com/nats-io/nats-server/v2 v2.15.2
@@ -31,3 +32,5 @@ require (
 	golang.org/x/crypto v0.58.0 // indirect
 	golang.org/x/time v0.16.0 // indirect
 )
+
+replace github.com/fabric-rt/fabric/clients/go => ./clients/go

@@ -1,8 +1,10 @@
-// Package phxclient is a minimal Phoenix Channels client on gobwas/ws for
-// tests and load tools: it speaks v1 and v2 JSON and decodes v2 binary
-// frames, and exposes every received frame (and the close code) in order,
-// so tests can assert exactly what the gateway sent. It is not a
-// production client: one reader goroutine per connection.
+// Package phxclient is a Phoenix wire probe for tests: it speaks v1 and v2
+// JSON and decodes v2 binary frames, sends anything (malformed frames,
+// arbitrary refs, a socket left unread), and exposes every received frame
+// and the close code in order, so tests can assert exactly what the
+// gateway sent. It is deliberately not a client (no reconnect, no
+// channel state): tests that take a client's view, and applications, use
+// the public Go client in clients/go. One reader goroutine per connection.
 package phxclient
 
 import (

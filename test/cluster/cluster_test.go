@@ -11,8 +11,8 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,9 +20,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/fabric-rt/fabric/gateway/phoenix"
+	"github.com/fabric-rt/fabric/clients/go/phx"
 	"github.com/fabric-rt/fabric/internal/app"
-	"github.com/fabric-rt/fabric/internal/phxclient"
 	"github.com/fabric-rt/fabric/nats/natsbroker"
 	"github.com/fabric-rt/fabric/nats/natsembed"
 )
@@ -153,28 +152,37 @@ func startGateway(t *testing.T, natsURL string) *app.App {
 	return a
 }
 
-func dial(t *testing.T, a *app.App) *phxclient.Client {
+// listener is a Go client joined to room:x, recording what it receives.
+type listener struct {
+	mu   sync.Mutex
+	msgs []phx.Message
+}
+
+func (l *listener) add(m phx.Message) {
+	l.mu.Lock()
+	l.msgs = append(l.msgs, m)
+	l.mu.Unlock()
+}
+
+// listen connects a client to gateway a and joins room:x.
+func listen(t *testing.T, a *app.App) *listener {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	c, err := phxclient.Dial(ctx, fmt.Sprintf("ws://%s/socket/websocket?vsn=2.0.0", a.HTTPAddr()), phoenix.V2, phxclient.Options{})
+	sock, err := phx.Dial(ctx, fmt.Sprintf("ws://%s/socket", a.HTTPAddr()), phx.Options{})
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
-func join(t *testing.T, c *phxclient.Client, topic string) {
-	t.Helper()
-	status, resp, err := c.JoinWait(topic, map[string]any{}, wait)
-	if err != nil || status != "ok" {
-		t.Fatalf("join %s: %s %s %v", topic, status, resp, err)
+	t.Cleanup(func() { sock.Close() })
+	l := &listener{}
+	ch, err := sock.Join(ctx, "room:x", nil, phx.On("msg", l.add))
+	if err != nil {
+		t.Fatalf("join room:x: %v", err)
 	}
-	var p struct{ Epoch string }
-	if err := json.Unmarshal(resp, &p); err != nil || p.Epoch == "" {
-		t.Fatalf("join reply %s: %v", resp, err)
+	if p, ok := ch.Position(); !ok || p.Epoch == "" {
+		t.Fatalf("join reply without a position: %s", ch.Response())
 	}
+	return l
 }
 
 // publish stores a message with a JetStream publish, retrying (same
@@ -199,18 +207,27 @@ func publish(t *testing.T, js jetstream.JetStream, id string, i int) uint64 {
 	}
 }
 
-// expect reads c until message i arrives and checks its offset.
-func expect(t *testing.T, c *phxclient.Client, who string, i int, seq uint64, within time.Duration) {
+// expect waits until message i has arrived and checks its offset.
+func expect(t *testing.T, l *listener, who string, i int, seq uint64, within time.Duration) {
 	t.Helper()
-	m, err := c.NextMatch(within, func(m phxclient.Msg) bool {
-		var p struct{ I int }
-		return m.Topic == "room:x" && m.Event == "msg" && json.Unmarshal(m.Payload, &p) == nil && p.I == i
-	})
-	if err != nil {
-		t.Fatalf("%s: message %d: %v", who, i, err)
-	}
-	if off, _ := strconv.ParseUint(m.Ref.S, 10, 64); off != seq {
-		t.Fatalf("%s: message %d at offset %q, want %d", who, i, m.Ref.S, seq)
+	deadline := time.Now().Add(within)
+	for {
+		l.mu.Lock()
+		for _, m := range l.msgs {
+			var p struct{ I int }
+			if json.Unmarshal(m.Payload, &p) == nil && p.I == i {
+				l.mu.Unlock()
+				if m.Offset != seq {
+					t.Fatalf("%s: message %d at offset %d, want %d", who, i, m.Offset, seq)
+				}
+				return
+			}
+		}
+		l.mu.Unlock()
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: message %d did not arrive", who, i)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -221,11 +238,10 @@ func TestThreeNodeClusterSurvivesNodeLoss(t *testing.T) {
 	nodes := startCluster(t, 3)
 
 	gws := make([]*app.App, 3)
-	clients := make([]*phxclient.Client, 3)
+	clients := make([]*listener, 3)
 	for i := range nodes {
 		gws[i] = startGateway(t, urlsFrom(nodes, i))
-		clients[i] = dial(t, gws[i])
-		join(t, clients[i], "room:x")
+		clients[i] = listen(t, gws[i])
 	}
 
 	// The service connects to all three nodes too.

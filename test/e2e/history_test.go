@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/fabric-rt/fabric/clients/go/phx"
 	"github.com/fabric-rt/fabric/gateway/phoenix"
 	"github.com/fabric-rt/fabric/internal/app"
 	"github.com/fabric-rt/fabric/internal/phxclient"
@@ -153,11 +154,15 @@ func TestResumeOutcomes(t *testing.T) {
 
 // A long gap is paged from the stream with bounded memory, and the handover
 // to live delivery has no gap and no duplicate while publishing continues.
+// The client is the Go client resuming from a saved position.
 func TestResumeLongGapWhilePublishing(t *testing.T) {
 	f := startFabric(t, nil)
-	c := f.dial(phoenix.V2, phxclient.Options{})
-	start := joinPos(t, c, "room:busy", nil)
-	c.Close()
+	first := goDial(t, f.socketURL())
+	start, ok := goJoin(t, first, "room:busy").Position()
+	if !ok {
+		t.Fatal("no position after joining room:busy")
+	}
+	first.Close()
 
 	const missed = 3000
 	for i := 0; i < missed; i++ {
@@ -179,24 +184,25 @@ func TestResumeLongGapWhilePublishing(t *testing.T) {
 			time.Sleep(200 * time.Microsecond)
 		}
 	}()
-	c2 := f.dial(phoenix.V2, phxclient.Options{})
-	p := joinPos(t, c2, "room:busy", map[string]any{"epoch": start.Epoch, "offset": start.Offset})
-	if p.Recovered == nil || !*p.Recovered {
-		t.Fatalf("resume: %+v", p)
+	var in inbox
+	resumed := make(chan phx.Resume, 1)
+	goJoin(t, goDial(t, f.socketURL()), "room:busy", phx.ResumeFrom(start),
+		phx.On("m", in.add), phx.OnResume(func(r phx.Resume) { resumed <- r }))
+	if r := nextResume(t, resumed); !r.Recovered {
+		t.Fatalf("resume: %+v", r)
 	}
-	is, offs := nextN(t, c2, "room:busy", "m", missed+500)
+	in.waitN(t, missed+500)
 	close(stop)
 	total := <-done
-	rest, _ := nextN(t, c2, "room:busy", "m", total-len(is))
-	is = append(is, rest...)
-	for k, i := range is {
-		if i != k {
-			t.Fatalf("message %d has i=%d: gap, duplicate or reorder", k, i)
+	msgs := in.waitN(t, total)
+	for k, m := range msgs {
+		var p struct{ I int }
+		json.Unmarshal(m.Payload, &p)
+		if p.I != k {
+			t.Fatalf("message %d has i=%d: gap, duplicate or reorder", k, p.I)
 		}
-	}
-	for k := 1; k < len(offs); k++ {
-		if offs[k] <= offs[k-1] {
-			t.Fatalf("offsets not increasing at %d: %d then %d", k, offs[k-1], offs[k])
+		if k > 0 && m.Offset <= msgs[k-1].Offset {
+			t.Fatalf("offsets not increasing at %d: %d then %d", k, msgs[k-1].Offset, m.Offset)
 		}
 	}
 	if st := f.Gateway().Stats().Hub; st.Replayed < missed {
@@ -214,23 +220,13 @@ func TestResumeAfterGatewayRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	url2 := fmt.Sprintf("ws://%s/socket/websocket?vsn=2.0.0", g2.HTTPAddr())
-	dial := func(url string) *phxclient.Client {
-		ctx, cancel := context.WithTimeout(context.Background(), wait)
-		defer cancel()
-		c, err := phxclient.Dial(ctx, url, phoenix.V2, phxclient.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
-	c := dial(url2)
-	p := joinPos(t, c, "room:fleet", nil)
+	var in inbox
+	ch := goJoin(t, goDial(t, fmt.Sprintf("ws://%s/socket", g2.HTTPAddr())), "room:fleet", phx.On("m", in.add))
 	for i := 0; i < 10; i++ {
 		f.jsPublish("fabric.room.fleet", "m", fmt.Sprintf(`{"i":%d}`, i))
 	}
-	_, offs := nextN(t, c, "room:fleet", "m", 10)
+	in.waitN(t, 10)
+	saved, _ := ch.Position()
 	// Gateway 2 goes away; messages keep coming.
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	g2.Shutdown(ctx)
@@ -238,13 +234,21 @@ func TestResumeAfterGatewayRestart(t *testing.T) {
 	for i := 10; i < 20; i++ {
 		f.jsPublish("fabric.room.fleet", "m", fmt.Sprintf(`{"i":%d}`, i))
 	}
-	// The client resumes on the other gateway with its last offset.
-	c2 := dial(f.wsURL("2.0.0"))
-	r := joinPos(t, c2, "room:fleet", map[string]any{"epoch": p.Epoch, "offset": offs[9]})
-	if r.Recovered == nil || !*r.Recovered {
+	// The client resumes on the other gateway with its last position.
+	var after inbox
+	resumed := make(chan phx.Resume, 1)
+	goJoin(t, goDial(t, f.socketURL()), "room:fleet", phx.ResumeFrom(saved),
+		phx.On("m", after.add), phx.OnResume(func(r phx.Resume) { resumed <- r }))
+	if r := nextResume(t, resumed); !r.Recovered {
 		t.Fatalf("resume on the other gateway: %+v", r)
 	}
-	if is, _ := nextN(t, c2, "room:fleet", "m", 10); fmt.Sprint(is) != "[10 11 12 13 14 15 16 17 18 19]" {
+	var is []int
+	for _, m := range after.waitN(t, 10) {
+		var p struct{ I int }
+		json.Unmarshal(m.Payload, &p)
+		is = append(is, p.I)
+	}
+	if fmt.Sprint(is) != "[10 11 12 13 14 15 16 17 18 19]" {
 		t.Fatalf("resumed %v", is)
 	}
 }
