@@ -450,6 +450,11 @@ func scenarioResume(t *testing.T, e *env, c *client, d driver) {
 	e.publish(t, tp, "seen", []byte(`{"i":0}`))
 	seen := d.next(t, tp, "seen")
 	d.leave(t, tp)
+	// Until the gateway has processed the leave (LongPoll sends it later),
+	// live messages still reach the old channel, and phoenix.js hands
+	// broadcasts (join_ref null) to whichever channel has the topic: the
+	// new one would see them twice. Phoenix behaves the same.
+	eventually(t, "the gateway to process the leave", func() bool { return e.interest(tp) == 0 })
 	epoch, _, _ := position(t, resp)
 	var offs []uint64
 	for i := 1; i <= 3; i++ {
@@ -457,8 +462,10 @@ func scenarioResume(t *testing.T, e *env, c *client, d driver) {
 	}
 	st, resp = d.join(t, tp, map[string]any{"epoch": epoch, "offset": seen.Offset}, joinOpts{})
 	mustStatus(t, "resuming join", st, resp, "ok")
-	if _, off, rec := position(t, resp); rec == nil || !*rec || off != strconv.FormatUint(offs[2], 10) {
-		t.Fatalf("resuming join from %s: response %s, want recovered at offset %d", seen.Offset, resp, offs[2])
+	// The reply's offset is where the replay ends; what the gateway had
+	// not yet seen live when it answered follows as live messages.
+	if _, _, rec := position(t, resp); rec == nil || !*rec {
+		t.Fatalf("resuming join from %s: response %s, want recovered", seen.Offset, resp)
 	}
 	for i, off := range offs {
 		m := d.next(t, tp, "missed")

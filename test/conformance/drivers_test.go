@@ -42,10 +42,13 @@ func startPhoenix(longpoll, logger bool) func(*testing.T, *env, *client) driver 
 func startCommunity(pkg string) func(*testing.T, *env, *client) driver {
 	return func(t *testing.T, e *env, c *client) driver {
 		p := phxnode.StartScript(t, "community.mjs", []string{pkg}, pkg, "ws")
-		// A short heartbeat so the heartbeat scenario sees the client's own
-		// timer at work; the logger is set, since these clients read
-		// payload.status of every message whether or not one is.
-		opts := map[string]any{"heartbeatIntervalMs": 500, "debug": true}
+		// A shorter heartbeat so the heartbeat scenario sees the client's own
+		// timer at work in seconds, not minutes; not much shorter, since
+		// these clients drop the connection when a reply misses the next
+		// tick (on a loaded machine, a few hundred ms is not enough). The
+		// logger is set: these clients read payload.status of every message
+		// whether or not one is, and log what they receive.
+		opts := map[string]any{"heartbeatIntervalMs": 2000, "debug": true}
 		if err := p.Connect(e.socketURL(), map[string]any{"token": e.token(t, c.name)}, opts); err != nil {
 			t.Fatalf("connect: %v", err)
 		}
