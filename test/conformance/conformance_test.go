@@ -28,6 +28,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/fabric-rt/fabric/gateway/phoenix"
 	"github.com/fabric-rt/fabric/internal/app"
 	"github.com/fabric-rt/fabric/internal/auth"
 )
@@ -129,8 +130,10 @@ var clients = []*client{
 	{name: "phoenix-socket", what: "`phoenix-socket` 1.2.3 (community; v1, Phoenix 1.2 socket.js) on `ws`, `logger` set",
 		start: startCommunity("phoenix-socket"), binaryAsJSON: true,
 		notes: map[string]string{"broadcast-binary": noteBase64, "presence": noteOldPresent}},
-	{name: "raw-numeric", what: "raw v2 client (`internal/phxclient`) sending numeric `ref` and `join_ref`, checking they are echoed as numbers",
-		start: startRaw},
+	{name: "raw-numeric", what: "raw v2 client (`internal/phxclient`) sending numeric `ref` and `join_ref` (from 0), checking they are echoed as numbers",
+		start: startRaw(phoenix.V2)},
+	{name: "raw-numeric-v1", what: "the same over v1 JSON objects (`vsn=1.0.0`, as Python's `phxsocket` sends `\"ref\": 0`); v1 replies have no `join_ref` to check",
+		start: startRaw(phoenix.V1), binaryAsJSON: true, notes: map[string]string{"broadcast-binary": noteBase64}},
 	{name: "go", what: "Go client `clients/go` (package `phx`)", start: startGo,
 		na: map[string]string{"duplicate-join": naDupGo}},
 }
@@ -435,7 +438,7 @@ func scenarioPresence(t *testing.T, e *env, c *client, d driver) {
 	mustStatus(t, "join", st, resp, "ok")
 	d.presence(t, tp, func(k map[string]bool) bool { return k[c.name] && len(k) == 1 })
 	buddy := "buddy-" + c.name
-	b := dialRaw(t, e, buddy)
+	b := dialRaw(t, e, phoenix.V2, buddy)
 	st, resp = b.join(t, tp, nil, joinOpts{})
 	mustStatus(t, "buddy join", st, resp, "ok")
 	d.presence(t, tp, func(k map[string]bool) bool { return k[c.name] && k[buddy] && len(k) == 2 })

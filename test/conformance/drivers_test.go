@@ -169,30 +169,42 @@ func (d *puppetDriver) heartbeat(t *testing.T) {
 }
 
 // ---------------------------------------------------------------------------
-// raw-numeric: the wire probe, v2, every ref and join_ref a JSON number, and
-// every reply checked to echo them as numbers.
+// raw-numeric: the wire probe, every ref and join_ref a JSON number (the
+// first one 0, as Python's phxsocket sends), and every reply checked to
+// echo them as numbers. v1 frames have no join_ref slot on the way out, so
+// over v1 only the ref is checked.
 
 type rawDriver struct {
 	c        *phxclient.Client
+	v        phoenix.Version
 	ref      int
 	joinRefs map[string][]int // topic -> join refs, latest last
 	keys     map[string]map[string]bool
 }
 
-func dialRaw(t *testing.T, e *env, sub string) *rawDriver {
+func dialRaw(t *testing.T, e *env, v phoenix.Version, sub string) *rawDriver {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	u := "ws://" + e.app.HTTPAddr() + "/socket/websocket?vsn=2.0.0&token=" + url.QueryEscape(e.token(t, sub))
-	c, err := phxclient.Dial(ctx, u, phoenix.V2, phxclient.Options{})
+	vsn := "2.0.0"
+	if v == phoenix.V1 {
+		vsn = "1.0.0"
+	}
+	u := "ws://" + e.app.HTTPAddr() + "/socket/websocket?vsn=" + vsn + "&token=" + url.QueryEscape(e.token(t, sub))
+	c, err := phxclient.Dial(ctx, u, v, phxclient.Options{})
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}
 	t.Cleanup(func() { c.Close() })
-	return &rawDriver{c: c, joinRefs: map[string][]int{}, keys: map[string]map[string]bool{}}
+	return &rawDriver{c: c, v: v, ref: -1, joinRefs: map[string][]int{}, keys: map[string]map[string]bool{}}
 }
 
-func startRaw(t *testing.T, e *env, c *client) driver { return dialRaw(t, e, c.name) }
+func startRaw(v phoenix.Version) func(*testing.T, *env, *client) driver {
+	return func(t *testing.T, e *env, c *client) driver { return dialRaw(t, e, v, c.name) }
+}
+
+// joinRefIs checks a frame's join_ref slot (v2 only; v1 frames have none).
+func (d *rawDriver) joinRefIs(r phoenix.Ref, n int) bool { return d.v == phoenix.V1 || isNum(r, n) }
 
 func num(n int) phoenix.Ref { return phoenix.RawRef(strconv.Itoa(n)) }
 
@@ -226,7 +238,7 @@ func (d *rawDriver) reply(t *testing.T, joinRef, ref int) (string, json.RawMessa
 	m := d.match(t, "reply "+strconv.Itoa(ref), func(m phxclient.Msg) bool {
 		return m.Event == phoenix.EventReply && m.Ref.Valid && m.Ref.S == strconv.Itoa(ref)
 	})
-	if !isNum(m.Ref, ref) || (joinRef >= 0 && !isNum(m.JoinRef, joinRef)) || (joinRef < 0 && m.JoinRef.Valid) {
+	if !isNum(m.Ref, ref) || (joinRef >= 0 && !d.joinRefIs(m.JoinRef, joinRef)) || (joinRef < 0 && m.JoinRef.Valid) {
 		t.Fatalf("reply %s: refs not echoed as the numbers sent (join_ref %d, ref %d)", m.Raw, joinRef, ref)
 	}
 	var r struct {
@@ -285,7 +297,7 @@ func (d *rawDriver) leave(t *testing.T, topic string) {
 	m := d.match(t, "phx_close after the leave", func(m phxclient.Msg) bool {
 		return m.Topic == topic && m.Event == phoenix.EventClose
 	})
-	if !isNum(m.JoinRef, jr) {
+	if !d.joinRefIs(m.JoinRef, jr) {
 		t.Fatalf("phx_close %s: join_ref not the number %d", m.Raw, jr)
 	}
 	delete(d.joinRefs, topic)
@@ -332,7 +344,7 @@ func (d *rawDriver) closedByServer(t *testing.T, topic string) {
 	m := d.match(t, "phx_close of the first join", func(m phxclient.Msg) bool {
 		return m.Topic == topic && m.Event == phoenix.EventClose
 	})
-	if !isNum(m.JoinRef, old) || !isNum(m.Ref, old) {
+	if !d.joinRefIs(m.JoinRef, old) || !isNum(m.Ref, old) {
 		t.Fatalf("phx_close %s: want join_ref and ref the number %d of the replaced join", m.Raw, old)
 	}
 }
@@ -354,7 +366,7 @@ func (d *rawDriver) presence(t *testing.T, topic string, ok func(map[string]bool
 		}
 		if m.Event == "presence_state" {
 			// a push to this channel: its join_ref, echoed as a number
-			if !isNum(m.JoinRef, d.current(topic)) {
+			if !d.joinRefIs(m.JoinRef, d.current(topic)) {
 				t.Fatalf("presence_state %s: join_ref not the number %d", m.Raw, d.current(topic))
 			}
 			var st map[string]json.RawMessage
