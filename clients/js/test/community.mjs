@@ -116,7 +116,9 @@ function cmdJoin(cmd, respond) {
     // replies are routed through chan_reply_<ref> events; local triggers (a leave's
     // phx_close "leave", a transport phx_error) are reported as chan_close/chan_error
     const local = payload === "leave" || payload === undefined
-    if (!event.startsWith("chan_reply_") && event !== "phx_reply" && !local) {
+    // event can be null: these clients fire a push's timeout on refEvent,
+    // which a resend after a reconnect may have cleared
+    if (typeof event === "string" && !event.startsWith("chan_reply_") && event !== "phx_reply" && !local) {
       write({ ev: "msg", topic, event, payload: payload ?? null, ref: ref ?? null, binary: false })
     }
     return inner(event, payload, ref)
