@@ -517,7 +517,8 @@ func (d *goDriver) join(t *testing.T, topic string, params map[string]any, o joi
 	}
 	// The resume contract is the client's own: a saved position is given
 	// with ResumeFrom, not as params.
-	if ep, ok := params["epoch"].(string); ok {
+	ep, resuming := params["epoch"].(string)
+	if resuming {
 		off, err := strconv.ParseUint(params["offset"].(string), 10, 64)
 		if err != nil {
 			t.Fatal(err)
@@ -536,6 +537,21 @@ func (d *goDriver) join(t *testing.T, topic string, params map[string]any, o joi
 	ch, err := d.s.Join(ctxWait(t), topic, p, opts...)
 	if err != nil {
 		return replyOf(t, "join "+topic, err)
+	}
+	if resuming {
+		// The client reports the outcome through OnResume too.
+		var r phx.Resume
+		eventually(t, "OnResume", func() bool {
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			var ok bool
+			r, ok = d.resumes[topic]
+			return ok
+		})
+		var resp struct{ Recovered bool }
+		if json.Unmarshal(ch.Response(), &resp) != nil || r.Recovered != resp.Recovered {
+			t.Fatalf("OnResume reported %+v for the join reply %s", r, ch.Response())
+		}
 	}
 	d.mu.Lock()
 	d.chans[topic] = ch
