@@ -177,12 +177,21 @@ type Puppet struct {
 // stderr, which is printed at the end of the test.
 func Start(t testing.TB) *Puppet {
 	t.Helper()
+	return StartScript(t, "puppet.mjs", nil, "phoenix", "ws")
+}
+
+// StartScript is Start for another puppet script in clients/js/test speaking the same
+// protocol (community.mjs drives the community npm clients): it runs
+// `node clients/js/test/<script> args…` after checking that the npm packages pkgs are
+// installed.
+func StartScript(t testing.TB, script string, args []string, pkgs ...string) *Puppet {
+	t.Helper()
 	root, err := moduleRoot()
 	if err != nil {
 		t.Fatalf("phxnode: %v", err)
 	}
 	jsDir := filepath.Join(root, "clients", "js")
-	for _, pkg := range []string{"phoenix", "ws"} {
+	for _, pkg := range pkgs {
 		if _, err := os.Stat(filepath.Join(jsDir, "node_modules", pkg, "package.json")); err != nil {
 			t.Fatalf("phxnode: %s npm client not installed: run `npm ci --prefix clients/js` (from %s)", pkg, root)
 		}
@@ -192,7 +201,7 @@ func Start(t testing.TB) *Puppet {
 		t.Fatalf("phxnode: `node` not found on PATH (Node 20+ is required to run the phoenix.js client): %v", err)
 	}
 
-	cmd := exec.Command(nodeBin, filepath.Join(jsDir, "test", "puppet.mjs"))
+	cmd := exec.Command(nodeBin, append([]string{filepath.Join(jsDir, "test", script)}, args...)...)
 	cmd.Dir = jsDir
 	cmd.Env = os.Environ()
 	stdin, err := cmd.StdinPipe()
