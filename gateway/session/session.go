@@ -138,6 +138,11 @@ type Config struct {
 	// ten seconds) is closed with 4029.
 	JoinRate, PushRate   float64
 	JoinBurst, PushBurst int
+	// Events, when set, takes connection lifecycle events (connect, join,
+	// leave, disconnect). Its Emit must return at once, never waiting on
+	// the bus: sessions emit on the transport's event loop and, from
+	// Joined, under the hub's locks (an events.Queue does that).
+	Events Emitter
 	// Presence, when set, tracks members of presence-enabled namespaces
 	// (presence_state after each join, presence_diff on changes).
 	Presence *presence.Tracker
@@ -161,6 +166,11 @@ func (c *Config) SetDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+}
+
+// Emitter takes lifecycle events; see Config.Events.
+type Emitter interface {
+	Emit(kind, topic string, body []byte)
 }
 
 // Session is one connection's Phoenix state. One exists per connection,
@@ -270,10 +280,11 @@ func (s *Session) OnClose(fn func()) { s.onClose = fn }
 // client (LongPoll): binary payloads then arrive as {"base64": …}.
 func (s *Session) SetTextOnly() { s.textOnly = true }
 
-// emit publishes a lifecycle event when the broker supports it.
+// emit queues a lifecycle event (Config.Events). It runs on the event loop
+// and under hub locks, so it must never reach the bus directly.
 func (s *Session) emit(kind, topic string) {
-	ev, ok := s.cfg.Broker.(broker.Events)
-	if !ok || s.idn == 0 {
+	ev := s.cfg.Events
+	if ev == nil || s.idn == 0 {
 		return
 	}
 	b, _ := json.Marshal(struct {

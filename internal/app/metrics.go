@@ -82,6 +82,8 @@ var (
 		nil, nil)
 	descPublishRequests = prometheus.NewDesc("fabric_publish_requests_total",
 		"HTTP publish API requests (/api/v1/publish and /batch), by response status.", []string{"code"}, nil)
+	descEventsDropped = prometheus.NewDesc("fabric_lifecycle_events_dropped_total",
+		"Connection lifecycle events (fabric_events.*) dropped because their queue was full while NATS was stuck or away; they are best effort.", nil, nil)
 	descDraining = prometheus.NewDesc("fabric_draining",
 		"1 from the moment shutdown began (readiness off, clients being closed) until the process exits.", nil, nil)
 )
@@ -94,7 +96,7 @@ func (c *fabricCollector) Describe(ch chan<- *prometheus.Desc) {
 		descConnections, descChannels, descLongPollSessions, descDelivered,
 		descReplayed, descUnframeable, descDropped, descClosed, descRefused,
 		descLongPollResults, descNATSConnected, descJoins, descResumes, descNATSSubs,
-		descReceived, descFanout, descPublishRequests, descDraining,
+		descReceived, descFanout, descPublishRequests, descDraining, descEventsDropped,
 	} {
 		ch <- d
 	}
@@ -137,6 +139,7 @@ func (c *fabricCollector) Collect(ch chan<- prometheus.Metric) {
 	if a.gw == nil {
 		return
 	}
+	counter(descEventsDropped, a.gw.EventsDropped())
 	st := a.gw.Stats()
 	gauge(descConnections, float64(st.Transport.Open), "websocket")
 	gauge(descConnections, float64(st.LongPoll.Sessions), "longpoll")

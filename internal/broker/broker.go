@@ -144,7 +144,9 @@ type Handlers interface {
 }
 
 // Events is implemented by brokers that publish connection lifecycle
-// events (best effort: never blocks, may drop).
+// events (best effort: may drop). Emit may wait on the bus; the gateway
+// calls it only from its own queue (gateway/events), never on an event
+// loop or under a lock.
 type Events interface {
 	Emit(kind, topic string, body []byte)
 }
