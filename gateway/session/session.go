@@ -209,7 +209,8 @@ type pushQueue struct {
 type push struct {
 	f       phoenix.Frame
 	payload []byte
-	params  []byte // the channel's join params
+	params  []byte    // the channel's join params
+	at      time.Time // arrival: its timeout counts from here, queueing included
 }
 
 // channel is one join instance. Its pointer is the hub membership key, so
@@ -411,9 +412,18 @@ func (s *Session) join(f phoenix.Frame) {
 	s.mu.Unlock()
 
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.JoinTimeout)
-		err := s.cfg.Hub.Join(ctx, ch.topic, member)
-		cancel()
+		// A join that needs the bus while the bus is known to be away is
+		// answered at once, not after JoinTimeout (joins of a channel
+		// already live here took TryJoin above and still succeed).
+		var err error
+		if hb, ok := s.cfg.Broker.(broker.Health); ok {
+			err = hb.Available(ch.topic)
+		}
+		if err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.JoinTimeout)
+			err = s.cfg.Hub.Join(ctx, ch.topic, member)
+			cancel()
+		}
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		if s.closed || s.channel(ch.topic) != ch {
@@ -683,7 +693,7 @@ func (s *Session) push(f phoenix.Frame) {
 	}
 	// One goroutine at a time publishes this connection's pushes, so they
 	// reach the bus in the order the client sent them.
-	p := push{f: f, payload: append([]byte(nil), f.Payload...), params: ch.paramsJSON()} // f.Payload lives in the read buffer
+	p := push{f: f, payload: append([]byte(nil), f.Payload...), params: ch.paramsJSON(), at: time.Now()} // f.Payload lives in the read buffer
 	s.mu.Lock()
 	q := s.pushq
 	q.pending = append(q.pending, p)
@@ -714,7 +724,11 @@ func (s *Session) publishPushes() {
 			s.requestPush(h, p)
 			continue
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.PublishTimeout)
+		// The deadline counts from the push's arrival, so a push queued
+		// behind a stuck one still gets its answer within PublishTimeout
+		// of being sent; and while the bus is known to be away the
+		// broker fails each one at once (broker.Health).
+		ctx, cancel := context.WithDeadline(context.Background(), p.at.Add(s.cfg.PublishTimeout))
 		offset, err := s.cfg.Broker.Publish(ctx, f.Topic, f.Event, p.payload)
 		cancel()
 		if err != nil {
@@ -738,7 +752,7 @@ func (s *Session) publishPushes() {
 func (s *Session) requestPush(h broker.Handlers, p push) {
 	f := p.f
 	r, err := h.Request(context.Background(), f.Topic, f.Event, p.payload,
-		broker.PushMeta{Subject: s.sub, ConnID: s.ID(), JoinParams: p.params})
+		broker.PushMeta{Subject: s.sub, ConnID: s.ID(), JoinParams: p.params, Sent: p.at})
 	switch {
 	case errors.Is(err, broker.ErrNoHandler):
 		s.reply(f.JoinRef, f.Ref, f.Topic, false, reason(ReasonNoHandler))

@@ -5,7 +5,6 @@ import (
 	"runtime/debug"
 	"strconv"
 
-	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -66,7 +65,11 @@ var (
 	descLongPollResults = prometheus.NewDesc("fabric_longpoll_sessions_total",
 		"LongPoll session events, by result.", []string{"result"}, nil)
 	descNATSConnected = prometheus.NewDesc("fabric_nats_connected",
-		"1 while the NATS connection is up.", nil, nil)
+		"1 while the NATS link answers the gateway's probe (a round trip every --nats-probe-interval); 0 from the second failed probe in a row, or a disconnect.", nil, nil)
+	descNATSProbes = prometheus.NewDesc("fabric_nats_probes_total",
+		"Round trips the gateway sent to NATS to check its link, by result (failed: error or no answer within --nats-probe-timeout).", []string{"result"}, nil)
+	descNATSDowns = prometheus.NewDesc("fabric_nats_link_down_total",
+		"Times the NATS link was declared down.", nil, nil)
 	descJoins = prometheus.NewDesc("fabric_joins_total",
 		"Channel join attempts, by result: ok, invalid, unauthorized, rate_limited, too_many_channels, error, canceled.",
 		[]string{"result"}, nil)
@@ -97,6 +100,7 @@ func (c *fabricCollector) Describe(ch chan<- *prometheus.Desc) {
 		descReplayed, descUnframeable, descDropped, descClosed, descRefused,
 		descLongPollResults, descNATSConnected, descJoins, descResumes, descNATSSubs,
 		descReceived, descFanout, descPublishRequests, descDraining, descEventsDropped,
+		descNATSProbes, descNATSDowns,
 	} {
 		ch <- d
 	}
@@ -112,10 +116,16 @@ func (c *fabricCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 
 	up := 0.0
-	if a.nc != nil && a.nc.Status() == nats.CONNECTED {
+	if a.NATSErr() == nil {
 		up = 1
 	}
 	gauge(descNATSConnected, up)
+	if l := a.link.Load(); l != nil {
+		st := l.Stats()
+		counter(descNATSProbes, st.Probes-st.Failed, "ok")
+		counter(descNATSProbes, st.Failed, "failed")
+		counter(descNATSDowns, st.Downs)
+	}
 	if a.nc != nil {
 		// The connection's own count, not the broker's: it is what the
 		// server holds for this gateway, the publisher's and nats.go's

@@ -122,6 +122,9 @@ type PushMeta struct {
 	Subject    string // the client's authenticated user (JWT sub), "" when anonymous
 	ConnID     string // the connection, unique per gateway process
 	JoinParams []byte // the channel's join params (JSON)
+	// Sent is when the client's push arrived: the push's timeout counts
+	// from it, queueing included (zero: from the Request call).
+	Sent time.Time
 }
 
 // Reply is a service's answer to a routed push.
@@ -141,6 +144,16 @@ type Handlers interface {
 	RoutesPushes(topic string) bool
 	// Request sends the push and waits for the service's reply.
 	Request(ctx context.Context, topic, event string, payload []byte, meta PushMeta) (Reply, error)
+}
+
+// Health is implemented by brokers that know, without waiting, whether the
+// bus can serve a topic right now.
+type Health interface {
+	// Available returns nil unless the bus (or the topic's history
+	// store) is known to be away, in which case a join or push on topic
+	// should fail at once rather than wait for its timeout. It never
+	// blocks: it is called on event loops.
+	Available(topic string) error
 }
 
 // Events is implemented by brokers that publish connection lifecycle

@@ -39,12 +39,21 @@ func (b *Broker) Request(ctx context.Context, topic, event string, payload []byt
 	if err != nil {
 		return broker.Reply{}, err
 	}
+	if err := b.Available(topic); err != nil {
+		return broker.Reply{}, err
+	}
 	ns, _, _ := strings.Cut(topic, ":")
 	timeout := b.pushNS[ns].PushTimeout
 	if timeout <= 0 {
 		timeout = defaultPushTimeout
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	// From when the client sent it: a push queued behind a slow one
+	// gets no more than its own push_timeout in all.
+	start := meta.Sent
+	if start.IsZero() {
+		start = time.Now()
+	}
+	ctx, cancel := context.WithDeadline(ctx, start.Add(timeout))
 	defer cancel()
 	m := &nats.Msg{
 		Subject: b.prefix + "_in" + subj[len(b.prefix):],
