@@ -67,6 +67,10 @@ type HandlerConfig struct {
 	// MaxBatch is the most messages one batch request may carry (default
 	// 1000); more is 400.
 	MaxBatch int
+	// Available, when set, is asked about each message's topic first: an
+	// error means NATS is known to be away, and the request is answered
+	// 503 + Retry-After at once instead of after the publish timeout.
+	Available func(topic string) error
 	// RetryAfter is the Retry-After sent with 503 (default 1s).
 	RetryAfter time.Duration
 	// Logger receives one line per failed publish (never the payload or
@@ -102,6 +106,7 @@ type Handler struct {
 	maxBatch   int
 	retryAfter string
 	log        *slog.Logger
+	avail      func(topic string) error // nil: always try
 
 	// codes counts answers by status; every answer goes through
 	// writeError or reply, which count it. A mutex and a map rather than
@@ -160,7 +165,7 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 	}
 	secs := int((cfg.RetryAfter + time.Second - 1) / time.Second)
 	h := &Handler{p: cfg.Publisher, auth: cfg.Authenticate, maxBody: cfg.MaxBody,
-		maxBatch: cfg.MaxBatch, retryAfter: strconv.Itoa(secs), log: cfg.Logger,
+		maxBatch: cfg.MaxBatch, retryAfter: strconv.Itoa(secs), log: cfg.Logger, avail: cfg.Available,
 		codes: make(map[int]uint64, len(StatusCodes))}
 	for _, c := range StatusCodes {
 		h.codes[c] = 0
@@ -263,6 +268,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, err, req.GetTopic())
 		return
 	}
+	if err := h.available(req.GetTopic()); err != nil {
+		h.fail(w, err, req.GetTopic())
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.p.timeout)
 	defer cancel()
 	res, err := h.p.send(ctx, m, m.idemKey)
@@ -292,6 +301,10 @@ func (h *Handler) serveBatch(w http.ResponseWriter, ctx context.Context, c codec
 			return
 		}
 		ms[i], topics[i] = m, r.GetTopic()
+		if err := h.available(r.GetTopic()); err != nil {
+			h.fail(w, err, r.GetTopic())
+			return
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, h.p.timeout)
 	defer cancel()
@@ -341,6 +354,17 @@ func (h *Handler) reply(w http.ResponseWriter, c codec, m proto.Message) {
 	h.count(http.StatusOK)
 	w.WriteHeader(http.StatusOK)
 	w.Write(b)
+}
+
+// available is HandlerConfig.Available's verdict, as an ErrUnavailable.
+func (h *Handler) available(topic string) error {
+	if h.avail == nil {
+		return nil
+	}
+	if err := h.avail(topic); err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	return nil
 }
 
 // fail answers a publish error with its status.

@@ -201,9 +201,9 @@ type Session struct {
 
 // pushQueue is a connection's client pushes.
 type pushQueue struct {
-	bucket  bucket // HandleMessage goroutine only
-	pending []push // under Session.mu: waiting to be published, in arrival order
-	running bool   // under Session.mu: a goroutine is draining pending
+	bucket  bucket  // HandleMessage goroutine only
+	pending []*push // under Session.mu: waiting to be published, in arrival order
+	running bool    // under Session.mu: a goroutine is draining pending
 }
 
 type push struct {
@@ -211,6 +211,42 @@ type push struct {
 	payload []byte
 	params  []byte    // the channel's join params
 	at      time.Time // arrival: its timeout counts from here, queueing included
+	// answered is set by whoever replies first: the bus's answer, or the
+	// watchdog timer, which says "timeout" when the bus has not answered
+	// within the push's timeout of its arrival (nats.go can keep a
+	// publish waiting on its connection lock for seconds, beyond any
+	// context). A push whose watchdog fired before it was sent is never
+	// sent.
+	answered atomic.Bool
+	watchdog *time.Timer
+}
+
+// answer replies to p with the bus's answer unless the watchdog already
+// did. (Called by the goroutine that took p from the queue, after the
+// watchdog was set.)
+func (s *Session) answer(p *push, ok bool, response []byte) {
+	if p.answered.CompareAndSwap(false, true) {
+		p.watchdog.Stop()
+		s.reply(p.f.JoinRef, p.f.Ref, p.f.Topic, ok, response)
+	}
+}
+
+// timedOut is the watchdog: it must not touch p.watchdog, which may not
+// be assigned yet when a short timeout fires.
+func (s *Session) timedOut(p *push) {
+	if p.answered.CompareAndSwap(false, true) {
+		s.reply(p.f.JoinRef, p.f.Ref, p.f.Topic, false, reason(ReasonTimeout))
+	}
+}
+
+// pushTimeout is how long a push on topic may wait for its answer: the
+// broker's for routed pushes (the namespace's push_timeout), else
+// Config.PublishTimeout.
+func (s *Session) pushTimeout(topic string, routed bool) time.Duration {
+	if pt, ok := s.cfg.Broker.(interface{ PushTimeout(string) time.Duration }); ok && routed {
+		return pt.PushTimeout(topic)
+	}
+	return s.cfg.PublishTimeout
 }
 
 // channel is one join instance. Its pointer is the hub membership key, so
@@ -439,7 +475,9 @@ func (s *Session) join(f phoenix.Frame) {
 		if err != nil && !ch.joined.Load() {
 			s.joinDone(ch, JoinError)
 			s.forget(ch)
-			s.cfg.Logger.Warn("join failed", "topic", ch.topic, "err", err)
+			if !errors.Is(err, broker.ErrUnavailable) {
+				s.cfg.Logger.Warn("join failed", "topic", ch.topic, "err", err)
+			}
 			s.reply(ch.joinRef, ch.joinMsgRef(), ch.topic, false, reason(ReasonUnavailable))
 		}
 	}()
@@ -691,9 +729,22 @@ func (s *Session) push(f phoenix.Frame) {
 		s.reply(f.JoinRef, f.Ref, f.Topic, false, reason(ReasonUnauthorized))
 		return
 	}
+	if hb, ok := s.cfg.Broker.(broker.Health); ok && hb.Available(f.Topic) != nil {
+		// The bus is known to be away: answer now rather than queue
+		// behind a publish that may be stuck on it.
+		r := ReasonPublishFailed
+		if h, ok := s.cfg.Broker.(broker.Handlers); ok && h.RoutesPushes(f.Topic) {
+			r = ReasonUnavailable
+		}
+		s.reply(f.JoinRef, f.Ref, f.Topic, false, reason(r))
+		return
+	}
 	// One goroutine at a time publishes this connection's pushes, so they
 	// reach the bus in the order the client sent them.
-	p := push{f: f, payload: append([]byte(nil), f.Payload...), params: ch.paramsJSON(), at: time.Now()} // f.Payload lives in the read buffer
+	p := &push{f: f, payload: append([]byte(nil), f.Payload...), params: ch.paramsJSON(), at: time.Now()} // f.Payload lives in the read buffer
+	h, _ := s.cfg.Broker.(broker.Handlers)
+	routed := h != nil && h.RoutesPushes(f.Topic)
+	p.watchdog = time.AfterFunc(s.pushTimeout(f.Topic, routed), func() { s.timedOut(p) })
 	s.mu.Lock()
 	q := s.pushq
 	q.pending = append(q.pending, p)
@@ -716,9 +767,12 @@ func (s *Session) publishPushes() {
 			return
 		}
 		p := q.pending[0]
-		q.pending[0] = push{}
+		q.pending[0] = nil
 		q.pending = q.pending[1:]
 		s.mu.Unlock()
+		if p.answered.Load() {
+			continue // timed out while queued: never sent
+		}
 		f := p.f
 		if h, ok := s.cfg.Broker.(broker.Handlers); ok && h.RoutesPushes(f.Topic) {
 			s.requestPush(h, p)
@@ -732,8 +786,10 @@ func (s *Session) publishPushes() {
 		offset, err := s.cfg.Broker.Publish(ctx, f.Topic, f.Event, p.payload)
 		cancel()
 		if err != nil {
-			s.cfg.Logger.Warn("push publish failed", "topic", f.Topic, "err", err)
-			s.reply(f.JoinRef, f.Ref, f.Topic, false, reason(ReasonPublishFailed))
+			if !errors.Is(err, broker.ErrUnavailable) { // known outage: logged once, by the link monitor
+				s.cfg.Logger.Warn("push publish failed", "topic", f.Topic, "err", err)
+			}
+			s.answer(p, false, reason(ReasonPublishFailed))
 			continue
 		}
 		// Acked once the bus took it; in a persistent namespace once it
@@ -743,26 +799,28 @@ func (s *Session) publishPushes() {
 			resp = strconv.AppendUint([]byte(`{"offset":`), offset, 10)
 			resp = append(resp, '}')
 		}
-		s.reply(f.JoinRef, f.Ref, f.Topic, true, resp)
+		s.answer(p, true, resp)
 	}
 }
 
 // requestPush hands a push to the service handling its namespace and
 // relays the answer: Phoenix's handle_in over NATS.
-func (s *Session) requestPush(h broker.Handlers, p push) {
+func (s *Session) requestPush(h broker.Handlers, p *push) {
 	f := p.f
 	r, err := h.Request(context.Background(), f.Topic, f.Event, p.payload,
 		broker.PushMeta{Subject: s.sub, ConnID: s.ID(), JoinParams: p.params, Sent: p.at})
 	switch {
 	case errors.Is(err, broker.ErrNoHandler):
-		s.reply(f.JoinRef, f.Ref, f.Topic, false, reason(ReasonNoHandler))
+		s.answer(p, false, reason(ReasonNoHandler))
 	case errors.Is(err, context.DeadlineExceeded):
-		s.reply(f.JoinRef, f.Ref, f.Topic, false, reason(ReasonTimeout))
+		s.answer(p, false, reason(ReasonTimeout))
 	case err != nil:
-		s.cfg.Logger.Warn("routed push failed", "topic", f.Topic, "err", err)
-		s.reply(f.JoinRef, f.Ref, f.Topic, false, reason(ReasonUnavailable))
+		if !errors.Is(err, broker.ErrUnavailable) {
+			s.cfg.Logger.Warn("routed push failed", "topic", f.Topic, "err", err)
+		}
+		s.answer(p, false, reason(ReasonUnavailable))
 	default:
-		s.reply(f.JoinRef, f.Ref, f.Topic, r.OK, r.Response)
+		s.answer(p, r.OK, r.Response)
 	}
 }
 

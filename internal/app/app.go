@@ -276,6 +276,7 @@ func Start(cfg Config) (a *App, err error) {
 	pubHandler, err := publisher.NewHandler(publisher.HandlerConfig{
 		Publisher:    pub,
 		Authenticate: publishAuth(cfg.PublishAPIKeys, verifier),
+		Available:    a.broker.Available, // 503 at once while NATS is known to be away
 		Logger:       a.log,
 	})
 	if err != nil {
@@ -334,6 +335,12 @@ func (a *App) startNATS() error {
 		// fail the same way; subscriptions are unaffected (nats.go
 		// re-sends them on reconnect).
 		nats.ReconnectBufSize(-1),
+		// nats.go writes to the socket holding its connection lock, with
+		// a 1 minute deadline by default. On a silent link the socket
+		// buffer fills within seconds and every call into nats.go (a
+		// publish, a probe) then waits behind that write: give up on the
+		// connection after 2 s instead and redial.
+		nats.FlusherTimeout(2 * time.Second),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err == nil {
 				return // our own Close/Drain at shutdown

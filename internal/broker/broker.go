@@ -146,6 +146,10 @@ type Handlers interface {
 	Request(ctx context.Context, topic, event string, payload []byte, meta PushMeta) (Reply, error)
 }
 
+// ErrUnavailable is wrapped by Health.Available's errors (and by what a
+// request returns when it failed for that reason).
+var ErrUnavailable = errors.New("bus unavailable")
+
 // Health is implemented by brokers that know, without waiting, whether the
 // bus can serve a topic right now.
 type Health interface {

@@ -33,6 +33,16 @@ func (b *Broker) RoutesPushes(topic string) bool {
 	return b.pushNS[ns].Pushes == PushesRequest
 }
 
+// PushTimeout is how long a routed push on topic may wait for its reply:
+// its namespace's push_timeout (default 5 s).
+func (b *Broker) PushTimeout(topic string) time.Duration {
+	ns, _, _ := strings.Cut(topic, ":")
+	if t := b.pushNS[ns].PushTimeout; t > 0 {
+		return t
+	}
+	return defaultPushTimeout
+}
+
 // Request implements broker.Handlers.
 func (b *Broker) Request(ctx context.Context, topic, event string, payload []byte, meta broker.PushMeta) (broker.Reply, error) {
 	subj, err := b.subject(topic)
@@ -42,11 +52,7 @@ func (b *Broker) Request(ctx context.Context, topic, event string, payload []byt
 	if err := b.Available(topic); err != nil {
 		return broker.Reply{}, err
 	}
-	ns, _, _ := strings.Cut(topic, ":")
-	timeout := b.pushNS[ns].PushTimeout
-	if timeout <= 0 {
-		timeout = defaultPushTimeout
-	}
+	timeout := b.PushTimeout(topic)
 	// From when the client sent it: a push queued behind a slow one
 	// gets no more than its own push_timeout in all.
 	start := meta.Sent

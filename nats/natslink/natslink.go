@@ -26,6 +26,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fabric-rt/fabric/internal/broker"
 )
 
 // Defaults: with them a silent link is declared down 4–6 s after it went
@@ -38,8 +40,9 @@ const (
 	DefaultFailures = 2
 )
 
-// ErrDown wraps every error the Monitor reports.
-var ErrDown = errors.New("NATS unavailable")
+// ErrDown wraps every error the Monitor reports; it wraps
+// broker.ErrUnavailable.
+var ErrDown = fmt.Errorf("%w: NATS", broker.ErrUnavailable)
 
 // Config configures a Monitor.
 type Config struct {
