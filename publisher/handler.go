@@ -274,7 +274,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.p.timeout)
 	defer cancel()
-	res, err := h.p.send(ctx, m, m.idemKey)
+	var res Result
+	err = bounded(ctx, func() (err error) {
+		res, err = h.p.send(ctx, m, m.idemKey)
+		return err
+	})
 	if err != nil {
 		h.fail(w, err, req.GetTopic())
 		return
@@ -310,7 +314,13 @@ func (h *Handler) serveBatch(w http.ResponseWriter, ctx context.Context, c codec
 	defer cancel()
 	results := make([]Result, len(ms))
 	errs := make([]error, len(ms))
-	h.p.sendAll(ctx, ms, results, errs, func(m *prepared) string { return m.idemKey })
+	if err := bounded(ctx, func() error {
+		h.p.sendAll(ctx, ms, results, errs, func(m *prepared) string { return m.idemKey })
+		return nil
+	}); err != nil {
+		h.fail(w, err, "")
+		return
+	}
 	if err := joinTopicErrors(topics, errs); err != nil {
 		h.fail(w, err, "")
 		return
@@ -354,6 +364,31 @@ func (h *Handler) reply(w http.ResponseWriter, c codec, m proto.Message) {
 	h.count(http.StatusOK)
 	w.WriteHeader(http.StatusOK)
 	w.Write(b)
+}
+
+// bounded runs send and returns its error, or ErrUnavailable once ctx
+// ended if send is still running then: nats.go can keep a call waiting on
+// its connection lock (held across each redial, 2 s a time) past any
+// context, and a publish is answered 503 within its timeout all the same.
+// An abandoned send finishes in the background and writes only to what
+// send itself closes over, which the caller then leaves alone; its
+// idempotency key makes the client's retry safe.
+func bounded(ctx context.Context, send func() error) error {
+	done := make(chan error, 1)
+	go func() { done <- send() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	t := time.NewTimer(50 * time.Millisecond) // let a send that saw ctx end report it itself
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return fmt.Errorf("%w: no answer from NATS within the publish timeout", ErrUnavailable)
+	}
 }
 
 // available is HandlerConfig.Available's verdict, as an ErrUnavailable.
