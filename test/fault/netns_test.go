@@ -46,7 +46,8 @@ import (
 // persistent channel a resumable phoenix client listens on. Reported:
 // detection time, slowest answers, heartbeat p99, messages lost after
 // healing (docs/nats-faults.md has the figures). Asserted: generous bounds
-// only.
+// only. FABRIC_FAULT_DUMP=<dir> saves the gateway's goroutines every 300 ms
+// of the cut (to find what a stall waits on).
 //
 // The 30 s drop runs in the normal test suite (about 50 s); the others,
 // with 150 s cuts, when FABRIC_FAULT_LONG=1 (task fault-long). Needs root,
@@ -338,6 +339,14 @@ func runCut(t *testing.T, kind cutKind, cut time.Duration) {
 	if res := p.JoinOpts("room:lost", nil, map[string]any{"resumable": true}); res.Status != "ok" {
 		t.Fatalf("join room:lost: %+v", res)
 	}
+	// A LongPoll client: the same session code behind another transport.
+	lp := phxnode.Start(t)
+	if err := lp.Connect("ws://"+g.addr+"/socket", nil, map[string]any{"longpoll": true, "reconnectAfterMs": 100, "rejoinAfterMs": 100}); err != nil {
+		t.Fatal(err)
+	}
+	if res := lp.JoinOpts("chat:lp", nil, nil); res.Status != "ok" {
+		t.Fatalf("LongPoll join chat:lp: %+v", res)
+	}
 	stopPub := make(chan struct{})
 	var acked atomic.Int64
 	pubDone := make(chan struct{})
@@ -547,6 +556,21 @@ func runCut(t *testing.T, kind cutKind, cut time.Duration) {
 	})
 
 	t.Logf("%v: clients connected", time.Since(t0).Round(time.Millisecond))
+	if dir := os.Getenv("FABRIC_FAULT_DUMP"); dir != "" { // diagnostics: the gateway's goroutines during the cut
+		var k atomic.Int32
+		every(300*time.Millisecond, func() {
+			if phase.Load() != 1 {
+				return
+			}
+			resp, err := http.Get("http://" + g.ops + "/debug/pprof/goroutine?debug=2")
+			if err != nil {
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			os.WriteFile(filepath.Join(dir, fmt.Sprintf("%s-%03d.txt", kind, k.Add(1))), b, 0o644)
+		})
+	}
 	time.Sleep(3 * time.Second) // the baseline
 	cutAt = time.Now()
 	phase.Store(1)
@@ -558,7 +582,26 @@ func runCut(t *testing.T, kind cutKind, cut time.Duration) {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(cut)
+	// The LongPoll client joins a new topic and pushes, one after the
+	// other, throughout the cut (from here: the puppet is not for other
+	// goroutines).
+	var lpJoins, lpPushes answers
+	for end, k := cutAt.Add(cut), 0; time.Until(end) > 0; k++ {
+		start := time.Now()
+		jr := lp.JoinOpts(fmt.Sprintf("chat:lp-%d", k), nil, map[string]any{"leaveOnError": true, "timeout": 10000})
+		lpJoins.add(answer{sent: start, took: time.Since(start), what: jr.Status + " " + string(jr.Response)})
+		if jr.Status == "timeout" {
+			lpJoins.a[len(lpJoins.a)-1].what = "none"
+		}
+		start = time.Now()
+		pr := lp.PushOpts("chat:lp", "shout", map[string]any{"x": 1}, map[string]any{"timeout": 10000})
+		a := answer{sent: start, took: time.Since(start), what: pr.Status + " " + string(pr.Response)}
+		if pr.Status == "timeout" {
+			a.what = "none"
+		}
+		lpPushes.add(a)
+		time.Sleep(min(time.Second, time.Until(end)))
+	}
 	switch kind {
 	case cutDrop:
 		ns.heal(t)
@@ -606,6 +649,11 @@ func runCut(t *testing.T, kind cutKind, cut time.Duration) {
 	t.Logf("joins needing NATS: slowest before detection %s (%q, %d joins, %d unanswered); after %s (%q, %d joins, %d unanswered)",
 		ms(jBefore.took), jBefore.what, jnb, jNoneB, ms(jAfter.took), jAfter.what, jna, jNoneA)
 	t.Logf("pushes during the cut: %d, %d unanswered, slowest %s (%q)", pn, pNone, ms(pw.took), pw.what)
+	lpjB, lpjnB, lpjNoneB := lpJoins.worst(cutAt, detectTime)
+	lpjA, lpjnA, lpjNoneA := lpJoins.worst(detectTime, healAt)
+	lpp, lppn, lppNone := lpPushes.worst(cutAt, healAt)
+	t.Logf("LongPoll: joins before detection %d (%d unanswered, slowest %s), after %d (%d unanswered, slowest %s %q); pushes %d (%d unanswered, slowest %s %q)",
+		lpjnB, lpjNoneB, ms(lpjB.took), lpjnA, lpjNoneA, ms(lpjA.took), lpjA.what, lppn, lppNone, ms(lpp.took), lpp.what)
 	t.Logf("HTTP publishes during the cut: %d, %d unanswered, slowest %s (%q)", an, aNone, ms(aw.took), aw.what)
 	t.Logf("heartbeat p99: before %s (%d), during %s (%d, max %s), after %s (%d); %d connections opened and closed (%d failed)",
 		ms(p99pre), npre, ms(p99cut), ncut, ms(maxCut), ms(p99post), npost, churned.Load(), churnFailed.Load())
@@ -634,10 +682,16 @@ func runCut(t *testing.T, kind cutKind, cut time.Duration) {
 	if pNone > 0 || pw.took > 10*time.Second {
 		t.Errorf("%d pushes unanswered, slowest %v: every push must be answered within its timeout", pNone, pw.took)
 	}
+	if lpjNoneB+lpjNoneA+lppNone > 0 || lpjA.took > 3*time.Second || lpp.took > 10*time.Second {
+		t.Errorf("LongPoll: %d joins and %d pushes unanswered; slowest join after detection %v, push %v", lpjNoneB+lpjNoneA, lppNone, lpjA.took, lpp.took)
+	}
 	if aNone > 0 || aw.took > 5*time.Second {
 		t.Errorf("%d HTTP publishes unanswered, slowest %v, want ≤ 5 s (target 2 s)", aNone, aw.took)
 	}
-	if p99cut > 500*time.Millisecond {
-		t.Errorf("heartbeat p99 %v during the cut, want < 500 ms (target 50 ms)", p99cut)
+	// A loop frozen on NATS (what this guards against) leaves heartbeats
+	// unanswered for seconds; the bound leaves room for a loaded machine
+	// and the race detector on the clients' side.
+	if p99cut > 1500*time.Millisecond {
+		t.Errorf("heartbeat p99 %v during the cut (before it: %v), want < 1.5 s (target 50 ms)", p99cut, p99pre)
 	}
 }
