@@ -240,16 +240,34 @@ func (m *Monitor) roundTrip() chan error {
 
 // probeStreams asks each watched stream's leader for its info (the link
 // just answered, so a timeout here means the stream has no leader).
+// All at once, so that a JetStream outage costs one Timeout per round,
+// not one per stream, before the link is probed again.
 func (m *Monitor) probeStreams() {
-	for name, s := range m.strs {
-		ctx, cancel := context.WithTimeout(context.Background(), m.cfg.Timeout)
-		_, err := m.js.Stream(ctx, name)
-		cancel()
+	if len(m.strs) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.Timeout)
+	defer cancel()
+	errs := make(map[string]error, len(m.strs))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for name := range m.strs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := m.js.Stream(ctx, name)
+			mu.Lock()
+			errs[name] = err
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	for name, err := range errs {
 		if err != nil {
-			m.fail(s, "no answer from its leader: "+err.Error())
+			m.fail(m.strs[name], name+": no answer from its leader: "+err.Error())
 			continue
 		}
-		m.set(s, true, "", false)
+		m.set(m.strs[name], true, "", false)
 	}
 }
 
