@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/fabric-rt/fabric/gateway/events"
 	"github.com/fabric-rt/fabric/gateway/hub"
 	"github.com/fabric-rt/fabric/gateway/phoenix"
 	"github.com/fabric-rt/fabric/gateway/presence"
@@ -65,6 +66,7 @@ type Gateway struct {
 	lp   *longpoll.Server
 	hub  *hub.Hub
 	pres *presence.Tracker // nil when the broker carries no presence
+	evq  *events.Queue     // nil when the broker carries no lifecycle events
 	sess session.Config
 	mux  *http.ServeMux
 
@@ -121,6 +123,11 @@ func New(cfg Config) (*Gateway, error) {
 		mux: http.NewServeMux(),
 	}
 	g.releaseOpen = func() { g.open.Add(-1) }
+	if eb, ok := cfg.Broker.(broker.Events); ok {
+		// Never emitted directly: see package events.
+		g.evq = events.New(eb, 0)
+		g.sess.Events = g.evq
+	}
 	if pb, ok := cfg.Broker.(broker.Presence); ok {
 		// Presence for namespaces that enable it (see gateway/presence).
 		g.pres = presence.New(presence.Config{Bus: pb, Grace: cfg.LeaveGrace, Logger: cfg.Logger})
@@ -275,7 +282,19 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		g.pres.Close()
 	}
 	g.hub.Close()
+	if g.evq != nil {
+		g.evq.Close(time.Second)
+	}
 	return err
+}
+
+// EventsDropped is the number of lifecycle events dropped because their
+// queue was full (the bus stuck or away).
+func (g *Gateway) EventsDropped() uint64 {
+	if g.evq == nil {
+		return 0
+	}
+	return g.evq.Dropped()
 }
 
 func randomID() string {

@@ -67,6 +67,10 @@ type HandlerConfig struct {
 	// MaxBatch is the most messages one batch request may carry (default
 	// 1000); more is 400.
 	MaxBatch int
+	// Available, when set, is asked about each message's topic first: an
+	// error means NATS is known to be away, and the request is answered
+	// 503 + Retry-After at once instead of after the publish timeout.
+	Available func(topic string) error
 	// RetryAfter is the Retry-After sent with 503 (default 1s).
 	RetryAfter time.Duration
 	// Logger receives one line per failed publish (never the payload or
@@ -104,6 +108,7 @@ type Handler struct {
 	maxBatch   int
 	retryAfter string
 	log        *slog.Logger
+	avail      func(topic string) error // nil: always try
 
 	// codes counts answers by status; every answer goes through
 	// writeError or reply, which count it. A mutex and a map rather than
@@ -162,7 +167,7 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 	}
 	secs := int((cfg.RetryAfter + time.Second - 1) / time.Second)
 	h := &Handler{p: cfg.Publisher, auth: cfg.Authenticate, maxBody: cfg.MaxBody,
-		maxBatch: cfg.MaxBatch, retryAfter: strconv.Itoa(secs), log: cfg.Logger,
+		maxBatch: cfg.MaxBatch, retryAfter: strconv.Itoa(secs), log: cfg.Logger, avail: cfg.Available,
 		codes: make(map[int]uint64, len(StatusCodes))}
 	for _, c := range StatusCodes {
 		h.codes[c] = 0
@@ -275,9 +280,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, err, req.GetTopic())
 		return
 	}
+	if err := h.available(req.GetTopic()); err != nil {
+		h.fail(w, err, req.GetTopic())
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.p.timeout)
 	defer cancel()
-	res, err := h.p.send(ctx, m, m.idemKey)
+	var res Result
+	err = bounded(ctx, func() (err error) {
+		res, err = h.p.send(ctx, m, m.idemKey)
+		return err
+	})
 	if err != nil {
 		h.fail(w, err, req.GetTopic())
 		return
@@ -317,12 +330,22 @@ func (h *Handler) serveBatch(w http.ResponseWriter, ctx context.Context, c codec
 			return
 		}
 		ms[i], topics[i] = m, r.GetTopic()
+		if err := h.available(r.GetTopic()); err != nil {
+			h.fail(w, err, r.GetTopic())
+			return
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, h.p.timeout)
 	defer cancel()
 	results := make([]Result, len(ms))
 	errs := make([]error, len(ms))
-	h.p.sendAll(ctx, ms, results, errs, func(m *prepared) string { return m.idemKey })
+	if err := bounded(ctx, func() error {
+		h.p.sendAll(ctx, ms, results, errs, func(m *prepared) string { return m.idemKey })
+		return nil
+	}); err != nil {
+		h.fail(w, err, "")
+		return
+	}
 	if err := joinTopicErrors(topics, errs); err != nil {
 		h.fail(w, err, "")
 		return
@@ -366,6 +389,42 @@ func (h *Handler) reply(w http.ResponseWriter, c codec, m proto.Message) {
 	h.count(http.StatusOK)
 	w.WriteHeader(http.StatusOK)
 	w.Write(b)
+}
+
+// bounded runs send and returns its error, or ErrUnavailable once ctx
+// ended if send is still running then: nats.go can keep a call waiting on
+// its connection lock (held across each redial, 2 s a time) past any
+// context, and a publish is answered 503 within its timeout all the same.
+// An abandoned send finishes in the background and writes only to what
+// send itself closes over, which the caller then leaves alone; its
+// idempotency key makes the client's retry safe.
+func bounded(ctx context.Context, send func() error) error {
+	done := make(chan error, 1)
+	go func() { done <- send() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	t := time.NewTimer(50 * time.Millisecond) // let a send that saw ctx end report it itself
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return fmt.Errorf("%w: no answer from NATS within the publish timeout", ErrUnavailable)
+	}
+}
+
+// available is HandlerConfig.Available's verdict, as an ErrUnavailable.
+func (h *Handler) available(topic string) error {
+	if h.avail == nil {
+		return nil
+	}
+	if err := h.avail(topic); err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	return nil
 }
 
 // fail answers a publish error with its status.

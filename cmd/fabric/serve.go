@@ -49,6 +49,11 @@ func serveFlags(cfg *app.Config, logLevel, logFormat *string, shutdownTimeout *t
 	fs.StringVar(&cfg.NATSTLSCA, "nats-tls-ca", "", "external NATS: PEM file of CA certificates to verify the servers with (implies TLS); needs --nats-url")
 	fs.StringVar(&cfg.NATSTLSCert, "nats-tls-cert", "", "external NATS: PEM client certificate file for mutual TLS (with --nats-tls-key); needs --nats-url")
 	fs.StringVar(&cfg.NATSTLSKey, "nats-tls-key", "", "external NATS: PEM private key file of --nats-tls-cert; needs --nats-url")
+	// Liveness of the NATS link (docs/nats-faults.md).
+	fs.DurationVar(&cfg.NATSProbeInterval, "nats-probe-interval", 2*time.Second, "send NATS a round trip this often to check the link; two failures in a row mark it down: /readyz 503, joins and pushes answered unavailable at once")
+	fs.DurationVar(&cfg.NATSProbeTimeout, "nats-probe-timeout", 2*time.Second, "a probe round trip not answered within this long failed")
+	fs.DurationVar(&cfg.NATSPingInterval, "nats-ping-interval", 5*time.Second, "nats.go's ping interval: the connection is dropped and redialled after --nats-max-pings-out unanswered pings")
+	fs.IntVar(&cfg.NATSMaxPingsOut, "nats-max-pings-out", 2, "unanswered nats.go pings before the connection is dropped and redialled")
 	fs.BoolVar(&cfg.AllowAnonymous, "allow-anonymous", false, "allow open (unauthenticated) joins on non-loopback listeners")
 	fs.StringVar(&cfg.SubjectPrefix, "subject-prefix", "fabric", "NATS subject prefix: topic room:lobby maps to <prefix>.room.lobby")
 	fs.IntVar(&cfg.MaxMessageSize, "max-message-size", 64<<10, "largest client message in bytes (whole message, all fragments); over it: close 1009")

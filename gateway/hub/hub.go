@@ -117,7 +117,10 @@ type member struct {
 type Listener interface {
 	// Joined is called once, under the channel lock, before any message
 	// reaches the member: the session sends its join reply from it, so
-	// the reply precedes the replay.
+	// the reply precedes the replay. It runs under the hub's shard and
+	// channel locks, often on an epoll loop: it must never wait on the
+	// bus (or on a lock held across network I/O, as nats.go's is while it
+	// redials), or every join and fan-out behind those locks stalls.
 	Joined(JoinResult)
 	// Reset is called when the member was dropped because the channel's
 	// history can no longer continue what it received (stream recreated,

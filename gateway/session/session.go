@@ -209,6 +209,11 @@ type Config struct {
 	// queue to one burst, however slow the bus.
 	PushBytesRate  float64
 	PushBytesBurst int
+	// Events, when set, takes connection lifecycle events (connect, join,
+	// leave, disconnect). Its Emit must return at once, never waiting on
+	// the bus: sessions emit on the transport's event loop and, from
+	// Joined, under the hub's locks (an events.Queue does that).
+	Events Emitter
 	// Presence, when set, tracks members of presence-enabled namespaces
 	// (presence_state after each join, presence_diff on changes).
 	Presence *presence.Tracker
@@ -232,6 +237,11 @@ func (c *Config) SetDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+}
+
+// Emitter takes lifecycle events; see Config.Events.
+type Emitter interface {
+	Emit(kind, topic string, body []byte)
 }
 
 // Session is one connection's Phoenix state. One exists per connection,
@@ -263,17 +273,68 @@ type Session struct {
 
 // pushQueue is a connection's client pushes.
 type pushQueue struct {
-	bucket  bucket // HandleMessage goroutine only
-	bytes   bucket // HandleMessage goroutine only
-	pending []push // under Session.mu: waiting to be published, in arrival order
-	queued  int    // under Session.mu: payload bytes in pending
-	running bool   // under Session.mu: a goroutine is draining pending
+	bucket  bucket  // HandleMessage goroutine only
+	bytes   bucket  // HandleMessage goroutine only
+	pending []*push // under Session.mu: waiting to be published, in arrival order
+	queued  int     // under Session.mu: payload bytes in pending
+	running bool    // under Session.mu: a goroutine is draining pending
 }
 
 type push struct {
 	f       phoenix.Frame
 	payload []byte
-	params  []byte // the channel's join params
+	params  []byte    // the channel's join params
+	at      time.Time // arrival: its timeout counts from here, queueing included
+	// answered is set by whoever replies first: the bus's answer, or the
+	// watchdog timer, which says "timeout" when the bus has not answered
+	// within the push's timeout of its arrival (nats.go can keep a
+	// publish waiting on its connection lock for seconds, beyond any
+	// context). A push whose watchdog fired before it was sent is never
+	// sent.
+	answered atomic.Bool
+	watchdog *time.Timer
+}
+
+// answer replies to p with the bus's answer unless the watchdog already
+// did. (Called by the goroutine that took p from the queue, after the
+// watchdog was set.)
+func (s *Session) answer(p *push, ok bool, response []byte) {
+	if p.answered.CompareAndSwap(false, true) {
+		p.watchdog.Stop()
+		s.reply(p.f.JoinRef, p.f.Ref, p.f.Topic, ok, response)
+	}
+}
+
+// timedOut is the watchdog: it must not touch p.watchdog, which may not
+// be assigned yet when a short timeout fires.
+func (s *Session) timedOut(p *push) {
+	if p.answered.CompareAndSwap(false, true) {
+		s.refusePush(p.f.JoinRef, p.f, ReasonTimeout, nil)
+	}
+}
+
+// refuseQueued answers a queued push with an error unless its watchdog
+// answered it already. An outage the link monitor knows of
+// (broker.ErrUnavailable) is logged by the monitor, once, not per push.
+func (s *Session) refuseQueued(p *push, why string, err error) {
+	if !p.answered.CompareAndSwap(false, true) {
+		return
+	}
+	p.watchdog.Stop()
+	if errors.Is(err, broker.ErrUnavailable) {
+		err = nil
+	}
+	s.refusePush(p.f.JoinRef, p.f, why, err)
+}
+
+// pushTimeout is how long a push on topic may wait for its answer: the
+// broker's for routed pushes (the namespace's push_timeout), else
+// Config.PublishTimeout.
+func (s *Session) pushTimeout(topic string, routed bool) time.Duration {
+	if pt, ok := s.cfg.Broker.(interface{ PushTimeout(string) time.Duration }); ok && routed {
+		return pt.PushTimeout(topic)
+	}
+	return s.cfg.PublishTimeout
 }
 
 // channel is one join instance. Its pointer is the hub membership key, so
@@ -350,10 +411,11 @@ func (s *Session) OnClose(fn func()) { s.onClose = fn }
 // client (LongPoll): binary payloads then arrive as {"base64": …}.
 func (s *Session) SetTextOnly() { s.textOnly = true }
 
-// emit publishes a lifecycle event when the broker supports it.
+// emit queues a lifecycle event (Config.Events). It runs on the event loop
+// and under hub locks, so it must never reach the bus directly.
 func (s *Session) emit(kind, topic string) {
-	ev, ok := s.cfg.Broker.(broker.Events)
-	if !ok || s.idn == 0 {
+	ev := s.cfg.Events
+	if ev == nil || s.idn == 0 {
 		return
 	}
 	b, _ := json.Marshal(struct {
@@ -497,9 +559,18 @@ func (s *Session) join(f phoenix.Frame) {
 	s.mu.Unlock()
 
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.JoinTimeout)
-		err := s.cfg.Hub.Join(ctx, ch.topic, member)
-		cancel()
+		// A join that needs the bus while the bus is known to be away is
+		// answered at once, not after JoinTimeout (joins of a channel
+		// already live here took TryJoin above and still succeed).
+		var err error
+		if hb, ok := s.cfg.Broker.(broker.Health); ok {
+			err = hb.Available(ch.topic)
+		}
+		if err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.JoinTimeout)
+			err = s.cfg.Hub.Join(ctx, ch.topic, member)
+			cancel()
+		}
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		if s.closed || s.channel(ch.topic) != ch {
@@ -515,7 +586,9 @@ func (s *Session) join(f phoenix.Frame) {
 		if err != nil && !ch.joined.Load() {
 			s.joinDone(ch, JoinError)
 			s.forget(ch)
-			s.cfg.Logger.Warn("join failed", "topic", ch.topic, "err", err)
+			if !errors.Is(err, broker.ErrUnavailable) {
+				s.cfg.Logger.Warn("join failed", "topic", ch.topic, "err", err)
+			}
 			s.reply(ch.joinRef, ch.joinMsgRef(), ch.topic, false, reason(ReasonUnavailable))
 		}
 	}()
@@ -833,6 +906,16 @@ func (s *Session) push(f phoenix.Frame) {
 		s.refusePush(f.JoinRef, f, ReasonInvalidEvent, nil)
 		return
 	}
+	if hb, ok := s.cfg.Broker.(broker.Health); ok && hb.Available(f.Topic) != nil {
+		// The bus is known to be away: answer now rather than queue
+		// behind a publish that may be stuck on it.
+		r := ReasonPublishFailed
+		if h, ok := s.cfg.Broker.(broker.Handlers); ok && h.RoutesPushes(f.Topic) {
+			r = ReasonUnavailable
+		}
+		s.refusePush(f.JoinRef, f, r, nil) // a known outage is logged once, by the link monitor
+		return
+	}
 	// One goroutine at a time publishes this connection's pushes, so they
 	// reach the bus in the order the client sent them.
 	s.mu.Lock()
@@ -846,7 +929,10 @@ func (s *Session) push(f phoenix.Frame) {
 		s.reply(f.JoinRef, f.Ref, f.Topic, false, []byte(`{"reason":"rate_limited","limit":"bytes","retry_after_ms":1000}`))
 		return
 	}
-	p := push{f: f, payload: append([]byte(nil), f.Payload...), params: ch.paramsJSON()} // f.Payload lives in the read buffer
+	p := &push{f: f, payload: append([]byte(nil), f.Payload...), params: ch.paramsJSON(), at: time.Now()} // f.Payload lives in the read buffer
+	h, _ := s.cfg.Broker.(broker.Handlers)
+	routed := h != nil && h.RoutesPushes(f.Topic)
+	p.watchdog = time.AfterFunc(s.pushTimeout(f.Topic, routed), func() { s.timedOut(p) })
 	q.pending = append(q.pending, p)
 	q.queued += len(p.payload)
 	start := !q.running
@@ -910,24 +996,31 @@ func (s *Session) publishPushes() {
 			return
 		}
 		p := q.pending[0]
-		q.pending[0] = push{}
+		q.pending[0] = nil
 		q.pending = q.pending[1:]
 		q.queued -= len(p.payload)
 		s.mu.Unlock()
+		if p.answered.Load() {
+			continue // timed out while queued: never sent
+		}
 		f := p.f
 		if h, ok := s.cfg.Broker.(broker.Handlers); ok && h.RoutesPushes(f.Topic) {
 			s.requestPush(h, p)
 			continue
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.PublishTimeout)
+		// The deadline counts from the push's arrival, so a push queued
+		// behind a stuck one still gets its answer within PublishTimeout
+		// of being sent; and while the bus is known to be away the
+		// broker fails each one at once (broker.Health).
+		ctx, cancel := context.WithDeadline(context.Background(), p.at.Add(s.cfg.PublishTimeout))
 		offset, err := s.cfg.Broker.Publish(ctx, f.Topic, f.Event, p.payload)
 		cancel()
 		switch {
 		case errors.Is(err, broker.ErrTooLarge):
-			s.refusePush(f.JoinRef, f, ReasonTooLarge, nil)
+			s.refuseQueued(p, ReasonTooLarge, nil)
 			continue
 		case err != nil:
-			s.refusePush(f.JoinRef, f, ReasonPublishFailed, err)
+			s.refuseQueued(p, ReasonPublishFailed, err)
 			continue
 		}
 		// Acked once the bus took it; in a persistent namespace once it
@@ -937,27 +1030,30 @@ func (s *Session) publishPushes() {
 			resp = strconv.AppendUint([]byte(`{"offset":"`), offset, 10)
 			resp = append(resp, `"}`...)
 		}
-		s.reply(f.JoinRef, f.Ref, f.Topic, true, resp)
+		s.answer(p, true, resp)
 	}
 }
 
 // requestPush hands a push to the service handling its namespace and
 // relays the answer: Phoenix's handle_in over NATS.
-func (s *Session) requestPush(h broker.Handlers, p push) {
+func (s *Session) requestPush(h broker.Handlers, p *push) {
 	f := p.f
 	r, err := h.Request(context.Background(), f.Topic, f.Event, p.payload,
-		broker.PushMeta{Subject: s.sub, ConnID: s.ID(), JoinParams: p.params})
+		broker.PushMeta{Subject: s.sub, ConnID: s.ID(), JoinParams: p.params, Sent: p.at})
 	switch {
 	case errors.Is(err, broker.ErrNoHandler):
-		s.refusePush(f.JoinRef, f, ReasonNoHandler, nil)
+		s.refuseQueued(p, ReasonNoHandler, nil)
 	case errors.Is(err, context.DeadlineExceeded):
-		s.refusePush(f.JoinRef, f, ReasonTimeout, nil)
+		s.refuseQueued(p, ReasonTimeout, nil)
 	case errors.Is(err, broker.ErrTooLarge):
-		s.refusePush(f.JoinRef, f, ReasonTooLarge, nil)
+		s.refuseQueued(p, ReasonTooLarge, nil)
 	case err != nil:
-		s.refusePush(f.JoinRef, f, ReasonUnavailable, err)
+		s.refuseQueued(p, ReasonUnavailable, err)
 	default:
-		s.relayReply(f, r)
+		if p.answered.CompareAndSwap(false, true) {
+			p.watchdog.Stop()
+			s.relayReply(f, r)
+		}
 	}
 }
 

@@ -27,6 +27,7 @@ import (
 	"github.com/fabric-rt/fabric/internal/auth"
 	"github.com/fabric-rt/fabric/nats/natsbroker"
 	"github.com/fabric-rt/fabric/nats/natsembed"
+	"github.com/fabric-rt/fabric/nats/natslink"
 	"github.com/fabric-rt/fabric/publisher"
 )
 
@@ -136,6 +137,17 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	MaxChannels      int
 	LeaveGrace       time.Duration
+	// Liveness of the NATS link. NATSPingInterval and NATSMaxPingsOut are
+	// nats.go's own: it drops and redials a connection after that many
+	// unanswered pings (default 5 s × 2: 10–15 s). The probe is the
+	// gateway's: a round trip every NATSProbeInterval that must answer
+	// within NATSProbeTimeout; two failures in a row mark the link down
+	// (/readyz 503, joins and pushes answered unavailable at once), by
+	// default 4–6 s after it went silent. Zero: defaults.
+	NATSPingInterval                    time.Duration
+	NATSMaxPingsOut                     int
+	NATSProbeInterval, NATSProbeTimeout time.Duration
+
 	// DrainWindow spreads the closing of client connections at shutdown
 	// over this long (0: all at once).
 	DrainWindow time.Duration
@@ -162,6 +174,7 @@ type App struct {
 	opsSrv    *http.Server
 	httpLn    net.Listener
 	opsLn     net.Listener
+	link      atomic.Pointer[natslink.Monitor] // set once NATS is up; read by nats.go callbacks
 	ready     atomic.Bool
 	stopped   atomic.Bool
 	anonymous bool
@@ -216,6 +229,33 @@ func Start(cfg Config) (a *App, err error) {
 	if err != nil {
 		return nil, err
 	}
+	var streams []string
+	for name, ns := range nss {
+		if ns.History {
+			streams = append(streams, natsbroker.StreamName(name))
+		}
+	}
+	link, err := natslink.New(natslink.Config{
+		Conn: a.nc, Interval: cfg.NATSProbeInterval, Timeout: cfg.NATSProbeTimeout,
+		Streams: streams, Logger: a.log,
+		OnChange: func(up bool) {
+			// Back after a silence that nats.go did not notice (no
+			// reconnect, so no resync from its handler): catch the
+			// channels up all the same.
+			if b := a.broker; up && b != nil {
+				go func() {
+					ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+					defer cancel()
+					b.Resync(ctx)
+				}()
+			}
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.link.Store(link)
+	a.broker.SetLink(link)
 	a.gw, err = gateway.New(gateway.Config{
 		Broker: a.broker,
 		WS: ws.Config{
@@ -278,6 +318,7 @@ func Start(cfg Config) (a *App, err error) {
 	pubHandler, err := publisher.NewHandler(publisher.HandlerConfig{
 		Publisher:    pub,
 		Authenticate: publishAuth(cfg.PublishAPIKeys, verifier),
+		Available:    a.broker.Available, // 503 at once while NATS is known to be away
 		Logger:       a.log,
 	})
 	if err != nil {
@@ -326,7 +367,8 @@ func (a *App) startNATS() error {
 		nats.MaxReconnects(-1), // a gateway never gives up on its bus
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.ReconnectJitter(100*time.Millisecond, time.Second),
-		nats.PingInterval(10 * time.Second),
+		nats.PingInterval(durationOr(cfg.NATSPingInterval, 5*time.Second)),
+		nats.MaxPingsOutstanding(intOr(cfg.NATSMaxPingsOut, 2)),
 		// No reconnect buffer: while disconnected a core publish (a
 		// client push to an ephemeral channel, a lifecycle event, the
 		// HTTP API's ephemeral publishes) fails at once with
@@ -335,14 +377,26 @@ func (a *App) startNATS() error {
 		// fail the same way; subscriptions are unaffected (nats.go
 		// re-sends them on reconnect).
 		nats.ReconnectBufSize(-1),
+		// nats.go writes to the socket holding its connection lock, with
+		// a 1 minute deadline by default. On a silent link the socket
+		// buffer fills within seconds and every call into nats.go (a
+		// publish, a probe) then waits behind that write: give up on the
+		// connection after 2 s instead and redial.
+		nats.FlusherTimeout(2 * time.Second),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err == nil {
 				return // our own Close/Drain at shutdown
 			}
 			a.log.Warn("NATS disconnected", "err", err)
+			if l := a.link.Load(); l != nil {
+				l.Disconnected(err)
+			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			a.log.Info("NATS reconnected", "url", nc.ConnectedUrlRedacted())
+			if l := a.link.Load(); l != nil {
+				l.Reconnected()
+			}
 			// Live messages published while we were away are only in
 			// the streams: catch every active channel up.
 			if b := a.broker; b != nil {
@@ -753,6 +807,39 @@ func (a *App) NATSURL() string {
 // NATSConnected reports whether the NATS connection is up.
 func (a *App) NATSConnected() bool { return a.nc != nil && a.nc.Status() == nats.CONNECTED }
 
+// NATSErr is nil while the NATS link answers, else why it is known to be
+// down (the probe's view, see natslink; it never blocks, unlike
+// NATSConnected, which waits on nats.go's lock while it redials).
+func (a *App) NATSErr() error {
+	l := a.link.Load()
+	if l == nil {
+		return natslink.ErrDown
+	}
+	return l.Err()
+}
+
+// NATSDownSince is when the NATS link was declared down (zero while up).
+func (a *App) NATSDownSince() time.Time {
+	if l := a.link.Load(); l != nil {
+		return l.DownSince()
+	}
+	return time.Time{}
+}
+
+func durationOr(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}
+
+func intOr(n, def int) int {
+	if n > 0 {
+		return n
+	}
+	return def
+}
+
 // Gateway exposes the gateway (stats, member counts) to tests and ops.
 func (a *App) Gateway() *gateway.Gateway { return a.gw }
 
@@ -783,6 +870,9 @@ func (a *App) Shutdown(ctx context.Context) error {
 		if err := a.gw.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("closing connections: %w", err))
 		}
+	}
+	if l := a.link.Load(); l != nil {
+		l.Close()
 	}
 	if a.broker != nil {
 		a.broker.Close()

@@ -5,7 +5,6 @@ import (
 	"runtime/debug"
 	"strconv"
 
-	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -68,7 +67,11 @@ var (
 	descLongPollResults = prometheus.NewDesc("fabric_longpoll_sessions_total",
 		"LongPoll session events, by result.", []string{"result"}, nil)
 	descNATSConnected = prometheus.NewDesc("fabric_nats_connected",
-		"1 while the NATS connection is up.", nil, nil)
+		"1 while the NATS link answers the gateway's probe (a round trip every --nats-probe-interval); 0 from the second failed probe in a row, or a disconnect.", nil, nil)
+	descNATSProbes = prometheus.NewDesc("fabric_nats_probes_total",
+		"Round trips the gateway sent to NATS to check its link, by result (failed: error or no answer within --nats-probe-timeout).", []string{"result"}, nil)
+	descNATSDowns = prometheus.NewDesc("fabric_nats_link_down_total",
+		"Times the NATS link was declared down.", nil, nil)
 	descJoins = prometheus.NewDesc("fabric_joins_total",
 		"Channel join attempts, by result: ok, invalid, unauthorized, rate_limited, too_many_channels, error, canceled.",
 		[]string{"result"}, nil)
@@ -89,6 +92,8 @@ var (
 		nil, nil)
 	descPublishRequests = prometheus.NewDesc("fabric_publish_requests_total",
 		"HTTP publish API requests (/api/v1/publish and /batch), by response status.", []string{"code"}, nil)
+	descEventsDropped = prometheus.NewDesc("fabric_lifecycle_events_dropped_total",
+		"Connection lifecycle events (fabric_events.*) dropped because their queue was full while NATS was stuck or away; they are best effort.", nil, nil)
 	descDraining = prometheus.NewDesc("fabric_draining",
 		"1 from the moment shutdown began (readiness off, clients being closed) until the process exits.", nil, nil)
 )
@@ -101,7 +106,8 @@ func (c *fabricCollector) Describe(ch chan<- *prometheus.Desc) {
 		descConnections, descChannels, descHistoryMemory, descLongPollSessions, descDelivered,
 		descReplayed, descUnframeable, descDropped, descClosed, descRefused,
 		descLongPollResults, descNATSConnected, descJoins, descPushesRefused, descPushesLimited, descResumes, descNATSSubs,
-		descReceived, descFanout, descPublishRequests, descDraining,
+		descReceived, descFanout, descPublishRequests, descDraining, descEventsDropped,
+		descNATSProbes, descNATSDowns,
 	} {
 		ch <- d
 	}
@@ -117,10 +123,16 @@ func (c *fabricCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 
 	up := 0.0
-	if a.nc != nil && a.nc.Status() == nats.CONNECTED {
+	if a.NATSErr() == nil {
 		up = 1
 	}
 	gauge(descNATSConnected, up)
+	if l := a.link.Load(); l != nil {
+		st := l.Stats()
+		counter(descNATSProbes, st.Probes-st.Failed, "ok")
+		counter(descNATSProbes, st.Failed, "failed")
+		counter(descNATSDowns, st.Downs)
+	}
 	if a.nc != nil {
 		// The connection's own count, not the broker's: it is what the
 		// server holds for this gateway, the publisher's and nats.go's
@@ -144,6 +156,7 @@ func (c *fabricCollector) Collect(ch chan<- prometheus.Metric) {
 	if a.gw == nil {
 		return
 	}
+	counter(descEventsDropped, a.gw.EventsDropped())
 	st := a.gw.Stats()
 	gauge(descConnections, float64(st.Transport.Open), "websocket")
 	gauge(descConnections, float64(st.LongPoll.Sessions), "longpoll")

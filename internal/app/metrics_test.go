@@ -355,7 +355,8 @@ func TestMetricsMove(t *testing.T) {
 		"fabric_nats_connected": G, "fabric_joins_total": C, "fabric_pushes_refused_total": C, "fabric_resumes_total": C, "fabric_pushes_rate_limited_total": C,
 		"fabric_nats_subscriptions": G, "fabric_messages_received_total": C,
 		"fabric_fanout_latency_seconds": H, "fabric_publish_requests_total": C,
-		"fabric_draining": G,
+		"fabric_draining": G, "fabric_lifecycle_events_dropped_total": C,
+		"fabric_nats_probes_total": C, "fabric_nats_link_down_total": C,
 	}
 	for name, typ := range types {
 		if f := fams[name]; f == nil || f.GetType() != typ || len(f.GetMetric()) == 0 {

@@ -6,7 +6,6 @@ import (
 	"net/http/pprof"
 	"net/url"
 
-	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -43,8 +42,11 @@ func (a *App) notReady() string {
 	switch {
 	case !a.ready.Load():
 		return "starting or shutting down"
-	case a.nc == nil || a.nc.Status() != nats.CONNECTED:
-		return "NATS not connected"
+	case a.NATSErr() != nil:
+		// The probe's view, not nc.Status(): nats.go reports a silent
+		// link as connected for up to MaxPingsOut pings, and Status waits
+		// on the lock it holds across each redial.
+		return a.NATSErr().Error()
 	}
 	return ""
 }

@@ -122,6 +122,9 @@ type PushMeta struct {
 	Subject    string // the client's authenticated user (JWT sub), "" when anonymous
 	ConnID     string // the connection, unique per gateway process
 	JoinParams []byte // the channel's join params (JSON)
+	// Sent is when the client's push arrived: the push's timeout counts
+	// from it, queueing included (zero: from the Request call).
+	Sent time.Time
 }
 
 // Reply is a service's answer to a routed push.
@@ -152,8 +155,24 @@ type Handlers interface {
 	Request(ctx context.Context, topic, event string, payload []byte, meta PushMeta) (Reply, error)
 }
 
+// ErrUnavailable is wrapped by Health.Available's errors (and by what a
+// request returns when it failed for that reason).
+var ErrUnavailable = errors.New("bus unavailable")
+
+// Health is implemented by brokers that know, without waiting, whether the
+// bus can serve a topic right now.
+type Health interface {
+	// Available returns nil unless the bus (or the topic's history
+	// store) is known to be away, in which case a join or push on topic
+	// should fail at once rather than wait for its timeout. It never
+	// blocks: it is called on event loops.
+	Available(topic string) error
+}
+
 // Events is implemented by brokers that publish connection lifecycle
-// events (best effort: never blocks, may drop).
+// events (best effort: may drop). Emit may wait on the bus; the gateway
+// calls it only from its own queue (gateway/events), never on an event
+// loop or under a lock.
 type Events interface {
 	Emit(kind, topic string, body []byte)
 }

@@ -109,6 +109,9 @@ func (b *Broker) Replay(ctx context.Context, topic string, from broker.Position,
 	if n == nil {
 		return broker.Page{}, fmt.Errorf("natsbroker: topic %q has no history", topic)
 	}
+	if err := b.Available(topic); err != nil {
+		return broker.Page{}, err
+	}
 	if from.Epoch != n.getEpoch() {
 		return broker.Page{Reason: broker.ReasonEpochChanged}, nil
 	}

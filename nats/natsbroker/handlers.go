@@ -33,18 +33,33 @@ func (b *Broker) RoutesPushes(topic string) bool {
 	return b.pushNS[ns].Pushes == PushesRequest
 }
 
+// PushTimeout is how long a routed push on topic may wait for its reply:
+// its namespace's push_timeout (default 5 s).
+func (b *Broker) PushTimeout(topic string) time.Duration {
+	ns, _, _ := strings.Cut(topic, ":")
+	if t := b.pushNS[ns].PushTimeout; t > 0 {
+		return t
+	}
+	return defaultPushTimeout
+}
+
 // Request implements broker.Handlers.
 func (b *Broker) Request(ctx context.Context, topic, event string, payload []byte, meta broker.PushMeta) (broker.Reply, error) {
 	subj, err := b.subject(topic)
 	if err != nil {
 		return broker.Reply{}, err
 	}
-	ns, _, _ := strings.Cut(topic, ":")
-	timeout := b.pushNS[ns].PushTimeout
-	if timeout <= 0 {
-		timeout = defaultPushTimeout
+	if err := b.Available(topic); err != nil {
+		return broker.Reply{}, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	timeout := b.PushTimeout(topic)
+	// From when the client sent it: a push queued behind a slow one
+	// gets no more than its own push_timeout in all.
+	start := meta.Sent
+	if start.IsZero() {
+		start = time.Now()
+	}
+	ctx, cancel := context.WithDeadline(ctx, start.Add(timeout))
 	defer cancel()
 	m := &nats.Msg{
 		Subject: b.prefix + "_in" + subj[len(b.prefix):],

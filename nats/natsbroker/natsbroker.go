@@ -80,6 +80,7 @@ type Broker struct {
 	nc     *nats.Conn
 	prefix string
 	log    *slog.Logger
+	link   Link // nil: never known to be away (SetLink)
 
 	pendingMsgs, pendingBytes int
 
@@ -217,6 +218,9 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, h broker.Handler) 
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := b.Available(topic); err != nil {
 		return nil, err
 	}
 	if n := b.namespaceOf(topic); n != nil {
@@ -367,6 +371,9 @@ func (b *Broker) Publish(ctx context.Context, topic, event string, payload []byt
 		return 0, ErrInvalidEvent
 	}
 	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	if err := b.Available(topic); err != nil {
 		return 0, err
 	}
 	m := &nats.Msg{Subject: subj, Data: payload, Header: nats.Header{HeaderEvent: []string{event}}}
