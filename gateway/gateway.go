@@ -111,7 +111,8 @@ func New(cfg Config) (*Gateway, error) {
 	g.releaseOpen = func() { g.open.Add(-1) }
 	if pb, ok := cfg.Broker.(broker.Presence); ok {
 		// Presence for namespaces that enable it (see gateway/presence).
-		g.pres = presence.New(presence.Config{Bus: pb, Grace: cfg.LeaveGrace, Logger: cfg.Logger})
+		g.pres = presence.New(presence.Config{Bus: pb, Grace: cfg.LeaveGrace, Logger: cfg.Logger,
+			MaxStateBytes: presenceStateCap(cfg)})
 		g.sess.Presence = g.pres
 	}
 	g.sess.SetDefaults()
@@ -247,4 +248,17 @@ func randomID() string {
 	var b [4]byte
 	rand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+// presenceStateCap keeps a presence_state within half of the smaller
+// per-connection output budget, so a joiner's state never trips the
+// slow-consumer bound by itself.
+func presenceStateCap(cfg Config) int {
+	c := presence.DefaultMaxStateBytes
+	for _, b := range []int{cfg.WS.MaxQueueBytes, cfg.LongPoll.MaxBuffered} {
+		if b > 0 {
+			c = min(c, b/2)
+		}
+	}
+	return c
 }

@@ -485,3 +485,14 @@ func TestErrorMessages(t *testing.T) {
 		t.Errorf("Ref.String: %s %s", Null, R(`a"`))
 	}
 }
+
+func TestAppendHeadPlusPayloadIsAppendMessage(t *testing.T) {
+	for _, jr := range []Ref{Null, R("7"), R(`q"uote`)} {
+		payload := []byte(`{"a":{"metas":[{"phx_ref":"x"}]}}`)
+		want := AppendMessage(nil, V2, jr, Null, "room:ü\"1", "presence_state", payload)
+		got := append(append(AppendHead(nil, jr, Null, "room:ü\"1", "presence_state"), payload...), ']')
+		if string(got) != string(want) {
+			t.Errorf("head+payload+] = %s, want %s", got, want)
+		}
+	}
+}
