@@ -194,11 +194,21 @@ func TestMetaMeasuredAsSent(t *testing.T) {
 	if len(raw) > 1100 || !strings.Contains(string(raw), amp+"<>") {
 		t.Fatalf("meta of 1,000 '&' is %d bytes: %.80s", len(raw), raw)
 	}
-	// Escaped on input: the bytes count as sent.
+	// Escaped on input: normalized, so it costs what it says.
 	esc := strings.Repeat(`\u0026`, 200)
 	raw = buildMeta("R", "", time.UnixMilli(1), []byte(`{"meta":"`+esc+`"}`), "meta", 1024)
+	if want := `{"meta":"` + strings.Repeat("&", 200) + `","online_at":1,"phx_ref":"R"}`; string(raw) != want {
+		t.Fatalf("escaped meta: %.80s", raw)
+	}
+	// Over 1 KiB as sent ({"meta":"&…"} is 1,026 bytes): dropped.
+	raw = buildMeta("R", "", time.UnixMilli(1), []byte(`{"meta":"`+strings.Repeat("&", 1015)+`"}`), "meta", 1024)
 	if string(raw) != `{"online_at":1,"phx_ref":"R"}` {
-		t.Fatalf("a 1.2 KB encoded meta was kept: %.80s", raw)
+		t.Fatalf("a 1,026-byte meta was kept: %.80s", raw)
+	}
+	// Numbers keep their digits.
+	raw = buildMeta("R", "", time.UnixMilli(1), []byte(`{"meta":{"id":12345678901234567890}}`), "meta", 1024)
+	if !strings.Contains(string(raw), `"id":12345678901234567890`) {
+		t.Fatalf("number rewritten: %s", raw)
 	}
 	// Bus messages carry metas unescaped too.
 	tr := New(Config{Bus: &fakeBus{n: newNet()}, manual: true})
@@ -230,10 +240,13 @@ func TestRejoinLimit(t *testing.T) {
 		t.Fatal("first join refused")
 	}
 	tr.Untrack("room:r", 1)
+	tr.housekeep(c.now())
 	if !join(2) {
 		t.Fatal("one quick re-join refused")
 	}
 	tr.Untrack("room:r", 2)
+	c.add(300 * time.Millisecond)
+	tr.housekeep(c.now()) // keeps what it has not refilled
 	if wait := tr.AdmitJoin("room:r", a.conn); wait < 4*time.Second || wait > 5*time.Second {
 		t.Fatalf("third join within the interval: wait %v", wait)
 	}
@@ -249,7 +262,7 @@ func TestRejoinLimit(t *testing.T) {
 	c.add(10 * time.Second)
 	tr.housekeep(c.now())
 	tr.mu.Lock()
-	left := len(tr.chans["room:r"].recent)
+	left := len(tr.recent)
 	tr.mu.Unlock()
 	if left != 0 {
 		t.Fatalf("%d refilled entries kept", left)

@@ -117,6 +117,10 @@ type Tracker struct {
 	mu    sync.Mutex
 	chans map[string]*chanState
 	dirty []*chanState
+	// recent holds the re-join budgets of connections that left a topic
+	// lately; kept apart from the channels, which may be dropped when
+	// their members all flap out.
+	recent map[rejoinKey]*rejoin
 
 	stop      chan struct{}
 	done      chan struct{}
@@ -136,6 +140,11 @@ type local struct {
 	joinRef   phoenix.Ref
 	needState bool // presence_state not sent yet: gets no diff before it
 	gone      bool // untracked while waiting in chanState.fresh
+}
+
+type rejoinKey struct {
+	topic string
+	conn  transport.Conn
 }
 
 // rejoin is a connection's re-join budget for one topic (a token bucket).
@@ -197,7 +206,6 @@ type chanState struct {
 	counted [2]int         // keys and metas last sent in EventCount
 	countAt time.Time      // when
 
-	recent map[transport.Conn]*rejoin // connections that left lately
 
 	sub         broker.Subscription
 	subscribing bool
@@ -313,11 +321,7 @@ func (t *Tracker) Track(topic string, inst any, m Member) bool {
 func (t *Tracker) AdmitJoin(topic string, conn transport.Conn) time.Duration {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	ch := t.chans[topic]
-	if ch == nil {
-		return 0
-	}
-	r := ch.recent[conn]
+	r := t.recent[rejoinKey{topic, conn}]
 	if r == nil {
 		return 0
 	}
@@ -379,11 +383,12 @@ func (t *Tracker) Untrack(topic string, inst any) {
 	// Remember the leave for AdmitJoin: the join that ends here spent
 	// one token. Entries go once refilled (housekeep), so the map holds
 	// only the last RejoinInterval's leavers.
-	if ch.recent == nil {
-		ch.recent = map[transport.Conn]*rejoin{}
+	k := rejoinKey{topic, l.conn}
+	if t.recent == nil {
+		t.recent = map[rejoinKey]*rejoin{}
 	}
-	if ch.recent[l.conn] == nil {
-		ch.recent[l.conn] = &rejoin{tokens: float64(t.cfg.RejoinBurst - 1), last: now}
+	if t.recent[k] == nil {
+		t.recent[k] = &rejoin{tokens: float64(t.cfg.RejoinBurst - 1), last: now}
 	}
 }
 
@@ -651,6 +656,13 @@ func (t *Tracker) housekeep(now time.Time) {
 	var unsubs []broker.Subscription
 	var starts []*chanState
 	t.mu.Lock()
+	for k, r := range t.recent {
+		// Full again: forgetting it changes nothing (the next join is
+		// free, its leave starts a new entry at RejoinBurst-1).
+		if r.refill(now, t.cfg.RejoinInterval, t.cfg.RejoinBurst); r.tokens >= float64(t.cfg.RejoinBurst) {
+			delete(t.recent, k)
+		}
+	}
 	for topic, ch := range t.chans {
 		for id, g := range ch.remote {
 			if now.Sub(g.lastSeen) > g.ttl {
@@ -669,11 +681,6 @@ func (t *Tracker) housekeep(now time.Time) {
 		}
 		if ch.capped && ch.counted != [2]int{len(ch.keys), ch.metas} {
 			t.markDirty(ch) // a count is due (flush sends it when the interval allows)
-		}
-		for c, r := range ch.recent {
-			if r.refill(now, t.cfg.RejoinInterval, t.cfg.RejoinBurst); r.tokens >= float64(t.cfg.RejoinBurst-1) {
-				delete(ch.recent, c)
-			}
 		}
 		if !now.Before(ch.nextHB) {
 			ch.nextHB = now.Add(ch.opts.TTL / 3)
@@ -1006,35 +1013,39 @@ func presenceKey(m Member) string {
 // object's fields are merged in; any other JSON value is kept under
 // metaKey), then phx_ref, phx_ref_prev and online_at (unix ms), which the
 // app cannot override. The app part is measured as it will be sent —
-// re-encoded, without HTML escaping, as Phoenix's Jason does — and
-// dropped when over maxBytes: measuring the input instead let a 1 KiB
-// meta of '&' become 6 KiB of \u0026 escapes in every state.
+// decoded and re-encoded without HTML escaping, as Phoenix's Jason
+// writes it — and dropped when over maxBytes: measuring the input instead
+// let a 1 KiB meta of '&' become 6 KiB of \u0026 escapes in every state.
 func buildMeta(ref, prev string, now time.Time, params []byte, metaKey string, maxBytes int) json.RawMessage {
-	fields := map[string]json.RawMessage{}
+	fields := map[string]any{}
 	var p map[string]json.RawMessage
 	if json.Unmarshal(params, &p) == nil {
-		// Compacting can shrink a value, escaping (of invalid UTF-8) can
-		// grow it: only an input far over the bound is refused unparsed.
-		if v := bytes.TrimSpace(p[metaKey]); len(v) > 0 && len(v) <= 8*maxBytes && !bytes.Equal(v, []byte("null")) {
-			app := map[string]json.RawMessage{}
-			if v[0] == '{' {
-				json.Unmarshal(v, &app)
-			} else {
-				app[metaKey] = v
-			}
-			delete(app, "phx_ref")
-			delete(app, "phx_ref_prev")
-			delete(app, "online_at")
-			if len(encodeJSON(app)) <= maxBytes {
-				fields = app
+		// Re-encoding can shrink a value (whitespace, \u escapes) or grow
+		// it (invalid UTF-8): only an input far over the bound is refused
+		// unparsed.
+		if v := bytes.TrimSpace(p[metaKey]); len(v) > 0 && len(v) <= 8*maxBytes {
+			dec := json.NewDecoder(bytes.NewReader(v))
+			dec.UseNumber() // numbers keep their digits
+			var val any
+			if dec.Decode(&val) == nil && val != nil {
+				app, ok := val.(map[string]any)
+				if !ok {
+					app = map[string]any{metaKey: val}
+				}
+				delete(app, "phx_ref")
+				delete(app, "phx_ref_prev")
+				delete(app, "online_at")
+				if len(encodeJSON(app)) <= maxBytes {
+					fields = app
+				}
 			}
 		}
 	}
-	fields["phx_ref"] = encodeJSON(ref)
+	fields["phx_ref"] = ref
 	if prev != "" {
-		fields["phx_ref_prev"] = encodeJSON(prev)
+		fields["phx_ref_prev"] = prev
 	}
-	fields["online_at"] = strconv.AppendInt(nil, now.UnixMilli(), 10)
+	fields["online_at"] = now.UnixMilli()
 	return encodeJSON(fields)
 }
 
