@@ -206,7 +206,6 @@ type chanState struct {
 	counted [2]int         // keys and metas last sent in EventCount
 	countAt time.Time      // when
 
-
 	sub         broker.Subscription
 	subscribing bool
 	syncing     bool // initial sync: states are held back
