@@ -17,7 +17,7 @@ import (
 	"github.com/fabric-rt/fabric/internal/broker"
 )
 
-// Phoenix event names (phoenix-protocol.md §10).
+// Phoenix Presence event names, and Fabric's count event.
 const (
 	EventState = "presence_state"
 	EventDiff  = "presence_diff"
