@@ -106,7 +106,7 @@ func storm(t *testing.T, cfg app.Config, topic string, n int, ok func(m *member)
 	t0 := time.Now()
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
-	sem := make(chan struct{}, 16)
+	sem := make(chan struct{}, 32)
 	for i := range ms {
 		wg.Add(1)
 		go func() {
@@ -202,14 +202,14 @@ func stormConfig(t *testing.T, ns natsbroker.Namespace) app.Config {
 func TestStormFullList(t *testing.T) {
 	// Under the default cap of 1,000 (kept well under it: each client
 	// parses every state and diff, which -race makes slow).
-	const n = 600
+	const n = 500
 	cfg := stormConfig(t, natsbroker.Namespace{History: true, MaxAge: time.Hour, Presence: true})
 	storm(t, cfg, "room:storm", n, func(m *member) bool { return len(m.view) == n && m.count == 0 })
 }
 
 // Over the cap every client lists nobody and counts everyone.
 func TestStormOverCapCounts(t *testing.T) {
-	const n = 2000
+	const n = 1500 // half again the default cap of 1,000
 	cfg := stormConfig(t, natsbroker.Namespace{History: true, MaxAge: time.Hour, Presence: true})
 	storm(t, cfg, "room:storm", n, func(m *member) bool { return m.view != nil && len(m.view) == 0 && m.count == n })
 }
