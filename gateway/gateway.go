@@ -250,15 +250,17 @@ func randomID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// presenceStateCap keeps a presence_state within half of the smaller
-// per-connection output budget, so a joiner's state never trips the
-// slow-consumer bound by itself.
+// presenceStateCap is half the smaller per-connection output budget
+// (WebSocket queue, LongPoll buffer; 256 KiB each by default): a joiner's
+// presence_state then never trips the slow-consumer bound by itself, and
+// an operator who raises the budget raises the state cap with it.
 func presenceStateCap(cfg Config) int {
-	c := presence.DefaultMaxStateBytes
-	for _, b := range []int{cfg.WS.MaxQueueBytes, cfg.LongPoll.MaxBuffered} {
-		if b > 0 {
-			c = min(c, b/2)
+	const transportDefault = 256 << 10
+	budget := func(b int) int {
+		if b <= 0 {
+			return transportDefault
 		}
+		return b
 	}
-	return c
+	return min(budget(cfg.WS.MaxQueueBytes), budget(cfg.LongPoll.MaxBuffered)) / 2
 }

@@ -69,10 +69,10 @@ type Config struct {
 	// presence_state would be bigger than MaxStateBytes, its members get
 	// an empty presence_state and then EventCount (at most every
 	// CountInterval) instead of the list and its diffs; below 90 % of both
-	// they get the full state again. Defaults 1000 metas, 128 KiB (half
-	// the default per-connection output budget, so a state always fits
-	// in it), 1 s. A namespace may set its own member cap and a lower
-	// byte cap (PresenceOptions).
+	// they get the full state again. Defaults 1000 metas, 128 KiB (the
+	// gateway passes half the per-connection output budget, so a state
+	// always fits in it), 1 s. A namespace may set its own member cap and
+	// a lower byte cap (PresenceOptions).
 	MaxMembers    int
 	MaxStateBytes int
 	CountInterval time.Duration

@@ -54,8 +54,8 @@ type Namespace struct {
 	// list (default 1000; docs/presence.md).
 	PresenceMaxMembers int `yaml:"presence_max_members"`
 	// PresenceMaxStateBytes lowers the cap on a channel's encoded
-	// presence_state (default and ceiling: 128 KiB, or half the
-	// per-connection output budget when that is smaller).
+	// presence_state (default and ceiling: half the per-connection output
+	// budget, 128 KiB with the default --max-queue-bytes).
 	PresenceMaxStateBytes int `yaml:"presence_max_state_bytes"`
 }
 
