@@ -116,3 +116,19 @@ func TestPhoenixRejoinLimit(t *testing.T) {
 	}
 	waitSync(t, other, "room:rj", "flap×1 other×1", wait)
 }
+
+// A LongPoll member gets the shared state joined into one message; its
+// list matches a WebSocket member's of the same wave.
+func TestPhoenixPresenceLongPollAndWebSocket(t *testing.T) {
+	a := start(t, "")
+	lp := phxnode.Start(t)
+	if err := lp.Connect(wsURL(a.HTTPAddr()), nil, map[string]any{"longpoll": true}); err != nil {
+		t.Fatalf("longpoll connect: %v", err)
+	}
+	ws := connect(t, a.HTTPAddr())
+	join(t, ws, "room:mixed", "ws", "WS")
+	join(t, lp, "room:mixed", "lp", "LP")
+	for _, p := range []*phxnode.Puppet{ws, lp} {
+		waitSync(t, p, "room:mixed", "lp×1 ws×1", wait)
+	}
+}
