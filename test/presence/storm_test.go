@@ -113,9 +113,18 @@ func storm(t *testing.T, cfg app.Config, topic string, n int, ok func(m *member)
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
-			c, err := phxclient.Dial(ctx, url, phoenix.V2, phxclient.Options{})
+			// A loaded machine (-race) can have the server drop a
+			// handshake that waited too long: dial again, as clients do.
+			var c *phxclient.Client
+			var err error
+			for try := 0; try < 3; try++ {
+				if c, err = phxclient.Dial(ctx, url, phoenix.V2, phxclient.Options{}); err == nil {
+					break
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
 			if err != nil {
 				errs <- fmt.Errorf("dial %d: %w", i, err)
 				return
