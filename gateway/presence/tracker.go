@@ -201,7 +201,7 @@ type chanState struct {
 	// Size, local and remote, kept as members change (O(1) each).
 	metas   int
 	bytes   int            // the state's encoded size (approximate from above)
-	keys    map[string]int // metas per key: len is Presence.list()'s length
+	keys    map[string]int // while capped, metas per key: len is what Presence.list() would hold
 	capped  bool           // over the caps: counts instead of the list
 	counted [2]int         // keys and metas last sent in EventCount
 	countAt time.Time      // when
@@ -294,7 +294,7 @@ func (t *Tracker) Track(topic string, inst any, m Member) bool {
 	ch := t.chans[topic]
 	if ch == nil {
 		ch = &chanState{topic: topic, opts: opts, local: map[any]*local{}, remote: map[string]*remoteGW{},
-			keys: map[string]int{}, syncing: true, subscribing: true, lastTry: now}
+			syncing: true, subscribing: true, lastTry: now}
 		ch.nextHB = now.Add(jitter(opts.TTL / 3))
 		t.chans[topic] = ch
 		go t.start(ch)
@@ -415,11 +415,16 @@ func (ch *chanState) account(join bool, m meta) {
 	if join {
 		ch.metas++
 		ch.bytes += size
-		ch.keys[m.key]++
+		if ch.keys != nil {
+			ch.keys[m.key]++
+		}
 		return
 	}
 	ch.metas--
 	ch.bytes -= size
+	if ch.keys == nil {
+		return
+	}
 	if n := ch.keys[m.key] - 1; n > 0 {
 		ch.keys[m.key] = n
 	} else {
@@ -563,6 +568,18 @@ func (t *Tracker) flushChannel(ch *chanState, now time.Time, targets *[]target) 
 		ch.capped = over
 		ch.out = diff{}
 		ch.counted = [2]int{-1, -1}
+		ch.keys = nil // kept only while capped: small channels pay no map
+		if over {
+			ch.keys = map[string]int{}
+			for _, l := range ch.local {
+				ch.keys[l.key]++
+			}
+			for _, g := range ch.remote {
+				for _, m := range g.members {
+					ch.keys[m.key]++
+				}
+			}
+		}
 		for _, l := range ch.local {
 			if !l.needState {
 				l.needState = true
