@@ -318,6 +318,9 @@ func (t *Tracker) Track(topic string, inst any, m Member) bool {
 // free; only presence namespaces are limited (that is where a re-join is
 // amplified: a state to the joiner, a leave and a join to every member).
 func (t *Tracker) AdmitJoin(topic string, conn transport.Conn) time.Duration {
+	if !t.Enabled(topic) {
+		return 0 // no lock taken for the joins of other namespaces
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	r := t.recent[rejoinKey{topic, conn}]
