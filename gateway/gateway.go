@@ -130,7 +130,8 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if pb, ok := cfg.Broker.(broker.Presence); ok {
 		// Presence for namespaces that enable it (see gateway/presence).
-		g.pres = presence.New(presence.Config{Bus: pb, Grace: cfg.LeaveGrace, Logger: cfg.Logger})
+		g.pres = presence.New(presence.Config{Bus: pb, Grace: cfg.LeaveGrace, Logger: cfg.Logger,
+			MaxStateBytes: presenceStateCap(cfg)})
 		g.sess.Presence = g.pres
 	}
 	g.sess.SetDefaults()
@@ -301,4 +302,19 @@ func randomID() string {
 	var b [4]byte
 	rand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+// presenceStateCap is half the smaller per-connection output budget
+// (WebSocket queue, LongPoll buffer; 256 KiB each by default): a joiner's
+// presence_state then never trips the slow-consumer bound by itself, and
+// an operator who raises the budget raises the state cap with it.
+func presenceStateCap(cfg Config) int {
+	const transportDefault = 256 << 10
+	budget := func(b int) int {
+		if b <= 0 {
+			return transportDefault
+		}
+		return b
+	}
+	return min(budget(cfg.WS.MaxQueueBytes), budget(cfg.LongPoll.MaxBuffered)) / 2
 }

@@ -341,12 +341,15 @@ func benchStorm(ctx context.Context, args, environ []string, stdout, stderr io.W
 	fs.IntVar(&o.N, "n", 15000, "clients per system, all connecting and joining at once")
 	fs.IntVar(&o.Workers, "workers", 0, "client worker processes, started together (each ≤ 5000 connections); 0: one per 5000")
 	fs.IntVar(&o.Concurrency, "concurrency", 500, "dials in flight per worker")
-	fs.StringVar(&o.Topic, "topic", "bench:storm-%d", `channel to join, "%d" = client index mod 100 (ephemeral namespace: no JetStream)`)
+	fs.StringVar(&o.Topic, "topic", "room:storm-%d", `channel to join, "%d" = client index mod 100; room:… is the default configuration (history and presence), bench:… is ephemeral; several comma-separated: each system is measured once per topic and the ratios are first/second`)
 	var sf runFlags
 	sf.declare(fs, &o.Timeout, 5*time.Minute, &o.FabricFlags)
 	var err error
 	if o.Systems, o.Exe, err = sf.parse(fs, args); err != nil {
 		return err
+	}
+	if o.Topics = splitList(o.Topic); len(o.Topics) > 0 {
+		o.Topic = o.Topics[0]
 	}
 	loadStart, started := loadavg(), time.Now()
 	res, err := fbench.Storm(ctx, o)
@@ -357,21 +360,22 @@ func benchStorm(ctx context.Context, args, environ []string, stdout, stderr io.W
 	res.LoadStart, res.LoadEnd = loadStart, loadavg()
 	var b strings.Builder
 	b.WriteString(benchHeader("storm", args, started, res.LoadStart, res.LoadEnd))
-	fmt.Fprintf(&b, "# %d clients in %d worker processes started together, %d dials in flight each, no retries; joining %s (nats-ws: CONNECT + SUB)\n",
-		res.N, res.Workers, res.Concurrency, res.Topic)
+	fmt.Fprintf(&b, "# %d clients in %d worker processes started together, %d dials in flight each, no retries; joining the topic shown (nats-ws: CONNECT + SUB)\n",
+		res.N, res.Workers, res.Concurrency)
 	if len(res.FabricFlags) > 0 {
 		fmt.Fprintf(&b, "# fabric serve extra flags: %s\n", strings.Join(res.FabricFlags, " "))
 	}
 	fmt.Fprintf(&b, "# all_s: worker start to last join; span_s: longest first-dial-to-last-join inside one worker; join ms: per connection dial+upgrade+join\n")
 	fmt.Fprintf(&b, "# refused: 503/429 answers (overload protection), each retried after Retry-After ±50 %% (not failures); failed and dialerr must be 0\n")
-	fmt.Fprintf(&b, "%-8s %6s %6s %6s %7s %7s %7s %7s %8s %8s %8s %8s %8s %11s %14s %14s %8s\n",
-		"system", "N", "joined", "failed", "dialerr", "refused", "all_s", "span_s", "conn/s", "p50_ms", "p99_ms", "max_ms", "cpu_s", "cpu_us/conn", "rss_before_B", "rss_B", "B/conn")
+	fmt.Fprintf(&b, "# rss_B: 1 s after the last join; peak_rss_B: the server's VmHWM then (its peak, the storm included)\n")
+	fmt.Fprintf(&b, "%-8s %-16s %6s %6s %6s %7s %7s %7s %7s %8s %8s %8s %8s %8s %11s %14s %14s %14s %8s\n",
+		"system", "topic", "N", "joined", "failed", "dialerr", "refused", "all_s", "span_s", "conn/s", "p50_ms", "p99_ms", "max_ms", "cpu_s", "cpu_us/conn", "rss_before_B", "rss_B", "peak_rss_B", "B/conn")
 	for _, s := range res.Systems {
-		fmt.Fprintf(&b, "%-8s %6d %6d %6d %7d %7d %7.2f %7.2f %8.0f %8.1f %8.1f %8.1f %8.2f %11.1f %14d %14d %8.0f\n",
-			s.System, s.N, s.Joined, s.Failed, s.DialErrors, s.Refused, s.AllJoinedS, s.WorkerSpanS, s.ConnsPerS,
-			s.JoinLatency.P50, s.JoinLatency.P99, s.JoinLatency.Max, s.ServerCPUS, s.ServerCPUPerJoin, s.RSSBefore, s.RSS, s.RSSPerConn)
+		fmt.Fprintf(&b, "%-8s %-16s %6d %6d %6d %7d %7d %7.2f %7.2f %8.0f %8.1f %8.1f %8.1f %8.2f %11.1f %14d %14d %14d %8.0f\n",
+			s.System, s.Topic, s.N, s.Joined, s.Failed, s.DialErrors, s.Refused, s.AllJoinedS, s.WorkerSpanS, s.ConnsPerS,
+			s.JoinLatency.P50, s.JoinLatency.P99, s.JoinLatency.Max, s.ServerCPUS, s.ServerCPUPerJoin, s.RSSBefore, s.RSS, s.PeakRSS, s.RSSPerConn)
 	}
-	writeRatios(&b, res.Systems, res.Ratios, func(s fbench.StormSystem) string { return s.System })
+	writeRatios(&b, res.Systems, res.Ratios, func(s fbench.StormSystem) string { return s.System + " " + s.Topic })
 	fmt.Fprint(stderr, b.String())
 	if err := writeResult(stdout, res, sf.jsonl, sf.out, b.String()); err != nil {
 		return err

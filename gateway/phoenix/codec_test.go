@@ -588,3 +588,14 @@ func TestCheckClientEvent(t *testing.T) {
 		}
 	}
 }
+
+func TestAppendHeadPlusPayloadIsAppendMessage(t *testing.T) {
+	for _, jr := range []Ref{Null, R("7"), R(`q"uote`)} {
+		payload := []byte(`{"a":{"metas":[{"phx_ref":"x"}]}}`)
+		want := AppendMessage(nil, V2, jr, Null, "room:ü\"1", "presence_state", payload)
+		got := append(append(AppendHead(nil, jr, Null, "room:ü\"1", "presence_state"), payload...), ']')
+		if string(got) != string(want) {
+			t.Errorf("head+payload+] = %s, want %s", got, want)
+		}
+	}
+}

@@ -1,8 +1,9 @@
 // Package presence implements Phoenix Presence at the gateway, cluster-wide:
 // presence_state to every member after each (re)join and batched
 // presence_diff broadcasts, in exactly the shapes phoenix.js's Presence
-// class consumes (shared/docs/phoenix-protocol.md §10), for namespaces
-// configured with presence: true.
+// class consumes (presence_state is the whole list, presence_diff has
+// joins and leaves, both keyed by presence key with a metas list), for
+// namespaces configured with presence: true.
 //
 // # Keys and metas
 //
@@ -10,8 +11,8 @@
 // connections use the join param presence_key or user, else the
 // connection id. A meta is the app's meta from the join param named by the
 // namespace's presence_meta_key (default "meta"; an object's fields are
-// merged, any other value is kept under that name; over 1 KiB it is
-// dropped) plus phx_ref (unique: gateway id + counter) and online_at (unix
+// merged, any other value is kept under that name; over 1 KiB as sent it
+// is dropped) plus phx_ref (unique: gateway id + counter) and online_at (unix
 // ms). One key may have several metas (one per tab / channel instance).
 //
 // # Within a gateway
@@ -21,14 +22,23 @@
 // Tracker's own lock (O(1), no network, never a call into the hub). One
 // loop then flushes every Flush (50 ms), per dirty channel: presence_state
 // (with the member's join_ref) to members tracked since — one encoding of
-// the state shared by a whole join wave — and one presence_diff with every
-// change, local or remote, to the members that already have their state,
-// encoded once per protocol version. The loop writes straight to each
-// member's transport.Conn (safe from anywhere), so a member's state always
-// precedes its diffs and no diff already folded into its state is re-sent.
-// The Tracker does this fan-out itself rather than through the hub's member
-// list because a resuming member is tracked (and must see diffs) while the
-// hub is still replaying its history, before the hub lists it.
+// the state per change of the channel, shared by reference: only the head
+// carrying the join_ref is per member (transport.Message.Tail) — and one
+// presence_diff with every change, local or remote, to the members that
+// already have their state, encoded once per protocol version. The loop
+// writes straight to each member's transport.Conn (safe from anywhere), so
+// a member's state always precedes its diffs and no diff already folded
+// into its state is re-sent. The Tracker does this fan-out itself rather
+// than through the hub's member list because a resuming member is tracked
+// (and must see diffs) while the hub is still replaying its history,
+// before the hub lists it.
+//
+// Over the member cap or the state byte cap (Config.MaxMembers), members
+// get an empty presence_state and fabric:presence_count instead of the
+// list and its diffs, so what a join or leave storm costs stops growing
+// with the room. Metas are measured as sent (re-encoded without HTML
+// escaping), and AdmitJoin limits re-joins of a topic per connection.
+// docs/presence.md gives each budget, its default and what it bounds.
 //
 // # Between gateways (one core NATS subject per channel)
 //
@@ -67,7 +77,7 @@
 // random per process, so a restarted gateway is a new member set and the
 // old one expires (or said bye).
 //
-// Why not JetStream KV (nats-notes.md §6): every change and heartbeat would
+// Why not JetStream KV: every change and heartbeat would
 // be a replicated write, and presence is soft state that heartbeats and
 // resyncs repair anyway.
 package presence

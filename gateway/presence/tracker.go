@@ -17,10 +17,25 @@ import (
 	"github.com/fabric-rt/fabric/internal/broker"
 )
 
-// Phoenix event names (phoenix-protocol.md §10).
+// Phoenix Presence event names, and Fabric's count event.
 const (
 	EventState = "presence_state"
 	EventDiff  = "presence_diff"
+	// EventCount is Fabric's own: in a channel over its member cap,
+	// members get an empty presence_state and then this event with the
+	// channel's size, {"count": keys, "metas": metas}, instead of the
+	// member list (see Config.MaxMembers).
+	EventCount = "fabric:presence_count"
+)
+
+// Budget defaults (docs/presence.md explains each and what it bounds).
+const (
+	DefaultMaxMembers     = 1000
+	DefaultMaxStateBytes  = 128 << 10
+	DefaultMaxMetaBytes   = 1 << 10
+	DefaultCountInterval  = time.Second
+	DefaultRejoinBurst    = 2
+	DefaultRejoinInterval = 5 * time.Second
 )
 
 // Bus message kinds (the "t" field).
@@ -45,9 +60,29 @@ type Config struct {
 	// Grace keeps a channel's presence (and its bus subscription) this
 	// long after its last local member left (default 2 s).
 	Grace time.Duration
-	// MaxMetaBytes bounds the app meta taken from join params; a bigger
-	// one is dropped (default 1 KiB).
+	// MaxMetaBytes bounds the app meta taken from join params, measured
+	// as it is sent (re-encoded, without HTML escaping); a bigger one is
+	// dropped (default 1 KiB).
 	MaxMetaBytes int
+	// MaxMembers and MaxStateBytes cap what a channel's members are sent:
+	// once a channel has more metas than MaxMembers, cluster-wide, or its
+	// presence_state would be bigger than MaxStateBytes, its members get
+	// an empty presence_state and then EventCount (at most every
+	// CountInterval) instead of the list and its diffs; below 90 % of both
+	// they get the full state again. Defaults 1000 metas, 128 KiB (the
+	// gateway passes half the per-connection output budget, so a state
+	// always fits in it), 1 s. A namespace may set its own member cap and
+	// a lower byte cap (PresenceOptions).
+	MaxMembers    int
+	MaxStateBytes int
+	CountInterval time.Duration
+	// RejoinBurst and RejoinInterval limit re-joins of one topic by one
+	// connection (a re-join costs a presence_state to the joiner and a
+	// leave and a join to every member): a token bucket of RejoinBurst
+	// joins, the first join included, refilled one per RejoinInterval
+	// (defaults 2, 5 s). See AdmitJoin.
+	RejoinBurst    int
+	RejoinInterval time.Duration
 	// GatewayID names this gateway on the bus (default: random, so unique
 	// per process).
 	GatewayID string
@@ -75,13 +110,18 @@ type Member struct {
 // network and may be called under the hub's locks (the Tracker never calls
 // into the hub).
 type Tracker struct {
-	cfg  Config
-	id   string
-	refs atomic.Uint64
+	cfg      Config
+	id       string
+	selfMark []byte // `,"gw":"<id>",` as encode writes it
+	refs     atomic.Uint64
 
 	mu    sync.Mutex
 	chans map[string]*chanState
 	dirty []*chanState
+	// recent holds the re-join budgets of connections that left a topic
+	// lately; kept apart from the channels, which may be dropped when
+	// their members all flap out.
+	recent map[rejoinKey]*rejoin
 
 	stop      chan struct{}
 	done      chan struct{}
@@ -100,6 +140,18 @@ type local struct {
 	v         phoenix.Version
 	joinRef   phoenix.Ref
 	needState bool // presence_state not sent yet: gets no diff before it
+	gone      bool // untracked while waiting in chanState.fresh
+}
+
+type rejoinKey struct {
+	topic string
+	conn  transport.Conn
+}
+
+// rejoin is a connection's re-join budget for one topic (a token bucket).
+type rejoin struct {
+	tokens float64
+	last   time.Time
 }
 
 type remoteGW struct {
@@ -141,7 +193,19 @@ type chanState struct {
 	bus   diff   // towards other gateways (local changes only)
 	seq   uint64 // last diff published
 	dirty bool
-	cache []byte // encoded state, nil when stale
+	// cache is the encoded state followed by "]", nil when stale; tail
+	// is the v2 presence_state Tail sharing it (see flush).
+	cache []byte
+	tail  *transport.Message
+	fresh []*local // tracked since the last flush: waiting for their state
+
+	// Size, local and remote, kept as members change (O(1) each).
+	metas   int
+	bytes   int            // the state's encoded size (approximate from above)
+	keys    map[string]int // while capped, metas per key: len is what Presence.list() would hold
+	capped  bool           // over the caps: counts instead of the list
+	counted [2]int         // keys and metas last sent in EventCount
+	countAt time.Time      // when
 
 	sub         broker.Subscription
 	subscribing bool
@@ -163,7 +227,22 @@ func New(cfg Config) *Tracker {
 		cfg.Grace = 2 * time.Second
 	}
 	if cfg.MaxMetaBytes <= 0 {
-		cfg.MaxMetaBytes = 1 << 10
+		cfg.MaxMetaBytes = DefaultMaxMetaBytes
+	}
+	if cfg.MaxMembers <= 0 {
+		cfg.MaxMembers = DefaultMaxMembers
+	}
+	if cfg.MaxStateBytes <= 0 {
+		cfg.MaxStateBytes = DefaultMaxStateBytes
+	}
+	if cfg.CountInterval <= 0 {
+		cfg.CountInterval = DefaultCountInterval
+	}
+	if cfg.RejoinBurst <= 0 {
+		cfg.RejoinBurst = DefaultRejoinBurst
+	}
+	if cfg.RejoinInterval <= 0 {
+		cfg.RejoinInterval = DefaultRejoinInterval
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -177,7 +256,8 @@ func New(cfg Config) *Tracker {
 		cfg.GatewayID = hex.EncodeToString(b[:])
 	}
 	t := &Tracker{cfg: cfg, id: cfg.GatewayID, chans: map[string]*chanState{},
-		stop: make(chan struct{}), done: make(chan struct{})}
+		selfMark: []byte(`,"gw":` + string(encodeJSON(cfg.GatewayID)) + `,`),
+		stop:     make(chan struct{}), done: make(chan struct{})}
 	if cfg.manual {
 		close(t.done)
 	} else {
@@ -226,10 +306,41 @@ func (t *Tracker) Track(topic string, inst any, m Member) bool {
 		return true
 	}
 	ch.local[inst] = l
+	ch.fresh = append(ch.fresh, l)
 	ch.emptySince = time.Time{}
 	t.changed(ch, true, l.meta, true)
 	t.mu.Unlock()
 	return true
+}
+
+// AdmitJoin is asked before a connection joins topic. It returns 0 when
+// the join may go ahead, or how long until it may: a connection that left
+// topic lately re-joins at most RejoinBurst times at once and then once
+// per RejoinInterval. The first join of a topic by a connection is always
+// free; only presence namespaces are limited (that is where a re-join is
+// amplified: a state to the joiner, a leave and a join to every member).
+func (t *Tracker) AdmitJoin(topic string, conn transport.Conn) time.Duration {
+	if !t.Enabled(topic) {
+		return 0 // no lock taken for the joins of other namespaces
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	r := t.recent[rejoinKey{topic, conn}]
+	if r == nil {
+		return 0
+	}
+	now := t.cfg.now()
+	r.refill(now, t.cfg.RejoinInterval, t.cfg.RejoinBurst)
+	if r.tokens >= 1 {
+		r.tokens--
+		return 0
+	}
+	return max(time.Millisecond, time.Duration((1-r.tokens)*float64(t.cfg.RejoinInterval)))
+}
+
+func (r *rejoin) refill(now time.Time, every time.Duration, burst int) {
+	r.tokens = min(float64(burst), r.tokens+float64(now.Sub(r.last))/float64(every))
+	r.last = now
 }
 
 // Update replaces a tracked instance's app meta: a leave of the old meta
@@ -246,7 +357,7 @@ func (t *Tracker) Update(topic string, inst any, appMeta json.RawMessage) bool {
 		return false
 	}
 	old := l.meta
-	params, _ := json.Marshal(map[string]json.RawMessage{ch.opts.MetaKey: appMeta})
+	params := encodeJSON(map[string]json.RawMessage{ch.opts.MetaKey: appMeta})
 	l.ref = t.newRef()
 	l.raw = buildMeta(l.ref, old.ref, t.cfg.now(), params, ch.opts.MetaKey, t.cfg.MaxMetaBytes)
 	t.changed(ch, false, old, true)
@@ -267,21 +378,79 @@ func (t *Tracker) Untrack(topic string, inst any) {
 		return
 	}
 	delete(ch.local, inst)
+	l.gone = true
 	t.changed(ch, false, l.meta, true)
+	now := t.cfg.now()
 	if len(ch.local) == 0 {
-		ch.emptySince = t.cfg.now()
+		ch.emptySince = now
+	}
+	// Remember the leave for AdmitJoin: the join that ends here spent
+	// one token. Entries go once refilled (housekeep), so the map holds
+	// only the last RejoinInterval's leavers.
+	k := rejoinKey{topic, l.conn}
+	if t.recent == nil {
+		t.recent = map[rejoinKey]*rejoin{}
+	}
+	if t.recent[k] == nil {
+		t.recent[k] = &rejoin{tokens: float64(t.cfg.RejoinBurst - 1), last: now}
 	}
 }
 
 // changed records a membership change (t.mu held): towards local clients
 // always, towards the bus when it is a local member's.
 func (t *Tracker) changed(ch *chanState, join bool, m meta, isLocal bool) {
-	ch.out.add(join, m)
+	if !ch.capped {
+		ch.out.add(join, m) // a capped channel's members get counts instead
+	}
 	if isLocal {
 		ch.bus.add(join, m)
 	}
-	ch.cache = nil
+	ch.account(join, m)
+	ch.cache, ch.tail = nil, nil
 	t.markDirty(ch)
+}
+
+// stateOverhead is what a meta adds to a state besides its own bytes and
+// its key's: the quotes, `:{"metas":[`, `]}` and commas.
+const stateOverhead = 18
+
+// account keeps the channel's size as members change.
+func (ch *chanState) account(join bool, m meta) {
+	size := len(m.raw) + len(m.key) + stateOverhead
+	if join {
+		ch.metas++
+		ch.bytes += size
+		if ch.keys != nil {
+			ch.keys[m.key]++
+		}
+		return
+	}
+	ch.metas--
+	ch.bytes -= size
+	if ch.keys == nil {
+		return
+	}
+	if n := ch.keys[m.key] - 1; n > 0 {
+		ch.keys[m.key] = n
+	} else {
+		delete(ch.keys, m.key)
+	}
+}
+
+// over reports whether the channel is past its caps, with hysteresis: a
+// capped channel stays capped until it is below 90 % of both.
+func (t *Tracker) over(ch *chanState) bool {
+	maxM, maxB := t.cfg.MaxMembers, t.cfg.MaxStateBytes
+	if ch.opts.MaxMembers > 0 {
+		maxM = ch.opts.MaxMembers
+	}
+	if ch.opts.MaxStateBytes > 0 {
+		maxB = min(maxB, ch.opts.MaxStateBytes) // only lower: it must fit the connection budget
+	}
+	if ch.capped {
+		return ch.metas*10 > maxM*9 || ch.bytes*10 > maxB*9
+	}
+	return ch.metas > maxM || ch.bytes > maxB
 }
 
 func (t *Tracker) markDirty(ch *chanState) {
@@ -296,7 +465,9 @@ func (t *Tracker) newRef() string {
 	return "F" + t.id + strconv.FormatUint(t.refs.Add(1), 36)
 }
 
-// state is the channel's full presence in the Phoenix shape (t.mu held).
+// state is the channel's full presence in the Phoenix shape followed by
+// "]" (the end of a v2 message: see flush), built once per change
+// (t.mu held).
 func (ch *chanState) state() []byte {
 	if ch.cache != nil {
 		return ch.cache
@@ -310,7 +481,7 @@ func (ch *chanState) state() []byte {
 			groups[m.key] = append(groups[m.key], m.raw)
 		}
 	}
-	ch.cache = appendGroups(nil, groups)
+	ch.cache = append(appendGroups(make([]byte, 0, ch.bytes+3), groups), ']')
 	return ch.cache
 }
 
@@ -351,10 +522,17 @@ type target struct {
 
 // flush sends the batched diffs: one presence_diff per dirty channel to its
 // local members that have their state (encoded once per protocol version),
-// presence_state to members that joined since (one encoding of the state,
-// which already reflects the diff) and one diff message to the bus. Only
-// the loop calls it (and Close, after the loop ended), so a member's
-// state and diffs leave in order.
+// presence_state to members that joined since and one diff message to the
+// bus. Only the loop calls it (and Close, after the loop ended), so a
+// member's state and diffs leave in order.
+//
+// A join wave costs one encoding of the state, not one per joiner: the
+// state is encoded once per change of the channel and shared by
+// reference (a v2 joiner's message is its own head — only the join_ref
+// differs — plus the shared state as transport.Message.Tail; v1 messages
+// carry no join_ref and are shared whole). Over the caps (Config.
+// MaxMembers), joiners get an empty state and the count instead, so what
+// a wave costs does not grow with the room.
 func (t *Tracker) flush() {
 	type pub struct {
 		topic string
@@ -362,32 +540,11 @@ func (t *Tracker) flush() {
 	}
 	var targets []target
 	var pubs []pub
+	now := t.cfg.now()
 	t.mu.Lock()
 	for _, ch := range t.dirty {
 		ch.dirty = false
-		var payload, state []byte
-		if !ch.out.empty() {
-			payload = appendDiff(nil, ch.out)
-			ch.out = diff{}
-		}
-		var enc [3]*transport.Message
-		for _, l := range ch.local {
-			switch {
-			case l.needState && !ch.syncing:
-				if state == nil {
-					state = ch.state()
-				}
-				l.needState = false
-				targets = append(targets, target{l.conn, transport.NewText(
-					phoenix.AppendMessage(nil, l.v, l.joinRef, phoenix.Null, ch.topic, EventState, state))})
-			case l.needState || payload == nil:
-			default:
-				if enc[l.v] == nil {
-					enc[l.v] = transport.NewText(phoenix.AppendMessage(nil, l.v, phoenix.Null, phoenix.Null, ch.topic, EventDiff, payload))
-				}
-				targets = append(targets, target{l.conn, enc[l.v]})
-			}
-		}
+		t.flushChannel(ch, now, &targets)
 		if !ch.bus.empty() {
 			ch.seq++
 			pubs = append(pubs, pub{ch.topic, t.encode(&wire{T: kindDiff, Seq: ch.seq, TTL: ch.opts.TTL.Milliseconds(),
@@ -407,6 +564,108 @@ func (t *Tracker) flush() {
 	}
 }
 
+// flushChannel appends what ch's local members are to be sent (t.mu held).
+func (t *Tracker) flushChannel(ch *chanState, now time.Time, targets *[]target) {
+	if over := t.over(ch); over != ch.capped {
+		// Crossing a cap either way: every member gets a new state (the
+		// empty one over the cap, the full one back under it) and no diff
+		// of what it already reflects.
+		ch.capped = over
+		ch.out = diff{}
+		ch.counted = [2]int{-1, -1}
+		ch.keys = nil // kept only while capped: small channels pay no map
+		if over {
+			ch.keys = map[string]int{}
+			for _, l := range ch.local {
+				ch.keys[l.key]++
+			}
+			for _, g := range ch.remote {
+				for _, m := range g.members {
+					ch.keys[m.key]++
+				}
+			}
+		}
+		for _, l := range ch.local {
+			if !l.needState {
+				l.needState = true
+				ch.fresh = append(ch.fresh, l)
+			}
+		}
+	}
+	if !ch.out.empty() {
+		payload := appendDiff(nil, ch.out)
+		ch.out = diff{}
+		var enc [3]*transport.Message
+		for _, l := range ch.local {
+			if l.needState {
+				continue // its state will reflect the diff
+			}
+			if enc[l.v] == nil {
+				enc[l.v] = transport.NewText(phoenix.AppendMessage(nil, l.v, phoenix.Null, phoenix.Null, ch.topic, EventDiff, payload))
+			}
+			*targets = append(*targets, target{l.conn, enc[l.v]})
+		}
+	}
+	if ch.syncing {
+		return // the states wait for the other gateways' (start)
+	}
+	var count [3]*transport.Message
+	countMsg := func(v phoenix.Version) *transport.Message {
+		if count[v] == nil {
+			p := []byte(`{"count":`)
+			p = strconv.AppendInt(p, int64(len(ch.keys)), 10)
+			p = append(p, `,"metas":`...)
+			p = strconv.AppendInt(p, int64(ch.metas), 10)
+			count[v] = transport.NewText(phoenix.AppendMessage(nil, v, phoenix.Null, phoenix.Null, ch.topic, EventCount, append(p, '}')))
+		}
+		return count[v]
+	}
+	if len(ch.fresh) > 0 {
+		var v1 *transport.Message
+		for _, l := range ch.fresh {
+			if l.gone {
+				continue
+			}
+			l.needState = false
+			var m *transport.Message
+			switch {
+			case ch.capped:
+				m = transport.NewText(phoenix.AppendMessage(nil, l.v, l.joinRef, phoenix.Null, ch.topic, EventState, []byte("{}")))
+			case l.v == phoenix.V1:
+				if v1 == nil {
+					st := ch.state()
+					v1 = transport.NewText(phoenix.AppendMessage(nil, phoenix.V1, phoenix.Null, phoenix.Null, ch.topic, EventState, st[:len(st)-1]))
+				}
+				m = v1
+			default:
+				if ch.tail == nil {
+					ch.tail = transport.NewText(ch.state())
+				}
+				m = &transport.Message{Data: phoenix.AppendHead(nil, l.joinRef, phoenix.Null, ch.topic, EventState), Tail: ch.tail}
+			}
+			*targets = append(*targets, target{l.conn, m})
+			if ch.capped {
+				*targets = append(*targets, target{l.conn, countMsg(l.v)})
+			}
+		}
+		clear(ch.fresh)
+		ch.fresh = ch.fresh[:0]
+		if cap(ch.fresh) > 1024 {
+			ch.fresh = nil // do not keep a storm's backlog
+		}
+	}
+	// Counts to everyone when they changed, at most every CountInterval
+	// (housekeep flushes the channel again when one is due).
+	if ch.capped && ch.counted != [2]int{len(ch.keys), ch.metas} && now.Sub(ch.countAt) >= t.cfg.CountInterval {
+		if ch.counted[0] >= 0 {
+			for _, l := range ch.local {
+				*targets = append(*targets, target{l.conn, countMsg(l.v)})
+			}
+		}
+		ch.counted, ch.countAt = [2]int{len(ch.keys), ch.metas}, now
+	}
+}
+
 // housekeep heartbeats, expires silent gateways, drops idle channels and
 // retries failed subscriptions.
 func (t *Tracker) housekeep(now time.Time) {
@@ -418,6 +677,13 @@ func (t *Tracker) housekeep(now time.Time) {
 	var unsubs []broker.Subscription
 	var starts []*chanState
 	t.mu.Lock()
+	for k, r := range t.recent {
+		// Full again: forgetting it changes nothing (the next join is
+		// free, its leave starts a new entry at RejoinBurst-1).
+		if r.refill(now, t.cfg.RejoinInterval, t.cfg.RejoinBurst); r.tokens >= float64(t.cfg.RejoinBurst) {
+			delete(t.recent, k)
+		}
+	}
 	for topic, ch := range t.chans {
 		for id, g := range ch.remote {
 			if now.Sub(g.lastSeen) > g.ttl {
@@ -433,6 +699,9 @@ func (t *Tracker) housekeep(now time.Time) {
 				}
 			}
 			continue
+		}
+		if ch.capped && ch.counted != [2]int{len(ch.keys), ch.metas} {
+			t.markDirty(ch) // a count is due (flush sends it when the interval allows)
 		}
 		if !now.Before(ch.nextHB) {
 			ch.nextHB = now.Add(ch.opts.TTL / 3)
@@ -567,12 +836,17 @@ func groupsOf(g map[string][]json.RawMessage) map[string]wireMetas {
 
 func (t *Tracker) encode(w *wire) []byte {
 	w.GW = t.id
-	b, _ := json.Marshal(w)
-	return b
+	return encodeJSON(w)
 }
 
 // receive handles one bus message for ch (a subscription or a sync answer).
 func (t *Tracker) receive(ch *chanState, data []byte, reply func([]byte) error) {
+	// The subscription brings back this gateway's own messages: skip them
+	// unparsed (encode writes "t" then "gw" first), a diff of a join storm
+	// being as big as the storm.
+	if head := data[:min(len(data), 64)]; bytes.Contains(head, t.selfMark) {
+		return
+	}
 	var w wire
 	if err := json.Unmarshal(data, &w); err != nil || w.GW == "" || w.GW == t.id {
 		return
@@ -764,28 +1038,55 @@ func presenceKey(m Member) string {
 
 // buildMeta is a member's meta: the app's meta from params[metaKey] (an
 // object's fields are merged in; any other JSON value is kept under
-// metaKey; over maxBytes it is dropped), then phx_ref, phx_ref_prev and
-// online_at (unix ms), which the app cannot override.
+// metaKey), then phx_ref, phx_ref_prev and online_at (unix ms), which the
+// app cannot override. The app part is measured as it will be sent —
+// decoded and re-encoded without HTML escaping, as Phoenix's Jason
+// writes it — and dropped when over maxBytes: measuring the input instead
+// let a 1 KiB meta of '&' become 6 KiB of \u0026 escapes in every state.
 func buildMeta(ref, prev string, now time.Time, params []byte, metaKey string, maxBytes int) json.RawMessage {
-	fields := map[string]json.RawMessage{}
+	fields := map[string]any{}
 	var p map[string]json.RawMessage
 	if json.Unmarshal(params, &p) == nil {
-		if v := bytes.TrimSpace(p[metaKey]); len(v) > 0 && len(v) <= maxBytes && !bytes.Equal(v, []byte("null")) {
-			if v[0] == '{' {
-				json.Unmarshal(v, &fields)
-			} else {
-				fields[metaKey] = v
+		// Re-encoding can shrink a value (whitespace, \u escapes) or grow
+		// it (invalid UTF-8): only an input far over the bound is refused
+		// unparsed.
+		if v := bytes.TrimSpace(p[metaKey]); len(v) > 0 && len(v) <= 8*maxBytes {
+			dec := json.NewDecoder(bytes.NewReader(v))
+			dec.UseNumber() // numbers keep their digits
+			var val any
+			if dec.Decode(&val) == nil && val != nil {
+				app, ok := val.(map[string]any)
+				if !ok {
+					app = map[string]any{metaKey: val}
+				}
+				delete(app, "phx_ref")
+				delete(app, "phx_ref_prev")
+				delete(app, "online_at")
+				if len(encodeJSON(app)) <= maxBytes {
+					fields = app
+				}
 			}
 		}
 	}
-	fields["phx_ref"], _ = json.Marshal(ref)
-	delete(fields, "phx_ref_prev")
+	fields["phx_ref"] = ref
 	if prev != "" {
-		fields["phx_ref_prev"], _ = json.Marshal(prev)
+		fields["phx_ref_prev"] = prev
 	}
-	fields["online_at"] = strconv.AppendInt(nil, now.UnixMilli(), 10)
-	b, _ := json.Marshal(fields)
-	return b
+	fields["online_at"] = now.UnixMilli()
+	return encodeJSON(fields)
+}
+
+// encodeJSON is json.Marshal without HTML escaping (<, >, & stay as they
+// are, as in Phoenix's output): escaping would multiply an app's bytes
+// by up to six after its size was checked.
+func encodeJSON(v any) []byte {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
 }
 
 // appendGroups encodes {key: {"metas": [...]}, ...}.
@@ -797,8 +1098,7 @@ func appendGroups(dst []byte, groups map[string][]json.RawMessage) []byte {
 			dst = append(dst, ',')
 		}
 		first = false
-		k, _ := json.Marshal(key)
-		dst = append(dst, k...)
+		dst = append(dst, encodeJSON(key)...)
 		dst = append(dst, `:{"metas":[`...)
 		for i, m := range metas {
 			if i > 0 {

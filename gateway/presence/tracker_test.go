@@ -124,19 +124,27 @@ func (c *clock) add(d time.Duration) {
 }
 
 func newTracker(t *testing.T, n *fakeNet, name string, c *clock) (*Tracker, *fakeBus) {
+	return newTrackerWith(t, n, name, c, Config{})
+}
+
+func newTrackerWith(t *testing.T, n *fakeNet, name string, c *clock, cfg Config) (*Tracker, *fakeBus) {
 	b := &fakeBus{n: n, name: name, ttl: 2 * time.Second}
-	tr := New(Config{Bus: b, GatewayID: name, manual: true, now: c.now, Grace: time.Second})
+	cfg.Bus, cfg.GatewayID, cfg.manual, cfg.now, cfg.Grace = b, name, true, c.now, time.Second
+	tr := New(cfg)
 	t.Cleanup(tr.Close)
 	return tr, b
 }
 
 // client models phoenix.js's Presence: key -> phx_ref -> meta.
 type client struct {
-	conn  *transporttest.Conn
-	seen  int
-	view  map[string]map[string]map[string]any
-	state bool
-	diffs int
+	conn   *transporttest.Conn
+	seen   int
+	view   map[string]map[string]map[string]any
+	state  bool
+	states int
+	diffs  int
+	count  struct{ Count, Metas int } // the last fabric:presence_count
+	counts int
 }
 
 func newClient() *client { return &client{conn: transporttest.NewConn()} }
@@ -154,7 +162,8 @@ type groups map[string]struct {
 func (c *client) read(t *testing.T) {
 	t.Helper()
 	msgs := c.conn.Sent()
-	for _, m := range msgs[c.seen:] {
+	for _, msg := range msgs[c.seen:] {
+		m := struct{ Data []byte }{msg.Bytes()}
 		var f []json.RawMessage
 		if err := json.Unmarshal(m.Data, &f); err != nil || len(f) != 5 {
 			t.Fatalf("bad frame %s", m.Data)
@@ -173,6 +182,7 @@ func (c *client) read(t *testing.T) {
 			c.view = map[string]map[string]map[string]any{}
 			c.apply(g, true)
 			c.state = true
+			c.states++
 		case EventDiff:
 			if string(f[0]) != "null" {
 				t.Fatalf("presence_diff must have a null join_ref: %s", m.Data)
@@ -190,6 +200,14 @@ func (c *client) read(t *testing.T) {
 			c.apply(d.Joins, true)
 			c.apply(d.Leaves, false)
 			c.diffs++
+		case EventCount:
+			if string(f[0]) != "null" || string(f[1]) != "null" {
+				t.Fatalf("%s must have null refs: %s", EventCount, m.Data)
+			}
+			if err := json.Unmarshal(f[4], &c.count); err != nil {
+				t.Fatalf("count %s: %v", f[4], err)
+			}
+			c.counts++
 		default:
 			t.Fatalf("unexpected event %q", event)
 		}

@@ -509,6 +509,16 @@ func (s *Session) join(f phoenix.Frame) {
 		s.cfg.counters.join(JoinRateLimited)
 		return
 	}
+	if s.cfg.Presence != nil {
+		// Re-joins of one presence topic are limited per connection:
+		// each costs a presence_state and a diff to every member.
+		if wait := s.cfg.Presence.AdmitJoin(f.Topic, s.conn); wait > 0 {
+			s.cfg.counters.join(JoinRateLimited)
+			resp := strconv.AppendInt([]byte(`{"reason":"rate_limited","retry_after_ms":`), wait.Milliseconds(), 10)
+			s.reply(joinRef, f.Ref, f.Topic, false, append(resp, '}'))
+			return
+		}
+	}
 	if s.policy != nil && !s.policy.CanJoin(f.Topic) && !s.joinToken(f) {
 		// No subscription is created for a refused join.
 		s.cfg.counters.join(JoinUnauthorized)

@@ -41,10 +41,37 @@ const (
 type Message struct {
 	// Binary selects a binary frame (WebSocket) instead of a text frame.
 	Binary bool
-	// Data is the complete application message (one Phoenix frame).
+	// Data is the complete application message (one Phoenix frame), or
+	// its first part when Tail is set.
 	Data []byte
+	// Tail, when set, is the rest of the message: a large part that many
+	// messages share by reference. A presence_state to a wave of joiners
+	// differs only in the join_ref at its front, so each joiner's message
+	// is a few dozen bytes of Data and one Tail holds the state for all of
+	// them: the state exists once however many joiners queue it. Only
+	// Tail.Data is used; transports frame it once for every message that
+	// shares it (WebSocket: a continuation frame).
+	Tail *Message
 
 	wire atomic.Pointer[[]byte]
+}
+
+// Len is the message's size: Data plus the Tail's Data.
+func (m *Message) Len() int {
+	if m.Tail == nil {
+		return len(m.Data)
+	}
+	return len(m.Data) + len(m.Tail.Data)
+}
+
+// Bytes returns the whole message: Data itself, or a copy of Data and the
+// Tail's Data together (for transports that keep one buffer per message,
+// and tests).
+func (m *Message) Bytes() []byte {
+	if m.Tail == nil {
+		return m.Data
+	}
+	return append(append(make([]byte, 0, m.Len()), m.Data...), m.Tail.Data...)
 }
 
 // NewText returns a text message holding b (not copied).

@@ -352,13 +352,18 @@ func minRSS(ctx context.Context, pid, n int) (int64, error) {
 }
 
 // VmRSS reads /proc/<pid>/status VmRSS in bytes.
-func VmRSS(pid int) (int64, error) {
+func VmRSS(pid int) (int64, error) { return procStatus(pid, "VmRSS:") }
+
+// VmHWM returns a process's peak resident set size so far, in bytes.
+func VmHWM(pid int) (int64, error) { return procStatus(pid, "VmHWM:") }
+
+func procStatus(pid int, field string) (int64, error) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
 		return 0, err
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(line, field); ok {
 			f := strings.Fields(rest)
 			if len(f) != 2 || f[1] != "kB" {
 				break
@@ -370,5 +375,5 @@ func VmRSS(pid int) (int64, error) {
 			return kb << 10, nil
 		}
 	}
-	return 0, errors.New("VmRSS not found in /proc/" + strconv.Itoa(pid) + "/status")
+	return 0, errors.New(field + " not found in /proc/" + strconv.Itoa(pid) + "/status")
 }

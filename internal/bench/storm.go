@@ -18,8 +18,14 @@ type StormOptions struct {
 	// Workers is the number of client worker processes, all started at
 	// once; 0: one per 5000 connections.
 	Workers     int
-	Concurrency int    // dials in flight per worker
-	Topic       string // Phoenix topic, "%d" replaced by i%100; default bench:storm-%d (ephemeral)
+	Concurrency int // dials in flight per worker
+	// Topic is the Phoenix topic, "%d" replaced by i%100; default
+	// room:storm-%d (the default configuration: history and presence).
+	Topic string
+	// Topics, when set, replaces Topic: each system is measured once per
+	// topic, in order (e.g. room:lobby,bench:lobby compares presence with
+	// an ephemeral channel in one run).
+	Topics      []string
 	Systems     []string
 	FabricFlags []string      // extra `fabric serve` flags
 	Timeout     time.Duration // whole run
@@ -29,6 +35,7 @@ type StormOptions struct {
 // StormSystem is one system's result.
 type StormSystem struct {
 	System string `json:"system"`
+	Topic  string `json:"topic"`
 	N      int    `json:"n"`
 	Joined int64  `json:"joined"`
 	// Failed connections (no retries: each is a failed dial, handshake or
@@ -51,8 +58,11 @@ type StormSystem struct {
 	ServerCPUPerJoin float64 `json:"server_cpu_us_per_conn"`
 	RSSBefore        int64   `json:"rss_before_bytes"`
 	RSS              int64   `json:"rss_bytes"` // 1 s after all joined
-	RSSPerConn       float64 `json:"rss_per_conn_bytes"`
-	ClientsLost      int64   `json:"clients_lost"`
+	// PeakRSS is the server's VmHWM at that time: the most it ever held
+	// resident, the storm included.
+	PeakRSS     int64   `json:"peak_rss_bytes"`
+	RSSPerConn  float64 `json:"rss_per_conn_bytes"`
+	ClientsLost int64   `json:"clients_lost"`
 }
 
 // StormResult is the whole run: one JSON line.
@@ -66,6 +76,7 @@ type StormResult struct {
 	Workers     int                `json:"workers"`
 	Concurrency int                `json:"concurrency"`
 	Topic       string             `json:"topic"`
+	Topics      []string           `json:"topics,omitempty"`
 	FabricFlags []string           `json:"fabric_flags,omitempty"`
 	Systems     []StormSystem      `json:"systems"`
 	Ratios      map[string]float64 `json:"ratios,omitempty"` // first system / second
@@ -90,7 +101,10 @@ func Storm(ctx context.Context, o StormOptions) (*StormResult, error) {
 		o.Concurrency = 500
 	}
 	if o.Topic == "" {
-		o.Topic = "bench:storm-%d"
+		o.Topic = "room:storm-%d"
+	}
+	if len(o.Topics) == 0 {
+		o.Topics = []string{o.Topic}
 	}
 	if o.Timeout <= 0 {
 		o.Timeout = 5 * time.Minute
@@ -101,19 +115,26 @@ func Storm(ctx context.Context, o StormOptions) (*StormResult, error) {
 	if len(o.Systems) == 0 {
 		o.Systems = []string{SystemFabric, SystemNATSWS}
 	}
-	if _, err := subject.Map("fabric", o.Topic); err != nil {
-		return nil, fmt.Errorf("storm: %w", err)
+	for _, topic := range o.Topics {
+		if _, err := subject.Map("fabric", topic); err != nil {
+			return nil, fmt.Errorf("storm: %w", err)
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	res := &StormResult{Bench: "storm", Time: time.Now().UTC().Format(time.RFC3339), N: o.N, Workers: o.Workers,
-		Concurrency: o.Concurrency, Topic: o.Topic, FabricFlags: o.FabricFlags}
-	var err error
-	res.Systems, err = eachSystem(ctx, "storm", o.Systems, o.Timeout, func(sys string) (StormSystem, error) {
-		return stormOne(ctx, o, sys)
-	})
-	if err != nil {
-		return res, err
+		Concurrency: o.Concurrency, Topic: o.Topics[0], FabricFlags: o.FabricFlags}
+	if len(o.Topics) > 1 {
+		res.Topics = o.Topics
+	}
+	for _, topic := range o.Topics {
+		r, err := eachSystem(ctx, "storm", o.Systems, o.Timeout, func(sys string) (StormSystem, error) {
+			return stormOne(ctx, o, sys, topic)
+		})
+		res.Systems = append(res.Systems, r...)
+		if err != nil {
+			return res, err
+		}
 	}
 	if len(res.Systems) == 2 {
 		a, b := res.Systems[0], res.Systems[1]
@@ -122,13 +143,14 @@ func Storm(ctx context.Context, o StormOptions) (*StormResult, error) {
 		r.add("all_joined_s", a.AllJoinedS, b.AllJoinedS)
 		r.add("server_cpu_us_per_conn", a.ServerCPUPerJoin, b.ServerCPUPerJoin)
 		r.add("rss_per_conn", a.RSSPerConn, b.RSSPerConn)
+		r.add("peak_rss", float64(a.PeakRSS), float64(b.PeakRSS))
 		res.Ratios = r
 	}
 	return res, nil
 }
 
-func stormOne(ctx context.Context, o StormOptions, sys string) (StormSystem, error) {
-	res := StormSystem{System: sys, N: o.N}
+func stormOne(ctx context.Context, o StormOptions, sys, topic string) (StormSystem, error) {
+	res := StormSystem{System: sys, Topic: topic, N: o.N}
 	p := procOpts{Exe: o.Exe, Env: o.ExeEnv}
 	srv, err := startServer(ctx, p, sys, o.FabricFlags)
 	if err != nil {
@@ -141,7 +163,6 @@ func stormOne(ctx context.Context, o StormOptions, sys string) (StormSystem, err
 	if res.RSSBefore, err = VmRSS(srv.pid); err != nil {
 		return res, srv.wrap(err)
 	}
-	topic := o.Topic
 	if srv.mode == ModeNATSWS {
 		topic, _ = subject.Map("fabric", topic) // "%d" survives: '%' is escaped as =25
 		topic = unescapePercentD(topic)
@@ -191,6 +212,9 @@ func stormOne(ctx context.Context, o StormOptions, sys string) (StormSystem, err
 		return res, err
 	}
 	if res.RSS, err = VmRSS(srv.pid); err != nil {
+		return res, srv.wrap(err)
+	}
+	if res.PeakRSS, err = VmHWM(srv.pid); err != nil {
 		return res, srv.wrap(err)
 	}
 	if res.Joined > 0 {

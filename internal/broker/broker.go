@@ -185,6 +185,10 @@ type PresenceOptions struct {
 	// TTL is how long a gateway's members outlive its last message on the
 	// bus (heartbeats go every TTL/3).
 	TTL time.Duration
+	// MaxMembers and MaxStateBytes override the gateway's presence caps
+	// for the namespace (0: the gateway's; see gateway/presence).
+	MaxMembers    int
+	MaxStateBytes int
 }
 
 // Presence is implemented by brokers that carry presence between gateways.

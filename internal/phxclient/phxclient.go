@@ -266,6 +266,8 @@ func (c *Client) read() {
 		c.cond.Broadcast()
 		c.mu.Unlock()
 	}()
+	var frag []byte // a fragmented message so far (RFC 6455 §5.4)
+	var fragOp ws.OpCode
 	for {
 		c.conn.SetReadDeadline(time.Time{})
 		h, err := ws.ReadHeader(c.conn)
@@ -278,7 +280,19 @@ func (c *Client) read() {
 			c.push(Msg{Close: true, CloseCode: 1006})
 			return
 		}
-		switch h.OpCode {
+		op := h.OpCode
+		switch {
+		case op == ws.OpContinuation:
+			frag = append(frag, p...)
+			if !h.Fin {
+				continue
+			}
+			op, p, frag = fragOp, frag, nil
+		case !h.Fin && (op == ws.OpText || op == ws.OpBinary):
+			fragOp, frag = op, append(frag[:0], p...)
+			continue
+		}
+		switch op {
 		case ws.OpClose:
 			code := 1005
 			if len(p) >= 2 {

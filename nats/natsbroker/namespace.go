@@ -50,6 +50,14 @@ type Namespace struct {
 	// presence message (it heartbeats every TTL/3): the time a crashed
 	// gateway's members stay listed (default 15 s, minimum 1 s).
 	PresenceTTL time.Duration `yaml:"presence_ttl"`
+	// PresenceMaxMembers is the member cap of each channel: above it
+	// members get counts (fabric:presence_count) instead of the member
+	// list (default 1000; docs/presence.md).
+	PresenceMaxMembers int `yaml:"presence_max_members"`
+	// PresenceMaxStateBytes lowers the cap on a channel's encoded
+	// presence_state (default and ceiling: half the per-connection output
+	// budget, 128 KiB with the default --max-queue-bytes).
+	PresenceMaxStateBytes int `yaml:"presence_max_state_bytes"`
 }
 
 // Presence defaults.
@@ -103,8 +111,11 @@ func ValidateNamespaces(nss map[string]Namespace) error {
 		if ns.PushTimeout < 0 {
 			return fmt.Errorf("namespace %q: push_timeout must not be negative", name)
 		}
-		if !ns.Presence && (ns.PresenceMetaKey != "" || ns.PresenceTTL != 0) {
-			return fmt.Errorf("namespace %q: presence_meta_key and presence_ttl only apply with presence: true", name)
+		if !ns.Presence && (ns.PresenceMetaKey != "" || ns.PresenceTTL != 0 || ns.PresenceMaxMembers != 0 || ns.PresenceMaxStateBytes != 0) {
+			return fmt.Errorf("namespace %q: presence_meta_key, presence_ttl, presence_max_members and presence_max_state_bytes only apply with presence: true", name)
+		}
+		if ns.PresenceMaxMembers < 0 || ns.PresenceMaxStateBytes < 0 {
+			return fmt.Errorf("namespace %q: presence caps must not be negative", name)
 		}
 		if ns.PresenceTTL != 0 && ns.PresenceTTL < minPresenceTTL {
 			return fmt.Errorf("namespace %q: presence_ttl must be at least %s", name, minPresenceTTL)

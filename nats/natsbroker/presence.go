@@ -26,7 +26,8 @@ func (b *Broker) PresenceOptions(topic string) (broker.PresenceOptions, bool) {
 	if !ok || !c.Presence {
 		return broker.PresenceOptions{}, false
 	}
-	o := broker.PresenceOptions{MetaKey: c.PresenceMetaKey, TTL: c.PresenceTTL}
+	o := broker.PresenceOptions{MetaKey: c.PresenceMetaKey, TTL: c.PresenceTTL,
+		MaxMembers: c.PresenceMaxMembers, MaxStateBytes: c.PresenceMaxStateBytes}
 	if o.MetaKey == "" {
 		o.MetaKey = DefaultPresenceMetaKey
 	}

@@ -72,14 +72,16 @@ func (c *lpSession) Send(m *transport.Message) bool {
 	if !c.polled {
 		limit = c.srv.cfg.MaxBufferedUnpolled
 	}
-	if c.bufBytes+len(m.Data) > limit {
+	if c.bufBytes+m.Len() > limit {
 		c.mu.Unlock()
 		c.srv.overflows.Add(1)
 		c.end(transport.CloseSlowConsumer, false)
 		return false
 	}
-	c.buf = append(c.buf, m.Data)
-	c.bufBytes += len(m.Data)
+	// A poll answers each message as one JSON string, so a message with
+	// a shared Tail is joined here (a copy, counted against MaxBuffered).
+	c.buf = append(c.buf, m.Bytes())
+	c.bufBytes += m.Len()
 	if c.waiter != nil {
 		c.waiter.fire()
 	}

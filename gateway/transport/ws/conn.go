@@ -169,6 +169,10 @@ func (c *conn) closing() bool {
 // Send implements transport.Conn.
 func (c *conn) Send(m *transport.Message) bool {
 	b := m.Wire(buildFrame)
+	var tail []byte
+	if m.Tail != nil {
+		tail = m.Tail.Wire(buildTail)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.state != stateOpen {
@@ -177,11 +181,17 @@ func (c *conn) Send(m *transport.Message) bool {
 	// Only a socket that stopped taking bytes (EPOLLOUT armed) makes a
 	// slow consumer: frames merely waiting for the loop's next flush are
 	// a burst being coalesced, and shared with every other member.
-	if c.outArmed && c.out != nil && c.out.bytes+len(b) > c.l.s.cfg.MaxQueueBytes {
+	if c.outArmed && c.out != nil && c.out.bytes+len(b)+len(tail) > c.l.s.cfg.MaxQueueBytes {
 		c.closeLocked(transport.CloseSlowConsumer, "slow consumer")
 		return false
 	}
-	return c.writeLocked(b)
+	// Both fragments under one lock: nothing can come between them (a
+	// close frame may, which RFC 6455 allows inside a fragmented message).
+	ok := c.writeLocked(b)
+	if ok && tail != nil {
+		ok = c.writeLocked(tail)
+	}
+	return ok
 }
 
 // Close implements transport.Conn.

@@ -125,15 +125,37 @@ func appendFrameHeader(dst []byte, op byte, length int) []byte {
 }
 
 // buildFrame is the transport.Message.Wire builder: one allocation per
-// message, shared by every recipient.
+// message, shared by every recipient. A message with a Tail is sent as two
+// frames of one fragmented message (RFC 6455 §5.4): its Data as a first
+// fragment, then the Tail as a continuation frame that buildTail frames
+// once for every message sharing it.
 func buildFrame(m *transport.Message) []byte {
 	op := byte(opText)
 	if m.Binary {
 		op = opBinary
 	}
 	b := make([]byte, 0, 10+len(m.Data))
-	b = appendFrameHeader(b, op, len(m.Data))
+	if m.Tail != nil {
+		b = appendFragmentHeader(b, op, len(m.Data))
+	} else {
+		b = appendFrameHeader(b, op, len(m.Data))
+	}
 	return append(b, m.Data...)
+}
+
+// buildTail frames a shared Tail: the final continuation frame.
+func buildTail(m *transport.Message) []byte {
+	b := make([]byte, 0, 10+len(m.Data))
+	b = appendFrameHeader(b, opContinuation, len(m.Data))
+	return append(b, m.Data...)
+}
+
+// appendFragmentHeader appends the header of a first fragment (FIN clear).
+func appendFragmentHeader(dst []byte, op byte, length int) []byte {
+	n := len(dst)
+	dst = appendFrameHeader(dst, op, length)
+	dst[n] &^= 0x80
+	return dst
 }
 
 // closeFrame builds a close frame; the reason is truncated to fit the
