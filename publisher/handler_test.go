@@ -147,7 +147,7 @@ func TestHandlerProtobuf(t *testing.T) {
 	}
 }
 
-// reliability.md D29, case by case.
+// case by case (docs/http-api.md).
 func TestHandlerD29(t *testing.T) {
 	a := setupAPI(t)
 	valid, _ := proto.Marshal(&fabricv1.PublishRequest{Topic: "room:d29", Event: "x", Payload: []byte(`{}`)})

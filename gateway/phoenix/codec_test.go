@@ -22,7 +22,7 @@ type decodeCase struct {
 }
 
 var decodeCases = []decodeCase{
-	// --- v2 text, from phoenix-protocol.md §1.3 / §3.1 / §13
+	// --- v2 text, frames as phoenix.js 1.8 and Phoenix's server exchange them (docs/protocol.md)
 	{name: "v2 heartbeat", v: V2, data: `[null,"12","phoenix","heartbeat",{}]`,
 		want: Frame{JoinRef: Null, Ref: R("12"), Topic: "phoenix", Event: "heartbeat", Payload: []byte(`{}`)}},
 	{name: "v2 join", v: V2, data: `["5","5","room:1","phx_join",{"token":"t","offset":3}]`,
@@ -62,7 +62,7 @@ var decodeCases = []decodeCase{
 	{name: "v2 extra elements ignored", v: V2, data: `["1","2","t","e",{},"extra",{"x":[1]}]`,
 		want: Frame{JoinRef: R("1"), Ref: R("2"), Topic: "t", Event: "e", Payload: []byte(`{}`)}},
 
-	// --- v2 binary, golden bytes from phoenix-protocol.md §1.5
+	// --- v2 binary, golden bytes of Phoenix's binary serializer (phoenix.js serializer.js)
 	{name: "v2 binary push golden", v: V2, binary: true,
 		data: "\x00\x01\x02\x06\x03510room:1bin\x07\x07\x07",
 		want: Frame{JoinRef: R("5"), Ref: R("10"), Topic: "room:1", Event: "bin", Payload: []byte{7, 7, 7}, Binary: true}},

@@ -65,7 +65,7 @@ func errInvalid(reason string) error { return &ProtocolError{CloseInvalidPayload
 
 func decodeText(v Version, data []byte) (Frame, error) {
 	// Checked once for the whole text so the scanner can skip UTF-8 work;
-	// a text frame must be UTF-8 (RFC 6455), reliability.md D16.
+	// a text frame must be UTF-8 (RFC 6455 §5.6: close 1007).
 	if !utf8.Valid(data) {
 		return Frame{}, errInvalid("text frame is not valid UTF-8")
 	}
@@ -80,7 +80,7 @@ func decodeText(v Version, data []byte) (Frame, error) {
 		return Frame{}, errInvalid("malformed message")
 	}
 	// Without a ref and a topic a reply cannot be addressed, so the only
-	// remaining answer is closing the connection (D21). Any JSON value is
+	// remaining answer is closing the connection (docs/configuration.md, errors a client can see). Any JSON value is
 	// a ref, as in Phoenix.
 	if m.f[fRef].kind == kAbsent {
 		return Frame{}, errInvalid("ref missing")

@@ -16,6 +16,6 @@
 // returns. Encoders are append-style so callers can reuse buffers.
 //
 // The wire formats are specified in the shared design docs,
-// docs/phoenix-protocol.md §1 "Transports and serialization" and §3 "Event
-// catalogue"; the error handling follows docs/reliability.md rows D16–D21.
+// docs/protocol.md and the serializer of phoenix.js 1.8; the error handling
+// is the table "Errors a client can see" in docs/configuration.md.
 package phoenix

@@ -148,7 +148,7 @@ func (e *ProtocolError) Error() string {
 // BadRequestError means the message is valid JSON with a readable ref and
 // topic but the wrong shape. The session answers it with a phx_reply error
 // {"reason":"bad_request"} echoing JoinRef/Ref/Topic and keeps the
-// connection (reliability.md D21), so one buggy push does not cost the
+// connection (docs/configuration.md, errors a client can see), so one buggy push does not cost the
 // client all of its channels.
 type BadRequestError struct {
 	JoinRef, Ref Ref

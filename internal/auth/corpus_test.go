@@ -107,7 +107,7 @@ func buildCorpus(t *testing.T, e *corpusEnv) []corpusCase {
 		{"PS256 vs PEM", e.pk, sign(t, jwt.SigningMethodPS256, k.rsa, nil, g), inv},
 		{"ES384", e.pk, sign(t, jwt.SigningMethodES384, k.ec384, nil, g), inv},
 		{"HS256 with oct JWK secret", e.jwks, sign(t, jwt.SigningMethodHS256, testSecret, m{"kid": "oct1"}, g), inv},
-		// kid (D12)
+		// kid
 		{"unknown kid", e.jwks, kidTok("nope"), inv},
 		{"kid 129 bytes", e.jwks, kidTok(strings.Repeat("k", 129)), inv},
 		{"kid 4 KB", e.jwks, kidTok(strings.Repeat("k", 4000)), inv},
@@ -146,14 +146,14 @@ func buildCorpus(t *testing.T, e *corpusEnv) []corpusCase {
 		{"exp null", e.hs, litHS(`{"sub":"alice","exp":null}`), inv},
 		{"exp string", e.hs, hs(with(g, "exp", "tomorrow")), inv},
 		{"exp bool", e.hs, hs(with(g, "exp", true)), inv},
-		// iss / aud (D10)
+		// iss / aud
 		{"wrong aud", e.claim, hs(with(g, "iss", "https://issuer.example", "aud", "other")), inv},
 		{"wrong aud array", e.claim, hs(with(g, "iss", "https://issuer.example", "aud", []string{"x", "y"})), inv},
 		{"missing aud", e.claim, hs(with(g, "iss", "https://issuer.example")), inv},
 		{"wrong iss", e.claim, hs(with(g, "iss", "https://evil.example", "aud", "fabric")), inv},
 		{"missing iss", e.claim, hs(with(g, "aud", "fabric")), inv},
 		{"wrong aud and expired", e.claim, hs(with(g, "iss", "https://issuer.example", "aud", "other", "exp", now.Add(-time.Hour).Unix())), inv},
-		// structure and encoding (D11)
+		// structure and encoding
 		{"1 segment", e.hs, vh, inv},
 		{"2 segments", e.hs, vh + "." + vp, inv},
 		{"4 segments", e.hs, valid + "." + vs, inv},

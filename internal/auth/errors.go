@@ -49,7 +49,7 @@ var (
 
 // ErrNoKeys is returned by New when the Config names no key source at all
 // (no Secret, no PublicKeyPEMs, no JWKSURL). It is not an authentication
-// failure: it tells the caller to run in anonymous mode (design.md §3.5) or
+// failure: it tells the caller to run in anonymous mode (docs/configuration.md) or
 // to refuse to start.
 var ErrNoKeys = errors.New("auth: no verification key configured (anonymous mode)")
 

@@ -28,7 +28,7 @@ const MaxExtractSize = 64 << 10
 // through to a weaker source. It never modifies r.
 //
 // For LongPoll, where the last "token" query value may be the session token
-// (phoenix-protocol.md §7.1), call with allowQuery false and use
+// (phoenix.js 1.8 sends authToken as a Sec-WebSocket-Protocol entry and, on LongPoll, the X-Phoenix-AuthToken header), call with allowQuery false and use
 // FromQueryValues on the values the gateway left for the user.
 func FromRequest(r *http.Request, allowQuery bool) (string, error) {
 	if r == nil {

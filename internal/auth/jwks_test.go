@@ -42,7 +42,7 @@ func waitIdle(t *testing.T, v *Verifier) {
 	t.Fatal("JWKS fetch still in flight")
 }
 
-// D13: a new kid is accepted after one refresh; a removed kid is rejected
+// A new kid is accepted after one refresh; a removed kid is rejected
 // once the cache has refreshed.
 func TestJWKSRotation(t *testing.T) {
 	k := tk(t)
@@ -98,7 +98,7 @@ func TestJWKSRotation(t *testing.T) {
 	}
 }
 
-// D12: 1,000 tokens with random well-formed kids cause at most one fetch
+// 1,000 tokens with random well-formed kids cause at most one fetch
 // per rate window; malformed kids cause none.
 func TestJWKSUnknownKidBurst(t *testing.T) {
 	k := tk(t)
@@ -164,7 +164,7 @@ func TestJWKSUnknownKidBurst(t *testing.T) {
 	}
 }
 
-// D12: a slow JWKS server does not make Verify wait past its deadline
+// A slow JWKS server does not make Verify wait past its deadline
 // (the context's, or LookupTimeout), and the detached fetch ends cleanly.
 func TestJWKSSlowServer(t *testing.T) {
 	base := runtime.NumGoroutine()

@@ -38,7 +38,7 @@ type MintClaims struct {
 //
 // The token is meant to be usable as a phoenix.js authToken, which travels
 // as standard base64 in Sec-WebSocket-Protocol, where '/' is not allowed
-// (phoenix-protocol.md §2.1). For a compact JWT (only [A-Za-z0-9_.-]) the
+// (phoenix.js 1.8: base64url.bearer.phx.<token> as a subprotocol). For a compact JWT (only [A-Za-z0-9_.-]) the
 // encoding cannot produce '/' or '+': those need an input byte whose low six
 // bits are 0x3e or 0x3f, i.e. '>', '?', '~' or non-ASCII. Mint nevertheless
 // checks and, should it ever happen (a future change of encoding), re-mints

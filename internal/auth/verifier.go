@@ -204,7 +204,7 @@ const (
 )
 
 // IsType reports whether the token is of kind typ. A token without "typ" is a
-// connection token, so it is TypeConnect and nothing else (D10: a connection
+// connection token, so it is TypeConnect and nothing else (a connection
 // token is never accepted as a join or publisher token).
 func (c *Claims) IsType(typ string) bool {
 	if c.Type == "" {
@@ -285,7 +285,7 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
 }
 
 // precheck refuses, without allocating, anything that is not three
-// non-empty base64url segments within the size limit (D11).
+// non-empty base64url segments within the size limit.
 func precheck(token string, maxSize int) error {
 	if len(token) > maxSize {
 		return invalid("token too large")
@@ -365,7 +365,7 @@ var (
 )
 
 // validKid accepts 1..128 printable ASCII characters without '/', '\',
-// quotes or "..": a kid is an opaque name, never a path or markup (D12).
+// quotes or "..": a kid is an opaque name, never a path or markup.
 func validKid(kid string) error {
 	if kid == "" || len(kid) > maxKidLen {
 		return errBadKid

@@ -15,7 +15,7 @@ import (
 // Replay reads history with JetStream Direct Get ($JS.API.DIRECT.GET.<stream>):
 // a stateless request any current replica answers, with no consumer and no
 // Raft proposal per client. nats.go has no batch form, so the request is
-// written here (see nats-notes.md §2.2).
+// written here (docs/history.md).
 
 type directReq struct {
 	Seq        uint64 `json:"seq,omitempty"`
@@ -123,7 +123,7 @@ func (b *Broker) Replay(ctx context.Context, topic string, from broker.Position,
 }
 
 // page reads up to max messages on subj after offset n, checking that none
-// was lost in between (the anchor check of nats-notes.md §2.4).
+// was lost in between (the anchor check, docs/history.md).
 func (b *Broker) page(ctx context.Context, ns *nsState, topic, subj string, n uint64, max int) (broker.Page, error) {
 	if max <= 0 {
 		max = 256

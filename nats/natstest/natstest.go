@@ -1,5 +1,5 @@
 // Package natstest gives tests a real in-process nats-server, so tests of
-// NATS-facing code never need a mock (design.md §5).
+// NATS-facing code never need a mock.
 package natstest
 
 import (

@@ -75,7 +75,7 @@ func nextN(t *testing.T, c *phxclient.Client, topic, event string, n int) ([]int
 	return is, offs
 }
 
-// D28 at the wire: every resume outcome a client can see.
+// At the wire: every resume outcome a client can see.
 func TestResumeOutcomes(t *testing.T) {
 	f := startFabric(t, func(c *app.Config) {
 		c.Namespaces = map[string]natsbroker.Namespace{"room": {History: true, MaxMsgsPerChannel: 10}}

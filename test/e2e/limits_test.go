@@ -16,7 +16,7 @@ import (
 	"github.com/fabric-rt/fabric/internal/phxclient"
 )
 
-// D14: handshakes sent at a crawl are cut at the handshake deadline while
+// Handshakes sent at a crawl are cut at the handshake deadline while
 // healthy clients still connect.
 func TestSlowHandshakesAreCut(t *testing.T) {
 	f := startFabric(t, func(c *app.Config) { c.HandshakeTimeout = time.Second })

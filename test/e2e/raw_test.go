@@ -51,7 +51,7 @@ func TestV1Client(t *testing.T) {
 	if got, _ := base64.StdEncoding.DecodeString(b64.Base64); !bytes.Equal(got, []byte{1, 2, 3}) {
 		t.Fatalf("v1 base64 payload %s", m.Payload)
 	}
-	// D20: a binary frame to the v1 JSON serializer closes with 1003.
+	// A binary frame to the v1 JSON serializer closes with 1003.
 	c.WriteFrame(ws.OpBinary, []byte{0, 0, 0, 0, 0})
 	m, err = c.NextMatch(wait, func(m phxclient.Msg) bool { return m.Close })
 	if err != nil || m.CloseCode != 1003 {
@@ -95,7 +95,7 @@ func TestDuplicateJoinLeavesOneDeliveryPath(t *testing.T) {
 }
 
 // Bad input after the upgrade gets an error reply and keeps the connection
-// (reliability.md D21, D22, D26) or the documented close code.
+// (docs/configuration.md, errors a client can see) or the documented close code.
 func TestBadInputAfterUpgrade(t *testing.T) {
 	f := startFabric(t, nil)
 	c := f.dial(phoenix.V2, phxclient.Options{})
@@ -117,10 +117,10 @@ func TestBadInputAfterUpgrade(t *testing.T) {
 		return r.Status, r.Response.Reason
 	}
 	cases := []struct{ raw, ref, status, reason string }{
-		{`["1","1","room:never","new_msg",{}]`, "1", "error", "unmatched topic"},      // D22
-		{`["2","2","room:x","new_msg"]`, "2", "error", "bad_request"},                 // D21: 4 elements
-		{`["3","3","room:x",42,{}]`, "3", "error", "bad_request"},                     // D21: event not a string
-		{`["4","4","room:*","phx_join",{}]`, "4", "error", "invalid_topic"},           // D26
+		{`["1","1","room:never","new_msg",{}]`, "1", "error", "unmatched topic"},
+		{`["2","2","room:x","new_msg"]`, "2", "error", "bad_request"}, // 4 elements
+		{`["3","3","room:x",42,{}]`, "3", "error", "bad_request"},     // event not a string
+		{`["4","4","room:*","phx_join",{}]`, "4", "error", "invalid_topic"},
 		{`["5","5","room:","phx_join",{}]`, "5", "error", "invalid_topic"},            // empty segment
 		{`["6","6","room:>","phx_join",{}]`, "6", "error", "invalid_topic"},           // wildcard segment
 		{`["7","7","room:\r\nPUB x 1","phx_join",{}]`, "7", "error", "invalid_topic"}, // control characters
@@ -135,8 +135,8 @@ func TestBadInputAfterUpgrade(t *testing.T) {
 			t.Errorf("%s: got %s/%q, want %s/%q", tc.raw, status, reason, tc.status, tc.reason)
 		}
 	}
-	// The dotted and spaced topics of D26 are escaped, not refused
-	// (design.md §3.3): they map to single tokens, never to separators.
+	// Dotted and spaced topics are escaped, not refused
+	// (docs/channels.md): they map to single tokens, never to separators.
 	for _, topic := range []string{"room:a.b", "room: a"} {
 		if s, _, err := c.JoinWait(topic, nil, wait); s != "ok" || err != nil {
 			t.Fatalf("join %q: %s %v", topic, s, err)
@@ -148,7 +148,7 @@ func TestBadInputAfterUpgrade(t *testing.T) {
 	if n := f.interest("fabric_live.room.a.b"); n != 0 {
 		t.Fatalf("room:a.b created a separator: %d subscriptions on fabric.room.a.b", n)
 	}
-	// D21: JSON from which nothing can be attributed closes with 1007.
+	// JSON from which nothing can be attributed closes with 1007.
 	c.WriteFrame(ws.OpText, []byte(`{"not":"an array"}`))
 	m, err := c.NextMatch(wait, func(m phxclient.Msg) bool { return m.Close })
 	if err != nil || m.CloseCode != 1007 {

@@ -4,7 +4,7 @@
 // a session, so the Phoenix session above it is the same one WebSocket uses.
 // It imports only the standard library and the transport package.
 //
-// # Wire protocol (phoenix-protocol.md §7, §13 cases 18–23)
+// # Wire protocol (phoenix.js 1.8 longpoll.js; docs/channels.md)
 //
 // Every request carries the user's params, vsn=2.0.0 and, once a session
 // exists, token=<session token>. The session token is the LAST `token` query

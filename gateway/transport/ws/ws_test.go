@@ -222,23 +222,23 @@ func TestBadFramesCloseWithCode(t *testing.T) {
 		send func(t *testing.T, c net.Conn)
 		code int
 	}{
-		{"D16 invalid UTF-8", func(t *testing.T, c net.Conn) { sendFrame(c, true, 0, ws.OpText, true, []byte{0xff, 0xfe}) }, 1007},
-		{"D17 unmasked", func(t *testing.T, c net.Conn) { sendFrame(c, true, 0, ws.OpText, false, []byte("hi")) }, 1002},
-		{"D17 reserved opcode 3", func(t *testing.T, c net.Conn) { sendFrame(c, true, 0, 3, true, nil) }, 1002},
-		{"D17 reserved opcode 0xB", func(t *testing.T, c net.Conn) { sendFrame(c, true, 0, 0xB, true, nil) }, 1002},
-		{"D17 RSV1", func(t *testing.T, c net.Conn) { sendFrame(c, true, 4, ws.OpText, true, []byte("x")) }, 1002},
-		{"D18 ping 126 bytes", func(t *testing.T, c net.Conn) { sendFrame(c, true, 0, ws.OpPing, true, make([]byte, 126)) }, 1002},
-		{"D18 fragmented ping", func(t *testing.T, c net.Conn) { sendFrame(c, false, 0, ws.OpPing, true, []byte("x")) }, 1002},
-		{"D18 1-byte close", func(t *testing.T, c net.Conn) { sendFrame(c, true, 0, ws.OpClose, true, []byte{3}) }, 1002},
-		{"D18 close 1005", func(t *testing.T, c net.Conn) {
+		{"invalid UTF-8", func(t *testing.T, c net.Conn) { sendFrame(c, true, 0, ws.OpText, true, []byte{0xff, 0xfe}) }, 1007},
+		{"unmasked", func(t *testing.T, c net.Conn) { sendFrame(c, true, 0, ws.OpText, false, []byte("hi")) }, 1002},
+		{"reserved opcode 3", func(t *testing.T, c net.Conn) { sendFrame(c, true, 0, 3, true, nil) }, 1002},
+		{"reserved opcode 0xB", func(t *testing.T, c net.Conn) { sendFrame(c, true, 0, 0xB, true, nil) }, 1002},
+		{"RSV1", func(t *testing.T, c net.Conn) { sendFrame(c, true, 4, ws.OpText, true, []byte("x")) }, 1002},
+		{"ping 126 bytes", func(t *testing.T, c net.Conn) { sendFrame(c, true, 0, ws.OpPing, true, make([]byte, 126)) }, 1002},
+		{"fragmented ping", func(t *testing.T, c net.Conn) { sendFrame(c, false, 0, ws.OpPing, true, []byte("x")) }, 1002},
+		{"1-byte close", func(t *testing.T, c net.Conn) { sendFrame(c, true, 0, ws.OpClose, true, []byte{3}) }, 1002},
+		{"close 1005", func(t *testing.T, c net.Conn) {
 			sendFrame(c, true, 0, ws.OpClose, true, []byte{0x03, 0xED})
 		}, 1002},
-		{"D18 close 999", func(t *testing.T, c net.Conn) { sendFrame(c, true, 0, ws.OpClose, true, []byte{0x03, 0xE7}) }, 1002},
-		{"D19 70000-byte frame", func(t *testing.T, c net.Conn) {
+		{"close 999", func(t *testing.T, c net.Conn) { sendFrame(c, true, 0, ws.OpClose, true, []byte{0x03, 0xE7}) }, 1002},
+		{"70000-byte frame", func(t *testing.T, c net.Conn) {
 			h := ws.Header{Fin: true, OpCode: ws.OpText, Length: 70000, Masked: true}
 			ws.WriteHeader(c, h) // header only: the cap is checked before buffering
 		}, 1009},
-		{"D19 10000 fragments", frag, 1009},
+		{"10000 fragments", frag, 1009},
 		{"continuation without start", func(t *testing.T, c net.Conn) {
 			sendFrame(c, true, 0, ws.OpContinuation, true, []byte("x"))
 		}, 1002},
@@ -273,7 +273,7 @@ func TestHandshakeErrors(t *testing.T) {
 		}
 		return resp
 	}
-	// D15: missing key → 400; version 8 → 426 naming version 13.
+	// Missing key → 400; version 8 → 426 naming version 13.
 	if r := req("Sec-WebSocket-Version: 13\r\n"); r.StatusCode != 400 {
 		t.Fatalf("missing key: %d", r.StatusCode)
 	}
