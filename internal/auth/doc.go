@@ -46,7 +46,13 @@
 //
 // # JWKS rotation
 //
-// The key set is fetched lazily on the first lookup, and again:
+// Each JWK is parsed and validated by github.com/MicahParks/jwkset, and a
+// token's kid is resolved by github.com/MicahParks/keyfunc/v3 over a jwkset
+// memory store; a JWK without "alg" is stored with the one algorithm of its
+// type so keyfunc's alg check always applies. When to fetch is decided here
+// (keyfunc's HTTP refresh would fetch in New, inside a caller's deadline and
+// from a goroutine that outlives the Verifier). The key set is fetched lazily
+// on the first lookup, and again:
 //   - in the background when it is older than Config.JWKSRefresh (default
 //     5 min); the cached key answers meanwhile, so a key removed from the set
 //     stops verifying once that refresh has landed;

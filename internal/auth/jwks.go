@@ -2,21 +2,21 @@ package auth
 
 import (
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
 	"crypto/rsa"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
+	"maps"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/MicahParks/jwkset"
+	"github.com/MicahParks/keyfunc/v3"
+	"github.com/golang-jwt/jwt/v5"
 )
 
 const (
@@ -25,13 +25,16 @@ const (
 	jwksFetchWindow = 10 * time.Second
 )
 
-// jwk is one usable verification key from a JWKS document.
-type jwk struct {
-	alg string // the algorithm the key is for (the JWK's "alg", or implied by its type)
-	key crypto.PublicKey
-}
-
-// jwksCache is a small JWKS client with these rules:
+// jwksCache is the JWKS client. keyfunc/v3, over a jwkset memory store,
+// turns a token's kid into a key and refuses a JWK whose "alg" differs from
+// the token's; jwkset parses and validates each JWK. What stays here is when
+// to fetch, because keyfunc's own HTTP storage (keyfunc.NewDefaultOverrideCtx)
+// fetches synchronously in its constructor, refreshes from a ticker goroutine
+// that lives until a context ends, and refetches for an unknown kid inside
+// the caller's context behind a wall-clock rate.Limiter. That would block New
+// on the network, let one impatient caller abort the fetch every other caller
+// waits for (and leave the rest of the rate window without keys), and give
+// each Verifier a goroutine it has no Close to stop. So:
 //   - keys are fetched lazily, on the first Verify that needs one;
 //   - a known kid is answered from memory; when the set is older than
 //     refresh, a background fetch is started and the cached key is used
@@ -50,8 +53,10 @@ type jwksCache struct {
 	timeout   time.Duration
 	now       func() time.Time
 
+	store *jwkset.MemoryJWKSet
+	kf    keyfunc.Keyfunc
+
 	mu        sync.Mutex
-	keys      map[string]jwk
 	loadedAt  time.Time // last successful fetch
 	lastFetch time.Time // start of the last fetch attempt
 	inflight  *jwksFetch
@@ -70,23 +75,37 @@ var (
 	errAlgMismatch = errors.New("token alg differs from the key's alg")
 )
 
-// lookup returns the key for kid, which must be meant for alg.
-func (c *jwksCache) lookup(ctx context.Context, kid, alg string) (crypto.PublicKey, error) {
+func newJWKSCache(url string, client *http.Client, now func() time.Time) (*jwksCache, error) {
+	c := &jwksCache{url: url, client: client, now: now, store: jwkset.NewMemoryStorage()}
+	kf, err := keyfunc.New(keyfunc.Options{Storage: c.store})
+	if err != nil {
+		return nil, fmt.Errorf("auth: JWKS: %w", err)
+	}
+	c.kf = kf
+	return c, nil
+}
+
+// lookup returns the key named by t's kid (already validated), which must be
+// meant for t's alg.
+func (c *jwksCache) lookup(ctx context.Context, t *jwt.Token) (any, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	for attempt := 0; ; attempt++ {
+		key, err := c.kf.KeyfuncCtx(ctx)(t)
+		found := !errors.Is(err, jwkset.ErrKeyNotFound)
 		c.mu.Lock()
-		k, ok := c.keys[kid]
 		now := c.now()
-		if ok {
+		if found {
 			if now.Sub(c.loadedAt) >= c.refresh {
 				c.startLocked(now) // stale: refresh in the background
 			}
 			c.mu.Unlock()
-			if !algMatches(k.alg, alg) {
+			if err != nil {
+				// keyfunc's only other refusal for a stored key: its "alg"
+				// is not the token's ("use" was filtered by parseJWKS).
 				return nil, errAlgMismatch
 			}
-			return k.key, nil
+			return key, nil
 		}
 		if attempt > 0 {
 			c.mu.Unlock()
@@ -103,10 +122,6 @@ func (c *jwksCache) lookup(ctx context.Context, kid, alg string) (crypto.PublicK
 			return nil, errLookupWait
 		}
 	}
-}
-
-func algMatches(keyAlg, tokenAlg string) bool {
-	return keyAlg == tokenAlg || (keyAlg == "Ed25519" && tokenAlg == AlgEdDSA)
 }
 
 // startLocked returns the in-flight fetch, starts one if the rate limit
@@ -132,10 +147,13 @@ func (c *jwksCache) spawnLocked(now time.Time) *jwksFetch {
 func (c *jwksCache) run(f *jwksFetch) {
 	ctx, cancel := context.WithTimeout(context.Background(), jwksFetchWindow)
 	keys, err := c.fetch(ctx)
+	if err == nil {
+		// Replace, not merge: a key removed from the set stops verifying.
+		err = c.store.KeyReplaceAll(ctx, slices.Collect(maps.Values(keys)))
+	}
 	cancel()
 	c.mu.Lock()
 	if err == nil {
-		c.keys = keys
 		c.loadedAt = c.now()
 	}
 	f.err = err
@@ -161,7 +179,9 @@ func (c *jwksCache) forceRefresh(ctx context.Context) error {
 	}
 }
 
-func (c *jwksCache) fetch(ctx context.Context) (map[string]jwk, error) {
+// fetch is a plain GET rather than jwkset's HTTP storage: that one reads an
+// unbounded body and drops the whole set when one key fails to parse.
+func (c *jwksCache) fetch(ctx context.Context) (map[string]jwkset.JWK, error) {
 	c.fetches.Add(1)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url, nil)
 	if err != nil {
@@ -187,100 +207,74 @@ func (c *jwksCache) fetch(ctx context.Context) (map[string]jwk, error) {
 	return parseJWKS(body)
 }
 
-type rawJWK struct {
-	Kty string `json:"kty"`
-	Kid string `json:"kid"`
-	Alg string `json:"alg"`
-	Use string `json:"use"`
-	Crv string `json:"crv"`
-	N   string `json:"n"`
-	E   string `json:"e"`
-	X   string `json:"x"`
-	Y   string `json:"y"`
-}
-
-// parseJWKS keeps the usable signature keys of a JWK Set. Keys without a
-// valid kid, symmetric ("oct") keys, keys whose "use" is not "sig",
-// unsupported types or curves and malformed keys are skipped; the first key
-// of a duplicated kid wins.
-func parseJWKS(body []byte) (map[string]jwk, error) {
+// parseJWKS keeps the usable signature keys of a JWK Set, by kid. Keys
+// without a valid kid, symmetric ("oct") keys, keys whose "use" is not
+// "sig", unsupported types or curves, RSA keys outside 2048..8192 bits and
+// keys jwkset finds malformed are skipped, one by one, so one bad entry does
+// not cost the others; the first key of a duplicated kid wins. Only public
+// material is read, whatever the JWK carries.
+func parseJWKS(body []byte) (map[string]jwkset.JWK, error) {
 	var doc struct {
 		Keys []json.RawMessage `json:"keys"`
 	}
 	if err := json.Unmarshal(body, &doc); err != nil {
 		return nil, errors.New("auth: JWKS document is not a JSON key set")
 	}
-	out := make(map[string]jwk, len(doc.Keys))
+	out := make(map[string]jwkset.JWK, min(len(doc.Keys), maxJWKSKeys))
 	for _, raw := range doc.Keys {
 		if len(out) >= maxJWKSKeys {
 			break
 		}
-		var r rawJWK
-		if json.Unmarshal(raw, &r) != nil || validKid(r.Kid) != nil {
+		var jm jwkset.JWKMarshal
+		if json.Unmarshal(raw, &jm) != nil || validKid(jm.KID) != nil {
 			continue
 		}
-		if _, dup := out[r.Kid]; dup {
+		if _, dup := out[jm.KID]; dup {
 			continue
 		}
-		if r.Use != "" && r.Use != "sig" {
+		if jm.USE != "" && jm.USE != jwkset.UseSig {
 			continue
 		}
-		k, alg, err := r.publicKey()
+		alg := impliedAlg(jm.KTY, jm.CRV)
+		if alg == "" {
+			continue
+		}
+		switch jm.ALG {
+		case "":
+			// Bind the key to the one algorithm of its type (RFC 8725 §3.1):
+			// keyfunc checks a JWK's alg only when it has one.
+			jm.ALG = jwkset.ALG(alg)
+		case "Ed25519": // RFC 9864's fully specified name for EdDSA over Ed25519
+			if alg == AlgEdDSA {
+				jm.ALG = jwkset.AlgEdDSA
+			}
+		}
+		j, err := jwkset.NewJWKFromMarshal(jm, jwkset.JWKMarshalOptions{}, jwkset.JWKValidateOptions{})
 		if err != nil {
 			continue
 		}
-		if r.Alg != "" {
-			alg = r.Alg // a JWK's own alg binds it (D7); a mismatch never verifies
+		if a, err := algFor(j.Key()); err != nil || a != alg {
+			continue // RSA size bounds, P-256 only
 		}
-		out[r.Kid] = jwk{alg: alg, key: k}
+		if k, ok := j.Key().(*rsa.PublicKey); ok && (k.E < 3 || k.E&1 == 0 || k.E > 1<<31-1) {
+			continue
+		}
+		// A JWK's own alg binds it; a token with another alg never verifies.
+		out[jm.KID] = j
 	}
 	return out, nil
 }
 
-func b64url(s string) ([]byte, error) {
-	return base64.RawURLEncoding.Strict().DecodeString(s)
-}
-
-func (r *rawJWK) publicKey() (crypto.PublicKey, string, error) {
-	switch r.Kty {
-	case "RSA":
-		n, err1 := b64url(r.N)
-		e, err2 := b64url(r.E)
-		if err1 != nil || err2 != nil || len(e) == 0 || len(e) > 4 || len(n) > maxRSABits/8 {
-			return nil, "", errors.New("bad RSA JWK")
-		}
-		ev := new(big.Int).SetBytes(e)
-		if ev.Int64() < 3 || ev.Bit(0) == 0 {
-			return nil, "", errors.New("bad RSA exponent")
-		}
-		k := &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: int(ev.Int64())}
-		alg, err := algFor(k)
-		return k, alg, err
-	case "EC":
-		if r.Crv != "P-256" {
-			return nil, "", errors.New("unsupported curve")
-		}
-		x, err1 := b64url(r.X)
-		y, err2 := b64url(r.Y)
-		if err1 != nil || err2 != nil || len(x) != 32 || len(y) != 32 {
-			return nil, "", errors.New("bad EC JWK")
-		}
-		pt := append(append([]byte{4}, x...), y...)
-		k, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), pt)
-		if err != nil {
-			return nil, "", err
-		}
-		return k, AlgES256, nil
-	case "OKP":
-		if r.Crv != "Ed25519" {
-			return nil, "", errors.New("unsupported curve")
-		}
-		x, err := b64url(r.X)
-		if err != nil || len(x) != ed25519.PublicKeySize {
-			return nil, "", errors.New("bad Ed25519 JWK")
-		}
-		return ed25519.PublicKey(x), AlgEdDSA, nil
-	default: // "oct" and anything else: never from a remote set
-		return nil, "", errors.New("unsupported key type")
+// impliedAlg is the algorithm a JWK's type and curve can verify, or "" for
+// anything else (symmetric keys are never taken from a remote set).
+func impliedAlg(kty jwkset.KTY, crv jwkset.CRV) string {
+	switch {
+	case kty == jwkset.KtyRSA:
+		return AlgRS256
+	case kty == jwkset.KtyEC && crv == jwkset.CrvP256:
+		return AlgES256
+	case kty == jwkset.KtyOKP && crv == jwkset.CrvEd25519:
+		return AlgEdDSA
 	}
+	return ""
 }

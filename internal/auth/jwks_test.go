@@ -2,10 +2,14 @@ package auth
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"net/http"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -257,4 +261,55 @@ func mustJSON(v any) []byte {
 		panic(err)
 	}
 	return b
+}
+
+// What jwkset and keyfunc change in how a JWK Set is read, pinned so an
+// upgrade of either cannot change it silently: padded base64url members are
+// tolerated, private members are never kept, key_ops and x5u are validated,
+// and a JWK without "alg" still verifies only its type's algorithm.
+func TestJWKSParseByJwkset(t *testing.T) {
+	k := tk(t)
+	padded := rsaJWK("padded", "RS256", &k.rsa.PublicKey)
+	padded["n"] = padded["n"].(string) + "==" // 256-byte modulus: two pad characters
+	priv := ecJWK("ecpriv", "ES256", &k.ec.PublicKey)
+	priv["d"] = base64.RawURLEncoding.EncodeToString(k.ec.D.FillBytes(make([]byte, 32)))
+	badOps := rsaJWK("badops", "RS256", &k.rsa.PublicKey)
+	badOps["key_ops"] = []string{"launch"}
+	httpX5U := rsaJWK("x5u", "RS256", &k.rsa.PublicKey)
+	httpX5U["x5u"] = "http://127.0.0.1:1/cert.pem"
+	keys, err := parseJWKS(mustJSON(m{"keys": []m{padded, priv, badOps, httpX5U}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := keys["padded"]; !ok {
+		t.Error("padded base64url modulus refused")
+	}
+	if j, ok := keys["ecpriv"]; !ok {
+		t.Error("EC JWK with a private member refused")
+	} else if _, pub := j.Key().(*ecdsa.PublicKey); !pub {
+		t.Errorf("EC JWK with a private member kept as %T, want *ecdsa.PublicKey", j.Key())
+	}
+	for _, kid := range []string{"badops", "x5u"} {
+		if _, ok := keys[kid]; ok {
+			t.Errorf("%s: kept", kid)
+		}
+	}
+
+	clk := newClock(t0)
+	srv := newJWKSServer(t,
+		rsaJWK("rsa-noalg", "", &k.rsa.PublicKey),
+		edJWK("ed-new", "Ed25519", k.ed.Public().(ed25519.PublicKey)),
+	)
+	v, _ := newJWKSVerifier(t, srv, clk, 0)
+	ctx := context.Background()
+	if _, err := v.Verify(ctx, rsTok(t, clk, "rsa-noalg", k.rsa)); err != nil {
+		t.Fatalf("RS256 with an RSA JWK without alg: %v", err)
+	}
+	_, err = v.Verify(ctx, sign(t, jwt.SigningMethodES256, k.ec, m{"kid": "rsa-noalg"}, good(clk.Now())))
+	if Reason(err) != "invalid_token" || !strings.Contains(err.Error(), errAlgMismatch.Error()) {
+		t.Fatalf("ES256 token against an RSA JWK without alg: %v, want %q", err, errAlgMismatch)
+	}
+	if _, err := v.Verify(ctx, sign(t, jwt.SigningMethodEdDSA, k.ed, m{"kid": "ed-new"}, good(clk.Now()))); err != nil {
+		t.Fatalf(`EdDSA token against a JWK with alg "Ed25519": %v`, err)
+	}
 }

@@ -105,17 +105,15 @@ func New(cfg Config) (*Verifier, error) {
 		if !strings.HasPrefix(cfg.JWKSURL, "https://") && !strings.HasPrefix(cfg.JWKSURL, "http://") {
 			return nil, errors.New("auth: JWKSURL must be an http(s) URL")
 		}
-		c := &jwksCache{
-			url:       cfg.JWKSURL,
-			client:    cfg.HTTPClient,
-			refresh:   cfg.JWKSRefresh,
-			rateLimit: cfg.RefreshRateLimit,
-			timeout:   cfg.LookupTimeout,
-			now:       now,
+		client := cfg.HTTPClient
+		if client == nil {
+			client = &http.Client{Timeout: defaultHTTPTimeout}
 		}
-		if c.client == nil {
-			c.client = &http.Client{Timeout: defaultHTTPTimeout}
+		c, err := newJWKSCache(cfg.JWKSURL, client, now)
+		if err != nil {
+			return nil, err
 		}
+		c.refresh, c.rateLimit, c.timeout = cfg.JWKSRefresh, cfg.RefreshRateLimit, cfg.LookupTimeout
 		if c.refresh <= 0 {
 			c.refresh = DefaultJWKSRefresh
 		}
@@ -335,7 +333,7 @@ func (v *Verifier) key(ctx context.Context, t *jwt.Token) (any, error) {
 		return v.secret, nil // never a public key's bytes (HS/RS confusion)
 	}
 	if kid != "" && v.jwks != nil {
-		return v.jwks.lookup(ctx, kid, alg)
+		return v.jwks.lookup(ctx, t)
 	}
 	keys := v.static[alg]
 	switch len(keys) {
