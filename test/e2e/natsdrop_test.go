@@ -140,4 +140,8 @@ func TestNATSConnectionDropLosesNothing(t *testing.T) {
 	}
 }
 
-func natsUp(a *app.App) bool { return a.NATSConnected() }
+// natsUp is the gateway's own view of its NATS link (what /readyz and the
+// fail-fast paths read): nats.go reporting CONNECTED is not enough, since
+// the link counts as up again only once a probe round trip answered after
+// the reconnect, and until then pushes and publishes fail at once.
+func natsUp(a *app.App) bool { return a.NATSConnected() && a.NATSErr() == nil }
