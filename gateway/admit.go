@@ -34,7 +34,8 @@ type AuthConfig struct {
 	// Grants are extra patterns granted to every authenticated user
 	// ("user:{sub}"), from the namespace config.
 	Grants auth.Grants
-	// Leeway is added to a token's exp before the connection is closed.
+	// Leeway is added to a token's exp before the connection is closed;
+	// negative means none (auth.Config.Leeway's convention).
 	Leeway time.Duration
 }
 

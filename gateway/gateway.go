@@ -234,7 +234,10 @@ func (g *Gateway) newSession(c transport.Conn, v phoenix.Version, pol *policy, c
 		// A connection lives as long as its token: phoenix.js reconnects
 		// with a fresh one through its params/authToken function.
 		if e, ok := c.(transport.Expirer); ok {
-			e.ExpireAt(claims.ExpiresAt.Add(g.cfg.Auth.Leeway), transport.CloseTokenExpired, "token expired")
+			// A negative leeway means none (as for the verifier): added
+			// as is, -1ns put the deadline, kept in whole seconds, a
+			// second before exp.
+			e.ExpireAt(claims.ExpiresAt.Add(max(g.cfg.Auth.Leeway, 0)), transport.CloseTokenExpired, "token expired")
 		}
 	}
 	return s

@@ -308,6 +308,7 @@ func TestLeaveStormIsBatched(t *testing.T) {
 				t.Fatalf("before: %d listed, count %+v", len(a.view), a.count)
 			}
 			before := a.conn.Len()
+			settle(ta, tb) // A's sync request to B, sent when it first heard of B, is answered
 			n.mu.Lock()
 			bb.dead = true
 			n.mu.Unlock()

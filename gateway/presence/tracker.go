@@ -123,6 +123,15 @@ type Tracker struct {
 	// their members all flap out.
 	recent map[rejoinKey]*rejoin
 
+	// bg counts the goroutines that subscribe and sync (start, request):
+	// Close cancels ctx and waits for them, so none of them touches the
+	// bus after it. They are started with t.mu held and not once closing
+	// is set, so no start races Close's wait.
+	bg      sync.WaitGroup
+	ctx     context.Context
+	cancel  context.CancelFunc
+	closing bool
+
 	stop      chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
@@ -258,6 +267,7 @@ func New(cfg Config) *Tracker {
 	t := &Tracker{cfg: cfg, id: cfg.GatewayID, chans: map[string]*chanState{},
 		selfMark: []byte(`,"gw":` + string(encodeJSON(cfg.GatewayID)) + `,`),
 		stop:     make(chan struct{}), done: make(chan struct{})}
+	t.ctx, t.cancel = context.WithCancel(context.Background())
 	if cfg.manual {
 		close(t.done)
 	} else {
@@ -299,7 +309,7 @@ func (t *Tracker) Track(topic string, inst any, m Member) bool {
 			syncing: true, subscribing: true, lastTry: now}
 		ch.nextHB = now.Add(jitter(opts.TTL / 3))
 		t.chans[topic] = ch
-		go t.start(ch)
+		t.background(func() { t.start(ch) })
 	}
 	if _, dup := ch.local[inst]; dup {
 		t.mu.Unlock()
@@ -675,7 +685,6 @@ func (t *Tracker) housekeep(now time.Time) {
 	}
 	var pubs []pub
 	var unsubs []broker.Subscription
-	var starts []*chanState
 	t.mu.Lock()
 	for k, r := range t.recent {
 		// Full again: forgetting it changes nothing (the next join is
@@ -709,7 +718,7 @@ func (t *Tracker) housekeep(now time.Time) {
 		}
 		if ch.sub == nil && !ch.subscribing && now.Sub(ch.lastTry) >= 2*time.Second {
 			ch.subscribing, ch.lastTry = true, now
-			starts = append(starts, ch)
+			t.background(func() { t.start(ch) })
 		}
 	}
 	t.mu.Unlock()
@@ -719,9 +728,19 @@ func (t *Tracker) housekeep(now time.Time) {
 	for _, s := range unsubs {
 		s.Unsubscribe()
 	}
-	for _, ch := range starts {
-		go t.start(ch)
+}
+
+// background runs f on its own goroutine, counted in t.bg (t.mu held).
+// Once Close began it runs nothing: Close waits for what runs.
+func (t *Tracker) background(f func()) {
+	if t.closing {
+		return
 	}
+	t.bg.Add(1)
+	go func() {
+		defer t.bg.Done()
+		f()
+	}()
 }
 
 // dropRemote forgets a gateway's members of ch: leaves for local clients
@@ -739,7 +758,7 @@ func (t *Tracker) dropRemote(ch *chanState, id string) {
 // presence_state. On failure they get the local state and the subscription
 // is retried by housekeep.
 func (t *Tracker) start(ch *chanState) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(t.ctx, 5*time.Second)
 	defer cancel()
 	sub, err := t.cfg.Bus.PresenceSubscribe(ctx, ch.topic, func(msg []byte, reply func([]byte) error) {
 		t.receive(ch, msg, reply)
@@ -753,9 +772,9 @@ func (t *Tracker) start(ch *chanState) {
 		}
 		return
 	}
-	if err != nil {
+	if err != nil && t.ctx.Err() == nil { // not because Close cancelled it
 		t.cfg.Logger.Warn("presence: subscribe failed", "topic", ch.topic, "err", err)
-	} else {
+	} else if err == nil {
 		ch.sub = sub
 	}
 	t.mu.Unlock()
@@ -788,6 +807,13 @@ func (t *Tracker) Close() {
 	t.closeOnce.Do(func() {
 		close(t.stop)
 		<-t.done
+		// Subscriptions and sync requests under way end now (a request
+		// would otherwise wait out its window on a bus about to close).
+		t.mu.Lock()
+		t.closing = true
+		t.mu.Unlock()
+		t.cancel()
+		t.bg.Wait()
 		t.flush()
 		t.mu.Lock()
 		chans := t.chans
@@ -911,11 +937,11 @@ func (t *Tracker) receive(ch *chanState, data []byte, reply func([]byte) error) 
 	}
 	if ask && !ch.syncing && now.Sub(g.asked) >= time.Second {
 		g.asked = now
-		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		t.background(func() {
+			ctx, cancel := context.WithTimeout(t.ctx, 5*time.Second)
 			defer cancel()
 			t.request(ctx, ch, w.GW)
-		}()
+		})
 	}
 	t.mu.Unlock()
 }

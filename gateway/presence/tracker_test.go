@@ -3,6 +3,7 @@ package presence
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -243,6 +244,17 @@ func (c *client) keys() string {
 	return strings.Join(ks, " ")
 }
 
+// settle waits for the trackers' background syncs (a directed sync
+// request goes out on its own goroutine when a gateway is first heard
+// of). A test that then silences a gateway must not have its answer land
+// later: the answer counts as hearing from that gateway at the fake
+// clock's time when it lands, which postpones its expiry by a TTL.
+func settle(trs ...*Tracker) {
+	for _, tr := range trs {
+		tr.bg.Wait()
+	}
+}
+
 func waitSynced(t *testing.T, tr *Tracker, topic string) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
@@ -416,6 +428,7 @@ func TestClusterJoinLeaveAndExpiry(t *testing.T) {
 		t.Fatalf("heartbeats: a sees %s", a.keys())
 	}
 	// B dies silently: after its TTL its members leave A's clients.
+	settle(ta, tb)
 	n.mu.Lock()
 	bb.dead = true
 	n.mu.Unlock()
@@ -558,5 +571,59 @@ func TestKeysAndMetas(t *testing.T) {
 		if got := string(buildMeta("R", "", now, []byte(tc.params), "meta", 1024)); got != tc.want {
 			t.Errorf("meta of %.60s = %s, want %s", tc.params, got, tc.want)
 		}
+	}
+}
+
+// stallBus holds directed sync requests until their context ends, as a
+// NATS request waits out its window.
+type stallBus struct {
+	*fakeBus
+	entered chan struct{}
+	mu      sync.Mutex
+	ended   error // the held request's end (nil while it is held)
+}
+
+func (b *stallBus) PresenceRequest(ctx context.Context, topic string, req []byte, w time.Duration, h func([]byte) bool) error {
+	if !strings.Contains(string(req), `"to":`) {
+		return b.fakeBus.PresenceRequest(ctx, topic, req, w, h)
+	}
+	close(b.entered)
+	select {
+	case <-ctx.Done():
+	case <-time.After(30 * time.Second):
+	}
+	b.mu.Lock()
+	b.ended = fmt.Errorf("ended: %w", context.Cause(ctx))
+	b.mu.Unlock()
+	return ctx.Err()
+}
+
+// Close ends the sync requests under way and waits for them: none of the
+// tracker's goroutines uses the bus after Close returned.
+func TestCloseEndsSyncRequests(t *testing.T) {
+	n := newNet()
+	c := &clock{t: time.Unix(1000, 0)}
+	sb := &stallBus{fakeBus: &fakeBus{n: n, name: "A", ttl: 2 * time.Second}, entered: make(chan struct{})}
+	ta := New(Config{Bus: sb, GatewayID: "A", manual: true, now: c.now})
+	t.Cleanup(ta.Close)
+	tb, _ := newTracker(t, n, "B", c)
+	a := newClient()
+	ta.Track("room:q", a, a.member("room:q", "alice"))
+	waitSynced(t, ta, "room:q")
+	b := newClient()
+	tb.Track("room:q", b, b.member("room:q", "bob"))
+	waitSynced(t, tb, "room:q")
+	tb.flush() // A first hears of B: it asks B for its state
+	select {
+	case <-sb.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("A never asked B for its state")
+	}
+	ta.Close()
+	sb.mu.Lock()
+	ended := sb.ended
+	sb.mu.Unlock()
+	if !errors.Is(ended, context.Canceled) {
+		t.Fatalf("after Close the sync request is still under way (%v)", ended)
 	}
 }

@@ -121,20 +121,31 @@ func TestPhoenixJSAuthenticated(t *testing.T) {
 // fresh one through its params function and rejoins.
 func TestTokenExpiryClosesWith4001(t *testing.T) {
 	f := startAuthed(t, nil)
-	short := mint(t, auth.MintClaims{Subject: "bob", Channels: []string{"room:*"}, TTL: 2 * time.Second})
 	p := phxnode.Start(t)
+	p.State() // Node is up: its start-up is not taken out of the token's life
+	// exp has whole seconds (JWT NumericDate), so the token lives between
+	// TTL-1 s and TTL: enough, on a loaded machine, to connect and join
+	// before it expires (the gateway refuses an expired one with 401).
+	const ttl = 5 * time.Second
+	minted := time.Now()
+	exp := time.Unix(minted.Add(ttl).Unix(), 0)
+	short := mint(t, auth.MintClaims{Subject: "bob", Channels: []string{"room:*"}, TTL: ttl, Now: minted})
 	if err := p.Connect(f.socketURL(), map[string]any{"token": short}, map[string]any{"reconnectAfterMs": 100, "rejoinAfterMs": 100}); err != nil {
-		t.Fatal(err)
+		t.Fatalf("connect %v after minting (the token expires after %v): %v", time.Since(minted), exp.Sub(minted), err)
 	}
 	if s, _ := p.Join("room:exp", nil); s != "ok" {
-		t.Fatal(s)
+		t.Fatalf("join: %s, %v after minting (the token expires after %v)", s, time.Since(minted), exp.Sub(minted))
 	}
 	p.Drain(phxnode.Any)
 	// The app refreshes its token before the socket needs it again.
 	p.SetSocketParams(map[string]any{"token": mint(t, auth.MintClaims{Subject: "bob", Channels: []string{"room:*"}})})
-	closed := p.MustNext(10*time.Second, "close 4001", phxnode.IsEv("close"))
+	closed := p.MustNext(ttl+10*time.Second, "close 4001", phxnode.IsEv("close"))
 	if closed.Code != 4001 {
 		t.Fatalf("close code %d", closed.Code)
+	}
+	// Zero leeway: the socket lives until the token's exp, not less.
+	if now := time.Now(); now.Before(exp) {
+		t.Fatalf("closed %v before the token's exp", exp.Sub(now))
 	}
 	p.MustNext(10*time.Second, "reopen", phxnode.IsEv("open"))
 	p.MustNext(10*time.Second, "rejoin", func(e phxnode.Event) bool { return e.Ev == "join_reply" && e.Topic == "room:exp" })
