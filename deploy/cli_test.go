@@ -14,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -52,10 +51,7 @@ func fabricBinary(t *testing.T) string {
 			return
 		}
 		binPath = filepath.Join(binDir, "fabric")
-		gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
-		if _, err := os.Stat(gobin); err != nil {
-			gobin = "go"
-		}
+		gobin := "go" // go test puts its own toolchain's bin first on PATH
 		args := []string{"build", "-o", binPath}
 		if raceEnabled {
 			args = append(args, "-race")

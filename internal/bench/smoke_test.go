@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"testing"
 	"time"
 
@@ -30,9 +29,11 @@ func TestMain(m *testing.M) {
 				return 1
 			}
 			defer os.RemoveAll(dir)
+			// go test puts its own toolchain's bin first on PATH.
 			goTool, err := exec.LookPath("go")
 			if err != nil {
-				goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+				fmt.Fprintln(os.Stderr, err)
+				return 1
 			}
 			bin := filepath.Join(dir, "fabric")
 			out, err := exec.Command(goTool, "build", "-o", bin, "github.com/fabric-rt/fabric/cmd/fabric").CombinedOutput()
