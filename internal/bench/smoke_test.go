@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/fabric-rt/fabric/internal/proctest"
 )
 
@@ -45,6 +47,13 @@ func TestMain(m *testing.M) {
 		}
 		return m.Run()
 	}()
+	if code == 0 {
+		// Fail the run if a test left a goroutine behind (as goleak.VerifyTestMain).
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
 	os.Exit(code)
 }
 
