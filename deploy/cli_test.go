@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -35,6 +36,13 @@ var (
 
 func TestMain(m *testing.M) {
 	code := m.Run()
+	if code == 0 {
+		// Fail the run if a test left a goroutine behind (as goleak.VerifyTestMain).
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
 	if binDir != "" {
 		os.RemoveAll(binDir)
 	}
