@@ -14,13 +14,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -36,6 +36,13 @@ var (
 
 func TestMain(m *testing.M) {
 	code := m.Run()
+	if code == 0 {
+		// Fail the run if a test left a goroutine behind (as goleak.VerifyTestMain).
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
 	if binDir != "" {
 		os.RemoveAll(binDir)
 	}
@@ -52,10 +59,7 @@ func fabricBinary(t *testing.T) string {
 			return
 		}
 		binPath = filepath.Join(binDir, "fabric")
-		gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
-		if _, err := os.Stat(gobin); err != nil {
-			gobin = "go"
-		}
+		gobin := "go" // go test puts its own toolchain's bin first on PATH
 		args := []string{"build", "-o", binPath}
 		if raceEnabled {
 			args = append(args, "-race")

@@ -85,7 +85,8 @@ func (r *refusal) write(w http.ResponseWriter) {
 		w.Header().Set("Retry-After", strconv.Itoa(r.retryAfter))
 	}
 	w.WriteHeader(r.status)
-	json.NewEncoder(w).Encode(map[string]string{"reason": r.reason})
+	// A failed write means the client went away: nothing left to tell it.
+	_ = json.NewEncoder(w).Encode(map[string]string{"reason": r.reason})
 }
 
 // originAllowed checks the Origin header against the allow-list (exact

@@ -270,7 +270,7 @@ func (g *Gateway) Members(topic string) int { return g.hub.Members(topic) }
 // offset. It returns once the last batch was closed or ctx ended.
 func (g *Gateway) Drain(ctx context.Context, window time.Duration) {
 	lctx, cancel := context.WithTimeout(ctx, time.Second)
-	g.lp.Shutdown(lctx)
+	_ = g.lp.Shutdown(lctx) // only ctx's error: the drain goes on for WebSocket either way
 	cancel()
 	g.ws.Drain(ctx, window, transport.CloseServiceRestart)
 }

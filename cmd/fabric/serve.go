@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -156,13 +157,20 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 
 	<-ctx.Done()
 	logger.Info("shutting down", "timeout", shutdownTimeout)
-	// A second signal while we drain forces the exit.
+	// A second signal while we drain forces the exit. The watcher ends with
+	// serve: a process that runs serve more than once (tests) keeps none.
+	drained := make(chan struct{})
+	defer close(drained)
 	go func() {
 		sig := make(chan os.Signal, 1)
 		notifyAgain(sig)
-		<-sig
-		logger.Error("second signal: exiting now")
-		os.Exit(1)
+		defer signal.Stop(sig)
+		select {
+		case <-sig:
+			logger.Error("second signal: exiting now")
+			os.Exit(1)
+		case <-drained:
+		}
 	}()
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()

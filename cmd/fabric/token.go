@@ -49,7 +49,7 @@ func token(args, environ []string, stdout, stderr io.Writer) error {
 		k, v, _ := strings.Cut(kv, "=")
 		for _, name := range []string{"jwt-secret", "jwt-issuer", "jwt-audience"} {
 			if k == config.EnvName("FABRIC_", name) && !set[name] {
-				fs.Set(name, v)
+				_ = fs.Set(name, v) // string flags accept any value
 			}
 		}
 	}

@@ -27,7 +27,7 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer nc.Drain()
+	defer func() { _ = nc.Drain() }() // exiting anyway: nothing to do if draining fails
 	// A queue group: run as many copies as you like; each push is handled once.
 	_, err = nc.QueueSubscribe("fabric_in.game.>", "game-handlers", func(m *nats.Msg) {
 		event := m.Header.Get("Fabric-Event")
@@ -36,7 +36,9 @@ func main() {
 			reply := nats.NewMsg(m.Reply)
 			reply.Header.Set("Fabric-Status", "error")
 			reply.Data = []byte(`{"reason":"bad move"}`)
-			m.RespondMsg(reply)
+			if err := m.RespondMsg(reply); err != nil {
+				log.Print(err)
+			}
 			return
 		}
 		body, _ := json.Marshal(map[string]any{
@@ -45,7 +47,9 @@ func main() {
 			"user":     m.Header.Get("Fabric-Sub"),
 			"x":        move.X, "y": move.Y,
 		})
-		m.Respond(body)
+		if err := m.Respond(body); err != nil {
+			log.Print(err)
+		}
 	})
 	if err != nil {
 		log.Fatal(err)

@@ -43,10 +43,10 @@ func scanString(data []byte, i int) (end int, esc, ok bool) {
 			i++
 			continue
 		}
-		switch {
-		case c == '"':
+		switch c {
+		case '"':
 			return i + 1, esc, true
-		case c == '\\':
+		case '\\':
 			esc = true
 			i++
 			if i >= len(data) {

@@ -723,7 +723,7 @@ func (t *Tracker) housekeep(now time.Time) {
 	}
 	t.mu.Unlock()
 	for _, p := range pubs {
-		t.cfg.Bus.PresencePublish(p.topic, p.msg)
+		_ = t.cfg.Bus.PresencePublish(p.topic, p.msg) // best effort: peers' TTL covers a lost one
 	}
 	for _, s := range unsubs {
 		s.Unsubscribe()
@@ -821,7 +821,7 @@ func (t *Tracker) Close() {
 		t.mu.Unlock()
 		bye := t.encode(&wire{T: kindBye})
 		for topic, ch := range chans {
-			t.cfg.Bus.PresencePublish(topic, bye)
+			_ = t.cfg.Bus.PresencePublish(topic, bye) // best effort: peers' TTL covers a lost bye
 			if ch.sub != nil {
 				ch.sub.Unsubscribe()
 			}
@@ -889,7 +889,7 @@ func (t *Tracker) receive(ch *chanState, data []byte, reply func([]byte) error) 
 		}
 		ans := t.encode(&wire{T: kindState, Seq: ch.seq, TTL: ch.opts.TTL.Milliseconds(), State: groupsOf(ch.localState())})
 		t.mu.Unlock()
-		reply(ans)
+		_ = reply(ans) // the asker retries on its next sync
 		return
 	}
 	now := t.cfg.now()

@@ -341,7 +341,8 @@ func Start(cfg Config) (a *App, err error) {
 	}
 	// Upgrades skip net/http (see ws.SplitListener); the rest is served
 	// by it as usual.
-	go a.httpSrv.Serve(ws.SplitListener(a.httpLn, gateway.PathWebSocket, mux, hsTimeout, a.log))
+	split := ws.SplitListener(a.httpLn, gateway.PathWebSocket, mux, hsTimeout, a.log)
+	go a.serve(a.httpSrv, split, "http")
 
 	if cfg.OpsListen != "" && cfg.OpsListen != "off" {
 		a.opsLn, err = net.Listen("tcp", cfg.OpsListen)
@@ -349,7 +350,7 @@ func Start(cfg Config) (a *App, err error) {
 			return nil, fmt.Errorf("cannot listen on %s: %w", cfg.OpsListen, err)
 		}
 		a.opsSrv = &http.Server{Handler: a.opsHandler(), ReadHeaderTimeout: 5 * time.Second}
-		go a.opsSrv.Serve(a.opsLn)
+		go a.serve(a.opsSrv, a.opsLn, "ops")
 	}
 	a.ready.Store(true)
 	a.log.Info("fabric is serving",
@@ -901,5 +902,14 @@ func (a *App) Shutdown(ctx context.Context) error {
 func (a *App) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	a.Shutdown(ctx)
+	// close undoes a failed start: the error that caused it is the one returned.
+	_ = a.Shutdown(ctx)
+}
+
+// serve runs srv on ln until Shutdown; any other end is logged, as the
+// listener failing leaves the process up but deaf.
+func (a *App) serve(srv *http.Server, ln net.Listener, name string) {
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		a.log.Error("server stopped", "server", name, "err", err)
+	}
 }

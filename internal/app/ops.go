@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/pprof"
-	"net/url"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -49,14 +48,4 @@ func (a *App) notReady() string {
 		return a.NATSErr().Error()
 	}
 	return ""
-}
-
-// redactURL drops credentials from a NATS URL list before it is logged.
-func redactURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil || u.User == nil {
-		return s
-	}
-	u.User = url.User("redacted")
-	return u.String()
 }

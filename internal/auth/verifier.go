@@ -62,13 +62,12 @@ type Config struct {
 // Verifier checks tokens. It is safe for concurrent use and starts no
 // goroutine except a JWKS fetch while one is in flight.
 type Verifier struct {
-	secret    []byte
-	static    map[string][]crypto.PublicKey // by alg
-	jwks      *jwksCache
-	methods   []string
-	parser    *jwt.Parser
-	maxSize   int
-	issuerSet bool
+	secret  []byte
+	static  map[string][]crypto.PublicKey // by alg
+	jwks    *jwksCache
+	methods []string
+	parser  *jwt.Parser
+	maxSize int
 }
 
 // New validates cfg and builds a Verifier. With no key source at all it

@@ -302,7 +302,7 @@ func readReports(worker int, r io.Reader, out chan<- workerReport, stop <-chan s
 		select {
 		case out <- workerReport{Report: rep, worker: worker}:
 		case <-stop:
-			io.Copy(io.Discard, r)
+			_, _ = io.Copy(io.Discard, r) // unblock the worker; its output is no longer wanted
 			return
 		}
 	}

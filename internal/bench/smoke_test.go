@@ -9,9 +9,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 
 	"github.com/fabric-rt/fabric/internal/proctest"
 )
@@ -30,9 +31,11 @@ func TestMain(m *testing.M) {
 				return 1
 			}
 			defer os.RemoveAll(dir)
+			// go test puts its own toolchain's bin first on PATH.
 			goTool, err := exec.LookPath("go")
 			if err != nil {
-				goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+				fmt.Fprintln(os.Stderr, err)
+				return 1
 			}
 			bin := filepath.Join(dir, "fabric")
 			out, err := exec.Command(goTool, "build", "-o", bin, "github.com/fabric-rt/fabric/cmd/fabric").CombinedOutput()
@@ -44,6 +47,13 @@ func TestMain(m *testing.M) {
 		}
 		return m.Run()
 	}()
+	if code == 0 {
+		// Fail the run if a test left a goroutine behind (as goleak.VerifyTestMain).
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
 	os.Exit(code)
 }
 

@@ -75,7 +75,7 @@ func Dial(ctx context.Context, url string, v phoenix.Version, opts Options) (*Cl
 			}
 			c, err := nd.DialContext(ctx, network, addr)
 			if err == nil && opts.ReadBuffer > 0 {
-				c.(*net.TCPConn).SetReadBuffer(opts.ReadBuffer)
+				_ = c.(*net.TCPConn).SetReadBuffer(opts.ReadBuffer) // a hint: the default still works
 			}
 			return c, err
 		},
@@ -300,10 +300,10 @@ func (c *Client) read() {
 			}
 			c.push(Msg{Close: true, CloseCode: code})
 			// Complete the handshake like a browser would.
-			c.WriteFrame(ws.OpClose, p[:min(2, len(p))])
+			_ = c.WriteFrame(ws.OpClose, p[:min(2, len(p))]) // the server may already be gone
 			return
 		case ws.OpPing:
-			c.WriteFrame(ws.OpPong, p)
+			_ = c.WriteFrame(ws.OpPong, p) // a failed write ends the next read too
 		case ws.OpText:
 			m, err := decodeText(c.v, p)
 			if err != nil {

@@ -32,6 +32,7 @@ func setupHistory(t *testing.T, ns natsbroker.Namespace, mutate ...func(*natsbro
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(b.Close) // stops its drop watcher
 	if err := b.EnsureStreams(ctx(t)); err != nil {
 		t.Fatal(err)
 	}
@@ -75,6 +76,7 @@ func TestEnsureStreamsIdempotentAndConcurrent(t *testing.T) {
 			b, err := natsbroker.New(nc, natsbroker.Config{Namespaces: nss})
 			if err == nil {
 				err = b.EnsureStreams(context.Background())
+				b.Close()
 			}
 			errs <- err
 		}()
@@ -118,6 +120,7 @@ func TestNamespaceConfigErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(b.Close) // stops its drop watcher
 	if err := b.EnsureStreams(ctx(t)); err == nil {
 		t.Fatal("R3 on a single server was accepted")
 	}

@@ -48,18 +48,18 @@ func (b *Broker) subscribeLive(ctx context.Context, n *nsState, topic, subj stri
 	s.sub = sub
 	s.mu.Unlock()
 	if err := sub.SetPendingLimits(b.pendingMsgs, b.pendingBytes); err != nil {
-		s.Unsubscribe()
+		_ = s.Unsubscribe() // err is the one to report
 		return nil, err
 	}
 	// Subscribe first, then read the head: whatever is stored after the
 	// head arrives on the subscription (buffered until now) or is fetched.
 	if err := b.roundTrip(ctx); err != nil {
-		s.Unsubscribe()
+		_ = s.Unsubscribe() // err is the one to report
 		return nil, err
 	}
 	head, err := b.headOf(ctx, n, subj)
 	if err != nil {
-		s.Unsubscribe()
+		_ = s.Unsubscribe() // err is the one to report
 		return nil, err
 	}
 	s.mu.Lock()

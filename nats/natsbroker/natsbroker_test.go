@@ -35,6 +35,7 @@ func setup(t *testing.T) env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(b.Close) // stops its drop watcher
 	return env{b: b, nc: nc, pub: natstest.Connect(t, s)}
 }
 
@@ -124,6 +125,7 @@ func TestUnusableEventsDropped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(b.Close) // stops its drop watcher
 	pub := natstest.Connect(t, s)
 	ch := make(chan *broker.Message, 10)
 	if _, err := b.Subscribe(ctx(t), "room:lobby", func(m *broker.Message) { ch <- m }); err != nil {
@@ -247,6 +249,7 @@ func TestSubscribeRegistersInterestOnServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(b.Close) // stops its drop watcher
 	before := s.NATS().NumSubscriptions()
 	// No deadline on purpose: nats.go refuses to flush without one, so the
 	// broker must supply its own.
@@ -361,6 +364,7 @@ func TestSlowConsumerCounted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(b.Close) // stops its drop watcher
 	pub := natstest.Connect(t, s)
 	release := make(chan struct{})
 	var got atomic.Int64

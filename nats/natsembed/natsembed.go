@@ -98,8 +98,29 @@ func Start(cfg Config) (*Server, error) {
 	ns.SetLogger(lg, cfg.Debug, cfg.Trace)
 	ns.Start()
 
-	ready := make(chan bool, 1)
-	go func() { ready <- ns.ReadyForConnections(readyTimeout) }()
+	// The readiness poll runs in short steps so that a fatal error can stop
+	// it: one ReadyForConnections(readyTimeout) would outlive a failed Start
+	// by up to readyTimeout.
+	ready, stop := make(chan bool, 1), make(chan struct{})
+	go func() {
+		deadline := time.Now().Add(readyTimeout)
+		for {
+			if ns.ReadyForConnections(50 * time.Millisecond) {
+				ready <- true
+				return
+			}
+			select {
+			case <-stop:
+				ready <- false
+				return
+			default:
+			}
+			if time.Now().After(deadline) {
+				ready <- false
+				return
+			}
+		}
+	}()
 	select {
 	case ok := <-ready:
 		if ok {
@@ -109,6 +130,8 @@ func Start(cfg Config) (*Server, error) {
 		ns.WaitForShutdown()
 		return nil, fmt.Errorf("natsembed: server not ready for connections after %s", readyTimeout)
 	case msg := <-lg.fatal:
+		close(stop)
+		<-ready // the poll has ended
 		ns.Shutdown()
 		ns.WaitForShutdown()
 		return nil, fmt.Errorf("natsembed: %s", msg)

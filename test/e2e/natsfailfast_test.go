@@ -61,6 +61,8 @@ func TestDisconnectedPublishesFailFast(t *testing.T) {
 	}
 
 	proxy.restore()
+	// Connected is not enough: pushes are refused at once while the link
+	// monitor still holds the bus away, until its next probe answers.
 	eventually(t, 20*time.Second, "gateway reconnected", func() bool { return natsUp(f.App) })
 	if s, resp := push("after"); s != "ok" {
 		t.Fatalf("push after the reconnect: %s %s", s, resp)

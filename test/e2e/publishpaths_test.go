@@ -48,6 +48,7 @@ func TestEveryPublishPathReachesPhoenixJS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(pub.Close) // ends its connection-status watcher
 	res, err := pub.Publish(context.Background(), "room:paths", "lib", body("lib"))
 	if err != nil {
 		t.Fatal(err)

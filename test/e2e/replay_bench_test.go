@@ -38,10 +38,9 @@ func (c *countConn) RemoteAddr() string                { return "bench" }
 func (c *countConn) Backlog() int                      { return 0 }
 
 type replayEnv struct {
-	b      *natsbroker.Broker
-	epoch  string
-	offs   []uint64 // offsets of the published messages, in order
-	cancel func()
+	b     *natsbroker.Broker
+	epoch string
+	offs  []uint64 // offsets of the published messages, in order
 }
 
 func setupReplay(b *testing.B, topic string, n int) *replayEnv {

@@ -299,9 +299,9 @@ func runCut(t *testing.T, kind cutKind, cut time.Duration) {
 	// The gateway inside, with the default liveness settings.
 	g := &gateway{addr: ns.nsIP + ":4000", ops: ns.nsIP + ":4001", done: make(chan error, 1)}
 	g.cmd = exec.Command("ip", "netns", "exec", ns.name, fabricBin(t), "serve",
-		"--listen", g.addr, "--ops-listen", g.ops, "--allow-anonymous", "--allow-remote-ops",
+		"--listen", g.addr, "--ops-listen", g.ops, "--allow-anonymous", "--allow-remote-ops", // the ops port is on the namespace's veth, reached only from this test
 		"--nats-url", natsURL, "--data-dir", t.TempDir(), "--log-level", "warn",
-		"--join-rate", "0", "--push-rate", "0", "--max-connections-per-ip", "0", "--shutdown-timeout", "2s", "--drain-window", "0s")
+		"--join-rate", "0", "--push-rate", "0", "--max-connections-per-ip", "0", "--shutdown-timeout", "2s", "--drain-window", "0s") // all clients dial from this one address
 	g.cmd.Env = proctest.Env()
 	g.cmd.Stdout, g.cmd.Stderr = io.Discard, os.Stderr
 	if err := g.cmd.Start(); err != nil {

@@ -47,7 +47,7 @@ func parseReply(f frame) Reply {
 		Status   string          `json:"status"`
 		Response json.RawMessage `json:"response"`
 	}
-	json.Unmarshal(f.payload, &p)
+	_ = json.Unmarshal(f.payload, &p) // a reply that does not decode has no status: an error to the caller
 	return Reply{Status: p.Status, Response: p.Response}
 }
 
@@ -196,7 +196,7 @@ func (s *Socket) Join(ctx context.Context, topic string, params any, opts ...Cha
 	case <-ctx.Done():
 		// Leave sends phx_leave (the join may still succeed server-side)
 		// and, ctx being done, does not wait for its reply.
-		ch.Leave(ctx)
+		_ = ch.Leave(ctx) // ctx's error is the one to report
 		return nil, ctx.Err()
 	case <-s.done:
 		return nil, ErrClosed
@@ -520,7 +520,7 @@ func (c *Channel) joinReply(joinRef string, r Reply) {
 		Recovered *bool           `json:"recovered"`
 		Reason    string          `json:"reason"`
 	}
-	json.Unmarshal(r.Response, &resp)
+	_ = json.Unmarshal(r.Response, &resp) // fields missing or malformed read as absent
 	off, offOK := parseOffset(resp.Offset)
 	var res *Resume
 	if resp.Epoch != "" && offOK {

@@ -230,7 +230,7 @@ func decodePresenceMap(raw json.RawMessage) (map[string][]Meta, bool) {
 			var ref struct {
 				PhxRef string `json:"phx_ref"`
 			}
-			json.Unmarshal(r, &ref)
+			_ = json.Unmarshal(r, &ref) // a meta without a phx_ref is kept, keyed by ""
 			metas = append(metas, Meta{PhxRef: ref.PhxRef, Raw: r})
 		}
 		out[key] = metas

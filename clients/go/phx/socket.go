@@ -340,7 +340,7 @@ func (s *Socket) Close() error {
 		p.done <- result{err: ErrClosed}
 	}
 	if conn != nil {
-		s.writeFrame(conn, ws.OpClose, func(b []byte) ([]byte, error) {
+		_ = s.writeFrame(conn, ws.OpClose, func(b []byte) ([]byte, error) { // best effort: the connection is closed next
 			return binary.BigEndian.AppendUint16(b, 1000), nil
 		})
 		conn.Close()
@@ -432,7 +432,7 @@ func (s *Socket) readLoop(conn net.Conn, br *bufio.Reader) error {
 			return err
 		}
 		if h.Length > s.opts.MaxMessageSize || int64(len(msg))+h.Length > s.opts.MaxMessageSize {
-			s.writeFrame(conn, ws.OpClose, func(b []byte) ([]byte, error) {
+			_ = s.writeFrame(conn, ws.OpClose, func(b []byte) ([]byte, error) { // best effort: the connection is closed next
 				return binary.BigEndian.AppendUint16(b, uint16(ws.StatusMessageTooBig)), nil
 			})
 			return fmt.Errorf("phx: message over MaxMessageSize (%d bytes)", s.opts.MaxMessageSize)
@@ -446,7 +446,7 @@ func (s *Socket) readLoop(conn net.Conn, br *bufio.Reader) error {
 		}
 		switch h.OpCode {
 		case ws.OpPing:
-			s.writeFrame(conn, ws.OpPong, func(b []byte) ([]byte, error) { return append(b, p...), nil })
+			_ = s.writeFrame(conn, ws.OpPong, func(b []byte) ([]byte, error) { return append(b, p...), nil }) // a failed write ends the next read too
 			continue
 		case ws.OpPong:
 			continue
@@ -457,7 +457,7 @@ func (s *Socket) readLoop(conn net.Conn, br *bufio.Reader) error {
 				ce.Reason = string(p[2:])
 			}
 			// Answer the close like a browser would.
-			s.writeFrame(conn, ws.OpClose, func(b []byte) ([]byte, error) { return append(b, p[:min(2, len(p))]...), nil })
+			_ = s.writeFrame(conn, ws.OpClose, func(b []byte) ([]byte, error) { return append(b, p[:min(2, len(p))]...), nil }) // the read loop ends next anyway
 			return ce
 		case ws.OpContinuation:
 			msg = append(msg, p...)
@@ -644,7 +644,9 @@ func (s *Socket) tick() {
 	}
 	s.mu.Unlock()
 	if hbRef != "" {
-		s.writeText(conn, "", hbRef, topicPhoenix, eventHeartbeat, nil)
+		// A failed write breaks the connection, which the read loop reports;
+		// an unanswered heartbeat is caught by the next tick.
+		_ = s.writeText(conn, "", hbRef, topicPhoenix, eventHeartbeat, nil)
 	}
 	for _, ch := range joins {
 		ch.sendJoin()

@@ -276,7 +276,8 @@ func (c *conn) brokenLocked() {
 		c.deadline = time.Now().Unix()
 	}
 	c.releaseOut()
-	unix.Shutdown(c.fd, unix.SHUT_RDWR)
+	// Fails only if the peer already reset it: the loop sees the hang-up either way.
+	_ = unix.Shutdown(c.fd, unix.SHUT_RDWR)
 }
 
 func (c *conn) armLocked(on bool) {
@@ -291,7 +292,8 @@ func (c *conn) armLocked(on bool) {
 	if on {
 		ev.Events |= unix.EPOLLOUT
 	}
-	unix.EpollCtl(c.l.epfd, unix.EPOLL_CTL_MOD, c.fd, &ev)
+	// Fails only for a socket already removed from the set (closing): nothing to arm.
+	_ = unix.EpollCtl(c.l.epfd, unix.EPOLL_CTL_MOD, c.fd, &ev)
 }
 
 // flush writes the queue with writev: when the loop was asked to (dirty)
@@ -370,19 +372,6 @@ func (c *conn) nextDue(now int64) int64 {
 		}
 	}
 	return max(due, now+1)
-}
-
-func write(fd int, b []byte) (int, error) {
-	for {
-		n, err := unix.Write(fd, b)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if n < 0 {
-			n = 0
-		}
-		return n, err
-	}
 }
 
 func writev(fd int, iov [][]byte) (int, error) {

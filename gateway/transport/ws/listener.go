@@ -233,11 +233,11 @@ func (w *rawWriter) finish() {
 	fmt.Fprintf(&b, "HTTP/1.1 %d %s\r\n", w.status, http.StatusText(w.status))
 	w.Header().Set("Content-Length", strconv.Itoa(len(w.out)))
 	w.Header().Set("Connection", "close")
-	w.Header().Write(&b)
+	_ = w.Header().Write(&b) // into a bytes.Buffer: cannot fail
 	b.WriteString("\r\n")
 	b.Write(w.out)
 	w.c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	w.c.Write(b.Bytes())
+	_, _ = w.c.Write(b.Bytes()) // the connection is closed next; a client gone has nothing to read
 }
 
 // Hijack implements http.Hijacker: the reader holds the early bytes, the
@@ -249,7 +249,7 @@ func (w *rawWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	w.hijacked = true
 	r := bufio.NewReaderSize(bytes.NewReader(w.rest), max(16, len(w.rest)))
 	if len(w.rest) > 0 {
-		r.Peek(len(w.rest)) // buffered, as net/http's reader would have them
+		_, _ = r.Peek(len(w.rest)) // cannot fail: the reader holds all of rest; buffered, as net/http's reader would have them
 	}
 	return w.c, bufio.NewReadWriter(r, bufio.NewWriterSize(w.c, 512)), nil
 }

@@ -193,7 +193,7 @@ func detach(nc net.Conn, sndbuf int) (int, error) {
 	}
 	unix.CloseOnExec(fd)
 	if sndbuf > 0 {
-		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, sndbuf)
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, sndbuf) // a hint: the kernel's default still works
 	}
 	if err := unix.SetNonblock(fd, true); err != nil {
 		unix.Close(fd)
