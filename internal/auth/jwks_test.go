@@ -272,7 +272,11 @@ func TestJWKSParseByJwkset(t *testing.T) {
 	padded := rsaJWK("padded", "RS256", &k.rsa.PublicKey)
 	padded["n"] = padded["n"].(string) + "==" // 256-byte modulus: two pad characters
 	priv := ecJWK("ecpriv", "ES256", &k.ec.PublicKey)
-	priv["d"] = base64.RawURLEncoding.EncodeToString(k.ec.D.FillBytes(make([]byte, 32)))
+	d, err := k.ec.Bytes() // the private scalar, fixed length for P-256
+	if err != nil {
+		t.Fatal(err)
+	}
+	priv["d"] = base64.RawURLEncoding.EncodeToString(d)
 	badOps := rsaJWK("badops", "RS256", &k.rsa.PublicKey)
 	badOps["key_ops"] = []string{"launch"}
 	httpX5U := rsaJWK("x5u", "RS256", &k.rsa.PublicKey)
