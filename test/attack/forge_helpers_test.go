@@ -3,6 +3,7 @@ package attack
 import (
 	"context"
 	"fmt"
+	"github.com/fabric-rt/fabric/internal/testkit"
 	"testing"
 	"time"
 
@@ -36,15 +37,7 @@ func forgeFabric(t *testing.T, mutate func(*app.Config)) *app.App {
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	a, err := app.Start(cfg)
-	if err != nil {
-		t.Fatalf("start fabric: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		a.Shutdown(ctx)
-	})
+	a := testkit.StartApp(t, cfg)
 	return a
 }
 

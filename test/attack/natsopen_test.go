@@ -8,6 +8,7 @@ package attack
 import (
 	"context"
 	"errors"
+	"github.com/fabric-rt/fabric/internal/testkit"
 	"net"
 	"net/http"
 	"os"
@@ -44,15 +45,7 @@ func natsOpenConfig(t *testing.T) app.Config {
 
 func natsOpenStart(t *testing.T, cfg app.Config) *app.App {
 	t.Helper()
-	a, err := app.Start(cfg)
-	if err != nil {
-		t.Fatalf("start: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		a.Shutdown(ctx)
-	})
+	a := testkit.StartApp(t, cfg)
 	return a
 }
 

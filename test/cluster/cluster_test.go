@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/fabric-rt/fabric/internal/testkit"
 	"log/slog"
 	"net"
 	"os"
@@ -133,21 +134,13 @@ func urlsFrom(nodes []*natsembed.Server, i int) string {
 
 func startGateway(t *testing.T, natsURL string) *app.App {
 	t.Helper()
-	a, err := app.Start(app.Config{
+	a := testkit.StartApp(t, app.Config{
 		Listen:     "127.0.0.1:0",
 		OpsListen:  "off",
 		NATSURL:    natsURL,
 		LeaveGrace: 50 * time.Millisecond,
 		Namespaces: map[string]natsbroker.Namespace{"room": {History: true, Replicas: 3}},
 		Logger:     logger(),
-	})
-	if err != nil {
-		t.Fatalf("start gateway on %s: %v", natsURL, err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		a.Shutdown(ctx)
 	})
 	return a
 }

@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"github.com/fabric-rt/fabric/internal/testkit"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -147,7 +148,7 @@ type env struct {
 
 func startEnv(t *testing.T) *env {
 	t.Helper()
-	a, err := app.Start(app.Config{
+	a := testkit.StartApp(t, app.Config{
 		Listen:          "127.0.0.1:0",
 		OpsListen:       "off",
 		NATSListen:      "127.0.0.1:0",
@@ -156,19 +157,7 @@ func startEnv(t *testing.T) *env {
 		JWTSecret:       testSecret,
 		AllowQueryToken: true,
 	})
-	if err != nil {
-		t.Fatalf("start fabric: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		a.Shutdown(ctx)
-	})
-	nc, err := nats.Connect(a.NATSURL())
-	if err != nil {
-		t.Fatalf("connect to fabric's NATS: %v", err)
-	}
-	t.Cleanup(nc.Close)
+	nc := testkit.Connect(t, a.NATSURL())
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)

@@ -6,6 +6,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"github.com/fabric-rt/fabric/internal/testkit"
 	"io"
 	"net/http"
 	"testing"
@@ -37,20 +38,8 @@ func startFabric(t *testing.T, mutate func(*app.Config)) *fabric {
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	a, err := app.Start(cfg)
-	if err != nil {
-		t.Fatalf("start fabric: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		a.Shutdown(ctx)
-	})
-	nc, err := nats.Connect(a.NATSURL())
-	if err != nil {
-		t.Fatalf("connect to fabric's NATS: %v", err)
-	}
-	t.Cleanup(nc.Close)
+	a := testkit.StartApp(t, cfg)
+	nc := testkit.Connect(t, a.NATSURL())
 	return &fabric{App: a, t: t, nc: nc}
 }
 

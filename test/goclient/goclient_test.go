@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/fabric-rt/fabric/internal/testkit"
 	"io"
 	"math/big"
 	"net"
@@ -59,20 +60,8 @@ func startFabric(t *testing.T, natsURL string, mutate func(*app.Config)) *fabric
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	a, err := app.Start(cfg)
-	if err != nil {
-		t.Fatalf("start fabric: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		a.Shutdown(ctx)
-	})
-	nc, err := nats.Connect(a.NATSURL())
-	if err != nil {
-		t.Fatalf("connect to fabric's NATS: %v", err)
-	}
-	t.Cleanup(nc.Close)
+	a := testkit.StartApp(t, cfg)
+	nc := testkit.Connect(t, a.NATSURL())
 	return &fabric{App: a, t: t, nc: nc}
 }
 

@@ -1,8 +1,8 @@
 package presence
 
 import (
-	"context"
 	"encoding/json"
+	"github.com/fabric-rt/fabric/internal/testkit"
 	"testing"
 	"time"
 
@@ -13,15 +13,7 @@ import (
 
 func startNS(t *testing.T, ns natsbroker.Namespace) *app.App {
 	t.Helper()
-	a, err := app.Start(stormConfig(t, ns))
-	if err != nil {
-		t.Fatalf("start fabric: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		a.Shutdown(ctx)
-	})
+	a := testkit.StartApp(t, stormConfig(t, ns))
 	return a
 }
 

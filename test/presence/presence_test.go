@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"github.com/fabric-rt/fabric/internal/testkit"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -44,15 +45,7 @@ func start(t *testing.T, natsURL string) *app.App {
 		LeaveGrace: 50 * time.Millisecond,
 		Namespaces: namespaces(),
 	}
-	a, err := app.Start(cfg)
-	if err != nil {
-		t.Fatalf("start fabric: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		a.Shutdown(ctx)
-	})
+	a := testkit.StartApp(t, cfg)
 	return a
 }
 

@@ -10,6 +10,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/fabric-rt/fabric/internal/testkit"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -17,7 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
@@ -42,26 +42,14 @@ const apiKey = "e2e-key"
 // service connected to its NATS over TCP, as a separate process would be.
 func startFabric(t *testing.T) *fabric {
 	t.Helper()
-	a, err := app.Start(app.Config{
+	a := testkit.StartApp(t, app.Config{
 		Listen:     "127.0.0.1:0",
 		OpsListen:  "off",
 		NATSListen: "127.0.0.1:0",
 		DataDir:    t.TempDir(),
 		LeaveGrace: 50 * time.Millisecond,
 	})
-	if err != nil {
-		t.Fatalf("start fabric: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		a.Shutdown(ctx)
-	})
-	nc, err := nats.Connect(a.NATSURL())
-	if err != nil {
-		t.Fatalf("connect to fabric's NATS: %v", err)
-	}
-	t.Cleanup(nc.Close)
+	nc := testkit.Connect(t, a.NATSURL())
 	p, err := publisher.New(nc, publisher.Config{})
 	if err != nil {
 		t.Fatal(err)
