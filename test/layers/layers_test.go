@@ -27,6 +27,7 @@ var rules = []rule{
 	{module + "gateway/transport", []string{module + "gateway/hub", module + "gateway/session", module + "gateway/presence", module + "gateway/phoenix", module + "internal/"},
 		"transports move bytes; they know no protocol above frames"},
 	{module + "internal/broker", []string{"github.com/nats-io/", module + "nats/", module + "gateway"}, "the port names topics and positions, not subjects or streams"},
+	{module + "internal/control", []string{module}, "the cluster-control contract is shared by the server API and nats/natsctl: it imports neither"},
 	{module + "publisher", []string{module + "gateway", module + "internal/app", module + "cmd/"}, "services' library must not drag the gateway into their builds"},
 	{module + "nats", []string{module + "gateway", module + "publisher", module + "cmd/", module + "internal/app"}, "the NATS adapter implements the port; it does not call up into its users"},
 }
