@@ -35,7 +35,7 @@ func serveFlags(cfg *app.Config, logLevel, logFormat *string, shutdownTimeout *t
 	fs.StringVar(&cfg.DataDir, "data-dir", "./data", "data directory; the embedded JetStream store is <data-dir>/nats")
 	fs.StringVar(&cfg.NATSURL, "nats-url", "", "external NATS servers (comma-separated URLs); no embedded server is started")
 	// Embedded-server clustering (no effect with --nats-url).
-	fs.StringVar(&cfg.ClusterName, "cluster-name", "", "join the embedded NATS server to this cluster (routes; JetStream R3 needs 3 nodes); no effect with --nats-url")
+	fs.StringVar(&cfg.ClusterName, "cluster-name", "", "join the embedded NATS server to this cluster (routes; JetStream R3 needs 3 nodes; docs/operations.md); no effect with --nats-url")
 	fs.StringVar(&cfg.ClusterListen, "cluster-listen", "127.0.0.1:6222", "embedded NATS route listener, used with --cluster-name; no effect with --nats-url")
 	fs.Var(listFlag{&cfg.Routes}, "routes", "embedded NATS seed routes, comma-separated nats-route://host:port URLs, used with --cluster-name; no effect with --nats-url")
 	fs.StringVar(&cfg.NATSName, "nats-name", "", "embedded NATS server name, unique and stable per cluster node (default fabric-<hostname>[-<cluster port>]); no effect with --nats-url")
@@ -51,7 +51,7 @@ func serveFlags(cfg *app.Config, logLevel, logFormat *string, shutdownTimeout *t
 	fs.StringVar(&cfg.NATSTLSCert, "nats-tls-cert", "", "external NATS: PEM client certificate file for mutual TLS (with --nats-tls-key); needs --nats-url")
 	fs.StringVar(&cfg.NATSTLSKey, "nats-tls-key", "", "external NATS: PEM private key file of --nats-tls-cert; needs --nats-url")
 	// Liveness of the NATS link (docs/nats-faults.md).
-	fs.DurationVar(&cfg.NATSProbeInterval, "nats-probe-interval", 2*time.Second, "send NATS a round trip this often to check the link; two failures in a row mark it down: /readyz 503, joins and pushes answered unavailable at once")
+	fs.DurationVar(&cfg.NATSProbeInterval, "nats-probe-interval", 2*time.Second, "send NATS a round trip this often to check the link; two failures in a row mark it down: /readyz 503, joins and pushes answered unavailable at once (docs/nats-faults.md)")
 	fs.DurationVar(&cfg.NATSProbeTimeout, "nats-probe-timeout", 2*time.Second, "a probe round trip not answered within this long failed")
 	fs.DurationVar(&cfg.NATSPingInterval, "nats-ping-interval", 5*time.Second, "nats.go's ping interval: the connection is dropped and redialled after --nats-max-pings-out unanswered pings")
 	fs.IntVar(&cfg.NATSMaxPingsOut, "nats-max-pings-out", 2, "unanswered nats.go pings before the connection is dropped and redialled")
@@ -76,7 +76,7 @@ func serveFlags(cfg *app.Config, logLevel, logFormat *string, shutdownTimeout *t
 	fs.Var(listFlag{&cfg.PublishAPIKeys}, "publish-api-keys", "comma-separated API keys for POST /api/v1/publish (prefer FABRIC_PUBLISH_API_KEYS)")
 	// Limits.
 	fs.IntVar(&cfg.MaxConnections, "max-connections", 100000, "connections per gateway; over it upgrades get 503 + Retry-After (0: unlimited)")
-	fs.IntVar(&cfg.MaxConnectionsPerIP, "max-connections-per-ip", 1000, "connections per client address (IPv4 address, IPv6 /64); over it 429 + Retry-After; behind a proxy that hides client addresses raise it or use 0 (off)")
+	fs.IntVar(&cfg.MaxConnectionsPerIP, "max-connections-per-ip", 1000, "connections per client address (IPv4 address, IPv6 /64); over it 429 + Retry-After; behind a proxy that hides client addresses raise it or use 0 (off); docs/limits.md")
 	fs.IntVar(&cfg.MaxConnectionsPerUser, "max-connections-per-user", 100, "connections per user (token sub) on this gateway; over it 429 + Retry-After (0: off)")
 	fs.IntVar(&cfg.MaxLongPollPerUser, "max-longpoll-per-user", 10, "LongPoll sessions per user on this gateway; over it the session is refused (0: off)")
 	fs.IntVar(&cfg.MaxChannelsPerUser, "max-channels-per-user", 1000, `channels one user may have joined across its connections on this gateway; over: join error "too many channels joined by user" (0: off)`)

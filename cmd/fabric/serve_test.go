@@ -7,7 +7,6 @@ import (
 	"flag"
 	"io"
 	"net/http"
-	"os"
 	"regexp"
 	"runtime/debug"
 	"strings"
@@ -17,66 +16,6 @@ import (
 	"github.com/fabric-rt/fabric/internal/app"
 	"github.com/fabric-rt/fabric/internal/config"
 )
-
-// configDoc is where `fabric serve`'s flags are documented for users.
-const configDoc = "docs/configuration.md"
-
-// readmeFlags returns every --flag named in the first cell of the rows of
-// the `fabric serve` flag table in docs/configuration.md.
-func readmeFlags(t *testing.T) []string {
-	t.Helper()
-	b, err := os.ReadFile("../../" + configDoc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, after, ok := strings.Cut(string(b), "| flag | default | what |")
-	if !ok {
-		t.Fatal(configDoc + ": no `| flag | default | what |` table")
-	}
-	name := regexp.MustCompile("`--([a-z0-9-]+)`")
-	var flags []string
-	for _, line := range strings.Split(after, "\n")[1:] {
-		if !strings.HasPrefix(line, "|") {
-			break // end of the table
-		}
-		cells := strings.Split(line, "|")
-		if len(cells) < 3 || strings.HasPrefix(strings.TrimSpace(cells[1]), "---") {
-			continue
-		}
-		for _, m := range name.FindAllStringSubmatch(cells[1], -1) {
-			flags = append(flags, m[1])
-		}
-	}
-	if len(flags) < 30 {
-		t.Fatalf("%s flag table: only %d flags found: %v", configDoc, len(flags), flags)
-	}
-	return flags
-}
-
-// Every flag docs/configuration.md documents for `fabric serve` exists (and so has a
-// FABRIC_* variable and a YAML key), and every flag serve has is documented.
-func TestServeHelpListsDocumentedFlags(t *testing.T) {
-	var out, errb bytes.Buffer
-	if code := run([]string{"serve", "-h"}, &out, &errb); code != 0 {
-		t.Fatalf("serve -h: exit %d: %s", code, errb.String())
-	}
-	help := errb.String() + out.String()
-	documented := map[string]bool{}
-	for _, f := range readmeFlags(t) {
-		documented[f] = true
-		if !regexp.MustCompile(`(?m)^  -` + regexp.QuoteMeta(f) + `(\s|$)`).MatchString(help) {
-			t.Errorf("%s documents --%s but `fabric serve -h` does not list it", configDoc, f)
-		}
-	}
-	var cfg app.Config
-	var s1, s2 string
-	var d time.Duration
-	serveFlags(&cfg, &s1, &s2, &d).VisitAll(func(f *flag.Flag) {
-		if !documented[f.Name] && f.Name != "config" {
-			t.Errorf("`fabric serve --%s` is missing from %s's flag table", f.Name, configDoc)
-		}
-	})
-}
 
 // The start line logs every setting with its source, but never a secret:
 // not the JWT or LongPoll secrets, the API keys, the NATS password or
