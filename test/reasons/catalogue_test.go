@@ -27,11 +27,11 @@ var update = flag.Bool("update-errors-doc", false, "rewrite docs/errors.md from 
 type kind int
 
 const (
-	upgrade  kind = iota // HTTP status and {"reason": …} before a WebSocket upgrade or a LongPoll session
-	closing              // a WebSocket close code
-	reply                // phx_reply {"status":"error","response":{"reason": …}}
-	resume               // a join reply's {"recovered": false, "reason": …}
-	api                  // the HTTP API's {"error": …, "message": …}
+	upgrade kind = iota // HTTP status and {"reason": …} before a WebSocket upgrade or a LongPoll session
+	closing             // a WebSocket close code
+	reply               // phx_reply {"status":"error","response":{"reason": …}}
+	resume              // a join reply's {"recovered": false, "reason": …}
+	api                 // the HTTP API's {"error": …, "message": …}
 )
 
 type entry struct {
