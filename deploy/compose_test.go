@@ -254,6 +254,7 @@ func TestCompose(t *testing.T) {
 				st.file = composeConfigFile(t, where, s.Volumes, cfg, fl)
 			}
 			errs = append(errs, serveExposure(st)...)
+			errs = append(errs, secureDefaults(st)...)
 		} else {
 			if len(s.Environment) > 0 {
 				errs = append(errs, fmt.Errorf("environment %v: fabric nats reads no variables", s.Environment))

@@ -407,7 +407,7 @@ func (m *manifests) fabricProcesses(t *testing.T) []fabricProcess {
 				if cfg := s.get("config"); cfg != "" {
 					s.file = m.configFile(t, where, w.template, c, cfg, fl)
 				}
-				for _, err := range serveExposure(s) {
+				for _, err := range append(serveExposure(s), secureDefaults(s)...) {
 					t.Errorf("%s: %v", where, err)
 				}
 			}
