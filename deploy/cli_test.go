@@ -1,6 +1,7 @@
-// Package deploy_test checks the files in deploy/ offline: the Kubernetes
-// manifests (strictly decoded into their API types, then cross-checked),
-// the compose file, the Dockerfile and the Grafana dashboard. Every flag a
+// Package deploy_test checks the files in deploy/ offline: the Helm chart
+// and the Kubernetes manifests rendered from it (strictly decoded into
+// their API types, then cross-checked), the compose file, the image's
+// command and the Grafana dashboard. Every flag a
 // deploy file passes to `fabric serve` or `fabric nats` is checked against
 // the real binary's -h output, so a renamed or removed flag fails here
 // instead of in a crash-looping pod.

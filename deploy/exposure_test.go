@@ -3,7 +3,9 @@ package deploy_test
 import (
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
+	"testing"
 )
 
 // serveExposure applies the rules `fabric serve` checks at start to one
@@ -70,4 +72,39 @@ func isLoopbackSetting(hostport string) bool {
 	}
 	ip := net.ParseIP(host)
 	return host == "localhost" || (ip != nil && ip.IsLoopback())
+}
+
+// secureDefaults is what no shipped deploy file may do, even where serve
+// would accept it: open joins (--allow-anonymous, refused off loopback
+// anyway, but a manifest that passes it would run open the day its
+// listener moves) and profiles (--pprof serves heap profiles on the ops
+// port, which probes and Prometheus reach).
+func secureDefaults(st settings) []error {
+	var errs []error
+	for _, f := range []string{"allow-anonymous", "pprof"} {
+		if on, err := strconv.ParseBool(st.get(f)); err == nil && on {
+			errs = append(errs, fmt.Errorf("--%s is on: shipped deploy files keep it off (operators opt in)", f))
+		}
+	}
+	return errs
+}
+
+func TestSecureDefaultsCatchesOpenings(t *testing.T) {
+	fl := map[string]flagInfo{"allow-anonymous": {name: "allow-anonymous"}, "pprof": {name: "pprof"}}
+	for _, tc := range []struct {
+		args map[string]string
+		env  map[string]string
+		want int
+	}{
+		{args: map[string]string{}, want: 0},
+		{args: map[string]string{"allow-anonymous": "true"}, want: 1},
+		{args: map[string]string{"pprof": "1"}, want: 1},
+		{env: map[string]string{"allow-anonymous": "true"}, args: map[string]string{"pprof": "T"}, want: 2},
+		{args: map[string]string{"allow-anonymous": "false"}, want: 0},
+	} {
+		st := settings{flags: fl, args: tc.args, env: tc.env}
+		if got := secureDefaults(st); len(got) != tc.want {
+			t.Errorf("args %v env %v: %d errors %v, want %d", tc.args, tc.env, len(got), got, tc.want)
+		}
+	}
 }

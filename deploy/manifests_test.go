@@ -24,6 +24,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -67,6 +68,8 @@ func newTyped(apiVersion, kind string) (any, error) {
 		return &policyv1.PodDisruptionBudget{}, nil
 	case "autoscaling/v2 HorizontalPodAutoscaler":
 		return &autoscalingv2.HorizontalPodAutoscaler{}, nil
+	case "networking.k8s.io/v1 NetworkPolicy":
+		return &networkingv1.NetworkPolicy{}, nil
 	case "monitoring.coreos.com/v1 ServiceMonitor":
 		return &monitoringv1.ServiceMonitor{}, nil
 	}
@@ -124,31 +127,40 @@ func loadManifests(t *testing.T) []k8sObject {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r := k8syaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
-		for i := 0; ; i++ {
-			doc, err := r.Read()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				t.Fatalf("%s: document %d: %v", f, i, err)
-			}
-			obj, err := decodeStrict(doc)
-			if err != nil {
-				t.Errorf("%s: document %d: %v", f, i, err)
-				continue
-			}
-			if obj == nil {
-				continue
-			}
-			mo := obj.(metav1.ObjectMetaAccessor).GetObjectMeta()
-			kind := strings.TrimPrefix(fmt.Sprintf("%T", obj), "*")
-			kind = kind[strings.LastIndex(kind, ".")+1:]
-			objs = append(objs, k8sObject{where: fmt.Sprintf("%s#%d %s/%s", f, i, kind, mo.GetName()), kind: kind, obj: obj})
-		}
+		objs = append(objs, decodeDocs(t, f, data)...)
 	}
 	if t.Failed() {
 		t.FailNow()
+	}
+	return objs
+}
+
+// decodeDocs strictly decodes every document of one multi-document YAML
+// file (a manifest file, or a chart template rendered by helm).
+func decodeDocs(t *testing.T, name string, data []byte) []k8sObject {
+	t.Helper()
+	var objs []k8sObject
+	r := k8syaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
+	for i := 0; ; i++ {
+		doc, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("%s: document %d: %v", name, i, err)
+		}
+		obj, err := decodeStrict(doc)
+		if err != nil {
+			t.Errorf("%s: document %d: %v", name, i, err)
+			continue
+		}
+		if obj == nil {
+			continue
+		}
+		mo := obj.(metav1.ObjectMetaAccessor).GetObjectMeta()
+		kind := strings.TrimPrefix(fmt.Sprintf("%T", obj), "*")
+		kind = kind[strings.LastIndex(kind, ".")+1:]
+		objs = append(objs, k8sObject{where: fmt.Sprintf("%s#%d %s/%s", name, i, kind, mo.GetName()), kind: kind, obj: obj})
 	}
 	return objs
 }
@@ -174,9 +186,11 @@ func TestStrictDecodeRejectsMistakes(t *testing.T) {
 
 // TestManifestsDecodeStrictly decodes every document and checks names,
 // labels and port names the way the API server would.
-func TestManifestsDecodeStrictly(t *testing.T) {
-	objs := loadManifests(t)
+func TestManifestsDecodeStrictly(t *testing.T) { checkDecoded(t, indexManifests(t)) }
+
+func checkDecoded(t *testing.T, m *manifests) {
 	kinds := map[string]int{}
+	objs := m.objs
 	for _, o := range objs {
 		kinds[o.kind]++
 		mo := o.obj.(metav1.ObjectMetaAccessor).GetObjectMeta()
@@ -197,9 +211,13 @@ func TestManifestsDecodeStrictly(t *testing.T) {
 			}
 		}
 	}
-	for _, k := range []string{"Deployment", "StatefulSet", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler", "ServiceMonitor", "ConfigMap"} {
+	for _, k := range []string{"Deployment", "StatefulSet", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler", "ServiceMonitor", "ConfigMap", "NetworkPolicy"} {
+		if (k == "HorizontalPodAutoscaler" && !m.top.hpa) || (k == "StatefulSet" && m.top.natsMode == "external") ||
+			(k == "Deployment" && m.top.natsMode == "embedded") {
+			continue
+		}
 		if kinds[k] == 0 {
-			t.Errorf("deploy/k8s has no %s", k)
+			t.Errorf("no %s", k)
 		}
 	}
 }
@@ -238,6 +256,7 @@ type workload struct {
 }
 
 type manifests struct {
+	top         topology
 	objs        []k8sObject
 	workloads   []workload
 	services    map[string]*corev1.Service
@@ -248,9 +267,24 @@ type manifests struct {
 	deployments map[string]*appsv1.Deployment
 }
 
+// topology is what a set of manifests is meant to deploy, so the checks
+// know which objects must (not) be there.
+type topology struct {
+	natsMode string // statefulset (fabric nats pods), external, embedded (gateways are the cluster)
+	hpa      bool   // an HPA owns the gateway count
+	optIn    bool   // the values opt into anonymous joins or profiles on purpose
+}
+
+// indexManifests: deploy/k8s, the chart rendered with the default values
+// and a JWT key (task k8s).
 func indexManifests(t *testing.T) *manifests {
 	t.Helper()
-	m := &manifests{objs: loadManifests(t), services: map[string]*corev1.Service{},
+	return indexObjects(t, loadManifests(t), topology{natsMode: "statefulset", hpa: true})
+}
+
+func indexObjects(t *testing.T, objs []k8sObject, top topology) *manifests {
+	t.Helper()
+	m := &manifests{top: top, objs: objs, services: map[string]*corev1.Service{},
 		configMaps: map[string]*corev1.ConfigMap{}, deployments: map[string]*appsv1.Deployment{}}
 	for _, o := range m.objs {
 		switch x := o.obj.(type) {
@@ -313,8 +347,9 @@ func containerPort(spec *corev1.PodSpec, p intstr.IntOrString) (corev1.Container
 // TestWorkloadSelectors: each workload's selector matches its own pods and
 // no other workload's, and every Service selects exactly one workload with
 // target ports its containers have.
-func TestWorkloadSelectors(t *testing.T) {
-	m := indexManifests(t)
+func TestWorkloadSelectors(t *testing.T) { checkWorkloadSelectors(t, indexManifests(t)) }
+
+func checkWorkloadSelectors(t *testing.T, m *manifests) {
 	for _, w := range m.workloads {
 		sel := mustSelector(t, w.where, w.selector)
 		if !sel.Matches(labels.Set(w.template.Labels)) {
@@ -407,7 +442,11 @@ func (m *manifests) fabricProcesses(t *testing.T) []fabricProcess {
 				if cfg := s.get("config"); cfg != "" {
 					s.file = m.configFile(t, where, w.template, c, cfg, fl)
 				}
-				for _, err := range serveExposure(s) {
+				errs = serveExposure(s)
+				if !m.top.optIn {
+					errs = append(errs, secureDefaults(s)...)
+				}
+				for _, err := range errs {
 					t.Errorf("%s: %v", where, err)
 				}
 			}
@@ -458,14 +497,18 @@ func (m *manifests) configFile(t *testing.T, where string, pt *corev1.PodTemplat
 // TestFabricCommandLines: every flag and FABRIC_* variable the manifests
 // give `fabric serve` / `fabric nats` exists (checked against the built
 // binary's -h) and has a value of the flag's type.
-func TestFabricCommandLines(t *testing.T) {
-	m := indexManifests(t)
+func TestFabricCommandLines(t *testing.T) { checkFabricCommandLines(t, indexManifests(t)) }
+
+func checkFabricCommandLines(t *testing.T, m *manifests) {
 	subs := map[string]int{}
 	for _, p := range m.fabricProcesses(t) {
 		subs[p.sub]++
 	}
-	if subs["serve"] == 0 || subs["nats"] == 0 {
-		t.Errorf("want both a gateway (serve) and NATS nodes (nats) in deploy/k8s, got %v", subs)
+	if subs["serve"] == 0 {
+		t.Errorf("no gateway (fabric serve): %v", subs)
+	}
+	if wantNATS := m.top.natsMode == "statefulset"; wantNATS != (subs["nats"] > 0) {
+		t.Errorf("NATS mode %s: fabric nats containers %d", m.top.natsMode, subs["nats"])
 	}
 }
 
@@ -557,8 +600,9 @@ func gracePeriod(t *testing.T, where string, spec *corev1.PodSpec) time.Duration
 // TestGatewayPods: probes on the ops listener, a preStop and grace period
 // that cover the drain, no Service-link variables, ports matching the
 // listeners.
-func TestGatewayPods(t *testing.T) {
-	m := indexManifests(t)
+func TestGatewayPods(t *testing.T) { checkGatewayPods(t, indexManifests(t)) }
+
+func checkGatewayPods(t *testing.T, m *manifests) {
 	n := 0
 	for _, p := range m.fabricProcesses(t) {
 		if p.sub != "serve" {
@@ -576,7 +620,19 @@ func TestGatewayPods(t *testing.T) {
 		}
 		checkProbe(t, p.where, "readinessProbe", p.c.ReadinessProbe, spec, "/readyz", ops)
 		checkProbe(t, p.where, "livenessProbe", p.c.LivenessProbe, spec, "/healthz", ops)
-		if p.s.get("nats-url") == "" {
+		if m.top.natsMode == "embedded" {
+			// The gateways are the NATS cluster: a StatefulSet whose
+			// embedded servers route to every replica.
+			if p.s.get("nats-url") != "" {
+				t.Errorf("%s: embedded mode with --nats-url (the cluster flags do nothing then)", p.where)
+			}
+			if p.w.sts == nil {
+				t.Errorf("%s: embedded cluster members must be a StatefulSet (stable --nats-name and store)", p.where)
+			} else {
+				m.checkCluster(t, p, "nats-name", listenPort(t, p.where, "cluster-listen", p.s.get("cluster-listen")))
+				m.checkOnClaim(t, p, p.s.get("data-dir"))
+			}
+		} else if p.s.get("nats-url") == "" {
 			t.Errorf("%s: no --nats-url: each gateway would run its own embedded NATS node", p.where)
 		}
 		if spec.EnableServiceLinks == nil || *spec.EnableServiceLinks {
@@ -633,8 +689,9 @@ func checkGoMemLimit(t *testing.T, where string, c *corev1.Container) {
 // TestNATSPods: stable names, routes that name every replica at the route
 // port, storage on the volume, a grace period over the shutdown timeout
 // and anti-affinity.
-func TestNATSPods(t *testing.T) {
-	m := indexManifests(t)
+func TestNATSPods(t *testing.T) { checkNATSPods(t, indexManifests(t)) }
+
+func checkNATSPods(t *testing.T, m *manifests) {
 	n := 0
 	for _, p := range m.fabricProcesses(t) {
 		if p.sub != "nats" {
@@ -658,54 +715,8 @@ func TestNATSPods(t *testing.T) {
 		checkProbe(t, p.where, "readinessProbe", p.c.ReadinessProbe, spec, "", client)
 		checkProbe(t, p.where, "livenessProbe", p.c.LivenessProbe, spec, "", client)
 
-		// --name must be the pod name (stable per ordinal) or the Raft
-		// identity changes on every restart.
-		name := p.s.get("name")
-		ref := regexp.MustCompile(`^\$\(([A-Z_][A-Z0-9_]*)\)$`).FindStringSubmatch(name)
-		ok := false
-		for _, e := range p.c.Env {
-			if ref != nil && e.Name == ref[1] && e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.name" {
-				ok = true
-			}
-		}
-		if !ok {
-			t.Errorf("%s: --name=%q: want $(VAR) with VAR from fieldRef metadata.name", p.where, name)
-		}
-
-		// Routes: every replica, by its stable DNS name, at the route port.
-		if p.s.get("cluster-name") == "" {
-			t.Errorf("%s: no --cluster-name", p.where)
-		}
-		routes := strings.Split(p.s.get("routes"), ",")
-		seen := map[int]bool{}
-		for _, r := range routes {
-			i, port := m.podAddress(t, p.where, sts, "nats-route", strings.TrimSpace(r))
-			if i >= 0 {
-				seen[i] = true
-				if port != route {
-					t.Errorf("%s: route %s reaches container port %d, --cluster-listen is %d", p.where, r, port, route)
-				}
-			}
-		}
-		if sts.Spec.Replicas == nil || *sts.Spec.Replicas < 3 {
-			t.Errorf("%s: want ≥ 3 replicas for an R3 JetStream cluster", p.where)
-		} else if len(seen) != int(*sts.Spec.Replicas) {
-			t.Errorf("%s: --routes name %d of the %d replicas", p.where, len(seen), *sts.Spec.Replicas)
-		}
-
-		// The store must be on a volume claim: the root file system is read-only.
-		store := p.s.get("store-dir")
-		onClaim := false
-		for _, vm := range p.c.VolumeMounts {
-			if rel, err := filepath.Rel(vm.MountPath, store); err == nil && !strings.HasPrefix(rel, "..") && !vm.ReadOnly {
-				for _, vct := range sts.Spec.VolumeClaimTemplates {
-					onClaim = onClaim || vct.Name == vm.Name
-				}
-			}
-		}
-		if !onClaim {
-			t.Errorf("%s: --store-dir=%s is on no writable volumeClaimTemplate mount", p.where, store)
-		}
+		m.checkCluster(t, p, "name", route)
+		m.checkOnClaim(t, p, p.s.get("store-dir"))
 
 		grace := gracePeriod(t, p.where, spec)
 		deadline := p.s.duration(t, p.where, "shutdown-timeout")
@@ -714,23 +725,9 @@ func TestNATSPods(t *testing.T) {
 		}
 		checkGoMemLimit(t, p.where, p.c)
 
-		// Two members on one machine lose quorum with it.
-		aff := spec.Affinity
-		okAff := false
-		if aff != nil && aff.PodAntiAffinity != nil {
-			for _, term := range aff.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution {
-				sel, err := metav1.LabelSelectorAsSelector(term.LabelSelector)
-				if err == nil && term.TopologyKey == "kubernetes.io/hostname" && !sel.Empty() && sel.Matches(labels.Set(p.w.template.Labels)) {
-					okAff = true
-				}
-			}
-		}
-		if !okAff {
-			t.Errorf("%s: want required podAntiAffinity on kubernetes.io/hostname selecting its own pods", p.where)
-		}
 	}
-	if n == 0 {
-		t.Fatal("no fabric nats container in deploy/k8s")
+	if want := m.top.natsMode == "statefulset"; want != (n > 0) {
+		t.Errorf("NATS mode %s: %d fabric nats containers", m.top.natsMode, n)
 	}
 }
 
@@ -799,8 +796,12 @@ func (m *manifests) servicePort(t *testing.T, where string, svc *corev1.Service,
 
 // TestGatewayReachesNATS: every --nats-url entry is a NATS pod (or a
 // Service in front of them) at the port its `fabric nats --listen` uses.
-func TestGatewayReachesNATS(t *testing.T) {
-	m := indexManifests(t)
+func TestGatewayReachesNATS(t *testing.T) { checkGatewayReachesNATS(t, indexManifests(t)) }
+
+func checkGatewayReachesNATS(t *testing.T, m *manifests) {
+	if m.top.natsMode == "embedded" {
+		return // checkGatewayPods: the gateways are the cluster
+	}
 	procs := m.fabricProcesses(t)
 	natsPort := map[string]int32{} // StatefulSet name -> client port
 	var stss []*appsv1.StatefulSet
@@ -828,6 +829,12 @@ func TestGatewayReachesNATS(t *testing.T) {
 			if u, err := url.Parse(raw); err == nil {
 				host = u.Hostname()
 			}
+			if m.top.natsMode == "external" {
+				if u, err := url.Parse(raw); err != nil || (u.Scheme != "nats" && u.Scheme != "tls") || u.Port() == "" || u.User != nil {
+					t.Errorf("%s: --nats-url %q: want nats:// or tls://host:port, credentials from a Secret (not in the URL)", p.where, raw)
+				}
+				continue
+			}
 			var sts *appsv1.StatefulSet
 			for _, s := range stss {
 				if strings.HasPrefix(host, s.Name+"-") {
@@ -848,8 +855,9 @@ func TestGatewayReachesNATS(t *testing.T) {
 // TestPodSecurity: every container of every workload runs as non-root with
 // a read-only root file system, no privilege escalation, no capabilities,
 // and bounded resources.
-func TestPodSecurity(t *testing.T) {
-	m := indexManifests(t)
+func TestPodSecurity(t *testing.T) { checkPodSecurity(t, indexManifests(t)) }
+
+func checkPodSecurity(t *testing.T, m *manifests) {
 	for _, w := range m.workloads {
 		spec := &w.template.Spec
 		psc := spec.SecurityContext
@@ -913,8 +921,9 @@ func TestPodSecurity(t *testing.T) {
 
 // TestDisruptionBudgets: one PDB per workload, selecting exactly its pods
 // and leaving room for a voluntary eviction (and, for NATS, a quorum).
-func TestDisruptionBudgets(t *testing.T) {
-	m := indexManifests(t)
+func TestDisruptionBudgets(t *testing.T) { checkDisruptionBudgets(t, indexManifests(t)) }
+
+func checkDisruptionBudgets(t *testing.T, m *manifests) {
 	covered := map[string]bool{}
 	for _, pdb := range m.pdbs {
 		where := "PodDisruptionBudget/" + pdb.Name
@@ -954,8 +963,20 @@ func TestDisruptionBudgets(t *testing.T) {
 // TestAutoscaler: the HPA scales the gateway Deployment on the per-pod
 // custom metric fabric_connections, which the prometheus-adapter rule in
 // deploy/k8s serves.
-func TestAutoscaler(t *testing.T) {
-	m := indexManifests(t)
+func TestAutoscaler(t *testing.T) { checkAutoscaler(t, indexManifests(t)) }
+
+func checkAutoscaler(t *testing.T, m *manifests) {
+	if !m.top.hpa {
+		if len(m.hpas) > 0 {
+			t.Errorf("autoscaling off, yet %d HorizontalPodAutoscaler(s)", len(m.hpas))
+		}
+		for _, w := range m.workloads {
+			if w.replicas == nil || *w.replicas < 2 {
+				t.Errorf("%s: without an HPA set replicas ≥ 2 (one pod drains while another takes its clients)", w.where)
+			}
+		}
+		return
+	}
 	if len(m.hpas) == 0 {
 		t.Fatal("no HorizontalPodAutoscaler")
 	}
@@ -1062,8 +1083,9 @@ func adapterMetrics(t *testing.T, m *manifests) map[string]bool {
 
 // TestServiceMonitor: it selects the ops Service, whose port leads to the
 // gateway's --ops-listen, and scrapes /metrics there.
-func TestServiceMonitor(t *testing.T) {
-	m := indexManifests(t)
+func TestServiceMonitor(t *testing.T) { checkServiceMonitor(t, indexManifests(t)) }
+
+func checkServiceMonitor(t *testing.T, m *manifests) {
 	if len(m.monitors) == 0 {
 		t.Fatal("no ServiceMonitor")
 	}
@@ -1148,5 +1170,79 @@ func TestServiceMonitor(t *testing.T) {
 		if hasHTTP && hasOps {
 			t.Errorf("Service/%s: mixes the public port with the ops port (/debug/pprof, /metrics): keep ops on its own Service", svc.Name)
 		}
+	}
+}
+
+// checkCluster: a Raft member (fabric nats, or a gateway's embedded
+// server) takes its stable pod name as its server name, routes to every
+// replica of its StatefulSet by DNS name at the route port, and is kept
+// off the machine of another member.
+func (m *manifests) checkCluster(t *testing.T, p fabricProcess, nameFlag string, route int32) {
+	t.Helper()
+	sts := p.w.sts
+	// The server name must be the pod name (stable per ordinal) or the
+	// Raft identity changes on every restart.
+	name := p.s.get(nameFlag)
+	ref := regexp.MustCompile(`^\$\(([A-Z_][A-Z0-9_]*)\)$`).FindStringSubmatch(name)
+	ok := false
+	for _, e := range p.c.Env {
+		if ref != nil && e.Name == ref[1] && e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.name" {
+			ok = true
+		}
+	}
+	if !ok {
+		t.Errorf("%s: --%s=%q: want $(VAR) with VAR from fieldRef metadata.name", p.where, nameFlag, name)
+	}
+
+	// Routes: every replica, by its stable DNS name, at the route port.
+	if p.s.get("cluster-name") == "" {
+		t.Errorf("%s: no --cluster-name", p.where)
+	}
+	seen := map[int]bool{}
+	for _, r := range strings.Split(p.s.get("routes"), ",") {
+		i, port := m.podAddress(t, p.where, sts, "nats-route", strings.TrimSpace(r))
+		if i >= 0 {
+			seen[i] = true
+			if port != route {
+				t.Errorf("%s: route %s reaches container port %d, --cluster-listen is %d", p.where, r, port, route)
+			}
+		}
+	}
+	if sts.Spec.Replicas == nil || *sts.Spec.Replicas < 3 {
+		t.Errorf("%s: want ≥ 3 replicas for an R3 JetStream cluster", p.where)
+	} else if len(seen) != int(*sts.Spec.Replicas) {
+		t.Errorf("%s: --routes name %d of the %d replicas", p.where, len(seen), *sts.Spec.Replicas)
+	}
+
+	// Two members on one machine lose quorum with it.
+	aff := p.w.template.Spec.Affinity
+	okAff := false
+	if aff != nil && aff.PodAntiAffinity != nil {
+		for _, term := range aff.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution {
+			sel, err := metav1.LabelSelectorAsSelector(term.LabelSelector)
+			if err == nil && term.TopologyKey == "kubernetes.io/hostname" && !sel.Empty() && sel.Matches(labels.Set(p.w.template.Labels)) {
+				okAff = true
+			}
+		}
+	}
+	if !okAff {
+		t.Errorf("%s: want required podAntiAffinity on kubernetes.io/hostname selecting its own pods", p.where)
+	}
+}
+
+// checkOnClaim: the store must be on a volume claim (the root file system
+// is read-only, and the store must outlive the pod).
+func (m *manifests) checkOnClaim(t *testing.T, p fabricProcess, dir string) {
+	t.Helper()
+	onClaim := false
+	for _, vm := range p.c.VolumeMounts {
+		if rel, err := filepath.Rel(vm.MountPath, dir); err == nil && !strings.HasPrefix(rel, "..") && !vm.ReadOnly {
+			for _, vct := range p.w.sts.Spec.VolumeClaimTemplates {
+				onClaim = onClaim || vct.Name == vm.Name
+			}
+		}
+	}
+	if !onClaim {
+		t.Errorf("%s: store %s is on no writable volumeClaimTemplate mount", p.where, dir)
 	}
 }

@@ -16,7 +16,7 @@ func versionString() string {
 }
 
 // versionNumber is the build's version: the link-time version (the
-// Dockerfile's -X main.version), else the module version, else "dev", with
+// image build's -X main.version), else the module version, else "dev", with
 // the VCS revision when known ("v1.2.3 (0123456789ab)"). It is also the
 // version label of fabric_build_info.
 func versionNumber() string {
