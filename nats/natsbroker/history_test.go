@@ -181,7 +181,7 @@ func TestLiveGapsAreFilled(t *testing.T) {
 }
 
 func TestReplay(t *testing.T) {
-	e := setupHistory(t, natsbroker.Namespace{History: true, MaxMsgsPerChannel: 50})
+	e := setupHistory(t, natsbroker.Namespace{History: true, MaxMsgsPerChannel: 50, AllowPurge: true})
 	epoch := e.epoch(t)
 	var lobby []uint64
 	for i := 0; i < 20; i++ {

@@ -116,7 +116,13 @@ func (s *liveSub) process(ctx context.Context, m *nats.Msg) {
 	seq := seqOf(m)
 	prev, _ := strconv.ParseUint(m.Header.Get("Nats-Last-Sequence"), 10, 64)
 	if seq <= s.last {
-		return // already delivered (fetched while filling a gap)
+		// Already delivered (fetched while filling a gap), or the first
+		// messages of a new incarnation of the stream, which start from 1
+		// again: check which before the channel can stall.
+		if prev < s.last {
+			s.b.checkIncarnation(s.ns)
+		}
+		return
 	}
 	if prev > s.last && !s.fill(ctx, prev, seq) {
 		return
@@ -291,6 +297,13 @@ func (b *Broker) refreshEpochs(ctx context.Context) {
 func (b *Broker) refreshEpoch(ctx context.Context, n *nsState) {
 	n.life.Lock()
 	defer n.life.Unlock()
+	b.refreshLocked(ctx, n)
+}
+
+// refreshLocked re-reads the stream (n.life held): a deleted one is
+// recreated, a new incarnation (whoever made it) is adopted; settings an
+// operator edited are learnt, not reverted.
+func (b *Broker) refreshLocked(ctx context.Context, n *nsState) {
 	st, err := b.js.Stream(ctx, n.stream)
 	switch {
 	case errors.Is(err, jetstream.ErrStreamNotFound):
@@ -299,8 +312,34 @@ func (b *Broker) refreshEpoch(ctx context.Context, n *nsState) {
 			b.log.Warn("natsbroker: cannot recreate stream", "stream", n.stream, "err", err)
 		}
 	case err == nil:
-		if e := st.CachedInfo().Config.Metadata[epochKey]; e != "" {
-			b.setEpoch(n, e)
+		if _, _, record := incarnation(n, st.CachedInfo()); record {
+			// An incarnation no Fabric gateway recorded yet.
+			if err := b.ensureStreamLocked(ctx, n); err != nil {
+				b.log.Warn("natsbroker: cannot adopt stream", "stream", n.stream, "err", err)
+			}
+			return
 		}
+		b.learn(n, st.CachedInfo())
 	}
+}
+
+// checkIncarnation re-reads the namespace's stream soon, off the caller's
+// goroutine (at most one check at a time): a live message older than the
+// feed's position says the stream may have been replaced.
+func (b *Broker) checkIncarnation(n *nsState) {
+	if !n.refreshing.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		b.refreshEpoch(ctx, n)
+		cancel()
+		// At most one check a second: after a gap is filled, the live
+		// copies of the fetched messages look old too.
+		select {
+		case <-time.After(time.Second):
+		case <-b.stop:
+		}
+		n.refreshing.Store(false)
+	}()
 }
