@@ -35,6 +35,10 @@ type liveSub struct {
 	drops    int         // nats.go's drop count when last checked
 	head     broker.Position
 	epoch    string
+	// marks is the latest moderation mark of the channel known here;
+	// markPending says one arrived before the head was known.
+	marks       uint64
+	markPending bool
 }
 
 func (b *Broker) subscribeLive(ctx context.Context, n *nsState, topic, subj string, h broker.Handler) (broker.Subscription, error) {
@@ -70,6 +74,10 @@ func (b *Broker) subscribeLive(ctx context.Context, n *nsState, topic, subj stri
 	for _, m := range buffered {
 		s.process(ctx, m)
 	}
+	if s.markPending && s.marks > s.last {
+		s.reset(ctx) // a mark stored after the head was read
+	}
+	s.markPending = false
 	s.mu.Unlock()
 	b.liveMu.Lock()
 	b.live[s] = struct{}{}
@@ -77,16 +85,26 @@ func (b *Broker) subscribeLive(ctx context.Context, n *nsState, topic, subj stri
 	return s, nil
 }
 
-// headOf is the last offset stored on subj, or the stream's last sequence
-// when subj has none (a position: nothing on subj exists up to it).
+// headOf is the last offset stored on subj or its latest moderation mark,
+// whichever is later, or the stream's last sequence when subj has neither
+// (a position: nothing on subj exists up to it). A head is never before a
+// mark, so a client holding it does not resume "across" that mark.
 func (b *Broker) headOf(ctx context.Context, n *nsState, subj string) (broker.Position, error) {
 	epoch := n.getEpoch()
 	res, err := b.directGet(ctx, n.stream, directReq{LastBySubj: subj})
 	if err != nil {
 		return broker.Position{}, err
 	}
-	if !res.notFound {
-		return broker.Position{Epoch: epoch, Offset: seqOf(res.msgs[0])}, nil
+	mark, err := b.lastMark(ctx, n.stream, b.markSubject(n.name, subj))
+	if err != nil {
+		return broker.Position{}, err
+	}
+	if !res.notFound || mark > 0 {
+		var last uint64
+		if !res.notFound {
+			last = seqOf(res.msgs[0])
+		}
+		return broker.Position{Epoch: epoch, Offset: max(last, mark)}, nil
 	}
 	_, last, err := b.streamState(ctx, n)
 	if err != nil {
@@ -179,10 +197,32 @@ func (s *liveSub) fill(ctx context.Context, need, until uint64) bool {
 func (s *liveSub) reset(ctx context.Context) {
 	head, err := s.b.headOf(ctx, s.ns, s.subj)
 	if err != nil {
-		head = broker.Position{Epoch: s.ns.getEpoch(), Offset: s.last}
+		head = broker.Position{Epoch: s.ns.getEpoch(), Offset: max(s.last, s.marks)}
 	}
 	s.last, s.epoch = head.Offset, head.Epoch
 	s.h(&broker.Message{Topic: s.topic, Reset: true, Epoch: head.Epoch, Offset: head.Offset})
+}
+
+// applyMark handles a moderation mark of the topic stored at seq: the
+// handler gets a Reset whose position is at or after the mark, so the hub
+// drops its ring (cleared or removed messages are never served from
+// memory) and its clients resume through replay, which obeys the mark.
+// Live copies of covered messages still in flight are at or below the new
+// position, so process drops them.
+func (s *liveSub) applyMark(seq uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || seq <= s.marks {
+		return
+	}
+	s.marks = seq
+	if !s.ready {
+		s.markPending = true
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), defaultRoundTrip)
+	defer cancel()
+	s.reset(ctx)
 }
 
 // Unsubscribe implements broker.Subscription.
