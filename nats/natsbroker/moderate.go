@@ -2,8 +2,11 @@ package natsbroker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -18,15 +21,21 @@ import (
 //
 // Each operation stores a mark in the namespace's stream, on the channel's
 // mark subject <prefix>.<ns>.=3A.<rest> (Map never writes the token "=3A",
-// an escaped ':', so no topic has that subject):
+// an escaped ':', so no topic has that subject). Every mark is a snapshot
+// of the channel's whole moderation state (the latest clear, the offsets
+// removed and still stored), written with JetStream's expected last
+// sequence per subject so that concurrent moderators never lose each
+// other's work. So only the latest mark matters:
 //
-//   - every reader obeys marks: a resume across a clear is recovered:false
-//     with history_cleared, a removed message is skipped by replay;
-//   - RePublish sends the mark to every gateway at once (fabric_live.…),
-//     which resets the channel there: its ring is dropped and its clients
+//   - every reader obeys it: a resume from before the latest clear is
+//     recovered:false with history_cleared, removed messages are skipped;
+//   - RePublish sends it to every gateway at once (fabric_live.…), which
+//     resets the channel there: its ring is dropped and its clients
 //     rejoin, so nothing cleared or removed is served from memory;
-//   - a mark is stored after what it covers, so retention (age, bytes,
-//     per-subject limits, all front-first) never drops it before them.
+//   - retention never drops it before what it covers: age, bytes and the
+//     stream's message limit cut front-first, it is stored after what it
+//     covers, and the per-channel limit, which does cut marks, keeps the
+//     newest (older marks are redundant).
 //
 // The bytes are removed too when the stream allows it (allow_purge,
 // allow_delete): with the deny settings JetStream refuses every purge and
@@ -35,12 +44,23 @@ import (
 
 // Mark headers.
 const (
-	headerMod       = "Fabric-Mod"        // modClear or modRemove
+	headerMod       = "Fabric-Mod"        // what the mark records: modClear or modRemove
 	headerModOffset = "Fabric-Mod-Offset" // clear: the channel's last offset it covers; remove: the removed offset
 	modClear        = "clear"
 	modRemove       = "remove"
 	markToken       = "=3A"
 )
+
+// markState is a mark's body.
+type markState struct {
+	// Cleared is the sequence of the latest clear's mark, when a later
+	// mark carries it forward (a clear's own mark has Clear instead).
+	Cleared uint64 `json:"cleared,omitempty"`
+	Clear   bool   `json:"clear,omitempty"`
+	// Removed lists the offsets a moderator removed that may still be
+	// stored.
+	Removed []uint64 `json:"removed,omitempty"`
+}
 
 // ErrNoMessage is returned by RemoveMessage when the topic has no stored
 // message at the offset.
@@ -106,19 +126,21 @@ func (b *Broker) ClearChannel(ctx context.Context, topic string) error {
 	if err != nil {
 		return err
 	}
-	res, err := b.directGet(ctx, stream, directReq{LastBySubj: subj})
-	if err != nil {
-		return err
-	}
 	var last uint64
-	if !res.notFound {
-		last = seqOf(res.msgs[0])
-	}
-	if err := b.storeMark(ctx, stream, marks, modClear, last); err != nil {
-		return err
-	}
-	if last == 0 {
+	err = b.updateMarks(ctx, stream, subj, marks, modClear, func(st *markState) error {
+		res, err := b.directGet(ctx, stream, directReq{LastBySubj: subj})
+		if err != nil {
+			return err
+		}
+		last = 0
+		if !res.notFound {
+			last = seqOf(res.msgs[0])
+		}
+		st.Clear, st.Cleared, st.Removed = true, 0, nil
 		return nil
+	}, func() uint64 { return last })
+	if err != nil || last == 0 {
+		return err
 	}
 	st, err := b.js.Stream(ctx, stream)
 	if err != nil {
@@ -150,7 +172,13 @@ func (b *Broker) RemoveMessage(ctx context.Context, topic string, offset uint64)
 	if res.notFound || res.msgs[0].Header.Get("Nats-Subject") != subj {
 		return fmt.Errorf("%w: %d", ErrNoMessage, offset)
 	}
-	if err := b.storeMark(ctx, stream, marks, modRemove, offset); err != nil {
+	err = b.updateMarks(ctx, stream, subj, marks, modRemove, func(st *markState) error {
+		if !slices.Contains(st.Removed, offset) {
+			st.Removed = append(st.Removed, offset)
+		}
+		return nil
+	}, func() uint64 { return offset })
+	if err != nil {
 		return err
 	}
 	st, err := b.js.Stream(ctx, stream)
@@ -166,14 +194,68 @@ func (b *Broker) RemoveMessage(ctx context.Context, topic string, offset uint64)
 	return nil
 }
 
-func (b *Broker) storeMark(ctx context.Context, stream, marks, kind string, offset uint64) error {
-	m := &nats.Msg{Subject: marks, Header: nats.Header{
-		headerMod:       []string{kind},
-		headerModOffset: []string{strconv.FormatUint(offset, 10)},
-	}}
-	_, err := b.js.PublishMsg(ctx, m, jetstream.WithExpectStream(stream),
-		jetstream.WithMsgID(nats.NewInbox()[len(nats.InboxPrefix):]))
-	return err
+// errWrongLastSeq is JetStream's answer to a publish whose expected last
+// sequence per subject is not the subject's (JSStreamWrongLastSequenceErrF).
+const errWrongLastSeq jetstream.ErrorCode = 10071
+
+// updateMarks reads the channel's latest mark, lets change edit the state
+// and stores it as the new mark, expecting the latest mark to be the one
+// read: a concurrent moderator's mark in between makes it read again.
+func (b *Broker) updateMarks(ctx context.Context, stream, subj, marks, kind string, change func(*markState) error, offset func() uint64) error {
+	for attempt := 0; ; attempt++ {
+		seq, st, err := b.readMarks(ctx, stream, marks)
+		if err != nil {
+			return err
+		}
+		if st.Clear {
+			st.Clear, st.Cleared = false, seq
+		}
+		// Offsets below the channel's first stored message are gone for
+		// good: no need to carry them.
+		if len(st.Removed) > 0 {
+			res, err := b.directGet(ctx, stream, directReq{Seq: 1, NextBySubj: subj})
+			if err != nil {
+				return err
+			}
+			first := uint64(math.MaxUint64)
+			if !res.notFound {
+				first = seqOf(res.msgs[0])
+			}
+			st.Removed = slices.DeleteFunc(st.Removed, func(o uint64) bool { return o < first })
+		}
+		if err := change(&st); err != nil {
+			return err
+		}
+		body, _ := json.Marshal(st)
+		m := &nats.Msg{Subject: marks, Data: body, Header: nats.Header{
+			headerMod:       []string{kind},
+			headerModOffset: []string{strconv.FormatUint(offset(), 10)},
+		}}
+		_, err = b.js.PublishMsg(ctx, m, jetstream.WithExpectStream(stream), jetstream.WithExpectLastSequencePerSubject(seq),
+			jetstream.WithMsgID(nats.NewInbox()[len(nats.InboxPrefix):]))
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && apiErr.ErrorCode == errWrongLastSeq && attempt < 20 {
+			continue
+		}
+		return err
+	}
+}
+
+// readMarks returns the channel's latest mark and its sequence (0 and the
+// empty state when there is none).
+func (b *Broker) readMarks(ctx context.Context, stream, marks string) (uint64, markState, error) {
+	var st markState
+	res, err := b.directGet(ctx, stream, directReq{LastBySubj: marks})
+	if err != nil || res.notFound {
+		return 0, st, err
+	}
+	m := res.msgs[0]
+	if len(m.Data) > 0 {
+		if err := json.Unmarshal(m.Data, &st); err != nil {
+			return 0, st, fmt.Errorf("natsbroker: unreadable moderation mark on %s: %w", marks, err)
+		}
+	}
+	return seqOf(m), st, nil
 }
 
 func withDefaultTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -183,48 +265,34 @@ func withDefaultTimeout(ctx context.Context) (context.Context, context.CancelFun
 	return context.WithTimeout(ctx, defaultRoundTrip)
 }
 
-// markSet is what the marks after a position say.
+// markSet is what the marks say to a resume from a position.
 type markSet struct {
-	cleared bool                // a clear stored after the position
+	cleared bool                // cleared after the position
 	last    uint64              // the latest mark's sequence (0: none)
-	removed map[uint64]struct{} // offsets removed (their marks follow them)
+	removed map[uint64]struct{} // offsets removed and maybe still stored
 }
 
-// maxMarkPages bounds how many pages of marks one read goes through.
-const maxMarkPages = 64
-
-// marksAfter reads the channel's marks stored after position n. A mark
-// that matters to a resume from n is always after n: a clear after n
-// covers messages the client may have missed, and a removal's mark is
-// stored after the message it removes.
+// marksAfter reads what the channel's latest mark says to a resume from n.
 func (b *Broker) marksAfter(ctx context.Context, stream, marks string, n uint64) (markSet, error) {
-	var ms markSet
-	from := n + 1
-	for range maxMarkPages {
-		res, err := b.directGet(ctx, stream, directReq{Seq: from, NextBySubj: marks, Batch: 256})
-		if err != nil || res.notFound {
-			return ms, err
-		}
-		for _, m := range res.msgs {
-			seq := seqOf(m)
-			ms.last = max(ms.last, seq)
-			from = seq + 1
-			switch m.Header.Get(headerMod) {
-			case modClear:
-				ms.cleared = true
-			case modRemove:
-				off, _ := strconv.ParseUint(m.Header.Get(headerModOffset), 10, 64)
-				if ms.removed == nil {
-					ms.removed = map[uint64]struct{}{}
-				}
-				ms.removed[off] = struct{}{}
+	seq, st, err := b.readMarks(ctx, stream, marks)
+	if err != nil || seq == 0 {
+		return markSet{}, err
+	}
+	ms := markSet{last: seq}
+	clearedAt := st.Cleared
+	if st.Clear {
+		clearedAt = seq
+	}
+	ms.cleared = clearedAt > n
+	for _, o := range st.Removed {
+		if o > n || o == n {
+			if ms.removed == nil {
+				ms.removed = map[uint64]struct{}{}
 			}
-		}
-		if res.numPending == 0 {
-			return ms, nil
+			ms.removed[o] = struct{}{}
 		}
 	}
-	return ms, fmt.Errorf("natsbroker: more than %d pages of moderation marks on %s", maxMarkPages, marks)
+	return ms, nil
 }
 
 // lastMark is the sequence of the channel's latest mark (0: none).

@@ -155,7 +155,22 @@ const (
 	// applied them: a stream limit that differs from it was changed by
 	// hand and is kept until the config's own value changes.
 	limitsKey = "fabric_limits"
+	// minPerKey is the lowest per-channel limit the stream has had: a
+	// limit raised after it cut channels does not undo the cuts, and the
+	// anchor check must still count against the lower one.
+	minPerKey = "fabric_min_per_channel"
 )
+
+// minLimit is the lowest of the positive limits given (0: none).
+func minLimit(ls ...int64) int64 {
+	var m int64
+	for _, l := range ls {
+		if l > 0 && (m == 0 || l < m) {
+			m = l
+		}
+	}
+	return m
+}
 
 // nsState is what the broker knows about one persistent namespace.
 type nsState struct {
@@ -166,8 +181,9 @@ type nsState struct {
 	mu      sync.Mutex
 	epoch   string
 	created string // createdKey's form of the incarnation epoch names
-	// maxPer is the stream's per-subject limit as last read (-1: none);
-	// the anchor check reads it, since an operator may change the limit.
+	// maxPer is the lowest per-subject limit the incarnation is known to
+	// have had (0: none); the anchor check reads it, since an operator
+	// may change the limit.
 	maxPer int64
 
 	// life serializes every read of the stream's epoch with its
@@ -431,6 +447,10 @@ func (b *Broker) reconcile(n *nsState, info *jetstream.StreamInfo) (jetstream.St
 	}
 	epoch, created, _ := incarnation(n, info)
 	cfg.Metadata[epochKey], cfg.Metadata[createdKey] = epoch, created
+	rec, _ := strconv.ParseInt(old.Metadata[minPerKey], 10, 64)
+	if m := minLimit(rec, old.MaxMsgsPerSubject, cfg.MaxMsgsPerSubject); m > 0 {
+		cfg.Metadata[minPerKey] = strconv.FormatInt(m, 10)
+	}
 	return cfg, !reflect.DeepEqual(normalize(old), normalize(cfg)), nil
 }
 
@@ -451,8 +471,13 @@ func normalize(c jetstream.StreamConfig) jetstream.StreamConfig {
 // limit.
 func (b *Broker) learn(n *nsState, info *jetstream.StreamInfo) {
 	epoch, created, _ := incarnation(n, info)
+	rec, _ := strconv.ParseInt(info.Config.Metadata[minPerKey], 10, 64)
 	n.mu.Lock()
-	n.maxPer = info.Config.MaxMsgsPerSubject
+	known := int64(0)
+	if n.created == created {
+		known = n.maxPer
+	}
+	n.maxPer = minLimit(known, rec, info.Config.MaxMsgsPerSubject)
 	n.created = created
 	n.mu.Unlock()
 	b.setEpoch(n, epoch)

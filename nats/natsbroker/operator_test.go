@@ -52,11 +52,7 @@ func TestOperatorActions(t *testing.T) {
 		{"recreated from its saved config", natsbroker.Namespace{History: true}, func(t *testing.T, w *world) (string, string) {
 			st, _ := w.e.js.Stream(ctx(t), "FABRIC_room")
 			saved := st.CachedInfo().Config
-			if err := w.e.js.DeleteStream(ctx(t), "FABRIC_room"); err != nil {
-				t.Fatal(err)
-			}
-			time.Sleep(50 * time.Millisecond)
-			if _, err := w.e.js.CreateStream(ctx(t), saved); err != nil {
+			if err := readd(t, w.e, saved); err != nil {
 				t.Fatal(err)
 			}
 			for i := 0; i < 45; i++ { // past every old offset
