@@ -408,6 +408,9 @@ func (b *Broker) ensureAttempt(ctx context.Context, n *nsState) (done bool, err 
 	info := st.CachedInfo()
 	cfg, changed, err := b.reconcile(n, info)
 	if err != nil {
+		// Still learn which incarnation this is: a channel must never
+		// take it for the one before.
+		b.learn(n, info)
 		return true, err
 	}
 	if changed {
