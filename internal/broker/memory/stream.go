@@ -268,6 +268,24 @@ func (s *Stream) Remove(topic string, seq uint64) bool {
 	return true
 }
 
+// Head is topic's position: its last stored message or moderation mark,
+// whichever is later, or the stream's last sequence when it has neither
+// (natsbroker's head).
+func (s *Stream) Head(topic string) uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var h uint64
+	for _, subj := range []string{topic, markPrefix + topic} {
+		if own := s.stored(subj); len(own) > 0 {
+			h = max(h, own[len(own)-1])
+		}
+	}
+	if h == 0 {
+		return s.last
+	}
+	return h
+}
+
 // Stored is what a resume of topic after offset must deliver: the
 // channel's stored messages after it, less those a moderator removed.
 func (s *Stream) Stored(topic string, after uint64) []uint64 {
