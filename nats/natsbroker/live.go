@@ -61,13 +61,14 @@ func (b *Broker) subscribeLive(ctx context.Context, n *nsState, topic, subj stri
 		_ = s.Unsubscribe() // err is the one to report
 		return nil, err
 	}
-	head, err := b.headOf(ctx, n, subj)
+	head, mark, err := b.headOf(ctx, n, subj)
 	if err != nil {
 		_ = s.Unsubscribe() // err is the one to report
 		return nil, err
 	}
 	s.mu.Lock()
 	s.head, s.last, s.epoch = head, head.Offset, head.Epoch
+	s.marks = max(s.marks, mark)
 	s.ready = true
 	buffered := s.buffered
 	s.buffered = nil
@@ -89,28 +90,29 @@ func (b *Broker) subscribeLive(ctx context.Context, n *nsState, topic, subj stri
 // whichever is later, or the stream's last sequence when subj has neither
 // (a position: nothing on subj exists up to it). A head is never before a
 // mark, so a client holding it does not resume "across" that mark.
-func (b *Broker) headOf(ctx context.Context, n *nsState, subj string) (broker.Position, error) {
+// It also returns the latest mark's sequence (0: none).
+func (b *Broker) headOf(ctx context.Context, n *nsState, subj string) (broker.Position, uint64, error) {
 	epoch := n.getEpoch()
 	res, err := b.directGet(ctx, n.stream, directReq{LastBySubj: subj})
 	if err != nil {
-		return broker.Position{}, err
+		return broker.Position{}, 0, err
 	}
 	mark, err := b.lastMark(ctx, n.stream, b.markSubject(n.name, subj))
 	if err != nil {
-		return broker.Position{}, err
+		return broker.Position{}, 0, err
 	}
 	if !res.notFound || mark > 0 {
 		var last uint64
 		if !res.notFound {
 			last = seqOf(res.msgs[0])
 		}
-		return broker.Position{Epoch: epoch, Offset: max(last, mark)}, nil
+		return broker.Position{Epoch: epoch, Offset: max(last, mark)}, mark, nil
 	}
 	_, last, err := b.streamState(ctx, n)
 	if err != nil {
-		return broker.Position{}, err
+		return broker.Position{}, 0, err
 	}
-	return broker.Position{Epoch: epoch, Offset: last}, nil
+	return broker.Position{Epoch: epoch, Offset: last}, 0, nil
 }
 
 // Head implements broker.HeadSubscription.
@@ -195,10 +197,11 @@ func (s *liveSub) fill(ctx context.Context, need, until uint64) bool {
 
 // reset re-reads the head and tells the handler to start over (s.mu held).
 func (s *liveSub) reset(ctx context.Context) {
-	head, err := s.b.headOf(ctx, s.ns, s.subj)
+	head, mark, err := s.b.headOf(ctx, s.ns, s.subj)
 	if err != nil {
 		head = broker.Position{Epoch: s.ns.getEpoch(), Offset: max(s.last, s.marks)}
 	}
+	s.marks = max(s.marks, mark)
 	s.last, s.epoch = head.Offset, head.Epoch
 	s.h(&broker.Message{Topic: s.topic, Reset: true, Epoch: head.Epoch, Offset: head.Offset})
 }
@@ -318,6 +321,13 @@ func (s *liveSub) resync(ctx context.Context) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed || !s.ready || s.epoch != s.ns.getEpoch() {
+		return
+	}
+	// A moderation mark stored while the link was down (its republished
+	// copy is lost): apply it now.
+	if mark, err := s.b.lastMark(ctx, s.ns.stream, s.b.markSubject(s.ns.name, s.subj)); err == nil && mark > s.marks {
+		s.marks = mark
+		s.reset(ctx)
 		return
 	}
 	res, err := s.b.directGet(ctx, s.ns.stream, directReq{LastBySubj: s.subj})

@@ -189,3 +189,29 @@ func TestStandaloneModerator(t *testing.T) {
 		t.Fatalf("after a standalone clear: %q %v", p.Reason, err)
 	}
 }
+
+// A mark whose republished copy a gateway missed (its NATS link was down)
+// is applied when the gateway resyncs after the link came back.
+func TestMissedMarkAppliedOnResync(t *testing.T) {
+	e := setupHistory(t, natsbroker.Namespace{History: true})
+	e.jsPublish(t, "fabric.room.lobby", "m", `{}`)
+	sub, ch := collect(t, e.env, "room:lobby")
+	defer sub.Unsubscribe()
+	e.b.StopWatchingMarks()
+	m, err := natsbroker.NewModerator(e.pub, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.ClearChannel(ctx(t), "room:lobby"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-ch:
+		t.Fatalf("delivered without the mark subscription: %+v", got)
+	case <-time.After(100 * time.Millisecond):
+	}
+	e.b.Resync(ctx(t))
+	if r := recvReset(t, ch); r.Offset < 2 {
+		t.Fatalf("reset at %d, before the mark", r.Offset)
+	}
+}
