@@ -52,6 +52,9 @@ const (
 
 	// epochKey is the stream metadata key natsbroker keeps the epoch in.
 	epochKey = "fabric_epoch"
+	// createdKey is the creation time (Unix ns) of the incarnation the
+	// epoch was chosen for (natsbroker).
+	createdKey = "fabric_created"
 	// ephemeralTTL is how long "no stream captures this namespace" is
 	// believed before the server is asked again, so a namespace made
 	// persistent later is noticed without a restart.
@@ -688,7 +691,14 @@ func (p *Publisher) epoch(ctx context.Context, stream string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	epoch := st.CachedInfo().Config.Metadata[epochKey]
+	info := st.CachedInfo()
+	epoch := info.Config.Metadata[epochKey]
+	if c := info.Config.Metadata[createdKey]; c != "" && c != strconv.FormatInt(info.Created.UnixNano(), 10) {
+		// Re-added from a saved config (metadata included): the epoch
+		// names an earlier incarnation, and no gateway has named this
+		// one yet (natsbroker does on the stream's creation advisory).
+		epoch = ""
+	}
 	if epoch != "" {
 		p.mu.Lock()
 		p.epochs[stream] = epochEntry{epoch: epoch, expires: now.Add(epochTTL)}

@@ -19,10 +19,14 @@
 // it past 2^53), and the helper keeps and sends them as strings. The helper remembers the epoch and the latest
 // offset, and phoenix.js — which re-evaluates channel params on every rejoin
 // — sends them back as {epoch, offset}, so after any reconnect the gateway
-// replays exactly what was missed. If it cannot (history expired, stream
-// recreated, offset unknown), the join reply says recovered: false and the
-// helper calls onGap with the reason; the channel then continues live from
-// the current position.
+// replays exactly what was missed. If it cannot, the join reply says
+// recovered: false and the helper calls onGap with the reason —
+// "history_gone" (retention dropped messages after the offset),
+// "history_cleared" (a moderator cleared the channel), "epoch_changed"
+// (the stream was recreated or restored) or "offset_ahead"; the channel
+// then continues live from the current position. A connected client is
+// made to rejoin when its channel is cleared or its stream replaced, so
+// it hears about it at once.
 
 const CONTROL = /^(phx_|chan_reply_)/
 const DIGITS = /^[0-9]+$/

@@ -23,6 +23,7 @@ Usage: fabric COMMAND [flags]
 
   serve           run a gateway (embedded NATS unless --nats-url)
   publish         publish a message to a channel, through NATS or the HTTP API
+  channel         clear a channel's history or remove one message (moderation)
   token           mint a development JWT
   nats            run a standalone NATS/JetStream node (cluster member)
   bench idle      server RSS per idle joined connection, Fabric vs nats-server
@@ -37,12 +38,13 @@ given with --config; flags win over the environment, which wins over the file.
 `
 
 // commands are the first words run accepts, for suggestions.
-var commands = []string{"serve", "publish", "nats", "bench", "token", "version", "help"}
+var commands = []string{"serve", "publish", "channel", "nats", "bench", "token", "version", "help"}
 
 // synopsis is the usage line printed under a command-line mistake, for the
 // commands whose arguments are more than flags.
 var synopsis = map[string]string{
 	"fabric publish": "fabric publish [flags] TOPIC [PAYLOAD]",
+	"fabric channel": "fabric channel clear|rm [flags] TOPIC [OFFSET]",
 }
 
 // shortUsage follows a command-line mistake: the mistake in one line, the
@@ -74,6 +76,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 		defer stop()
 		err = publish(ctx, args[1:], os.Environ(), os.Stdin, stdout, stderr)
+	case "channel":
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+		err = channelCmd(ctx, args[1:], os.Environ(), stdout, stderr)
 	case "nats":
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 		defer stop()

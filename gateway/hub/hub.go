@@ -466,7 +466,7 @@ type Stats struct {
 	EncodeErrors uint64 // messages that could not be framed (e.g. a binary event over 255 bytes)
 	// Resumes counts resume outcomes (joins with a position) by reason:
 	// "" for recovered, else broker.ReasonEpochChanged, ReasonHistoryGone,
-	// ReasonOffsetAhead, or "other" for a reason a broker made up. Every
+	// ReasonOffsetAhead, ReasonHistoryCleared, or "other" for a reason a broker made up. Every
 	// key is present. A resume that failed before it had an outcome (the
 	// subscription or the first fetch failed) is not counted here.
 	Resumes map[string]uint64
@@ -486,7 +486,7 @@ func (h *Hub) Stats() Stats {
 }
 
 // resumeReasons indexes Hub.resumes; "" is recovered.
-var resumeReasons = [...]string{"", broker.ReasonEpochChanged, broker.ReasonHistoryGone, broker.ReasonOffsetAhead, "other"}
+var resumeReasons = [...]string{"", broker.ReasonEpochChanged, broker.ReasonHistoryGone, broker.ReasonOffsetAhead, broker.ReasonHistoryCleared, "other"}
 
 // countResume records the outcome of a resume once the hub decided it.
 func (h *Hub) countResume(r JoinResult) {

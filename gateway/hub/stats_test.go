@@ -56,7 +56,7 @@ func TestStatsResumes(t *testing.T) {
 	if r := join(&broker.Position{Epoch: "", Offset: 7}); r.Reason != broker.ReasonOffsetAhead {
 		t.Fatalf("resume the broker refuses: %+v", r)
 	}
-	want := map[string]uint64{"": 1, broker.ReasonEpochChanged: 1, broker.ReasonHistoryGone: 0, broker.ReasonOffsetAhead: 1, "other": 0}
+	want := map[string]uint64{"": 1, broker.ReasonEpochChanged: 1, broker.ReasonHistoryGone: 0, broker.ReasonOffsetAhead: 1, broker.ReasonHistoryCleared: 0, "other": 0}
 	got := h.Stats().Resumes
 	if len(got) != len(want) {
 		t.Fatalf("Resumes = %v, want %v", got, want)

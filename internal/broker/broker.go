@@ -57,6 +57,9 @@ const (
 	ReasonEpochChanged = "epoch_changed"
 	ReasonHistoryGone  = "history_gone"
 	ReasonOffsetAhead  = "offset_ahead"
+	// ReasonHistoryCleared: a moderator cleared the channel's history
+	// after the position (control.Moderator.ClearChannel).
+	ReasonHistoryCleared = "history_cleared"
 )
 
 // Page is one page of replay.

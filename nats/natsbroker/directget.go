@@ -123,10 +123,45 @@ func (b *Broker) Replay(ctx context.Context, topic string, from broker.Position,
 }
 
 // page reads up to max messages on subj after offset n, checking that none
-// was lost in between (the anchor check, docs/history.md).
+// was lost in between.
+//
+// The invariant (docs/history.md, "The guarantee"): a page without Reason
+// holds every message of the channel stored after n, in order, except
+// those a moderation mark removed; so a resume answered recovered:true
+// misses nothing that is still stored, and nothing removed by retention
+// or a purge was ever after n. It is proved from what can remove a
+// channel's messages:
+//
+//   - Fabric's moderation stores a mark after what it covers: a clear
+//     after n is history_cleared, a removal is skipped (marksAfter).
+//   - Retention removes front-first: age, bytes and whole-stream purges
+//     (with or without seq/keep) cut the stream's front; the per-channel
+//     limit, and a subject purge with or without seq/keep, cut the
+//     channel's front.
+//   - Deletes and purges around Fabric are refused (DenyDelete,
+//     DenyPurge) unless the namespace opted out; then an operator's
+//     subject purge or delete that leaves later messages in place is not
+//     seen (the documented bound).
+//   - A recreated stream is another epoch (Replay checks it first).
+//
+// Hence: if n is a stored message of the channel (the anchor), nothing of
+// the channel after it was cut, since every cut is front-first. Otherwise
+// n is a position (a join on an empty channel, another channel's offset,
+// or a removed message); then n must still be stored in the stream (else
+// whatever removed it may have cut after it; a moderator's removal is
+// known to have removed n alone), and the channel must be
+// under its per-channel limit after n (else that limit may have cut after
+// n: a cut leaves limit-many newer messages behind it).
 func (b *Broker) page(ctx context.Context, ns *nsState, topic, subj string, n uint64, max int) (broker.Page, error) {
 	if max <= 0 {
 		max = 256
+	}
+	marks, err := b.marksAfter(ctx, ns.stream, b.markSubject(ns.name, subj), n)
+	if err != nil {
+		return broker.Page{}, err
+	}
+	if marks.cleared {
+		return broker.Page{Reason: broker.ReasonHistoryCleared}, nil
 	}
 	start := n
 	if start == 0 {
@@ -139,24 +174,18 @@ func (b *Broker) page(ctx context.Context, ns *nsState, topic, subj string, n ui
 	msgs := res.msgs
 	switch {
 	case n > 0 && len(msgs) > 0 && seqOf(msgs[0]) == n:
-		// The anchor (a message the client has) is still stored:
-		// removal is front-first, so nothing after it is gone.
+		// The anchor (a message the client has) is still stored.
 		msgs = msgs[1:]
 	default:
-		// n is not a message of this topic: either a stream position
-		// (a client that joined an empty channel), or a message that
-		// has been removed. Tell them apart by whether the stream still
-		// holds sequence n at all.
-		ok, reason, err := b.positionValid(ctx, ns, n)
+		_, moderated := marks.removed[n]
+		ok, reason, err := b.positionValid(ctx, ns, n, moderated)
 		if err != nil {
 			return broker.Page{}, err
 		}
 		if !ok {
 			return broker.Page{Reason: reason}, nil
 		}
-		// Per-channel limits cut a channel's own front: if the channel
-		// is at its limit, messages after n may have been cut.
-		if lim := ns.cfg.MaxMsgsPerChannel; lim > 0 && uint64(len(msgs))+res.numPending >= uint64(lim) {
+		if lim := ns.perChannelLimit(); lim > 0 && uint64(len(msgs))+res.numPending >= uint64(lim) {
 			return broker.Page{Reason: broker.ReasonHistoryGone}, nil
 		}
 	}
@@ -167,8 +196,12 @@ func (b *Broker) page(ctx context.Context, ns *nsState, topic, subj string, n ui
 	}
 	prev := n
 	for _, m := range msgs {
-		bm, ok := b.convert(topic, m)
 		seq := seqOf(m)
+		if _, removed := marks.removed[seq]; removed {
+			prev = seq // removed by a moderator: skipped, the chain moves on
+			continue
+		}
+		bm, ok := b.convert(topic, m)
 		if !ok {
 			// Undeliverable event name: skipped, but the chain moves on.
 			prev = seq
@@ -182,8 +215,12 @@ func (b *Broker) page(ctx context.Context, ns *nsState, topic, subj string, n ui
 }
 
 // positionValid decides whether offset n (not a stored message of the
-// topic) is still a trustworthy position.
-func (b *Broker) positionValid(ctx context.Context, ns *nsState, n uint64) (bool, string, error) {
+// topic) is still a trustworthy position: it is not beyond the stream,
+// and nothing removed it (a removed n says a cut may have reached past
+// it), unless a moderator did (moderated: its mark says so, and removed
+// nothing else), in which case only the stream's front must not have
+// passed it. Position 0 is valid while the stream never dropped a message.
+func (b *Broker) positionValid(ctx context.Context, ns *nsState, n uint64, moderated bool) (bool, string, error) {
 	first, last, err := b.streamState(ctx, ns)
 	if err != nil {
 		return false, "", err
@@ -191,9 +228,8 @@ func (b *Broker) positionValid(ctx context.Context, ns *nsState, n uint64) (bool
 	if n > last {
 		return false, broker.ReasonOffsetAhead, nil
 	}
-	if n == 0 {
-		// Before any message: valid while the stream never dropped one.
-		if first > 1 {
+	if n == 0 || moderated {
+		if first > n+1 {
 			return false, broker.ReasonHistoryGone, nil
 		}
 		return true, "", nil

@@ -12,12 +12,14 @@ import (
 
 	"github.com/fabric-rt/fabric/internal/broker"
 	"github.com/fabric-rt/fabric/nats/natsbroker"
+	"github.com/fabric-rt/fabric/nats/natsembed"
 	"github.com/fabric-rt/fabric/nats/natstest"
 )
 
 type henv struct {
 	env
-	js jetstream.JetStream
+	js  jetstream.JetStream
+	srv *natsembed.Server
 }
 
 func setupHistory(t *testing.T, ns natsbroker.Namespace, mutate ...func(*natsbroker.Config)) henv {
@@ -38,7 +40,7 @@ func setupHistory(t *testing.T, ns natsbroker.Namespace, mutate ...func(*natsbro
 	}
 	pub := natstest.Connect(t, s)
 	js, _ := jetstream.New(pub)
-	return henv{env: env{b: b, nc: nc, pub: pub}, js: js}
+	return henv{env: env{b: b, nc: nc, pub: pub}, js: js, srv: s}
 }
 
 // jsPublish stores a message the way a service that needs history does.
@@ -181,7 +183,7 @@ func TestLiveGapsAreFilled(t *testing.T) {
 }
 
 func TestReplay(t *testing.T) {
-	e := setupHistory(t, natsbroker.Namespace{History: true, MaxMsgsPerChannel: 50})
+	e := setupHistory(t, natsbroker.Namespace{History: true, MaxMsgsPerChannel: 50, AllowPurge: true})
 	epoch := e.epoch(t)
 	var lobby []uint64
 	for i := 0; i < 20; i++ {

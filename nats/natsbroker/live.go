@@ -35,6 +35,10 @@ type liveSub struct {
 	drops    int         // nats.go's drop count when last checked
 	head     broker.Position
 	epoch    string
+	// marks is the latest moderation mark of the channel known here;
+	// markPending says one arrived before the head was known.
+	marks       uint64
+	markPending bool
 }
 
 func (b *Broker) subscribeLive(ctx context.Context, n *nsState, topic, subj string, h broker.Handler) (broker.Subscription, error) {
@@ -57,19 +61,24 @@ func (b *Broker) subscribeLive(ctx context.Context, n *nsState, topic, subj stri
 		_ = s.Unsubscribe() // err is the one to report
 		return nil, err
 	}
-	head, err := b.headOf(ctx, n, subj)
+	head, mark, err := b.headOf(ctx, n, subj)
 	if err != nil {
 		_ = s.Unsubscribe() // err is the one to report
 		return nil, err
 	}
 	s.mu.Lock()
 	s.head, s.last, s.epoch = head, head.Offset, head.Epoch
+	s.marks = max(s.marks, mark)
 	s.ready = true
 	buffered := s.buffered
 	s.buffered = nil
 	for _, m := range buffered {
 		s.process(ctx, m)
 	}
+	if s.markPending && s.marks > s.last {
+		s.reset(ctx) // a mark stored after the head was read
+	}
+	s.markPending = false
 	s.mu.Unlock()
 	b.liveMu.Lock()
 	b.live[s] = struct{}{}
@@ -77,22 +86,33 @@ func (b *Broker) subscribeLive(ctx context.Context, n *nsState, topic, subj stri
 	return s, nil
 }
 
-// headOf is the last offset stored on subj, or the stream's last sequence
-// when subj has none (a position: nothing on subj exists up to it).
-func (b *Broker) headOf(ctx context.Context, n *nsState, subj string) (broker.Position, error) {
+// headOf is the last offset stored on subj or its latest moderation mark,
+// whichever is later, or the stream's last sequence when subj has neither
+// (a position: nothing on subj exists up to it). A head is never before a
+// mark, so a client holding it does not resume "across" that mark.
+// It also returns the latest mark's sequence (0: none).
+func (b *Broker) headOf(ctx context.Context, n *nsState, subj string) (broker.Position, uint64, error) {
 	epoch := n.getEpoch()
 	res, err := b.directGet(ctx, n.stream, directReq{LastBySubj: subj})
 	if err != nil {
-		return broker.Position{}, err
+		return broker.Position{}, 0, err
 	}
-	if !res.notFound {
-		return broker.Position{Epoch: epoch, Offset: seqOf(res.msgs[0])}, nil
+	mark, err := b.lastMark(ctx, n.stream, b.markSubject(n.name, subj))
+	if err != nil {
+		return broker.Position{}, 0, err
+	}
+	if !res.notFound || mark > 0 {
+		var last uint64
+		if !res.notFound {
+			last = seqOf(res.msgs[0])
+		}
+		return broker.Position{Epoch: epoch, Offset: max(last, mark)}, mark, nil
 	}
 	_, last, err := b.streamState(ctx, n)
 	if err != nil {
-		return broker.Position{}, err
+		return broker.Position{}, 0, err
 	}
-	return broker.Position{Epoch: epoch, Offset: last}, nil
+	return broker.Position{Epoch: epoch, Offset: last}, 0, nil
 }
 
 // Head implements broker.HeadSubscription.
@@ -116,7 +136,13 @@ func (s *liveSub) process(ctx context.Context, m *nats.Msg) {
 	seq := seqOf(m)
 	prev, _ := strconv.ParseUint(m.Header.Get("Nats-Last-Sequence"), 10, 64)
 	if seq <= s.last {
-		return // already delivered (fetched while filling a gap)
+		// Already delivered (fetched while filling a gap), or the first
+		// messages of a new incarnation of the stream, which start from 1
+		// again: check which before the channel can stall.
+		if prev < s.last {
+			s.b.checkIncarnation(s.ns)
+		}
+		return
 	}
 	if prev > s.last && !s.fill(ctx, prev, seq) {
 		return
@@ -171,12 +197,35 @@ func (s *liveSub) fill(ctx context.Context, need, until uint64) bool {
 
 // reset re-reads the head and tells the handler to start over (s.mu held).
 func (s *liveSub) reset(ctx context.Context) {
-	head, err := s.b.headOf(ctx, s.ns, s.subj)
+	head, mark, err := s.b.headOf(ctx, s.ns, s.subj)
 	if err != nil {
-		head = broker.Position{Epoch: s.ns.getEpoch(), Offset: s.last}
+		head = broker.Position{Epoch: s.ns.getEpoch(), Offset: max(s.last, s.marks)}
 	}
+	s.marks = max(s.marks, mark)
 	s.last, s.epoch = head.Offset, head.Epoch
 	s.h(&broker.Message{Topic: s.topic, Reset: true, Epoch: head.Epoch, Offset: head.Offset})
+}
+
+// applyMark handles a moderation mark of the topic stored at seq: the
+// handler gets a Reset whose position is at or after the mark, so the hub
+// drops its ring (cleared or removed messages are never served from
+// memory) and its clients resume through replay, which obeys the mark.
+// Live copies of covered messages still in flight are at or below the new
+// position, so process drops them.
+func (s *liveSub) applyMark(seq uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || seq <= s.marks {
+		return
+	}
+	s.marks = seq
+	if !s.ready {
+		s.markPending = true
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), defaultRoundTrip)
+	defer cancel()
+	s.reset(ctx)
 }
 
 // Unsubscribe implements broker.Subscription.
@@ -274,6 +323,13 @@ func (s *liveSub) resync(ctx context.Context) {
 	if s.closed || !s.ready || s.epoch != s.ns.getEpoch() {
 		return
 	}
+	// A moderation mark stored while the link was down (its republished
+	// copy is lost): apply it now.
+	if mark, err := s.b.lastMark(ctx, s.ns.stream, s.b.markSubject(s.ns.name, s.subj)); err == nil && mark > s.marks {
+		s.marks = mark
+		s.reset(ctx)
+		return
+	}
 	res, err := s.b.directGet(ctx, s.ns.stream, directReq{LastBySubj: s.subj})
 	if err == nil && !res.notFound {
 		if last := seqOf(res.msgs[0]); last > s.last {
@@ -291,6 +347,13 @@ func (b *Broker) refreshEpochs(ctx context.Context) {
 func (b *Broker) refreshEpoch(ctx context.Context, n *nsState) {
 	n.life.Lock()
 	defer n.life.Unlock()
+	b.refreshLocked(ctx, n)
+}
+
+// refreshLocked re-reads the stream (n.life held): a deleted one is
+// recreated, a new incarnation (whoever made it) is adopted; settings an
+// operator edited are learnt, not reverted.
+func (b *Broker) refreshLocked(ctx context.Context, n *nsState) {
 	st, err := b.js.Stream(ctx, n.stream)
 	switch {
 	case errors.Is(err, jetstream.ErrStreamNotFound):
@@ -299,8 +362,34 @@ func (b *Broker) refreshEpoch(ctx context.Context, n *nsState) {
 			b.log.Warn("natsbroker: cannot recreate stream", "stream", n.stream, "err", err)
 		}
 	case err == nil:
-		if e := st.CachedInfo().Config.Metadata[epochKey]; e != "" {
-			b.setEpoch(n, e)
+		if _, _, record := incarnation(n, st.CachedInfo()); record {
+			// An incarnation no Fabric gateway recorded yet.
+			if err := b.ensureStreamLocked(ctx, n); err != nil {
+				b.log.Warn("natsbroker: cannot adopt stream", "stream", n.stream, "err", err)
+			}
+			return
 		}
+		b.learn(n, st.CachedInfo())
 	}
+}
+
+// checkIncarnation re-reads the namespace's stream soon, off the caller's
+// goroutine (at most one check at a time): a live message older than the
+// feed's position says the stream may have been replaced.
+func (b *Broker) checkIncarnation(n *nsState) {
+	if !n.refreshing.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		b.refreshEpoch(ctx, n)
+		cancel()
+		// At most one check a second: after a gap is filled, the live
+		// copies of the fetched messages look old too.
+		select {
+		case <-time.After(time.Second):
+		case <-b.stop:
+		}
+		n.refreshing.Store(false)
+	}()
 }

@@ -3,12 +3,16 @@ package natsbroker
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base32"
 	"errors"
 	"fmt"
+	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -58,6 +62,12 @@ type Namespace struct {
 	// presence_state (default and ceiling: half the per-connection output
 	// budget, 128 KiB with the default --max-queue-bytes).
 	PresenceMaxStateBytes int `yaml:"presence_max_state_bytes"`
+	// AllowPurge and AllowDelete let purges and message deletes made
+	// around Fabric (the nats CLI) through: by default the stream refuses
+	// them (DenyPurge, DenyDelete), since Fabric cannot notice them in
+	// time. Opting out loosens the resume guarantee (docs/history.md).
+	AllowPurge  bool `yaml:"allow_purge"`
+	AllowDelete bool `yaml:"allow_delete"`
 }
 
 // Presence defaults.
@@ -100,8 +110,8 @@ func ValidateNamespaces(nss map[string]Namespace) error {
 		if ns.Replicas < 0 || ns.Replicas > 5 {
 			return fmt.Errorf("namespace %q: replicas must be between 1 and 5", name)
 		}
-		if !ns.History && (ns.MaxAge != 0 || ns.MaxBytes != 0 || ns.MaxMsgsPerChannel != 0 || ns.Replicas != 0) {
-			return fmt.Errorf("namespace %q: retention and replicas only apply with history: true", name)
+		if !ns.History && (ns.MaxAge != 0 || ns.MaxBytes != 0 || ns.MaxMsgsPerChannel != 0 || ns.Replicas != 0 || ns.AllowPurge || ns.AllowDelete) {
+			return fmt.Errorf("namespace %q: retention, replicas, allow_purge and allow_delete only apply with history: true", name)
 		}
 		switch ns.Pushes {
 		case "", PushesPublish, PushesRequest:
@@ -130,7 +140,37 @@ func ValidateNamespaces(nss map[string]Namespace) error {
 // StreamName is the JetStream stream of a persistent namespace.
 func StreamName(ns string) string { return "FABRIC_" + ns }
 
-const epochKey = "fabric_epoch"
+// Stream metadata keys Fabric owns.
+const (
+	// epochKey is the epoch gateways of every version read. Gateways
+	// before 2026-12 named an incarnation by this key alone, which a
+	// stream re-added from a saved config (metadata included) carries over.
+	epochKey = "fabric_epoch"
+	// createdKey is the creation time (Unix ns, the server's StreamInfo
+	// Created) of the incarnation fabric_epoch was chosen for. A saved
+	// config carries it too, but the server gives every new stream a new
+	// creation time, so a mismatch unmasks a re-added stream.
+	createdKey = "fabric_created"
+	// limitsKey records the namespace config's limits as Fabric last
+	// applied them: a stream limit that differs from it was changed by
+	// hand and is kept until the config's own value changes.
+	limitsKey = "fabric_limits"
+	// minPerKey is the lowest per-channel limit the stream has had: a
+	// limit raised after it cut channels does not undo the cuts, and the
+	// anchor check must still count against the lower one.
+	minPerKey = "fabric_min_per_channel"
+)
+
+// minLimit is the lowest of the positive limits given (0: none).
+func minLimit(ls ...int64) int64 {
+	var m int64
+	for _, l := range ls {
+		if l > 0 && (m == 0 || l < m) {
+			m = l
+		}
+	}
+	return m
+}
 
 // nsState is what the broker knows about one persistent namespace.
 type nsState struct {
@@ -138,14 +178,21 @@ type nsState struct {
 	stream string
 	cfg    Namespace
 
-	mu    sync.Mutex
-	epoch string
+	mu      sync.Mutex
+	epoch   string
+	created string // createdKey's form of the incarnation epoch names
+	// maxPer is the lowest per-subject limit the incarnation is known to
+	// have had (0: none); the anchor check reads it, since an operator
+	// may change the limit.
+	maxPer int64
 
 	// life serializes every read of the stream's epoch with its
 	// application (creation, advisories, periodic refresh): without it a
 	// reading taken before a delete could be applied after the recreate
 	// and flip the namespace back to a dead epoch.
 	life sync.Mutex
+
+	refreshing atomic.Bool // an asynchronous epoch check is under way
 }
 
 func (n *nsState) getEpoch() string {
@@ -154,47 +201,120 @@ func (n *nsState) getEpoch() string {
 	return n.epoch
 }
 
-func (b *Broker) streamConfig(n *nsState, epoch string) jetstream.StreamConfig {
-	c := n.cfg
-	replicas := c.Replicas
+func (n *nsState) perChannelLimit() int64 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.maxPer
+}
+
+// limits is the namespace config's limits in stream terms, and their
+// record for limitsKey.
+func (c Namespace) limits() (maxAge time.Duration, maxBytes, maxPer int64, replicas int, record string) {
+	replicas = c.Replicas
 	if replicas == 0 {
 		replicas = 1
 	}
-	maxBytes, maxPer := c.MaxBytes, c.MaxMsgsPerChannel
+	maxBytes, maxPer = c.MaxBytes, c.MaxMsgsPerChannel
 	if maxBytes == 0 {
 		maxBytes = DefaultStreamMaxBytes
 	}
 	if maxPer == 0 {
 		maxPer = -1
 	}
-	return jetstream.StreamConfig{
+	record = fmt.Sprintf("max_age=%s max_bytes=%d max_msgs_per_channel=%d replicas=%d", c.MaxAge, maxBytes, maxPer, replicas)
+	return c.MaxAge, maxBytes, maxPer, replicas, record
+}
+
+// streamConfig is the stream Fabric creates for a namespace.
+func (b *Broker) streamConfig(n *nsState) jetstream.StreamConfig {
+	maxAge, maxBytes, maxPer, replicas, record := n.cfg.limits()
+	cfg := jetstream.StreamConfig{
 		Name:              n.stream,
 		Description:       "Fabric history of namespace " + n.name,
-		Subjects:          []string{b.prefix + "." + n.name, b.prefix + "." + n.name + ".>"},
 		Storage:           jetstream.FileStorage,
 		Replicas:          replicas,
-		MaxAge:            c.MaxAge,
+		MaxAge:            maxAge,
 		MaxBytes:          maxBytes,
 		MaxMsgs:           -1,
 		MaxMsgsPerSubject: maxPer,
-		Discard:           jetstream.DiscardOld,
-		Duplicates:        2 * time.Minute,
-		// Direct Get serves replay from any current replica without a
-		// consumer; DenyDelete keeps removal front-first, which the
-		// anchor check relies on.
-		AllowDirect: true,
-		DenyDelete:  true,
-		// Every stored message is republished with its sequence and the
-		// previous sequence on its subject: the gap-detecting live feed.
-		RePublish: &jetstream.RePublish{Source: b.prefix + ".>", Destination: b.livePrefix + ".>"},
-		Metadata:  map[string]string{epochKey: epoch},
+		Metadata:          map[string]string{limitsKey: record},
 	}
+	b.ownSettings(n, &cfg)
+	return cfg
+}
+
+// ownSettings sets what Fabric owns in a namespace's stream: what
+// delivery, replay and their proofs depend on. Everything else (limits
+// changed by hand, description, compression, placement...) belongs to
+// the operator and is left as found (docs/history.md, "Who owns what").
+func (b *Broker) ownSettings(n *nsState, c *jetstream.StreamConfig) {
+	c.Subjects = []string{b.prefix + "." + n.name, b.prefix + "." + n.name + ".>"}
+	c.Retention = jetstream.LimitsPolicy
+	c.Discard = jetstream.DiscardOld
+	c.Duplicates = 2 * time.Minute
+	// Direct Get serves replay from any current replica without a
+	// consumer.
+	c.AllowDirect = true
+	// Purges and deletes made around Fabric cannot be noticed in time
+	// (JetStream sends no reliable advisory for them), so the stream
+	// refuses them unless the namespace opts out. JetStream applies the
+	// refusal to every API purge and delete, Fabric's own included
+	// (nats-server jetstream_api.go: "stream purge not permitted",
+	// "message delete not permitted"); neither flag can be lifted by an
+	// update (stream.go: "can not cancel deny purge"), and roll-ups need
+	// the purge permission too. So Fabric's moderation does not depend
+	// on them: it stores a mark in the stream that every reader obeys
+	// (moderate.go), and removes the bytes too where the stream allows.
+	c.DenyPurge = c.DenyPurge || !n.cfg.AllowPurge
+	c.DenyDelete = c.DenyDelete || !n.cfg.AllowDelete
+	c.AllowRollup = false
+	// Every stored message is republished with its sequence and the
+	// previous sequence on its subject: the gap-detecting live feed.
+	c.RePublish = &jetstream.RePublish{Source: b.prefix + ".>", Destination: b.livePrefix + ".>"}
 }
 
 func newEpoch() string {
 	var b [10]byte
 	rand.Read(b[:])
 	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
+}
+
+// derivedEpoch names an incarnation from the stream's name and creation
+// time alone, so that every gateway that reads the same StreamInfo
+// computes the same epoch without waiting for one of them to record it.
+func derivedEpoch(stream, created string) string {
+	h := sha256.Sum256([]byte(stream + "\x00" + created))
+	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(h[:10]))
+}
+
+// incarnation decides the epoch of the stream described by info, and
+// whether the metadata should be rewritten to record it.
+//
+// Invariant: two incarnations of a stream (created, deleted and created
+// again by anyone, from any config) never share an epoch, as long as the
+// server gives them different creation times. The metadata alone cannot
+// say it (a saved config carries fabric_epoch and fabric_created over);
+// the server's Created can, and fabric_created ties the epoch to it.
+func incarnation(n *nsState, info *jetstream.StreamInfo) (epoch, created string, record bool) {
+	created = strconv.FormatInt(info.Created.UnixNano(), 10)
+	md := info.Config.Metadata
+	e, c := md[epochKey], md[createdKey]
+	n.mu.Lock()
+	known := n.created
+	n.mu.Unlock()
+	switch {
+	case e != "" && c == created:
+		return e, created, false
+	case e != "" && c == "" && (known == "" || known == created):
+		// Written by a gateway of an earlier version, which recorded no
+		// creation time: keep its epoch (no needless epoch_changed during
+		// a rolling upgrade) and record the time. A stream re-added from
+		// such a saved config while no newer gateway watched is taken for
+		// the old one: the upgrade note in docs/history.md says so.
+		return e, created, true
+	default:
+		return derivedEpoch(n.stream, created), created, true
+	}
 }
 
 // EnsureStreams creates or updates the stream of every persistent
@@ -213,6 +333,9 @@ func (b *Broker) EnsureStreams(ctx context.Context) error {
 		sub, err := b.nc.Subscribe("$JS.EVENT.ADVISORY.STREAM.*.*", b.onAdvisory)
 		if err == nil {
 			b.advSub = sub
+			err = b.watchMarks()
+		}
+		if err == nil {
 			err = b.roundTrip(ctx) // registered before EnsureStreams returns
 		}
 		if err != nil {
@@ -260,10 +383,9 @@ func (b *Broker) ensureAttempt(ctx context.Context, n *nsState) (done bool, err 
 	st, err := b.js.Stream(ctx, n.stream)
 	switch {
 	case errors.Is(err, jetstream.ErrStreamNotFound):
-		epoch := newEpoch()
-		created, err := b.js.CreateStream(ctx, b.streamConfig(n, epoch))
+		created, err := b.js.CreateStream(ctx, b.streamConfig(n))
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) || retryable(err) {
-			return false, err // another gateway won the race, no leader yet, or peers not reported yet (10005)
+			return false, err // another gateway (or an operator) won the race, no leader yet, or peers not reported yet (10005)
 		}
 		if err != nil {
 			return true, fmt.Errorf("namespace %q: cannot create stream %s: %w", n.name, n.stream, err)
@@ -277,25 +399,91 @@ func (b *Broker) ensureAttempt(ctx context.Context, n *nsState) (done bool, err 
 			_ = b.js.DeleteStream(ctx, n.stream)
 			return false, fmt.Errorf("stream %s reopened a deleted incarnation's files (last seq %d)", n.stream, st.LastSeq)
 		}
-		b.setEpoch(n, epoch)
-		return true, nil
+		st = created
 	case retryable(err):
 		return false, err
 	case err != nil:
 		return true, fmt.Errorf("namespace %q: cannot read stream %s: %w", n.name, n.stream, err)
 	}
-	epoch := st.CachedInfo().Config.Metadata[epochKey]
-	if epoch == "" {
-		epoch = newEpoch() // a stream Fabric did not create
+	info := st.CachedInfo()
+	cfg, changed, err := b.reconcile(n, info)
+	if err != nil {
+		// Still learn which incarnation this is: a channel must never
+		// take it for the one before.
+		b.learn(n, info)
+		return true, err
 	}
-	if _, err := b.js.UpdateStream(ctx, b.streamConfig(n, epoch)); err != nil {
-		if retryable(err) {
-			return false, err
+	if changed {
+		upd, err := b.js.UpdateStream(ctx, cfg)
+		if err != nil {
+			if retryable(err) {
+				return false, err
+			}
+			return true, fmt.Errorf("namespace %q: stream %s exists with a configuration Fabric cannot apply: %w", n.name, n.stream, err)
 		}
-		return true, fmt.Errorf("namespace %q: stream %s exists with a configuration Fabric cannot apply: %w", n.name, n.stream, err)
+		info = upd.CachedInfo()
 	}
-	b.setEpoch(n, epoch)
+	b.learn(n, info)
 	return true, nil
+}
+
+// reconcile returns the stream's config with what Fabric owns applied:
+// its own settings, the namespace config's limits when the config changed
+// them since Fabric last applied them, and the incarnation's epoch.
+func (b *Broker) reconcile(n *nsState, info *jetstream.StreamInfo) (jetstream.StreamConfig, bool, error) {
+	old := info.Config
+	cfg := old
+	cfg.Metadata = make(map[string]string, len(old.Metadata)+3)
+	for k, v := range old.Metadata {
+		cfg.Metadata[k] = v
+	}
+	b.ownSettings(n, &cfg)
+	if old.DenyPurge && n.cfg.AllowPurge || old.DenyDelete && n.cfg.AllowDelete {
+		return cfg, false, fmt.Errorf("namespace %q: allow_purge/allow_delete cannot apply to stream %s: it denies purges or deletes, and JetStream cannot lift that; recreate the stream to opt out", n.name, n.stream)
+	}
+	maxAge, maxBytes, maxPer, replicas, record := n.cfg.limits()
+	if old.Metadata[limitsKey] != record {
+		cfg.MaxAge, cfg.MaxBytes, cfg.MaxMsgsPerSubject, cfg.Replicas = maxAge, maxBytes, maxPer, replicas
+		cfg.Metadata[limitsKey] = record
+	} else if old.MaxAge != maxAge || old.MaxBytes != maxBytes || old.MaxMsgsPerSubject != maxPer || old.Replicas != replicas {
+		b.log.Info("natsbroker: keeping stream limits changed by hand (the namespace config did not change them)", "stream", n.stream)
+	}
+	epoch, created, _ := incarnation(n, info)
+	cfg.Metadata[epochKey], cfg.Metadata[createdKey] = epoch, created
+	rec, _ := strconv.ParseInt(old.Metadata[minPerKey], 10, 64)
+	if m := minLimit(rec, old.MaxMsgsPerSubject, cfg.MaxMsgsPerSubject); m > 0 {
+		cfg.Metadata[minPerKey] = strconv.FormatInt(m, 10)
+	}
+	return cfg, !reflect.DeepEqual(normalize(old), normalize(cfg)), nil
+}
+
+// normalize drops what the server fills in on its own, so that a config
+// Fabric would leave as it is compares equal to the stream's.
+func normalize(c jetstream.StreamConfig) jetstream.StreamConfig {
+	md := map[string]string{}
+	for k, v := range c.Metadata {
+		if !strings.HasPrefix(k, "_nats.") {
+			md[k] = v
+		}
+	}
+	c.Metadata = md
+	return c
+}
+
+// learn applies what a stream's info says: its epoch and per-channel
+// limit.
+func (b *Broker) learn(n *nsState, info *jetstream.StreamInfo) {
+	epoch, created, _ := incarnation(n, info)
+	rec, _ := strconv.ParseInt(info.Config.Metadata[minPerKey], 10, 64)
+	n.mu.Lock()
+	known := int64(0)
+	if n.created == created {
+		known = n.maxPer
+	}
+	n.maxPer = minLimit(known, rec, info.Config.MaxMsgsPerSubject)
+	n.created = created
+	n.mu.Unlock()
+	b.setEpoch(n, epoch)
 }
 
 // retryable reports errors of a cluster that is still forming: no answer
@@ -327,8 +515,11 @@ func (b *Broker) setEpoch(n *nsState, epoch string) {
 }
 
 // recreateDelay is how long a deleted stream stays deleted before Fabric
-// recreates it.
-const recreateDelay = 500 * time.Millisecond
+// recreates it: an operator restoring it (nats stream add from a saved
+// config, a backup tool) gets the first go. Whoever wins, the other's
+// create fails (a stream name is taken once), and the winner's incarnation
+// gets an epoch of its own, so the two never mix.
+const recreateDelay = 2 * time.Second
 
 func (b *Broker) onAdvisory(m *nats.Msg) {
 	i := strings.LastIndexByte(m.Subject, '.')
@@ -349,44 +540,33 @@ func (b *Broker) onAdvisory(m *nats.Msg) {
 			// Let the server finish removing the old files first (see
 			// ensureAttempt), and give an operator who is recreating the
 			// stream by hand the first go.
-			time.Sleep(recreateDelay)
+			select {
+			case <-time.After(recreateDelay):
+			case <-b.stop:
+				return
+			}
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		n.life.Lock()
 		defer n.life.Unlock()
 		switch kind {
-		case "DELETED":
+		case "DELETED", "CREATED":
+			// Recreate it, or adopt whoever's incarnation is there: record
+			// its epoch and Fabric's own settings.
 			if err := b.ensureStreamLocked(ctx, n); err != nil {
-				b.log.Error("natsbroker: cannot recreate deleted stream", "stream", n.stream, "err", err)
+				b.log.Error("natsbroker: cannot recreate or adopt stream", "stream", n.stream, "err", err)
 			}
 		case "RESTORE_COMPLETE":
 			// A restore brings back older history under the old
 			// metadata; offsets handed out since may now name other
-			// messages, so the restored stream is a new epoch.
-			n.mu.Lock()
-			n.epoch = ""
-			n.mu.Unlock()
-			st, err := b.js.Stream(ctx, n.stream)
-			if err == nil {
-				cfg := st.CachedInfo().Config
-				if cfg.Metadata == nil {
-					cfg.Metadata = map[string]string{}
-				}
-				cfg.Metadata[epochKey] = newEpoch()
-				if _, err := b.js.UpdateStream(ctx, cfg); err == nil {
-					b.setEpoch(n, cfg.Metadata[epochKey])
-					b.resetNamespace(n)
-				}
+			// messages. The server gives the restored stream a creation
+			// time of its own, and the restore is a new incarnation.
+			if err := b.ensureStreamLocked(ctx, n); err != nil {
+				b.log.Error("natsbroker: cannot adopt restored stream", "stream", n.stream, "err", err)
 			}
-		default: // CREATED, UPDATED
-			st, err := b.js.Stream(ctx, n.stream)
-			if err != nil {
-				return
-			}
-			if e := st.CachedInfo().Config.Metadata[epochKey]; e != "" {
-				b.setEpoch(n, e)
-			}
+		default: // UPDATED: learn, never revert an operator's edit
+			b.refreshLocked(ctx, n)
 		}
 	}()
 }

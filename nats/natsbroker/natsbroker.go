@@ -90,6 +90,8 @@ type Broker struct {
 	pushNS     map[string]Namespace // every configured namespace
 	advOnce    sync.Once
 	advSub     *nats.Subscription
+	markSubs   []*nats.Subscription // republished moderation marks, one per namespace
+	standalone bool                 // NewModerator: streams found by name
 
 	liveMu sync.Mutex
 	live   map[*liveSub]struct{}
@@ -153,6 +155,9 @@ func (b *Broker) Close() {
 		close(b.stop)
 		if b.advSub != nil {
 			b.advSub.Unsubscribe()
+		}
+		for _, sub := range b.markSubs {
+			_ = sub.Unsubscribe() // the connection may be closed already
 		}
 	})
 }

@@ -64,7 +64,8 @@ type Resume struct {
 	// Recovered: the missed messages follow, in order, then live ones.
 	Recovered bool
 	// Reason, when not Recovered: history_gone (retention dropped
-	// messages after From), epoch_changed (the stream was recreated or
+	// messages after From), history_cleared (a moderator cleared the
+	// channel after From), epoch_changed (the stream was recreated or
 	// restored) or offset_ahead (From is beyond the stream). The channel
 	// continues live from To; whatever lay between is lost: reload state.
 	Reason string

@@ -9,7 +9,7 @@
 //		phx.On("new_msg", func(m phx.Message) { fmt.Println(string(m.Payload), m.Offset) }),
 //		phx.OnResume(func(r phx.Resume) {
 //			if !r.Recovered {
-//				reload(r.Reason) // history_gone, epoch_changed, offset_ahead
+//				reload(r.Reason) // history_gone, history_cleared, epoch_changed, offset_ahead
 //			}
 //		}))
 //	reply, err := ch.Push(ctx, "new_msg", map[string]string{"body": "hi"})
