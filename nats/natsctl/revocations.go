@@ -1,0 +1,306 @@
+package natsctl
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Refusal reasons, as the gateway puts them in an HTTP refusal's body
+// ({"reason": …}) before an upgrade.
+const (
+	ReasonRevoked     = "token_revoked"
+	ReasonBanned      = "banned"
+	ReasonUnavailable = "revocation_list_unavailable"
+)
+
+// Entry kinds in the bucket.
+const (
+	kindJTI  = "jti"  // one token, by its jti claim
+	kindUser = "user" // every token of a user issued before a time
+	kindBan  = "ban"  // a user refused until a time
+)
+
+// entry is one revocation or ban. It is stored under its own key (see
+// key) with a TTL that ends when it stops mattering, so the bucket never
+// needs cleaning and a key is never updated (per-key TTLs are set when a
+// key is created).
+type entry struct {
+	Kind string `json:"kind"`
+	JTI  string `json:"jti,omitempty"`
+	User string `json:"user,omitempty"`
+	// Before (unix ms): tokens of User whose iat is earlier are revoked,
+	// and so are its tokens without iat (kindUser).
+	Before int64 `json:"before_ms,omitempty"`
+	// Until (unix ms): the entry applies until then (the tokens' latest
+	// exp; the end of a ban).
+	Until int64 `json:"until_ms"`
+}
+
+// key names e in the bucket. KV keys allow only [-/_=.A-Za-z0-9], and a
+// jti or sub may hold anything: both are base64url-encoded. A user
+// revocation or ban carries its time so that a later one is a new key.
+func (e entry) key() string {
+	enc := base64.RawURLEncoding.EncodeToString
+	switch e.Kind {
+	case kindJTI:
+		return kindJTI + "." + enc([]byte(e.JTI))
+	case kindUser:
+		return kindUser + "." + enc([]byte(e.User)) + "." + strconv.FormatInt(e.Before, 10)
+	default:
+		return kindBan + "." + enc([]byte(e.User)) + "." + strconv.FormatInt(e.Until, 10)
+	}
+}
+
+func (e entry) valid() error {
+	switch {
+	case e.Kind == kindJTI && e.JTI == "", e.Kind != kindJTI && e.User == "":
+		return errors.New("natsctl: revocation names no token or user")
+	case e.Kind != kindJTI && e.Kind != kindUser && e.Kind != kindBan:
+		return fmt.Errorf("natsctl: unknown revocation kind %q", e.Kind)
+	case e.Until <= 0:
+		return errors.New("natsctl: revocation without an end")
+	}
+	return nil
+}
+
+// RevocationsConfig configures a revocation list.
+type RevocationsConfig struct {
+	Conn *nats.Conn
+	// Bucket is the KV bucket (default "<prefix>_revocations" via Prefix).
+	Bucket string
+	Prefix string // default "fabric"
+	// Replicas of the bucket (default 1; 3 in a three-node cluster).
+	Replicas int
+	// OnChange is called after an entry arrived that may refuse open
+	// connections (the gateway then closes them). Called from the watch
+	// goroutine, one at a time.
+	OnChange func()
+	Logger   *slog.Logger
+}
+
+// Revocations is a gateway's copy of the cluster's revocation list: a
+// JetStream KV bucket watched from the start, so every entry any gateway
+// or backend writes is applied here within milliseconds, and the list is
+// read again in full after a restart.
+//
+// Refusal answers from memory: no lookup on the bus per upgrade or join.
+// Before the first full read it fails closed (ReasonUnavailable); while
+// NATS is away it keeps the last list it read (entries written meanwhile
+// arrive when the watch resumes).
+type Revocations struct {
+	cfg RevocationsConfig
+	kv  jetstream.KeyValue
+	log *slog.Logger
+
+	synced atomic.Bool
+	mu     sync.RWMutex
+	jtis   map[string]int64 // jti → until (ms)
+	before map[string]span  // user → tokens issued before, until
+	bans   map[string]int64 // user → until (ms)
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+type span struct{ before, until int64 }
+
+// OpenRevocations creates (or reuses) the bucket, reads it whole and keeps
+// watching it. It returns once the list was read, or ctx's error.
+func OpenRevocations(ctx context.Context, cfg RevocationsConfig) (*Revocations, error) {
+	if cfg.Conn == nil {
+		return nil, errors.New("natsctl: no NATS connection")
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = "fabric"
+	}
+	if cfg.Bucket == "" {
+		cfg.Bucket = cfg.Prefix + "_revocations"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	js, err := jetstream.New(cfg.Conn)
+	if err != nil {
+		return nil, err
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      cfg.Bucket,
+		Description: "Fabric: revoked tokens and banned users (docs/cluster-control.md)",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    max(1, cfg.Replicas),
+		// Per-key TTLs: each entry goes when its tokens have expired.
+		LimitMarkerTTL: time.Minute,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("natsctl: revocation bucket %s: %w", cfg.Bucket, err)
+	}
+	r := newRevocations(cfg)
+	r.kv = kv
+	wctx, cancel := context.WithCancel(context.Background())
+	w, err := kv.WatchAll(wctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("natsctl: watch %s: %w", cfg.Bucket, err)
+	}
+	r.cancel = cancel
+	r.done = make(chan struct{})
+	synced := make(chan struct{})
+	go r.watch(wctx, w, synced)
+	select {
+	case <-synced:
+		return r, nil
+	case <-ctx.Done():
+		r.Close()
+		return nil, fmt.Errorf("natsctl: reading %s: %w", cfg.Bucket, ctx.Err())
+	}
+}
+
+func newRevocations(cfg RevocationsConfig) *Revocations {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Revocations{cfg: cfg, log: cfg.Logger, jtis: map[string]int64{}, before: map[string]span{}, bans: map[string]int64{}}
+}
+
+func (r *Revocations) watch(ctx context.Context, w jetstream.KeyWatcher, synced chan struct{}) {
+	defer close(r.done)
+	defer func() { _ = w.Stop() }()
+	prune := time.NewTicker(time.Minute)
+	defer prune.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case kve, ok := <-w.Updates():
+			if !ok {
+				return
+			}
+			if kve == nil { // the initial values are all in
+				if r.synced.CompareAndSwap(false, true) {
+					close(synced)
+				}
+				continue
+			}
+			var e entry
+			if err := json.Unmarshal(kve.Value(), &e); err != nil || e.valid() != nil {
+				r.log.Warn("ignoring a malformed revocation entry", "key", kve.Key())
+				continue
+			}
+			if r.apply(e) && r.synced.Load() && r.cfg.OnChange != nil {
+				r.cfg.OnChange()
+			}
+		case <-prune.C:
+			r.prune(time.Now().UnixMilli())
+		}
+	}
+}
+
+// apply merges e into the list; it reports whether e is in force now.
+func (r *Revocations) apply(e entry) bool {
+	now := time.Now().UnixMilli()
+	if e.Until <= now {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch e.Kind {
+	case kindJTI:
+		r.jtis[e.JTI] = max(r.jtis[e.JTI], e.Until)
+	case kindUser:
+		// The latest cut-off covers the earlier ones; kept until the
+		// latest end of any of them (conservative: never shorter).
+		s := r.before[e.User]
+		r.before[e.User] = span{before: max(s.before, e.Before), until: max(s.until, e.Until)}
+	case kindBan:
+		r.bans[e.User] = max(r.bans[e.User], e.Until)
+	}
+	return true
+}
+
+func (r *Revocations) prune(now int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k, u := range r.jtis {
+		if u <= now {
+			delete(r.jtis, k)
+		}
+	}
+	for k, s := range r.before {
+		if s.until <= now {
+			delete(r.before, k)
+		}
+	}
+	for k, u := range r.bans {
+		if u <= now {
+			delete(r.bans, k)
+		}
+	}
+}
+
+// Refusal says why a connection token may not be used now: "" when it
+// may, else ReasonBanned (with the ban's end), ReasonRevoked, or
+// ReasonUnavailable while the list was never read. sub is the token's
+// subject, jti its id ("" when none), iat its issue time (zero when the
+// token has none: a user revocation then covers it, as it cannot be shown
+// to be newer). It reads memory only.
+func (r *Revocations) Refusal(sub, jti string, iat time.Time) (string, time.Time) {
+	if !r.synced.Load() {
+		return ReasonUnavailable, time.Time{}
+	}
+	now := time.Now().UnixMilli()
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if u := r.bans[sub]; u > now {
+		return ReasonBanned, time.UnixMilli(u)
+	}
+	if jti != "" {
+		if u := r.jtis[jti]; u > now {
+			return ReasonRevoked, time.Time{}
+		}
+	}
+	if s, ok := r.before[sub]; ok && s.until > now && (iat.IsZero() || iat.UnixMilli() < s.before) {
+		return ReasonRevoked, time.Time{}
+	}
+	return "", time.Time{}
+}
+
+// add writes e to the bucket with a TTL ending at e.Until, and applies it
+// here at once. Writing the same entry twice is not an error.
+func (r *Revocations) add(ctx context.Context, e entry) error {
+	if err := e.valid(); err != nil {
+		return err
+	}
+	ttl := time.Until(time.UnixMilli(e.Until))
+	if ttl <= 0 {
+		return nil // already over: nothing to refuse
+	}
+	// The server keeps TTLs in whole seconds, at least one.
+	ttl = max(time.Second, ttl.Round(time.Second)+time.Second)
+	b, _ := json.Marshal(e)
+	_, err := r.kv.Create(ctx, e.key(), b, jetstream.KeyTTL(ttl))
+	if err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+		return fmt.Errorf("natsctl: storing revocation: %w", err)
+	}
+	r.apply(e)
+	return nil
+}
+
+// Close stops watching.
+func (r *Revocations) Close() {
+	if r.cancel != nil {
+		r.cancel()
+		<-r.done
+	}
+}
