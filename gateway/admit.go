@@ -37,6 +37,9 @@ type AuthConfig struct {
 	// Leeway is added to a token's exp before the connection is closed;
 	// negative means none (auth.Config.Leeway's convention).
 	Leeway time.Duration
+	// Gate, when set, refuses revoked tokens and banned users at every
+	// upgrade, LongPoll request and join (see control.go).
+	Gate Gate
 }
 
 // Limits protect the gateway from any one client, user or address.
@@ -208,12 +211,18 @@ type policy struct {
 	grants   auth.Grants
 	sub      string
 	verifier *auth.Verifier
+	// The token's jti ("" when none) and iat (unix seconds, 0 when none):
+	// what a revocation names (see Gate).
+	jti string
+	iat int64
 	ticket
 	user     *userBudget // nil until admitted
 	longPoll bool
 }
 
-func (p *policy) CanJoin(topic string) bool    { return p.grants.CanJoin(topic) }
+func (p *policy) CanJoin(topic string) bool {
+	return p.grants.CanJoin(topic) && p.refused() == ""
+}
 func (p *policy) CanPublish(topic string) bool { return p.grants.CanPublish(topic) }
 
 // AcquireChannel implements session.ChannelBudget: one more channel of the
@@ -287,11 +296,19 @@ func (g *Gateway) authenticate(r *http.Request) (*policy, *auth.Claims, *refusal
 		// nobody's, and presence would fall back to what the client says.
 		return nil, nil, &refusal{status: http.StatusUnauthorized, reason: ReasonMissingSub}
 	}
-	return &policy{
+	if ref := g.gateRefusal(claims); ref != nil {
+		return nil, nil, ref
+	}
+	p := &policy{
 		grants:   claims.Grants().Merge(a.Grants.For(claims.Subject)),
 		sub:      claims.Subject,
 		verifier: a.Verifier,
-	}, claims, nil
+		jti:      claims.ID,
+	}
+	if !claims.IssuedAt.IsZero() {
+		p.iat = claims.IssuedAt.Unix()
+	}
+	return p, claims, nil
 }
 
 // ReasonMissingSub refuses a connection token without a sub claim (401).

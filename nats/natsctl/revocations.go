@@ -84,7 +84,7 @@ type RevocationsConfig struct {
 	Replicas int
 	// OnChange is called after an entry arrived that may refuse open
 	// connections (the gateway then closes them). Called from the watch
-	// goroutine, one at a time.
+	// goroutine, one at a time. SetOnChange sets it later.
 	OnChange func()
 	Logger   *slog.Logger
 }
@@ -109,9 +109,15 @@ type Revocations struct {
 	before map[string]span  // user → tokens issued before, until
 	bans   map[string]int64 // user → until (ms)
 
+	onChange atomic.Pointer[func()]
+
 	cancel context.CancelFunc
 	done   chan struct{}
 }
+
+// SetOnChange replaces RevocationsConfig.OnChange (for a gateway built
+// after the list was opened, as the gateway needs the list to start).
+func (r *Revocations) SetOnChange(fn func()) { r.onChange.Store(&fn) }
 
 type span struct{ before, until int64 }
 
@@ -171,7 +177,9 @@ func newRevocations(cfg RevocationsConfig) *Revocations {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Revocations{cfg: cfg, log: cfg.Logger, jtis: map[string]int64{}, before: map[string]span{}, bans: map[string]int64{}}
+	r := &Revocations{cfg: cfg, log: cfg.Logger, jtis: map[string]int64{}, before: map[string]span{}, bans: map[string]int64{}}
+	r.SetOnChange(cfg.OnChange)
+	return r
 }
 
 func (r *Revocations) watch(ctx context.Context, w jetstream.KeyWatcher, synced chan struct{}) {
@@ -198,8 +206,8 @@ func (r *Revocations) watch(ctx context.Context, w jetstream.KeyWatcher, synced 
 				r.log.Warn("ignoring a malformed revocation entry", "key", kve.Key())
 				continue
 			}
-			if r.apply(e) && r.synced.Load() && r.cfg.OnChange != nil {
-				r.cfg.OnChange()
+			if fn := r.onChange.Load(); r.apply(e) && r.synced.Load() && fn != nil && *fn != nil {
+				(*fn)()
 			}
 		case <-prune.C:
 			r.prune(time.Now().UnixMilli())
