@@ -27,6 +27,12 @@ type Gate interface {
 	Refusal(sub, jti string, iat time.Time) (reason string, until time.Time)
 }
 
+// BanCloser is a Gate that knows how a ban asked to close the banned
+// user's connections (the Disconnect's code and reason).
+type BanCloser interface {
+	BanClose(sub string) (code int, reason string)
+}
+
 // Gate refusal reasons (Gate.Refusal), as refusal bodies carry them.
 const (
 	ReasonBanned      = "banned"
@@ -182,7 +188,13 @@ func (g *Gateway) CloseRefused() int {
 			s.Close(CloseRevoked, "token revoked")
 			n++
 		case ReasonBanned:
-			s.Close(CloseBanned, "banned")
+			code, reason := CloseBanned, "banned"
+			if bc, ok := g.cfg.Auth.Gate.(BanCloser); ok {
+				if c, r := bc.BanClose(p.sub); c != 0 {
+					code, reason = transport.CloseCode(c), r
+				}
+			}
+			s.Close(code, reason)
 			n++
 		}
 	})

@@ -314,9 +314,9 @@ const (
 	CloseBanned       = 4011
 )
 
-// Disconnect implements control.Cluster. With a ban, the ban is stored
-// first (so that it outlives every gateway's restart), then every gateway
-// applies it and closes the user's connections.
+// Disconnect implements control.Cluster. With a ban, every gateway
+// applies the ban and closes the user's connections, then the ban is
+// stored (so that it holds on gateways that restart or start later).
 func (c *Cluster) Disconnect(ctx context.Context, r control.DisconnectRequest) (control.Affected, error) {
 	var res control.Affected
 	if r.User == "" {
@@ -336,17 +336,30 @@ func (c *Cluster) Disconnect(ctx context.Context, r control.DisconnectRequest) (
 		return res, errors.New("natsctl: a close reason is at most 123 bytes of UTF-8")
 	}
 	req := request{User: r.User, Code: code, Reason: reason}
-	if r.Ban > 0 {
-		if c.cfg.Revocations == nil {
-			return res, errors.New("natsctl: no revocation list to keep the ban in")
-		}
-		until := time.Now().Add(r.Ban).UnixMilli()
-		if err := c.cfg.Revocations.add(ctx, entry{Kind: kindBan, User: r.User, Until: until}); err != nil {
-			return res, err
-		}
-		req.BanUntil = until
+	if r.Ban <= 0 {
+		return c.count(ctx, opDisconnect, req)
 	}
-	return c.count(ctx, opDisconnect, req)
+	if c.cfg.Revocations == nil {
+		return res, errors.New("natsctl: no revocation list to keep the ban in")
+	}
+	req.BanUntil = time.Now().Add(r.Ban).UnixMilli()
+	res, err := c.count(ctx, opDisconnect, req)
+	if err != nil {
+		return res, err
+	}
+	return res, c.store(ctx, entry{Kind: kindBan, User: r.User, Until: req.BanUntil, Code: code, Reason: reason})
+}
+
+// store keeps e in the bucket once the gateways that answered applied it
+// (and counted what it closed): stored first, each gateway's watch would
+// race the request to close the same connections. A gateway that missed
+// the request applies e from the bucket, as does every gateway started
+// later.
+func (c *Cluster) store(ctx context.Context, e entry) error {
+	if err := c.cfg.Revocations.add(ctx, e); err != nil {
+		return fmt.Errorf("%w (applied on the gateways that answered, until they restart: call again)", err)
+	}
+	return nil
 }
 
 // Unsubscribe implements control.Cluster.
@@ -359,9 +372,9 @@ func (c *Cluster) Unsubscribe(ctx context.Context, r control.UnsubscribeRequest)
 
 // Revoke implements control.Cluster: one token by JTI, or every token of
 // User issued before IssuedBefore (and every token of User without iat).
-// The entry is stored first (so it holds across restarts and for gateways
-// that start later, until Until), then every gateway applies it and closes
-// the connections holding a revoked token.
+// Every gateway applies it and closes the connections holding a revoked
+// token, then the entry is stored (so it holds across restarts and on
+// gateways that start later, until Until).
 func (c *Cluster) Revoke(ctx context.Context, r control.RevokeRequest) (control.Affected, error) {
 	var res control.Affected
 	if c.cfg.Revocations == nil {
@@ -383,10 +396,14 @@ func (c *Cluster) Revoke(ctx context.Context, r control.RevokeRequest) (control.
 	if !until.After(time.Now()) {
 		return res, errors.New("natsctl: revocation ends in the past")
 	}
-	if err := c.cfg.Revocations.add(ctx, e); err != nil {
+	if err := e.valid(); err != nil {
 		return res, err
 	}
-	return c.count(ctx, opRevoke, request{Revocation: &e})
+	res, err := c.count(ctx, opRevoke, request{Revocation: &e})
+	if err != nil {
+		return res, err
+	}
+	return res, c.store(ctx, e)
 }
 
 func (c *Cluster) count(ctx context.Context, op string, req request) (control.Affected, error) {

@@ -200,7 +200,7 @@ func (r *Responder) answer(op string, data []byte) answer {
 			}
 			// Before closing: the client's immediate reconnect must
 			// already meet the ban.
-			r.cfg.Revocations.apply(entry{Kind: kindBan, User: req.User, Until: req.BanUntil})
+			r.cfg.Revocations.apply(entry{Kind: kindBan, User: req.User, Until: req.BanUntil, Code: req.Code, Reason: req.Reason})
 		}
 		return answer{Count: l.DisconnectUser(req.User, req.Code, req.Reason)}
 	case opUnsubscribe:

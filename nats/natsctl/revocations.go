@@ -45,6 +45,11 @@ type entry struct {
 	// Until (unix ms): the entry applies until then (the tokens' latest
 	// exp; the end of a ban).
 	Until int64 `json:"until_ms"`
+	// Code and Reason close a banned user's connections (kindBan): a
+	// gateway that learns of the ban from the bucket before the
+	// Disconnect request closes them as the request would.
+	Code   int    `json:"code,omitempty"`
+	Reason string `json:"reason,omitempty"`
 }
 
 // key names e in the bucket. KV keys allow only [-/_=.A-Za-z0-9], and a
@@ -107,7 +112,7 @@ type Revocations struct {
 	mu     sync.RWMutex
 	jtis   map[string]int64 // jti → until (ms)
 	before map[string]span  // user → tokens issued before, until
-	bans   map[string]int64 // user → until (ms)
+	bans   map[string]ban   // user → its ban
 
 	onChange atomic.Pointer[func()]
 
@@ -120,6 +125,12 @@ type Revocations struct {
 func (r *Revocations) SetOnChange(fn func()) { r.onChange.Store(&fn) }
 
 type span struct{ before, until int64 }
+
+type ban struct {
+	until  int64
+	code   int
+	reason string
+}
 
 // OpenRevocations creates (or reuses) the bucket, reads it whole and keeps
 // watching it. It returns once the list was read, or ctx's error.
@@ -177,7 +188,7 @@ func newRevocations(cfg RevocationsConfig) *Revocations {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	r := &Revocations{cfg: cfg, log: cfg.Logger, jtis: map[string]int64{}, before: map[string]span{}, bans: map[string]int64{}}
+	r := &Revocations{cfg: cfg, log: cfg.Logger, jtis: map[string]int64{}, before: map[string]span{}, bans: map[string]ban{}}
 	r.SetOnChange(cfg.OnChange)
 	return r
 }
@@ -232,7 +243,9 @@ func (r *Revocations) apply(e entry) bool {
 		s := r.before[e.User]
 		r.before[e.User] = span{before: max(s.before, e.Before), until: max(s.until, e.Until)}
 	case kindBan:
-		r.bans[e.User] = max(r.bans[e.User], e.Until)
+		if b := r.bans[e.User]; e.Until > b.until {
+			r.bans[e.User] = ban{until: e.Until, code: e.Code, reason: e.Reason}
+		}
 	}
 	return true
 }
@@ -250,8 +263,8 @@ func (r *Revocations) prune(now int64) {
 			delete(r.before, k)
 		}
 	}
-	for k, u := range r.bans {
-		if u <= now {
+	for k, b := range r.bans {
+		if b.until <= now {
 			delete(r.bans, k)
 		}
 	}
@@ -270,8 +283,8 @@ func (r *Revocations) Refusal(sub, jti string, iat time.Time) (string, time.Time
 	now := time.Now().UnixMilli()
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	if u := r.bans[sub]; u > now {
-		return ReasonBanned, time.UnixMilli(u)
+	if b := r.bans[sub]; b.until > now {
+		return ReasonBanned, time.UnixMilli(b.until)
 	}
 	if jti != "" {
 		if u := r.jtis[jti]; u > now {
@@ -282,6 +295,15 @@ func (r *Revocations) Refusal(sub, jti string, iat time.Time) (string, time.Time
 		return ReasonRevoked, time.Time{}
 	}
 	return "", time.Time{}
+}
+
+// BanClose is how sub's connections are closed while it is banned: the
+// code and reason its Disconnect gave (0, "" when not banned).
+func (r *Revocations) BanClose(sub string) (int, string) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	b := r.bans[sub]
+	return b.code, b.reason
 }
 
 // add writes e to the bucket with a TTL ending at e.Until, and applies it
