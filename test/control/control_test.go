@@ -211,9 +211,11 @@ func TestDisconnectWithBanClosesEverywhereAndRefusesUntilTheBanEnds(t *testing.T
 			t.Fatalf("close reason %q", e.Reason)
 		}
 		t.Logf("gateway %d: socket closed %v after the Disconnect call began", i+1, time.Since(began).Round(time.Millisecond))
+	}
+	for _, p := range []*phxnode.Puppet{m1, m2} {
 		sc := p.MustNext(wait, "server_close", phxnode.IsEv("server_close"))
-		if sc.Code != 4011 {
-			t.Fatalf("guardSocket saw %d", sc.Code)
+		if sc.Code != 4011 || sc.Reason != "cheating" {
+			t.Fatalf("guardSocket saw %s", sc)
 		}
 	}
 	// phoenix.js reconnects (every 200 ms here): refused before the
@@ -300,6 +302,8 @@ func TestRevokeClosesHoldersAndRefusesEverywhereLater(t *testing.T) {
 	for i, p := range []*phxnode.Puppet{h1, h2} {
 		closed(t, p, 4012)
 		t.Logf("gateway %d: holder closed %v after Revoke began", i+1, time.Since(began).Round(time.Millisecond))
+	}
+	for _, p := range []*phxnode.Puppet{h1, h2} {
 		r := p.MustNext(wait, "refused", phxnode.IsEv("refused"))
 		var status float64
 		_ = r.Field("status", &status)
