@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math"
 	"net"
 	"net/http"
 	"net/netip"
@@ -211,12 +212,14 @@ type policy struct {
 	grants   auth.Grants
 	sub      string
 	verifier *auth.Verifier
-	// The token's jti ("" when none) and iat (unix seconds, 0 when none):
-	// what a revocation names (see Gate).
-	jti string
-	iat int64
 	ticket
-	user     *userBudget // nil until admitted
+	user *userBudget // nil until admitted
+	// What a revocation names (see Gate): the token's jti as
+	// auth.JTIKey (0 when none) and its iat in unix seconds (0 when
+	// none; uint32 lasts until 2106), packed so that the policy stays in
+	// its 128-byte size class.
+	jti      uint64
+	iat      uint32
 	longPoll bool
 }
 
@@ -303,10 +306,10 @@ func (g *Gateway) authenticate(r *http.Request) (*policy, *auth.Claims, *refusal
 		grants:   claims.Grants().Merge(a.Grants.For(claims.Subject)),
 		sub:      claims.Subject,
 		verifier: a.Verifier,
-		jti:      claims.ID,
+		jti:      auth.JTIKey(claims.ID),
 	}
-	if !claims.IssuedAt.IsZero() {
-		p.iat = claims.IssuedAt.Unix()
+	if iat := claims.IssuedAt.Unix(); !claims.IssuedAt.IsZero() && iat > 0 && iat <= math.MaxUint32 {
+		p.iat = uint32(iat)
 	}
 	return p, claims, nil
 }

@@ -21,10 +21,11 @@ import (
 // implements it; the gateway asks it at every upgrade, LongPoll request
 // and join, so it must answer from memory.
 type Gate interface {
-	// Refusal is "" when the token (its sub, jti — "" when none — and
-	// iat — zero when none) may be used, else why not: "banned" (until
-	// when), "token_revoked", or "revocation_list_unavailable".
-	Refusal(sub, jti string, iat time.Time) (reason string, until time.Time)
+	// Refusal is "" when the token (its sub, its jti as auth.JTIKey — 0
+	// when none — and iat — zero when none) may be used, else why not:
+	// "banned" (until when), "token_revoked", or
+	// "revocation_list_unavailable".
+	Refusal(sub string, jti uint64, iat time.Time) (reason string, until time.Time)
 }
 
 // BanCloser is a Gate that knows how a ban asked to close the banned
@@ -62,7 +63,7 @@ func (g *Gateway) gateRefusal(c *auth.Claims) *refusal {
 	if gate == nil {
 		return nil
 	}
-	why, until := gate.Refusal(c.Subject, c.ID, c.IssuedAt)
+	why, until := gate.Refusal(c.Subject, auth.JTIKey(c.ID), c.IssuedAt)
 	switch why {
 	case "":
 		return nil
@@ -84,7 +85,7 @@ func (p *policy) refused() string {
 	gate := p.g.cfg.Auth.Gate
 	var iat time.Time
 	if p.iat != 0 {
-		iat = time.Unix(p.iat, 0)
+		iat = time.Unix(int64(p.iat), 0)
 	}
 	why, _ := gate.Refusal(p.sub, p.jti, iat)
 	return why

@@ -14,6 +14,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fabric-rt/fabric/internal/auth"
 )
 
 // Refusal reasons, as the gateway puts them in an HTTP refusal's body
@@ -110,7 +112,7 @@ type Revocations struct {
 
 	synced atomic.Bool
 	mu     sync.RWMutex
-	jtis   map[string]int64 // jti → until (ms)
+	jtis   map[uint64]int64 // auth.JTIKey(jti) → until (ms)
 	before map[string]span  // user → tokens issued before, until
 	bans   map[string]ban   // user → its ban
 
@@ -188,7 +190,7 @@ func newRevocations(cfg RevocationsConfig) *Revocations {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	r := &Revocations{cfg: cfg, log: cfg.Logger, jtis: map[string]int64{}, before: map[string]span{}, bans: map[string]ban{}}
+	r := &Revocations{cfg: cfg, log: cfg.Logger, jtis: map[uint64]int64{}, before: map[string]span{}, bans: map[string]ban{}}
 	r.SetOnChange(cfg.OnChange)
 	return r
 }
@@ -236,7 +238,8 @@ func (r *Revocations) apply(e entry) bool {
 	defer r.mu.Unlock()
 	switch e.Kind {
 	case kindJTI:
-		r.jtis[e.JTI] = max(r.jtis[e.JTI], e.Until)
+		k := auth.JTIKey(e.JTI)
+		r.jtis[k] = max(r.jtis[k], e.Until)
 	case kindUser:
 		// The latest cut-off covers the earlier ones; kept until the
 		// latest end of any of them (conservative: never shorter).
@@ -273,10 +276,10 @@ func (r *Revocations) prune(now int64) {
 // Refusal says why a connection token may not be used now: "" when it
 // may, else ReasonBanned (with the ban's end), ReasonRevoked, or
 // ReasonUnavailable while the list was never read. sub is the token's
-// subject, jti its id ("" when none), iat its issue time (zero when the
+// subject, jti its id as auth.JTIKey (0 when none), iat its issue time (zero when the
 // token has none: a user revocation then covers it, as it cannot be shown
 // to be newer). It reads memory only.
-func (r *Revocations) Refusal(sub, jti string, iat time.Time) (string, time.Time) {
+func (r *Revocations) Refusal(sub string, jti uint64, iat time.Time) (string, time.Time) {
 	if !r.synced.Load() {
 		return ReasonUnavailable, time.Time{}
 	}
@@ -286,7 +289,7 @@ func (r *Revocations) Refusal(sub, jti string, iat time.Time) (string, time.Time
 	if b := r.bans[sub]; b.until > now {
 		return ReasonBanned, time.UnixMilli(b.until)
 	}
-	if jti != "" {
+	if jti != 0 {
 		if u := r.jtis[jti]; u > now {
 			return ReasonRevoked, time.Time{}
 		}
