@@ -76,9 +76,17 @@ func jti(t *testing.T, tok string) string {
 // guardSocket: "server_close" and "refused" events), reconnecting fast.
 func client(t *testing.T, a *app.App, token string) *phxnode.Puppet {
 	t.Helper()
+	return clientOpts(t, a, token, nil)
+}
+
+func clientOpts(t *testing.T, a *app.App, token string, extra map[string]any) *phxnode.Puppet {
+	t.Helper()
 	p := phxnode.Start(t)
-	if err := p.Connect(fmt.Sprintf("ws://%s/socket", a.HTTPAddr()), map[string]any{"token": token},
-		map[string]any{"reconnectAfterMs": 200}); err != nil {
+	opts := map[string]any{"reconnectAfterMs": 200}
+	for k, v := range extra {
+		opts[k] = v
+	}
+	if err := p.Connect(fmt.Sprintf("ws://%s/socket", a.HTTPAddr()), map[string]any{"token": token}, opts); err != nil {
 		t.Fatalf("connect: %v", err)
 	}
 	if _, err := p.Do(map[string]any{"cmd": "guard"}); err != nil {
@@ -191,9 +199,11 @@ func TestDisconnectWithBanClosesEverywhereAndRefusesUntilTheBanEnds(t *testing.T
 	tok := mint(t, "mallory")
 	m1 := client(t, g1, tok)
 	m2 := client(t, g2, tok)
+	lp := clientOpts(t, g1, tok, map[string]any{"longpoll": true})
 	bob := client(t, g2, mint(t, "bob"))
 	join(t, m1, "room:a", "m")
 	join(t, m2, "room:a", "m")
+	join(t, lp, "room:a", "m")
 
 	const ban = 4 * time.Second
 	began := time.Now()
@@ -202,8 +212,8 @@ func TestDisconnectWithBanClosesEverywhereAndRefusesUntilTheBanEnds(t *testing.T
 		t.Fatal(err)
 	}
 	covered(t, "disconnect", res.Coverage, g1, g2)
-	if res.Count != 2 {
-		t.Fatalf("disconnect closed %d connections, want 2", res.Count)
+	if res.Count != 3 {
+		t.Fatalf("disconnect closed %d connections, want 3 (two WebSocket, one LongPoll)", res.Count)
 	}
 	for i, p := range []*phxnode.Puppet{m1, m2} {
 		e := closed(t, p, 4011)
@@ -219,8 +229,8 @@ func TestDisconnectWithBanClosesEverywhereAndRefusesUntilTheBanEnds(t *testing.T
 		}
 	}
 	// phoenix.js reconnects (every 200 ms here): refused before the
-	// upgrade, and guardSocket learns why.
-	for _, p := range []*phxnode.Puppet{m1, m2} {
+	// upgrade (LongPoll: its next session), and guardSocket learns why.
+	for _, p := range []*phxnode.Puppet{m1, m2, lp} {
 		r := p.MustNext(wait, "refused", phxnode.IsEv("refused"))
 		var status, retry float64
 		_ = r.Field("status", &status)
@@ -236,7 +246,7 @@ func TestDisconnectWithBanClosesEverywhereAndRefusesUntilTheBanEnds(t *testing.T
 		t.Fatal("a new gateway admitted a banned user")
 	}
 	// After the ban the same token is admitted again.
-	for _, p := range []*phxnode.Puppet{m1, m2} {
+	for _, p := range []*phxnode.Puppet{m1, m2, lp} {
 		e := p.MustNext(ban+wait, "reopen after the ban", phxnode.IsEv("open"))
 		if d := time.Since(began); d < ban {
 			t.Fatalf("reconnected %v after a %v ban began: %s", d, ban, e)
