@@ -342,7 +342,7 @@ func TestRevokeUserBeforeRefusesItsResume(t *testing.T) {
 		t.Fatalf("join: %s %s", r.Status, r.Response)
 	}
 	c.Drain(phxnode.OnTopic("join_reply", "room:r")) // the first join's
-	time.Sleep(1100 * time.Millisecond) // iat has whole seconds: the cut-off falls after old's
+	time.Sleep(1100 * time.Millisecond)              // iat has whole seconds: the cut-off falls after old's
 	cut := time.Now()
 	res, err := g1.Cluster().Revoke(ctx(t), ctl.RevokeRequest{User: "carol", IssuedBefore: cut, Until: cut.Add(time.Hour)})
 	if err != nil || res.Count != 1 {
