@@ -176,7 +176,7 @@ func OpenRevocations(ctx context.Context, cfg RevocationsConfig) (*Revocations, 
 	r.cancel = cancel
 	r.done = make(chan struct{})
 	synced := make(chan struct{})
-	go r.watch(wctx, w, synced)
+	go r.run(wctx, w, synced)
 	select {
 	case <-synced:
 		return r, nil
@@ -195,22 +195,78 @@ func newRevocations(cfg RevocationsConfig) *Revocations {
 	return r
 }
 
-func (r *Revocations) watch(ctx context.Context, w jetstream.KeyWatcher, synced chan struct{}) {
+// run follows the bucket until ctx ends. A watch does not outlive every
+// outage: after a reconnect its consumer may be gone (a restarted server
+// keeps no ephemeral consumer) and it then delivers nothing more, without
+// closing. So the watch is started again after every reconnect of the
+// connection, and whenever it ends: it replays the whole list (entries
+// apply idempotently), which is also how entries written during the
+// outage arrive.
+func (r *Revocations) run(ctx context.Context, w jetstream.KeyWatcher, synced chan struct{}) {
 	defer close(r.done)
-	defer func() { _ = w.Stop() }()
 	prune := time.NewTicker(time.Minute)
 	defer prune.Stop()
+	for {
+		reconnects := r.cfg.Conn.Stats().Reconnects
+		if w != nil {
+			r.follow(ctx, w, synced, reconnects, prune.C)
+			_ = w.Stop()
+			w = nil
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(100 * time.Millisecond): // no tight loop while NATS is away
+		}
+		var err error
+		if w, err = r.kv.WatchAll(ctx, jetstream.IgnoreDeletes()); err != nil {
+			r.log.Debug("revocation list: watching again failed; retrying", "err", err)
+			w = nil
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+		}
+	}
+}
+
+// reconnectCheck is how often a watch looks for a reconnect of its
+// connection (a counter read: free).
+const reconnectCheck = 100 * time.Millisecond
+
+// follow applies w's entries until ctx ends, w ends, or the connection
+// reconnected since reconnects was read. The entries a new watch replays
+// call OnChange once, after the replay.
+func (r *Revocations) follow(ctx context.Context, w jetstream.KeyWatcher, synced chan struct{}, reconnects uint64, prune <-chan time.Time) {
+	check := time.NewTicker(reconnectCheck)
+	defer check.Stop()
+	replaying, applied := true, false
+	changed := func() {
+		if fn := r.onChange.Load(); r.synced.Load() && fn != nil && *fn != nil {
+			(*fn)()
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-check.C:
+			if r.cfg.Conn.Stats().Reconnects != reconnects {
+				return
+			}
+		case <-prune:
+			r.prune(time.Now().UnixMilli())
 		case kve, ok := <-w.Updates():
 			if !ok {
 				return
 			}
-			if kve == nil { // the initial values are all in
+			if kve == nil { // the values stored when the watch began are all in
+				replaying = false
 				if r.synced.CompareAndSwap(false, true) {
 					close(synced)
+				} else if applied {
+					changed()
 				}
 				continue
 			}
@@ -219,11 +275,13 @@ func (r *Revocations) watch(ctx context.Context, w jetstream.KeyWatcher, synced 
 				r.log.Warn("ignoring a malformed revocation entry", "key", kve.Key())
 				continue
 			}
-			if fn := r.onChange.Load(); r.apply(e) && r.synced.Load() && fn != nil && *fn != nil {
-				(*fn)()
+			if r.apply(e) {
+				if replaying {
+					applied = true
+				} else {
+					changed()
+				}
 			}
-		case <-prune.C:
-			r.prune(time.Now().UnixMilli())
 		}
 	}
 }
