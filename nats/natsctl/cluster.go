@@ -168,6 +168,7 @@ func (c *Cluster) gather(ctx context.Context, op string, req request) ([]answer,
 	}
 	got := map[string]answer{}
 	var failed []string
+	var lastErr error // of a gateway that answered with an error
 	done := func() bool {
 		if time.Now().Before(c.warm) {
 			return false
@@ -205,7 +206,7 @@ func (c *Cluster) gather(ctx context.Context, op string, req request) ([]answer,
 				failed = append(failed, a.GW)
 				c.log.Warn("gateway could not answer a control request", "gateway", a.GW, "op", op, "err", a.Error)
 			}
-			err = errors.New(a.Error)
+			lastErr = errors.New(a.Error)
 			continue
 		}
 		got[a.GW] = a
@@ -229,7 +230,7 @@ func (c *Cluster) gather(ctx context.Context, op string, req request) ([]answer,
 	sort.Strings(cov.Missing)
 	sort.Slice(answers, func(i, j int) bool { return answers[i].GW < answers[j].GW })
 	if len(got) == 0 && len(failed) > 0 {
-		return nil, cov, fmt.Errorf("natsctl: %s: %w", op, err)
+		return nil, cov, fmt.Errorf("natsctl: %s: %w", op, lastErr)
 	}
 	return answers, cov, nil
 }

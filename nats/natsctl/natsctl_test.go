@@ -3,7 +3,9 @@ package natsctl
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -235,5 +237,39 @@ func TestBadRequestsAreRefusedBeforeAnythingIsSent(t *testing.T) {
 	}
 	if _, err := c.Revoke(ctx, control.RevokeRequest{JTI: "a", User: "b"}); err == nil {
 		t.Error("revoke of jti and user at once accepted")
+	}
+}
+
+// erringGW answers every request with an error (as for a malformed one).
+type erringGW struct{ fakeGW }
+
+func (*erringGW) LocalChannels(string) ([]control.ChannelInfo, error) {
+	return nil, errTest
+}
+
+var errTest = errors.New("pattern rejected here")
+
+// When every gateway answers with an error, the caller gets that error,
+// and the gateways are reported Missing (they gave no result).
+func TestEveryGatewayFailingIsAnError(t *testing.T) {
+	srv := natstest.RunServer(t)
+	r, err := StartResponder(ResponderConfig{Conn: natstest.Connect(t, srv), ID: "gw-err", Local: &erringGW{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	c, err := NewCluster(ClusterConfig{Conn: natstest.Connect(t, srv)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	res, err := c.Channels(ctx, "room:*")
+	if err == nil || !strings.Contains(err.Error(), errTest.Error()) {
+		t.Fatalf("err %v, want the gateway's error", err)
+	}
+	if !slices.Equal(res.Missing, []string{"gw-err"}) {
+		t.Fatalf("missing %v", res.Missing)
 	}
 }
