@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math"
 	"net"
 	"net/http"
 	"net/netip"
@@ -37,6 +38,9 @@ type AuthConfig struct {
 	// Leeway is added to a token's exp before the connection is closed;
 	// negative means none (auth.Config.Leeway's convention).
 	Leeway time.Duration
+	// Gate, when set, refuses revoked tokens and banned users at every
+	// upgrade, LongPoll request and join (see control.go).
+	Gate Gate
 }
 
 // Limits protect the gateway from any one client, user or address.
@@ -209,11 +213,19 @@ type policy struct {
 	sub      string
 	verifier *auth.Verifier
 	ticket
-	user     *userBudget // nil until admitted
+	user *userBudget // nil until admitted
+	// What a revocation names (see Gate): the token's jti as
+	// auth.JTIKey (0 when none) and its iat in unix seconds (0 when
+	// none; uint32 lasts until 2106), packed so that the policy stays in
+	// its 128-byte size class.
+	jti      uint64
+	iat      uint32
 	longPoll bool
 }
 
-func (p *policy) CanJoin(topic string) bool    { return p.grants.CanJoin(topic) }
+func (p *policy) CanJoin(topic string) bool {
+	return p.grants.CanJoin(topic) && p.refused() == ""
+}
 func (p *policy) CanPublish(topic string) bool { return p.grants.CanPublish(topic) }
 
 // AcquireChannel implements session.ChannelBudget: one more channel of the
@@ -287,11 +299,19 @@ func (g *Gateway) authenticate(r *http.Request) (*policy, *auth.Claims, *refusal
 		// nobody's, and presence would fall back to what the client says.
 		return nil, nil, &refusal{status: http.StatusUnauthorized, reason: ReasonMissingSub}
 	}
-	return &policy{
+	if ref := g.gateRefusal(claims); ref != nil {
+		return nil, nil, ref
+	}
+	p := &policy{
 		grants:   claims.Grants().Merge(a.Grants.For(claims.Subject)),
 		sub:      claims.Subject,
 		verifier: a.Verifier,
-	}, claims, nil
+		jti:      auth.JTIKey(claims.ID),
+	}
+	if iat := claims.IssuedAt.Unix(); !claims.IssuedAt.IsZero() && iat > 0 && iat <= math.MaxUint32 {
+		p.iat = uint32(iat)
+	}
+	return p, claims, nil
 }
 
 // ReasonMissingSub refuses a connection token without a sub claim (401).

@@ -54,6 +54,9 @@ type Config struct {
 	// channels keep in memory (hub.Config; defaults there).
 	RingBudget int64
 	RingBytes  int
+	// ID names this gateway in the cluster (presence, control); default
+	// random, unique per process.
+	ID string
 	// Home, when set, serves "/" (the demo page).
 	Home   http.Handler
 	Logger *slog.Logger
@@ -62,6 +65,7 @@ type Config struct {
 // Gateway is one edge gateway.
 type Gateway struct {
 	cfg  Config
+	id   string // this gateway in the cluster (ID)
 	ws   *ws.Server
 	lp   *longpoll.Server
 	hub  *hub.Hub
@@ -103,8 +107,12 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	h := hub.New(hub.Config{Broker: cfg.Broker, LeaveGrace: cfg.LeaveGrace, Logger: cfg.Logger,
 		RingBudget: cfg.RingBudget, RingBytes: cfg.RingBytes})
+	if cfg.ID == "" {
+		cfg.ID = randomID() + randomID()
+	}
 	g := &Gateway{
 		cfg: cfg,
+		id:  cfg.ID,
 		ws:  wsrv,
 		hub: h,
 		sess: session.Config{
@@ -130,7 +138,7 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if pb, ok := cfg.Broker.(broker.Presence); ok {
 		// Presence for namespaces that enable it (see gateway/presence).
-		g.pres = presence.New(presence.Config{Bus: pb, Grace: cfg.LeaveGrace, Logger: cfg.Logger,
+		g.pres = presence.New(presence.Config{Bus: pb, GatewayID: cfg.ID, Grace: cfg.LeaveGrace, Logger: cfg.Logger,
 			MaxStateBytes: presenceStateCap(cfg)})
 		g.sess.Presence = g.pres
 	}
@@ -214,7 +222,7 @@ func (g *Gateway) recheckLongPoll(r *http.Request, sess transport.Session) bool 
 	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 	defer cancel()
 	c, err := g.cfg.Auth.Verifier.Verify(ctx, tok)
-	return err == nil && c.IsType(auth.TypeConnect) && c.Subject == s.Sub()
+	return err == nil && c.IsType(auth.TypeConnect) && c.Subject == s.Sub() && g.gateRefusal(c) == nil
 }
 
 // newSession builds the Phoenix session of an admitted connection.

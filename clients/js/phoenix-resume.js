@@ -82,3 +82,73 @@ export function resumableChannel(socket, topic, params = {}, options = {}) {
   channel.fabricPosition = () => ({ epoch, offset })
   return channel
 }
+
+// Close codes of Fabric's cluster control (docs/cluster-control.md): a
+// backend disconnected the user, banned it, or revoked its token.
+export const CLOSE_DISCONNECTED = 4010
+export const CLOSE_BANNED = 4011
+export const CLOSE_REVOKED = 4012
+
+/**
+ * guardSocket tells the app why Fabric closed or refused its socket.
+ * phoenix.js reconnects after every close and shows the app nothing of a
+ * refused upgrade (a browser never sees the HTTP status of a WebSocket
+ * handshake), so a banned user or a revoked token would just look like a
+ * flaky network.
+ *
+ *   guardSocket(socket, {
+ *     onServerClose: ({ code, reason }) => …,         // every close with a 4000–4999 code
+ *     onRefused: ({ status, reason, retryAfter }) => …, // e.g. 403 "banned" (retryAfter s), 401 "token_revoked"
+ *   })
+ *
+ * onRefused: after a failed connection attempt the helper asks the gateway
+ * why, with a plain GET of the same socket URL (params included; the
+ * authToken as the X-Phoenix-AuthToken header, as phoenix.js's LongPoll
+ * sends it). The gateway runs the same admission as for the upgrade and
+ * answers a refusal with its status and {"reason": …} — a GET that passes
+ * admission changes nothing (it is not an upgrade) and is not reported.
+ * One probe at a time; phoenix.js keeps its own backoff. To stop trying
+ * (a ban, a revoked token), call socket.disconnect() from the callback and
+ * connect again later or with a new token.
+ *
+ * @param {import("phoenix").Socket} socket
+ * @param {{onServerClose?: function, onRefused?: function, fetch?: function}} options
+ */
+export function guardSocket(socket, options = {}) {
+  const doFetch = options.fetch || globalThis.fetch
+  let probing = false
+  socket.onClose((e) => {
+    const code = e && typeof e.code === "number" ? e.code : 0
+    if (code >= 4000 && code < 5000) options.onServerClose?.({ code, reason: (e && e.reason) || "" })
+  })
+  socket.onError(() => {
+    if (probing || !options.onRefused || !doFetch || socket.isConnected()) return
+    probing = true
+    probeRefusal(socket, doFetch)
+      .then((r) => r && options.onRefused(r))
+      .catch(() => {}) // the network itself is down: nothing to tell
+      .finally(() => {
+        probing = false
+      })
+  })
+}
+
+// Admission refusals are 401, 403, 429 and 503 (docs/cluster-control.md);
+// anything else means the gateway would have admitted the upgrade.
+const REFUSALS = new Set([401, 403, 429, 503])
+
+async function probeRefusal(socket, doFetch) {
+  const url = socket.endPointURL().replace(/^ws(s?):/, "http$1:")
+  const headers = {}
+  if (socket.authToken) headers["X-Phoenix-AuthToken"] = socket.authToken
+  const res = await doFetch(url, { headers, cache: "no-store" })
+  if (!REFUSALS.has(res.status)) return null
+  let reason = ""
+  try {
+    reason = (await res.json()).reason || ""
+  } catch (_) {
+    // not a gateway's JSON refusal (a proxy's page): the status says enough
+  }
+  const ra = Number(res.headers.get("Retry-After"))
+  return { status: res.status, reason, retryAfter: Number.isFinite(ra) && ra > 0 ? ra : undefined }
+}

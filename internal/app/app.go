@@ -174,6 +174,7 @@ type App struct {
 	opsSrv    *http.Server
 	httpLn    net.Listener
 	opsLn     net.Listener
+	ctl       *controlPlane                    // cluster-wide control (control.go)
 	link      atomic.Pointer[natslink.Monitor] // set once NATS is up; read by nats.go callbacks
 	ready     atomic.Bool
 	stopped   atomic.Bool
@@ -256,6 +257,9 @@ func Start(cfg Config) (a *App, err error) {
 	}
 	a.link.Store(link)
 	a.broker.SetLink(link)
+	if err := a.openRevocations(); err != nil {
+		return nil, err
+	}
 	a.gw, err = gateway.New(gateway.Config{
 		Broker: a.broker,
 		WS: ws.Config{
@@ -271,6 +275,7 @@ func Start(cfg Config) (a *App, err error) {
 			AllowQueryToken: cfg.AllowQueryToken,
 			Grants:          cfg.Grants,
 			Leeway:          cfg.JWTLeeway,
+			Gate:            a.gate(verifier != nil),
 		},
 		AllowedOrigins: cfg.AllowedOrigins,
 		Limits: gateway.Limits{
@@ -299,6 +304,9 @@ func Start(cfg Config) (a *App, err error) {
 		Logger:      a.log,
 	})
 	if err != nil {
+		return nil, err
+	}
+	if err := a.startControl(); err != nil {
 		return nil, err
 	}
 
@@ -855,6 +863,7 @@ func (a *App) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	a.ready.Store(false)
+	a.stopControl()
 	var errs []error
 	if a.gw != nil && a.cfg.DrainWindow > 0 {
 		a.log.Info("draining", "window", a.cfg.DrainWindow, "connections", a.gw.Stats().Transport.Open)

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/fabric-rt/fabric/internal/app"
+	"github.com/fabric-rt/fabric/internal/auth"
 )
 
 // BenchmarkIdleConnHeap measures the Go heap a gateway keeps per idle
@@ -29,26 +30,40 @@ import (
 func BenchmarkIdleConnHeap(b *testing.B) {
 	for _, tc := range []struct {
 		name, topic string
+		jwt         bool // each connection a user with its own token
 	}{
-		{"ephemeral", "bench:idle"},     // no history, no presence
-		{"room", "room:idle"},           // default namespace: history and presence
-		{"spread", "bench:idle-%d"},     // one channel per connection
-		{"room-spread", "room:idle-%d"}, // one persistent channel per connection
+		{"ephemeral", "bench:idle", false},     // no history, no presence
+		{"room", "room:idle", false},           // default namespace: history and presence
+		{"spread", "bench:idle-%d", false},     // one channel per connection
+		{"room-spread", "room:idle-%d", false}, // one persistent channel per connection
+		{"room-jwt", "room:idle", true},        // authenticated: policy, user budget, token identity
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			const n = 2000
 			for range b.N {
-				idleHeap(b, n, tc.topic)
+				idleHeap(b, n, tc.topic, tc.jwt)
 			}
 		})
 	}
 }
 
-func idleHeap(b *testing.B, n int, topic string) {
-	a, err := app.Start(app.Config{
+func idleHeap(b *testing.B, n int, topic string, jwt bool) {
+	cfg := app.Config{
 		Listen: "127.0.0.1:0", OpsListen: "off", NATSListen: "off",
 		DataDir: b.TempDir(), LeaveGrace: 50 * time.Millisecond,
-	})
+	}
+	query := func(int) string { return "" }
+	if jwt {
+		cfg.JWTSecret, cfg.AllowQueryToken = testSecret, true
+		query = func(i int) string {
+			tok, err := auth.Mint(auth.Config{Secret: []byte(testSecret)}, auth.MintClaims{Subject: "u" + strconv.Itoa(i), Channels: []string{"bench:*", "room:*"}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			return "&token=" + tok
+		}
+	}
+	a, err := app.Start(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -59,7 +74,7 @@ func idleHeap(b *testing.B, n int, topic string) {
 	}
 	// One throwaway connection first: lazily built state (pools, encoder
 	// caches, the first channel's subscription) is not per connection.
-	warm := rawJoin(b, addr, fmt.Sprintf(topic, -1))
+	warm := rawJoin(b, addr, fmt.Sprintf(topic, -1), query(-1))
 	before := heapAfterGC()
 	var total0 runtime.MemStats
 	runtime.ReadMemStats(&total0)
@@ -75,7 +90,8 @@ func idleHeap(b *testing.B, n int, topic string) {
 		if bytes.Contains([]byte(topic), []byte("%d")) {
 			t = fmt.Sprintf(topic, i)
 		}
-		fds = append(fds, rawJoin(b, addr, t))
+		q := query(i) // garbage once sent: not in the live heap after GC
+		fds = append(fds, rawJoin(b, addr, t, q))
 	}
 	var total1 runtime.MemStats
 	runtime.ReadMemStats(&total1)
@@ -107,7 +123,7 @@ func heapAfterGC() int64 {
 
 // rawJoin opens a blocking socket, upgrades it and joins topic, returning
 // the fd once the join reply arrived.
-func rawJoin(b *testing.B, addr *net.TCPAddr, topic string) int {
+func rawJoin(b *testing.B, addr *net.TCPAddr, topic, query string) int {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		b.Fatal(err)
@@ -121,7 +137,7 @@ func rawJoin(b *testing.B, addr *net.TCPAddr, topic string) int {
 	if err != nil && err != unix.EISCONN {
 		b.Fatal(err)
 	}
-	req := "GET /socket/websocket?vsn=2.0.0 HTTP/1.1\r\nHost: " + addr.String() +
+	req := "GET /socket/websocket?vsn=2.0.0" + query + " HTTP/1.1\r\nHost: " + addr.String() +
 		"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
 	writeAll(b, fd, []byte(req))
 	var buf [4096]byte

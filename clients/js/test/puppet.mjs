@@ -12,7 +12,7 @@
 import { Socket, LongPoll, Presence } from "phoenix"
 import WebSocket from "ws"
 import { createInterface } from "node:readline"
-import { resumableChannel } from "../phoenix-resume.js"
+import { resumableChannel, guardSocket } from "../phoenix-resume.js"
 
 const DEBUG = !!process.env.PHXNODE_DEBUG
 
@@ -419,6 +419,16 @@ const handlers = {
   leave: cmdLeave,
   ping: cmdPing,
   state: cmdState,
+  // guard: install phoenix-resume.js's guardSocket; its callbacks become
+  // "server_close" {code, reason} and "refused" {status, reason, retryAfter} events.
+  guard(_cmd, respond) {
+    needSocket()
+    guardSocket(socket, {
+      onServerClose: ({ code, reason }) => write({ ev: "server_close", code, reason }),
+      onRefused: ({ status, reason, retryAfter }) => write({ ev: "refused", status, reason, retryAfter: retryAfter ?? null }),
+    })
+    respond({ ok: true })
+  },
   setParams(cmd, respond) {
     channelParams[String(cmd.topic)] = cmd.params || {}
     respond({ ok: true })
