@@ -22,6 +22,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -260,21 +261,37 @@ func newClient(t *testing.T, name, gatewayAddr string, topics ...string) *client
 	c.sock = sock
 	t.Cleanup(func() { sock.Close() })
 	for _, topic := range topics {
-		ch, err := sock.Join(ctx, topic, nil, phx.On("m", func(m phx.Message) {
-			var body struct{ K string }
-			if json.Unmarshal(m.Payload, &body) != nil {
-				return
-			}
-			c.mu.Lock()
-			c.got[topic] = append(c.got[topic], rec{body.K, m.Offset})
-			c.mu.Unlock()
-		}))
-		if err != nil {
-			t.Fatalf("%s: join %s: %v", name, topic, err)
+		if reason, err := c.join(topic); err != nil || reason != "" {
+			t.Fatalf("%s: join %s: %q %v", name, topic, reason, err)
 		}
-		c.chs[topic] = ch
 	}
 	return c
+}
+
+// join joins topic recording its messages; reason is a refusal's.
+func (c *client) join(topic string, opts ...phx.ChannelOption) (reason string, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	ch, err := c.sock.Join(ctx, topic, nil, append(opts, phx.On("m", func(m phx.Message) {
+		var body struct{ K string }
+		if json.Unmarshal(m.Payload, &body) != nil {
+			return
+		}
+		c.mu.Lock()
+		c.got[topic] = append(c.got[topic], rec{body.K, m.Offset})
+		c.mu.Unlock()
+	}))...)
+	var re *phx.ReplyError
+	if errors.As(err, &re) {
+		var r struct{ Reason string }
+		json.Unmarshal(re.Reply.Response, &r)
+		return r.Reason, nil
+	}
+	if err != nil {
+		return "", err
+	}
+	c.chs[topic] = ch
+	return "", nil
 }
 
 func (c *client) records(topic string) []rec {
@@ -509,6 +526,13 @@ leafnodes { no_advertise: true }
 		t.Logf("leaf → hub: %d messages crossed for %d broadcasts (before the bursts: %d in)", d, burst, in0)
 	}
 
+	// One stream, one epoch: both regions hand out the same positions.
+	before, ok1 := hc.chs[room].Position()
+	leafPos, ok2 := lcs[0].chs[room].Position()
+	if !ok1 || !ok2 || before.Epoch == "" || before.Epoch != leafPos.Epoch {
+		t.Fatalf("epochs differ between regions: hub %+v, leaf %+v", before, leafPos)
+	}
+
 	// The cut: 10 s without the leaf link.
 	proxy.cut()
 	cutAt := time.Now()
@@ -550,13 +574,64 @@ leafnodes { no_advertise: true }
 	if slices.ContainsFunc(lcs[2].records(room), func(r rec) bool { return strings.HasPrefix(r.key, "hubroom-") }) {
 		t.Fatal("a hub room message reached the leaf region through a cut link")
 	}
+	// A client arriving in the leaf region during the cut (say, moved
+	// from the hub region) gets the ephemeral channel. A persistent
+	// channel nobody in the region has joined needs its home to find its
+	// head: refused as unavailable. One the region's gateway follows
+	// resumes from the gateway's memory (recovered: what the region has
+	// seen; what the home stored meanwhile follows after healing, in
+	// order) — or is refused too if that memory does not reach back.
+	mover := newClient(t, "mover", leafGW, chat)
+	if reason, err := mover.join("room:quiet"); err != nil || reason != "unavailable" {
+		t.Fatalf("a join of an unfollowed room in the leaf region during the cut: %q %v, want refused as unavailable", reason, err)
+	}
+	var resumed atomic.Pointer[phx.Resume]
+	onResume := phx.OnResume(func(r phx.Resume) { resumed.Store(&r) })
+	reason, err := mover.join(room, phx.ResumeFrom(before), onResume)
+	if err != nil || (reason != "" && reason != "unavailable") {
+		t.Fatalf("a resume in the leaf region during the cut: %q %v", reason, err)
+	}
+	joinedDuringCut := reason == ""
+	t.Logf("resume in the leaf region during the cut: joined %v, %+v", joinedDuringCut, resumed.Load())
 
 	proxy.heal()
 	// Every acknowledged message reaches every client once, in order.
 	acked := append(slices.Clone(hubRoom), leafRoomAcked...)
 	receivedOnce(t, all, room, acked, 30*time.Second)
-	// The leaf region stores again (once its probe saw the home again).
+
+	// The mover resumes in the leaf region from the position it had in
+	// the hub region before the cut: recovered, with exactly what the
+	// hub-region client saw after that position, in the same order.
 	deadline := time.Now().Add(20 * time.Second)
+	for !joinedDuringCut {
+		reason, err := mover.join(room, phx.ResumeFrom(before), onResume)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if reason == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("room join in the leaf region still refused 20 s after healing: %q", reason)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if r := resumed.Load(); r == nil || !r.Recovered {
+		t.Fatalf("resume across regions: %+v, want recovered", r)
+	}
+	var want []string
+	for _, r := range hc.records(room) {
+		if r.offset > before.Offset {
+			want = append(want, r.key)
+		}
+	}
+	receivedOnce(t, []*client{mover}, room, want, 15*time.Second)
+	if got := mover.records(room); len(got) != len(want) || got[0].key != want[0] {
+		t.Fatalf("resumed %d messages starting %v, want %d starting %s", len(got), got[0], len(want), want[0])
+	}
+	all = append(all, mover)
+	// The leaf region stores again (once its probe saw the home again).
+	deadline = time.Now().Add(20 * time.Second)
 	for i := 0; ; i++ {
 		reason, err := lcs[1].push(room, fmt.Sprintf("after-%d", i), 5*time.Second)
 		if reason == "" && err == nil {
