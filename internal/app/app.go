@@ -332,7 +332,12 @@ func Start(cfg Config) (a *App, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot listen on %s: %w", cfg.Listen, err)
 	}
-	pub, err := publisher.New(a.nc, publisher.Config{Prefix: cfg.SubjectPrefix, Domain: cfg.HistoryDomain})
+	pub, err := publisher.New(a.nc, publisher.Config{Prefix: cfg.SubjectPrefix, Domain: cfg.HistoryDomain,
+		// The namespaces are this gateway's own configuration: asking the
+		// server instead takes "no answer" (JetStream or the history
+		// home out of reach) for an ephemeral namespace, and a publish
+		// nobody stores would be answered 200.
+		Persistent: a.broker.Persistent})
 	if err != nil {
 		return nil, err
 	}

@@ -536,6 +536,13 @@ leafnodes { no_advertise: true }
 	// The cut: 10 s without the leaf link.
 	proxy.cut()
 	cutAt := time.Now()
+	// The publish API of the leaf region's gateway, used for the first
+	// time right after the cut, before the gateway's probe noticed it
+	// (so nothing has told it the namespace is persistent): 503, not a
+	// core publish that nobody stores.
+	if code, retry, body := apiPublish(t, leafGW, room, "api-cut"); code != http.StatusServiceUnavailable || retry == "" {
+		t.Fatalf("publish API in the leaf region right after the cut: %d (Retry-After %q) %s, want 503 with Retry-After", code, retry, body)
+	}
 	var leafChat, hubRoom, leafRoomAcked []string
 	leafRoomFailed := map[string]int{}
 	for i := 0; time.Since(cutAt) < 10*time.Second && i < 200; i++ {
@@ -643,6 +650,24 @@ leafnodes { no_advertise: true }
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+	if code, _, body := apiPublish(t, leafGW, room, "api-after"); code != http.StatusOK || !strings.Contains(body, `"offset"`) {
+		t.Fatalf("publish API in the leaf region after healing: %d %s", code, body)
+	}
+	acked = append(acked, "api-after")
 	receivedOnce(t, all, room, acked, 15*time.Second)
 	sameHistory(t, all, room)
+}
+
+// apiPublish posts {"K": key} as event "m" to the gateway's publish API.
+func apiPublish(t *testing.T, gatewayAddr, topic, key string) (code int, retryAfter, body string) {
+	t.Helper()
+	req, _ := json.Marshal(map[string]any{"topic": topic, "event": "m", "data": map[string]string{"K": key}})
+	c := http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Post("http://"+gatewayAddr+"/api/v1/publish", "application/json", strings.NewReader(string(req)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header.Get("Retry-After"), string(b)
 }
