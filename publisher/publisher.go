@@ -104,6 +104,10 @@ type Config struct {
 	// Retries is how often a JetStream publish is retried when no stream
 	// answers (a leader election), 250ms apart (default 2; negative: none).
 	Retries int
+	// Domain is the JetStream domain the streams live in, for a service
+	// in another region than the namespace's home (docs/regions.md).
+	// Empty: the connected server's own JetStream.
+	Domain string
 }
 
 // Result is the outcome of one stored or sent message.
@@ -180,7 +184,13 @@ func New(nc *nats.Conn, cfg Config) (*Publisher, error) {
 	case cfg.Retries < 0:
 		cfg.Retries = 0
 	}
-	js, err := jetstream.New(nc)
+	var js jetstream.JetStream
+	var err error
+	if cfg.Domain != "" {
+		js, err = jetstream.NewWithDomain(nc, cfg.Domain)
+	} else {
+		js, err = jetstream.New(nc)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -160,6 +160,11 @@ func TestNATSCommandRefusesOpenListeners(t *testing.T) {
 		{[]string{"--listen", ":0"}, "give --config"},
 		{[]string{"--listen", "0.0.0.0:0", "--config", users, "--cluster-name", "c", "--cluster-listen", "0.0.0.0:0"}, "cluster { authorization"},
 		{[]string{"--listen", "0.0.0.0:0", "--config", users}, ""},
+		// Leaf nodes from other regions: open off loopback is refused, the
+		// client users authorize them, loopback needs nothing.
+		{[]string{"--leafnode-listen", "0.0.0.0:0"}, "leafnodes { authorization"},
+		{[]string{"--listen", "0.0.0.0:0", "--config", users, "--leafnode-listen", "0.0.0.0:0", "--jetstream-domain", "hub"}, ""},
+		{[]string{"--leafnode-listen", "127.0.0.1:0"}, ""},
 		{[]string{"--listen", "0.0.0.0:0", "--allow-no-auth"}, ""},
 	}
 	for _, tc := range cases {

@@ -27,6 +27,7 @@ type natsOptions struct {
 	storeDir, syncInterval     string
 	jetstream, debug, trace    bool
 	config                     string
+	leafListen, domain         string
 	allowNoAuth                bool
 	logLevel, logFormat        string
 	shutdownTimeout            time.Duration
@@ -42,6 +43,8 @@ func natsFlags(o *natsOptions) *flag.FlagSet {
 		o.routes = append(o.routes, splitList(v)...)
 		return nil
 	})
+	fs.StringVar(&o.leafListen, "leafnode-listen", "", "accept NATS leaf nodes (other regions' servers, `fabric serve --leafnode-remote`) on this address; off loopback only with authorization in --config (docs/regions.md)")
+	fs.StringVar(&o.domain, "jetstream-domain", "", "JetStream domain of this node (every node of the cluster the same): leaf nodes reach its streams as $JS.<domain>.API (docs/regions.md)")
 	fs.StringVar(&o.config, "config", "", "nats-server config file: users, nkeys or accounts, cluster authorization, TLS (docs/security.md); not listen, server_name, store_dir, cluster name/listen")
 	fs.BoolVar(&o.allowNoAuth, "allow-no-auth", false, "allow the client and route listeners off loopback without authentication (a network only gateways and trusted services reach)")
 	fs.StringVar(&o.storeDir, "store-dir", "./data/nats", "JetStream storage directory")
@@ -79,7 +82,8 @@ func natsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	cfg.Logger = logger
 	logger.Info("starting NATS", "version", versionString(), "listen", o.listen, "cluster", o.clusterName,
-		"cluster_listen", cfg.ClusterListen, "routes", o.routes, "jetstream", o.jetstream, "store_dir", cfg.StoreDir)
+		"cluster_listen", cfg.ClusterListen, "routes", o.routes, "jetstream", o.jetstream, "store_dir", cfg.StoreDir,
+		"leafnode_listen", o.leafListen, "jetstream_domain", o.domain)
 
 	s, err := natsembed.Start(cfg)
 	if err != nil {
@@ -88,6 +92,9 @@ func natsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fmt.Fprintf(stdout, "NATS %s is running: %s", s.NATS().Name(), s.ClientURL())
 	if u := s.ClusterURL(); u != "" {
 		fmt.Fprintf(stdout, "  routes %s", u)
+	}
+	if u := s.LeafURL(); u != "" {
+		fmt.Fprintf(stdout, "  leaf nodes %s", u)
 	}
 	fmt.Fprintln(stdout)
 
@@ -125,6 +132,8 @@ func (o *natsOptions) checkExposure(cfg natsembed.Config) error {
 			fix = "add cluster { authorization { user: …, password: … } } to --config"
 		case natsembed.KindMonitor:
 			fix = "bind it to loopback in --config"
+		case natsembed.KindLeafNode:
+			fix = "give --config with leafnodes { authorization { … } } or users, nkeys or accounts"
 		}
 		return fmt.Errorf("nats: refusing to start: the %s listener %s accepts connections without credentials; %s (docs/security.md), "+
 			"or pass --allow-no-auth if only gateways and trusted services can reach it", l.Kind, l.Addr, fix)
@@ -139,6 +148,9 @@ func (o *natsOptions) embedConfig() (natsembed.Config, error) {
 		JetStream:  o.jetstream,
 		Debug:      o.debug,
 		Trace:      o.trace,
+
+		LeafNodeListen:  o.leafListen,
+		JetStreamDomain: o.domain,
 	}
 	if o.jetstream {
 		cfg.StoreDir = o.storeDir

@@ -39,6 +39,16 @@ func serveFlags(cfg *app.Config, logLevel, logFormat *string, shutdownTimeout *t
 	fs.StringVar(&cfg.ClusterListen, "cluster-listen", "127.0.0.1:6222", "embedded NATS route listener, used with --cluster-name; no effect with --nats-url")
 	fs.Var(listFlag{&cfg.Routes}, "routes", "embedded NATS seed routes, comma-separated nats-route://host:port URLs, used with --cluster-name; no effect with --nats-url")
 	fs.StringVar(&cfg.NATSName, "nats-name", "", "embedded NATS server name, unique and stable per cluster node (default fabric-<hostname>[-<cluster port>]); no effect with --nats-url")
+	// Regions: the embedded server as a leaf node of another region's hub
+	// (docs/regions.md).
+	fs.Var(listFlag{&cfg.Leaf.Remotes}, "leafnode-remote", "connect the embedded NATS server as a leaf node to a hub in another region: its leaf-node URLs, comma-separated nats-leaf://host:port (tls:// for TLS); not with --nats-url")
+	fs.StringVar(&cfg.Leaf.Creds, "leafnode-creds", "", "credentials file (user JWT and NKey seed) the leaf node logs in to the hub with")
+	fs.StringVar(&cfg.Leaf.Nkey, "leafnode-nkey", "", "NKey user seed file (SU…) the leaf node logs in to the hub with")
+	fs.StringVar(&cfg.Leaf.User, "leafnode-user", "", "hub user the leaf node logs in as (with --leafnode-password)")
+	fs.StringVar(&cfg.Leaf.Password, "leafnode-password", "", "password for --leafnode-user (prefer FABRIC_LEAFNODE_PASSWORD)")
+	fs.StringVar(&cfg.Leaf.TLSCA, "leafnode-tls-ca", "", "PEM file of CA certificates verifying the hub (implies TLS on the leaf link)")
+	fs.StringVar(&cfg.JetStreamDomain, "jetstream-domain", "", "JetStream domain of the embedded server; with --leafnode-remote default: --cluster-name, else the server name (--nats-name)")
+	fs.StringVar(&cfg.HistoryDomain, "history-domain", "", "JetStream domain the persistent namespaces' streams live in (their home region, e.g. the hub's); required with --leafnode-remote when a namespace keeps history; default: the connected server's own")
 	// The gateway's own NATS credentials: for an external NATS, or for the
 	// embedded server when --nats-config defines users; TLS is for an
 	// external NATS only. User and password may also be given in the URL.
@@ -200,7 +210,7 @@ func startAttrs(fs *flag.FlagSet, sources map[string]string) []any {
 		v := f.Value.String()
 		switch {
 		case isBoolFlag(f):
-		case strings.Contains(v, "://") && (strings.HasSuffix(f.Name, "-url") || f.Name == "routes"):
+		case strings.Contains(v, "://") && (strings.HasSuffix(f.Name, "-url") || f.Name == "routes" || f.Name == "leafnode-remote"):
 			v = app.RedactURLs(v)
 		default:
 			continue

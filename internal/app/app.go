@@ -65,6 +65,14 @@ type Config struct {
 	// NATSToken, like a service. Any embedded listener off loopback needs
 	// authentication (checkExposure).
 	NATSConfig string
+	// Regions (docs/regions.md, leaf.go): Leaf joins the embedded server
+	// to a hub as a leaf node; JetStreamDomain is the embedded server's
+	// domain (derived with a leaf when empty); HistoryDomain is the
+	// JetStream domain the persistent namespaces' streams live in ("":
+	// the JetStream of the server the gateway is connected to).
+	Leaf            LeafConfig
+	JetStreamDomain string
+	HistoryDomain   string
 	// AllowRemoteOps permits the ops listener, which has no
 	// authentication, on a non-loopback address (a monitoring network
 	// or a pod IP that only Prometheus reaches). Pprof serves
@@ -205,6 +213,9 @@ func Start(cfg Config) (a *App, err error) {
 	if err := checkExposure(cfg); err != nil {
 		return nil, err
 	}
+	if err := checkRegions(cfg); err != nil {
+		return nil, err
+	}
 	a = &App{cfg: cfg, log: cfg.Logger, anonymous: verifier == nil}
 	started := a // `return nil, err` clears a before the deferred cleanup runs
 	defer func() {
@@ -220,7 +231,7 @@ func Start(cfg Config) (a *App, err error) {
 	if nss == nil {
 		nss = natsbroker.DefaultNamespaces()
 	}
-	a.broker, err = natsbroker.New(a.nc, natsbroker.Config{Prefix: cfg.SubjectPrefix, Logger: a.log, Namespaces: nss})
+	a.broker, err = natsbroker.New(a.nc, natsbroker.Config{Prefix: cfg.SubjectPrefix, Logger: a.log, Namespaces: nss, Domain: cfg.HistoryDomain})
 	if err != nil {
 		return nil, err
 	}
@@ -238,7 +249,18 @@ func Start(cfg Config) (a *App, err error) {
 	}
 	link, err := natslink.New(natslink.Config{
 		Conn: a.nc, Interval: cfg.NATSProbeInterval, Timeout: cfg.NATSProbeTimeout,
-		Streams: streams, Logger: a.log,
+		Streams: streams, Domain: cfg.HistoryDomain, Logger: a.log,
+		// A stream that was out of reach (its home region cut off)
+		// stored messages the live feed never brought: catch up.
+		OnStreamUp: func(string) {
+			if b := a.broker; b != nil {
+				go func() {
+					ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+					defer cancel()
+					b.Resync(ctx)
+				}()
+			}
+		},
 		OnChange: func(up bool) {
 			// Back after a silence that nats.go did not notice (no
 			// reconnect, so no resync from its handler): catch the
@@ -318,7 +340,12 @@ func Start(cfg Config) (a *App, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot listen on %s: %w", cfg.Listen, err)
 	}
-	pub, err := publisher.New(a.nc, publisher.Config{Prefix: cfg.SubjectPrefix})
+	pub, err := publisher.New(a.nc, publisher.Config{Prefix: cfg.SubjectPrefix, Domain: cfg.HistoryDomain,
+		// The namespaces are this gateway's own configuration: asking the
+		// server instead takes "no answer" (JetStream or the history
+		// home out of reach) for an ephemeral namespace, and a publish
+		// nobody stores would be answered 200.
+		Persistent: a.broker.Persistent})
 	if err != nil {
 		return nil, err
 	}
@@ -491,6 +518,7 @@ func embedConfig(cfg Config, log *slog.Logger) (natsembed.Config, error) {
 		// --cluster-listen has a default; it only means something in a cluster.
 		ecfg.ClusterListen = cfg.ClusterListen
 	}
+	leafEmbedConfig(cfg, &ecfg)
 	if cfg.DataDir == "" {
 		ecfg.StoreDir = filepath.Join("data", "nats")
 	}

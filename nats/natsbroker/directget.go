@@ -40,7 +40,7 @@ var errDirect = errors.New("natsbroker: direct get failed")
 func (b *Broker) directGet(ctx context.Context, stream string, req directReq) (directResult, error) {
 	var res directResult
 	body, _ := json.Marshal(req)
-	subj := "$JS.API.DIRECT.GET." + stream
+	subj := b.jsAPI + ".DIRECT.GET." + stream
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, defaultRoundTrip)

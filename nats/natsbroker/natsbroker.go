@@ -71,6 +71,10 @@ type Config struct {
 	// Namespaces configures persistent namespaces (JetStream history).
 	// Namespaces not listed are ephemeral. Call EnsureStreams before use.
 	Namespaces map[string]Namespace
+	// Domain is the JetStream domain the streams live in, reached as
+	// $JS.<domain>.API: another region's across a leaf-node link
+	// (docs/regions.md). Empty: the connected server's own JetStream.
+	Domain string
 }
 
 // Broker implements broker.Broker on a nats.go connection. It never changes
@@ -85,6 +89,7 @@ type Broker struct {
 	pendingMsgs, pendingBytes int
 
 	js         jetstream.JetStream
+	jsAPI      string               // JetStream API prefix: $JS.API or $JS.<domain>.API
 	livePrefix string               // republish destination prefix: <prefix>_live
 	namespaces map[string]*nsState  // persistent namespaces only
 	pushNS     map[string]Namespace // every configured namespace
@@ -128,11 +133,11 @@ func New(nc *nats.Conn, cfg Config) (*Broker, error) {
 	if err := ValidateNamespaces(cfg.Namespaces); err != nil {
 		return nil, err
 	}
-	js, err := jetstream.New(nc)
+	js, jsAPI, err := newJetStream(nc, cfg.Domain)
 	if err != nil {
 		return nil, err
 	}
-	b := &Broker{nc: nc, prefix: cfg.Prefix, log: cfg.Logger,
+	b := &Broker{nc: nc, prefix: cfg.Prefix, log: cfg.Logger, jsAPI: jsAPI,
 		pendingMsgs: cfg.PendingMsgsLimit, pendingBytes: cfg.PendingBytesLimit,
 		js: js, livePrefix: cfg.Prefix + "_live", namespaces: map[string]*nsState{},
 		live: map[*liveSub]struct{}{}, stop: make(chan struct{})}
@@ -146,6 +151,21 @@ func New(nc *nats.Conn, cfg Config) (*Broker, error) {
 		go b.watchDrops()
 	}
 	return b, nil
+}
+
+// newJetStream is the JetStream API of domain ("": the connected
+// server's own) and its subject prefix, for the requests nats.go has no
+// call for (batched Direct Get).
+func newJetStream(nc *nats.Conn, domain string) (jetstream.JetStream, string, error) {
+	if domain == "" {
+		js, err := jetstream.New(nc)
+		return js, "$JS.API", err
+	}
+	if !namespaceName.MatchString(domain) {
+		return nil, "", fmt.Errorf("natsbroker: bad JetStream domain %q", domain)
+	}
+	js, err := jetstream.NewWithDomain(nc, domain)
+	return js, "$JS." + domain + ".API", err
 }
 
 // Close stops the broker's background work (it does not close the NATS

@@ -57,6 +57,18 @@ type Config struct {
 	// negative value) fsyncs every write.
 	SyncInterval time.Duration
 
+	// Leaf nodes (docs/regions.md). JetStreamDomain names this server's
+	// JetStream domain (jetstream { domain }): across a leaf-node link
+	// each side's JetStream is reached as $JS.<domain>.API, never as the
+	// plain $JS.API, which nats-server keeps local. With LeafRemotes and
+	// no domain, one is derived (DerivedDomain). LeafNodeListen accepts
+	// leaf nodes (host:port, port -1 or 0: random); their authorization
+	// comes from ConfigFile (leafnodes { authorization }, or the client
+	// users and accounts). LeafRemotes connect this server to hubs.
+	JetStreamDomain string
+	LeafNodeListen  string
+	LeafRemotes     []LeafRemote
+
 	// ConfigFile is a nats-server configuration file (the format of
 	// `nats-server -c`, environment variables and includes resolved as
 	// nats-server does) for everything Config has no field for: above all
@@ -217,6 +229,9 @@ func (cfg Config) options() (*server.Options, error) {
 		opts.Routes = withRouteCredentials(routes, opts.Cluster.Username, opts.Cluster.Password)
 	} else if len(opts.Routes) > 0 {
 		return nil, fmt.Errorf("natsembed: %s: cluster routes without ClusterName", cfg.ConfigFile)
+	}
+	if err := cfg.leafOptions(opts); err != nil {
+		return nil, err
 	}
 	switch {
 	case cfg.SyncInterval < 0:

@@ -51,8 +51,14 @@ type Config struct {
 	// row that failed mark the link (or a stream) down. Zero: defaults.
 	Interval, Timeout time.Duration
 	Failures          int
-	// Streams are JetStream streams to probe (persistent namespaces).
+	// Streams are JetStream streams to probe (persistent namespaces), in
+	// JetStream domain Domain ("": the connected server's own).
 	Streams []string
+	Domain  string
+	// OnStreamUp, when set, is called (from the Monitor's goroutine) when
+	// a stream that was down answers again: messages stored meanwhile
+	// (say, in a region that was cut off) never came live.
+	OnStreamUp func(stream string)
 	// OnChange, when set, is called (from the Monitor's goroutine) when
 	// the link goes down or comes back.
 	OnChange func(up bool)
@@ -105,7 +111,13 @@ func New(cfg Config) (*Monitor, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	js, err := jetstream.New(cfg.Conn)
+	var js jetstream.JetStream
+	var err error
+	if cfg.Domain != "" {
+		js, err = jetstream.NewWithDomain(cfg.Conn, cfg.Domain)
+	} else {
+		js, err = jetstream.New(cfg.Conn)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -266,7 +278,14 @@ func (m *Monitor) probeStreams() {
 			m.fail(m.strs[name], name+": no answer from its leader: "+err.Error())
 			continue
 		}
+		wasDown := m.strs[name].down.Load() != nil
 		m.set(m.strs[name], true, "", false)
+		if wasDown {
+			m.cfg.Logger.Info("JetStream stream available again", "stream", name)
+			if m.cfg.OnStreamUp != nil {
+				m.cfg.OnStreamUp(name)
+			}
+		}
 	}
 }
 

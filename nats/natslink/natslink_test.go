@@ -1,6 +1,7 @@
 package natslink_test
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -10,7 +11,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/fabric-rt/fabric/nats/natsembed"
 	"github.com/fabric-rt/fabric/nats/natslink"
 	"github.com/fabric-rt/fabric/nats/natstest"
 )
@@ -163,4 +166,39 @@ func TestDisconnectedIsImmediate(t *testing.T) {
 	}
 	m.Reconnected()
 	waitFor(t, "up after Reconnected", 5*time.Second, func() bool { return m.Err() == nil })
+}
+
+// A stream that answers again is reported through OnStreamUp (messages
+// stored while it was out of reach never came live), in its Domain.
+func TestStreamUpCallbackInDomain(t *testing.T) {
+	s, err := natsembed.Start(natsembed.Config{Port: -1, JetStream: true, StoreDir: t.TempDir(), JetStreamDomain: "home"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Shutdown)
+	nc := natstest.Connect(t, s)
+	var ups atomic.Int32
+	var got atomic.Value
+	m, err := natslink.New(natslink.Config{Conn: nc, Interval: 100 * time.Millisecond, Timeout: 500 * time.Millisecond,
+		Streams: []string{"LATER"}, Domain: "home",
+		OnStreamUp: func(name string) { got.Store(name); ups.Add(1) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	waitFor(t, "missing stream declared down", 10*time.Second, func() bool { return m.StreamErr("LATER") != nil })
+	js, err := jetstream.NewWithDomain(nc, "home")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "LATER", Subjects: []string{"later"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "stream up again", 10*time.Second, func() bool { return m.StreamErr("LATER") == nil })
+	waitFor(t, "OnStreamUp called", 5*time.Second, func() bool { return ups.Load() == 1 })
+	if got.Load() != "LATER" {
+		t.Fatalf("OnStreamUp(%v), want LATER", got.Load())
+	}
 }
