@@ -130,6 +130,11 @@ type Config struct {
 	HistoryMemory           int64
 	HistoryMemoryPerChannel int
 
+	// Compression offers WebSocket permessage-deflate; messages under
+	// CompressionThreshold bytes go plain (docs/compression.md).
+	Compression          bool
+	CompressionThreshold int
+
 	MaxMessageSize   int
 	IdleTimeout      time.Duration
 	WriteTimeout     time.Duration
@@ -170,6 +175,7 @@ type App struct {
 	pub       *publisher.Publisher
 	pubAPI    *publisher.Handler // for its response counts (metrics)
 	gw        *gateway.Gateway
+	compress  *gateway.Compressions // compression classes, for metrics
 	httpSrv   *http.Server
 	opsSrv    *http.Server
 	httpLn    net.Listener
@@ -264,6 +270,8 @@ func Start(cfg Config) (a *App, err error) {
 			WriteTimeout:     cfg.WriteTimeout,
 			MaxQueueBytes:    cfg.MaxQueueBytes,
 			HandshakeTimeout: cfg.HandshakeTimeout,
+			Compression:      cfg.Compression,
+			CompressMin:      cfg.CompressionThreshold,
 		},
 		LongPoll: longpoll.Config{Secret: []byte(cfg.LongPollSecret), PollWindow: cfg.LongPollWindow, IdleTimeout: cfg.LongPollIdleTimeout},
 		Auth: gateway.AuthConfig{
@@ -272,6 +280,7 @@ func Start(cfg Config) (a *App, err error) {
 			Grants:          cfg.Grants,
 			Leeway:          cfg.JWTLeeway,
 		},
+		Compression:    a.compressions(nss),
 		AllowedOrigins: cfg.AllowedOrigins,
 		Limits: gateway.Limits{
 			MaxConnections:        cfg.MaxConnections,

@@ -58,6 +58,10 @@ type Namespace struct {
 	// presence_state (default and ceiling: half the per-connection output
 	// budget, 128 KiB with the default --max-queue-bytes).
 	PresenceMaxStateBytes int `yaml:"presence_max_state_bytes"`
+	// Compression: false sends the namespace's broadcasts uncompressed
+	// even to clients that negotiated WebSocket compression (payloads
+	// already compressed); unset or true follows --compression.
+	Compression *bool `yaml:"compression"`
 }
 
 // Presence defaults.
