@@ -20,6 +20,7 @@ import (
 
 // wireFrame is one WebSocket frame seen by the recording proxy.
 type wireFrame struct {
+	conn       int // the proxied connection, numbered from 0 in accept order
 	fromClient bool
 	fin, rsv1  bool
 	op         byte
@@ -31,13 +32,17 @@ type wireFrame struct {
 type wireLog struct {
 	mu         sync.Mutex
 	frames     []wireFrame
-	extensions []string
+	extensions map[int]string // by connection, as the server's 101 said
 }
 
-func (l *wireLog) snapshot() ([]wireFrame, []string) {
+func (l *wireLog) snapshot() ([]wireFrame, map[int]string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return append([]wireFrame(nil), l.frames...), append([]string(nil), l.extensions...)
+	exts := make(map[int]string, len(l.extensions))
+	for k, v := range l.extensions {
+		exts[k] = v
+	}
+	return append([]wireFrame(nil), l.frames...), exts
 }
 
 // recordingProxy forwards TCP to upstream and parses what passes: after a
@@ -45,13 +50,13 @@ func (l *wireLog) snapshot() ([]wireFrame, []string) {
 func recordingProxy(t *testing.T, upstream string) (string, *wireLog) {
 	t.Helper()
 	ln := listenLoopback(t)
-	wl := &wireLog{}
+	wl := &wireLog{extensions: map[int]string{}}
 	var wg sync.WaitGroup
 	t.Cleanup(func() { ln.Close(); wg.Wait() })
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		for {
+		for id := 0; ; id++ {
 			c, err := ln.Accept()
 			if err != nil {
 				return
@@ -65,7 +70,7 @@ func recordingProxy(t *testing.T, upstream string) (string, *wireLog) {
 			pipe := func(dst, src net.Conn, fromClient bool) {
 				defer wg.Done()
 				defer dst.Close()
-				p := &frameParser{log: wl, fromClient: fromClient}
+				p := &frameParser{log: wl, conn: id, fromClient: fromClient}
 				_, _ = io.Copy(dst, io.TeeReader(src, p))
 			}
 			go pipe(u, c, true)
@@ -79,6 +84,7 @@ func recordingProxy(t *testing.T, upstream string) (string, *wireLog) {
 // frameParser is an io.Writer fed one direction of a connection.
 type frameParser struct {
 	log        *wireLog
+	conn       int
 	fromClient bool
 	buf        []byte
 	inFrames   bool // past a WebSocket handshake
@@ -104,7 +110,7 @@ func (p *frameParser) Write(b []byte) (int, error) {
 			for _, line := range strings.Split(head, "\r\n") {
 				if k, v, ok := strings.Cut(line, ":"); ok && strings.EqualFold(k, "Sec-WebSocket-Extensions") {
 					p.log.mu.Lock()
-					p.log.extensions = append(p.log.extensions, strings.TrimSpace(v))
+					p.log.extensions[p.conn] = strings.TrimSpace(v)
 					p.log.mu.Unlock()
 				}
 			}
@@ -117,7 +123,7 @@ func (p *frameParser) Write(b []byte) (int, error) {
 		if !ok {
 			break
 		}
-		f.fromClient = p.fromClient
+		f.conn, f.fromClient = p.conn, p.fromClient
 		p.log.mu.Lock()
 		p.log.frames = append(p.log.frames, f)
 		p.log.mu.Unlock()
@@ -213,8 +219,12 @@ func TestChromiumCompression(t *testing.T) {
 	}
 
 	frames, exts := wl.snapshot()
-	if len(exts) != 1 || !strings.Contains(exts[0], "permessage-deflate") || !strings.Contains(exts[0], "server_no_context_takeover") || !strings.Contains(exts[0], "client_no_context_takeover") {
-		t.Fatalf("101 extensions %q, want permessage-deflate with both no_context_takeover", exts)
+	var ext string
+	for _, e := range exts {
+		ext = e
+	}
+	if len(exts) != 1 || !strings.Contains(ext, "permessage-deflate") || !strings.Contains(ext, "server_no_context_takeover") || !strings.Contains(ext, "client_no_context_takeover") {
+		t.Fatalf("101 extensions %v, want permessage-deflate with both no_context_takeover", exts)
 	}
 	// Data frames with RSV1 from each side, each smaller than its message.
 	var up, downText, downBinary []wireFrame
