@@ -17,7 +17,6 @@ import (
 	"bytes"
 	"errors"
 	"io"
-	"sync"
 
 	"github.com/gobwas/httphead"
 	"github.com/gobwas/ws/wsflate"
@@ -29,9 +28,6 @@ import (
 const (
 	// rsv1 is the per-message-compressed bit of a frame's first byte.
 	rsv1 = 0x40
-	// deflateLevel trades the once-per-message CPU for bytes on every
-	// delivery; the compressed frame is shared, so a middle level is cheap.
-	deflateLevel = 5
 	// inflateBudget bounds the bytes one loop inflates for one connection
 	// per read turn (one readable event), so a peer sending many small
 	// messages that each inflate to the cap cannot keep the loop busy:
@@ -79,37 +75,29 @@ func (s *Server) deflated(m *transport.Message) (b, tail []byte) {
 	return m.WireDeflated(s.buildDeflatedHead), tail
 }
 
-// compressor is a pooled deflate writer with its output buffer.
-type compressor struct {
-	w   *flate.Writer
-	out []byte
-}
+// frameBuf collects a compressed frame.
+type frameBuf struct{ b []byte }
 
-func (c *compressor) Write(p []byte) (int, error) {
-	c.out = append(c.out, p...)
+func (f *frameBuf) Write(p []byte) (int, error) {
+	f.b = append(f.b, p...)
 	return len(p), nil
 }
-
-var compressors = sync.Pool{New: func() any {
-	c := new(compressor)
-	c.w, _ = flate.NewWriter(c, deflateLevel) // only fails for an invalid level
-	return c
-}}
 
 // deflateFrame returns one frame with first byte b0 whose payload is p
 // compressed and sync-flushed; last drops the flush's 00 00 ff ff, as the
 // end of a message does (RFC 7692 §7.2.1). ok is false when the result is
 // not smaller than the plain frame.
+//
+// The compressor is stateless (klauspost/compress's StatelessDeflate: its
+// hash table lives on the stack for the call): no context is carried from
+// one message to the next anyway, and a pooled stateful writer spent more
+// time resetting its tables than compressing a small message (measured:
+// bench/results/compression.txt).
 func deflateFrame(b0 byte, p []byte, last bool) (frame []byte, ok bool) {
 	const room = 10 // the longest frame header, filled in front afterwards
-	c := compressors.Get().(*compressor)
-	c.out = make([]byte, room, room+len(p)/2+64)
-	c.w.Reset(c)
-	_, _ = c.w.Write(p) // writes to memory: no error
-	_ = c.w.Flush()
-	out := c.out
-	c.out = nil
-	compressors.Put(c)
+	w := frameBuf{b: make([]byte, room, room+len(p)/2+64)}
+	_ = flate.StatelessDeflate(&w, p, false, nil) // writes to memory: no error
+	out := w.b
 	if last {
 		out = bytes.TrimSuffix(out, []byte{0, 0, 0xff, 0xff})
 	}
