@@ -273,7 +273,8 @@ func Start(cfg Config) (a *App, err error) {
 			Compression:      cfg.Compression,
 			CompressMin:      cfg.CompressionThreshold,
 		},
-		LongPoll: longpoll.Config{Secret: []byte(cfg.LongPollSecret), PollWindow: cfg.LongPollWindow, IdleTimeout: cfg.LongPollIdleTimeout},
+		LongPoll: longpoll.Config{Secret: []byte(cfg.LongPollSecret), PollWindow: cfg.LongPollWindow, IdleTimeout: cfg.LongPollIdleTimeout,
+			Gzip: cfg.Compression, GzipMin: cfg.CompressionThreshold},
 		Auth: gateway.AuthConfig{
 			Verifier:        verifier,
 			AllowQueryToken: cfg.AllowQueryToken,

@@ -2,6 +2,7 @@ package browser
 
 import (
 	"bytes"
+	"encoding/base64"
 	"strings"
 	"testing"
 	"time"
@@ -37,14 +38,18 @@ func TestNodeCompressedAndPlainOnOneChannel(t *testing.T) {
 	addr, wl := recordingProxy(t, g.HTTPAddr())
 	url := "ws://" + addr + "/socket"
 
-	z, plain := phxnode.Start(t), phxnode.Start(t)
+	z, plain, lp := phxnode.Start(t), phxnode.Start(t), phxnode.Start(t)
 	if err := z.Connect(url, nil, map[string]any{"authToken": token}); err != nil {
 		t.Fatal(err)
 	}
 	if err := plain.Connect(url, nil, map[string]any{"authToken": token, "perMessageDeflate": false}); err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range []*phxnode.Puppet{z, plain} {
+	// A LongPoll client on the same channel: its poll answers are gzipped.
+	if err := lp.Connect("http://"+addr+"/socket", nil, map[string]any{"authToken": token, "longpoll": true}); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []*phxnode.Puppet{z, plain, lp} {
 		if status, resp := p.Join("room:mix", nil); status != "ok" {
 			t.Fatalf("join: %s %s", status, resp)
 		}
@@ -62,19 +67,31 @@ func TestNodeCompressedAndPlainOnOneChannel(t *testing.T) {
 			t.Fatalf("push %s: %s %s", push.event, status, resp)
 		}
 	}
-	for name, p := range map[string]*phxnode.Puppet{"compressing": z, "plain": plain} {
+	for name, p := range map[string]*phxnode.Puppet{"compressing": z, "plain": plain, "longpoll": lp} {
 		for _, want := range []string{textZ, textP} {
 			p.MustNext(10*time.Second, name+" gets "+want[:20], func(e phxnode.Event) bool {
 				return e.Ev == "msg" && e.Topic == "room:mix" && e.Event == "shout" && strings.Contains(string(e.Payload), want)
 			})
 		}
 		e := p.MustNext(10*time.Second, name+" gets the blob", phxnode.IsMsg("room:mix", "blob"))
+		if p == lp { // LongPoll is text only: binary payloads come as {"base64": …}
+			if !strings.Contains(string(e.Payload), base64.StdEncoding.EncodeToString(blob)) {
+				t.Fatalf("longpoll blob %.80s…", e.Payload)
+			}
+			continue
+		}
 		if !e.Binary || !bytes.Equal(e.Bytes(), blob) {
 			t.Fatalf("%s: blob binary %v, %d bytes", name, e.Binary, len(e.Bytes()))
 		}
 	}
 
 	frames, exts := wl.snapshot()
+	wl.mu.Lock()
+	gzipped := wl.gzipped
+	wl.mu.Unlock()
+	if gzipped == 0 {
+		t.Fatal("no LongPoll answer was gzipped")
+	}
 	zc, pc := -1, -1
 	for _, f := range frames {
 		if ext, ok := exts[f.conn]; ok && strings.Contains(ext, "permessage-deflate") {
@@ -83,7 +100,7 @@ func TestNodeCompressedAndPlainOnOneChannel(t *testing.T) {
 			pc = f.conn
 		}
 	}
-	if zc < 0 || pc < 0 || len(exts) != 1 {
+	if zc < 0 || pc < 0 || len(exts) != 1 || zc == pc {
 		t.Fatalf("want one compressed and one plain connection; extensions %v", exts)
 	}
 	var zUp, zDownText, zDownBin, plainRSV1 int
@@ -100,7 +117,7 @@ func TestNodeCompressedAndPlainOnOneChannel(t *testing.T) {
 			zDownBin++
 		}
 	}
-	t.Logf("compressing client: %d compressed pushes, %d compressed text and %d binary broadcasts; plain client: %d RSV1 frames", zUp, zDownText, zDownBin, plainRSV1)
+	t.Logf("compressing client: %d compressed pushes, %d compressed text and %d binary broadcasts; plain client: %d RSV1 frames; LongPoll: %d gzipped answers", zUp, zDownText, zDownBin, plainRSV1, gzipped)
 	if zUp < 2 || zDownText < 2 || zDownBin < 1 || plainRSV1 != 0 {
 		t.Fatalf("frames %+v", frames)
 	}

@@ -33,6 +33,7 @@ type wireLog struct {
 	mu         sync.Mutex
 	frames     []wireFrame
 	extensions map[int]string // by connection, as the server's 101 said
+	gzipped    int            // plain HTTP responses with Content-Encoding: gzip
 }
 
 func (l *wireLog) snapshot() ([]wireFrame, map[int]string) {
@@ -88,11 +89,21 @@ type frameParser struct {
 	fromClient bool
 	buf        []byte
 	inFrames   bool // past a WebSocket handshake
-	off        bool // a plain HTTP connection: nothing to parse
+	off        bool // a plain HTTP connection: only gzipped responses are counted
+	tail       []byte
 }
 
 func (p *frameParser) Write(b []byte) (int, error) {
 	if p.off {
+		if !p.fromClient {
+			// Count "Content-Encoding: gzip" header lines, also across writes.
+			const marker = "\r\ncontent-encoding: gzip\r\n"
+			s := strings.ToLower(string(p.tail) + string(b))
+			p.log.mu.Lock()
+			p.log.gzipped += strings.Count(s, marker)
+			p.log.mu.Unlock()
+			p.tail = []byte(s[max(0, len(s)-len(marker)+1):])
+		}
 		return len(b), nil
 	}
 	p.buf = append(p.buf, b...)
@@ -104,7 +115,9 @@ func (p *frameParser) Write(b []byte) (int, error) {
 		head := string(p.buf[:end])
 		if !strings.Contains(strings.ToLower(head), "upgrade: websocket") {
 			p.off = true
-			return len(b), nil
+			buf := p.buf
+			p.buf = nil
+			return p.Write(buf)
 		}
 		if !p.fromClient {
 			for _, line := range strings.Split(head, "\r\n") {

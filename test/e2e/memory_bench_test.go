@@ -108,7 +108,9 @@ func heapAfterGC() int64 {
 
 // rawJoin opens a blocking socket, upgrades it and joins topic, returning
 // the fd once the join reply arrived.
-func rawJoin(b *testing.B, addr *net.TCPAddr, topic string) int { return rawJoinWith(b, addr, topic, "") }
+func rawJoin(b *testing.B, addr *net.TCPAddr, topic string) int {
+	return rawJoinWith(b, addr, topic, "")
+}
 
 // rawJoinWith is rawJoin with extra request header lines ("K: v\r\n").
 func rawJoinWith(b *testing.B, addr *net.TCPAddr, topic, header string) int {
