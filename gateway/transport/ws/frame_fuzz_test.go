@@ -155,15 +155,10 @@ func (r recordSession) HandleClose(code transport.CloseCode) {
 	r.out.closed = append(r.out.closed, code)
 }
 
-// runFrames runs stream through a real conn whose socket is one end of a
-// socketpair, without epoll: the test plays the loop (read, consume, flush)
-// and reads what the server wrote from the other end.
-func runFrames(t *testing.T, stream, cuts []byte) frameOutcome {
-	return runFramesWith(t, stream, cuts, false)
-}
-
-// runFramesWith is runFrames on a connection that negotiated
-// permessage-deflate when deflate is set.
+// runFramesWith runs stream through a real conn whose socket is one end of
+// a socketpair, without epoll: the test plays the loop (read, consume,
+// flush) and reads what the server wrote from the other end. With deflate
+// the connection negotiated permessage-deflate.
 func runFramesWith(t *testing.T, stream, cuts []byte, deflate bool) frameOutcome {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -255,17 +250,14 @@ func runFramesWith(t *testing.T, stream, cuts []byte, deflate bool) frameOutcome
 	return out
 }
 
-// referenceDecode decodes a whole client stream in one pass, straight from
+// referenceDecodeWith decodes a whole client stream in one pass, straight from
 // RFC 6455 §5 and §7.4, with the server's policy: fail on the first
 // violation with its close code and read nothing after it; answer pings;
 // echo a peer's close code (1000 when it gave none).
-func referenceDecode(in []byte, maxMsg int) frameOutcome {
-	return referenceDecodeWith(in, maxMsg, false)
-}
-
-// referenceDecodeWith is referenceDecode with permessage-deflate
-// negotiated when deflate is set (RFC 7692 §6: RSV1 marks the first frame
-// of a compressed data message; the cap applies to inflated bytes too).
+//
+// With deflate, permessage-deflate was negotiated (RFC 7692 §6: RSV1 marks
+// the first frame of a compressed data message; the cap applies to
+// inflated bytes too).
 func referenceDecodeWith(in []byte, maxMsg int, deflate bool) frameOutcome {
 	var r frameOutcome
 	var fragZ bool
