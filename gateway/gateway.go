@@ -57,6 +57,9 @@ type Config struct {
 	// ID names this gateway in the cluster (presence, control); default
 	// random, unique per process.
 	ID string
+	// Compression classes messages by namespace for WebSocket
+	// compression (WS.Compression turns it on); nil: one class for all.
+	Compression *Compressions
 	// Home, when set, serves "/" (the demo page).
 	Home   http.Handler
 	Logger *slog.Logger
@@ -101,12 +104,16 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.WS.Logger == nil {
 		cfg.WS.Logger = cfg.Logger
 	}
+	if cfg.Compression == nil {
+		cfg.Compression = NewCompressions(nil)
+	}
+	cfg.WS.DefaultCompression = cfg.Compression.other
 	wsrv, err := ws.New(cfg.WS)
 	if err != nil {
 		return nil, err
 	}
 	h := hub.New(hub.Config{Broker: cfg.Broker, LeaveGrace: cfg.LeaveGrace, Logger: cfg.Logger,
-		RingBudget: cfg.RingBudget, RingBytes: cfg.RingBytes})
+		RingBudget: cfg.RingBudget, RingBytes: cfg.RingBytes, Compression: cfg.Compression.For})
 	if cfg.ID == "" {
 		cfg.ID = randomID() + randomID()
 	}

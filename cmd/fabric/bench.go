@@ -77,6 +77,7 @@ func bench(args, environ []string, stdout, stderr io.Writer) error {
 		fs.StringVar(&o.Topic, "topic", "", `topic (phoenix) or subject (nats-ws) to join, "%d" = index mod 100 (default room:bench-%d, fabric.room.bench-%d)`)
 		fs.IntVar(&o.Retries, "retries", 2, "extra dial attempts per connection")
 		fs.DurationVar(&o.StatusEvery, "status-every", time.Second, "period of status reports (deliveries, losses)")
+		fs.BoolVar(&o.Deflate, "deflate", false, "offer permessage-deflate and inflate compressed messages")
 		control := fs.Bool("control", false, `read commands ("stats") from stdin; exit at its end`)
 		if err := config.ParseFlags(fs, args[1:]); err != nil {
 			return err
@@ -111,7 +112,7 @@ func benchIdle(ctx context.Context, args, environ []string, stdout, stderr io.Wr
 	fs.DurationVar(&o.Settle, "settle", 10*time.Second, "wait before each RSS reading (no clients; all clients joined)")
 	fs.IntVar(&o.Samples, "samples", 3, "VmRSS samples, 1 s apart, per reading; the minimum is kept")
 	fs.DurationVar(&o.Timeout, "timeout", 3*time.Minute, "abort the whole run after this long")
-	fs.StringVar(&systems, "systems", "fabric,nats-ws", "systems to measure, in order")
+	fs.StringVar(&systems, "systems", "fabric,nats-ws", "systems to measure, in order (fabric-deflate: fabric --compression, clients offering permessage-deflate)")
 	fs.StringVar(&o.Topic, "topic", "bench:idle-%d", `channel each Fabric client joins ("%d" = index mod 100); nats-ws clients subscribe to its subject. bench:… has no history or presence (like a NATS SUB); room:… adds both`)
 	fs.StringVar(&out, "out", "", "also write the report to this file, command line first")
 	if err := config.ParseFlags(fs, args); err != nil {
@@ -235,7 +236,7 @@ func writeResult(stdout io.Writer, v any, jsonl, out, table string) error {
 type runFlags struct{ systems, out, jsonl string }
 
 func (f *runFlags) declare(fs *flag.FlagSet, timeout *time.Duration, defTimeout time.Duration, fabricFlags *[]string) {
-	fs.StringVar(&f.systems, "systems", "fabric,nats-ws", "systems to measure, in order")
+	fs.StringVar(&f.systems, "systems", "fabric,nats-ws", "systems to measure, in order (fabric-deflate: fabric --compression, clients offering permessage-deflate)")
 	fs.DurationVar(timeout, "timeout", defTimeout, "abort the whole run after this long")
 	fs.Func("fabric-flags", "extra flags for fabric serve, space-separated (e.g. \"--max-accept-rate=0\")", func(v string) error {
 		*fabricFlags = append(*fabricFlags, strings.Fields(v)...)

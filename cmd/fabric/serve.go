@@ -72,6 +72,8 @@ func serveFlags(cfg *app.Config, logLevel, logFormat *string, shutdownTimeout *t
 	fs.DurationVar(&cfg.WriteTimeout, "write-timeout", 5*time.Second, "close (4008) a connection whose output has not drained for this long")
 	fs.IntVar(&cfg.MaxQueueBytes, "max-queue-bytes", 256<<10, "outbound bytes queued per connection before it is closed as a slow consumer (4008)")
 	fs.DurationVar(&cfg.HandshakeTimeout, "handshake-timeout", 5*time.Second, "time allowed for the HTTP upgrade request")
+	fs.BoolVar(&cfg.Compression, "compression", false, "offer WebSocket permessage-deflate (each message compressed once and shared by every member that negotiated it; a namespace can opt out with compression: false) and gzip LongPoll answers")
+	fs.IntVar(&cfg.CompressionThreshold, "compression-threshold", 256, "messages and LongPoll answers smaller than this many bytes are sent uncompressed (with --compression)")
 	fs.IntVar(&cfg.MaxChannels, "max-channels", 100, "channels one connection may join")
 	fs.DurationVar(&cfg.LeaveGrace, "leave-grace", 2*time.Second, "keep a topic's NATS subscription this long after its last local member left")
 	// Authentication and authorization.

@@ -69,7 +69,10 @@ type Config struct {
 	ReplayBacklog int
 	// ReplayTimeout bounds one member's whole replay (default 60 s).
 	ReplayTimeout time.Duration
-	Logger        *slog.Logger
+	// Compression, when set, gives a topic's compression class; the
+	// messages the hub frames carry it (see transport.Compression).
+	Compression func(topic string) *transport.Compression
+	Logger      *slog.Logger
 }
 
 // JoinResult is what a join learned; the session turns it into the reply.
@@ -1118,11 +1121,19 @@ func ref(m *broker.Message) phoenix.Ref {
 	return phoenix.R(strconv.FormatUint(m.Offset, 10))
 }
 
+// classed sets m's compression class, once, before m is shared.
+func (h *Hub) classed(m *transport.Message, topic string) *transport.Message {
+	if h.cfg.Compression != nil {
+		m.Compression = h.cfg.Compression(topic)
+	}
+	return m
+}
+
 func (e *encoder) frames(h *Hub, m *broker.Message, v phoenix.Version, textOnly bool) []*transport.Message {
 	if textOnly && v == phoenix.V2 && m.Binary {
 		if !e.done3 {
 			e.done3 = true
-			e.v2t[0] = transport.NewText(phoenix.AppendMessage(nil, phoenix.V2, phoenix.Null, ref(m), m.Topic, m.Event, phoenix.AppendBase64Payload(nil, m.Payload)))
+			e.v2t[0] = h.classed(transport.NewText(phoenix.AppendMessage(nil, phoenix.V2, phoenix.Null, ref(m), m.Topic, m.Event, phoenix.AppendBase64Payload(nil, m.Payload))), m.Topic)
 		}
 		return e.v2t[:]
 	}
@@ -1134,26 +1145,26 @@ func (e *encoder) frames(h *Hub, m *broker.Message, v phoenix.Version, textOnly 
 				// v1 has no binary frames: the payload travels as base64.
 				payload = phoenix.AppendBase64Payload(nil, m.Payload)
 			}
-			e.v1[0] = transport.NewText(phoenix.AppendMessage(nil, phoenix.V1, phoenix.Null, ref(m), m.Topic, m.Event, payload))
+			e.v1[0] = h.classed(transport.NewText(phoenix.AppendMessage(nil, phoenix.V1, phoenix.Null, ref(m), m.Topic, m.Event, payload)), m.Topic)
 		}
 		return e.v1[:]
 	}
 	if !e.done2 {
 		e.done2 = true
 		if !m.Binary {
-			e.v2[0] = transport.NewText(phoenix.AppendMessage(nil, phoenix.V2, phoenix.Null, ref(m), m.Topic, m.Event, m.Payload))
+			e.v2[0] = h.classed(transport.NewText(phoenix.AppendMessage(nil, phoenix.V2, phoenix.Null, ref(m), m.Topic, m.Event, m.Payload)), m.Topic)
 		} else if b, err := phoenix.AppendBinaryBroadcast(nil, m.Topic, m.Event, m.Payload); err != nil {
 			h.encodeErrors.Add(1)
 			h.cfg.Logger.Warn("hub: cannot frame binary message", "topic", m.Topic, "err", err)
 		} else {
-			e.v2[0] = transport.NewBinary(b)
+			e.v2[0] = h.classed(transport.NewBinary(b), m.Topic)
 			if m.Offset != 0 {
 				// A binary broadcast has no ref slot; its offset follows
 				// in a text frame the JS helper consumes. The payload is
 				// an object, never null: phoenix.js with a logger reads
 				// payload.status of every message.
 				r := ref(m)
-				e.v2[1] = transport.NewText(phoenix.AppendMessage(nil, phoenix.V2, phoenix.Null, r, m.Topic, EventOffset, offsetPayload(r.S)))
+				e.v2[1] = h.classed(transport.NewText(phoenix.AppendMessage(nil, phoenix.V2, phoenix.Null, r, m.Topic, EventOffset, offsetPayload(r.S))), m.Topic)
 			}
 		}
 	}

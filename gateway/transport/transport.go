@@ -52,8 +52,12 @@ type Message struct {
 	// Tail.Data is used; transports frame it once for every message that
 	// shares it (WebSocket: a continuation frame).
 	Tail *Message
+	// Compression is the class whose policy and counters apply when the
+	// message is compressed (its namespace's); nil: the server's default.
+	Compression *Compression
 
-	wire atomic.Pointer[[]byte]
+	wire     atomic.Pointer[[]byte]
+	deflated atomic.Pointer[[]byte] // see WireDeflated
 }
 
 // Len is the message's size: Data plus the Tail's Data.
@@ -85,14 +89,26 @@ func NewBinary(b []byte) *Message { return &Message{Binary: true, Data: b} }
 // broadcast to N connections is framed once. Concurrent callers may both
 // call build; one result wins and both are identical.
 func (m *Message) Wire(build func(*Message) []byte) []byte {
-	if p := m.wire.Load(); p != nil {
+	return cached(&m.wire, m, build)
+}
+
+// WireDeflated is Wire for the transport's compressed encoding
+// (permessage-deflate without context takeover, identical for every
+// recipient): built once, cached next to the plain one. A nil result
+// (cached too) means "send it plain".
+func (m *Message) WireDeflated(build func(*Message) []byte) []byte {
+	return cached(&m.deflated, m, build)
+}
+
+func cached(slot *atomic.Pointer[[]byte], m *Message, build func(*Message) []byte) []byte {
+	if p := slot.Load(); p != nil {
 		return *p
 	}
 	b := build(m)
-	if m.wire.CompareAndSwap(nil, &b) {
+	if slot.CompareAndSwap(nil, &b) {
 		return b
 	}
-	return *m.wire.Load()
+	return *slot.Load()
 }
 
 // Conn is the session's handle on one client connection. All methods are

@@ -138,6 +138,11 @@ type Config struct {
 	HistoryMemory           int64
 	HistoryMemoryPerChannel int
 
+	// Compression offers WebSocket permessage-deflate; messages under
+	// CompressionThreshold bytes go plain (docs/compression.md).
+	Compression          bool
+	CompressionThreshold int
+
 	MaxMessageSize   int
 	IdleTimeout      time.Duration
 	WriteTimeout     time.Duration
@@ -178,6 +183,7 @@ type App struct {
 	pub       *publisher.Publisher
 	pubAPI    *publisher.Handler // for its response counts (metrics)
 	gw        *gateway.Gateway
+	compress  *gateway.Compressions // compression classes, for metrics
 	httpSrv   *http.Server
 	opsSrv    *http.Server
 	httpLn    net.Listener
@@ -290,8 +296,11 @@ func Start(cfg Config) (a *App, err error) {
 			WriteTimeout:     cfg.WriteTimeout,
 			MaxQueueBytes:    cfg.MaxQueueBytes,
 			HandshakeTimeout: cfg.HandshakeTimeout,
+			Compression:      cfg.Compression,
+			CompressMin:      cfg.CompressionThreshold,
 		},
-		LongPoll: longpoll.Config{Secret: []byte(cfg.LongPollSecret), PollWindow: cfg.LongPollWindow, IdleTimeout: cfg.LongPollIdleTimeout},
+		LongPoll: longpoll.Config{Secret: []byte(cfg.LongPollSecret), PollWindow: cfg.LongPollWindow, IdleTimeout: cfg.LongPollIdleTimeout,
+			Gzip: cfg.Compression, GzipMin: cfg.CompressionThreshold},
 		Auth: gateway.AuthConfig{
 			Verifier:        verifier,
 			AllowQueryToken: cfg.AllowQueryToken,
@@ -299,6 +308,7 @@ func Start(cfg Config) (a *App, err error) {
 			Leeway:          cfg.JWTLeeway,
 			Gate:            a.gate(verifier != nil),
 		},
+		Compression:    a.compressions(nss),
 		AllowedOrigins: cfg.AllowedOrigins,
 		Limits: gateway.Limits{
 			MaxConnections:        cfg.MaxConnections,

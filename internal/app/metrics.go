@@ -94,6 +94,9 @@ var (
 		"HTTP publish API requests (/api/v1/publish and /batch), by response status.", []string{"code"}, nil)
 	descEventsDropped = prometheus.NewDesc("fabric_lifecycle_events_dropped_total",
 		"Connection lifecycle events (fabric_events.*) dropped because their queue was full while NATS was stuck or away; they are best effort.", nil, nil)
+	descCompressed = prometheus.NewDesc("fabric_compression_bytes_total",
+		"Bytes of WebSocket messages compressed (once per message, however many members get it), before and after compression, by namespace (* for namespaces not configured).",
+		[]string{"namespace", "stage"}, nil)
 	descDraining = prometheus.NewDesc("fabric_draining",
 		"1 from the moment shutdown began (readiness off, clients being closed) until the process exits.", nil, nil)
 )
@@ -107,7 +110,7 @@ func (c *fabricCollector) Describe(ch chan<- *prometheus.Desc) {
 		descReplayed, descUnframeable, descDropped, descClosed, descRefused,
 		descLongPollResults, descNATSConnected, descJoins, descPushesRefused, descPushesLimited, descResumes, descNATSSubs,
 		descReceived, descFanout, descPublishRequests, descDraining, descEventsDropped,
-		descNATSProbes, descNATSDowns,
+		descNATSProbes, descNATSDowns, descCompressed,
 	} {
 		ch <- d
 	}
@@ -157,6 +160,11 @@ func (c *fabricCollector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	counter(descEventsDropped, a.gw.EventsDropped())
+	for _, k := range a.compress.All() {
+		before, after := k.Bytes()
+		counter(descCompressed, before, k.Name, "before")
+		counter(descCompressed, after, k.Name, "after")
+	}
 	st := a.gw.Stats()
 	gauge(descConnections, float64(st.Transport.Open), "websocket")
 	gauge(descConnections, float64(st.LongPoll.Sessions), "longpoll")

@@ -193,7 +193,8 @@ func sample(fams map[string]*dto.MetricFamily, name string, want map[string]stri
 // checks that each fabric_* metric exists with its type and moved.
 func TestMetricsMove(t *testing.T) {
 	a, err := Start(Config{Listen: "127.0.0.1:0", OpsListen: "127.0.0.1:0", NATSListen: "off", DataDir: t.TempDir(),
-		JWTSecret: metricsSecret, AllowQueryToken: true, PublishAPIKeys: []string{metricsAPIKey}})
+		JWTSecret: metricsSecret, AllowQueryToken: true, PublishAPIKeys: []string{metricsAPIKey},
+		Compression: true, CompressionThreshold: 256})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,7 +212,7 @@ func TestMetricsMove(t *testing.T) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		c, err := phxclient.Dial(ctx, fmt.Sprintf("ws://%s/socket/websocket?vsn=2.0.0&token=%s", a.HTTPAddr(), tok), phoenix.V2, phxclient.Options{})
+		c, err := phxclient.Dial(ctx, fmt.Sprintf("ws://%s/socket/websocket?vsn=2.0.0&token=%s", a.HTTPAddr(), tok), phoenix.V2, phxclient.Options{Deflate: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -297,6 +298,18 @@ func TestMetricsMove(t *testing.T) {
 	}
 	receive(c1, "chat:m", "shout")
 	await("the gateway's core publish's fan-out observed", fanouts(2))
+	// A compressed push over the compression threshold, broadcast back
+	// compressed: fabric_compression_bytes_total for chat (not configured: *).
+	long := phoenix.AppendMessage(nil, phoenix.V2, phoenix.Null, phoenix.R(c1.NextRef()), "chat:m", "shout",
+		[]byte(`{"body":"`+strings.Repeat("compressible ", 40)+`"}`))
+	if err := c1.WriteCompressed(ws.OpText, long); err != nil {
+		t.Fatal(err)
+	}
+	receive(c1, "chat:m", "shout")
+	if _, z, _ := c1.ReadStats(); z == 0 {
+		t.Fatal("no message arrived compressed")
+	}
+	await("the gateway's compressed fan-out observed", fanouts(3))
 
 	// A broadcast with the publisher library (core NATS for chat:*):
 	// Fabric-Time set by the library.
@@ -307,7 +320,7 @@ func TestMetricsMove(t *testing.T) {
 		t.Fatal(err)
 	}
 	receive(c1, "chat:m", "news")
-	await("the library's core publish's fan-out observed", fanouts(3))
+	await("the library's core publish's fan-out observed", fanouts(4))
 
 	// Resumes on a second connection: from the position before the
 	// publish (recovered, the message replayed), and from an unknown epoch.
@@ -357,6 +370,7 @@ func TestMetricsMove(t *testing.T) {
 		"fabric_fanout_latency_seconds": H, "fabric_publish_requests_total": C,
 		"fabric_draining": G, "fabric_lifecycle_events_dropped_total": C,
 		"fabric_nats_probes_total": C, "fabric_nats_link_down_total": C,
+		"fabric_compression_bytes_total": C,
 	}
 	for name, typ := range types {
 		if f := fams[name]; f == nil || f.GetType() != typ || len(f.GetMetric()) == 0 {
@@ -383,11 +397,18 @@ func TestMetricsMove(t *testing.T) {
 		{"fabric_nats_subscriptions", nil, 3}, // room:m, room:n, chat:m at least
 		{"fabric_channels", nil, 3},
 		{"fabric_nats_connected", nil, 1},
+		{"fabric_compression_bytes_total", map[string]string{"namespace": "*", "stage": "before"}, 500},
+		{"fabric_compression_bytes_total", map[string]string{"namespace": "*", "stage": "after"}, 1},
 	}
 	for _, m := range moved {
 		if v, ok := sample(fams, m.name, m.labels); !ok || v < m.min {
 			t.Errorf("%s%v = %v (present %v), want ≥ %v", m.name, m.labels, v, ok, m.min)
 		}
+	}
+	zin, _ := sample(fams, "fabric_compression_bytes_total", map[string]string{"namespace": "*", "stage": "before"})
+	zout, _ := sample(fams, "fabric_compression_bytes_total", map[string]string{"namespace": "*", "stage": "after"})
+	if zout >= zin/2 {
+		t.Errorf("compressed %v bytes into %v, want under half", zin, zout)
 	}
 	for _, fixed := range []struct {
 		name   string

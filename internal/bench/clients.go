@@ -42,6 +42,9 @@ type ClientOptions struct {
 	N      int    // connections to open
 	Source string // local (loopback) source address, e.g. 127.0.0.2
 	Mode   string // ModePhoenix or ModeNATSWS
+	// Deflate offers permessage-deflate and inflates what arrives
+	// compressed (SystemFabricDeflate).
+	Deflate bool
 	// Topic is the Phoenix topic (phoenix mode) or NATS subject (nats-ws
 	// mode) each connection joins; "%d" in it is replaced by i%100. Empty:
 	// room:bench-%d or fabric.room.bench-%d.
@@ -86,6 +89,8 @@ type benchConn struct {
 	rd  io.Reader
 	mu  sync.Mutex // serialises frame writes
 	hdr [ws.MaxHeaderSize - 2]byte
+
+	zbuf []byte // the last inflated message (Deflate)
 }
 
 func (c *benchConn) write(op ws.OpCode, p []byte) error {
@@ -114,6 +119,9 @@ func (c *benchConn) readFrame(r io.Reader, buf *[]byte) ([]byte, error) {
 		}
 		if h.Masked {
 			ws.Cipher(p, h.Mask, 0)
+		}
+		if h.Rsv1() {
+			return inflateInto(p, &c.zbuf)
 		}
 		switch h.OpCode {
 		case ws.OpPing:
@@ -309,6 +317,9 @@ func RunClients(ctx context.Context, o ClientOptions, stdout io.Writer) error {
 			}
 			return d.DialContext(ctx, network, addr)
 		},
+	}
+	if o.Deflate {
+		dialer.Extensions = deflateOffer()
 	}
 
 	var joined, failed atomic.Int64

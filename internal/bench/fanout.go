@@ -213,7 +213,7 @@ func fanoutOne(ctx context.Context, o FanoutOptions, sys, subj string) (FanoutSy
 		topic = subj
 	}
 	f, err := startFleet(fleetOptions{procOpts: p, Sys: sys, Target: srv.target, Mode: srv.mode, Topic: topic,
-		N: o.N, Workers: o.Workers, Concurrency: o.Concurrency, Retries: 2, StatusEvery: 20 * time.Millisecond, Log: o.Log})
+		N: o.N, Workers: o.Workers, Concurrency: o.Concurrency, Retries: 2, StatusEvery: 20 * time.Millisecond, Log: o.Log, Deflate: srv.deflate})
 	if err != nil {
 		return res, err
 	}

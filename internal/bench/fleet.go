@@ -87,6 +87,7 @@ type sut struct {
 	natsURL string // NATS client URL for the publisher
 	mode    string // worker mode
 	dir     string
+	deflate bool // workers offer permessage-deflate (SystemFabricDeflate)
 }
 
 func (s *sut) stop() {
@@ -121,7 +122,10 @@ func startServer(ctx context.Context, p procOpts, sys string, extra []string) (*
 	}
 	s := &sut{sys: sys, natsURL: fmt.Sprintf("nats://127.0.0.1:%d", natsPort)}
 	switch sys {
-	case SystemFabric:
+	case SystemFabric, SystemFabricDeflate:
+		if sys == SystemFabricDeflate {
+			extra, s.deflate = append(extra, "--compression"), true
+		}
 		s.dir, err = os.MkdirTemp("", "fabric-bench-")
 		if err != nil {
 			return nil, err
@@ -183,6 +187,7 @@ type fleetOptions struct {
 	Concurrency int
 	Retries     int
 	StatusEvery time.Duration
+	Deflate     bool // clients offer permessage-deflate
 	Log         io.Writer
 }
 
@@ -237,6 +242,9 @@ func startFleet(o fleetOptions) (*fleet, error) {
 			"--source", fmt.Sprintf("127.0.0.%d", 2+i),
 			"--mode", o.Mode,
 			"--control"}
+		if o.Deflate {
+			args = append(args, "--deflate")
+		}
 		if o.Topic != "" {
 			args = append(args, "--topic", o.Topic)
 		}

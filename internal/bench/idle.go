@@ -208,7 +208,8 @@ func idleOne(ctx context.Context, o IdleOptions, sys string) (IdleResult, error)
 			"--offset", strconv.Itoa(offset),
 			"--source", fmt.Sprintf("127.0.0.%d", 2+i),
 			"--mode", mode,
-			"--topic", idleTopic(o.Topic, mode))
+			"--topic", idleTopic(o.Topic, mode),
+			fmt.Sprintf("--deflate=%v", srv.deflate))
 		if err != nil {
 			return res, err
 		}

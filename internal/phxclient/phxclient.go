@@ -8,6 +8,7 @@
 package phxclient
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -17,9 +18,13 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/gobwas/httphead"
 	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsflate"
+	"github.com/klauspost/compress/flate"
 
 	"github.com/fabric-rt/fabric/gateway/phoenix"
 )
@@ -34,6 +39,8 @@ type Msg struct {
 	Bytes   []byte          // binary payloads
 	Binary  bool
 	Raw     []byte // the whole text frame as received
+	// Compressed: the message arrived compressed (RSV1).
+	Compressed bool
 	// Close is set (and nothing else) for the close frame; CloseCode 1006
 	// stands for a connection that ended without one.
 	Close     bool
@@ -51,6 +58,19 @@ type Client struct {
 	cond   *sync.Cond
 	queue  []Msg
 	closed bool
+
+	deflate bool // permessage-deflate negotiated
+	// Stats of what was read (read goroutine writes, anyone reads).
+	wireBytes, messages, compressed atomic.Int64
+}
+
+// Deflated reports whether permessage-deflate was negotiated.
+func (c *Client) Deflated() bool { return c.deflate }
+
+// ReadStats returns the data messages read, how many of them arrived
+// compressed, and their payload bytes on the wire (before inflating).
+func (c *Client) ReadStats() (messages, compressed, wireBytes int64) {
+	return c.messages.Load(), c.compressed.Load(), c.wireBytes.Load()
 }
 
 // Options for Dial.
@@ -62,6 +82,9 @@ type Options struct {
 	// LocalIP binds the client to a source address (load tests spread over
 	// 127.0.0.x to get more ports).
 	LocalIP string
+	// Deflate offers permessage-deflate (as browsers do); compressed
+	// messages are inflated on read.
+	Deflate bool
 }
 
 // Dial connects to url (ws://host/socket/websocket?vsn=…) speaking v.
@@ -80,7 +103,10 @@ func Dial(ctx context.Context, url string, v phoenix.Version, opts Options) (*Cl
 			return c, err
 		},
 	}
-	conn, br, _, err := d.Dial(ctx, url)
+	if opts.Deflate {
+		d.Extensions = []httphead.Option{wsflate.Parameters{ClientMaxWindowBits: 15}.Option()}
+	}
+	conn, br, hs, err := d.Dial(ctx, url)
 	if err != nil {
 		return nil, err
 	}
@@ -88,6 +114,10 @@ func Dial(ctx context.Context, url string, v phoenix.Version, opts Options) (*Cl
 		ws.PutReader(br)
 	}
 	c := &Client{conn: conn, v: v}
+	for _, opt := range hs.Extensions {
+		var p wsflate.Parameters
+		c.deflate = c.deflate || p.Parse(opt) == nil
+	}
 	c.cond = sync.NewCond(&c.mu)
 	if !opts.NoRead {
 		go c.read()
@@ -150,9 +180,26 @@ func (c *Client) SendBinary(joinRef, ref, topic, event string, payload []byte) e
 
 // WriteFrame writes one masked frame with the given opcode.
 func (c *Client) WriteFrame(op ws.OpCode, p []byte) error {
+	return c.writeFrame(op, 0, p)
+}
+
+// WriteCompressed writes p as one compressed message (RSV1 set,
+// permessage-deflate without context takeover).
+func (c *Client) WriteCompressed(op ws.OpCode, p []byte) error {
+	var b bytes.Buffer
+	w, err := flate.NewWriter(&b, flate.BestSpeed)
+	if err != nil {
+		return err
+	}
+	_, _ = w.Write(p) // to memory
+	_ = w.Flush()
+	return c.writeFrame(op, ws.Rsv(true, false, false), bytes.TrimSuffix(b.Bytes(), []byte{0, 0, 0xff, 0xff}))
+}
+
+func (c *Client) writeFrame(op ws.OpCode, rsv byte, p []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	h := ws.Header{Fin: true, OpCode: op, Length: int64(len(p)), Masked: true, Mask: ws.NewMask()}
+	h := ws.Header{Fin: true, Rsv: rsv, OpCode: op, Length: int64(len(p)), Masked: true, Mask: ws.NewMask()}
 	buf := append([]byte(nil), p...)
 	ws.Cipher(buf, h.Mask, 0)
 	c.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
@@ -268,6 +315,7 @@ func (c *Client) read() {
 	}()
 	var frag []byte // a fragmented message so far (RFC 6455 §5.4)
 	var fragOp ws.OpCode
+	var fragZ bool // the fragmented message is compressed
 	for {
 		c.conn.SetReadDeadline(time.Time{})
 		h, err := ws.ReadHeader(c.conn)
@@ -281,16 +329,31 @@ func (c *Client) read() {
 			return
 		}
 		op := h.OpCode
+		z := h.Rsv1()
+		if !op.IsControl() {
+			c.wireBytes.Add(int64(len(p)))
+		}
 		switch {
 		case op == ws.OpContinuation:
 			frag = append(frag, p...)
 			if !h.Fin {
 				continue
 			}
-			op, p, frag = fragOp, frag, nil
+			op, p, frag, z = fragOp, frag, nil, fragZ
 		case !h.Fin && (op == ws.OpText || op == ws.OpBinary):
-			fragOp, frag = op, append(frag[:0], p...)
+			fragOp, frag, fragZ = op, append(frag[:0], p...), z
 			continue
+		}
+		if op == ws.OpText || op == ws.OpBinary {
+			c.messages.Add(1)
+			if z {
+				c.compressed.Add(1)
+				r := flate.NewReader(io.MultiReader(bytes.NewReader(p), bytes.NewReader([]byte{0, 0, 0xff, 0xff})))
+				if p, err = io.ReadAll(r); err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+					c.push(Msg{Close: true, CloseCode: 1007})
+					return
+				}
+			}
 		}
 		switch op {
 		case ws.OpClose:
@@ -310,12 +373,14 @@ func (c *Client) read() {
 				m = Msg{Event: "!undecodable", Payload: json.RawMessage(strconv.Quote(err.Error() + ": " + string(p)))}
 			}
 			m.Raw = p
+			m.Compressed = z
 			c.push(m)
 		case ws.OpBinary:
 			m, err := decodeBinary(p)
 			if err != nil {
 				m = Msg{Event: "!undecodable"}
 			}
+			m.Compressed = z
 			c.push(m)
 		}
 	}

@@ -435,7 +435,8 @@ var connectTopLevel = []string{"authToken", "longpoll", "wait", "trace", "debug"
 //
 // opts keys: heartbeatIntervalMs, timeout, reconnectAfterMs and rejoinAfterMs (a number
 // n means "always n ms"; an array is indexed by tries), longPollFallbackMs,
-// longpollerTimeout, vsn; and the command-level keys authToken (string), longpoll (bool:
+// longpollerTimeout, vsn, perMessageDeflate (false: the ws client does not offer
+// compression; it does by default); and the command-level keys authToken (string), longpoll (bool:
 // LongPoll instead of WebSocket), wait (false: answer immediately, watch "open"/"error"
 // events instead), trace (bool: emit "wire" events), debug (bool: phoenix log to
 // stderr), connectTimeoutMs (default 5000).

@@ -68,6 +68,10 @@ type Namespace struct {
 	// time. Opting out loosens the resume guarantee (docs/history.md).
 	AllowPurge  bool `yaml:"allow_purge"`
 	AllowDelete bool `yaml:"allow_delete"`
+	// Compression: false sends the namespace's broadcasts uncompressed
+	// even to clients that negotiated WebSocket compression (payloads
+	// already compressed); unset or true follows --compression.
+	Compression *bool `yaml:"compression"`
 }
 
 // Presence defaults.

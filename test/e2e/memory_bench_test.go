@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -124,6 +125,11 @@ func heapAfterGC() int64 {
 // rawJoin opens a blocking socket, upgrades it and joins topic, returning
 // the fd once the join reply arrived.
 func rawJoin(b *testing.B, addr *net.TCPAddr, topic, query string) int {
+	return rawJoinWith(b, addr, topic, query, "")
+}
+
+// rawJoinWith is rawJoin with extra request header lines ("K: v\r\n").
+func rawJoinWith(b *testing.B, addr *net.TCPAddr, topic, query, header string) int {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		b.Fatal(err)
@@ -138,7 +144,7 @@ func rawJoin(b *testing.B, addr *net.TCPAddr, topic, query string) int {
 		b.Fatal(err)
 	}
 	req := "GET /socket/websocket?vsn=2.0.0" + query + " HTTP/1.1\r\nHost: " + addr.String() +
-		"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+		"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" + header + "\r\n"
 	writeAll(b, fd, []byte(req))
 	var buf [4096]byte
 	var got []byte
@@ -147,6 +153,9 @@ func rawJoin(b *testing.B, addr *net.TCPAddr, topic, query string) int {
 	}
 	if !bytes.HasPrefix(got, []byte("HTTP/1.1 101")) {
 		b.Fatalf("upgrade: %q", got)
+	}
+	if strings.Contains(header, "permessage-deflate") && !bytes.Contains(got, []byte("permessage-deflate")) {
+		b.Fatalf("compression not negotiated: %q", got)
 	}
 	got = got[bytes.Index(got, []byte("\r\n\r\n"))+4:]
 	join := []byte(`["1","1",` + strconv.Quote(topic) + `,"phx_join",{}]`)

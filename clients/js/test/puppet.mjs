@@ -132,8 +132,18 @@ function buildSocket(cmd) {
   const longpoll = !!pick("longpoll")
   const authToken = pick("authToken")
   socketParams = cmd.params || {}
+  // ws offers permessage-deflate by default; perMessageDeflate: false
+  // makes a client that does not (compressed and plain clients side by side).
+  const wsTransport =
+    o.perMessageDeflate === false
+      ? class extends WebSocket {
+          constructor(url, protocols) {
+            super(url, protocols, { perMessageDeflate: false })
+          }
+        }
+      : WebSocket
   const opts = {
-    transport: longpoll ? LongPoll : WebSocket,
+    transport: longpoll ? LongPoll : wsTransport,
     params: () => socketParams,
     sessionStorage,
   }

@@ -46,6 +46,10 @@ type Config struct {
 	// use (to hold the server's memory) meets these.
 	MaxBufferedUnpolled int
 	FirstPollTimeout    time.Duration
+	// Gzip compresses poll answers of at least GzipMin bytes for clients
+	// that accept gzip (browsers and Node's fetch do).
+	Gzip    bool
+	GzipMin int
 	// MaxPostBytes bounds one POST body (default 1 MiB). Over it: 413.
 	MaxPostBytes int64
 	// MaxLines bounds the lines of one POST (default 1000; phoenix.js sends
@@ -394,6 +398,9 @@ func (s *Server) open(w http.ResponseWriter, r *http.Request, accept func(*http.
 
 // poll answers a GET of a known session.
 func (s *Server) poll(w http.ResponseWriter, r *http.Request, c *lpSession) {
+	if s.cfg.Gzip && acceptsGzip(r) {
+		w = &gzipPoll{ResponseWriter: w, min: s.cfg.GzipMin, status: http.StatusOK}
+	}
 	c.mu.Lock()
 	c.polled = true
 	if c.ended {

@@ -56,6 +56,8 @@ type conn struct {
 	outArmed   bool
 	dirty      bool // on the loop's flush list
 	pinged     bool // loop goroutine only
+	deflate    bool // permessage-deflate negotiated (set before add)
+	paused     bool // loop goroutine only: input waits for its inflate budget
 	// failed is set (loop goroutine) once the peer broke the protocol: the
 	// rest of its stream is unparseable and is discarded unread, as RFC
 	// 6455 §7.1.7 asks, while the close frame goes out.
@@ -76,6 +78,7 @@ type partial struct {
 	pend []byte // unfinished frame
 	msg  []byte // unfinished fragmented message
 	op   byte   // opcode of msg; 0 = none
+	rsv1 bool   // msg is compressed
 }
 
 var (
@@ -168,10 +171,15 @@ func (c *conn) closing() bool {
 
 // Send implements transport.Conn.
 func (c *conn) Send(m *transport.Message) bool {
-	b := m.Wire(buildFrame)
-	var tail []byte
-	if m.Tail != nil {
-		tail = m.Tail.Wire(buildTail)
+	var b, tail []byte
+	if c.deflate && c.l.s.deflatable(m) {
+		b, tail = c.l.s.deflated(m)
+	}
+	if b == nil {
+		b = m.Wire(buildFrame)
+		if m.Tail != nil {
+			tail = m.Tail.Wire(buildTail)
+		}
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

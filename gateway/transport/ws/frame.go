@@ -20,6 +20,7 @@ const (
 // header is a parsed client frame header.
 type header struct {
 	fin    bool
+	rsv1   bool // compressed message (permessage-deflate)
 	op     byte
 	masked bool
 	mask   [4]byte
@@ -52,14 +53,15 @@ var (
 // parseHeader parses a client frame header from b. It returns ok=false when
 // b does not yet hold the whole header. It checks everything that can be
 // checked from the header alone, before any payload is buffered, so a client
-// can never make us buffer more than the configured cap.
-func parseHeader(b []byte, maxSize int) (h header, ok bool, err error) {
+// can never make us buffer more than the configured cap. deflate allows
+// RSV1 on the first frame of a data message (RFC 7692 §6).
+func parseHeader(b []byte, maxSize int, deflate bool) (h header, ok bool, err error) {
 	if len(b) < 2 {
 		return h, false, nil
 	}
 	b0, b1 := b[0], b[1]
 	h.fin = b0&0x80 != 0
-	if b0&0x70 != 0 {
+	if b0&0x30 != 0 || (b0&rsv1 != 0 && !deflate) {
 		return h, false, errRSV
 	}
 	h.op = b0 & 0x0F
@@ -67,6 +69,9 @@ func parseHeader(b []byte, maxSize int) (h header, ok bool, err error) {
 	case opContinuation, opText, opBinary, opClose, opPing, opPong:
 	default:
 		return h, false, errOpcode
+	}
+	if h.rsv1 = b0&rsv1 != 0; h.rsv1 && h.op != opText && h.op != opBinary {
+		return h, false, errRSV1
 	}
 	h.masked = b1&0x80 != 0
 	if !h.masked {

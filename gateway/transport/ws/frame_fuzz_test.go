@@ -3,11 +3,15 @@ package ws
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
 	"slices"
+	"strings"
 	"testing"
 	"unicode/utf8"
 
+	"github.com/klauspost/compress/flate"
 	"golang.org/x/sys/unix"
 
 	"github.com/fabric-rt/fabric/gateway/transport"
@@ -38,12 +42,31 @@ func FuzzFrames(f *testing.F) {
 	for _, s := range frameSeeds() {
 		f.Add(s.stream, s.cuts)
 	}
-	f.Fuzz(func(t *testing.T, stream, cuts []byte) {
+	f.Fuzz(func(t *testing.T, stream, cuts []byte) { checkFrames(t, stream, cuts, false) })
+}
+
+// FuzzDeflateFrames is FuzzFrames on a connection that negotiated
+// permessage-deflate: compressed messages, whole or fragmented, inflate
+// to what the reference inflates; inflated bytes over the cap close 1009,
+// a stream that does not inflate 1007, RSV1 on a control or continuation
+// frame 1002; plain messages still work.
+func FuzzDeflateFrames(f *testing.F) {
+	for _, s := range frameSeeds() {
+		f.Add(s.stream, s.cuts)
+	}
+	for _, s := range deflateSeeds() {
+		f.Add(s.stream, s.cuts)
+	}
+	f.Fuzz(func(t *testing.T, stream, cuts []byte) { checkFrames(t, stream, cuts, true) })
+}
+
+func checkFrames(t *testing.T, stream, cuts []byte, deflate bool) {
+	{
 		if len(stream) > 8<<10 {
 			stream = stream[:8<<10]
 		}
-		want := referenceDecode(stream, fuzzMaxMessage)
-		got := runFrames(t, stream, cuts)
+		want := referenceDecodeWith(stream, fuzzMaxMessage, deflate)
+		got := runFramesWith(t, stream, cuts, deflate)
 
 		if len(got.msgs) != len(want.msgs) {
 			t.Fatalf("delivered %d messages, want %d\ngot  %v\nwant %v", len(got.msgs), len(want.msgs), got.msgs, want.msgs)
@@ -73,7 +96,37 @@ func FuzzFrames(f *testing.F) {
 		if got.maxHeld > maxFrameHeader+fuzzMaxMessage {
 			t.Fatalf("held %d bytes between reads, bound is %d", got.maxHeld, maxFrameHeader+fuzzMaxMessage)
 		}
-	})
+	}
+}
+
+// deflateSeeds are compressed client streams.
+func deflateSeeds() []frameSeed {
+	z := func(p []byte) []byte {
+		var b bytes.Buffer
+		w, _ := flate.NewWriter(&b, flate.BestCompression)
+		w.Write(p)
+		w.Flush()
+		return bytes.TrimSuffix(b.Bytes(), []byte{0, 0, 0xff, 0xff})
+	}
+	const rsv1 = 4 // clientFrame shifts rsv by 4: RSV1 is 0x40
+	cat := func(fs ...[]byte) []byte { return bytes.Join(fs, nil) }
+	msg := []byte(`[null,"1","room:a","move",{"x":12,"y":34,"path":"` + strings.Repeat("ab", 40) + `"}]`)
+	zm := z(msg)
+	bomb := z(make([]byte, 5000)) // inflates far past the 300-byte cap
+	return []frameSeed{
+		{clientFrame(true, rsv1, opText, true, zm, 0), nil},
+		{clientFrame(true, rsv1, opBinary, true, zm, 0), []byte{2, 9}},
+		{cat(clientFrame(false, rsv1, opText, true, zm[:5], 0), clientFrame(true, 0, opPing, true, []byte("p"), 0),
+			clientFrame(true, 0, opContinuation, true, zm[5:], 0)), []byte{3}},
+		{cat(clientFrame(true, 0, opText, true, msg, 0), clientFrame(true, rsv1, opText, true, zm, 0)), nil}, // plain then compressed
+		{clientFrame(true, rsv1, opBinary, true, bomb, 0), nil},                                              // 1009
+		{cat(clientFrame(false, rsv1, opBinary, true, bomb[:4], 0), clientFrame(true, 0, opContinuation, true, bomb[4:], 0)), nil},
+		{clientFrame(true, rsv1, opPing, true, []byte("p"), 0), nil},                                                            // 1002
+		{cat(clientFrame(false, rsv1, opText, true, zm[:5], 0), clientFrame(true, rsv1, opContinuation, true, zm[5:], 0)), nil}, // 1002
+		{clientFrame(true, rsv1, opText, true, []byte{0xff, 0xff, 0xff}, 0), nil},                                               // 1007
+		{clientFrame(true, rsv1, opText, true, z([]byte("\xff\xfe")), 0), nil},                                                  // not UTF-8 once inflated: 1007
+		{clientFrame(true, rsv1, opText, true, nil, 0), nil},                                                                    // empty compressed message
+	}
 }
 
 type fuzzMsg struct {
@@ -102,10 +155,11 @@ func (r recordSession) HandleClose(code transport.CloseCode) {
 	r.out.closed = append(r.out.closed, code)
 }
 
-// runFrames runs stream through a real conn whose socket is one end of a
-// socketpair, without epoll: the test plays the loop (read, consume, flush)
-// and reads what the server wrote from the other end.
-func runFrames(t *testing.T, stream, cuts []byte) frameOutcome {
+// runFramesWith runs stream through a real conn whose socket is one end of
+// a socketpair, without epoll: the test plays the loop (read, consume,
+// flush) and reads what the server wrote from the other end. With deflate
+// the connection negotiated permessage-deflate.
+func runFramesWith(t *testing.T, stream, cuts []byte, deflate bool) frameOutcome {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -117,7 +171,7 @@ func runFrames(t *testing.T, stream, cuts []byte) frameOutcome {
 	l := &loop{s: s, epfd: -1, efd: -1, buf: make([]byte, readBufferSize)}
 	s.loops = []*loop{l}
 	var out frameOutcome
-	c := &conn{l: l, fd: fds[0], wslot: -1, sess: recordSession{&out}}
+	c := &conn{l: l, fd: fds[0], wslot: -1, sess: recordSession{&out}, deflate: deflate}
 
 	var wire []byte
 	drain := func() {
@@ -141,8 +195,19 @@ func runFrames(t *testing.T, stream, cuts []byte) frameOutcome {
 		chunk := l.buf[:n]
 		copy(chunk, stream[:n])
 		stream = stream[n:]
+		l.budget = inflateBudget
 		if !l.consume(c, chunk) && c.fd >= 0 {
 			t.Fatal("consume reported the connection finished, but its fd is open")
+		}
+		// Over its inflate budget the loop parses the rest in later turns
+		// (its resume task); play them here.
+		for k := 0; c.paused && c.fd >= 0; k++ {
+			if k > 1000 {
+				t.Fatal("still paused after 1000 turns")
+			}
+			c.paused = false
+			l.budget = inflateBudget
+			l.consume(c, nil)
 		}
 		for j := range chunk {
 			chunk[j] = 0xA5
@@ -185,12 +250,17 @@ func runFrames(t *testing.T, stream, cuts []byte) frameOutcome {
 	return out
 }
 
-// referenceDecode decodes a whole client stream in one pass, straight from
+// referenceDecodeWith decodes a whole client stream in one pass, straight from
 // RFC 6455 §5 and §7.4, with the server's policy: fail on the first
 // violation with its close code and read nothing after it; answer pings;
 // echo a peer's close code (1000 when it gave none).
-func referenceDecode(in []byte, maxMsg int) frameOutcome {
+//
+// With deflate, permessage-deflate was negotiated (RFC 7692 §6: RSV1 marks
+// the first frame of a compressed data message; the cap applies to
+// inflated bytes too).
+func referenceDecodeWith(in []byte, maxMsg int, deflate bool) frameOutcome {
 	var r frameOutcome
+	var fragZ bool
 	fail := func(code transport.CloseCode) frameOutcome {
 		r.sent, r.reported = code, code
 		return r
@@ -200,11 +270,15 @@ func referenceDecode(in []byte, maxMsg int) frameOutcome {
 	for len(in) >= 2 {
 		fin, rsv, op := in[0]&0x80 != 0, in[0]&0x70, int(in[0]&0x0F)
 		masked, length := in[1]&0x80 != 0, uint64(in[1]&0x7F)
-		if rsv != 0 {
-			return fail(transport.CloseProtocolError) // no extension negotiated
+		if rsv&0x30 != 0 || rsv != 0 && !deflate {
+			return fail(transport.CloseProtocolError) // no extension uses them
 		}
 		if !slices.Contains([]int{0, 1, 2, 8, 9, 10}, op) {
 			return fail(transport.CloseProtocolError)
+		}
+		z := rsv != 0
+		if z && op != 1 && op != 2 {
+			return fail(transport.CloseProtocolError) // RSV1 only on a message's first frame
 		}
 		if !masked {
 			return fail(transport.CloseProtocolError) // §5.1: clients mask
@@ -272,8 +346,14 @@ func referenceDecode(in []byte, maxMsg int) frameOutcome {
 				return fail(transport.CloseProtocolError)
 			}
 			if !fin {
-				fragOp, frag = op, p
+				fragOp, frag, fragZ = op, p, z
 				continue
+			}
+			if z {
+				var code transport.CloseCode
+				if p, code = refInflate(p, maxMsg); code != 0 {
+					return fail(code)
+				}
 			}
 			if op == 1 && !utf8.Valid(p) {
 				return fail(transport.CloseInvalidPayload)
@@ -285,6 +365,12 @@ func referenceDecode(in []byte, maxMsg int) frameOutcome {
 			}
 			frag = append(frag, p...)
 			if fin {
+				if fragZ {
+					var code transport.CloseCode
+					if frag, code = refInflate(frag, maxMsg); code != 0 {
+						return fail(code)
+					}
+				}
 				if fragOp == 1 && !utf8.Valid(frag) {
 					return fail(transport.CloseInvalidPayload)
 				}
@@ -294,6 +380,21 @@ func referenceDecode(in []byte, maxMsg int) frameOutcome {
 		}
 	}
 	return r.open()
+}
+
+// refInflate inflates a compressed message the RFC 7692 way (its 00 00 ff
+// ff appended), reading at most maxMsg+1 bytes: over maxMsg is 1009, a
+// stream that does not inflate 1007.
+func refInflate(p []byte, maxMsg int) ([]byte, transport.CloseCode) {
+	src := io.MultiReader(bytes.NewReader(p), bytes.NewReader([]byte{0, 0, 0xff, 0xff}))
+	out, err := io.ReadAll(io.LimitReader(flate.NewReader(src), int64(maxMsg)+1))
+	switch {
+	case len(out) > maxMsg:
+		return nil, transport.CloseMessageTooBig
+	case err != nil && !errors.Is(err, io.ErrUnexpectedEOF):
+		return nil, transport.CloseInvalidPayload
+	}
+	return out, 0
 }
 
 // open is the outcome of a stream that ended with the connection open: the

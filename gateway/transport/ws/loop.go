@@ -44,6 +44,8 @@ type loop struct {
 	stopping bool
 	due      []*conn
 	flushing []*conn // the dirty list being written (reused)
+	inflate  inflater
+	budget   int // bytes the current read turn may still inflate
 }
 
 func newLoop(s *Server) (*loop, error) {
@@ -142,8 +144,10 @@ func (l *loop) add(c *conn, early []byte) {
 		return
 	}
 	l.post(func() {
+		l.budget = inflateBudget
 		if l.consume(c, early) {
 			l.watch(c)
+			l.pauseIf(c)
 		}
 	})
 }
@@ -251,6 +255,10 @@ func (l *loop) runTasks() {
 // readable reads what the socket has, parses whole frames straight out of
 // the loop's buffer and keeps only an unfinished tail on the connection.
 func (l *loop) readable(c *conn) {
+	if c.paused {
+		return // its resume task is queued; the socket keeps its bytes
+	}
+	l.budget = inflateBudget
 	for range readsPerEvent {
 		if c.fd < 0 {
 			return
@@ -272,13 +280,34 @@ func (l *loop) readable(c *conn) {
 		}
 		c.lastRead = l.now
 		c.pinged = false
-		if !l.consume(c, l.buf[:n]) {
+		if !l.consume(c, l.buf[:n]) || l.pauseIf(c) {
 			return
 		}
 		if n < len(l.buf) {
 			return
 		}
 	}
+}
+
+// pauseIf queues c's resume when consume stopped on the inflate budget:
+// the rest of its input is parsed in a later turn, after the other ready
+// connections, and its socket is not read until then (level-triggered
+// epoll keeps reporting it; readable skips it).
+func (l *loop) pauseIf(c *conn) bool {
+	if !c.paused {
+		return false
+	}
+	l.post(func() {
+		c.paused = false
+		if c.fd < 0 {
+			return
+		}
+		l.budget = inflateBudget
+		if l.consume(c, nil) {
+			l.pauseIf(c)
+		}
+	})
+	return true
 }
 
 // consume parses frames from data (prefixed by the connection's pending
@@ -294,7 +323,7 @@ func (l *loop) consume(c *conn, data []byte) bool {
 	}
 	off := 0
 	for off < len(data) {
-		h, ok, err := parseHeader(data[off:], max)
+		h, ok, err := parseHeader(data[off:], max, c.deflate)
 		if err != nil {
 			l.protocolError(c, err)
 			return c.fd >= 0
@@ -318,6 +347,10 @@ func (l *loop) consume(c *conn, data []byte) bool {
 		off += h.size + int(h.length)
 		if !l.frame(c, h, payload) {
 			return c.fd >= 0
+		}
+		if l.budget < 0 && off < len(data) {
+			c.paused = true
+			break
 		}
 	}
 	rest := data[off:]
@@ -401,10 +434,11 @@ func (l *loop) frame(c *conn, h header, payload []byte) bool {
 				c.in = partialPool.Get().(*partial)
 			}
 			c.in.op = h.op
+			c.in.rsv1 = h.rsv1
 			c.in.msg = append(c.in.msg[:0], payload...)
 			return true
 		}
-		return l.deliver(c, h.op, payload)
+		return l.deliver(c, h.op, h.rsv1, payload)
 	case opContinuation:
 		if c.in == nil || c.in.op == 0 {
 			l.protocolError(c, errContinuation)
@@ -420,7 +454,7 @@ func (l *loop) frame(c *conn, h header, payload []byte) bool {
 			// sessions copy what they keep.
 			op, msg := c.in.op, c.in.msg
 			c.in.op = 0
-			ok := l.deliver(c, op, msg)
+			ok := l.deliver(c, op, c.in.rsv1, msg)
 			if c.in != nil {
 				c.in.msg = c.in.msg[:0]
 			}
@@ -430,7 +464,18 @@ func (l *loop) frame(c *conn, h header, payload []byte) bool {
 	return true
 }
 
-func (l *loop) deliver(c *conn, op byte, p []byte) bool {
+// deliver hands a whole message to the session, inflating it first when
+// it is compressed (the cap then applies to the inflated bytes, and the
+// inflated bytes count against the read turn's budget).
+func (l *loop) deliver(c *conn, op byte, compressed bool, p []byte) bool {
+	if compressed {
+		var err error
+		if p, err = l.inflate.inflate(p, l.s.cfg.MaxMessageSize); err != nil {
+			l.protocolError(c, err)
+			return false
+		}
+		l.budget -= len(p)
+	}
 	if op == opText && !validUTF8(p) {
 		l.protocolError(c, errTextUTF8)
 		return false

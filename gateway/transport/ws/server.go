@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsflate"
 	"golang.org/x/sys/unix"
 
 	"github.com/fabric-rt/fabric/gateway/transport"
@@ -48,6 +49,15 @@ type Config struct {
 	// SendBuffer sets SO_SNDBUF on each socket when > 0, capping the kernel
 	// memory a stalled reader can pin (default: the kernel's autotuning).
 	SendBuffer int
+	// Compression offers permessage-deflate (RFC 7692) to clients that
+	// ask for it; see deflate.go and docs/compression.md.
+	Compression bool
+	// CompressMin is the size under which a message goes uncompressed
+	// (0: every message is compressed when that makes it smaller).
+	CompressMin int
+	// DefaultCompression counts compressed messages that carry no class
+	// of their own (replies to one connection); may be nil.
+	DefaultCompression *transport.Compression
 	// Logger receives transport events (default: discard).
 	Logger *slog.Logger
 }
@@ -96,12 +106,17 @@ type Server struct {
 
 	statsMu sync.Mutex
 	closes  map[transport.CloseCode]uint64
+
+	// Message.WireDeflated builders, bound once (a method value per Send
+	// would allocate).
+	buildDeflated, buildDeflatedHead, buildDeflatedTail func(*transport.Message) []byte
 }
 
 // New starts the loops.
 func New(cfg Config) (*Server, error) {
 	cfg.setDefaults()
 	s := &Server{cfg: cfg, closes: make(map[transport.CloseCode]uint64)}
+	s.buildDeflated, s.buildDeflatedHead, s.buildDeflatedTail = s.buildDeflatedMsg, s.buildDeflatedHeadMsg, s.buildDeflatedTailMsg
 	for i := 0; i < cfg.Loops; i++ {
 		l, err := newLoop(s)
 		if err != nil {
@@ -138,6 +153,10 @@ func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request, newSession func
 		Protocol: func(p string) bool { return p == "phoenix" },
 		Timeout:  s.cfg.HandshakeTimeout,
 	}
+	var ext wsflate.Extension
+	if s.cfg.Compression {
+		up.Negotiate = negotiate(&ext)
+	}
 	nc, rw, _, err := up.Upgrade(r, w)
 	if err != nil {
 		if nc != nil {
@@ -159,6 +178,7 @@ func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request, newSession func
 	}
 	l := s.loops[fd%len(s.loops)] // fds are handed out in order: an even spread
 	c := &conn{l: l, fd: fd, wslot: -1}
+	_, c.deflate = ext.Accepted()
 	c.sess = newSession(c)
 	s.open.Add(1)
 	l.add(c, early)
