@@ -111,6 +111,9 @@ func (c *fabricCollector) Describe(ch chan<- *prometheus.Desc) {
 	} {
 		ch <- d
 	}
+	for _, d := range hookDescs {
+		ch <- d
+	}
 }
 
 func (c *fabricCollector) Collect(ch chan<- prometheus.Metric) {
@@ -157,6 +160,7 @@ func (c *fabricCollector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	counter(descEventsDropped, a.gw.EventsDropped())
+	a.collectHooks(ch)
 	st := a.gw.Stats()
 	gauge(descConnections, float64(st.Transport.Open), "websocket")
 	gauge(descConnections, float64(st.LongPoll.Sessions), "longpoll")
