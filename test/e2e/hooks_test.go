@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -202,4 +203,168 @@ func scrape(t *testing.T, f *fabric) string {
 		}
 	}
 	return b.String()
+}
+
+// Resumes go through the join hook: a player the service kicked while
+// disconnected is refused, another resumes from its offset and gets what
+// it missed (the hook's ok does not restart the history).
+func TestJoinHookResume(t *testing.T) {
+	f := startAuthed(t, func(c *app.Config) {
+		c.Namespaces = map[string]natsbroker.Namespace{"match": {History: true, Joins: natsbroker.JoinsRequest}}
+	})
+	var mu sync.Mutex
+	kicked := map[string]bool{}
+	var js joinService
+	js.serve(t, f.nc, "fabric_join.match.>", func(r *fabricv1.JoinRequest) *fabricv1.JoinReply {
+		mu.Lock()
+		defer mu.Unlock()
+		if kicked[r.SubjectId] {
+			return &fabricv1.JoinReply{Reason: "kicked"}
+		}
+		return &fabricv1.JoinReply{Ok: true, Response: object(t, map[string]any{"round": 3})}
+	})
+	connect := func(sub string) *phxnode.Puppet {
+		p := phxnode.Start(t)
+		tok := mint(t, auth.MintClaims{Subject: sub, Channels: []string{"match:*"}})
+		if err := p.Connect(f.socketURL(), map[string]any{"token": tok}, nil); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	type pos struct {
+		Round     int    `json:"round"`
+		Epoch     string `json:"epoch"`
+		Offset    string `json:"offset"`
+		Recovered *bool  `json:"recovered"`
+	}
+	positions := map[string]pos{}
+	for _, sub := range []string{"alice", "bob"} {
+		p := connect(sub)
+		status, resp := p.Join("match:1", nil)
+		var ps pos
+		if status != "ok" || json.Unmarshal(resp, &ps) != nil || ps.Round != 3 || ps.Epoch == "" || ps.Offset == "" {
+			t.Fatalf("%s: first join %s %s", sub, status, resp)
+		}
+		positions[sub] = ps
+		p.Disconnect(1000, "bye")
+	}
+	for i := range 3 {
+		f.publish("fabric.match.1", "goal", []byte(`{"n":`+string(rune('0'+i))+`}`))
+	}
+	mu.Lock()
+	kicked["alice"] = true
+	mu.Unlock()
+
+	a := connect("alice")
+	ap := positions["alice"]
+	r := a.JoinOpts("match:1", map[string]any{"epoch": ap.Epoch, "offset": ap.Offset}, map[string]any{"leaveOnError": true})
+	if r.Status != "error" || !sameJSON(t, r.Response, `{"reason":"kicked"}`) {
+		t.Fatalf("kicked player's resume: %s %s", r.Status, r.Response)
+	}
+	b := connect("bob")
+	bp := positions["bob"]
+	status, resp := b.Join("match:1", map[string]any{"epoch": bp.Epoch, "offset": bp.Offset})
+	var got pos
+	if status != "ok" || json.Unmarshal(resp, &got) != nil || got.Recovered == nil || !*got.Recovered || got.Round != 3 {
+		t.Fatalf("bob's resume: %s %s", status, resp)
+	}
+	if req := js.last("match:1"); req.GetResume() == nil || req.GetResume().GetEpoch() != bp.Epoch ||
+		strconv.FormatUint(req.GetResume().GetOffset(), 10) != bp.Offset {
+		t.Fatalf("the resume request does not carry the position: %v", req)
+	}
+	for i := range 3 {
+		e := b.MustNext(wait, "missed message", phxnode.IsMsg("match:1", "goal"))
+		if !strings.Contains(string(e.Payload), string(rune('0'+i))) {
+			t.Fatalf("missed message %d: %s", i, e.Payload)
+		}
+	}
+}
+
+// Phoenix's connect/3 over NATS: the service refuses a user before the
+// upgrade (403 with its reason; LongPoll's {"status":403}), or admits it with assigns
+// that reach the join hook and push handlers, and with extra grants.
+func TestConnectHook(t *testing.T) {
+	f := startAuthed(t, func(c *app.Config) {
+		c.ConnectHook = true
+		c.ConnectHookTimeout = time.Second
+		c.Namespaces = map[string]natsbroker.Namespace{"game": {Pushes: natsbroker.PushesRequest, Joins: natsbroker.JoinsRequest}}
+	})
+	seen := make(chan *fabricv1.ConnectRequest, 10)
+	sub, err := f.nc.Subscribe("fabric_connect", func(m *nats.Msg) {
+		req := new(fabricv1.ConnectRequest)
+		if err := protojson.Unmarshal(m.Data, req); err != nil {
+			t.Errorf("connect request %s does not follow the schema: %v", m.Data, err)
+			return
+		}
+		seen <- req
+		rep := &fabricv1.ConnectReply{Ok: true, Assigns: object(t, map[string]any{"tier": "gold"}), Channels: []string{"vip:{sub}"}}
+		if req.SubjectId == "mallory" {
+			rep = &fabricv1.ConnectReply{Reason: "banned"}
+		}
+		b, _ := protojson.Marshal(rep)
+		_ = m.Respond(b)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var js joinService
+	js.serve(t, f.nc, "fabric_join.game.>", func(*fabricv1.JoinRequest) *fabricv1.JoinReply {
+		return &fabricv1.JoinReply{Ok: true, Assigns: object(t, map[string]any{"team": "blue"})}
+	})
+	if _, err := f.nc.Subscribe("fabric_in.game.>", func(m *nats.Msg) {
+		_ = m.Respond([]byte(`{"assigns":` + m.Header.Get("Fabric-Assigns") + `}`))
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	mallory := mint(t, auth.MintClaims{Subject: "mallory", Channels: []string{"game:*"}})
+	r := upgrade(t, f.HTTPAddr(), "/socket/websocket?vsn=2.0.0&room=7&token="+mallory, nil)
+	if r.StatusCode != 403 || !strings.Contains(bodyOf(r), `"reason":"banned"`) {
+		t.Fatalf("refused upgrade: %d %s", r.StatusCode, bodyOf(r))
+	}
+	if req := <-seen; req.SubjectId != "mallory" || req.Transport != "websocket" || req.Claims.GetFields()["sub"].GetStringValue() != "mallory" ||
+		req.Params.GetFields()["room"].GetStringValue() != "7" || req.Params.GetFields()["token"] != nil {
+		t.Fatalf("connect request: %v", req)
+	}
+	lp, err := http.Get("http://" + f.HTTPAddr() + "/socket/longpoll?vsn=2.0.0&token=" + mallory)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lpBody struct{ Status int }
+	err = json.NewDecoder(lp.Body).Decode(&lpBody)
+	lp.Body.Close()
+	if err != nil || lpBody.Status != 403 {
+		t.Fatalf("refused LongPoll open: %d %+v %v", lp.StatusCode, lpBody, err)
+	}
+	if req := <-seen; req.Transport != "longpoll" {
+		t.Fatalf("LongPoll connect request: %v", req)
+	}
+
+	p := phxnode.Start(t)
+	tok := mint(t, auth.MintClaims{Subject: "alice", Channels: []string{"game:*"}, Publish: []string{"game:*"}})
+	if err := p.Connect(f.socketURL(), map[string]any{"token": tok}, nil); err != nil {
+		t.Fatal(err)
+	}
+	// vip:alice is not in the token: the connect hook granted it.
+	if status, resp := p.Join("vip:alice", nil); status != "ok" {
+		t.Fatalf("join granted by the connect hook: %s %s", status, resp)
+	}
+	if status, _ := p.Join("game:1", nil); status != "ok" {
+		t.Fatal(status)
+	}
+	if req := js.last("game:1"); req.GetAssigns().GetFields()["tier"].GetStringValue() != "gold" {
+		t.Fatalf("join request without the connection's assigns: %v", req)
+	}
+	if status, resp := p.Push("game:1", "move", nil); status != "ok" || !sameJSON(t, resp, `{"assigns":{"tier":"gold","team":"blue"}}`) {
+		t.Fatalf("push with merged assigns: %s %s", status, resp)
+	}
+
+	// No service: fail closed.
+	if err := sub.Unsubscribe(); err != nil {
+		t.Fatal(err)
+	}
+	f.nc.Flush()
+	if r := upgrade(t, f.HTTPAddr(), "/socket/websocket?vsn=2.0.0&token="+tok, nil); r.StatusCode != 403 || !strings.Contains(bodyOf(r), `"reason":"no_handler"`) {
+		t.Fatalf("no connect service: %d %s", r.StatusCode, bodyOf(r))
+	}
 }
