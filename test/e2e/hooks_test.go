@@ -13,8 +13,10 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/fabric-rt/fabric/gateway/phoenix"
 	"github.com/fabric-rt/fabric/internal/app"
 	"github.com/fabric-rt/fabric/internal/auth"
+	"github.com/fabric-rt/fabric/internal/phxclient"
 	"github.com/fabric-rt/fabric/internal/phxnode"
 	"github.com/fabric-rt/fabric/nats/natsbroker"
 	fabricv1 "github.com/fabric-rt/fabric/schema/gen/fabricv1"
@@ -366,5 +368,54 @@ func TestConnectHook(t *testing.T) {
 	f.nc.Flush()
 	if r := upgrade(t, f.HTTPAddr(), "/socket/websocket?vsn=2.0.0&token="+tok, nil); r.StatusCode != 403 || !strings.Contains(bodyOf(r), `"reason":"no_handler"`) {
 		t.Fatalf("no connect service: %d %s", r.StatusCode, bodyOf(r))
+	}
+}
+
+// A leave or a disconnect while the service decides cancels the join: no
+// reply comes for it, and the service's late ok attaches nothing.
+func TestJoinHookCanceled(t *testing.T) {
+	f := startFabric(t, func(c *app.Config) {
+		c.Namespaces = map[string]natsbroker.Namespace{"game": {Joins: natsbroker.JoinsRequest}}
+	})
+	asked := make(chan struct{}, 10)
+	if _, err := f.nc.Subscribe("fabric_join.game.>", func(m *nats.Msg) {
+		asked <- struct{}{}
+		time.Sleep(300 * time.Millisecond)
+		_ = m.Respond([]byte(`{"ok":true}`))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	f.nc.Flush()
+	c := f.dial(phoenix.V2, phxclient.Options{})
+	ref, err := c.Join("game:1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-asked
+	leaveRef := c.NextRef()
+	if err := c.Send(phoenix.R(ref), phoenix.R(leaveRef), "game:1", phoenix.EventLeave, map[string]any{}); err != nil {
+		t.Fatal(err)
+	}
+	if status, _, err := c.WaitReply(leaveRef, wait); err != nil || status != "ok" {
+		t.Fatalf("leave: %s %v", status, err)
+	}
+	if status, resp, err := c.WaitReply(ref, time.Second); err == nil {
+		t.Fatalf("a canceled join was answered: %s %s", status, resp)
+	}
+	d := f.dial(phoenix.V2, phxclient.Options{})
+	if _, err := d.Join("game:1", nil); err != nil {
+		t.Fatal(err)
+	}
+	<-asked
+	d.Close()
+	time.Sleep(500 * time.Millisecond) // the late ok arrives for a closed connection
+	if n := f.Gateway().Members("game:1"); n != 0 {
+		t.Fatalf("%d members after canceled joins", n)
+	}
+	if st := f.Gateway().Stats().Sessions.Joins; st["canceled"] != 2 {
+		t.Fatalf("join results %v", st)
+	}
+	if status, _, err := c.JoinWait("game:1", nil, wait); err != nil || status != "ok" {
+		t.Fatalf("join after the cancellations: %s %v", status, err)
 	}
 }
