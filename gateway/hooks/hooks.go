@@ -164,7 +164,10 @@ func (h *Hooks) ask(kind int, at time.Time, timeout time.Duration, req func(cont
 		h.waiting.Add(-1)
 	case <-wait.C:
 		h.waiting.Add(-1)
-		return // the watchdog answered timeout; nothing was sent
+		// Answered here, not left to the watchdog: both timers end at the
+		// deadline, and the deferred Stop could cancel it unfired.
+		finish(broker.HookAnswer{}, ReasonTimeout, outcomeIndex(ReasonTimeout))
+		return // nothing was sent
 	}
 	defer func() { <-h.slots }()
 	if answered.Load() {

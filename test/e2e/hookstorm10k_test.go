@@ -131,9 +131,14 @@ func TestJoinHookStorm10k(t *testing.T) {
 			time.Sleep(time.Second)
 			rss, hwm := procKB(t, pid, "VmRSS"), procKB(t, pid, "VmHWM")
 			total := 0
+			// An answer is ok or a documented refusal: timeout (the hook
+			// did not answer within join_timeout) or unavailable (the
+			// gateway's own join, after the hook, did not finish within
+			// its 5 s: the history fetches of 10,000 resumes on a loaded
+			// machine, the baseline's as much as the hook's).
 			for k, v := range out {
-				if k != "ok" && k != "timeout" {
-					t.Errorf("unexpected outcome %q (%d)", k, v)
+				if k != "ok" && k != "timeout" && k != "unavailable" {
+					t.Errorf("outcome %q (%d)", k, v)
 				}
 				total += v
 			}
