@@ -19,7 +19,9 @@ type fakeBus struct {
 	cur, max, req atomic.Int64
 }
 
-func (f *fakeBus) JoinHook(string) (string, time.Duration, bool) { return broker.HookGranted, f.timeout, true }
+func (f *fakeBus) JoinHook(string) (string, time.Duration, bool) {
+	return broker.HookGranted, f.timeout, true
+}
 
 func (f *fakeBus) RequestJoin(ctx context.Context, topic string, _ broker.JoinMeta) (broker.HookAnswer, error) {
 	f.req.Add(1)
