@@ -252,7 +252,7 @@ type Emitter interface {
 }
 
 // Session is one connection's Phoenix state. One exists per connection,
-// so its fields are ordered to pack (160 bytes) and push state, which many
+// so its fields are ordered to pack (152 bytes) and push state, which many
 // connections never need, lives apart until the first push.
 type Session struct {
 	cfg    *Config
@@ -358,7 +358,7 @@ type channel struct {
 	joined   atomic.Bool // the ok reply went out and the hub delivers to it
 	gone     atomic.Bool // left, replaced or disconnected: no reply any more
 	counted  atomic.Bool // the join's result was counted (joinDone)
-	refValid bool        // (one per joined channel of every connection: 96 bytes)
+	refValid bool        // (one per joined channel of every connection: 104 bytes)
 	refRaw   bool
 }
 
