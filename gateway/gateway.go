@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/fabric-rt/fabric/gateway/events"
+	"github.com/fabric-rt/fabric/gateway/hooks"
 	"github.com/fabric-rt/fabric/gateway/hub"
 	"github.com/fabric-rt/fabric/gateway/phoenix"
 	"github.com/fabric-rt/fabric/gateway/presence"
@@ -60,6 +61,8 @@ type Config struct {
 	// Compression classes messages by namespace for WebSocket
 	// compression (WS.Compression turns it on); nil: one class for all.
 	Compression *Compressions
+	// Hooks: connect and join hooks (hooks.go).
+	Hooks HooksConfig
 	// Home, when set, serves "/" (the demo page).
 	Home   http.Handler
 	Logger *slog.Logger
@@ -67,15 +70,16 @@ type Config struct {
 
 // Gateway is one edge gateway.
 type Gateway struct {
-	cfg  Config
-	id   string // this gateway in the cluster (ID)
-	ws   *ws.Server
-	lp   *longpoll.Server
-	hub  *hub.Hub
-	pres *presence.Tracker // nil when the broker carries no presence
-	evq  *events.Queue     // nil when the broker carries no lifecycle events
-	sess session.Config
-	mux  *http.ServeMux
+	cfg   Config
+	id    string // this gateway in the cluster (ID)
+	ws    *ws.Server
+	lp    *longpoll.Server
+	hub   *hub.Hub
+	pres  *presence.Tracker // nil when the broker carries no presence
+	evq   *events.Queue     // nil when the broker carries no lifecycle events
+	hooks *hooks.Hooks      // nil when no hook is on
+	sess  session.Config
+	mux   *http.ServeMux
 
 	nextID atomic.Uint64
 
@@ -149,6 +153,7 @@ func New(cfg Config) (*Gateway, error) {
 			MaxStateBytes: presenceStateCap(cfg)})
 		g.sess.Presence = g.pres
 	}
+	g.newHooks()
 	g.sess.SetDefaults()
 	lpcfg := cfg.LongPoll
 	if lpcfg.Logger == nil {
@@ -183,8 +188,14 @@ func (g *Gateway) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		ref.write(w)
 		return
 	}
+	hc, ref := g.connectHook(r, pol, false)
+	if ref != nil {
+		release()
+		ref.write(w)
+		return
+	}
 	err = g.ws.Upgrade(w, r, func(c transport.Conn) transport.Session {
-		return g.newSession(c, v, pol, claims, release, false)
+		return g.newSession(c, v, pol, claims, hc, release, false)
 	})
 	if err != nil {
 		release()
@@ -206,8 +217,13 @@ func (g *Gateway) serveLongPoll(w http.ResponseWriter, r *http.Request) {
 		if ref != nil {
 			return nil, errRefused
 		}
+		hc, ref := g.connectHook(r, pol, true)
+		if ref != nil {
+			release()
+			return nil, errRefused // LongPoll's refusal: 403 {"status":403}
+		}
 		return func(c transport.Conn) transport.Session {
-			return g.newSession(c, v, pol, claims, release, true)
+			return g.newSession(c, v, pol, claims, hc, release, true)
 		}, nil
 	})
 }
@@ -233,7 +249,7 @@ func (g *Gateway) recheckLongPoll(r *http.Request, sess transport.Session) bool 
 }
 
 // newSession builds the Phoenix session of an admitted connection.
-func (g *Gateway) newSession(c transport.Conn, v phoenix.Version, pol *policy, claims *auth.Claims, release func(), textOnly bool) transport.Session {
+func (g *Gateway) newSession(c transport.Conn, v phoenix.Version, pol *policy, claims *auth.Claims, hc *hookConn, release func(), textOnly bool) transport.Session {
 	var p session.Policy
 	sub := ""
 	if pol != nil {
@@ -244,6 +260,9 @@ func (g *Gateway) newSession(c transport.Conn, v phoenix.Version, pol *policy, c
 		s.SetTextOnly()
 	}
 	s.OnClose(release)
+	if hc != nil {
+		s.SetHookContext(hc.claims, hc.assigns)
+	}
 	s.SetIdentity(g.nextID.Add(1), sub)
 	if claims != nil && !claims.ExpiresAt.IsZero() {
 		// A connection lives as long as its token: phoenix.js reconnects

@@ -100,6 +100,10 @@ func serveFlags(cfg *app.Config, logLevel, logFormat *string, shutdownTimeout *t
 	fs.Int64Var(&cfg.HistoryMemory, "history-memory", 64<<20, "bytes of recent messages kept in memory for resumes, all persistent channels together; each keeps its share, at least its latest message")
 	fs.IntVar(&cfg.HistoryMemoryPerChannel, "history-memory-per-channel", 1<<20, "at most this many bytes of recent messages kept in memory per persistent channel")
 	fs.Float64Var(&cfg.PushRate, "push-rate", 100, "pushes per connection per second (burst twice that); over: rate_limited with retry_after_ms; sustained abuse: close 4029 (0: off)")
+	// Connect and join hooks (docs/hooks.md).
+	fs.BoolVar(&cfg.ConnectHook, "connect-hook", false, "ask a service on fabric_connect before accepting each connection (connect/3 over NATS): a refusal is HTTP 403 with its reason; no service or no answer refuses too")
+	fs.DurationVar(&cfg.ConnectHookTimeout, "connect-hook-timeout", 5*time.Second, "how long the connect hook may take; no answer in time refuses the connection (403 timeout)")
+	fs.IntVar(&cfg.HookConcurrency, "hook-concurrency", 256, "connect and join hook requests in flight per gateway; more wait for a slot within their timeout")
 	// LongPoll.
 	fs.DurationVar(&cfg.LongPollWindow, "longpoll-window", 10*time.Second, "how long a LongPoll GET is held waiting for messages (at most 15s)")
 	fs.DurationVar(&cfg.LongPollIdleTimeout, "longpoll-idle-timeout", 15*time.Second, "end a LongPoll session not polled for this long (its client resumes by offset); when not set: 1.5 × --longpoll-window")

@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/fabric-rt/fabric/gateway/hooks"
 	"github.com/fabric-rt/fabric/gateway/hub"
 	"github.com/fabric-rt/fabric/gateway/phoenix"
 	"github.com/fabric-rt/fabric/gateway/presence"
@@ -92,10 +93,13 @@ const (
 	JoinError = "error"
 	// JoinOK: replied ok (a resume too, whatever its outcome).
 	JoinOK = "ok"
+	// JoinHookRefused: the namespace's join hook refused it, or could
+	// not answer (no_handler, timeout...); replied with that reason.
+	JoinHookRefused = "hook_refused"
 )
 
 // JoinResults lists every join result, in a fixed order.
-var JoinResults = [...]string{JoinOK, JoinInvalid, JoinUnauthorized, JoinRateLimited, JoinTooManyChannels, JoinUserBudget, JoinError, JoinCanceled}
+var JoinResults = [...]string{JoinOK, JoinInvalid, JoinUnauthorized, JoinRateLimited, JoinTooManyChannels, JoinUserBudget, JoinError, JoinCanceled, JoinHookRefused}
 
 // Stats is a snapshot of the counters shared by every session of a Config.
 type Stats struct {
@@ -217,7 +221,10 @@ type Config struct {
 	// Presence, when set, tracks members of presence-enabled namespaces
 	// (presence_state after each join, presence_diff on changes).
 	Presence *presence.Tracker
-	Logger   *slog.Logger
+	// Hooks, when set, asks services about joins on namespaces with a
+	// join hook (hooks.go).
+	Hooks  *hooks.Hooks
+	Logger *slog.Logger
 
 	// counters change while the rest of Config stays fixed.
 	counters counters
@@ -245,15 +252,16 @@ type Emitter interface {
 }
 
 // Session is one connection's Phoenix state. One exists per connection,
-// so its fields are ordered to pack (160 bytes) and push state, which many
+// so its fields are ordered to pack (152 bytes) and push state, which many
 // connections never need, lives apart until the first push.
 type Session struct {
 	cfg    *Config
 	conn   transport.Conn
 	policy Policy
 
-	idn     uint64 // connection number (see ID)
-	sub     string // authenticated user, "" when anonymous
+	idn     uint64    // connection number (see ID)
+	sub     string    // authenticated user, "" when anonymous
+	hook    *connHook // claims and assigns for hooks; nil without hooks
 	onClose func()
 
 	// rate limiting, touched only from HandleMessage (one goroutine at a time)
@@ -284,6 +292,7 @@ type push struct {
 	f       phoenix.Frame
 	payload []byte
 	params  []byte    // the channel's join params
+	assigns []byte    // the hooks' assigns of the channel
 	at      time.Time // arrival: its timeout counts from here, queueing included
 	// answered is set by whoever replies first: the bus's answer, or the
 	// watchdog timer, which says "timeout" when the bus has not answered
@@ -345,10 +354,11 @@ type channel struct {
 	joinRef  phoenix.Ref
 	ref      string      // the join message's ref, for the reply (with refValid, refRaw)
 	params   string      // join params, forwarded with routed pushes ("" for none)
+	hook     *chanHook   // the join hook's answer; nil when not asked
 	joined   atomic.Bool // the ok reply went out and the hub delivers to it
 	gone     atomic.Bool // left, replaced or disconnected: no reply any more
 	counted  atomic.Bool // the join's result was counted (joinDone)
-	refValid bool        // (one per joined channel of every connection: 96 bytes)
+	refValid bool        // (one per joined channel of every connection: 104 bytes)
 	refRaw   bool
 }
 
@@ -413,17 +423,21 @@ func (s *Session) SetTextOnly() { s.textOnly = true }
 
 // emit queues a lifecycle event (Config.Events). It runs on the event loop
 // and under hub locks, so it must never reach the bus directly.
-func (s *Session) emit(kind, topic string) {
+func (s *Session) emit(kind, topic string) { s.emitWith(kind, topic, s.connAssigns()) }
+
+// emitWith emits an event carrying assigns (the hooks', or nil).
+func (s *Session) emitWith(kind, topic string, assigns []byte) {
 	ev := s.cfg.Events
 	if ev == nil || s.idn == 0 {
 		return
 	}
 	b, _ := json.Marshal(struct {
-		Conn  string `json:"conn"`
-		Sub   string `json:"sub,omitempty"`
-		Topic string `json:"topic,omitempty"`
-		At    int64  `json:"at"`
-	}{s.ID(), s.sub, topic, time.Now().UnixMilli()})
+		Conn    string          `json:"conn"`
+		Sub     string          `json:"sub,omitempty"`
+		Topic   string          `json:"topic,omitempty"`
+		At      int64           `json:"at"`
+		Assigns json.RawMessage `json:"assigns,omitempty"`
+	}{s.ID(), s.sub, topic, time.Now().UnixMilli(), assigns})
 	ev.Emit(kind, topic, b)
 }
 
@@ -480,7 +494,7 @@ func (s *Session) HandleClose(transport.CloseCode) {
 		s.cfg.Hub.Leave(ch.topic, ch)
 		s.untrack(ch)
 		if ch.joined.Load() {
-			s.emit("leave", ch.topic)
+			s.emitWith("leave", ch.topic, ch.assigns())
 		}
 	}
 	s.emit("disconnect", "")
@@ -519,7 +533,9 @@ func (s *Session) join(f phoenix.Frame) {
 			return
 		}
 	}
-	if s.policy != nil && !s.policy.CanJoin(f.Topic) && !s.joinToken(f) {
+	granted := s.policy == nil || s.policy.CanJoin(f.Topic) || s.joinToken(f)
+	hooked, hookAll := s.joinHooked(f.Topic)
+	if !granted && !hookAll {
 		// No subscription is created for a refused join.
 		s.cfg.counters.join(JoinUnauthorized)
 		s.reply(joinRef, f.Ref, f.Topic, false, reason(ReasonUnauthorized))
@@ -562,7 +578,21 @@ func (s *Session) join(f phoenix.Frame) {
 		Key:      ch, // a hub.Listener: Joined and Reset below
 		Resume:   resume,
 	}
-	if s.cfg.Hub.TryJoin(f.Topic, member) {
+	if hooked {
+		// Admitted by a service first (join/3): the request must not
+		// hold up this connection's other messages.
+		s.mu.Unlock()
+		go s.askJoinHook(ch, member, granted, time.Now())
+		return
+	}
+	s.attach(ch, member)
+}
+
+// attach adds a join instance that passed every check to the hub: at once
+// when the topic is live here, else from a goroutine that waits for the
+// bus. Called with s.mu held; it unlocks it.
+func (s *Session) attach(ch *channel, member hub.Member) {
+	if s.cfg.Hub.TryJoin(ch.topic, member) {
 		s.mu.Unlock()
 		return
 	}
@@ -614,8 +644,8 @@ func (ch *channel) Joined(r hub.JoinResult) {
 	}
 	ch.joined.Store(true)
 	s.joinDone(ch, JoinOK)
-	s.reply(ch.joinRef, ch.joinMsgRef(), ch.topic, true, joinResponse(r))
-	s.emit("join", ch.topic)
+	s.reply(ch.joinRef, ch.joinMsgRef(), ch.topic, true, ch.hookResponse(joinResponse(r)))
+	s.emitWith("join", ch.topic, ch.assigns())
 	// Presence: after the reply, so presence_state follows it. Track
 	// never calls into the hub (we hold its lock).
 	s.track(ch)
@@ -870,7 +900,7 @@ func (s *Session) leave(f phoenix.Frame) {
 	ch.gone.Store(true)
 	s.cfg.Hub.Leave(ch.topic, ch)
 	s.untrack(ch)
-	s.emit("leave", ch.topic)
+	s.emitWith("leave", ch.topic, ch.assigns())
 	s.reply(f.JoinRef, f.Ref, f.Topic, true, nil)
 	s.send(phoenix.AppendMessage(nil, s.v, ch.joinRef, ch.joinRef, ch.topic, phoenix.EventClose, nil))
 }
@@ -939,7 +969,7 @@ func (s *Session) push(f phoenix.Frame) {
 		s.reply(f.JoinRef, f.Ref, f.Topic, false, []byte(`{"reason":"rate_limited","limit":"bytes","retry_after_ms":1000}`))
 		return
 	}
-	p := &push{f: f, payload: append([]byte(nil), f.Payload...), params: ch.paramsJSON(), at: time.Now()} // f.Payload lives in the read buffer
+	p := &push{f: f, payload: append([]byte(nil), f.Payload...), params: ch.paramsJSON(), assigns: ch.assigns(), at: time.Now()} // f.Payload lives in the read buffer
 	h, _ := s.cfg.Broker.(broker.Handlers)
 	routed := h != nil && h.RoutesPushes(f.Topic)
 	p.watchdog = time.AfterFunc(s.pushTimeout(f.Topic, routed), func() { s.timedOut(p) })
@@ -1049,7 +1079,7 @@ func (s *Session) publishPushes() {
 func (s *Session) requestPush(h broker.Handlers, p *push) {
 	f := p.f
 	r, err := h.Request(context.Background(), f.Topic, f.Event, p.payload,
-		broker.PushMeta{Subject: s.sub, ConnID: s.ID(), JoinParams: p.params, Sent: p.at})
+		broker.PushMeta{Subject: s.sub, ConnID: s.ID(), JoinParams: p.params, Assigns: p.assigns, Sent: p.at})
 	switch {
 	case errors.Is(err, broker.ErrNoHandler):
 		s.refuseQueued(p, ReasonNoHandler, nil)

@@ -161,6 +161,13 @@ type Config struct {
 	NATSMaxPingsOut                     int
 	NATSProbeInterval, NATSProbeTimeout time.Duration
 
+	// ConnectHook asks a service on fabric_connect before accepting each
+	// connection; HookConcurrency bounds the connect and join hook
+	// requests in flight per gateway (docs/hooks.md).
+	ConnectHook        bool
+	ConnectHookTimeout time.Duration
+	HookConcurrency    int
+
 	// DrainWindow spreads the closing of client connections at shutdown
 	// over this long (0: all at once).
 	DrainWindow time.Duration
@@ -328,6 +335,7 @@ func Start(cfg Config) (a *App, err error) {
 			MaxLongPollPerUser:    cfg.MaxLongPollPerUser,
 			MaxChannelsPerUser:    cfg.MaxChannelsPerUser,
 		},
+		Hooks:       hooksConfig(cfg, nss),
 		RingBudget:  cfg.HistoryMemory,
 		RingBytes:   cfg.HistoryMemoryPerChannel,
 		MaxChannels: cfg.MaxChannels,

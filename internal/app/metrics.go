@@ -73,7 +73,7 @@ var (
 	descNATSDowns = prometheus.NewDesc("fabric_nats_link_down_total",
 		"Times the NATS link was declared down.", nil, nil)
 	descJoins = prometheus.NewDesc("fabric_joins_total",
-		"Channel join attempts, by result: ok, invalid, unauthorized, rate_limited, too_many_channels, error, canceled.",
+		"Channel join attempts, by result: ok, invalid, unauthorized, rate_limited, too_many_channels, user_budget, error, canceled, hook_refused.",
 		[]string{"result"}, nil)
 	descPushesRefused = prometheus.NewDesc("fabric_pushes_refused_total",
 		"Client pushes answered with an error, by the reply's reason (reserved_event, invalid_event, too_large, unauthorized, rate_limited, ...). Refused pushes are logged only at a sampled rate.",
@@ -112,6 +112,9 @@ func (c *fabricCollector) Describe(ch chan<- *prometheus.Desc) {
 		descReceived, descFanout, descPublishRequests, descDraining, descEventsDropped,
 		descNATSProbes, descNATSDowns, descCompressed,
 	} {
+		ch <- d
+	}
+	for _, d := range hookDescs {
 		ch <- d
 	}
 }
@@ -165,6 +168,7 @@ func (c *fabricCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descCompressed, before, k.Name, "before")
 		counter(descCompressed, after, k.Name, "after")
 	}
+	a.collectHooks(ch)
 	st := a.gw.Stats()
 	gauge(descConnections, float64(st.Transport.Open), "websocket")
 	gauge(descConnections, float64(st.LongPoll.Sessions), "longpoll")

@@ -125,6 +125,9 @@ type PushMeta struct {
 	Subject    string // the client's authenticated user (JWT sub), "" when anonymous
 	ConnID     string // the connection, unique per gateway process
 	JoinParams []byte // the channel's join params (JSON)
+	// Assigns is the JSON object the connect and join hooks assigned to
+	// the channel (nil: none).
+	Assigns []byte
 	// Sent is when the client's push arrived: the push's timeout counts
 	// from it, queueing included (zero: from the Request call).
 	Sent time.Time

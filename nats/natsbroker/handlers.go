@@ -21,6 +21,8 @@ const (
 	HeaderConn       = "Fabric-Conn"
 	HeaderJoinParams = "Fabric-Join-Params"
 	HeaderTopic      = "Fabric-Topic"
+	// HeaderAssigns: the hooks' assigns of the channel (docs/hooks.md).
+	HeaderAssigns = "Fabric-Assigns"
 	// HeaderStatus on a reply: "ok" (default) or "error".
 	HeaderStatus = "Fabric-Status"
 )
@@ -75,6 +77,9 @@ func (b *Broker) Request(ctx context.Context, topic, event string, payload []byt
 	}
 	if len(meta.JoinParams) > 0 && len(meta.JoinParams) <= 4096 {
 		m.Header.Set(HeaderJoinParams, string(meta.JoinParams))
+	}
+	if len(meta.Assigns) > 0 {
+		m.Header.Set(HeaderAssigns, string(meta.Assigns))
 	}
 	if !isJSON(payload) {
 		m.Header.Set("Content-Type", "application/octet-stream")

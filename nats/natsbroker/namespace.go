@@ -44,6 +44,16 @@ type Namespace struct {
 	Pushes string `yaml:"pushes"`
 	// PushTimeout bounds a routed push (default 5 s).
 	PushTimeout time.Duration `yaml:"push_timeout"`
+	// Joins says who admits a join: "token" (default: the connection
+	// token's grants or a per-join token) or "request" (also a service,
+	// asked on fabric_join.<ns>.…; hooks.go, docs/hooks.md).
+	Joins string `yaml:"joins"`
+	// JoinTimeout bounds the join hook's answer (default 5 s); no answer
+	// in time refuses the join ("timeout").
+	JoinTimeout time.Duration `yaml:"join_timeout"`
+	// JoinScope is which joins are asked: "granted" (default: only those
+	// the token allows) or "all" (the service may admit any).
+	JoinScope string `yaml:"join_scope"`
 	// Presence tracks who is in each channel of the namespace, cluster-wide,
 	// and sends Phoenix's presence_state / presence_diff to its members.
 	Presence bool `yaml:"presence"`
@@ -121,6 +131,9 @@ func ValidateNamespaces(nss map[string]Namespace) error {
 		case "", PushesPublish, PushesRequest:
 		default:
 			return fmt.Errorf("namespace %q: pushes must be %q or %q", name, PushesPublish, PushesRequest)
+		}
+		if err := validateJoins(ns); err != nil {
+			return fmt.Errorf("namespace %q: %w", name, err)
 		}
 		if ns.PushTimeout < 0 {
 			return fmt.Errorf("namespace %q: push_timeout must not be negative", name)
