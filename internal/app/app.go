@@ -265,12 +265,12 @@ func Start(cfg Config) (a *App, err error) {
 		Streams: streams, Domain: cfg.HistoryDomain, Logger: a.log,
 		// A stream that was out of reach (its home region cut off)
 		// stored messages the live feed never brought: catch up.
-		OnStreamUp: func(string) {
+		OnStreamUp: func(stream string) {
 			if b := a.broker; b != nil {
 				go func() {
 					ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 					defer cancel()
-					b.Resync(ctx)
+					b.ResyncStream(ctx, stream)
 				}()
 			}
 		},
