@@ -3,6 +3,7 @@ module github.com/fabric-rt/fabric
 go 1.26.8
 
 require (
+	connectrpc.com/connect v1.21.1
 	github.com/MicahParks/jwkset v0.11.4
 	github.com/MicahParks/keyfunc/v3 v3.9.2
 	github.com/fabric-rt/fabric/clients/go v0.0.0
