@@ -19,8 +19,6 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/fabric-rt/fabric/clients/go/phx"
 	"github.com/fabric-rt/fabric/internal/app"
@@ -38,6 +36,7 @@ const (
 	keyRoomA   = "room-a-key-0123456789"
 	keyOps     = "ops-key-0123456789abc"
 	keyPublish = "legacy-publish-key-0123"
+	keyAll     = "all-rooms-key-0123456789"
 )
 
 func mint(t *testing.T, mc auth.MintClaims) string {
@@ -50,9 +49,10 @@ func mint(t *testing.T, mc auth.MintClaims) string {
 }
 
 // start runs a Fabric with JWT auth, a keys file (room-a: publish and
-// history on room:a; ops: admin and history everywhere) and a legacy
+// history on room:a; ops: admin and history everywhere; all: everything
+// on room:*) and a legacy
 // --publish-api-keys key; ownListener puts the API on --api-listen.
-func start(t *testing.T, ownListener bool) *app.App {
+func start(t *testing.T, ownListener bool, mutate ...func(*app.Config)) *app.App {
 	t.Helper()
 	keys := filepath.Join(t.TempDir(), "keys.yaml")
 	doc := `keys:
@@ -62,6 +62,12 @@ func start(t *testing.T, ownListener bool) *app.App {
     history: ["room:a"]
   - name: ops
     sha256: ` + serverapi.HashKey(keyOps) + `
+    history: [">"]
+    admin: true
+  - name: all
+    sha256: ` + serverapi.HashKey(keyAll) + `
+    publish: ["room:*"]
+    presence: ["room:*"]
     history: ["room:*"]
     admin: true
 `
@@ -79,6 +85,9 @@ func start(t *testing.T, ownListener bool) *app.App {
 	}
 	if ownListener {
 		cfg.APIListen = proctest.FreeAddrOn(t, "127.0.0.1")
+	}
+	for _, m := range mutate {
+		m(&cfg)
 	}
 	return testkit.StartApp(t, cfg)
 }
@@ -314,12 +323,21 @@ func TestScopes(t *testing.T) {
 	m.waitFor(t, "the scoped publish", func(msg phx.Message) bool { return msg.Event == "ok" })
 }
 
-// Until the coordinator plugs nats/natsctl and the moderator in, the
-// cluster RPCs say so: Unimplemented, HTTP 501 on REST.
-func TestClusterRPCsUnimplementedUnwired(t *testing.T) {
+// The cluster RPCs are served by the control.Cluster and Moderator in
+// app.Config. While they are nil (not wired), each says so: Unimplemented,
+// HTTP 501 on REST, naming what is missing; once wired, Info lists this
+// gateway.
+func TestClusterRPCsAnswer(t *testing.T) {
 	a := start(t, false)
 	c := fabricv1connect.NewServerAPIClient(http.DefaultClient, apiURL(a))
-	if _, err := c.Info(ctxT(t), req(&fabricv1.InfoRequest{}, keyOps)); connect.CodeOf(err) != connect.CodeUnimplemented {
+	res, err := c.Info(ctxT(t), req(&fabricv1.InfoRequest{}, keyOps))
+	switch {
+	case err == nil:
+		if len(res.Msg.GetGateways()) < 1 || len(res.Msg.GetCoverage().GetAnswered()) < 1 {
+			t.Fatalf("Info: %v", res.Msg)
+		}
+		return
+	case connect.CodeOf(err) != connect.CodeUnimplemented || !strings.Contains(err.Error(), "not available on this gateway"):
 		t.Fatalf("Info: %v", err)
 	}
 	hr, _ := http.NewRequest(http.MethodPost, apiURL(a)+"/api/v1/disconnect", strings.NewReader(`{"user":"u"}`))
@@ -334,8 +352,3 @@ func TestClusterRPCsUnimplementedUnwired(t *testing.T) {
 		t.Fatalf("REST disconnect: %d %s", resp.StatusCode, b)
 	}
 }
-
-var (
-	_ = proto.Marshal
-	_ = status.Code
-)
