@@ -2,6 +2,7 @@ package serverapi
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 
@@ -89,7 +90,7 @@ func (s *Server) AuthorizePublish(r *http.Request, topics []string) error {
 		return publisher.ErrUnauthenticated
 	}
 	if err := p.check(needPublish, topics...); err != nil {
-		return errors.Join(publisher.ErrForbidden, err)
+		return fmt.Errorf("%w: %s", publisher.ErrForbidden, strings.TrimPrefix(err.Error(), ErrForbidden.Error()+": "))
 	}
 	return nil
 }
