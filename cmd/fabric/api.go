@@ -203,10 +203,10 @@ func apiError(err error) error {
 }
 
 func parseBefore(s string) (time.Time, error) {
-	switch {
-	case s == "":
+	switch s {
+	case "":
 		return time.Time{}, errors.New("--user needs --before (RFC 3339, Unix seconds or now)")
-	case s == "now":
+	case "now":
 		return time.Now(), nil
 	}
 	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
