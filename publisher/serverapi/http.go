@@ -63,7 +63,9 @@ func restHandler(proc string, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
 			w.Header().Set("Allow", http.MethodPost)
-			http.Error(w, `{"code":"unimplemented","message":"use POST"}`, http.StatusMethodNotAllowed)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusMethodNotAllowed)
+			_, _ = w.Write([]byte(`{"code":"unimplemented","message":"use POST"}`))
 			return
 		}
 		ct := r.Header.Get("Content-Type")

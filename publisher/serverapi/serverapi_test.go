@@ -464,3 +464,17 @@ func TestHealthAndReflection(t *testing.T) {
 
 var _ = context.Background
 var _ nats.Msg
+
+// A REST path answers only POST, saying so in JSON.
+func TestRESTMethod(t *testing.T) {
+	e := setup(t, setupOpts{})
+	resp, err := http.Get(e.url + "/api/v1/info")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "POST" || !json.Valid(b) {
+		t.Fatalf("GET: %d %q %s", resp.StatusCode, resp.Header.Get("Allow"), b)
+	}
+}
