@@ -49,6 +49,9 @@ var (
 	// ErrForbidden from Authenticate answers 403: valid credentials that
 	// may not publish (a client connection token, a token for other topics).
 	ErrForbidden = errors.New("publisher: forbidden")
+	// ErrRateLimited from Authorize answers 429 + Retry-After: the
+	// credentials made too many requests.
+	ErrRateLimited = errors.New("publisher: rate limited")
 )
 
 // HandlerConfig configures the HTTP publish endpoint.
@@ -61,6 +64,11 @@ type HandlerConfig struct {
 	// ErrUnauthenticated (401) or ErrForbidden (403); any other error is
 	// treated as ErrUnauthenticated. See APIKeys.
 	Authenticate func(*http.Request) error
+	// Authorize, when set, is asked once the body is parsed, with the
+	// topic of every message: nil, or an error wrapping ErrForbidden
+	// (403), ErrRateLimited (429) or anything else (401). Nothing is
+	// published unless it allows every topic.
+	Authorize func(r *http.Request, topics []string) error
 	// MaxBody is the largest request body in bytes (default 1 MiB); a
 	// larger one is answered 413 without being read.
 	MaxBody int64
@@ -104,6 +112,7 @@ type HandlerConfig struct {
 type Handler struct {
 	p          *Publisher
 	auth       func(*http.Request) error
+	authorize  func(*http.Request, []string) error
 	maxBody    int64
 	maxBatch   int
 	retryAfter string
@@ -121,7 +130,7 @@ type Handler struct {
 // each of them, so a metric built from it has every series from the start.
 var StatusCodes = []int{
 	http.StatusOK, http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden,
-	http.StatusNotFound, http.StatusMethodNotAllowed, http.StatusRequestEntityTooLarge,
+	http.StatusNotFound, http.StatusMethodNotAllowed, http.StatusRequestEntityTooLarge, http.StatusTooManyRequests,
 	http.StatusUnsupportedMediaType, http.StatusInternalServerError, http.StatusServiceUnavailable,
 }
 
@@ -166,7 +175,7 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	secs := int((cfg.RetryAfter + time.Second - 1) / time.Second)
-	h := &Handler{p: cfg.Publisher, auth: cfg.Authenticate, maxBody: cfg.MaxBody,
+	h := &Handler{p: cfg.Publisher, auth: cfg.Authenticate, authorize: cfg.Authorize, maxBody: cfg.MaxBody,
 		maxBatch: cfg.MaxBatch, retryAfter: strconv.Itoa(secs), log: cfg.Logger, avail: cfg.Available,
 		codes: make(map[int]uint64, len(StatusCodes))}
 	for _, c := range StatusCodes {
@@ -257,7 +266,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if batch {
-		h.serveBatch(w, r.Context(), c, body)
+		h.serveBatch(w, r, c, body)
 		return
 	}
 	var data []byte
@@ -274,6 +283,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if data != nil {
 		req.Payload = data
+	}
+	if !h.authorized(w, r, []string{req.GetTopic()}) {
+		return
 	}
 	m, err := h.p.prepare(req.GetTopic(), req.GetEvent(), req.GetPayload(), requestOptions(&req))
 	if err != nil {
@@ -298,7 +310,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.reply(w, c, toProto(res))
 }
 
-func (h *Handler) serveBatch(w http.ResponseWriter, ctx context.Context, c codec, body []byte) {
+func (h *Handler) serveBatch(w http.ResponseWriter, r *http.Request, c codec, body []byte) {
+	ctx := r.Context()
 	var datas [][]byte
 	if c == codecJSON {
 		var err error
@@ -323,6 +336,12 @@ func (h *Handler) serveBatch(w http.ResponseWriter, ctx context.Context, c codec
 	}
 	ms := make([]*prepared, len(req.GetMessages()))
 	topics := make([]string, len(ms))
+	for i, m := range req.GetMessages() {
+		topics[i] = m.GetTopic()
+	}
+	if !h.authorized(w, r, topics) {
+		return
+	}
 	for i, r := range req.GetMessages() {
 		m, err := h.p.prepare(r.GetTopic(), r.GetEvent(), r.GetPayload(), requestOptions(r))
 		if err != nil {
@@ -389,6 +408,27 @@ func (h *Handler) reply(w http.ResponseWriter, c codec, m proto.Message) {
 	h.count(http.StatusOK)
 	w.WriteHeader(http.StatusOK)
 	w.Write(b)
+}
+
+// authorized asks Authorize about topics and answers the refusal, if any.
+func (h *Handler) authorized(w http.ResponseWriter, r *http.Request, topics []string) bool {
+	if h.authorize == nil {
+		return true
+	}
+	err := h.authorize(r, topics)
+	switch {
+	case err == nil:
+		return true
+	case errors.Is(err, ErrForbidden):
+		h.writeError(w, http.StatusForbidden, "forbidden", err.Error())
+	case errors.Is(err, ErrRateLimited):
+		w.Header().Set("Retry-After", "1")
+		h.writeError(w, http.StatusTooManyRequests, "rate_limited", "too many requests for these credentials")
+	default:
+		w.Header().Set("WWW-Authenticate", `Bearer realm="fabric"`)
+		h.writeError(w, http.StatusUnauthorized, "unauthenticated", "missing or unknown credentials")
+	}
+	return false
 }
 
 // bounded runs send and returns its error, or ErrUnavailable once ctx

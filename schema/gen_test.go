@@ -64,13 +64,13 @@ func TestGenerated(t *testing.T) {
 	}
 }
 
-// generated reads every .pb.go file under dir, keyed by its path relative
+// generated reads every .pb.go and .connect.go file under dir, keyed by its path relative
 // to dir (hand-written files such as doc.go are not compared).
 func generated(t *testing.T, dir string) map[string][]byte {
 	t.Helper()
 	files := map[string][]byte{}
 	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".pb.go") {
+		if err != nil || d.IsDir() || !(strings.HasSuffix(path, ".pb.go") || strings.HasSuffix(path, ".connect.go")) {
 			return err
 		}
 		b, err := os.ReadFile(path)

@@ -5,8 +5,9 @@
 #   schema/generate.sh DIR      # writes DIR/schema/gen/... instead (gen_test.go)
 #
 # Needs protoc (Debian: apt-get install -y protobuf-compiler). protoc-gen-go
-# is built from the google.golang.org/protobuf version go.mod requires, so
-# the generated code always matches the runtime library.
+# and protoc-gen-connect-go are built from the google.golang.org/protobuf and
+# connectrpc.com/connect versions go.mod requires, so the generated code
+# always matches the runtime libraries.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,6 +23,7 @@ trap 'rm -rf "$tmp"' EXIT
 
 cd "$root"
 go build -o "$tmp/protoc-gen-go" google.golang.org/protobuf/cmd/protoc-gen-go
+go build -o "$tmp/protoc-gen-connect-go" connectrpc.com/connect/cmd/protoc-gen-connect-go
 
 mkdir -p "$out"
 # module= strips the module path from go_package, so the file lands in
@@ -30,4 +32,7 @@ find schema/proto -name '*.proto' -print0 | sort -z | xargs -0 \
 	protoc --proto_path=schema/proto \
 		--plugin=protoc-gen-go="$tmp/protoc-gen-go" \
 		--go_out="$out" \
-		--go_opt=module=github.com/fabric-rt/fabric
+		--go_opt=module=github.com/fabric-rt/fabric \
+		--plugin=protoc-gen-connect-go="$tmp/protoc-gen-connect-go" \
+		--connect-go_out="$out" \
+		--connect-go_opt=module=github.com/fabric-rt/fabric

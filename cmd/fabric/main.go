@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/fabric-rt/fabric/internal/config"
@@ -25,6 +26,12 @@ Usage: fabric COMMAND [flags]
   publish         publish a message to a channel, through NATS or the HTTP API
   channel         clear a channel's history or remove one message (moderation)
   token           mint a development JWT
+  presence        who is in a channel, cluster-wide (--stats: counts only)
+  history         a channel's stored messages (--last N, or --since OFFSET)
+  channels        active channels matching a pattern, with member counts
+  kick            disconnect a user everywhere (--ban 10m keeps it out)
+  revoke          revoke tokens (--jti J, or --user U --before T)
+  info            the live gateways and their NATS
   nats            run a standalone NATS/JetStream node (cluster member)
   bench idle      server RSS per idle joined connection, Fabric vs nats-server
   bench fanout    one channel, N subscribers: deliveries/s, latency, CPU
@@ -38,7 +45,8 @@ given with --config; flags win over the environment, which wins over the file.
 `
 
 // commands are the first words run accepts, for suggestions.
-var commands = []string{"serve", "publish", "channel", "nats", "bench", "token", "version", "help"}
+var commands = []string{"serve", "publish", "channel", "nats", "bench", "token", "version", "help",
+	"presence", "history", "channels", "kick", "revoke", "info"}
 
 // synopsis is the usage line printed under a command-line mistake, for the
 // commands whose arguments are more than flags.
@@ -51,6 +59,9 @@ var synopsis = map[string]string{
 // command's usage line and where the flag list is, rather than the list.
 func shortUsage(w io.Writer, ue *config.UsageError) {
 	line, ok := synopsis[ue.Command]
+	if l, api := apiCommands[strings.TrimPrefix(ue.Command, "fabric ")]; api {
+		line, ok = l, true
+	}
 	if !ok {
 		line = ue.Command + " [flags]"
 	}
@@ -84,6 +95,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 		defer stop()
 		err = natsCmd(ctx, args[1:], stdout, stderr)
+	case "presence", "history", "channels", "kick", "revoke", "info": // the server API (api.go)
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+		err = apiCmd(ctx, args[0], args[1:], os.Environ(), stdout, stderr)
 	case "bench":
 		err = bench(args[1:], os.Environ(), stdout, stderr)
 	case "token":

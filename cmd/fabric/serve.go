@@ -86,6 +86,9 @@ func serveFlags(cfg *app.Config, logLevel, logFormat *string, shutdownTimeout *t
 	fs.BoolVar(&cfg.AllowQueryToken, "allow-query-token", true, "accept the token from the token query parameter (phoenix.js params); tokens in URLs reach access logs, so turn it off when clients use authToken")
 	fs.Var(listFlag{&cfg.AllowedOrigins}, "allowed-origins", "comma-separated Origin allow-list for upgrades and LongPoll, e.g. https://app.example.com (403 otherwise; default any)")
 	fs.Var(listFlag{&cfg.PublishAPIKeys}, "publish-api-keys", "comma-separated API keys for POST /api/v1/publish (prefer FABRIC_PUBLISH_API_KEYS)")
+	fs.StringVar(&cfg.APIListen, "api-listen", "", "server API (gRPC over h2c, gRPC-Web, Connect, REST; docs/api.md) on its own address; empty: on --listen")
+	fs.StringVar(&cfg.APIKeysFile, "api-keys-file", "", "YAML file of scoped server API keys (name, sha256, publish/presence/history patterns, admin; docs/api.md)")
+	fs.Float64Var(&cfg.APIRate, "api-rate", 100, "server API requests per second per credential (burst twice that); over: 429 / RESOURCE_EXHAUSTED (0: off)")
 	// Limits.
 	fs.IntVar(&cfg.MaxConnections, "max-connections", 100000, "connections per gateway; over it upgrades get 503 + Retry-After (0: unlimited)")
 	fs.IntVar(&cfg.MaxConnectionsPerIP, "max-connections-per-ip", 1000, "connections per client address (IPv4 address, IPv6 /64); over it 429 + Retry-After; behind a proxy that hides client addresses raise it or use 0 (off); docs/limits.md")

@@ -25,6 +25,7 @@ import (
 	"github.com/fabric-rt/fabric/gateway/transport/longpoll"
 	"github.com/fabric-rt/fabric/gateway/transport/ws"
 	"github.com/fabric-rt/fabric/internal/auth"
+	"github.com/fabric-rt/fabric/internal/control"
 	"github.com/fabric-rt/fabric/nats/natsbroker"
 	"github.com/fabric-rt/fabric/nats/natsembed"
 	"github.com/fabric-rt/fabric/nats/natslink"
@@ -104,6 +105,17 @@ type Config struct {
 	// PublishAPIKeys authenticate POST /api/v1/publish (Authorization:
 	// Bearer <key>), as do JWTs of type "publisher".
 	PublishAPIKeys []string
+	// Server API (docs/api.md). APIListen: its own listener (gRPC with h2c,
+	// gRPC-Web, Connect, REST); empty: on the client listener. APIKeysFile:
+	// scoped API keys (YAML). APIRate: requests per second per credential
+	// (0: unlimited).
+	APIListen   string
+	APIKeysFile string
+	APIRate     float64
+	// Cluster and Moderator serve the cluster-wide and moderation RPCs
+	// (nats/natsctl and nats/natsbroker); nil: they answer Unimplemented.
+	Cluster   control.Cluster
+	Moderator control.Moderator
 	// LongPollSecret signs LongPoll session tokens; gateways behind one
 	// load balancer share it. Empty: random per process.
 	LongPollSecret string
@@ -193,6 +205,8 @@ type App struct {
 	compress  *gateway.Compressions // compression classes, for metrics
 	httpSrv   *http.Server
 	opsSrv    *http.Server
+	apiSrv    *http.Server
+	apiLn     net.Listener
 	httpLn    net.Listener
 	opsLn     net.Listener
 	ctl       *controlPlane                    // cluster-wide control (control.go)
@@ -368,10 +382,18 @@ func Start(cfg Config) (a *App, err error) {
 		return nil, err
 	}
 	a.pub = pub
+	api, err := a.newServerAPI(cfg, verifier)
+	if err != nil {
+		return nil, err
+	}
 	pubHandler, err := publisher.NewHandler(publisher.HandlerConfig{
-		Publisher:    pub,
-		Authenticate: publishAuth(cfg.PublishAPIKeys, verifier),
-		Available:    a.broker.Available, // 503 at once while NATS is known to be away
+		Publisher: pub,
+		// The server API's credentials: API keys (--publish-api-keys
+		// publish anywhere, --api-keys-file keys as scoped), publisher
+		// JWTs; a client's connection token is refused (403).
+		Authenticate: api.AuthenticatePublish,
+		Authorize:    api.AuthorizePublish, // scopes and rate, per credential
+		Available:    a.broker.Available,   // 503 at once while NATS is known to be away
 		Logger:       a.log,
 	})
 	if err != nil {
@@ -381,9 +403,15 @@ func Start(cfg Config) (a *App, err error) {
 	mux := http.NewServeMux()
 	mux.Handle(publisher.PathPublish, pubHandler)
 	mux.Handle(publisher.PathBatch, pubHandler)
+	if cfg.APIListen == "" {
+		api.Mount(mux)
+	} else if err := a.startAPIListener(cfg, api, pubHandler); err != nil {
+		return nil, err
+	}
 	mux.Handle("/", a.gw.Handler())
 	a.httpSrv = &http.Server{
-		Handler: mux,
+		Handler:   mux,
+		Protocols: h2c(), // gRPC clients of the server API speak HTTP/2 without TLS
 		// Bounds the whole upgrade request, so slow-header clients
 		// (slowloris) cannot hold handshakes open.
 		ReadHeaderTimeout: hsTimeout,
@@ -717,39 +745,6 @@ func newVerifier(cfg Config) (*auth.Verifier, error) {
 	return v, nil
 }
 
-// publishAuth authenticates the HTTP publish API: an API key, or a JWT of
-// type "publisher" — never a client's connection token (403). With neither
-// keys nor JWT configured (anonymous development mode, loopback only) the
-// endpoint is open.
-func publishAuth(keys []string, v *auth.Verifier) func(*http.Request) error {
-	byKey := publisher.APIKeys(keys)
-	return func(r *http.Request) error {
-		if len(keys) > 0 && byKey(r) == nil {
-			return nil
-		}
-		if v == nil {
-			if len(keys) == 0 {
-				return nil
-			}
-			return publisher.ErrUnauthenticated
-		}
-		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || tok == "" {
-			return publisher.ErrUnauthenticated
-		}
-		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
-		defer cancel()
-		c, err := v.Verify(ctx, strings.TrimSpace(tok))
-		switch {
-		case err != nil:
-			return publisher.ErrUnauthenticated
-		case !c.IsType(auth.TypePublisher):
-			return publisher.ErrForbidden
-		}
-		return nil
-	}
-}
-
 // checkAnonymous: with no keys configured, joins are open, so every
 // listener (routes included) must be on loopback unless the operator
 // explicitly allows anonymous access.
@@ -758,7 +753,7 @@ func checkAnonymous(cfg Config) error {
 		return nil
 	}
 	for _, l := range []struct{ name, addr string }{
-		{"listen", cfg.Listen}, {"ops-listen", cfg.OpsListen}, {"nats-listen", cfg.NATSListen}, {"cluster-listen", cfg.ClusterListen},
+		{"listen", cfg.Listen}, {"api-listen", cfg.APIListen}, {"ops-listen", cfg.OpsListen}, {"nats-listen", cfg.NATSListen}, {"cluster-listen", cfg.ClusterListen},
 	} {
 		embedded := l.name == "nats-listen" || l.name == "cluster-listen"
 		if l.addr == "" || l.addr == "off" || (embedded && cfg.NATSURL != "") || (l.name == "cluster-listen" && cfg.ClusterName == "") {
@@ -944,6 +939,9 @@ func (a *App) Shutdown(ctx context.Context) error {
 			time.Sleep(10 * time.Millisecond)
 		}
 		a.nc.Close()
+	}
+	if a.apiSrv != nil {
+		a.apiSrv.Close()
 	}
 	if a.opsSrv != nil {
 		a.opsSrv.Close()
