@@ -112,10 +112,14 @@ func benchIdle(ctx context.Context, args, environ []string, stdout, stderr io.Wr
 	fs.IntVar(&o.Samples, "samples", 3, "VmRSS samples, 1 s apart, per reading; the minimum is kept")
 	fs.DurationVar(&o.Timeout, "timeout", 3*time.Minute, "abort the whole run after this long")
 	fs.StringVar(&systems, "systems", "fabric,nats-ws", "systems to measure, in order")
-	fs.StringVar(&o.Topic, "topic", "bench:idle-%d", `channel each Fabric client joins ("%d" = index mod 100); nats-ws clients subscribe to its subject. bench:… has no history or presence (like a NATS SUB); room:… adds both`)
+	fs.StringVar(&o.Topic, "topic", fbench.DefaultIdleTopic, `channel each Fabric client joins ("%d" = index mod 100); nats-ws clients subscribe to its subject. room:… is the default configuration (history and presence); bench:… has neither (like a NATS SUB)`)
+	ephemeral := fs.Bool("ephemeral", false, "join "+fbench.EphemeralIdleTopic+" instead of the default configuration's "+fbench.DefaultIdleTopic+" (overrides --topic)")
 	fs.StringVar(&out, "out", "", "also write the report to this file, command line first")
 	if err := config.ParseFlags(fs, args); err != nil {
 		return err
+	}
+	if *ephemeral {
+		o.Topic = fbench.EphemeralIdleTopic
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("bench idle: unexpected arguments %q", fs.Args())
@@ -270,12 +274,16 @@ func benchFanout(ctx context.Context, args, environ []string, stdout, stderr io.
 	fs.BoolVar(&o.Saturate, "saturate", false, "add a phase publishing as fast as deliveries keep up (see --window)")
 	fs.IntVar(&o.Window, "window", 32, "saturation: messages published but not yet delivered to every subscriber, at most")
 	fs.IntVar(&o.Payload, "payload", 200, "payload bytes")
-	fs.StringVar(&o.Topic, "topic", "bench:fanout", "channel (choose an ephemeral namespace: core NATS, no JetStream)")
+	fs.StringVar(&o.Topic, "topic", fbench.DefaultFanoutTopic, "channel: room:… is the default configuration (history and presence: the stream stores each message, the gateway fans out its republished copy), bench:… is ephemeral (core NATS)")
+	ephemeral := fs.Bool("ephemeral", false, "use "+fbench.EphemeralFanoutTopic+" instead of the default configuration's "+fbench.DefaultFanoutTopic+" (overrides --topic)")
 	var sf runFlags
 	sf.declare(fs, &o.Timeout, 10*time.Minute, &o.FabricFlags)
 	var err error
 	if o.Systems, o.Exe, err = sf.parse(fs, args); err != nil {
 		return err
+	}
+	if *ephemeral {
+		o.Topic = fbench.EphemeralFanoutTopic
 	}
 	loadStart, started := loadavg(), time.Now()
 	res, err := fbench.Fanout(ctx, o)

@@ -13,6 +13,16 @@ import (
 	"github.com/fabric-rt/fabric/nats/subject"
 )
 
+// Topics of the benchmarks: what `fabric serve` gives a user by default
+// (room:…, history and presence), and an ephemeral channel (bench:…, core
+// NATS only, the same work as a NATS SUB) for the --ephemeral flag.
+const (
+	DefaultFanoutTopic   = "room:fanout"
+	EphemeralFanoutTopic = "bench:fanout"
+	DefaultIdleTopic     = "room:idle-%d"
+	EphemeralIdleTopic   = "bench:idle-%d"
+)
+
 // FanoutOptions configures `fabric bench fanout`.
 type FanoutOptions struct {
 	Exe    string   // binary providing serve, bench nats-ws-server, bench clients
@@ -30,7 +40,9 @@ type FanoutOptions struct {
 	Saturate bool
 	Window   int
 	Payload  int    // payload bytes (JSON, carrying the publish time)
-	Topic    string // Phoenix topic; default bench:fanout (ephemeral: core NATS)
+	// Topic is the Phoenix topic; default DefaultFanoutTopic (the default
+	// configuration: history and presence).
+	Topic string
 	Systems  []string
 	// FabricFlags are extra `fabric serve` flags.
 	FabricFlags []string
@@ -149,7 +161,7 @@ func Fanout(ctx context.Context, o FanoutOptions) (*FanoutResult, error) {
 		o.Payload = 200
 	}
 	if o.Topic == "" {
-		o.Topic = "bench:fanout"
+		o.Topic = DefaultFanoutTopic
 	}
 	if o.Timeout <= 0 {
 		o.Timeout = 10 * time.Minute

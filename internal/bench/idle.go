@@ -36,8 +36,8 @@ type IdleOptions struct {
 	Systems []string      // default: fabric, nats-ws
 	// Topic is the Phoenix topic the Fabric clients join ("%d" = index mod
 	// 100); the nats-ws clients subscribe to the subject Fabric maps it to.
-	// Default bench:idle-%d: an ephemeral namespace without presence, the
-	// same work as a NATS SUB. room:… measures history and presence too.
+	// Default DefaultIdleTopic: the default configuration, history and
+	// presence; EphemeralIdleTopic has neither (the same work as a NATS SUB).
 	Topic string
 	Log   io.Writer // progress messages
 }
@@ -45,7 +45,7 @@ type IdleOptions struct {
 // idleTopic is what a worker of mode joins for topic.
 func idleTopic(topic, mode string) string {
 	if topic == "" {
-		topic = "bench:idle-%d"
+		topic = DefaultIdleTopic
 	}
 	if mode == ModeNATSWS {
 		return "fabric." + strings.Replace(topic, ":", ".", 1)

@@ -120,7 +120,7 @@ func TestFanoutSmoke(t *testing.T) {
 			t.Errorf("JSON result has no %q: %v", k, m)
 		}
 	}
-	if m["subject"] != "fabric.bench.fanout" {
+	if m["subject"] != "fabric.room.fanout" { // the default configuration
 		t.Errorf("subject = %v", m["subject"])
 	}
 	sys := m["systems"].([]any)[0].(map[string]any)
