@@ -39,11 +39,11 @@ type FanoutOptions struct {
 	// at most Window messages not yet delivered to every subscriber.
 	Saturate bool
 	Window   int
-	Payload  int    // payload bytes (JSON, carrying the publish time)
+	Payload  int // payload bytes (JSON, carrying the publish time)
 	// Topic is the Phoenix topic; default DefaultFanoutTopic (the default
 	// configuration: history and presence).
-	Topic string
-	Systems  []string
+	Topic   string
+	Systems []string
 	// FabricFlags are extra `fabric serve` flags.
 	FabricFlags []string
 	Timeout     time.Duration // whole run
