@@ -63,6 +63,19 @@ func bench(args, environ []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("bench nats-ws-server: --port is required")
 		}
 		return fbench.RunNATSWSServer(ctx, *host, *port, *natsPort, stdout)
+	case "floor-server":
+		fs := flag.NewFlagSet("fabric bench floor-server", flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		host := fs.String("host", "127.0.0.1", "listen host")
+		port := fs.Int("port", 0, "WebSocket listen port")
+		feedPort := fs.Int("feed-port", 0, "payload feed port (one payload a line)")
+		if err := config.ParseFlags(fs, args[1:]); err != nil {
+			return err
+		}
+		if *port <= 0 || *feedPort <= 0 {
+			return fmt.Errorf("bench floor-server: --port and --feed-port are required")
+		}
+		return fbench.RunFloorServer(ctx, *host, *port, *feedPort, stdout)
 	case "clients":
 		var o fbench.ClientOptions
 		fs := flag.NewFlagSet("fabric bench clients", flag.ContinueOnError)
@@ -71,7 +84,7 @@ func bench(args, environ []string, stdout, stderr io.Writer) error {
 		fs.IntVar(&o.N, "n", 1000, "connections (keep ≤ 5000 per process)")
 		fs.IntVar(&o.Offset, "offset", 0, "index of the first connection (spreads topics)")
 		fs.StringVar(&o.Source, "source", "127.0.0.2", "loopback source address")
-		fs.StringVar(&o.Mode, "mode", fbench.ModePhoenix, "phoenix or nats-ws")
+		fs.StringVar(&o.Mode, "mode", fbench.ModePhoenix, "phoenix, nats-ws or centrifugo")
 		fs.IntVar(&o.Concurrency, "concurrency", 50, "dials in flight")
 		fs.DurationVar(&o.HeartbeatEvery, "heartbeat", 30*time.Second, "phoenix heartbeat period per connection")
 		fs.StringVar(&o.Topic, "topic", "", `topic (phoenix) or subject (nats-ws) to join, "%d" = index mod 100 (default room:bench-%d, fabric.room.bench-%d)`)
@@ -112,6 +125,8 @@ func benchIdle(ctx context.Context, args, environ []string, stdout, stderr io.Wr
 	fs.IntVar(&o.Samples, "samples", 3, "VmRSS samples, 1 s apart, per reading; the minimum is kept")
 	fs.DurationVar(&o.Timeout, "timeout", 3*time.Minute, "abort the whole run after this long")
 	fs.StringVar(&systems, "systems", "fabric,nats-ws", "systems to measure, in order")
+	var baseline string
+	fs.StringVar(&baseline, "baseline", "", baselineUsage)
 	fs.StringVar(&o.Topic, "topic", fbench.DefaultIdleTopic, `channel each Fabric client joins ("%d" = index mod 100); nats-ws clients subscribe to its subject. room:… is the default configuration (history and presence); bench:… has neither (like a NATS SUB)`)
 	ephemeral := fs.Bool("ephemeral", false, "join "+fbench.EphemeralIdleTopic+" instead of the default configuration's "+fbench.DefaultIdleTopic+" (overrides --topic)")
 	fs.StringVar(&out, "out", "", "also write the report to this file, command line first")
@@ -124,7 +139,7 @@ func benchIdle(ctx context.Context, args, environ []string, stdout, stderr io.Wr
 	if fs.NArg() > 0 {
 		return fmt.Errorf("bench idle: unexpected arguments %q", fs.Args())
 	}
-	o.Systems = splitList(systems)
+	o.Systems = systemsOf(systems, baseline)
 	exe, err := os.Executable()
 	if err != nil {
 		return err
@@ -151,8 +166,10 @@ func benchIdle(ctx context.Context, args, environ []string, stdout, stderr io.Wr
 	for _, r := range res {
 		fmt.Fprintf(&b, "%-8s %6d %14d %14d %10.0f %10.2f %9.1f\n", r.System, r.N, r.RSSBefore, r.RSSAfter, r.BytesPerConn(), r.BytesPerConn()/1024, r.JoinTime.Seconds())
 	}
-	if len(res) == 2 && res[1].BytesPerConn() > 0 {
-		fmt.Fprintf(&b, "ratio %s/%s: %.3f\n", res[0].System, res[1].System, res[0].BytesPerConn()/res[1].BytesPerConn())
+	for _, r := range res[min(1, len(res)):] {
+		if r.BytesPerConn() > 0 {
+			fmt.Fprintf(&b, "ratio %s/%s: %.3f\n", res[0].System, r.System, res[0].BytesPerConn()/r.BytesPerConn())
+		}
 	}
 	fmt.Fprint(stdout, b.String())
 	if out != "" {
@@ -236,10 +253,14 @@ func writeResult(stdout io.Writer, v any, jsonl, out, table string) error {
 }
 
 // runFlags are the flags fanout and storm share.
-type runFlags struct{ systems, out, jsonl string }
+type runFlags struct{ systems, baseline, out, jsonl string }
+
+// baselineUsage documents --baseline.
+const baselineUsage = `systems Fabric is compared with, comma-separated: nats-ws (nats-server's WebSocket listener), centrifugo (Centrifugo ` + fbench.CentrifugoVersion + `, memory engine; installed with go install when missing), floor (one write(2) per delivery and nothing else: CPU per delivery only); overrides --systems`
 
 func (f *runFlags) declare(fs *flag.FlagSet, timeout *time.Duration, defTimeout time.Duration, fabricFlags *[]string) {
 	fs.StringVar(&f.systems, "systems", "fabric,nats-ws", "systems to measure, in order")
+	fs.StringVar(&f.baseline, "baseline", "", baselineUsage)
 	fs.DurationVar(timeout, "timeout", defTimeout, "abort the whole run after this long")
 	fs.Func("fabric-flags", "extra flags for fabric serve, space-separated (e.g. \"--max-accept-rate=0\")", func(v string) error {
 		*fabricFlags = append(*fabricFlags, strings.Fields(v)...)
@@ -259,7 +280,15 @@ func (f *runFlags) parse(fs *flag.FlagSet, args []string) (systems []string, exe
 		return nil, "", fmt.Errorf("%s: unexpected arguments %q", strings.TrimPrefix(fs.Name(), "fabric "), fs.Args())
 	}
 	exe, err = os.Executable()
-	return splitList(f.systems), exe, err
+	return systemsOf(f.systems, f.baseline), exe, err
+}
+
+// systemsOf is --systems, or fabric and the --baseline systems if given.
+func systemsOf(systems, baseline string) []string {
+	if baseline == "" {
+		return splitList(systems)
+	}
+	return append([]string{fbench.SystemFabric}, splitList(baseline)...)
 }
 
 func benchFanout(ctx context.Context, args, environ []string, stdout, stderr io.Writer) error {
@@ -321,7 +350,9 @@ func benchFanout(ctx context.Context, args, environ []string, stdout, stderr io.
 	for _, s := range res.Systems {
 		fmt.Fprintf(&b, "%-8s %6d %7.1f %14d %14d %14d %10.0f %6d\n", s.System, s.N, s.JoinS, s.RSSBefore, s.RSS, s.RSSEnd, s.RSSPerConn, s.ClientsLost)
 	}
-	writeRatios(&b, res.Systems, res.Ratios, func(s fbench.FanoutSystem) string { return s.System })
+	for _, s := range res.Systems[min(1, len(res.Systems)):] {
+		writeRatios(&b, []fbench.FanoutSystem{res.Systems[0], s}, res.RatiosVs[s.System], func(s fbench.FanoutSystem) string { return s.System })
+	}
 	fmt.Fprint(stderr, b.String())
 	return writeResult(stdout, res, sf.jsonl, sf.out, b.String())
 }

@@ -30,6 +30,10 @@ const (
 	// subject (default fabric.room.bench-<i%100>), PING, and answers the
 	// server's PINGs.
 	ModeNATSWS = "nats-ws"
+	// ModeCentrifugo speaks Centrifugo's JSON client protocol: connect
+	// with a JWT, subscribe to the topic (a Centrifugo channel, namespace
+	// before the colon), answer the server's pings.
+	ModeCentrifugo = "centrifugo"
 )
 
 // TimestampKey starts the field a benchmark payload carries its publish
@@ -182,6 +186,16 @@ func (w *worker) readLoop(ctx context.Context, c *benchConn) {
 			w.record(p, now)
 			continue
 		}
+		if w.o.Mode == ModeCentrifugo {
+			if err := w.centrifugoFrame(c, p, now); err != nil {
+				if ctx.Err() == nil {
+					w.closed.Add(1)
+				}
+				c.nc.Close()
+				return
+			}
+			continue
+		}
 		pend = append(pend, p...)
 		n, err := w.natsStream(c, pend, now)
 		if err != nil {
@@ -193,6 +207,28 @@ func (w *worker) readLoop(ctx context.Context, c *benchConn) {
 		}
 		pend = pend[:copy(pend, pend[n:])]
 	}
+}
+
+// centrifugoFrame counts the publications in one frame of Centrifugo's
+// JSON protocol (several replies a frame, newline-delimited) and answers
+// a ping (an empty reply, "{}") with a pong ("{}").
+func (w *worker) centrifugoFrame(c *benchConn, p []byte, now int64) error {
+	for len(p) > 0 {
+		line := p
+		if i := bytes.IndexByte(p, '\n'); i >= 0 {
+			line, p = p[:i], p[i+1:]
+		} else {
+			p = nil
+		}
+		if string(line) == "{}" {
+			if err := c.write(ws.OpText, []byte("{}")); err != nil {
+				return err
+			}
+			continue
+		}
+		w.record(line, now)
+	}
+	return nil
 }
 
 // natsStream handles the complete NATS protocol messages at the start of
@@ -257,8 +293,8 @@ func RunClients(ctx context.Context, o ClientOptions, stdout io.Writer) error {
 	if o.RefusedFor <= 0 {
 		o.RefusedFor = 60 * time.Second
 	}
-	if o.Mode != ModePhoenix && o.Mode != ModeNATSWS {
-		return fmt.Errorf("clients: unknown mode %q (want %s or %s)", o.Mode, ModePhoenix, ModeNATSWS)
+	if o.Mode != ModePhoenix && o.Mode != ModeNATSWS && o.Mode != ModeCentrifugo {
+		return fmt.Errorf("clients: unknown mode %q (want %s, %s or %s)", o.Mode, ModePhoenix, ModeNATSWS, ModeCentrifugo)
 	}
 	if o.Topic == "" {
 		o.Topic = "room:bench-%d"
@@ -500,6 +536,11 @@ func (w *worker) openOne(ctx context.Context, dialer ws.Dialer, i int) (*benchCo
 				return nil, fmt.Errorf("join %s: %s", topic, p)
 			}
 			break
+		}
+	case ModeCentrifugo:
+		if err := centrifugoHandshake(c, i, topic, &buf); err != nil {
+			nc.Close()
+			return nil, err
 		}
 	case ModeNATSWS:
 		sub := "CONNECT {\"verbose\":false,\"pedantic\":false,\"protocol\":1}\r\nSUB " + topic + " 1\r\nPING\r\n"

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
@@ -85,6 +86,8 @@ type sut struct {
 	pid     int
 	target  string // ws:// URL for the workers
 	natsURL string // NATS client URL for the publisher
+	apiURL  string // Centrifugo: HTTP API base URL
+	pubAddr string // floor: feed address
 	mode    string // worker mode
 	dir     string
 }
@@ -141,6 +144,37 @@ func startServer(ctx context.Context, p procOpts, sys string, extra []string) (*
 			return nil, err
 		}
 		s.target = fmt.Sprintf("ws://127.0.0.1:%d/socket/websocket?vsn=2.0.0", port)
+		s.mode = ModePhoenix
+	case SystemCentrifugo:
+		bin, err := CentrifugoBinary(ctx, true, os.Stderr)
+		if err != nil {
+			return nil, err
+		}
+		if s.dir, err = os.MkdirTemp("", "fabric-bench-centrifugo-"); err != nil {
+			return nil, err
+		}
+		cfg := filepath.Join(s.dir, "config.json")
+		if err := os.WriteFile(cfg, centrifugoConfig(port), 0o600); err != nil {
+			os.RemoveAll(s.dir)
+			return nil, err
+		}
+		s.child, err = startProc(procOpts{Exe: bin, Env: p.Env}, nil, nil, "--config", cfg)
+		if err != nil {
+			os.RemoveAll(s.dir)
+			return nil, err
+		}
+		s.target = fmt.Sprintf("ws://127.0.0.1:%d/connection/websocket", port)
+		s.apiURL = fmt.Sprintf("http://127.0.0.1:%d", port)
+		s.mode = ModeCentrifugo
+		natsPort = port // no NATS port: wait for the HTTP one twice
+	case SystemFloor:
+		s.child, err = startProc(p, nil, nil, "bench", "floor-server", "--host", "127.0.0.1",
+			"--port", strconv.Itoa(port), "--feed-port", strconv.Itoa(natsPort))
+		if err != nil {
+			return nil, err
+		}
+		s.target = fmt.Sprintf("ws://127.0.0.1:%d/socket/websocket?vsn=2.0.0", port)
+		s.pubAddr = "127.0.0.1:" + strconv.Itoa(natsPort)
 		s.mode = ModePhoenix
 	case SystemNATSWS:
 		s.child, err = startProc(p, nil, nil, "bench", "nats-ws-server", "--host", "127.0.0.1",

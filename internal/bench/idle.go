@@ -22,6 +22,10 @@ import (
 const (
 	SystemFabric = "fabric"
 	SystemNATSWS = "nats-ws"
+	// SystemCentrifugo is Centrifugo (CentrifugoVersion, memory engine).
+	SystemCentrifugo = "centrifugo"
+	// SystemFloor is one write(2) per delivery and nothing else (floor.go).
+	SystemFloor = "floor"
 )
 
 // IdleOptions configures `fabric bench idle`.

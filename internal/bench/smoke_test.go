@@ -167,3 +167,25 @@ func TestStormSmoke(t *testing.T) {
 	}
 	t.Logf("%s", log.String())
 }
+
+// The floor delivers every payload to every client, one write each.
+func TestFanoutFloorSmoke(t *testing.T) {
+	if fabricBin == "" {
+		t.Skip("-short: starts server and client processes")
+	}
+	t.Parallel()
+	var log bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	res, err := Fanout(ctx, FanoutOptions{
+		Exe: fabricBin, ExeEnv: proctest.Env(), Systems: []string{SystemFloor},
+		N: 100, Workers: 1, Rate: 10, Duration: time.Second, Timeout: 50 * time.Second, Log: &log,
+	})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, log.String())
+	}
+	s := res.Systems[0]
+	if s.System != SystemFloor || s.Rate == nil || s.Rate.Published != 10 || s.Rate.Delivered != 1000 || s.ClientsLost != 0 {
+		t.Fatalf("%+v %+v\n%s", s, s.Rate, log.String())
+	}
+}
