@@ -25,6 +25,8 @@ const benchUsage = `Usage:
   fabric bench fanout [flags] one channel, N subscribers, NATS publisher:
                               deliveries/s, latency, server CPU per delivery
   fabric bench storm [flags]  N clients connect and join at once
+  fabric bench resume [flags] N clients of 100 room:* channels drop, miss
+                              messages, and all resume at once
   fabric bench plot --in FILE.jsonl --out FILE.png
                               memory/conn and deliveries/s against N
 
@@ -48,6 +50,8 @@ func bench(args, environ []string, stdout, stderr io.Writer) error {
 		return benchFanout(ctx, args[1:], environ, stdout, stderr)
 	case "storm":
 		return benchStorm(ctx, args[1:], environ, stdout, stderr)
+	case "resume":
+		return benchResume(ctx, args[1:], environ, stdout, stderr)
 	case "plot":
 		return benchPlot(args[1:], stdout, stderr)
 	case "nats-ws-server":
@@ -90,6 +94,7 @@ func bench(args, environ []string, stdout, stderr io.Writer) error {
 		fs.StringVar(&o.Topic, "topic", "", `topic (phoenix) or subject (nats-ws) to join, "%d" = index mod 100 (default room:bench-%d, fabric.room.bench-%d)`)
 		fs.IntVar(&o.Retries, "retries", 2, "extra dial attempts per connection")
 		fs.DurationVar(&o.StatusEvery, "status-every", time.Second, "period of status reports (deliveries, losses)")
+		fs.IntVar(&o.ResumeWant, "resume-want", 0, `> 0: keep each join's position and obey "drop" and "resume" on the control input, a resume counting as recovered once this many messages arrived`)
 		control := fs.Bool("control", false, `read commands ("stats") from stdin; exit at its end`)
 		if err := config.ParseFlags(fs, args[1:]); err != nil {
 			return err
@@ -97,6 +102,7 @@ func bench(args, environ []string, stdout, stderr io.Writer) error {
 		if *control {
 			o.Control = os.Stdin
 		}
+		o.Resume = o.ResumeWant > 0
 		if o.Target == "" {
 			return fmt.Errorf("bench clients: --target is required")
 		}
@@ -106,7 +112,7 @@ func bench(args, environ []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	fmt.Fprint(stderr, benchUsage)
-	if c := config.Suggest(args[0], []string{"idle", "fanout", "storm", "plot"}); c != "" {
+	if c := config.Suggest(args[0], []string{"idle", "fanout", "storm", "resume", "plot"}); c != "" {
 		return fmt.Errorf("bench: unknown subcommand %q (did you mean %q?)", args[0], c)
 	}
 	return fmt.Errorf("bench: unknown subcommand %q", args[0])
@@ -421,6 +427,61 @@ func benchStorm(ctx context.Context, args, environ []string, stdout, stderr io.W
 	}
 	if n := res.Failures(); n > 0 {
 		return fmt.Errorf("bench storm: %d handshake/join failures", n)
+	}
+	return nil
+}
+
+func benchResume(ctx context.Context, args, environ []string, stdout, stderr io.Writer) error {
+	o := fbench.ResumeOptions{Log: stderr, ExeEnv: childEnv(environ)}
+	fs := flag.NewFlagSet("fabric bench resume", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.IntVar(&o.N, "n", 10000, "clients, all reconnecting at once")
+	fs.IntVar(&o.Workers, "workers", 0, "client worker processes (each ≤ 5000 connections, own source address); 0: one per 5000")
+	fs.IntVar(&o.Concurrency, "concurrency", 500, "dials in flight per worker")
+	fs.StringVar(&o.Topic, "topic", "room:resume-%d", `persistent channel each client joins, "%d" = index mod 100`)
+	fs.IntVar(&o.Missed, "missed", 100, "messages stored on each channel while the clients are away")
+	fs.DurationVar(&o.Timeout, "timeout", 10*time.Minute, "abort the whole run after this long")
+	fs.Func("fabric-flags", "extra flags for fabric serve, space-separated", func(v string) error {
+		o.FabricFlags = append(o.FabricFlags, strings.Fields(v)...)
+		return nil
+	})
+	var out, jsonl string
+	fs.StringVar(&out, "out", "", "also write a table to this file, command line first")
+	fs.StringVar(&jsonl, "jsonl", "", "also append the JSON result line to this file")
+	if err := config.ParseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("bench resume: unexpected arguments %q", fs.Args())
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	o.Exe = exe
+	loadStart, started := loadavg(), time.Now()
+	res, err := fbench.Resume(ctx, o)
+	if err != nil {
+		return err
+	}
+	res.Command = "fabric bench resume " + strings.Join(args, " ")
+	res.LoadStart, res.LoadEnd = loadStart, loadavg()
+	var b strings.Builder
+	b.WriteString(benchHeader("resume", args, started, res.LoadStart, res.LoadEnd))
+	fmt.Fprintf(&b, "# %d clients of %d channels (%s) in %d workers joined, all dropped, %d messages stored per channel (JetStream, acknowledged), then all reconnected at once with {epoch, offset} join params\n",
+		res.N, res.Channels, res.Topic, res.Workers, res.Missed)
+	fmt.Fprintf(&b, "# recovered: join answered recovered:true and all %d missed messages received; recovered_s: resume command to the last recovered client; live_s: one more message per channel to every client\n", res.Missed)
+	fmt.Fprintf(&b, "# cpu: server utime+stime over the wave, per client; peak_rss_B: VmHWM over the wave (reset before it: %v)\n", res.PeakRSSReset)
+	fmt.Fprintf(&b, "%6s %9s %9s %6s %11s %7s %8s %8s %12s %14s %14s %14s\n",
+		"N", "recovered", "not_recov", "failed", "recovered_s", "live_s", "live_ok", "cpu_s", "cpu_us/client", "rss_before_B", "peak_rss_B", "rss_after_B")
+	fmt.Fprintf(&b, "%6d %9d %9d %6d %11.2f %7.2f %8d %8.2f %12.1f %14d %14d %14d\n",
+		res.N, res.Recovered, res.NotRecovered, res.Failed, res.RecoveredS, res.LiveS, res.LiveDelivered, res.ServerCPUS, res.ServerCPUPerRes, res.RSSBefore, res.PeakRSS, res.RSSAfter)
+	fmt.Fprint(stderr, b.String())
+	if err := writeResult(stdout, res, jsonl, out, b.String()); err != nil {
+		return err
+	}
+	if res.Failed > 0 || res.NotRecovered > 0 {
+		return fmt.Errorf("bench resume: %d not recovered, %d failed", res.NotRecovered, res.Failed)
 	}
 	return nil
 }

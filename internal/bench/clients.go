@@ -64,6 +64,12 @@ type ClientOptions struct {
 	// with a "stats" report (deliveries and latency histogram). EOF on
 	// Control stops the worker (the parent is gone).
 	Control io.Reader
+	// Resume keeps each connection's join position and adds the control
+	// commands "drop" and "resume" (resumeclients.go).
+	Resume bool
+	// ResumeWant is how many messages each connection must receive after
+	// its resume to count as recovered.
+	ResumeWant int
 }
 
 // Report is one JSON line a worker prints on stdout.
@@ -78,6 +84,12 @@ type Report struct {
 	// JoinNanos (ready, error) is the worker's time from its first dial to
 	// its last completed join.
 	JoinNanos int64 `json:"join_ns,omitempty"`
+	// Recovered, NotRecovered (resumed): resumes answered recovered with
+	// every missed message received, and the others; ResumeNanos: from the
+	// "resume" command to the last recovered connection.
+	Recovered    int64 `json:"recovered,omitempty"`
+	NotRecovered int64 `json:"not_recovered,omitempty"`
+	ResumeNanos  int64 `json:"resume_ns,omitempty"`
 	// JoinHist (ready): per-connection dial+handshake+join time, µs.
 	JoinHist [][2]int64 `json:"join_hist,omitempty"`
 	// Hist (stats): delivery latency, µs, publish time to receipt.
@@ -90,6 +102,7 @@ type benchConn struct {
 	rd  io.Reader
 	mu  sync.Mutex // serialises frame writes
 	hdr [ws.MaxHeaderSize - 2]byte
+	pos *joinPos // the join reply's position (resume workers only)
 }
 
 func (c *benchConn) write(op ws.OpCode, p []byte) error {
@@ -136,6 +149,7 @@ func (c *benchConn) readFrame(r io.Reader, buf *[]byte) ([]byte, error) {
 // worker is the state of one RunClients process.
 type worker struct {
 	o          ClientOptions
+	dropping   atomic.Bool // connections are being closed on purpose
 	delivered  atomic.Int64
 	closed     atomic.Int64
 	dialErrors atomic.Int64
@@ -144,11 +158,12 @@ type worker struct {
 	joinLat    Hist
 }
 
-// record scans one payload for TimestampKey and counts the delivery.
-func (w *worker) record(p []byte, now int64) {
+// record scans one payload for TimestampKey and counts the delivery;
+// false if it carried none.
+func (w *worker) record(p []byte, now int64) bool {
 	i := bytes.Index(p, []byte(TimestampKey))
 	if i < 0 {
-		return
+		return false
 	}
 	var t int64
 	digits := 0
@@ -160,10 +175,11 @@ func (w *worker) record(p []byte, now int64) {
 		digits++
 	}
 	if digits == 0 {
-		return
+		return false
 	}
 	w.delivered.Add(1)
 	w.lat.Add((now - t) / 1000)
+	return true
 }
 
 // readLoop reads one joined connection until it fails, counting
@@ -176,7 +192,7 @@ func (w *worker) readLoop(ctx context.Context, c *benchConn) {
 	for {
 		p, err := c.readFrame(r, &buf)
 		if err != nil {
-			if ctx.Err() == nil {
+			if ctx.Err() == nil && !w.dropping.Load() {
 				w.closed.Add(1)
 			}
 			return
@@ -316,12 +332,18 @@ func RunClients(ctx context.Context, o ClientOptions, stdout io.Writer) error {
 		defer outMu.Unlock()
 		_ = enc.Encode(r)
 	}
+	resumeCmds := make(chan string, 4)
 	if o.Control != nil {
 		go func() {
 			sc := bufio.NewScanner(o.Control)
 			for sc.Scan() {
-				if strings.TrimSpace(sc.Text()) == "stats" {
+				switch cmd := strings.TrimSpace(sc.Text()); cmd {
+				case "stats":
 					report(Report{Type: "stats", Delivered: w.delivered.Load(), Closed: w.closed.Load(), Hist: w.lat.Sparse()})
+				case "drop", "resume":
+					if o.Resume {
+						resumeCmds <- cmd
+					}
 				}
 			}
 			cancel() // parent gone or done with us
@@ -373,7 +395,7 @@ func RunClients(ctx context.Context, o ClientOptions, stdout io.Writer) error {
 		go func(i int) {
 			defer wg.Done()
 			t0 := time.Now()
-			c, err := w.openOne(ctx, dialer, o.Offset+i)
+			c, err := w.openOne(ctx, dialer, o.Offset+i, nil)
 			<-sem
 			if err != nil {
 				failed.Add(1)
@@ -416,7 +438,9 @@ func RunClients(ctx context.Context, o ClientOptions, stdout io.Writer) error {
 	}
 	report(Report{Type: "ready", Joined: joined.Load(), DialErrors: w.dialErrors.Load(), Refused: w.refused.Load(), JoinNanos: joinNanos, JoinHist: w.joinLat.Sparse()})
 
-	if o.Mode == ModePhoenix {
+	if o.Resume {
+		go w.resumeControl(ctx, dialer, conns, resumeCmds, report)
+	} else if o.Mode == ModePhoenix {
 		go heartbeat(ctx, conns, o.HeartbeatEvery)
 	}
 	t := time.NewTicker(o.StatusEvery)
@@ -456,7 +480,9 @@ func heartbeat(ctx context.Context, conns []*benchConn, period time.Duration) {
 	}
 }
 
-func (w *worker) openOne(ctx context.Context, dialer ws.Dialer, i int) (*benchConn, error) {
+// openOne dials, upgrades and joins connection i; a Phoenix join carries
+// resume as its params (nil: none).
+func (w *worker) openOne(ctx context.Context, dialer ws.Dialer, i int, resume *joinPos) (*benchConn, error) {
 	o := w.o
 	var nc net.Conn
 	var br *bufio.Reader
@@ -512,7 +538,11 @@ func (w *worker) openOne(ctx context.Context, dialer ws.Dialer, i int) (*benchCo
 	buf := make([]byte, 512)
 	switch o.Mode {
 	case ModePhoenix:
-		join := `["1","1","` + topic + `","phx_join",{}]`
+		params := "{}"
+		if resume != nil {
+			params = `{"epoch":"` + resume.Epoch + `","offset":"` + resume.Offset + `"}`
+		}
+		join := `["1","1","` + topic + `","phx_join",` + params + `]`
 		if err := c.write(ws.OpText, []byte(join)); err != nil {
 			nc.Close()
 			return nil, err
@@ -528,12 +558,16 @@ func (w *worker) openOne(ctx context.Context, dialer ws.Dialer, i int) (*benchCo
 				continue // presence_state etc.
 			}
 			var reply struct {
-				Status string `json:"status"`
+				Status   string  `json:"status"`
+				Response joinPos `json:"response"`
 			}
 			_ = json.Unmarshal(msg[4], &reply)
 			if reply.Status != "ok" {
 				nc.Close()
 				return nil, fmt.Errorf("join %s: %s", topic, p)
+			}
+			if o.Resume {
+				c.pos = &reply.Response
 			}
 			break
 		}

@@ -218,6 +218,9 @@ type fleetOptions struct {
 	Retries     int
 	StatusEvery time.Duration
 	Log         io.Writer
+	// ResumeWant > 0 starts resume workers (resumeclients.go) expecting
+	// that many missed messages per connection.
+	ResumeWant int
 }
 
 // workerState is what the fleet knows about one worker, from its reports.
@@ -229,6 +232,8 @@ type workerState struct {
 	ready, failedOut, done                        bool
 	stats                                         *Report // last "stats" answer
 	statsSeq                                      int
+	dropped                                       bool
+	resumed                                       *Report // the "resumed" report
 }
 
 // fleet is a set of running client workers. Its methods are called from
@@ -278,6 +283,9 @@ func startFleet(o fleetOptions) (*fleet, error) {
 			args = append(args, "--concurrency", strconv.Itoa(o.Concurrency))
 		}
 		args = append(args, "--retries", strconv.Itoa(o.Retries))
+		if o.ResumeWant > 0 {
+			args = append(args, "--resume-want", strconv.Itoa(o.ResumeWant))
+		}
 		if o.StatusEvery > 0 {
 			args = append(args, "--status-every", o.StatusEvery.String())
 		}
@@ -339,6 +347,11 @@ func (f *fleet) handle(r workerReport, tolerate bool) error {
 		}
 	case "status":
 		st.closed, st.delivered = r.Closed, r.Delivered
+	case "dropped":
+		st.dropped = true
+	case "resumed":
+		rep := r.Report
+		st.resumed = &rep
 	case "stats":
 		st.closed, st.delivered = r.Closed, r.Delivered
 		rep := r.Report
@@ -415,6 +428,16 @@ func (f *fleet) allReady(tolerate bool) bool {
 		}
 	}
 	return true
+}
+
+// command sends cmd to every worker.
+func (f *fleet) command(cmd string) error {
+	for i, in := range f.stdins {
+		if _, err := io.WriteString(in, cmd+"\n"); err != nil {
+			return fmt.Errorf("worker %d: %s: %w", i, cmd, err)
+		}
+	}
+	return nil
 }
 
 // stats asks every worker for its counters and latency histogram and

@@ -189,3 +189,28 @@ func TestFanoutFloorSmoke(t *testing.T) {
 		t.Fatalf("%+v %+v\n%s", s, s.Rate, log.String())
 	}
 }
+
+// Every client resumes through a real socket and gets exactly what it
+// missed, then live messages.
+func TestResumeSmoke(t *testing.T) {
+	if fabricBin == "" {
+		t.Skip("-short: starts server and client processes")
+	}
+	t.Parallel()
+	var log bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	res, err := Resume(ctx, ResumeOptions{
+		Exe: fabricBin, ExeEnv: proctest.Env(),
+		N: 200, Workers: 1, Concurrency: 100, Missed: 5, Timeout: 80 * time.Second, Log: &log,
+	})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, log.String())
+	}
+	if res.Recovered != 200 || res.NotRecovered != 0 || res.Failed != 0 || res.LiveDelivered != 200 || res.Channels != 100 {
+		t.Fatalf("%+v\n%s", res, log.String())
+	}
+	if res.RecoveredS <= 0 || res.PeakRSS <= 0 || res.ServerCPUS < 0 {
+		t.Errorf("%+v", res)
+	}
+}
