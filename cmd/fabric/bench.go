@@ -91,7 +91,7 @@ func bench(args, environ []string, stdout, stderr io.Writer) error {
 		fs.StringVar(&o.Mode, "mode", fbench.ModePhoenix, "phoenix, nats-ws or centrifugo")
 		fs.IntVar(&o.Concurrency, "concurrency", 50, "dials in flight")
 		fs.DurationVar(&o.HeartbeatEvery, "heartbeat", 30*time.Second, "phoenix heartbeat period per connection")
-		fs.StringVar(&o.Topic, "topic", "", `topic (phoenix) or subject (nats-ws) to join, "%d" = index mod 100 (default room:bench-%d, fabric.room.bench-%d)`)
+		fs.StringVar(&o.Topic, "topic", "", `topic (phoenix) or subject (nats-ws) to join, "%d" = index mod 100, "%i" = index (default room:bench-%d, fabric.room.bench-%d)`)
 		fs.IntVar(&o.Retries, "retries", 2, "extra dial attempts per connection")
 		fs.DurationVar(&o.StatusEvery, "status-every", time.Second, "period of status reports (deliveries, losses)")
 		fs.IntVar(&o.ResumeWant, "resume-want", 0, `> 0: keep each join's position and obey "drop" and "resume" on the control input, a resume counting as recovered once this many messages arrived`)
@@ -133,7 +133,11 @@ func benchIdle(ctx context.Context, args, environ []string, stdout, stderr io.Wr
 	fs.StringVar(&systems, "systems", "fabric,nats-ws", "systems to measure, in order")
 	var baseline string
 	fs.StringVar(&baseline, "baseline", "", baselineUsage)
-	fs.StringVar(&o.Topic, "topic", fbench.DefaultIdleTopic, `channel each Fabric client joins ("%d" = index mod 100); nats-ws clients subscribe to its subject. room:… is the default configuration (history and presence); bench:… has neither (like a NATS SUB)`)
+	fs.Func("fabric-flags", "extra flags for fabric serve, space-separated", func(v string) error {
+		o.FabricFlags = append(o.FabricFlags, strings.Fields(v)...)
+		return nil
+	})
+	fs.StringVar(&o.Topic, "topic", fbench.DefaultIdleTopic, `channel each Fabric client joins ("%d" = index mod 100, "%i" = index: a channel per client, e.g. room:u%i); nats-ws clients subscribe to its subject. room:… is the default configuration (history and presence); bench:… has neither (like a NATS SUB)`)
 	ephemeral := fs.Bool("ephemeral", false, "join "+fbench.EphemeralIdleTopic+" instead of the default configuration's "+fbench.DefaultIdleTopic+" (overrides --topic)")
 	fs.StringVar(&out, "out", "", "also write the report to this file, command line first")
 	if err := config.ParseFlags(fs, args); err != nil {
@@ -162,6 +166,9 @@ func benchIdle(ctx context.Context, args, environ []string, stdout, stderr io.Wr
 	fmt.Fprintf(&b, "# %s, %s, %s/%s, %d CPUs, version %s\n", started.UTC().Format(time.RFC3339), runtime.Version(), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), versionString())
 	fmt.Fprintf(&b, "# loadavg start %s, end %s\n", loadStart, loadavg())
 	fmt.Fprintf(&b, "# clients join %s (nats-ws clients subscribe to its subject)\n", o.Topic)
+	if len(o.FabricFlags) > 0 {
+		fmt.Fprintf(&b, "# fabric serve extra flags: %s\n", strings.Join(o.FabricFlags, " "))
+	}
 	for _, v := range []string{"GOGC", "GOMEMLIMIT"} {
 		if x := os.Getenv(v); x != "" {
 			fmt.Fprintf(&b, "# %s=%s in the environment (both servers inherit it)\n", v, x)

@@ -47,7 +47,8 @@ type ClientOptions struct {
 	Source string // local (loopback) source address, e.g. 127.0.0.2
 	Mode   string // ModePhoenix or ModeNATSWS
 	// Topic is the Phoenix topic (phoenix mode) or NATS subject (nats-ws
-	// mode) each connection joins; "%d" in it is replaced by i%100. Empty:
+	// mode) each connection joins; "%d" in it is replaced by i%100, "%i"
+	// by i (one channel per connection). Empty:
 	// room:bench-%d or fabric.room.bench-%d.
 	Topic          string
 	Offset         int           // index of this worker's first connection (for topic spread)
@@ -534,6 +535,9 @@ func (w *worker) openOne(ctx context.Context, dialer ws.Dialer, i int, resume *j
 	topic := o.Topic
 	if strings.Contains(topic, "%d") {
 		topic = strings.ReplaceAll(topic, "%d", strconv.Itoa(i%100))
+	}
+	if strings.Contains(topic, "%i") {
+		topic = strings.ReplaceAll(topic, "%i", strconv.Itoa(i)) // one channel per connection
 	}
 	buf := make([]byte, 512)
 	switch o.Mode {

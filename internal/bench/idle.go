@@ -43,7 +43,9 @@ type IdleOptions struct {
 	// Default DefaultIdleTopic: the default configuration, history and
 	// presence; EphemeralIdleTopic has neither (the same work as a NATS SUB).
 	Topic string
-	Log   io.Writer // progress messages
+	// FabricFlags are extra `fabric serve` flags.
+	FabricFlags []string
+	Log         io.Writer // progress messages
 }
 
 // idleTopic is what a worker of mode joins for topic.
@@ -171,7 +173,11 @@ func (s *syncBuffer) String() string {
 func idleOne(ctx context.Context, o IdleOptions, sys string) (IdleResult, error) {
 	res := IdleResult{System: sys, N: o.N}
 	p := procOpts{Exe: o.Exe, Env: o.ExeEnv}
-	srv, err := startServer(ctx, p, sys, nil)
+	var flags []string
+	if sys == SystemFabric {
+		flags = o.FabricFlags
+	}
+	srv, err := startServer(ctx, p, sys, flags)
 	if err != nil {
 		return res, err
 	}
