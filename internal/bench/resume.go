@@ -66,6 +66,7 @@ type ResumeResult struct {
 	PeakRSS         int64   `json:"peak_rss_bytes"`   // VmHWM over the resume wave (reset before it)
 	PeakRSSReset    bool    `json:"peak_rss_reset"`   // false: VmHWM could not be reset, so it covers the whole run
 	RSSAfter        int64   `json:"rss_after_bytes"`
+	FirstError      string  `json:"first_error,omitempty"`
 }
 
 // Resume runs the resume-wave benchmark against Fabric.
@@ -188,10 +189,16 @@ func Resume(ctx context.Context, o ResumeOptions) (*ResumeResult, error) {
 		res.NotRecovered += r.NotRecovered
 		res.Failed += r.Failed
 		res.RecoveredS = max(res.RecoveredS, float64(r.ResumeNanos)/1e9)
+		if r.Error != "" && res.FirstError == "" {
+			res.FirstError = r.Error
+		}
 	}
 	res.ServerCPUS = (cpu1 - cpu0).Seconds()
 	if res.Recovered > 0 {
 		res.ServerCPUPerRes = float64((cpu1 - cpu0).Microseconds()) / float64(o.N)
+	}
+	if res.FirstError != "" {
+		fmt.Fprintf(o.Log, "resume: first error: %s\n", res.FirstError)
 	}
 	fmt.Fprintf(o.Log, "resume: %d recovered, %d not, %d failed; last recovered after %.2fs (all answered after %.2fs)\n",
 		res.Recovered, res.NotRecovered, res.Failed, res.RecoveredS, wall.Seconds())

@@ -50,6 +50,7 @@ func (w *worker) resumeAll(ctx context.Context, dialer ws.Dialer, conns []*bench
 	start := time.Now()
 	var recovered, notRecovered, failed atomic.Int64
 	var last atomic.Int64
+	var firstErr atomic.Value
 	sem := make(chan struct{}, o.Concurrency)
 	var wg sync.WaitGroup
 	for i, old := range conns {
@@ -61,6 +62,7 @@ func (w *worker) resumeAll(ctx context.Context, dialer ws.Dialer, conns []*bench
 			<-sem
 			if err != nil {
 				failed.Add(1)
+				firstErr.CompareAndSwap(nil, err.Error())
 				return
 			}
 			conns[i] = c
@@ -101,5 +103,6 @@ func (w *worker) resumeAll(ctx context.Context, dialer ws.Dialer, conns []*bench
 	if l := last.Load(); l > 0 {
 		took = l - start.UnixNano()
 	}
-	report(Report{Type: "resumed", Recovered: recovered.Load(), NotRecovered: notRecovered.Load(), Failed: failed.Load(), ResumeNanos: took})
+	msg, _ := firstErr.Load().(string)
+	report(Report{Type: "resumed", Recovered: recovered.Load(), NotRecovered: notRecovered.Load(), Failed: failed.Load(), ResumeNanos: took, Error: msg})
 }
