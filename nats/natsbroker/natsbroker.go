@@ -94,6 +94,8 @@ type Broker struct {
 	liveMu sync.Mutex
 	live   map[*liveSub]struct{}
 
+	presInbox presenceInbox // answers to presence state requests
+
 	stop      chan struct{}
 	closeOnce sync.Once
 
@@ -154,6 +156,7 @@ func (b *Broker) Close() {
 		if b.advSub != nil {
 			b.advSub.Unsubscribe()
 		}
+		b.presInbox.close()
 	})
 }
 
