@@ -130,7 +130,7 @@ func benchIdle(ctx context.Context, args, environ []string, stdout, stderr io.Wr
 	fs.DurationVar(&o.Settle, "settle", 10*time.Second, "wait before each RSS reading (no clients; all clients joined)")
 	fs.IntVar(&o.Samples, "samples", 3, "VmRSS samples, 1 s apart, per reading; the minimum is kept")
 	fs.DurationVar(&o.Timeout, "timeout", 3*time.Minute, "abort the whole run after this long")
-	fs.StringVar(&systems, "systems", "fabric,nats-ws", "systems to measure, in order")
+	fs.StringVar(&systems, "systems", "fabric,nats-ws", "systems to measure, in order; fabric@/path/to/fabric is another build of fabric serve (before/after a change in one run)")
 	var baseline string
 	fs.StringVar(&baseline, "baseline", "", baselineUsage)
 	fs.Func("fabric-flags", "extra flags for fabric serve, space-separated", func(v string) error {

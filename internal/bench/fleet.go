@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -123,7 +124,13 @@ func startServer(ctx context.Context, p procOpts, sys string, extra []string) (*
 		return nil, err
 	}
 	s := &sut{sys: sys, natsURL: fmt.Sprintf("nats://127.0.0.1:%d", natsPort)}
-	switch sys {
+	kind, exe, other := strings.Cut(sys, "@")
+	if other && kind == SystemFabric {
+		// fabric@/path/to/binary: another build of fabric serve (say the
+		// commit before a change), measured in the same run.
+		p.Exe = exe
+	}
+	switch kind {
 	case SystemFabric:
 		s.dir, err = os.MkdirTemp("", "fabric-bench-")
 		if err != nil {

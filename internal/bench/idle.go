@@ -174,7 +174,7 @@ func idleOne(ctx context.Context, o IdleOptions, sys string) (IdleResult, error)
 	res := IdleResult{System: sys, N: o.N}
 	p := procOpts{Exe: o.Exe, Env: o.ExeEnv}
 	var flags []string
-	if sys == SystemFabric {
+	if strings.HasPrefix(sys, SystemFabric) {
 		flags = o.FabricFlags
 	}
 	srv, err := startServer(ctx, p, sys, flags)
