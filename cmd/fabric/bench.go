@@ -137,7 +137,7 @@ func benchIdle(ctx context.Context, args, environ []string, stdout, stderr io.Wr
 		o.FabricFlags = append(o.FabricFlags, strings.Fields(v)...)
 		return nil
 	})
-	fs.StringVar(&o.Topic, "topic", fbench.DefaultIdleTopic, `channel each Fabric client joins ("%d" = index mod 100, "%i" = index: a channel per client, e.g. room:u%i); nats-ws clients subscribe to its subject. room:… is the default configuration (history and presence); bench:… has neither (like a NATS SUB)`)
+	fs.StringVar(&o.Topic, "topic", fbench.DefaultIdleTopic, `channel each Fabric client joins ("%d" = index mod 100, "%i" = index: a channel per client, e.g. room:u%i); nats-ws clients subscribe to its subject. room:… is the default configuration (history and presence); bench:… has neither (like a NATS SUB); several comma-separated: each system is measured once per topic, ratios in the same run`)
 	ephemeral := fs.Bool("ephemeral", false, "join "+fbench.EphemeralIdleTopic+" instead of the default configuration's "+fbench.DefaultIdleTopic+" (overrides --topic)")
 	fs.StringVar(&out, "out", "", "also write the report to this file, command line first")
 	if err := config.ParseFlags(fs, args); err != nil {
@@ -157,15 +157,26 @@ func benchIdle(ctx context.Context, args, environ []string, stdout, stderr io.Wr
 	o.Exe = exe
 	loadStart := loadavg()
 	started := time.Now()
-	res, err := fbench.IdleBench(ctx, o)
-	if err != nil {
-		return err
+	// Several topics (comma-separated): each system is measured once per
+	// topic, and each system's ratios are first topic / the others.
+	var res []fbench.IdleResult
+	topics := splitList(o.Topic)
+	if len(topics) == 0 {
+		topics = []string{fbench.DefaultIdleTopic}
+	}
+	for _, topic := range topics {
+		o.Topic = topic
+		r, err := fbench.IdleBench(ctx, o)
+		if err != nil {
+			return err
+		}
+		res = append(res, r...)
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "$ fabric bench idle %s\n", strings.Join(args, " "))
 	fmt.Fprintf(&b, "# %s, %s, %s/%s, %d CPUs, version %s\n", started.UTC().Format(time.RFC3339), runtime.Version(), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), versionString())
 	fmt.Fprintf(&b, "# loadavg start %s, end %s\n", loadStart, loadavg())
-	fmt.Fprintf(&b, "# clients join %s (nats-ws clients subscribe to its subject)\n", o.Topic)
+	fmt.Fprintf(&b, "# clients join the topic shown (nats-ws clients subscribe to its subject; centrifugo clients to the same channel name)\n")
 	if len(o.FabricFlags) > 0 {
 		fmt.Fprintf(&b, "# fabric serve extra flags: %s\n", strings.Join(o.FabricFlags, " "))
 	}
@@ -175,13 +186,15 @@ func benchIdle(ctx context.Context, args, environ []string, stdout, stderr io.Wr
 		}
 	}
 	fmt.Fprintf(&b, "# server VmRSS before clients (after %s settle) and with N joined idle clients (after %s settle), min of %d samples\n", o.Settle, o.Settle, o.Samples)
-	fmt.Fprintf(&b, "%-8s %6s %14s %14s %10s %10s %9s\n", "system", "N", "rss_before_B", "rss_after_B", "B/conn", "KiB/conn", "join_s")
+	fmt.Fprintf(&b, "%-10s %-16s %6s %14s %14s %10s %10s %9s\n", "system", "topic", "N", "rss_before_B", "rss_after_B", "B/conn", "KiB/conn", "join_s")
 	for _, r := range res {
-		fmt.Fprintf(&b, "%-8s %6d %14d %14d %10.0f %10.2f %9.1f\n", r.System, r.N, r.RSSBefore, r.RSSAfter, r.BytesPerConn(), r.BytesPerConn()/1024, r.JoinTime.Seconds())
+		fmt.Fprintf(&b, "%-10s %-16s %6d %14d %14d %10.0f %10.2f %9.1f\n", r.System, r.Topic, r.N, r.RSSBefore, r.RSSAfter, r.BytesPerConn(), r.BytesPerConn()/1024, r.JoinTime.Seconds())
 	}
-	for _, r := range res[min(1, len(res)):] {
-		if r.BytesPerConn() > 0 {
-			fmt.Fprintf(&b, "ratio %s/%s: %.3f\n", res[0].System, r.System, res[0].BytesPerConn()/r.BytesPerConn())
+	for i, r := range res {
+		for _, q := range res[i+1:] {
+			if q.BytesPerConn() > 0 && (q.Topic == r.Topic && r.System == res[0].System || q.System == r.System && r.Topic == res[0].Topic) {
+				fmt.Fprintf(&b, "ratio %s %s / %s %s: B/conn %.3f, join time %.3f\n", r.System, r.Topic, q.System, q.Topic, r.BytesPerConn()/q.BytesPerConn(), r.JoinTime.Seconds()/q.JoinTime.Seconds())
+			}
 		}
 	}
 	fmt.Fprint(stdout, b.String())
@@ -336,20 +349,20 @@ func benchFanout(ctx context.Context, args, environ []string, stdout, stderr io.
 	res.LoadStart, res.LoadEnd = loadStart, loadavg()
 	var b strings.Builder
 	b.WriteString(benchHeader("fanout", args, started, res.LoadStart, res.LoadEnd))
-	fmt.Fprintf(&b, "# %d subscribers of %s (NATS subject %s), %d B payloads published with NATS core publish, %d worker processes\n",
+	fmt.Fprintf(&b, "# %d subscribers of %s (NATS subject %s), %d B payloads published with NATS core publish (centrifugo: its HTTP API; floor: its feed), %d worker processes\n",
 		res.N, res.Topic, res.Subject, res.PayloadBytes, res.Workers)
 	if len(res.FabricFlags) > 0 {
 		fmt.Fprintf(&b, "# fabric serve extra flags: %s\n", strings.Join(res.FabricFlags, " "))
 	}
 	fmt.Fprintf(&b, "# deliv/s and CPU run from the first publish to the last delivery; latency: publish to receipt (same clock); cpu µs/deliv: utime+stime (USER_HZ %d)\n", fbench.ClockTicks())
 	fmt.Fprintf(&b, "# cpu_s: server CPU; other_s: CPU used by the rest of the machine meanwhile (other work on the shared VM)\n")
-	fmt.Fprintf(&b, "%-8s %-8s %6s %7s %9s %9s %7s %9s %8s %8s %8s %8s %8s %9s %9s %8s\n",
+	fmt.Fprintf(&b, "%-8s %-10s %6s %7s %9s %9s %7s %9s %8s %8s %8s %8s %8s %9s %9s %8s\n",
 		"phase", "system", "msgs", "msg/s", "expected", "delivered", "ratio", "deliv/s", "p50_ms", "p99_ms", "p999_ms", "max_ms", "cpu_s", "srv_us/d", "cli_us/d", "other_s")
 	row := func(name string, s fbench.FanoutSystem, ph *fbench.FanoutPhase) {
 		if ph == nil {
 			return
 		}
-		fmt.Fprintf(&b, "%-8s %-8s %6d %7.1f %9d %9d %7.4f %9.0f %8.2f %8.2f %8.2f %8.2f %8.2f %9.2f %9.2f %8.2f\n",
+		fmt.Fprintf(&b, "%-8s %-10s %6d %7.1f %9d %9d %7.4f %9.0f %8.2f %8.2f %8.2f %8.2f %8.2f %9.2f %9.2f %8.2f\n",
 			name, s.System, ph.Published, ph.PublishRate, ph.Expected, ph.Delivered, ph.DeliveredRatio, ph.DeliveriesPerS,
 			ph.Latency.P50, ph.Latency.P99, ph.Latency.P999, ph.Latency.Max, ph.ServerCPUS, ph.ServerCPUPerDelivery, ph.ClientCPUPerDelivery, ph.OtherCPUS)
 	}
@@ -359,9 +372,9 @@ func benchFanout(ctx context.Context, args, environ []string, stdout, stderr io.
 	for _, s := range res.Systems {
 		row("saturate", s, s.Saturate)
 	}
-	fmt.Fprintf(&b, "%-8s %6s %7s %14s %14s %14s %10s %6s\n", "system", "N", "join_s", "rss_before_B", "rss_B", "rss_end_B", "B/conn", "lost")
+	fmt.Fprintf(&b, "%-10s %6s %7s %14s %14s %14s %10s %6s\n", "system", "N", "join_s", "rss_before_B", "rss_B", "rss_end_B", "B/conn", "lost")
 	for _, s := range res.Systems {
-		fmt.Fprintf(&b, "%-8s %6d %7.1f %14d %14d %14d %10.0f %6d\n", s.System, s.N, s.JoinS, s.RSSBefore, s.RSS, s.RSSEnd, s.RSSPerConn, s.ClientsLost)
+		fmt.Fprintf(&b, "%-10s %6d %7.1f %14d %14d %14d %10.0f %6d\n", s.System, s.N, s.JoinS, s.RSSBefore, s.RSS, s.RSSEnd, s.RSSPerConn, s.ClientsLost)
 	}
 	for _, s := range res.Systems[min(1, len(res.Systems)):] {
 		writeRatios(&b, []fbench.FanoutSystem{res.Systems[0], s}, res.RatiosVs[s.System], func(s fbench.FanoutSystem) string { return s.System })

@@ -62,6 +62,7 @@ func idleTopic(topic, mode string) string {
 // IdleResult is one system's measurement.
 type IdleResult struct {
 	System      string
+	Topic       string
 	N           int
 	RSSBefore   int64 // bytes, VmRSS of the server after settling with no clients
 	RSSAfter    int64 // bytes, min of the samples with N joined clients
@@ -171,7 +172,7 @@ func (s *syncBuffer) String() string {
 }
 
 func idleOne(ctx context.Context, o IdleOptions, sys string) (IdleResult, error) {
-	res := IdleResult{System: sys, N: o.N}
+	res := IdleResult{System: sys, Topic: o.Topic, N: o.N}
 	p := procOpts{Exe: o.Exe, Env: o.ExeEnv}
 	var flags []string
 	if strings.HasPrefix(sys, SystemFabric) {
