@@ -38,7 +38,8 @@ func TestPresenceRequestsShareOneInbox(t *testing.T) {
 
 	before := s.NATS().NumSubscriptions()
 	const n = 20
-	window := 500 * time.Millisecond
+	// Generous: answers must come within it on a loaded machine too.
+	window := 4 * time.Second
 	var wg sync.WaitGroup
 	answers := make([][]string, n)
 	errs := make([]error, n)
@@ -53,7 +54,7 @@ func TestPresenceRequestsShareOneInbox(t *testing.T) {
 			})
 		}()
 	}
-	time.Sleep(window / 2)
+	time.Sleep(time.Second)
 	during := s.NATS().NumSubscriptions()
 	wg.Wait()
 	if during > before+1 {
