@@ -29,12 +29,11 @@ import (
 
 // floorServer is the state of RunFloorServer.
 type floorServer struct {
-	mu      sync.Mutex
-	fds     map[int]struct{}
-	snap    atomic.Pointer[[]int] // fds to write, rebuilt on change
-	dirty   atomic.Bool
-	short   atomic.Int64 // writes that did not take the whole frame
-	joinRep []byte
+	mu    sync.Mutex
+	fds   map[int]struct{}
+	snap  atomic.Pointer[[]int] // fds to write, rebuilt on change
+	dirty atomic.Bool
+	short atomic.Int64 // writes that did not take the whole frame
 }
 
 // RunFloorServer serves WebSocket clients on host:port and the payload
