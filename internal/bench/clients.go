@@ -150,7 +150,9 @@ func (c *benchConn) readFrame(r io.Reader, buf *[]byte) ([]byte, error) {
 // worker is the state of one RunClients process.
 type worker struct {
 	o          ClientOptions
-	dropping   atomic.Bool // connections are being closed on purpose
+	hbMu       sync.Mutex
+	hbConns    []*benchConn // joined connections, heartbeated from their join on
+	dropping   atomic.Bool  // connections are being closed on purpose
 	delivered  atomic.Int64
 	closed     atomic.Int64
 	dialErrors atomic.Int64
@@ -388,6 +390,12 @@ func RunClients(ctx context.Context, o ClientOptions, stdout io.Writer) error {
 			}
 		}
 	}()
+	if o.Mode == ModePhoenix {
+		// From each connection's join on, not once all joined: a slow
+		// join phase (a loaded machine) would otherwise outlast the
+		// server's idle timeout for the first ones.
+		go w.heartbeat(ctx, o.HeartbeatEvery)
+	}
 	start := time.Now()
 	var lastJoin atomic.Int64
 	for i := 0; i < o.N && ctx.Err() == nil; i++ {
@@ -412,6 +420,7 @@ func RunClients(ctx context.Context, o ClientOptions, stdout io.Writer) error {
 				}
 			}
 			conns[i] = c
+			w.heartbeatTo(c)
 			joined.Add(1)
 		}(i)
 	}
@@ -441,8 +450,6 @@ func RunClients(ctx context.Context, o ClientOptions, stdout io.Writer) error {
 
 	if o.Resume {
 		go w.resumeControl(ctx, dialer, conns, resumeCmds, report)
-	} else if o.Mode == ModePhoenix {
-		go heartbeat(ctx, conns, o.HeartbeatEvery)
 	}
 	t := time.NewTicker(o.StatusEvery)
 	defer t.Stop()
@@ -459,14 +466,43 @@ func RunClients(ctx context.Context, o ClientOptions, stdout io.Writer) error {
 	}
 }
 
-// heartbeat sends one Phoenix heartbeat per connection per period, spread
-// evenly over the period.
-func heartbeat(ctx context.Context, conns []*benchConn, period time.Duration) {
-	step := period / time.Duration(len(conns))
-	t := time.NewTimer(step)
+// heartbeatTo adds c to the connections heartbeat serves.
+func (w *worker) heartbeatTo(c *benchConn) {
+	w.hbMu.Lock()
+	w.hbConns = append(w.hbConns, c)
+	w.hbMu.Unlock()
+}
+
+// heartbeatNone forgets every connection (they were dropped on purpose).
+func (w *worker) heartbeatNone() {
+	w.hbMu.Lock()
+	w.hbConns = nil
+	w.hbMu.Unlock()
+}
+
+// heartbeat sends one Phoenix heartbeat per joined connection per period,
+// spread evenly over the period.
+func (w *worker) heartbeat(ctx context.Context, period time.Duration) {
+	t := time.NewTimer(period / 10)
 	defer t.Stop()
 	ref := 1000
 	for {
+		w.hbMu.Lock()
+		conns := w.hbConns[:len(w.hbConns):len(w.hbConns)]
+		w.hbMu.Unlock()
+		step := period / 10
+		if len(conns) > 0 {
+			step = period / time.Duration(len(conns))
+		}
+		if len(conns) == 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				t.Reset(step)
+			}
+			continue
+		}
 		for _, c := range conns {
 			select {
 			case <-ctx.Done():

@@ -34,6 +34,7 @@ func (w *worker) resumeControl(ctx context.Context, dialer ws.Dialer, conns []*b
 		switch cmd {
 		case "drop":
 			w.dropping.Store(true)
+			w.heartbeatNone()
 			for _, c := range conns {
 				c.nc.Close()
 			}
@@ -66,6 +67,7 @@ func (w *worker) resumeAll(ctx context.Context, dialer ws.Dialer, conns []*bench
 				return
 			}
 			conns[i] = c
+			w.heartbeatTo(c)
 			// Count the replayed messages; the connection is recovered
 			// when the reply said so and all of them arrived.
 			_ = c.nc.SetReadDeadline(time.Now().Add(2 * o.JoinTimeout))
