@@ -25,6 +25,8 @@ const benchUsage = `Usage:
   fabric bench fanout [flags] one channel, N subscribers, NATS publisher:
                               deliveries/s, latency, server CPU per delivery
   fabric bench storm [flags]  N clients connect and join at once
+  fabric bench resume [flags] N clients of 100 room:* channels drop, miss
+                              messages, and all resume at once
   fabric bench plot --in FILE.jsonl --out FILE.png
                               memory/conn and deliveries/s against N
 
@@ -48,6 +50,8 @@ func bench(args, environ []string, stdout, stderr io.Writer) error {
 		return benchFanout(ctx, args[1:], environ, stdout, stderr)
 	case "storm":
 		return benchStorm(ctx, args[1:], environ, stdout, stderr)
+	case "resume":
+		return benchResume(ctx, args[1:], environ, stdout, stderr)
 	case "plot":
 		return benchPlot(args[1:], stdout, stderr)
 	case "nats-ws-server":
@@ -63,6 +67,19 @@ func bench(args, environ []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("bench nats-ws-server: --port is required")
 		}
 		return fbench.RunNATSWSServer(ctx, *host, *port, *natsPort, stdout)
+	case "floor-server":
+		fs := flag.NewFlagSet("fabric bench floor-server", flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		host := fs.String("host", "127.0.0.1", "listen host")
+		port := fs.Int("port", 0, "WebSocket listen port")
+		feedPort := fs.Int("feed-port", 0, "payload feed port (one payload a line)")
+		if err := config.ParseFlags(fs, args[1:]); err != nil {
+			return err
+		}
+		if *port <= 0 || *feedPort <= 0 {
+			return fmt.Errorf("bench floor-server: --port and --feed-port are required")
+		}
+		return fbench.RunFloorServer(ctx, *host, *port, *feedPort, stdout)
 	case "clients":
 		var o fbench.ClientOptions
 		fs := flag.NewFlagSet("fabric bench clients", flag.ContinueOnError)
@@ -71,13 +88,14 @@ func bench(args, environ []string, stdout, stderr io.Writer) error {
 		fs.IntVar(&o.N, "n", 1000, "connections (keep ≤ 5000 per process)")
 		fs.IntVar(&o.Offset, "offset", 0, "index of the first connection (spreads topics)")
 		fs.StringVar(&o.Source, "source", "127.0.0.2", "loopback source address")
-		fs.StringVar(&o.Mode, "mode", fbench.ModePhoenix, "phoenix or nats-ws")
+		fs.StringVar(&o.Mode, "mode", fbench.ModePhoenix, "phoenix, nats-ws or centrifugo")
 		fs.IntVar(&o.Concurrency, "concurrency", 50, "dials in flight")
 		fs.DurationVar(&o.HeartbeatEvery, "heartbeat", 30*time.Second, "phoenix heartbeat period per connection")
-		fs.StringVar(&o.Topic, "topic", "", `topic (phoenix) or subject (nats-ws) to join, "%d" = index mod 100 (default room:bench-%d, fabric.room.bench-%d)`)
+		fs.StringVar(&o.Topic, "topic", "", `topic (phoenix) or subject (nats-ws) to join, "%d" = index mod 100, "%i" = index (default room:bench-%d, fabric.room.bench-%d)`)
 		fs.IntVar(&o.Retries, "retries", 2, "extra dial attempts per connection")
 		fs.DurationVar(&o.StatusEvery, "status-every", time.Second, "period of status reports (deliveries, losses)")
 		fs.BoolVar(&o.Deflate, "deflate", false, "offer permessage-deflate and inflate compressed messages")
+		fs.IntVar(&o.ResumeWant, "resume-want", 0, `> 0: keep each join's position and obey "drop" and "resume" on the control input, a resume counting as recovered once this many messages arrived`)
 		control := fs.Bool("control", false, `read commands ("stats") from stdin; exit at its end`)
 		if err := config.ParseFlags(fs, args[1:]); err != nil {
 			return err
@@ -85,6 +103,7 @@ func bench(args, environ []string, stdout, stderr io.Writer) error {
 		if *control {
 			o.Control = os.Stdin
 		}
+		o.Resume = o.ResumeWant > 0
 		if o.Target == "" {
 			return fmt.Errorf("bench clients: --target is required")
 		}
@@ -94,7 +113,7 @@ func bench(args, environ []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	fmt.Fprint(stderr, benchUsage)
-	if c := config.Suggest(args[0], []string{"idle", "fanout", "storm", "plot"}); c != "" {
+	if c := config.Suggest(args[0], []string{"idle", "fanout", "storm", "resume", "plot"}); c != "" {
 		return fmt.Errorf("bench: unknown subcommand %q (did you mean %q?)", args[0], c)
 	}
 	return fmt.Errorf("bench: unknown subcommand %q", args[0])
@@ -112,16 +131,26 @@ func benchIdle(ctx context.Context, args, environ []string, stdout, stderr io.Wr
 	fs.DurationVar(&o.Settle, "settle", 10*time.Second, "wait before each RSS reading (no clients; all clients joined)")
 	fs.IntVar(&o.Samples, "samples", 3, "VmRSS samples, 1 s apart, per reading; the minimum is kept")
 	fs.DurationVar(&o.Timeout, "timeout", 3*time.Minute, "abort the whole run after this long")
-	fs.StringVar(&systems, "systems", "fabric,nats-ws", "systems to measure, in order (fabric-deflate: fabric --compression, clients offering permessage-deflate)")
-	fs.StringVar(&o.Topic, "topic", "bench:idle-%d", `channel each Fabric client joins ("%d" = index mod 100); nats-ws clients subscribe to its subject. bench:… has no history or presence (like a NATS SUB); room:… adds both`)
+	fs.StringVar(&systems, "systems", "fabric,nats-ws", "systems to measure, in order (fabric-deflate: fabric --compression, clients offering permessage-deflate); fabric@/path/to/fabric is another build of fabric serve (before/after a change in one run)")
+	var baseline string
+	fs.StringVar(&baseline, "baseline", "", baselineUsage)
+	fs.Func("fabric-flags", "extra flags for fabric serve, space-separated", func(v string) error {
+		o.FabricFlags = append(o.FabricFlags, strings.Fields(v)...)
+		return nil
+	})
+	fs.StringVar(&o.Topic, "topic", fbench.DefaultIdleTopic, `channel each Fabric client joins ("%d" = index mod 100, "%i" = index: a channel per client, e.g. room:u%i); nats-ws clients subscribe to its subject. room:… is the default configuration (history and presence); bench:… has neither (like a NATS SUB); several comma-separated: each system is measured once per topic, ratios in the same run`)
+	ephemeral := fs.Bool("ephemeral", false, "join "+fbench.EphemeralIdleTopic+" instead of the default configuration's "+fbench.DefaultIdleTopic+" (overrides --topic)")
 	fs.StringVar(&out, "out", "", "also write the report to this file, command line first")
 	if err := config.ParseFlags(fs, args); err != nil {
 		return err
 	}
+	if *ephemeral {
+		o.Topic = fbench.EphemeralIdleTopic
+	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("bench idle: unexpected arguments %q", fs.Args())
 	}
-	o.Systems = splitList(systems)
+	o.Systems = systemsOf(systems, baseline)
 	exe, err := os.Executable()
 	if err != nil {
 		return err
@@ -129,27 +158,45 @@ func benchIdle(ctx context.Context, args, environ []string, stdout, stderr io.Wr
 	o.Exe = exe
 	loadStart := loadavg()
 	started := time.Now()
-	res, err := fbench.IdleBench(ctx, o)
-	if err != nil {
-		return err
+	// Several topics (comma-separated): each system is measured once per
+	// topic, and each system's ratios are first topic / the others.
+	var res []fbench.IdleResult
+	topics := splitList(o.Topic)
+	if len(topics) == 0 {
+		topics = []string{fbench.DefaultIdleTopic}
+	}
+	for _, topic := range topics {
+		o.Topic = topic
+		r, err := fbench.IdleBench(ctx, o)
+		if err != nil {
+			return err
+		}
+		res = append(res, r...)
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "$ fabric bench idle %s\n", strings.Join(args, " "))
 	fmt.Fprintf(&b, "# %s, %s, %s/%s, %d CPUs, version %s\n", started.UTC().Format(time.RFC3339), runtime.Version(), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), versionString())
 	fmt.Fprintf(&b, "# loadavg start %s, end %s\n", loadStart, loadavg())
-	fmt.Fprintf(&b, "# clients join %s (nats-ws clients subscribe to its subject)\n", o.Topic)
+	fmt.Fprintf(&b, "# clients join the topic shown (nats-ws clients subscribe to its subject; centrifugo clients to the same channel name)\n")
+	if len(o.FabricFlags) > 0 {
+		fmt.Fprintf(&b, "# fabric serve extra flags: %s\n", strings.Join(o.FabricFlags, " "))
+	}
 	for _, v := range []string{"GOGC", "GOMEMLIMIT"} {
 		if x := os.Getenv(v); x != "" {
 			fmt.Fprintf(&b, "# %s=%s in the environment (both servers inherit it)\n", v, x)
 		}
 	}
 	fmt.Fprintf(&b, "# server VmRSS before clients (after %s settle) and with N joined idle clients (after %s settle), min of %d samples\n", o.Settle, o.Settle, o.Samples)
-	fmt.Fprintf(&b, "%-8s %6s %14s %14s %10s %10s %9s\n", "system", "N", "rss_before_B", "rss_after_B", "B/conn", "KiB/conn", "join_s")
+	fmt.Fprintf(&b, "%-10s %-16s %6s %14s %14s %10s %10s %9s\n", "system", "topic", "N", "rss_before_B", "rss_after_B", "B/conn", "KiB/conn", "join_s")
 	for _, r := range res {
-		fmt.Fprintf(&b, "%-8s %6d %14d %14d %10.0f %10.2f %9.1f\n", r.System, r.N, r.RSSBefore, r.RSSAfter, r.BytesPerConn(), r.BytesPerConn()/1024, r.JoinTime.Seconds())
+		fmt.Fprintf(&b, "%-10s %-16s %6d %14d %14d %10.0f %10.2f %9.1f\n", r.System, r.Topic, r.N, r.RSSBefore, r.RSSAfter, r.BytesPerConn(), r.BytesPerConn()/1024, r.JoinTime.Seconds())
 	}
-	if len(res) == 2 && res[1].BytesPerConn() > 0 {
-		fmt.Fprintf(&b, "ratio %s/%s: %.3f\n", res[0].System, res[1].System, res[0].BytesPerConn()/res[1].BytesPerConn())
+	for i, r := range res {
+		for _, q := range res[i+1:] {
+			if q.BytesPerConn() > 0 && (q.Topic == r.Topic && r.System == res[0].System || q.System == r.System && r.Topic == res[0].Topic) {
+				fmt.Fprintf(&b, "ratio %s %s / %s %s: B/conn %.3f, join time %.3f\n", r.System, r.Topic, q.System, q.Topic, r.BytesPerConn()/q.BytesPerConn(), r.JoinTime.Seconds()/q.JoinTime.Seconds())
+			}
+		}
 	}
 	fmt.Fprint(stdout, b.String())
 	if out != "" {
@@ -233,10 +280,14 @@ func writeResult(stdout io.Writer, v any, jsonl, out, table string) error {
 }
 
 // runFlags are the flags fanout and storm share.
-type runFlags struct{ systems, out, jsonl string }
+type runFlags struct{ systems, baseline, out, jsonl string }
+
+// baselineUsage documents --baseline.
+const baselineUsage = `systems Fabric is compared with, comma-separated: nats-ws (nats-server's WebSocket listener), centrifugo (Centrifugo ` + fbench.CentrifugoVersion + `, memory engine; installed with go install when missing), floor (one write(2) per delivery and nothing else: CPU per delivery only); overrides --systems`
 
 func (f *runFlags) declare(fs *flag.FlagSet, timeout *time.Duration, defTimeout time.Duration, fabricFlags *[]string) {
 	fs.StringVar(&f.systems, "systems", "fabric,nats-ws", "systems to measure, in order (fabric-deflate: fabric --compression, clients offering permessage-deflate)")
+	fs.StringVar(&f.baseline, "baseline", "", baselineUsage)
 	fs.DurationVar(timeout, "timeout", defTimeout, "abort the whole run after this long")
 	fs.Func("fabric-flags", "extra flags for fabric serve, space-separated (e.g. \"--max-accept-rate=0\")", func(v string) error {
 		*fabricFlags = append(*fabricFlags, strings.Fields(v)...)
@@ -256,7 +307,15 @@ func (f *runFlags) parse(fs *flag.FlagSet, args []string) (systems []string, exe
 		return nil, "", fmt.Errorf("%s: unexpected arguments %q", strings.TrimPrefix(fs.Name(), "fabric "), fs.Args())
 	}
 	exe, err = os.Executable()
-	return splitList(f.systems), exe, err
+	return systemsOf(f.systems, f.baseline), exe, err
+}
+
+// systemsOf is --systems, or fabric and the --baseline systems if given.
+func systemsOf(systems, baseline string) []string {
+	if baseline == "" {
+		return splitList(systems)
+	}
+	return append([]string{fbench.SystemFabric}, splitList(baseline)...)
 }
 
 func benchFanout(ctx context.Context, args, environ []string, stdout, stderr io.Writer) error {
@@ -271,12 +330,16 @@ func benchFanout(ctx context.Context, args, environ []string, stdout, stderr io.
 	fs.BoolVar(&o.Saturate, "saturate", false, "add a phase publishing as fast as deliveries keep up (see --window)")
 	fs.IntVar(&o.Window, "window", 32, "saturation: messages published but not yet delivered to every subscriber, at most")
 	fs.IntVar(&o.Payload, "payload", 200, "payload bytes")
-	fs.StringVar(&o.Topic, "topic", "bench:fanout", "channel (choose an ephemeral namespace: core NATS, no JetStream)")
+	fs.StringVar(&o.Topic, "topic", fbench.DefaultFanoutTopic, "channel: room:… is the default configuration (history and presence: the stream stores each message, the gateway fans out its republished copy), bench:… is ephemeral (core NATS)")
+	ephemeral := fs.Bool("ephemeral", false, "use "+fbench.EphemeralFanoutTopic+" instead of the default configuration's "+fbench.DefaultFanoutTopic+" (overrides --topic)")
 	var sf runFlags
 	sf.declare(fs, &o.Timeout, 10*time.Minute, &o.FabricFlags)
 	var err error
 	if o.Systems, o.Exe, err = sf.parse(fs, args); err != nil {
 		return err
+	}
+	if *ephemeral {
+		o.Topic = fbench.EphemeralFanoutTopic
 	}
 	loadStart, started := loadavg(), time.Now()
 	res, err := fbench.Fanout(ctx, o)
@@ -287,20 +350,20 @@ func benchFanout(ctx context.Context, args, environ []string, stdout, stderr io.
 	res.LoadStart, res.LoadEnd = loadStart, loadavg()
 	var b strings.Builder
 	b.WriteString(benchHeader("fanout", args, started, res.LoadStart, res.LoadEnd))
-	fmt.Fprintf(&b, "# %d subscribers of %s (NATS subject %s), %d B payloads published with NATS core publish, %d worker processes\n",
+	fmt.Fprintf(&b, "# %d subscribers of %s (NATS subject %s), %d B payloads published with NATS core publish (centrifugo: its HTTP API; floor: its feed), %d worker processes\n",
 		res.N, res.Topic, res.Subject, res.PayloadBytes, res.Workers)
 	if len(res.FabricFlags) > 0 {
 		fmt.Fprintf(&b, "# fabric serve extra flags: %s\n", strings.Join(res.FabricFlags, " "))
 	}
 	fmt.Fprintf(&b, "# deliv/s and CPU run from the first publish to the last delivery; latency: publish to receipt (same clock); cpu µs/deliv: utime+stime (USER_HZ %d)\n", fbench.ClockTicks())
 	fmt.Fprintf(&b, "# cpu_s: server CPU; other_s: CPU used by the rest of the machine meanwhile (other work on the shared VM)\n")
-	fmt.Fprintf(&b, "%-8s %-8s %6s %7s %9s %9s %7s %9s %8s %8s %8s %8s %8s %9s %9s %8s\n",
+	fmt.Fprintf(&b, "%-8s %-10s %6s %7s %9s %9s %7s %9s %8s %8s %8s %8s %8s %9s %9s %8s\n",
 		"phase", "system", "msgs", "msg/s", "expected", "delivered", "ratio", "deliv/s", "p50_ms", "p99_ms", "p999_ms", "max_ms", "cpu_s", "srv_us/d", "cli_us/d", "other_s")
 	row := func(name string, s fbench.FanoutSystem, ph *fbench.FanoutPhase) {
 		if ph == nil {
 			return
 		}
-		fmt.Fprintf(&b, "%-8s %-8s %6d %7.1f %9d %9d %7.4f %9.0f %8.2f %8.2f %8.2f %8.2f %8.2f %9.2f %9.2f %8.2f\n",
+		fmt.Fprintf(&b, "%-8s %-10s %6d %7.1f %9d %9d %7.4f %9.0f %8.2f %8.2f %8.2f %8.2f %8.2f %9.2f %9.2f %8.2f\n",
 			name, s.System, ph.Published, ph.PublishRate, ph.Expected, ph.Delivered, ph.DeliveredRatio, ph.DeliveriesPerS,
 			ph.Latency.P50, ph.Latency.P99, ph.Latency.P999, ph.Latency.Max, ph.ServerCPUS, ph.ServerCPUPerDelivery, ph.ClientCPUPerDelivery, ph.OtherCPUS)
 	}
@@ -310,11 +373,13 @@ func benchFanout(ctx context.Context, args, environ []string, stdout, stderr io.
 	for _, s := range res.Systems {
 		row("saturate", s, s.Saturate)
 	}
-	fmt.Fprintf(&b, "%-8s %6s %7s %14s %14s %14s %10s %6s\n", "system", "N", "join_s", "rss_before_B", "rss_B", "rss_end_B", "B/conn", "lost")
+	fmt.Fprintf(&b, "%-10s %6s %7s %14s %14s %14s %10s %6s\n", "system", "N", "join_s", "rss_before_B", "rss_B", "rss_end_B", "B/conn", "lost")
 	for _, s := range res.Systems {
-		fmt.Fprintf(&b, "%-8s %6d %7.1f %14d %14d %14d %10.0f %6d\n", s.System, s.N, s.JoinS, s.RSSBefore, s.RSS, s.RSSEnd, s.RSSPerConn, s.ClientsLost)
+		fmt.Fprintf(&b, "%-10s %6d %7.1f %14d %14d %14d %10.0f %6d\n", s.System, s.N, s.JoinS, s.RSSBefore, s.RSS, s.RSSEnd, s.RSSPerConn, s.ClientsLost)
 	}
-	writeRatios(&b, res.Systems, res.Ratios, func(s fbench.FanoutSystem) string { return s.System })
+	for _, s := range res.Systems[min(1, len(res.Systems)):] {
+		writeRatios(&b, []fbench.FanoutSystem{res.Systems[0], s}, res.RatiosVs[s.System], func(s fbench.FanoutSystem) string { return s.System })
+	}
 	fmt.Fprint(stderr, b.String())
 	return writeResult(stdout, res, sf.jsonl, sf.out, b.String())
 }
@@ -383,6 +448,61 @@ func benchStorm(ctx context.Context, args, environ []string, stdout, stderr io.W
 	}
 	if n := res.Failures(); n > 0 {
 		return fmt.Errorf("bench storm: %d handshake/join failures", n)
+	}
+	return nil
+}
+
+func benchResume(ctx context.Context, args, environ []string, stdout, stderr io.Writer) error {
+	o := fbench.ResumeOptions{Log: stderr, ExeEnv: childEnv(environ)}
+	fs := flag.NewFlagSet("fabric bench resume", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.IntVar(&o.N, "n", 10000, "clients, all reconnecting at once")
+	fs.IntVar(&o.Workers, "workers", 0, "client worker processes (each ≤ 5000 connections, own source address); 0: one per 5000")
+	fs.IntVar(&o.Concurrency, "concurrency", 500, "dials in flight per worker")
+	fs.StringVar(&o.Topic, "topic", "room:resume-%d", `persistent channel each client joins, "%d" = index mod 100`)
+	fs.IntVar(&o.Missed, "missed", 100, "messages stored on each channel while the clients are away")
+	fs.DurationVar(&o.Timeout, "timeout", 10*time.Minute, "abort the whole run after this long")
+	fs.Func("fabric-flags", "extra flags for fabric serve, space-separated", func(v string) error {
+		o.FabricFlags = append(o.FabricFlags, strings.Fields(v)...)
+		return nil
+	})
+	var out, jsonl string
+	fs.StringVar(&out, "out", "", "also write a table to this file, command line first")
+	fs.StringVar(&jsonl, "jsonl", "", "also append the JSON result line to this file")
+	if err := config.ParseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("bench resume: unexpected arguments %q", fs.Args())
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	o.Exe = exe
+	loadStart, started := loadavg(), time.Now()
+	res, err := fbench.Resume(ctx, o)
+	if err != nil {
+		return err
+	}
+	res.Command = "fabric bench resume " + strings.Join(args, " ")
+	res.LoadStart, res.LoadEnd = loadStart, loadavg()
+	var b strings.Builder
+	b.WriteString(benchHeader("resume", args, started, res.LoadStart, res.LoadEnd))
+	fmt.Fprintf(&b, "# %d clients of %d channels (%s) in %d workers joined, all dropped, %d messages stored per channel (JetStream, acknowledged), then all reconnected at once with {epoch, offset} join params\n",
+		res.N, res.Channels, res.Topic, res.Workers, res.Missed)
+	fmt.Fprintf(&b, "# recovered: join answered recovered:true and all %d missed messages received; recovered_s: resume command to the last recovered client; live_s: one more message per channel to every client\n", res.Missed)
+	fmt.Fprintf(&b, "# cpu: server utime+stime over the wave, per client; peak_rss_B: VmHWM over the wave (reset before it: %v)\n", res.PeakRSSReset)
+	fmt.Fprintf(&b, "%6s %9s %9s %6s %11s %7s %8s %8s %12s %14s %14s %14s\n",
+		"N", "recovered", "not_recov", "failed", "recovered_s", "live_s", "live_ok", "cpu_s", "cpu_us/client", "rss_before_B", "peak_rss_B", "rss_after_B")
+	fmt.Fprintf(&b, "%6d %9d %9d %6d %11.2f %7.2f %8d %8.2f %12.1f %14d %14d %14d\n",
+		res.N, res.Recovered, res.NotRecovered, res.Failed, res.RecoveredS, res.LiveS, res.LiveDelivered, res.ServerCPUS, res.ServerCPUPerRes, res.RSSBefore, res.PeakRSS, res.RSSAfter)
+	fmt.Fprint(stderr, b.String())
+	if err := writeResult(stdout, res, jsonl, out, b.String()); err != nil {
+		return err
+	}
+	if res.Failed > 0 || res.NotRecovered > 0 {
+		return fmt.Errorf("bench resume: %d not recovered, %d failed", res.NotRecovered, res.Failed)
 	}
 	return nil
 }

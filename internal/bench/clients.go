@@ -30,6 +30,10 @@ const (
 	// subject (default fabric.room.bench-<i%100>), PING, and answers the
 	// server's PINGs.
 	ModeNATSWS = "nats-ws"
+	// ModeCentrifugo speaks Centrifugo's JSON client protocol: connect
+	// with a JWT, subscribe to the topic (a Centrifugo channel, namespace
+	// before the colon), answer the server's pings.
+	ModeCentrifugo = "centrifugo"
 )
 
 // TimestampKey starts the field a benchmark payload carries its publish
@@ -46,7 +50,8 @@ type ClientOptions struct {
 	// compressed (SystemFabricDeflate).
 	Deflate bool
 	// Topic is the Phoenix topic (phoenix mode) or NATS subject (nats-ws
-	// mode) each connection joins; "%d" in it is replaced by i%100. Empty:
+	// mode) each connection joins; "%d" in it is replaced by i%100, "%i"
+	// by i (one channel per connection). Empty:
 	// room:bench-%d or fabric.room.bench-%d.
 	Topic          string
 	Offset         int           // index of this worker's first connection (for topic spread)
@@ -63,6 +68,12 @@ type ClientOptions struct {
 	// with a "stats" report (deliveries and latency histogram). EOF on
 	// Control stops the worker (the parent is gone).
 	Control io.Reader
+	// Resume keeps each connection's join position and adds the control
+	// commands "drop" and "resume" (resumeclients.go).
+	Resume bool
+	// ResumeWant is how many messages each connection must receive after
+	// its resume to count as recovered.
+	ResumeWant int
 }
 
 // Report is one JSON line a worker prints on stdout.
@@ -77,6 +88,12 @@ type Report struct {
 	// JoinNanos (ready, error) is the worker's time from its first dial to
 	// its last completed join.
 	JoinNanos int64 `json:"join_ns,omitempty"`
+	// Recovered, NotRecovered (resumed): resumes answered recovered with
+	// every missed message received, and the others; ResumeNanos: from the
+	// "resume" command to the last recovered connection.
+	Recovered    int64 `json:"recovered,omitempty"`
+	NotRecovered int64 `json:"not_recovered,omitempty"`
+	ResumeNanos  int64 `json:"resume_ns,omitempty"`
 	// JoinHist (ready): per-connection dial+handshake+join time, µs.
 	JoinHist [][2]int64 `json:"join_hist,omitempty"`
 	// Hist (stats): delivery latency, µs, publish time to receipt.
@@ -90,7 +107,8 @@ type benchConn struct {
 	mu  sync.Mutex // serialises frame writes
 	hdr [ws.MaxHeaderSize - 2]byte
 
-	zbuf []byte // the last inflated message (Deflate)
+	zbuf []byte   // the last inflated message (Deflate)
+	pos  *joinPos // the join reply's position (resume workers only)
 }
 
 func (c *benchConn) write(op ws.OpCode, p []byte) error {
@@ -140,6 +158,9 @@ func (c *benchConn) readFrame(r io.Reader, buf *[]byte) ([]byte, error) {
 // worker is the state of one RunClients process.
 type worker struct {
 	o          ClientOptions
+	hbMu       sync.Mutex
+	hbConns    []*benchConn // joined connections, heartbeated from their join on
+	dropping   atomic.Bool  // connections are being closed on purpose
 	delivered  atomic.Int64
 	closed     atomic.Int64
 	dialErrors atomic.Int64
@@ -148,11 +169,12 @@ type worker struct {
 	joinLat    Hist
 }
 
-// record scans one payload for TimestampKey and counts the delivery.
-func (w *worker) record(p []byte, now int64) {
+// record scans one payload for TimestampKey and counts the delivery;
+// false if it carried none.
+func (w *worker) record(p []byte, now int64) bool {
 	i := bytes.Index(p, []byte(TimestampKey))
 	if i < 0 {
-		return
+		return false
 	}
 	var t int64
 	digits := 0
@@ -164,10 +186,11 @@ func (w *worker) record(p []byte, now int64) {
 		digits++
 	}
 	if digits == 0 {
-		return
+		return false
 	}
 	w.delivered.Add(1)
 	w.lat.Add((now - t) / 1000)
+	return true
 }
 
 // readLoop reads one joined connection until it fails, counting
@@ -180,7 +203,7 @@ func (w *worker) readLoop(ctx context.Context, c *benchConn) {
 	for {
 		p, err := c.readFrame(r, &buf)
 		if err != nil {
-			if ctx.Err() == nil {
+			if ctx.Err() == nil && !w.dropping.Load() {
 				w.closed.Add(1)
 			}
 			return
@@ -188,6 +211,16 @@ func (w *worker) readLoop(ctx context.Context, c *benchConn) {
 		now := time.Now().UnixNano()
 		if w.o.Mode == ModePhoenix {
 			w.record(p, now)
+			continue
+		}
+		if w.o.Mode == ModeCentrifugo {
+			if err := w.centrifugoFrame(c, p, now); err != nil {
+				if ctx.Err() == nil {
+					w.closed.Add(1)
+				}
+				c.nc.Close()
+				return
+			}
 			continue
 		}
 		pend = append(pend, p...)
@@ -201,6 +234,28 @@ func (w *worker) readLoop(ctx context.Context, c *benchConn) {
 		}
 		pend = pend[:copy(pend, pend[n:])]
 	}
+}
+
+// centrifugoFrame counts the publications in one frame of Centrifugo's
+// JSON protocol (several replies a frame, newline-delimited) and answers
+// a ping (an empty reply, "{}") with a pong ("{}").
+func (w *worker) centrifugoFrame(c *benchConn, p []byte, now int64) error {
+	for len(p) > 0 {
+		line := p
+		if i := bytes.IndexByte(p, '\n'); i >= 0 {
+			line, p = p[:i], p[i+1:]
+		} else {
+			p = nil
+		}
+		if string(line) == "{}" {
+			if err := c.write(ws.OpText, []byte("{}")); err != nil {
+				return err
+			}
+			continue
+		}
+		w.record(line, now)
+	}
+	return nil
 }
 
 // natsStream handles the complete NATS protocol messages at the start of
@@ -265,8 +320,8 @@ func RunClients(ctx context.Context, o ClientOptions, stdout io.Writer) error {
 	if o.RefusedFor <= 0 {
 		o.RefusedFor = 60 * time.Second
 	}
-	if o.Mode != ModePhoenix && o.Mode != ModeNATSWS {
-		return fmt.Errorf("clients: unknown mode %q (want %s or %s)", o.Mode, ModePhoenix, ModeNATSWS)
+	if o.Mode != ModePhoenix && o.Mode != ModeNATSWS && o.Mode != ModeCentrifugo {
+		return fmt.Errorf("clients: unknown mode %q (want %s, %s or %s)", o.Mode, ModePhoenix, ModeNATSWS, ModeCentrifugo)
 	}
 	if o.Topic == "" {
 		o.Topic = "room:bench-%d"
@@ -288,12 +343,18 @@ func RunClients(ctx context.Context, o ClientOptions, stdout io.Writer) error {
 		defer outMu.Unlock()
 		_ = enc.Encode(r)
 	}
+	resumeCmds := make(chan string, 4)
 	if o.Control != nil {
 		go func() {
 			sc := bufio.NewScanner(o.Control)
 			for sc.Scan() {
-				if strings.TrimSpace(sc.Text()) == "stats" {
+				switch cmd := strings.TrimSpace(sc.Text()); cmd {
+				case "stats":
 					report(Report{Type: "stats", Delivered: w.delivered.Load(), Closed: w.closed.Load(), Hist: w.lat.Sparse()})
+				case "drop", "resume":
+					if o.Resume {
+						resumeCmds <- cmd
+					}
 				}
 			}
 			cancel() // parent gone or done with us
@@ -340,6 +401,12 @@ func RunClients(ctx context.Context, o ClientOptions, stdout io.Writer) error {
 			}
 		}
 	}()
+	if o.Mode == ModePhoenix {
+		// From each connection's join on, not once all joined: a slow
+		// join phase (a loaded machine) would otherwise outlast the
+		// server's idle timeout for the first ones.
+		go w.heartbeat(ctx, o.HeartbeatEvery)
+	}
 	start := time.Now()
 	var lastJoin atomic.Int64
 	for i := 0; i < o.N && ctx.Err() == nil; i++ {
@@ -348,7 +415,7 @@ func RunClients(ctx context.Context, o ClientOptions, stdout io.Writer) error {
 		go func(i int) {
 			defer wg.Done()
 			t0 := time.Now()
-			c, err := w.openOne(ctx, dialer, o.Offset+i)
+			c, err := w.openOne(ctx, dialer, o.Offset+i, nil)
 			<-sem
 			if err != nil {
 				failed.Add(1)
@@ -364,6 +431,7 @@ func RunClients(ctx context.Context, o ClientOptions, stdout io.Writer) error {
 				}
 			}
 			conns[i] = c
+			w.heartbeatTo(c)
 			joined.Add(1)
 		}(i)
 	}
@@ -391,8 +459,8 @@ func RunClients(ctx context.Context, o ClientOptions, stdout io.Writer) error {
 	}
 	report(Report{Type: "ready", Joined: joined.Load(), DialErrors: w.dialErrors.Load(), Refused: w.refused.Load(), JoinNanos: joinNanos, JoinHist: w.joinLat.Sparse()})
 
-	if o.Mode == ModePhoenix {
-		go heartbeat(ctx, conns, o.HeartbeatEvery)
+	if o.Resume {
+		go w.resumeControl(ctx, dialer, conns, resumeCmds, report)
 	}
 	t := time.NewTicker(o.StatusEvery)
 	defer t.Stop()
@@ -409,14 +477,43 @@ func RunClients(ctx context.Context, o ClientOptions, stdout io.Writer) error {
 	}
 }
 
-// heartbeat sends one Phoenix heartbeat per connection per period, spread
-// evenly over the period.
-func heartbeat(ctx context.Context, conns []*benchConn, period time.Duration) {
-	step := period / time.Duration(len(conns))
-	t := time.NewTimer(step)
+// heartbeatTo adds c to the connections heartbeat serves.
+func (w *worker) heartbeatTo(c *benchConn) {
+	w.hbMu.Lock()
+	w.hbConns = append(w.hbConns, c)
+	w.hbMu.Unlock()
+}
+
+// heartbeatNone forgets every connection (they were dropped on purpose).
+func (w *worker) heartbeatNone() {
+	w.hbMu.Lock()
+	w.hbConns = nil
+	w.hbMu.Unlock()
+}
+
+// heartbeat sends one Phoenix heartbeat per joined connection per period,
+// spread evenly over the period.
+func (w *worker) heartbeat(ctx context.Context, period time.Duration) {
+	t := time.NewTimer(period / 10)
 	defer t.Stop()
 	ref := 1000
 	for {
+		w.hbMu.Lock()
+		conns := w.hbConns[:len(w.hbConns):len(w.hbConns)]
+		w.hbMu.Unlock()
+		step := period / 10
+		if len(conns) > 0 {
+			step = period / time.Duration(len(conns))
+		}
+		if len(conns) == 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				t.Reset(step)
+			}
+			continue
+		}
 		for _, c := range conns {
 			select {
 			case <-ctx.Done():
@@ -431,7 +528,9 @@ func heartbeat(ctx context.Context, conns []*benchConn, period time.Duration) {
 	}
 }
 
-func (w *worker) openOne(ctx context.Context, dialer ws.Dialer, i int) (*benchConn, error) {
+// openOne dials, upgrades and joins connection i; a Phoenix join carries
+// resume as its params (nil: none).
+func (w *worker) openOne(ctx context.Context, dialer ws.Dialer, i int, resume *joinPos) (*benchConn, error) {
 	o := w.o
 	var nc net.Conn
 	var br *bufio.Reader
@@ -484,10 +583,17 @@ func (w *worker) openOne(ctx context.Context, dialer ws.Dialer, i int) (*benchCo
 	if strings.Contains(topic, "%d") {
 		topic = strings.ReplaceAll(topic, "%d", strconv.Itoa(i%100))
 	}
+	if strings.Contains(topic, "%i") {
+		topic = strings.ReplaceAll(topic, "%i", strconv.Itoa(i)) // one channel per connection
+	}
 	buf := make([]byte, 512)
 	switch o.Mode {
 	case ModePhoenix:
-		join := `["1","1","` + topic + `","phx_join",{}]`
+		params := "{}"
+		if resume != nil {
+			params = `{"epoch":"` + resume.Epoch + `","offset":"` + resume.Offset + `"}`
+		}
+		join := `["1","1","` + topic + `","phx_join",` + params + `]`
 		if err := c.write(ws.OpText, []byte(join)); err != nil {
 			nc.Close()
 			return nil, err
@@ -503,14 +609,23 @@ func (w *worker) openOne(ctx context.Context, dialer ws.Dialer, i int) (*benchCo
 				continue // presence_state etc.
 			}
 			var reply struct {
-				Status string `json:"status"`
+				Status   string  `json:"status"`
+				Response joinPos `json:"response"`
 			}
 			_ = json.Unmarshal(msg[4], &reply)
 			if reply.Status != "ok" {
 				nc.Close()
 				return nil, fmt.Errorf("join %s: %s", topic, p)
 			}
+			if o.Resume {
+				c.pos = &reply.Response
+			}
 			break
+		}
+	case ModeCentrifugo:
+		if err := centrifugoHandshake(c, i, topic, &buf); err != nil {
+			nc.Close()
+			return nil, err
 		}
 	case ModeNATSWS:
 		sub := "CONNECT {\"verbose\":false,\"pedantic\":false,\"protocol\":1}\r\nSUB " + topic + " 1\r\nPING\r\n"

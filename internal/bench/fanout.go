@@ -13,6 +13,16 @@ import (
 	"github.com/fabric-rt/fabric/nats/subject"
 )
 
+// Topics of the benchmarks: what `fabric serve` gives a user by default
+// (room:…, history and presence), and an ephemeral channel (bench:…, core
+// NATS only, the same work as a NATS SUB) for the --ephemeral flag.
+const (
+	DefaultFanoutTopic   = "room:fanout"
+	EphemeralFanoutTopic = "bench:fanout"
+	DefaultIdleTopic     = "room:idle-%d"
+	EphemeralIdleTopic   = "bench:idle-%d"
+)
+
 // FanoutOptions configures `fabric bench fanout`.
 type FanoutOptions struct {
 	Exe    string   // binary providing serve, bench nats-ws-server, bench clients
@@ -29,9 +39,11 @@ type FanoutOptions struct {
 	// at most Window messages not yet delivered to every subscriber.
 	Saturate bool
 	Window   int
-	Payload  int    // payload bytes (JSON, carrying the publish time)
-	Topic    string // Phoenix topic; default bench:fanout (ephemeral: core NATS)
-	Systems  []string
+	Payload  int // payload bytes (JSON, carrying the publish time)
+	// Topic is the Phoenix topic; default DefaultFanoutTopic (the default
+	// configuration: history and presence).
+	Topic   string
+	Systems []string
 	// FabricFlags are extra `fabric serve` flags.
 	FabricFlags []string
 	Timeout     time.Duration // whole run
@@ -102,6 +114,23 @@ type FanoutResult struct {
 	FabricFlags  []string           `json:"fabric_flags,omitempty"`
 	Systems      []FanoutSystem     `json:"systems"`
 	Ratios       map[string]float64 `json:"ratios,omitempty"` // first system / second
+	// RatiosVs is the first system's figures over each other system's.
+	RatiosVs map[string]map[string]float64 `json:"ratios_vs,omitempty"`
+}
+
+func fanoutRatios(a, b FanoutSystem) ratios {
+	r := ratios{}
+	r.add("rss_per_conn", a.RSSPerConn, b.RSSPerConn)
+	if a.Rate != nil && b.Rate != nil {
+		r.add("rate_deliveries_per_s", a.Rate.DeliveriesPerS, b.Rate.DeliveriesPerS)
+		r.add("rate_cpu_us_per_delivery", a.Rate.ServerCPUPerDelivery, b.Rate.ServerCPUPerDelivery)
+		r.add("rate_p99", a.Rate.Latency.P99, b.Rate.Latency.P99)
+	}
+	if a.Saturate != nil && b.Saturate != nil {
+		r.add("saturate_deliveries_per_s", a.Saturate.DeliveriesPerS, b.Saturate.DeliveriesPerS)
+		r.add("saturate_cpu_us_per_delivery", a.Saturate.ServerCPUPerDelivery, b.Saturate.ServerCPUPerDelivery)
+	}
+	return r
 }
 
 func autoWorkers(n, w int) int {
@@ -149,7 +178,7 @@ func Fanout(ctx context.Context, o FanoutOptions) (*FanoutResult, error) {
 		o.Payload = 200
 	}
 	if o.Topic == "" {
-		o.Topic = "bench:fanout"
+		o.Topic = DefaultFanoutTopic
 	}
 	if o.Timeout <= 0 {
 		o.Timeout = 10 * time.Minute
@@ -174,20 +203,15 @@ func Fanout(ctx context.Context, o FanoutOptions) (*FanoutResult, error) {
 	if err != nil {
 		return res, err
 	}
-	if len(res.Systems) == 2 {
-		a, b := res.Systems[0], res.Systems[1]
-		r := ratios{}
-		r.add("rss_per_conn", a.RSSPerConn, b.RSSPerConn)
-		if a.Rate != nil && b.Rate != nil {
-			r.add("rate_deliveries_per_s", a.Rate.DeliveriesPerS, b.Rate.DeliveriesPerS)
-			r.add("rate_cpu_us_per_delivery", a.Rate.ServerCPUPerDelivery, b.Rate.ServerCPUPerDelivery)
-			r.add("rate_p99", a.Rate.Latency.P99, b.Rate.Latency.P99)
+	for i := 1; i < len(res.Systems); i++ {
+		r := fanoutRatios(res.Systems[0], res.Systems[i])
+		if i == 1 {
+			res.Ratios = r
 		}
-		if a.Saturate != nil && b.Saturate != nil {
-			r.add("saturate_deliveries_per_s", a.Saturate.DeliveriesPerS, b.Saturate.DeliveriesPerS)
-			r.add("saturate_cpu_us_per_delivery", a.Saturate.ServerCPUPerDelivery, b.Saturate.ServerCPUPerDelivery)
+		if res.RatiosVs == nil {
+			res.RatiosVs = map[string]map[string]float64{}
 		}
-		res.Ratios = r
+		res.RatiosVs[res.Systems[i].System] = r
 	}
 	return res, nil
 }
@@ -200,7 +224,7 @@ func fanoutOne(ctx context.Context, o FanoutOptions, sys, subj string) (FanoutSy
 		return res, err
 	}
 	defer srv.stop()
-	fmt.Fprintf(o.Log, "%s: pid %d, clients %s, publisher %s\n", sys, srv.pid, srv.target, srv.natsURL)
+	fmt.Fprintf(o.Log, "%s: pid %d, clients %s\n", sys, srv.pid, srv.target)
 	if err := sleepCtx(ctx, time.Second); err != nil {
 		return res, err
 	}
@@ -212,6 +236,7 @@ func fanoutOne(ctx context.Context, o FanoutOptions, sys, subj string) (FanoutSy
 	if srv.mode == ModeNATSWS {
 		topic = subj
 	}
+
 	f, err := startFleet(fleetOptions{procOpts: p, Sys: sys, Target: srv.target, Mode: srv.mode, Topic: topic,
 		N: o.N, Workers: o.Workers, Concurrency: o.Concurrency, Retries: 2, StatusEvery: 20 * time.Millisecond, Log: o.Log, Deflate: srv.deflate})
 	if err != nil {
@@ -225,18 +250,17 @@ func fanoutOne(ctx context.Context, o FanoutOptions, sys, subj string) (FanoutSy
 	res.JoinS = time.Since(f.started).Seconds()
 	fmt.Fprintf(o.Log, "%s: %d joined in %.1fs (%d refusals retried)\n", sys, o.N, res.JoinS, f.sum(func(s *workerState) int64 { return s.refused }))
 
-	nc, err := nats.Connect(srv.natsURL, nats.Name("fabric-bench-publisher"), nats.MaxReconnects(0))
+	pub, err := newPublisher(srv, o.Topic, subj, o.Payload)
 	if err != nil {
 		return res, srv.wrap(fmt.Errorf("publisher: %w", err))
 	}
-	defer nc.Close()
-	pub := &publisher{nc: nc, subject: subj, size: o.Payload}
+	defer pub.close()
 
 	// Warm-up: one message must reach every subscriber.
 	if err := pub.publish(); err != nil {
 		return res, err
 	}
-	if err := nc.FlushTimeout(20 * time.Second); err != nil {
+	if err := pub.flush(20 * time.Second); err != nil {
 		return res, srv.wrap(fmt.Errorf("publisher flush: %w", err))
 	}
 	n := int64(o.N)
@@ -284,17 +308,15 @@ func logPhase(w io.Writer, sys, name string, ph *FanoutPhase) {
 		sys, name, ph.Delivered, ph.Expected, ph.DeliveriesPerS, ph.Latency.P50, ph.Latency.P99, ph.ServerCPUPerDelivery)
 }
 
-// publisher publishes benchmark payloads: JSON carrying the publish time
+// payload builds benchmark payloads: JSON carrying the publish time
 // (TimestampKey) and a sequence number, padded to size bytes.
-type publisher struct {
-	nc      *nats.Conn
-	subject string
-	size    int
-	seq     int64
-	buf     []byte
+type payload struct {
+	size int
+	seq  int64
+	buf  []byte
 }
 
-func (p *publisher) publish() error {
+func (p *payload) next() []byte {
 	p.seq++
 	b := append(p.buf[:0], TimestampKey...)
 	b = strconv.AppendInt(b, time.Now().UnixNano(), 10)
@@ -306,10 +328,48 @@ func (p *publisher) publish() error {
 	}
 	b = append(b, `"}`...)
 	p.buf = b
-	return p.nc.Publish(p.subject, b)
+	return b
 }
 
-func fanoutPhase(ctx context.Context, o FanoutOptions, srv *sut, f *fleet, pub *publisher, saturate bool) (*FanoutPhase, error) {
+// publisher is how a benchmark publishes into the system under test:
+// NATS (Fabric, nats-server), Centrifugo's HTTP API, or the floor's feed.
+type publisher interface {
+	publish() error
+	// flush returns once the server has taken everything published.
+	flush(timeout time.Duration) error
+	close()
+}
+
+// natsPublisher publishes with NATS core publish.
+type natsPublisher struct {
+	nc      *nats.Conn
+	subject string
+	p       payload
+}
+
+func (p *natsPublisher) publish() error { return p.nc.Publish(p.subject, p.p.next()) }
+
+func (p *natsPublisher) flush(timeout time.Duration) error { return p.nc.FlushTimeout(timeout) }
+
+func (p *natsPublisher) close() { p.nc.Close() }
+
+// newPublisher connects a publisher to srv for topic (subj: its NATS
+// subject).
+func newPublisher(srv *sut, topic, subj string, size int) (publisher, error) {
+	switch srv.sys {
+	case SystemCentrifugo:
+		return newCentrifugoPublisher(srv.apiURL, topic, size), nil
+	case SystemFloor:
+		return dialFloorPublisher(srv.pubAddr, size)
+	}
+	nc, err := nats.Connect(srv.natsURL, nats.Name("fabric-bench-publisher"), nats.MaxReconnects(0))
+	if err != nil {
+		return nil, err
+	}
+	return &natsPublisher{nc: nc, subject: subj, p: payload{size: size}}, nil
+}
+
+func fanoutPhase(ctx context.Context, o FanoutOptions, srv *sut, f *fleet, pub publisher, saturate bool) (*FanoutPhase, error) {
 	ph := &FanoutPhase{}
 	n := int64(o.N)
 	base, baseHist, err := f.stats(ctx)
@@ -363,7 +423,7 @@ func fanoutPhase(ctx context.Context, o FanoutOptions, srv *sut, f *fleet, pub *
 	// An overloaded server answers the flush's PING only after fanning
 	// out everything before it: wait for it as long as for the drain,
 	// but go on to measure what was delivered either way.
-	if err := pub.nc.FlushTimeout(60 * time.Second); err != nil {
+	if err := pub.flush(60 * time.Second); err != nil {
 		fmt.Fprintf(o.Log, "%s: publisher flush: %v\n", srv.sys, err)
 	}
 	ph.PublishRate = float64(ph.Published) / pubEnd.Sub(t0).Seconds()

@@ -7,7 +7,9 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -85,6 +87,8 @@ type sut struct {
 	pid     int
 	target  string // ws:// URL for the workers
 	natsURL string // NATS client URL for the publisher
+	apiURL  string // Centrifugo: HTTP API base URL
+	pubAddr string // floor: feed address
 	mode    string // worker mode
 	dir     string
 	deflate bool // workers offer permessage-deflate (SystemFabricDeflate)
@@ -121,9 +125,15 @@ func startServer(ctx context.Context, p procOpts, sys string, extra []string) (*
 		return nil, err
 	}
 	s := &sut{sys: sys, natsURL: fmt.Sprintf("nats://127.0.0.1:%d", natsPort)}
-	switch sys {
+	kind, exe, other := strings.Cut(sys, "@")
+	if other && kind == SystemFabric {
+		// fabric@/path/to/binary: another build of fabric serve (say the
+		// commit before a change), measured in the same run.
+		p.Exe = exe
+	}
+	switch kind {
 	case SystemFabric, SystemFabricDeflate:
-		if sys == SystemFabricDeflate {
+		if kind == SystemFabricDeflate {
 			extra, s.deflate = append(extra, "--compression"), true
 		}
 		s.dir, err = os.MkdirTemp("", "fabric-bench-")
@@ -145,6 +155,37 @@ func startServer(ctx context.Context, p procOpts, sys string, extra []string) (*
 			return nil, err
 		}
 		s.target = fmt.Sprintf("ws://127.0.0.1:%d/socket/websocket?vsn=2.0.0", port)
+		s.mode = ModePhoenix
+	case SystemCentrifugo:
+		bin, err := CentrifugoBinary(ctx, true, os.Stderr)
+		if err != nil {
+			return nil, err
+		}
+		if s.dir, err = os.MkdirTemp("", "fabric-bench-centrifugo-"); err != nil {
+			return nil, err
+		}
+		cfg := filepath.Join(s.dir, "config.json")
+		if err := os.WriteFile(cfg, centrifugoConfig(port), 0o600); err != nil {
+			os.RemoveAll(s.dir)
+			return nil, err
+		}
+		s.child, err = startProc(procOpts{Exe: bin, Env: p.Env}, nil, nil, "--config", cfg)
+		if err != nil {
+			os.RemoveAll(s.dir)
+			return nil, err
+		}
+		s.target = fmt.Sprintf("ws://127.0.0.1:%d/connection/websocket", port)
+		s.apiURL = fmt.Sprintf("http://127.0.0.1:%d", port)
+		s.mode = ModeCentrifugo
+		natsPort = port // no NATS port: wait for the HTTP one twice
+	case SystemFloor:
+		s.child, err = startProc(p, nil, nil, "bench", "floor-server", "--host", "127.0.0.1",
+			"--port", strconv.Itoa(port), "--feed-port", strconv.Itoa(natsPort))
+		if err != nil {
+			return nil, err
+		}
+		s.target = fmt.Sprintf("ws://127.0.0.1:%d/socket/websocket?vsn=2.0.0", port)
+		s.pubAddr = "127.0.0.1:" + strconv.Itoa(natsPort)
 		s.mode = ModePhoenix
 	case SystemNATSWS:
 		s.child, err = startProc(p, nil, nil, "bench", "nats-ws-server", "--host", "127.0.0.1",
@@ -189,6 +230,9 @@ type fleetOptions struct {
 	StatusEvery time.Duration
 	Deflate     bool // clients offer permessage-deflate
 	Log         io.Writer
+	// ResumeWant > 0 starts resume workers (resumeclients.go) expecting
+	// that many missed messages per connection.
+	ResumeWant int
 }
 
 // workerState is what the fleet knows about one worker, from its reports.
@@ -200,6 +244,8 @@ type workerState struct {
 	ready, failedOut, done                        bool
 	stats                                         *Report // last "stats" answer
 	statsSeq                                      int
+	dropped                                       bool
+	resumed                                       *Report // the "resumed" report
 }
 
 // fleet is a set of running client workers. Its methods are called from
@@ -252,6 +298,9 @@ func startFleet(o fleetOptions) (*fleet, error) {
 			args = append(args, "--concurrency", strconv.Itoa(o.Concurrency))
 		}
 		args = append(args, "--retries", strconv.Itoa(o.Retries))
+		if o.ResumeWant > 0 {
+			args = append(args, "--resume-want", strconv.Itoa(o.ResumeWant))
+		}
 		if o.StatusEvery > 0 {
 			args = append(args, "--status-every", o.StatusEvery.String())
 		}
@@ -313,6 +362,11 @@ func (f *fleet) handle(r workerReport, tolerate bool) error {
 		}
 	case "status":
 		st.closed, st.delivered = r.Closed, r.Delivered
+	case "dropped":
+		st.dropped = true
+	case "resumed":
+		rep := r.Report
+		st.resumed = &rep
 	case "stats":
 		st.closed, st.delivered = r.Closed, r.Delivered
 		rep := r.Report
@@ -389,6 +443,16 @@ func (f *fleet) allReady(tolerate bool) bool {
 		}
 	}
 	return true
+}
+
+// command sends cmd to every worker.
+func (f *fleet) command(cmd string) error {
+	for i, in := range f.stdins {
+		if _, err := io.WriteString(in, cmd+"\n"); err != nil {
+			return fmt.Errorf("worker %d: %s: %w", i, cmd, err)
+		}
+	}
+	return nil
 }
 
 // stats asks every worker for its counters and latency histogram and

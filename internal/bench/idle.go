@@ -22,6 +22,10 @@ import (
 const (
 	SystemFabric = "fabric"
 	SystemNATSWS = "nats-ws"
+	// SystemCentrifugo is Centrifugo (CentrifugoVersion, memory engine).
+	SystemCentrifugo = "centrifugo"
+	// SystemFloor is one write(2) per delivery and nothing else (floor.go).
+	SystemFloor = "floor"
 )
 
 // IdleOptions configures `fabric bench idle`.
@@ -36,16 +40,18 @@ type IdleOptions struct {
 	Systems []string      // default: fabric, nats-ws
 	// Topic is the Phoenix topic the Fabric clients join ("%d" = index mod
 	// 100); the nats-ws clients subscribe to the subject Fabric maps it to.
-	// Default bench:idle-%d: an ephemeral namespace without presence, the
-	// same work as a NATS SUB. room:… measures history and presence too.
+	// Default DefaultIdleTopic: the default configuration, history and
+	// presence; EphemeralIdleTopic has neither (the same work as a NATS SUB).
 	Topic string
-	Log   io.Writer // progress messages
+	// FabricFlags are extra `fabric serve` flags.
+	FabricFlags []string
+	Log         io.Writer // progress messages
 }
 
 // idleTopic is what a worker of mode joins for topic.
 func idleTopic(topic, mode string) string {
 	if topic == "" {
-		topic = "bench:idle-%d"
+		topic = DefaultIdleTopic
 	}
 	if mode == ModeNATSWS {
 		return "fabric." + strings.Replace(topic, ":", ".", 1)
@@ -56,6 +62,7 @@ func idleTopic(topic, mode string) string {
 // IdleResult is one system's measurement.
 type IdleResult struct {
 	System      string
+	Topic       string
 	N           int
 	RSSBefore   int64 // bytes, VmRSS of the server after settling with no clients
 	RSSAfter    int64 // bytes, min of the samples with N joined clients
@@ -165,9 +172,13 @@ func (s *syncBuffer) String() string {
 }
 
 func idleOne(ctx context.Context, o IdleOptions, sys string) (IdleResult, error) {
-	res := IdleResult{System: sys, N: o.N}
+	res := IdleResult{System: sys, Topic: o.Topic, N: o.N}
 	p := procOpts{Exe: o.Exe, Env: o.ExeEnv}
-	srv, err := startServer(ctx, p, sys, nil)
+	var flags []string
+	if strings.HasPrefix(sys, SystemFabric) {
+		flags = o.FabricFlags
+	}
+	srv, err := startServer(ctx, p, sys, flags)
 	if err != nil {
 		return res, err
 	}

@@ -120,7 +120,7 @@ func TestFanoutSmoke(t *testing.T) {
 			t.Errorf("JSON result has no %q: %v", k, m)
 		}
 	}
-	if m["subject"] != "fabric.bench.fanout" {
+	if m["subject"] != "fabric.room.fanout" { // the default configuration
 		t.Errorf("subject = %v", m["subject"])
 	}
 	sys := m["systems"].([]any)[0].(map[string]any)
@@ -166,4 +166,51 @@ func TestStormSmoke(t *testing.T) {
 		t.Errorf("JSON result: %v", m)
 	}
 	t.Logf("%s", log.String())
+}
+
+// The floor delivers every payload to every client, one write each.
+func TestFanoutFloorSmoke(t *testing.T) {
+	if fabricBin == "" {
+		t.Skip("-short: starts server and client processes")
+	}
+	t.Parallel()
+	var log bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	res, err := Fanout(ctx, FanoutOptions{
+		Exe: fabricBin, ExeEnv: proctest.Env(), Systems: []string{SystemFloor},
+		N: 100, Workers: 1, Rate: 10, Duration: time.Second, Timeout: 50 * time.Second, Log: &log,
+	})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, log.String())
+	}
+	s := res.Systems[0]
+	if s.System != SystemFloor || s.Rate == nil || s.Rate.Published != 10 || s.Rate.Delivered != 1000 || s.ClientsLost != 0 {
+		t.Fatalf("%+v %+v\n%s", s, s.Rate, log.String())
+	}
+}
+
+// Every client resumes through a real socket and gets exactly what it
+// missed, then live messages.
+func TestResumeSmoke(t *testing.T) {
+	if fabricBin == "" {
+		t.Skip("-short: starts server and client processes")
+	}
+	t.Parallel()
+	var log bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	res, err := Resume(ctx, ResumeOptions{
+		Exe: fabricBin, ExeEnv: proctest.Env(),
+		N: 200, Workers: 1, Concurrency: 100, Missed: 5, Timeout: 80 * time.Second, Log: &log,
+	})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, log.String())
+	}
+	if res.Recovered != 200 || res.NotRecovered != 0 || res.Failed != 0 || res.LiveDelivered != 200 || res.Channels != 100 {
+		t.Fatalf("%+v\n%s", res, log.String())
+	}
+	if res.RecoveredS <= 0 || res.PeakRSS <= 0 || res.ServerCPUS < 0 {
+		t.Errorf("%+v", res)
+	}
 }

@@ -2,12 +2,18 @@ package bench
 
 import (
 	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
 	"image/png"
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/gobwas/ws"
 )
 
 func TestHistIndexBounds(t *testing.T) {
@@ -155,6 +161,38 @@ func TestTickLabel(t *testing.T) {
 	}{{0, 2000, "0"}, {10000, 2000, "10K"}, {2500, 500, "2.5K"}, {1.5e6, 5e5, "1.5M"}, {0.5, 0.1, "0.5"}, {40, 10, "40"}} {
 		if got := tickLabel(tc.v, tc.step); got != tc.want {
 			t.Errorf("tickLabel(%g, %g) = %q, want %q", tc.v, tc.step, got, tc.want)
+		}
+	}
+}
+
+func TestCentrifugoToken(t *testing.T) {
+	tok := centrifugoToken("u7")
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 {
+		t.Fatalf("token %q", tok)
+	}
+	m := hmac.New(sha256.New, []byte(centrifugoTokenKey))
+	m.Write([]byte(parts[0] + "." + parts[1]))
+	if got := base64.RawURLEncoding.EncodeToString(m.Sum(nil)); got != parts[2] {
+		t.Errorf("signature %s, want %s", parts[2], got)
+	}
+	claims, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil || !strings.Contains(string(claims), `"sub":"u7"`) {
+		t.Errorf("claims %s (%v)", claims, err)
+	}
+}
+
+func TestFloorFrame(t *testing.T) {
+	for _, n := range []int{10, 200, 70000} {
+		p := bytes.Repeat([]byte("x"), n)
+		f := floorFrame(nil, p)
+		h, err := ws.ReadHeader(bytes.NewReader(f))
+		if err != nil || h.OpCode != ws.OpText || !h.Fin || h.Masked {
+			t.Fatalf("n=%d: header %+v, %v", n, h, err)
+		}
+		body := f[len(f)-int(h.Length):]
+		if !bytes.HasPrefix(body, []byte(`[null,null,"floor","bench",`)) || !bytes.HasSuffix(body, append(p, ']')) {
+			t.Errorf("n=%d: body %.60q…", n, body)
 		}
 	}
 }

@@ -101,6 +101,8 @@ type Broker struct {
 	liveMu sync.Mutex
 	live   map[*liveSub]struct{}
 
+	presInbox presenceInbox // answers to presence state requests
+
 	stop      chan struct{}
 	closeOnce sync.Once
 
@@ -179,6 +181,7 @@ func (b *Broker) Close() {
 		for _, sub := range b.markSubs {
 			_ = sub.Unsubscribe() // the connection may be closed already
 		}
+		b.presInbox.close()
 	})
 }
 

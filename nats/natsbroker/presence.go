@@ -3,7 +3,6 @@ package natsbroker
 import (
 	"context"
 	"strings"
-	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -84,40 +83,4 @@ func (b *Broker) PresencePublish(topic string, msg []byte) error {
 		return err
 	}
 	return b.nc.Publish(subj, msg)
-}
-
-// PresenceRequest implements broker.Presence: a scatter-gather request
-// answered by every gateway serving the channel; answers are collected on
-// a private inbox for window.
-func (b *Broker) PresenceRequest(ctx context.Context, topic string, req []byte, window time.Duration, h func([]byte) bool) error {
-	subj, err := b.presenceSubject(topic)
-	if err != nil {
-		return err
-	}
-	inbox := b.nc.NewInbox()
-	ch := make(chan *nats.Msg, 1024)
-	sub, err := b.nc.ChanSubscribe(inbox, ch)
-	if err != nil {
-		return err
-	}
-	defer sub.Unsubscribe()
-	// The inbox subscription precedes the request on the connection, so
-	// the server knows it before any gateway can answer.
-	if err := b.nc.PublishRequest(subj, inbox, req); err != nil {
-		return err
-	}
-	timer := time.NewTimer(window)
-	defer timer.Stop()
-	for {
-		select {
-		case m := <-ch:
-			if !h(m.Data) {
-				return nil
-			}
-		case <-timer.C:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
 }
