@@ -2,7 +2,6 @@ package natsbroker
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base32"
 	"errors"
@@ -288,12 +287,6 @@ func (b *Broker) ownSettings(n *nsState, c *jetstream.StreamConfig) {
 	// Every stored message is republished with its sequence and the
 	// previous sequence on its subject: the gap-detecting live feed.
 	c.RePublish = &jetstream.RePublish{Source: b.prefix + ".>", Destination: b.livePrefix + ".>"}
-}
-
-func newEpoch() string {
-	var b [10]byte
-	rand.Read(b[:])
-	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
 }
 
 // derivedEpoch names an incarnation from the stream's name and creation
