@@ -148,7 +148,12 @@ func (g *Gateway) LocalChannels(pattern string) ([]control.ChannelInfo, error) {
 }
 
 // DisconnectUser closes every connection of user with code and reason.
+// The join hook's cached answers for the user go too: a kicked player's
+// reconnect asks the service again (docs/hooks.md).
 func (g *Gateway) DisconnectUser(user string, code int, reason string) int {
+	if g.hooks != nil {
+		g.hooks.Forget(user)
+	}
 	n := 0
 	g.eachSession(func(s *session.Session) {
 		if s.Sub() == user {
@@ -160,8 +165,11 @@ func (g *Gateway) DisconnectUser(user string, code int, reason string) int {
 }
 
 // UnsubscribeUser sends phx_close to each of user's instances of topic
-// and ends them.
+// and ends them (and forgets the join hook's cached answers for the user).
 func (g *Gateway) UnsubscribeUser(user, topic string) int {
+	if g.hooks != nil {
+		g.hooks.Forget(user)
+	}
 	n := 0
 	for _, k := range g.hub.MemberKeys(topic) {
 		if s := session.KeySession(k); s != nil && s.Sub() == user && s.Unsubscribe(topic) {

@@ -112,8 +112,9 @@ type Config struct {
 	APIListen   string
 	APIKeysFile string
 	APIRate     float64
-	// Cluster and Moderator serve the cluster-wide and moderation RPCs
-	// (nats/natsctl and nats/natsbroker); nil: they answer Unimplemented.
+	// Cluster and Moderator serve the cluster-wide and moderation RPCs;
+	// nil: this process's (nats/natsctl over its NATS, and its
+	// nats/natsbroker). Tests may put others in.
 	Cluster   control.Cluster
 	Moderator control.Moderator
 	// LongPollSecret signs LongPoll session tokens; gateways behind one

@@ -18,9 +18,16 @@ import (
 // listener only, so a deployment can keep it off the public port. The
 // REST publish paths stay on the client listener either way.
 
-// newServerAPI builds the API from cfg. Cluster and Moderator are the
-// Config's: nil makes their RPCs answer Unimplemented (501).
+// newServerAPI builds the API from cfg. Cluster and Moderator default to
+// this process's: the fleet reached over NATS (nats/natsctl, started by
+// startControl before) and the broker's moderation of its streams.
 func (a *App) newServerAPI(cfg Config, verifier *auth.Verifier) (*serverapi.Server, error) {
+	if cfg.Cluster == nil {
+		cfg.Cluster = a.Cluster()
+	}
+	if cfg.Moderator == nil && a.broker != nil {
+		cfg.Moderator = a.broker
+	}
 	var keys []serverapi.KeySpec
 	if cfg.APIKeysFile != "" {
 		var err error

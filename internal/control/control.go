@@ -11,8 +11,13 @@ package control
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"time"
 )
+
+// ErrNotFound is wrapped by a Moderator's error when the topic or the
+// offset has nothing stored: the caller's mistake, not the bus's.
+var ErrNotFound = errors.New("not found")
 
 // Coverage says which gateways took part in a cluster-wide operation. An
 // answer is never silently partial: a gateway known to be alive that did

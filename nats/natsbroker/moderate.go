@@ -64,7 +64,7 @@ type markState struct {
 
 // ErrNoMessage is returned by RemoveMessage when the topic has no stored
 // message at the offset.
-var ErrNoMessage = errors.New("natsbroker: no message of this topic at that offset")
+var ErrNoMessage = fmt.Errorf("natsbroker: no message of this topic at that offset (%w)", control.ErrNotFound)
 
 // ErrNoHistory is returned by moderation on a topic whose namespace keeps
 // no history.

@@ -560,7 +560,7 @@ func (s *Server) RemoveMessage(ctx context.Context, req *connect.Request[fabricv
 func moderationError(err error) error {
 	msg := err.Error()
 	switch {
-	case strings.Contains(msg, "not found"), strings.Contains(msg, "no such"):
+	case errors.Is(err, control.ErrNotFound), strings.Contains(msg, "no such"):
 		return connect.NewError(connect.CodeNotFound, err)
 	case strings.Contains(msg, "no history"), strings.Contains(msg, "invalid"):
 		return connect.NewError(connect.CodeFailedPrecondition, err)

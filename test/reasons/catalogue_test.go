@@ -51,6 +51,10 @@ var catalogue = []entry{
 	{upgrade, "token_expired", 401, "`exp` past, beyond `--jwt-leeway`", "refresh the token in the `params` function"},
 	{upgrade, "token_not_valid_yet", 401, "`nbf` or `iat` in the future, beyond `--jwt-leeway`", ""},
 	{upgrade, "missing_sub", 401, "a valid token without `sub` (budgets are per user)", ""},
+	{upgrade, "token_revoked", 401, "the token was revoked (`Revoke` by `jti`, or every token of its user issued before a time); also each LongPoll poll", "get a new token; see [cluster-control.md](cluster-control.md)"},
+	{upgrade, "banned", 403, "the user was disconnected with a ban (`Disconnect` with a duration) that has not ended; `Retry-After` = seconds left", "stay away until then ([cluster-control.md](cluster-control.md))"},
+	{upgrade, "(the service's reason)", 403, "`--connect-hook`: the service refused the connection; the body carries the service's reason, or `refused`, `no_handler`, `timeout`, `unavailable`, `invalid_reply` ([hooks.md](hooks.md))", ""},
+	{upgrade, "revocation_list_unavailable", 503, "the gateway has not read the revocation list yet (fail closed); `Retry-After: 1`", "retry"},
 	{upgrade, "origin_not_allowed", 403, "`Origin` not on `--allowed-origins`", ""},
 	{upgrade, "too_many_auth_failures", 429, "the address presented more than `--auth-failure-rate` bad credentials per second; `Retry-After`", ""},
 	{upgrade, "too_many_connections", 429, "over `--max-connections-per-ip` or `--max-connections-per-user`; `Retry-After`", ""},
@@ -72,6 +76,9 @@ var catalogue = []entry{
 	{closing, "", 4001, "the connection's token expired", "phoenix.js reconnects with the token its `params`/`authToken` function returns"},
 	{closing, "", 4003, "forbidden", ""},
 	{closing, "", 4008, "slow consumer: queued output over `--max-queue-bytes` or not drained for `--write-timeout`; other members are unaffected", "reconnect and resume by offset"},
+	{closing, "", 4010, "`Disconnect` by the server API or `fabric kick` (default code; the caller may give another, and a reason)", "reconnects (a ban keeps it out: 403 `banned`)"},
+	{closing, "", 4011, "`Disconnect` with a ban (default code)", "its reconnects are refused with 403 `banned` until the ban ends"},
+	{closing, "", 4012, "the connection's token was revoked", "reconnect with a new token"},
 	{closing, "", 4029, "sustained abuse of the join or push rate (more than ten bursts refused within ten seconds); replies already queued are sent first", ""},
 
 	{reply, "bad_request", 0, "valid JSON, wrong shape (no event, no payload, join params not an object); the connection is kept", ""},
@@ -88,10 +95,12 @@ var catalogue = []entry{
 	{reply, "unavailable", 0, "the bus is known to be away (the NATS link failed its probes): joins and pushes are answered at once", "phoenix.js rejoins with backoff"},
 	{reply, "no_handler", 0, "routed pushes (`pushes: request`): no service listens", ""},
 	{reply, "timeout", 0, "routed pushes: no answer within `push_timeout`; joins: no answer within the join timeout", ""},
+	{reply, "refused", 0, "join hook (`joins: request`): the service refused without a reason (a refusal with a reason carries the service's own); also `no_handler`, `timeout`, `unavailable`, `invalid_reply` for joins ([hooks.md](hooks.md))", ""},
 	{reply, "invalid_reply", 0, "routed pushes: the service answered JSON that is not an object", ""},
 
 	{resume, "history_gone", 0, "messages after the client's offset are no longer all stored (limits, purge)", "`onGap`: reload the state"},
 	{resume, "epoch_changed", 0, "the stream was recreated since the client's epoch", "`onGap`: reload the state"},
+	{resume, "history_cleared", 0, "the channel's history was cleared (`fabric channel clear`, the `ClearChannel` RPC) after the client's offset", "`onGap`: reload the state"},
 	{resume, "offset_ahead", 0, "the client's offset is past the stream's last message", "`onGap`: reload the state"},
 
 	{api, "unauthenticated", 401, "missing or unknown credentials", ""},
@@ -103,6 +112,7 @@ var catalogue = []entry{
 	{api, "invalid_event", 400, "an unusable or reserved event name", ""},
 	{api, "invalid_option", 400, "a bad option (content type, idempotency key)", ""},
 	{api, "too_large", 413, "the body, or the message, over the limit", ""},
+	{api, "rate_limited", 429, "over the credential's request rate; `Retry-After`", "retry after that long"},
 	{api, "unsupported_media_type", 415, "`Content-Type` other than `application/json` or `application/x-protobuf`", ""},
 	{api, "internal", 500, "published, but the response could not be encoded", ""},
 	{api, "unavailable", 503, "not acknowledged (NATS away, stream not answering); retry with the same `idempotency_key`", "retry"},
@@ -162,7 +172,7 @@ func scan(t *testing.T, root string) found {
 						}
 					}
 					// Close codes: constants of type CloseCode.
-					if id, ok := n.Type.(*ast.Ident); ok && id.Name == "CloseCode" {
+					if isCloseCode(n.Type) {
 						if bl, ok := n.Values[i].(*ast.BasicLit); ok && bl.Kind == token.INT {
 							c, _ := strconv.Atoi(bl.Value)
 							f.closes[c] = at(n)
@@ -196,6 +206,18 @@ func scan(t *testing.T, root string) found {
 	return f
 }
 
+// isCloseCode reports whether a constant's declared type is CloseCode or
+// transport.CloseCode.
+func isCloseCode(e ast.Expr) bool {
+	switch t := e.(type) {
+	case *ast.Ident:
+		return t.Name == "CloseCode"
+	case *ast.SelectorExpr:
+		return t.Sel.Name == "CloseCode"
+	}
+	return false
+}
+
 var httpStatus = map[string]int{
 	"StatusBadRequest": 400, "StatusUnauthorized": 401, "StatusForbidden": 403, "StatusNotFound": 404,
 	"StatusMethodNotAllowed": 405, "StatusRequestEntityTooLarge": 413, "StatusUnsupportedMediaType": 415,
@@ -227,6 +249,9 @@ func TestCatalogueMatchesCode(t *testing.T) {
 		}
 	}
 	for r := range catReasons {
+		if strings.HasPrefix(r, "(") {
+			continue // not a fixed string: described, not sent as is
+		}
 		if _, ok := f.reasons[r]; !ok {
 			t.Errorf("catalogued reason %q is not sent by the code any more (or is no longer a Reason* constant or reason: field)", r)
 		}
@@ -314,7 +339,11 @@ unless a close code below says otherwise.
 		case upgrade, api:
 			b.WriteString("| status | reason | when | what the client does |\n|---|---|---|---|\n")
 			for _, e := range rows {
-				fmt.Fprintf(&b, "| %d | `%s` | %s | %s |\n", e.code, e.name, e.when, e.client)
+				name := "`" + e.name + "`"
+				if strings.HasPrefix(e.name, "(") {
+					name = strings.Trim(e.name, "()")
+				}
+				fmt.Fprintf(&b, "| %d | %s | %s | %s |\n", e.code, name, e.when, e.client)
 			}
 		default:
 			b.WriteString("| reason | when | what the client does |\n|---|---|---|\n")

@@ -23,7 +23,9 @@ const transports = {
 };
 
 // Each RPC with its request; responses are printed in the JSON mapping.
-const calls = (t) => [
+// removeMessage removes what this transport published to its own scratch
+// topic just before (offset filled in by the loop below).
+const calls = (t, scratchOffset) => [
   ["publish", gen.ServerAPI.method.publish, { topic, event: "js-" + t, payload: enc.encode(`{"via":"${t}"}`) }],
   ["publishBatch", gen.ServerAPI.method.publishBatch, { messages: [{ topic, event: "js-batch", payload: enc.encode("{}") }] }],
   ["broadcast", gen.ServerAPI.method.broadcast, { topics: [topic, topic + "x"], event: "js-bc", payload: enc.encode("{}") }],
@@ -34,8 +36,8 @@ const calls = (t) => [
   ["disconnect", gen.ServerAPI.method.disconnect, { user: "nobody", banSeconds: 1n }],
   ["unsubscribe", gen.ServerAPI.method.unsubscribe, { user: "nobody", topic }],
   ["revoke", gen.ServerAPI.method.revoke, { jti: "js-jti" }],
-  ["clearChannel", gen.ServerAPI.method.clearChannel, { topic: "room:js-scratch" }],
-  ["removeMessage", gen.ServerAPI.method.removeMessage, { topic: "room:js-scratch", offset: 1n }],
+  ["clearChannel", gen.ServerAPI.method.clearChannel, { topic: "room:js-clear" }],
+  ["removeMessage", gen.ServerAPI.method.removeMessage, { topic: "room:js-scratch-" + t, offset: scratchOffset }],
   ["info", gen.ServerAPI.method.info, {}],
 ];
 
@@ -43,7 +45,9 @@ const out = (o) => process.stdout.write(JSON.stringify(o) + "\n");
 
 for (const [name, transport] of Object.entries(transports)) {
   const client = createClient(gen.ServerAPI, transport);
-  for (const [rpc, method, req] of calls(name)) {
+  const scratch = await client.publish({ topic: "room:js-scratch-" + name, event: "scratch", payload: enc.encode("{}") },
+    { headers: { Authorization: `Bearer ${key}` }, timeoutMs: 10000 });
+  for (const [rpc, method, req] of calls(name, BigInt(scratch.offset))) {
     try {
       const res = await client[rpc](req, { headers: { Authorization: `Bearer ${key}` }, timeoutMs: 10000 });
       out({ transport: name, rpc, code: 0, result: toJson(method.output, res) });
