@@ -189,6 +189,10 @@ func TestServerAPIActsOnEveryGateway(t *testing.T) {
 			t.Fatalf("after unsubscribe: %+v", s)
 		}
 	}
+	st, err = api.PresenceStats(ctx(t), bearer(&fabricv1.PresenceStatsRequest{Topic: "room:lobby"}, keyBackend))
+	if err != nil || st.Msg.GetMembers() != 1 || st.Msg.GetConnections() != 1 {
+		t.Fatalf("room:lobby after unsubscribe: %v %v (want bob only)", st, err)
+	}
 
 	// Revoke alice's token by jti: its holders close on both gateways.
 	rbegan := time.Now()
@@ -196,6 +200,7 @@ func TestServerAPIActsOnEveryGateway(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Revoke: %v", err)
 	}
+	t.Logf("Revoke call returned after %v", time.Since(rbegan).Round(time.Millisecond))
 	apiCovered(t, "revoke", rr.Msg.GetCoverage(), g1, g2)
 	if rr.Msg.GetClosed() != 2 {
 		t.Fatalf("Revoke closed %d connections, want 2", rr.Msg.GetClosed())
@@ -203,6 +208,14 @@ func TestServerAPIActsOnEveryGateway(t *testing.T) {
 	for i, p := range []*phxnode.Puppet{alice1, alice2} {
 		closed(t, p, 4012)
 		t.Logf("Revoke: gateway %d holder closed %v after the call began", i+1, time.Since(rbegan).Round(time.Millisecond))
+	}
+	for _, p := range []*phxnode.Puppet{alice1, alice2} {
+		r := p.MustNext(wait, "refused", phxnode.IsEv("refused"))
+		var status float64
+		_ = r.Field("status", &status)
+		if status != 401 || r.Reason != "token_revoked" {
+			t.Fatalf("reconnect with the revoked token: %s", r)
+		}
 	}
 
 	// The ban ends: mallory's phoenix.js sockets are admitted again.
