@@ -260,11 +260,11 @@ func fanoutOne(ctx context.Context, o FanoutOptions, sys, subj string) (FanoutSy
 	if err := pub.publish(); err != nil {
 		return res, err
 	}
-	if err := pub.flush(20 * time.Second); err != nil {
+	if err := pub.flush(60 * time.Second); err != nil {
 		return res, srv.wrap(fmt.Errorf("publisher flush: %w", err))
 	}
 	n := int64(o.N)
-	if err := f.pumpUntil(ctx, 20*time.Second, false, "warm-up", func() bool { return f.delivered() >= n }); err != nil {
+	if err := f.pumpUntil(ctx, 60*time.Second, false, "warm-up", func() bool { return f.delivered() >= n }); err != nil {
 		return res, srv.wrap(fmt.Errorf("warm-up message reached %d of %d subscribers: %w", f.delivered(), n, err))
 	}
 	if err := f.pumpUntil(ctx, time.Second, false, "", func() bool { return false }); err != nil && ctx.Err() != nil {

@@ -49,6 +49,7 @@ func TestLiveChannelJoinsStayOffNATS(t *testing.T) {
 	// 5 s (epoch refresh): those requests are counted apart.
 	var jsAPI, infos, syncs, diffs atomic.Int64
 	var other atomic.Value
+	counting := time.Now() // the refreshes counted happen from here on, not only during the joins
 	if _, err := nc.Subscribe("$JS.API.>", func(m *nats.Msg) {
 		if strings.HasPrefix(m.Subject, "$JS.API.STREAM.INFO.") {
 			infos.Add(1)
@@ -91,8 +92,11 @@ func TestLiveChannelJoinsStayOffNATS(t *testing.T) {
 	if jsAPI.Load() != 0 || syncs.Load() != 0 {
 		t.Fatalf("joins of a live channel went to NATS: %d JetStream API requests (e.g. %v), %d presence syncs", jsAPI.Load(), other.Load(), syncs.Load())
 	}
-	if max := int64(took/(5*time.Second)) + 2; infos.Load() > max {
-		t.Fatalf("%d stream info requests in %v: more than the periodic epoch refresh", infos.Load(), took)
+	// Periodic reads (the epoch refresh every 5 s among them) came at 4
+	// in 6.5 s under -race on a loaded machine, before this test's
+	// subject changed too; one per join would be 200.
+	if counted := time.Since(counting); infos.Load() > int64(counted/time.Second)+2 {
+		t.Fatalf("%d stream info requests in %v: more than the periodic epoch refresh", infos.Load(), counted)
 	}
 	// One diff per 50 ms flush at most (plus slack), however many joins.
 	if max := int64(took/(50*time.Millisecond)) + 10; diffs.Load() > max {
