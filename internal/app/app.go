@@ -570,6 +570,11 @@ func embedConfig(cfg Config, log *slog.Logger) (natsembed.Config, error) {
 		ecfg.StoreDir = filepath.Join("data", "nats")
 	}
 	if cfg.NATSListen == "" || cfg.NATSListen == "off" {
+		if cfg.ClusterName != "" {
+			// nats-server opens no listener at all without a client port,
+			// routes included: the cluster would never form, silently.
+			return ecfg, fmt.Errorf("--cluster-name needs the embedded NATS client port: with --nats-listen=%q no route listener starts; keep it on loopback (e.g. --nats-listen 127.0.0.1:4222)", cfg.NATSListen)
+		}
 		ecfg.DontListen = true
 	} else {
 		host, port, err := splitHostPort(cfg.NATSListen)

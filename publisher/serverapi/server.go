@@ -409,15 +409,14 @@ func (s *Server) Disconnect(ctx context.Context, req *connect.Request[fabricv1.D
 		return nil, err
 	}
 	m := req.Msg
+	// 0 leaves the code to the gateways: 4010 "disconnected", or 4011
+	// "banned" with a ban (docs/cluster-control.md).
 	code := int(m.GetCode())
-	if code == 0 {
-		code = 4001
-	}
 	ban := time.Duration(m.GetBanSeconds()) * time.Second
 	switch {
 	case m.GetUser() == "":
 		return nil, invalid("user is required")
-	case code < 4000 || code > 4999:
+	case code != 0 && (code < 4000 || code > 4999):
 		return nil, invalid("code must be 4000-4999 (application close codes)")
 	case len(m.GetReason()) > 123:
 		return nil, invalid("reason is at most 123 bytes (a close frame's limit)")

@@ -128,7 +128,7 @@ func TestEveryRPCEveryProtocol(t *testing.T) {
 		})
 	}
 	calls := e.cluster.Calls()
-	for _, want := range []string{`Disconnect u1 4001 "" 1m0s`, "Unsubscribe u1 room:grpcgo", `Revoke "j1" "" -62135596800`,
+	for _, want := range []string{`Disconnect u1 0 "" 1m0s`, "Unsubscribe u1 room:grpcgo", `Revoke "j1" "" -62135596800`,
 		"ClearChannel room:rest", "RemoveMessage room:connectjson 1", "Channels room:grpcweb", "Info"} {
 		if !slices.Contains(calls, want) {
 			t.Errorf("the cluster was not called with %q: %q", want, calls)

@@ -157,7 +157,7 @@ func TestServerAPIActsOnEveryGateway(t *testing.T) {
 		t.Fatalf("Disconnect closed %d connections, want 2", dr.Msg.GetClosed())
 	}
 	for i, p := range []*phxnode.Puppet{m1, m2} {
-		if e := closed(t, p, 4001); e.Reason != "cheating" {
+		if e := closed(t, p, 4011); e.Reason != "cheating" {
 			t.Fatalf("close reason %q", e.Reason)
 		}
 		t.Logf("Disconnect: gateway %d socket closed %v after the call began", i+1, time.Since(began).Round(time.Millisecond))

@@ -960,7 +960,7 @@ type DisconnectUserRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The user's token sub.
 	User string `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
-	// WebSocket close code, 4000-4999 (default 4001); LongPoll sessions end.
+	// WebSocket close code, 4000-4999 (default 4010, or 4011 with a ban); LongPoll sessions end.
 	Code   uint32 `protobuf:"varint,2,opt,name=code,proto3" json:"code,omitempty"`
 	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
 	// When positive, the user's upgrades are refused on every gateway for
