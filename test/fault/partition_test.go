@@ -381,17 +381,29 @@ func checkStored(t *testing.T, nodes []*natsNode, logs []*pubLog) {
 	js, _ := jetstream.New(nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	st, err := js.Stream(ctx, natsbroker.StreamName("room"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{"fabric.room.x"}})
-	if err != nil {
-		t.Fatal(err)
+	// Right after healing, the server this connection landed on may not
+	// have found the JetStream meta leader yet and answers "no
+	// responders": ask again until the deadline (bounded by ctx).
+	var (
+		st   jetstream.Stream
+		info *jetstream.StreamInfo
+		cons jetstream.Consumer
+	)
+	for {
+		var err error
+		if st, err = js.Stream(ctx, natsbroker.StreamName("room")); err == nil {
+			if info, err = st.Info(ctx); err == nil {
+				cons, err = st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{"fabric.room.x"}})
+			}
+		}
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, jetstream.ErrNoStreamResponse) || ctx.Err() != nil {
+			t.Fatal(err)
+		}
+		t.Logf("reading the stream: %v (again)", err)
+		time.Sleep(200 * time.Millisecond)
 	}
 	type key struct {
 		p string
