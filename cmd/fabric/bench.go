@@ -131,7 +131,7 @@ func benchIdle(ctx context.Context, args, environ []string, stdout, stderr io.Wr
 	fs.DurationVar(&o.Settle, "settle", 10*time.Second, "wait before each RSS reading (no clients; all clients joined)")
 	fs.IntVar(&o.Samples, "samples", 3, "VmRSS samples, 1 s apart, per reading; the minimum is kept")
 	fs.DurationVar(&o.Timeout, "timeout", 3*time.Minute, "abort the whole run after this long")
-	fs.StringVar(&systems, "systems", "fabric,nats-ws", "systems to measure, in order (fabric-deflate: fabric --compression, clients offering permessage-deflate); fabric@/path/to/fabric is another build of fabric serve (before/after a change in one run)")
+	fs.StringVar(&systems, "systems", "fabric,nats-ws", "systems to measure, in order (fabric-deflate: fabric --compression, clients offering permessage-deflate; centrifugo-deflate: centrifugo with websocket.compression, the same clients); fabric@/path/to/fabric is another build of fabric serve (before/after a change in one run)")
 	var baseline string
 	fs.StringVar(&baseline, "baseline", "", baselineUsage)
 	fs.Func("fabric-flags", "extra flags for fabric serve, space-separated", func(v string) error {
@@ -283,10 +283,10 @@ func writeResult(stdout io.Writer, v any, jsonl, out, table string) error {
 type runFlags struct{ systems, baseline, out, jsonl string }
 
 // baselineUsage documents --baseline.
-const baselineUsage = `systems Fabric is compared with, comma-separated: nats-ws (nats-server's WebSocket listener), centrifugo (Centrifugo ` + fbench.CentrifugoVersion + `, memory engine; installed with go install when missing), floor (one write(2) per delivery and nothing else: CPU per delivery only); overrides --systems`
+const baselineUsage = `systems Fabric is compared with, comma-separated: nats-ws (nats-server's WebSocket listener), centrifugo (Centrifugo ` + fbench.CentrifugoVersion + `, memory engine; installed with go install when missing), centrifugo-deflate (the same with its WebSocket compression on, clients offering permessage-deflate), floor (one write(2) per delivery and nothing else: CPU per delivery only); overrides --systems`
 
 func (f *runFlags) declare(fs *flag.FlagSet, timeout *time.Duration, defTimeout time.Duration, fabricFlags *[]string) {
-	fs.StringVar(&f.systems, "systems", "fabric,nats-ws", "systems to measure, in order (fabric-deflate: fabric --compression, clients offering permessage-deflate)")
+	fs.StringVar(&f.systems, "systems", "fabric,nats-ws", "systems to measure, in order (fabric-deflate: fabric --compression, clients offering permessage-deflate; centrifugo-deflate: centrifugo with websocket.compression, the same clients)")
 	fs.StringVar(&f.baseline, "baseline", "", baselineUsage)
 	fs.DurationVar(timeout, "timeout", defTimeout, "abort the whole run after this long")
 	fs.Func("fabric-flags", "extra flags for fabric serve, space-separated (e.g. \"--max-accept-rate=0\")", func(v string) error {

@@ -81,8 +81,11 @@ func goBinDir() string {
 // messages, 1 h: Fabric's room:* keeps more, but a resume reads what it
 // needs either way) and presence; namespace bench with neither, like
 // Fabric's ephemeral bench:*. Clients connect with an HS256 JWT and may
-// subscribe to both.
-func centrifugoConfig(port int) []byte {
+// subscribe to both. With deflate, WebSocket compression is on (the v6
+// keys websocket.compression, .compression_min_size, .compression_level;
+// level 1 is Centrifugo's default): Centrifugo then compresses each
+// message again for each connection that negotiated it.
+func centrifugoConfig(port int, deflate bool) []byte {
 	cfg := map[string]any{
 		"http_server": map[string]any{"address": "127.0.0.1", "port": port},
 		"log":         map[string]any{"level": "error"},
@@ -98,6 +101,13 @@ func centrifugoConfig(port int) []byte {
 				{"name": "bench", "allow_subscribe_for_client": true},
 			},
 		},
+	}
+	if deflate {
+		cfg["websocket"] = map[string]any{
+			"compression":          true,
+			"compression_min_size": centrifugoCompressionMinSize,
+			"compression_level":    1,
+		}
 	}
 	b, _ := json.Marshal(cfg)
 	return b

@@ -47,7 +47,7 @@ type ClientOptions struct {
 	Source string // local (loopback) source address, e.g. 127.0.0.2
 	Mode   string // ModePhoenix or ModeNATSWS
 	// Deflate offers permessage-deflate and inflates what arrives
-	// compressed (SystemFabricDeflate).
+	// compressed (SystemFabricDeflate, SystemCentrifugoDeflate).
 	Deflate bool
 	// Topic is the Phoenix topic (phoenix mode) or NATS subject (nats-ws
 	// mode) each connection joins; "%d" in it is replaced by i%100, "%i"

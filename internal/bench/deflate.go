@@ -15,6 +15,16 @@ import (
 // compressed: `--systems fabric,fabric-deflate` compares the two in one run.
 const SystemFabricDeflate = "fabric-deflate"
 
+// SystemCentrifugoDeflate is Centrifugo with its WebSocket compression on
+// (websocket.compression, messages from centrifugoCompressionMinSize bytes
+// on, its default level 1), measured with the same deflating clients.
+const SystemCentrifugoDeflate = "centrifugo-deflate"
+
+// centrifugoCompressionMinSize is Centrifugo's websocket.compression_min_size
+// in centrifugo-deflate: Fabric's default --compression-threshold, so both
+// leave the same messages plain.
+const centrifugoCompressionMinSize = 256
+
 // deflateOffer is the extension offer of a --deflate client.
 func deflateOffer() []httphead.Option {
 	return []httphead.Option{wsflate.Parameters{ClientMaxWindowBits: 15}.Option()}

@@ -357,7 +357,7 @@ func (p *natsPublisher) close() { p.nc.Close() }
 // subject).
 func newPublisher(srv *sut, topic, subj string, size int) (publisher, error) {
 	switch srv.sys {
-	case SystemCentrifugo:
+	case SystemCentrifugo, SystemCentrifugoDeflate:
 		return newCentrifugoPublisher(srv.apiURL, topic, size), nil
 	case SystemFloor:
 		return dialFloorPublisher(srv.pubAddr, size)

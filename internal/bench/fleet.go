@@ -91,7 +91,7 @@ type sut struct {
 	pubAddr string // floor: feed address
 	mode    string // worker mode
 	dir     string
-	deflate bool // workers offer permessage-deflate (SystemFabricDeflate)
+	deflate bool // workers offer permessage-deflate (SystemFabricDeflate, SystemCentrifugoDeflate)
 }
 
 func (s *sut) stop() {
@@ -156,7 +156,8 @@ func startServer(ctx context.Context, p procOpts, sys string, extra []string) (*
 		}
 		s.target = fmt.Sprintf("ws://127.0.0.1:%d/socket/websocket?vsn=2.0.0", port)
 		s.mode = ModePhoenix
-	case SystemCentrifugo:
+	case SystemCentrifugo, SystemCentrifugoDeflate:
+		s.deflate = kind == SystemCentrifugoDeflate
 		bin, err := CentrifugoBinary(ctx, true, os.Stderr)
 		if err != nil {
 			return nil, err
@@ -165,7 +166,7 @@ func startServer(ctx context.Context, p procOpts, sys string, extra []string) (*
 			return nil, err
 		}
 		cfg := filepath.Join(s.dir, "config.json")
-		if err := os.WriteFile(cfg, centrifugoConfig(port), 0o600); err != nil {
+		if err := os.WriteFile(cfg, centrifugoConfig(port, s.deflate), 0o600); err != nil {
 			os.RemoveAll(s.dir)
 			return nil, err
 		}

@@ -5,6 +5,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"image/png"
 	"net"
 	"os"
@@ -194,5 +195,31 @@ func TestFloorFrame(t *testing.T) {
 		if !bytes.HasPrefix(body, []byte(`[null,null,"floor","bench",`)) || !bytes.HasSuffix(body, append(p, ']')) {
 			t.Errorf("n=%d: body %.60q…", n, body)
 		}
+	}
+}
+
+// TestCentrifugoConfigCompression checks the Centrifugo v6 keys that turn
+// its WebSocket compression on for centrifugo-deflate (a misspelt key is
+// ignored by Centrifugo, and the run would measure it uncompressed), and
+// that plain centrifugo leaves them out.
+func TestCentrifugoConfigCompression(t *testing.T) {
+	var on, off struct {
+		WebSocket *struct {
+			Compression        bool `json:"compression"`
+			CompressionMinSize int  `json:"compression_min_size"`
+			CompressionLevel   int  `json:"compression_level"`
+		} `json:"websocket"`
+	}
+	if err := json.Unmarshal(centrifugoConfig(8000, true), &on); err != nil {
+		t.Fatal(err)
+	}
+	if w := on.WebSocket; w == nil || !w.Compression || w.CompressionMinSize != 256 || w.CompressionLevel != 1 {
+		t.Errorf("deflate config websocket = %+v, want compression on, min size 256, level 1", w)
+	}
+	if err := json.Unmarshal(centrifugoConfig(8000, false), &off); err != nil {
+		t.Fatal(err)
+	}
+	if off.WebSocket != nil {
+		t.Errorf("plain config has websocket section %+v", off.WebSocket)
 	}
 }
