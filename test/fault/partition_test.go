@@ -21,7 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fabric-rt/fabric/internal/phxnode"
-	"github.com/fabric-rt/fabric/nats/natsbroker"
+	"github.com/fabric-rt/fabric/nats/wire"
 	"github.com/fabric-rt/fabric/publisher"
 )
 
@@ -381,7 +381,7 @@ func checkStored(t *testing.T, nodes []*natsNode, logs []*pubLog) {
 	js, _ := jetstream.New(nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	st, err := js.Stream(ctx, natsbroker.StreamName("room"))
+	st, err := js.Stream(ctx, wire.StreamName("room"))
 	if err != nil {
 		t.Fatal(err)
 	}
