@@ -417,3 +417,34 @@ func TestEpochWithoutAdvisories(t *testing.T) {
 		t.Fatalf("after the cache's lifetime: %+v %v", res, err)
 	}
 }
+
+// A stream no gateway has stamped yet (created outside Fabric) has the
+// epoch gateways will record for it (wire.Epoch, one rule for both), not
+// "": a client resuming from the publish result must not be told its
+// epoch changed once a gateway adopts the stream.
+func TestEpochOfUnstampedStreamIsTheGatewaysOne(t *testing.T) {
+	e := setup(t, publisher.Config{})
+	ctx := ctxT(t)
+	if _, err := e.js.CreateStream(ctx, jetstream.StreamConfig{Name: wire.StreamName("solo"), Subjects: []string{"fabric.solo.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.p.Publish(ctx, "solo:a", "x", nil)
+	if err != nil || res.Offset != 1 || res.Epoch == "" {
+		t.Fatalf("publish to an unstamped stream: %+v %v", res, err)
+	}
+	b, err := natsbroker.New(e.nc, natsbroker.Config{Namespaces: map[string]natsbroker.Namespace{"solo": {History: true}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if err := b.EnsureStreams(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err := e.js.Stream(ctx, wire.StreamName("solo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := st.CachedInfo().Config.Metadata[wire.MetaEpoch]; got != res.Epoch {
+		t.Fatalf("gateway recorded epoch %q, publisher returned %q", got, res.Epoch)
+	}
+}
