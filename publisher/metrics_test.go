@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fabric-rt/fabric/nats/wire"
 	"github.com/fabric-rt/fabric/publisher"
 )
 
@@ -29,12 +30,12 @@ func TestPublishTimeHeader(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ns, err := strconv.ParseInt(m.Header.Get(publisher.HeaderTime), 10, 64)
+	ns, err := strconv.ParseInt(m.Header.Get(wire.HeaderTime), 10, 64)
 	if err != nil {
-		t.Fatalf("ephemeral message: %s header %q: %v", publisher.HeaderTime, m.Header.Get(publisher.HeaderTime), err)
+		t.Fatalf("ephemeral message: %s header %q: %v", wire.HeaderTime, m.Header.Get(wire.HeaderTime), err)
 	}
 	if ts := time.Unix(0, ns); ts.Before(before.Truncate(0)) || ts.After(time.Now()) {
-		t.Fatalf("%s = %v, outside the publish call (%v)", publisher.HeaderTime, ts, before)
+		t.Fatalf("%s = %v, outside the publish call (%v)", wire.HeaderTime, ts, before)
 	}
 
 	if _, err := e.p.Publish(ctxT(t), "room:x", "e", []byte(`{}`)); err != nil {
@@ -44,8 +45,8 @@ func TestPublishTimeHeader(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v, ok := m.Header[publisher.HeaderTime]; ok {
-		t.Fatalf("persistent message carries %s: %v", publisher.HeaderTime, v)
+	if v, ok := m.Header[wire.HeaderTime]; ok {
+		t.Fatalf("persistent message carries %s: %v", wire.HeaderTime, v)
 	}
 }
 

@@ -14,35 +14,16 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fabric-rt/fabric/nats/subject"
+	"github.com/fabric-rt/fabric/nats/wire"
 )
 
 const (
-	// DefaultPrefix is the subject prefix when Config.Prefix is empty; it
-	// must match the gateway's --subject-prefix.
-	DefaultPrefix = "fabric"
-	// DefaultEvent is the event of a message published with event "".
-	DefaultEvent = "message"
 	// DefaultTimeout bounds one Publish (every retry included) when
 	// Config.Timeout is 0.
 	DefaultTimeout = 2 * time.Second
 	// DefaultRetries is how often a JetStream publish that found no stream
 	// listening (a leader election) is retried when Config.Retries is 0.
 	DefaultRetries = 2
-	// MaxEventLen is the longest event name: a Phoenix v2 binary frame
-	// stores its length in one byte.
-	MaxEventLen = 255
-
-	// HeaderEvent carries the event name (natsbroker.HeaderEvent).
-	HeaderEvent = "Fabric-Event"
-	// HeaderTime carries the publish time of an ephemeral (core NATS)
-	// message in Unix nanoseconds (natsbroker.HeaderTime): gateways measure
-	// their fan-out latency from it. JetStream stamps persistent messages
-	// itself (Nats-Time-Stamp), so they do not carry it.
-	HeaderTime = "Fabric-Time"
-	// HeaderContentType marks the payload's type; a non-JSON type makes
-	// the gateway send a binary frame.
-	HeaderContentType = "Content-Type"
-
 	// Limits on WithHeader, so a request cannot smuggle a huge header
 	// block past the payload limit's intent.
 	maxHeaders     = 32
@@ -50,11 +31,6 @@ const (
 	maxHeaderValue = 4096
 	maxIdemKey     = 256
 
-	// epochKey is the stream metadata key natsbroker keeps the epoch in.
-	epochKey = "fabric_epoch"
-	// createdKey is the creation time (Unix ns) of the incarnation the
-	// epoch was chosen for (natsbroker).
-	createdKey = "fabric_created"
 	// ephemeralTTL is how long "no stream captures this namespace" is
 	// believed before the server is asked again, so a namespace made
 	// persistent later is noticed without a restart.
@@ -64,6 +40,24 @@ const (
 	// at-most-once (a reconnect loses them); like the gateway, which
 	// re-reads epochs every 5 s, the publisher never trusts one for long.
 	epochTTL = 5 * time.Second
+)
+
+// The wire contract, kept here for code written against earlier versions
+// of this library: a plain NATS client that publishes to Fabric needs the
+// header names, and a Config the default prefix.
+const (
+	// Deprecated: use wire.DefaultPrefix.
+	DefaultPrefix = wire.DefaultPrefix
+	// Deprecated: use wire.DefaultEvent.
+	DefaultEvent = wire.DefaultEvent
+	// Deprecated: use wire.MaxEventLen.
+	MaxEventLen = wire.MaxEventLen
+	// Deprecated: use wire.HeaderEvent.
+	HeaderEvent = wire.HeaderEvent
+	// Deprecated: use wire.HeaderTime.
+	HeaderTime = wire.HeaderTime
+	// Deprecated: use wire.HeaderContentType.
+	HeaderContentType = wire.HeaderContentType
 )
 
 var (
@@ -167,7 +161,7 @@ func New(nc *nats.Conn, cfg Config) (*Publisher, error) {
 		return nil, errors.New("publisher: nil connection")
 	}
 	if cfg.Prefix == "" {
-		cfg.Prefix = DefaultPrefix
+		cfg.Prefix = wire.DefaultPrefix
 	}
 	if err := subject.ValidPrefix(cfg.Prefix); err != nil {
 		return nil, err
@@ -430,7 +424,7 @@ func (p *Publisher) prepare(topic, event string, payload []byte, opts []Option) 
 		return nil, err
 	}
 	if event == "" {
-		event = DefaultEvent
+		event = wire.DefaultEvent
 	}
 	if !ValidEvent(event) {
 		return nil, ErrInvalidEvent
@@ -448,9 +442,9 @@ func (p *Publisher) prepare(topic, event string, payload []byte, opts []Option) 
 	if h == nil {
 		h = nats.Header{}
 	}
-	h[HeaderEvent] = []string{event}
+	h[wire.HeaderEvent] = []string{event}
 	if o.contentType != "" {
-		h[HeaderContentType] = []string{o.contentType}
+		h[wire.HeaderContentType] = []string{o.contentType}
 	}
 	return &prepared{topic: topic, subj: subj, idemKey: o.idemKey,
 		msg: &nats.Msg{Subject: subj, Header: h, Data: payload}}, nil
@@ -596,7 +590,7 @@ func (p *Publisher) send(ctx context.Context, m *prepared, key string) (Result, 
 	if stream == "" {
 		// Stamped at the last moment, so the gateways' fan-out latency
 		// starts when the message leaves for the server.
-		msg.Header[HeaderTime] = []string{strconv.FormatInt(time.Now().UnixNano(), 10)}
+		msg.Header[wire.HeaderTime] = []string{strconv.FormatInt(time.Now().UnixNano(), 10)}
 		if err := p.nc.PublishMsg(msg); err != nil {
 			return Result{}, classify(ctx, err)
 		}
@@ -687,8 +681,9 @@ func (p *Publisher) streamOf(ctx context.Context, topic, subj string) (string, e
 }
 
 // epoch returns the epoch of stream, from the cache or the stream's
-// metadata. An unstamped stream (created outside Fabric, not yet updated
-// by a gateway) has epoch "" and is asked again next time.
+// StreamInfo (wire.Epoch). A stream no gateway has stamped yet (created
+// outside Fabric, or re-added from a saved config) gets the epoch the
+// gateways derive for it.
 func (p *Publisher) epoch(ctx context.Context, stream string) (string, error) {
 	p.mu.Lock()
 	e, ok := p.epochs[stream]
@@ -701,14 +696,9 @@ func (p *Publisher) epoch(ctx context.Context, stream string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	info := st.CachedInfo()
-	epoch := info.Config.Metadata[epochKey]
-	if c := info.Config.Metadata[createdKey]; c != "" && c != strconv.FormatInt(info.Created.UnixNano(), 10) {
-		// Re-added from a saved config (metadata included): the epoch
-		// names an earlier incarnation, and no gateway has named this
-		// one yet (natsbroker does on the stream's creation advisory).
-		epoch = ""
-	}
+	// The gateways' rule, so the epoch returned is the one they name this
+	// incarnation by, recorded yet or not.
+	epoch, _, _ := wire.Epoch(st.CachedInfo(), "")
 	if epoch != "" {
 		p.mu.Lock()
 		p.epochs[stream] = epochEntry{epoch: epoch, expires: now.Add(epochTTL)}

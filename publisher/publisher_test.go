@@ -15,6 +15,7 @@ import (
 	"github.com/fabric-rt/fabric/nats/natsembed"
 	"github.com/fabric-rt/fabric/nats/natstest"
 	"github.com/fabric-rt/fabric/nats/subject"
+	"github.com/fabric-rt/fabric/nats/wire"
 	"github.com/fabric-rt/fabric/publisher"
 )
 
@@ -63,7 +64,7 @@ func ctxT(t *testing.T) context.Context {
 
 func (e *env) stream(t *testing.T) jetstream.Stream {
 	t.Helper()
-	st, err := e.js.Stream(ctxT(t), natsbroker.StreamName("room"))
+	st, err := e.js.Stream(ctxT(t), wire.StreamName("room"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,6 +218,11 @@ func TestInvalidInput(t *testing.T) {
 
 // ValidEvent must agree with what the gateway delivers: an event the
 // publisher accepts is never dropped by natsbroker, and one it refuses is.
+// Both build on subject.ValidEvent, but ValidEvent adds a rule of its own
+// (no surrounding spaces, which the phoenix codec refuses on a client's
+// push; natsbroker delivers such events from plain NATS clients, so the
+// list below leaves them out). It checks behaviour end to end, through
+// the broker's subscription, not a copy of a constant kept in step.
 func TestValidEventMatchesGateway(t *testing.T) {
 	e := setup(t, publisher.Config{})
 	got := make(chan string, 100)
@@ -229,7 +235,7 @@ func TestValidEventMatchesGateway(t *testing.T) {
 		"fabric-x", "ünïcødé", "tab\there", "del\x7f", "a\x00b", strings.Repeat("e", 255), strings.Repeat("e", 256), "bad\xffutf8"}
 	for _, ev := range events {
 		m := nats.NewMsg("fabric.chat.ev")
-		m.Header[publisher.HeaderEvent] = []string{ev}
+		m.Header[wire.HeaderEvent] = []string{ev}
 		m.Data = []byte(`{}`)
 		dropped := e.b.Dropped()
 		if err := e.nc.PublishMsg(m); err != nil {
@@ -238,7 +244,7 @@ func TestValidEventMatchesGateway(t *testing.T) {
 		// A marker after each event: once it arrives, the event was either
 		// delivered before it or dropped.
 		mark := nats.NewMsg("fabric.chat.ev")
-		mark.Header[publisher.HeaderEvent] = []string{"marker"}
+		mark.Header[wire.HeaderEvent] = []string{"marker"}
 		e.nc.PublishMsg(mark)
 		delivered := false
 		for ev2 := range got {
@@ -316,7 +322,7 @@ func TestStreamDeleted(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.b.Close() // no more recreation on the DELETED advisory
-	if err := e.js.DeleteStream(ctx, natsbroker.StreamName("room")); err != nil {
+	if err := e.js.DeleteStream(ctx, wire.StreamName("room")); err != nil {
 		t.Fatal(err)
 	}
 	res, err := e.p.Publish(ctx, "room:a", "x", nil)
@@ -340,7 +346,7 @@ func TestEpochFollowsRecreatedStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	// natsbroker recreates the deleted stream with a new epoch.
-	if err := e.js.DeleteStream(ctx, natsbroker.StreamName("room")); err != nil {
+	if err := e.js.DeleteStream(ctx, wire.StreamName("room")); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(wait)
@@ -409,5 +415,36 @@ func TestEpochWithoutAdvisories(t *testing.T) {
 	e.p.Advance(6 * time.Second)
 	if res, err := e.p.Publish(ctx, "room:a", "x", nil); err != nil || res.Epoch != "restoredepoch" {
 		t.Fatalf("after the cache's lifetime: %+v %v", res, err)
+	}
+}
+
+// A stream no gateway has stamped yet (created outside Fabric) has the
+// epoch gateways will record for it (wire.Epoch, one rule for both), not
+// "": a client resuming from the publish result must not be told its
+// epoch changed once a gateway adopts the stream.
+func TestEpochOfUnstampedStreamIsTheGatewaysOne(t *testing.T) {
+	e := setup(t, publisher.Config{})
+	ctx := ctxT(t)
+	if _, err := e.js.CreateStream(ctx, jetstream.StreamConfig{Name: wire.StreamName("solo"), Subjects: []string{"fabric.solo.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.p.Publish(ctx, "solo:a", "x", nil)
+	if err != nil || res.Offset != 1 || res.Epoch == "" {
+		t.Fatalf("publish to an unstamped stream: %+v %v", res, err)
+	}
+	b, err := natsbroker.New(e.nc, natsbroker.Config{Namespaces: map[string]natsbroker.Namespace{"solo": {History: true}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if err := b.EnsureStreams(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err := e.js.Stream(ctx, wire.StreamName("solo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := st.CachedInfo().Config.Metadata[wire.MetaEpoch]; got != res.Epoch {
+		t.Fatalf("gateway recorded epoch %q, publisher returned %q", got, res.Epoch)
 	}
 }

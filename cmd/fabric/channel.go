@@ -15,6 +15,7 @@ import (
 	"github.com/fabric-rt/fabric/internal/config"
 	"github.com/fabric-rt/fabric/nats/natsbroker"
 	"github.com/fabric-rt/fabric/nats/subject"
+	"github.com/fabric-rt/fabric/nats/wire"
 )
 
 const channelUsage = `Usage: fabric channel clear [flags] TOPIC
@@ -55,7 +56,7 @@ func channelFlags(o *channelOptions) *flag.FlagSet {
 	fs.StringVar(&c.NATSTLSCA, "nats-tls-ca", "", "PEM file of CA certificates to verify the servers with (implies TLS)")
 	fs.StringVar(&c.NATSTLSCert, "nats-tls-cert", "", "PEM client certificate file for mutual TLS (with --nats-tls-key)")
 	fs.StringVar(&c.NATSTLSKey, "nats-tls-key", "", "PEM private key file of --nats-tls-cert")
-	fs.StringVar(&o.prefix, "subject-prefix", natsbroker.DefaultPrefix, "NATS subject prefix of the gateways")
+	fs.StringVar(&o.prefix, "subject-prefix", wire.DefaultPrefix, "NATS subject prefix of the gateways")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "give up (and fail) after this long")
 	return fs
 }

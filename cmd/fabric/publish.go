@@ -20,6 +20,7 @@ import (
 
 	"github.com/fabric-rt/fabric/internal/config"
 	"github.com/fabric-rt/fabric/nats/subject"
+	"github.com/fabric-rt/fabric/nats/wire"
 	"github.com/fabric-rt/fabric/publisher"
 	fabricv1 "github.com/fabric-rt/fabric/schema/gen/fabricv1"
 )
@@ -54,11 +55,11 @@ func publishFlags(o *publishOptions) *flag.FlagSet {
 	fs.StringVar(&o.natsURL, "nats-url", "nats://127.0.0.1:4222", "NATS server(s) to publish to (comma-separated URLs)")
 	fs.StringVar(&o.apiURL, "api-url", "", "publish through Fabric's HTTP API at this base URL (e.g. http://127.0.0.1:4000) instead of NATS")
 	fs.StringVar(&o.apiKey, "api-key", "", "API key for --api-url, sent as Authorization: Bearer")
-	fs.StringVar(&o.event, "event", publisher.DefaultEvent, "event name clients bind with channel.on")
+	fs.StringVar(&o.event, "event", wire.DefaultEvent, "event name clients bind with channel.on")
 	fs.StringVar(&o.file, "file", "", `read the payload from this file ("-": stdin)`)
 	fs.StringVar(&o.contentType, "content-type", "", "Content-Type of the payload (a non-JSON type makes clients get a binary frame)")
 	fs.StringVar(&o.idKey, "idempotency-key", "", "key that makes a retry within 2 minutes a no-op (persistent namespaces)")
-	fs.StringVar(&o.prefix, "subject-prefix", publisher.DefaultPrefix, "NATS subject prefix of the gateway (NATS mode)")
+	fs.StringVar(&o.prefix, "subject-prefix", wire.DefaultPrefix, "NATS subject prefix of the gateway (NATS mode)")
 	fs.BoolVar(&o.protobuf, "protobuf", false, "send the HTTP request as protobuf instead of JSON (--api-url mode)")
 	fs.DurationVar(&o.timeout, "timeout", 5*time.Second, "give up (and fail) after this long")
 	return fs
@@ -104,7 +105,7 @@ func publish(ctx context.Context, args, environ []string, stdin io.Reader, stdou
 		return fmt.Errorf("publish: %w", err)
 	}
 	if o.event == "" {
-		o.event = publisher.DefaultEvent
+		o.event = wire.DefaultEvent
 	}
 	if !publisher.ValidEvent(o.event) {
 		return fmt.Errorf("publish: %w: %q", publisher.ErrInvalidEvent, o.event)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/fabric-rt/fabric/nats/natsbroker"
 	"github.com/fabric-rt/fabric/nats/natstest"
+	"github.com/fabric-rt/fabric/nats/wire"
 	"github.com/fabric-rt/fabric/publisher"
 )
 
@@ -46,7 +47,7 @@ func startPublishEnv(t *testing.T) *publishEnv {
 		t.Fatal(err)
 	}
 	js, _ := jetstream.New(nc)
-	st, err := js.Stream(ctx, natsbroker.StreamName("room"))
+	st, err := js.Stream(ctx, wire.StreamName("room"))
 	if err != nil {
 		t.Fatal(err)
 	}

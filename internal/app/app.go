@@ -29,6 +29,7 @@ import (
 	"github.com/fabric-rt/fabric/nats/natsbroker"
 	"github.com/fabric-rt/fabric/nats/natsembed"
 	"github.com/fabric-rt/fabric/nats/natslink"
+	"github.com/fabric-rt/fabric/nats/wire"
 	"github.com/fabric-rt/fabric/publisher"
 )
 
@@ -227,7 +228,7 @@ func Start(cfg Config) (a *App, err error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.SubjectPrefix == "" {
-		cfg.SubjectPrefix = natsbroker.DefaultPrefix
+		cfg.SubjectPrefix = wire.DefaultPrefix
 	}
 	verifier, err := newVerifier(cfg)
 	if err != nil {
@@ -272,7 +273,7 @@ func Start(cfg Config) (a *App, err error) {
 	var streams []string
 	for name, ns := range nss {
 		if ns.History {
-			streams = append(streams, natsbroker.StreamName(name))
+			streams = append(streams, wire.StreamName(name))
 		}
 	}
 	link, err := natslink.New(natslink.Config{

@@ -11,22 +11,12 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/fabric-rt/fabric/internal/broker"
+	"github.com/fabric-rt/fabric/nats/wire"
 )
 
-// Headers of a routed push request (fabric_in.<ns>.<segments>) and of its
-// reply. The body of the request is the push payload as sent; the body of
-// the reply is the JSON response.
-const (
-	HeaderSub        = "Fabric-Sub"
-	HeaderConn       = "Fabric-Conn"
-	HeaderJoinParams = "Fabric-Join-Params"
-	HeaderTopic      = "Fabric-Topic"
-	// HeaderAssigns: the hooks' assigns of the channel (docs/hooks.md).
-	HeaderAssigns = "Fabric-Assigns"
-	// HeaderStatus on a reply: "ok" (default) or "error".
-	HeaderStatus = "Fabric-Status"
-)
-
+// A routed push request (fabric_in.<ns>.<segments>) carries the wire.Header*
+// push headers; the body of the request is the push payload as sent, the
+// body of the reply the JSON response.
 const defaultPushTimeout = 5 * time.Second
 
 // RoutesPushes implements broker.Handlers.
@@ -67,22 +57,22 @@ func (b *Broker) Request(ctx context.Context, topic, event string, payload []byt
 		Subject: b.prefix + "_in" + subj[len(b.prefix):],
 		Data:    payload,
 		Header: nats.Header{
-			HeaderEvent: {event},
-			HeaderTopic: {topic},
-			HeaderConn:  {meta.ConnID},
+			wire.HeaderEvent: {event},
+			wire.HeaderTopic: {topic},
+			wire.HeaderConn:  {meta.ConnID},
 		},
 	}
 	if meta.Subject != "" {
-		m.Header.Set(HeaderSub, meta.Subject)
+		m.Header.Set(wire.HeaderSub, meta.Subject)
 	}
 	if len(meta.JoinParams) > 0 && len(meta.JoinParams) <= 4096 {
-		m.Header.Set(HeaderJoinParams, string(meta.JoinParams))
+		m.Header.Set(wire.HeaderJoinParams, string(meta.JoinParams))
 	}
 	if len(meta.Assigns) > 0 {
-		m.Header.Set(HeaderAssigns, string(meta.Assigns))
+		m.Header.Set(wire.HeaderAssigns, string(meta.Assigns))
 	}
 	if !isJSON(payload) {
-		m.Header.Set("Content-Type", "application/octet-stream")
+		m.Header.Set(wire.HeaderContentType, "application/octet-stream")
 	}
 	r, err := b.nc.RequestMsgWithContext(ctx, m)
 	if errors.Is(err, nats.ErrNoResponders) {
@@ -94,11 +84,11 @@ func (b *Broker) Request(ctx context.Context, topic, event string, payload []byt
 	if err != nil {
 		return broker.Reply{}, err
 	}
-	ok := !strings.EqualFold(r.Header.Get(HeaderStatus), "error")
+	ok := !strings.EqualFold(r.Header.Get(wire.HeaderStatus), "error")
 	// A JSON body is the response (the gateway relays only objects); an
 	// empty one is {}; anything else, or a body declared non-JSON, is
 	// bytes, relayed as a binary reply.
-	ct, hasCT := headerValue(r.Header, "Content-Type")
+	ct, hasCT := headerValue(r.Header, wire.HeaderContentType)
 	if hasCT && !isJSONType(ct) {
 		return broker.Reply{OK: ok, Response: r.Data, Binary: true}, nil
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/fabric-rt/fabric/internal/broker"
+	"github.com/fabric-rt/fabric/nats/wire"
 )
 
 // Join and connect hooks (Phoenix's join/3 and connect/3 over NATS): a
@@ -165,7 +166,7 @@ func (b *Broker) hookRequest(ctx context.Context, subj string, body []byte) (bro
 			return broker.HookAnswer{}, err
 		}
 	}
-	m := &nats.Msg{Subject: subj, Data: body, Header: nats.Header{"Content-Type": {"application/json"}}}
+	m := &nats.Msg{Subject: subj, Data: body, Header: nats.Header{wire.HeaderContentType: {"application/json"}}}
 	r, err := b.nc.RequestMsgWithContext(ctx, m)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):

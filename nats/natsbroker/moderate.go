@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fabric-rt/fabric/internal/control"
+	"github.com/fabric-rt/fabric/nats/wire"
 )
 
 // Moderation (control.Moderator): clearing a channel's history and
@@ -42,13 +43,11 @@ import (
 // delete, Fabric's included (see ownSettings), and the content stays on
 // disk, never served, until retention drops it.
 
-// Mark headers.
+// Mark header values (wire.HeaderMod) and the mark subject token.
 const (
-	headerMod       = "Fabric-Mod"        // what the mark records: modClear or modRemove
-	headerModOffset = "Fabric-Mod-Offset" // clear: the channel's last offset it covers; remove: the removed offset
-	modClear        = "clear"
-	modRemove       = "remove"
-	markToken       = "=3A"
+	modClear  = "clear"
+	modRemove = "remove"
+	markToken = "=3A"
 )
 
 // markState is a mark's body.
@@ -106,7 +105,7 @@ func (b *Broker) target(ctx context.Context, topic string) (stream, subj, marks 
 	if !b.standalone {
 		return "", "", "", fmt.Errorf("%w: %q", ErrNoHistory, topic)
 	}
-	stream = StreamName(ns)
+	stream = wire.StreamName(ns)
 	if _, err := b.js.Stream(ctx, stream); errors.Is(err, jetstream.ErrStreamNotFound) {
 		return "", "", "", fmt.Errorf("%w: %q (no stream %s)", ErrNoHistory, topic, stream)
 	} else if err != nil {
@@ -228,8 +227,8 @@ func (b *Broker) updateMarks(ctx context.Context, stream, subj, marks, kind stri
 		}
 		body, _ := json.Marshal(st)
 		m := &nats.Msg{Subject: marks, Data: body, Header: nats.Header{
-			headerMod:       []string{kind},
-			headerModOffset: []string{strconv.FormatUint(offset(), 10)},
+			wire.HeaderMod:       []string{kind},
+			wire.HeaderModOffset: []string{strconv.FormatUint(offset(), 10)},
 		}}
 		_, err = b.js.PublishMsg(ctx, m, jetstream.WithExpectStream(stream), jetstream.WithExpectLastSequencePerSubject(seq),
 			jetstream.WithMsgID(nats.NewInbox()[len(nats.InboxPrefix):]))

@@ -2,8 +2,6 @@ package natsbroker
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/base32"
 	"errors"
 	"fmt"
 	"reflect"
@@ -18,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fabric-rt/fabric/internal/broker"
+	"github.com/fabric-rt/fabric/nats/wire"
 )
 
 // Namespace configures one namespace (the first topic segment: "room" in
@@ -153,30 +152,6 @@ func ValidateNamespaces(nss map[string]Namespace) error {
 	return nil
 }
 
-// StreamName is the JetStream stream of a persistent namespace.
-func StreamName(ns string) string { return "FABRIC_" + ns }
-
-// Stream metadata keys Fabric owns.
-const (
-	// epochKey is the epoch gateways of every version read. Gateways
-	// before 2026-12 named an incarnation by this key alone, which a
-	// stream re-added from a saved config (metadata included) carries over.
-	epochKey = "fabric_epoch"
-	// createdKey is the creation time (Unix ns, the server's StreamInfo
-	// Created) of the incarnation fabric_epoch was chosen for. A saved
-	// config carries it too, but the server gives every new stream a new
-	// creation time, so a mismatch unmasks a re-added stream.
-	createdKey = "fabric_created"
-	// limitsKey records the namespace config's limits as Fabric last
-	// applied them: a stream limit that differs from it was changed by
-	// hand and is kept until the config's own value changes.
-	limitsKey = "fabric_limits"
-	// minPerKey is the lowest per-channel limit the stream has had: a
-	// limit raised after it cut channels does not undo the cuts, and the
-	// anchor check must still count against the lower one.
-	minPerKey = "fabric_min_per_channel"
-)
-
 // minLimit is the lowest of the positive limits given (0: none).
 func minLimit(ls ...int64) int64 {
 	var m int64
@@ -196,7 +171,7 @@ type nsState struct {
 
 	mu      sync.Mutex
 	epoch   string
-	created string // createdKey's form of the incarnation epoch names
+	created string // wire.MetaCreated's form of the incarnation epoch names
 	// maxPer is the lowest per-subject limit the incarnation is known to
 	// have had (0: none); the anchor check reads it, since an operator
 	// may change the limit.
@@ -224,7 +199,7 @@ func (n *nsState) perChannelLimit() int64 {
 }
 
 // limits is the namespace config's limits in stream terms, and their
-// record for limitsKey.
+// record for wire.MetaLimits.
 func (c Namespace) limits() (maxAge time.Duration, maxBytes, maxPer int64, replicas int, record string) {
 	replicas = c.Replicas
 	if replicas == 0 {
@@ -253,7 +228,7 @@ func (b *Broker) streamConfig(n *nsState) jetstream.StreamConfig {
 		MaxBytes:          maxBytes,
 		MaxMsgs:           -1,
 		MaxMsgsPerSubject: maxPer,
-		Metadata:          map[string]string{limitsKey: record},
+		Metadata:          map[string]string{wire.MetaLimits: record},
 	}
 	b.ownSettings(n, &cfg)
 	return cfg
@@ -289,42 +264,14 @@ func (b *Broker) ownSettings(n *nsState, c *jetstream.StreamConfig) {
 	c.RePublish = &jetstream.RePublish{Source: b.prefix + ".>", Destination: b.livePrefix + ".>"}
 }
 
-// derivedEpoch names an incarnation from the stream's name and creation
-// time alone, so that every gateway that reads the same StreamInfo
-// computes the same epoch without waiting for one of them to record it.
-func derivedEpoch(stream, created string) string {
-	h := sha256.Sum256([]byte(stream + "\x00" + created))
-	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(h[:10]))
-}
-
 // incarnation decides the epoch of the stream described by info, and
-// whether the metadata should be rewritten to record it.
-//
-// Invariant: two incarnations of a stream (created, deleted and created
-// again by anyone, from any config) never share an epoch, as long as the
-// server gives them different creation times. The metadata alone cannot
-// say it (a saved config carries fabric_epoch and fabric_created over);
-// the server's Created can, and fabric_created ties the epoch to it.
+// whether the metadata should be rewritten to record it: wire.Epoch, the
+// rule the publisher library applies too, given the incarnation n knows.
 func incarnation(n *nsState, info *jetstream.StreamInfo) (epoch, created string, record bool) {
-	created = strconv.FormatInt(info.Created.UnixNano(), 10)
-	md := info.Config.Metadata
-	e, c := md[epochKey], md[createdKey]
 	n.mu.Lock()
 	known := n.created
 	n.mu.Unlock()
-	switch {
-	case e != "" && c == created:
-		return e, created, false
-	case e != "" && c == "" && (known == "" || known == created):
-		// Written by a gateway of an earlier version, which recorded no
-		// creation time: keep its epoch (no needless epoch_changed during
-		// a rolling upgrade) and record the time. A stream re-added from
-		// such a saved config while no newer gateway watched is taken for
-		// the old one: the upgrade note in docs/history.md says so.
-		return e, created, true
-	default:
-		return derivedEpoch(n.stream, created), created, true
-	}
+	return wire.Epoch(info, known)
 }
 
 // EnsureStreams creates or updates the stream of every persistent
@@ -452,17 +399,17 @@ func (b *Broker) reconcile(n *nsState, info *jetstream.StreamInfo) (jetstream.St
 		return cfg, false, fmt.Errorf("namespace %q: allow_purge/allow_delete cannot apply to stream %s: it denies purges or deletes, and JetStream cannot lift that; recreate the stream to opt out", n.name, n.stream)
 	}
 	maxAge, maxBytes, maxPer, replicas, record := n.cfg.limits()
-	if old.Metadata[limitsKey] != record {
+	if old.Metadata[wire.MetaLimits] != record {
 		cfg.MaxAge, cfg.MaxBytes, cfg.MaxMsgsPerSubject, cfg.Replicas = maxAge, maxBytes, maxPer, replicas
-		cfg.Metadata[limitsKey] = record
+		cfg.Metadata[wire.MetaLimits] = record
 	} else if old.MaxAge != maxAge || old.MaxBytes != maxBytes || old.MaxMsgsPerSubject != maxPer || old.Replicas != replicas {
 		b.log.Info("natsbroker: keeping stream limits changed by hand (the namespace config did not change them)", "stream", n.stream)
 	}
 	epoch, created, _ := incarnation(n, info)
-	cfg.Metadata[epochKey], cfg.Metadata[createdKey] = epoch, created
-	rec, _ := strconv.ParseInt(old.Metadata[minPerKey], 10, 64)
+	cfg.Metadata[wire.MetaEpoch], cfg.Metadata[wire.MetaCreated] = epoch, created
+	rec, _ := strconv.ParseInt(old.Metadata[wire.MetaMinPerChannel], 10, 64)
 	if m := minLimit(rec, old.MaxMsgsPerSubject, cfg.MaxMsgsPerSubject); m > 0 {
-		cfg.Metadata[minPerKey] = strconv.FormatInt(m, 10)
+		cfg.Metadata[wire.MetaMinPerChannel] = strconv.FormatInt(m, 10)
 	}
 	return cfg, !reflect.DeepEqual(normalize(old), normalize(cfg)), nil
 }
@@ -484,7 +431,7 @@ func normalize(c jetstream.StreamConfig) jetstream.StreamConfig {
 // limit.
 func (b *Broker) learn(n *nsState, info *jetstream.StreamInfo) {
 	epoch, created, _ := incarnation(n, info)
-	rec, _ := strconv.ParseInt(info.Config.Metadata[minPerKey], 10, 64)
+	rec, _ := strconv.ParseInt(info.Config.Metadata[wire.MetaMinPerChannel], 10, 64)
 	n.mu.Lock()
 	known := int64(0)
 	if n.created == created {

@@ -18,28 +18,10 @@ import (
 
 	"github.com/fabric-rt/fabric/internal/broker"
 	"github.com/fabric-rt/fabric/nats/subject"
+	"github.com/fabric-rt/fabric/nats/wire"
 )
 
 const (
-	// HeaderEvent carries the Phoenix event name.
-	HeaderEvent = "Fabric-Event"
-	// HeaderTime carries the publish time of a core NATS message, in Unix
-	// nanoseconds (decimal), for the fan-out latency metric. The publisher
-	// library and the gateway's own core publishes set it; a message
-	// JetStream stored carries Nats-Time-Stamp instead. Looked up with
-	// exactly this spelling.
-	HeaderTime = "Fabric-Time"
-	// headerStored is the time JetStream stored a message (RFC 3339, UTC),
-	// which RePublish and Direct Get add (nats-server JSTimeStamp).
-	headerStored = "Nats-Time-Stamp"
-	// DefaultEvent is the event of a message without HeaderEvent.
-	DefaultEvent = "message"
-	// DefaultPrefix is the subject prefix when Config.Prefix is empty.
-	DefaultPrefix = "fabric"
-	// MaxEventLen is the longest event name delivered or published: a
-	// Phoenix v2 binary frame stores the event length in one byte.
-	MaxEventLen = 255
-
 	// One subscription feeds a whole channel (every local member), so it
 	// gets far more room than nats.go's per-subscription defaults
 	// (500k msgs / 64 MiB) before the client library starts dropping.
@@ -118,7 +100,7 @@ func New(nc *nats.Conn, cfg Config) (*Broker, error) {
 		return nil, errors.New("natsbroker: nil connection")
 	}
 	if cfg.Prefix == "" {
-		cfg.Prefix = DefaultPrefix
+		cfg.Prefix = wire.DefaultPrefix
 	}
 	if err := subject.ValidPrefix(cfg.Prefix); err != nil {
 		return nil, err
@@ -146,7 +128,7 @@ func New(nc *nats.Conn, cfg Config) (*Broker, error) {
 	b.pushNS = cfg.Namespaces
 	for name, ns := range cfg.Namespaces {
 		if ns.History {
-			b.namespaces[name] = &nsState{name: name, stream: StreamName(name), cfg: ns}
+			b.namespaces[name] = &nsState{name: name, stream: wire.StreamName(name), cfg: ns}
 		}
 	}
 	if len(b.namespaces) > 0 {
@@ -311,8 +293,8 @@ func (s *subscription) Unsubscribe() error { return s.unsubscribe() }
 // convert turns a NATS message into a broker message, or reports false when
 // it has to be dropped.
 func (b *Broker) convert(topic string, m *nats.Msg) (*broker.Message, bool) {
-	event := DefaultEvent
-	if v, ok := headerValue(m.Header, HeaderEvent); ok {
+	event := wire.DefaultEvent
+	if v, ok := headerValue(m.Header, wire.HeaderEvent); ok {
 		event = strings.TrimSpace(v)
 		if !validEvent(event) {
 			b.dropped.Add(1)
@@ -322,7 +304,7 @@ func (b *Broker) convert(topic string, m *nats.Msg) (*broker.Message, bool) {
 		}
 	}
 	msg := &broker.Message{Topic: topic, Event: event, Payload: m.Data, Published: publishedAt(m.Header)}
-	ct, hasCT := headerValue(m.Header, "Content-Type")
+	ct, hasCT := headerValue(m.Header, wire.HeaderContentType)
 	switch {
 	case hasCT && !isJSONType(ct):
 		msg.Binary = true
@@ -342,12 +324,12 @@ func (b *Broker) convert(topic string, m *nats.Msg) (*broker.Message, bool) {
 // such a message is not measured. Exact-case lookups keep this cheap for
 // the common message that has neither header.
 func publishedAt(h nats.Header) time.Time {
-	if v := h[HeaderTime]; len(v) > 0 {
+	if v := h[wire.HeaderTime]; len(v) > 0 {
 		if ns, err := strconv.ParseInt(v[0], 10, 64); err == nil && ns > 0 {
 			return time.Unix(0, ns)
 		}
 	}
-	if v := h[headerStored]; len(v) > 0 {
+	if v := h[wire.HeaderStored]; len(v) > 0 {
 		if t, err := time.Parse(time.RFC3339Nano, v[0]); err == nil {
 			return t
 		}
@@ -404,7 +386,7 @@ func (b *Broker) Publish(ctx context.Context, topic, event string, payload []byt
 	if err := b.Available(topic); err != nil {
 		return 0, err
 	}
-	m := &nats.Msg{Subject: subj, Data: payload, Header: nats.Header{HeaderEvent: []string{event}}}
+	m := &nats.Msg{Subject: subj, Data: payload, Header: nats.Header{wire.HeaderEvent: []string{event}}}
 	if b.namespaceOf(topic) != nil {
 		// Persistent: acknowledged only once stored. The message id
 		// makes nats.go's retries (no responders during an election)
@@ -422,7 +404,7 @@ func (b *Broker) Publish(ctx context.Context, topic, event string, payload []byt
 	}
 	// Core NATS adds no timestamp; stamp it for the fan-out latency of
 	// every gateway that delivers it (JetStream stamps stored ones).
-	m.Header[HeaderTime] = []string{strconv.FormatInt(time.Now().UnixNano(), 10)}
+	m.Header[wire.HeaderTime] = []string{strconv.FormatInt(time.Now().UnixNano(), 10)}
 	if err := b.nc.PublishMsg(m); err != nil {
 		return 0, tooLarge(err)
 	}

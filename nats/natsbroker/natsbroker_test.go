@@ -17,6 +17,7 @@ import (
 	"github.com/fabric-rt/fabric/nats/natsbroker"
 	"github.com/fabric-rt/fabric/nats/natstest"
 	"github.com/fabric-rt/fabric/nats/subject"
+	"github.com/fabric-rt/fabric/nats/wire"
 )
 
 const wait = 5 * time.Second
@@ -309,7 +310,7 @@ func TestPublish(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := m.Header.Get(natsbroker.HeaderEvent); got != ev || string(m.Data) != `{"body":"hi"}` {
+		if got := m.Header.Get(wire.HeaderEvent); got != ev || string(m.Data) != `{"body":"hi"}` {
 			t.Fatalf("got event %q data %q", got, m.Data)
 		}
 	}

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/fabric-rt/fabric/nats/wire"
 )
 
 // MaxTopicLen is the longest topic, in bytes, that Map accepts. It keeps the
@@ -232,10 +234,6 @@ func Unmap(prefix, subject string) (string, error) {
 	return topic, nil
 }
 
-// MaxEventLen is the longest event name: a Phoenix v2 binary frame stores
-// the event's length in one byte.
-const MaxEventLen = 255
-
 // ValidEvent reports whether event may travel in the Fabric-Event header
 // and reach clients as a plain broadcast. "phx_" events are a channel's own
 // control events (phx_close, phx_error, phx_reply would close, rejoin or
@@ -244,7 +242,7 @@ const MaxEventLen = 255
 // it drive other clients' channel state. Control characters would corrupt
 // a NATS header block.
 func ValidEvent(e string) bool {
-	if e == "" || len(e) > MaxEventLen || !utf8.ValidString(e) {
+	if e == "" || len(e) > wire.MaxEventLen || !utf8.ValidString(e) {
 		return false
 	}
 	if strings.HasPrefix(e, "phx_") || strings.HasPrefix(e, "fabric:") {

@@ -25,6 +25,7 @@ import (
 	"github.com/fabric-rt/fabric/internal/phxclient"
 	"github.com/fabric-rt/fabric/internal/proctest"
 	"github.com/fabric-rt/fabric/nats/natsbroker"
+	"github.com/fabric-rt/fabric/nats/wire"
 	"github.com/fabric-rt/fabric/publisher"
 )
 
@@ -238,7 +239,7 @@ func TestNATSAuthExampleEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	dctx, dcancel := context.WithTimeout(ctx, 2*time.Second)
-	derr := js.DeleteStream(dctx, natsbroker.StreamName("room"))
+	derr := js.DeleteStream(dctx, wire.StreamName("room"))
 	dcancel()
 	if derr == nil {
 		t.Fatal("chat deleted the room stream")

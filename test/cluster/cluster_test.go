@@ -25,6 +25,7 @@ import (
 	"github.com/fabric-rt/fabric/internal/app"
 	"github.com/fabric-rt/fabric/nats/natsbroker"
 	"github.com/fabric-rt/fabric/nats/natsembed"
+	"github.com/fabric-rt/fabric/nats/wire"
 )
 
 const wait = 15 * time.Second
@@ -247,7 +248,7 @@ func TestThreeNodeClusterSurvivesNodeLoss(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	st, err := js.Stream(ctx, natsbroker.StreamName("room"))
+	st, err := js.Stream(ctx, wire.StreamName("room"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,7 +27,7 @@ import (
 
 	"github.com/fabric-rt/fabric/internal/phxnode"
 	"github.com/fabric-rt/fabric/internal/proctest"
-	"github.com/fabric-rt/fabric/nats/natsbroker"
+	"github.com/fabric-rt/fabric/nats/wire"
 )
 
 var (
@@ -251,7 +251,7 @@ func TestEmbeddedClusterSurvivesSIGKILL(t *testing.T) {
 	js, _ := jetstream.New(nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	st, err := js.Stream(ctx, natsbroker.StreamName("room"))
+	st, err := js.Stream(ctx, wire.StreamName("room"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,7 @@ import (
 
 	"github.com/fabric-rt/fabric/internal/phxnode"
 	"github.com/fabric-rt/fabric/internal/proctest"
-	"github.com/fabric-rt/fabric/nats/natsbroker"
+	"github.com/fabric-rt/fabric/nats/wire"
 )
 
 // natsNode is one `fabric nats` process of the test cluster.
@@ -262,7 +262,7 @@ func TestNATSNodeSIGKILL(t *testing.T) {
 
 	victim, leader := f.nodes[0], "unknown"
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	s, err := js.Stream(ctx, natsbroker.StreamName("room"))
+	s, err := js.Stream(ctx, wire.StreamName("room"))
 	if err == nil {
 		info, err := s.Info(ctx)
 		if err == nil && info.Cluster != nil {

@@ -21,7 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fabric-rt/fabric/internal/phxnode"
-	"github.com/fabric-rt/fabric/nats/natsbroker"
+	"github.com/fabric-rt/fabric/nats/wire"
 	"github.com/fabric-rt/fabric/publisher"
 )
 
@@ -391,7 +391,7 @@ func checkStored(t *testing.T, nodes []*natsNode, logs []*pubLog) {
 	)
 	for {
 		var err error
-		if st, err = js.Stream(ctx, natsbroker.StreamName("room")); err == nil {
+		if st, err = js.Stream(ctx, wire.StreamName("room")); err == nil {
 			if info, err = st.Info(ctx); err == nil {
 				cons, err = st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{"fabric.room.x"}})
 			}

@@ -29,6 +29,7 @@ var rules = []rule{
 	{module + "internal/broker", []string{"github.com/nats-io/", module + "nats/", module + "gateway"}, "the port names topics and positions, not subjects or streams"},
 	{module + "internal/control", []string{module}, "the cluster-control contract is shared by the server API and nats/natsctl: it imports neither"},
 	{module + "publisher", []string{module + "gateway", module + "internal/app", module + "cmd/"}, "services' library must not drag the gateway into their builds"},
+	{module + "nats/wire", []string{module}, "the wire contract is a leaf: gateways, the publisher library and plain NATS clients all read it, it reads none of them"},
 	{module + "nats", []string{module + "gateway", module + "publisher", module + "cmd/", module + "internal/app"}, "the NATS adapter implements the port; it does not call up into its users"},
 }
 
