@@ -412,6 +412,12 @@ func checkStored(t *testing.T, nodes []*natsNode, logs []*pubLog) {
 	stored := map[key]uint64{}
 	for last := uint64(0); last < info.State.LastSeq; {
 		batch, err := cons.Fetch(500, jetstream.FetchMaxWait(2*time.Second))
+		if errors.Is(err, nats.ErrNoResponders) && ctx.Err() == nil {
+			// The same as above: the consumer's server is not ready yet.
+			t.Logf("fetching: %v (again)", err)
+			time.Sleep(200 * time.Millisecond)
+			continue
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
