@@ -158,3 +158,33 @@ func (h *HistoryBroker) reset(topic string, st *Stream, at uint64) {
 	h.pos[topic] = at
 	h.Inject(broker.Message{Topic: topic, Reset: true, Epoch: st.Epoch(), Offset: at})
 }
+
+// Recreate deletes namespace ns's stream and creates it again (a new
+// epoch, sequences from 1), resetting the live subscriptions of its
+// channels into the new incarnation as natsbroker does when its stream is
+// recreated.
+func (h *HistoryBroker) Recreate(ns string) {
+	st := h.streams[ns]
+	if st == nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	st.Recreate()
+	h.Broker.mu.Lock()
+	var topics []string
+	for topic := range h.Broker.subs {
+		if h.stream(topic) == st {
+			topics = append(topics, topic)
+		}
+	}
+	h.Broker.mu.Unlock()
+	for topic := range h.pos {
+		if h.stream(topic) == st {
+			delete(h.pos, topic)
+		}
+	}
+	for _, topic := range topics {
+		h.reset(topic, st, 0)
+	}
+}
