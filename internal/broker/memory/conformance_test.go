@@ -21,3 +21,11 @@ func TestConformance(t *testing.T) {
 		}
 	})
 }
+
+// TestConformanceWithoutHistory: the plain Broker most gateway tests use
+// keeps the delivery contract too.
+func TestConformanceWithoutHistory(t *testing.T) {
+	brokertest.Run(t, func(t *testing.T) brokertest.Env {
+		return brokertest.Env{Broker: memory.New(), Ephemeral: "chat"}
+	})
+}
