@@ -21,16 +21,23 @@ type HistoryBroker struct {
 	*Broker
 
 	mu      sync.Mutex
-	streams map[string]*Stream         // namespace → stream
-	msgs    map[uint64]*broker.Message // stored content, per offset of the current incarnations
-	pos     map[string]uint64          // topic → last position delivered live
+	streams map[string]*Stream // namespace → stream
+	// msgs is the stored content per stream and offset: each namespace
+	// has a stream of its own, whose offsets overlap the others'.
+	msgs map[stored]*broker.Message
+	pos  map[string]uint64 // topic → last position delivered live
+}
+
+type stored struct {
+	st  *Stream
+	seq uint64
 }
 
 var _ broker.History = (*HistoryBroker)(nil)
 
 // NewHistory returns a HistoryBroker whose given namespaces are persistent.
 func NewHistory(namespaces ...string) *HistoryBroker {
-	h := &HistoryBroker{Broker: New(), streams: map[string]*Stream{}, msgs: map[uint64]*broker.Message{}, pos: map[string]uint64{}}
+	h := &HistoryBroker{Broker: New(), streams: map[string]*Stream{}, msgs: map[stored]*broker.Message{}, pos: map[string]uint64{}}
 	for _, ns := range namespaces {
 		h.streams[ns] = NewStream()
 	}
@@ -71,7 +78,7 @@ func (h *HistoryBroker) Publish(ctx context.Context, topic, event string, payloa
 	seq := st.Publish(topic)
 	m := &broker.Message{Topic: topic, Event: event, Payload: append([]byte(nil), payload...),
 		Binary: !(utf8.Valid(payload) && json.Valid(payload)), Offset: seq, Prev: prev}
-	h.msgs[seq] = m
+	h.msgs[stored{st, seq}] = m
 	h.pos[topic] = seq
 	h.Inject(*m)
 	return seq, nil
@@ -116,7 +123,7 @@ func (h *HistoryBroker) Replay(ctx context.Context, topic string, from broker.Po
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for i, m := range p.Messages {
-		full := *h.msgs[m.Offset]
+		full := *h.msgs[stored{st, m.Offset}]
 		full.Prev = m.Prev
 		p.Messages[i] = &full
 	}
@@ -157,4 +164,39 @@ func (h *HistoryBroker) reset(topic string, st *Stream, at uint64) {
 	at = max(at, st.Head(topic))
 	h.pos[topic] = at
 	h.Inject(broker.Message{Topic: topic, Reset: true, Epoch: st.Epoch(), Offset: at})
+}
+
+// Recreate deletes namespace ns's stream and creates it again (a new
+// epoch, sequences from 1), resetting the live subscriptions of its
+// channels into the new incarnation as natsbroker does when its stream is
+// recreated.
+func (h *HistoryBroker) Recreate(ns string) {
+	st := h.streams[ns]
+	if st == nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	st.Recreate()
+	h.Broker.mu.Lock()
+	var topics []string
+	for topic := range h.Broker.subs {
+		if h.stream(topic) == st {
+			topics = append(topics, topic)
+		}
+	}
+	h.Broker.mu.Unlock()
+	for k := range h.msgs {
+		if k.st == st {
+			delete(h.msgs, k)
+		}
+	}
+	for topic := range h.pos {
+		if h.stream(topic) == st {
+			delete(h.pos, topic)
+		}
+	}
+	for _, topic := range topics {
+		h.reset(topic, st, 0)
+	}
 }
