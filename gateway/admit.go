@@ -264,6 +264,9 @@ func (p *policy) release() {
 // its params carry a per-join token (typ "join") naming exactly this topic
 // and, when it names a user, this connection's user.
 func (p *policy) CanJoinWithToken(topic, token string) bool {
+	if p.refused() != "" {
+		return false // the connection's own token is revoked
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	c, err := p.verifier.Verify(ctx, token)

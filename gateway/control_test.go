@@ -92,8 +92,18 @@ func TestGateRefusesUpgradesAndJoins(t *testing.T) {
 	if !pol.CanJoin("room:1") {
 		t.Fatal("join refused with nothing revoked")
 	}
+	jt, err := auth.Mint(auth.Config{Secret: secret}, auth.MintClaims{Subject: "alice", Type: auth.TypeJoin, Channel: "vip:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !pol.CanJoinWithToken("vip:1", jt) {
+		t.Fatal("per-join token refused with nothing revoked")
+	}
 	gate.set(ReasonRevoked, time.Time{})
 	if pol.CanJoin("room:1") {
 		t.Fatal("join allowed after the connection's token was revoked")
+	}
+	if pol.CanJoinWithToken("vip:1", jt) {
+		t.Fatal("a per-join token let a connection whose token was revoked join")
 	}
 }
