@@ -2,9 +2,13 @@
 package proctest
 
 import (
+	"fmt"
 	"net"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -31,4 +35,37 @@ func FreeAddrOn(t testing.TB, host string) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
+}
+
+// built is the fabric binary FabricBinary built for this test process.
+var built struct {
+	once sync.Once
+	dir  string
+	err  error
+}
+
+// FabricBinary builds cmd/fabric once per test process and returns its
+// path. Call RemoveBinaries from TestMain after m.Run.
+func FabricBinary(t testing.TB) string {
+	t.Helper()
+	built.once.Do(func() {
+		if built.dir, built.err = os.MkdirTemp("", "fabric-bin-"); built.err != nil {
+			return
+		}
+		out, err := exec.Command("go", "build", "-o", filepath.Join(built.dir, "fabric"), "github.com/fabric-rt/fabric/cmd/fabric").CombinedOutput()
+		if err != nil {
+			built.err = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if built.err != nil {
+		t.Fatal(built.err)
+	}
+	return filepath.Join(built.dir, "fabric")
+}
+
+// RemoveBinaries removes what FabricBinary built.
+func RemoveBinaries() {
+	if built.dir != "" {
+		os.RemoveAll(built.dir)
+	}
 }

@@ -16,7 +16,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -30,12 +29,6 @@ import (
 	"github.com/fabric-rt/fabric/nats/wire"
 )
 
-var (
-	buildOnce sync.Once
-	binDir    string
-	buildErr  error
-)
-
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if code == 0 {
@@ -45,29 +38,8 @@ func TestMain(m *testing.M) {
 			code = 1
 		}
 	}
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
+	proctest.RemoveBinaries()
 	os.Exit(code)
-}
-
-// fabricBin builds the real binary once per package run.
-func fabricBin(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		binDir, buildErr = os.MkdirTemp("", "fabric-embedcluster-")
-		if buildErr != nil {
-			return
-		}
-		out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, "fabric"), "github.com/fabric-rt/fabric/cmd/fabric").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return filepath.Join(binDir, "fabric")
 }
 
 // node is one `fabric serve` process: a gateway with its embedded NATS
@@ -126,7 +98,7 @@ func startCluster(t *testing.T) []*node {
 		if err != nil {
 			t.Fatal(err)
 		}
-		n.cmd = exec.Command(fabricBin(t), "serve", "--config", cfg,
+		n.cmd = exec.Command(proctest.FabricBinary(t), "serve", "--config", cfg,
 			"--listen", n.listen, "--ops-listen", n.ops, "--nats-listen", n.nats,
 			"--data-dir", filepath.Join(dir, "data"), "--nats-name", n.name,
 			"--cluster-name", "fab", "--cluster-listen", n.cluster, "--routes", strings.Join(routes, ","),

@@ -32,12 +32,6 @@ import (
 	"github.com/fabric-rt/fabric/internal/proctest"
 )
 
-var (
-	buildOnce sync.Once
-	binDir    string
-	buildErr  error
-)
-
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if code == 0 {
@@ -46,29 +40,8 @@ func TestMain(m *testing.M) {
 			code = 1
 		}
 	}
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
+	proctest.RemoveBinaries()
 	os.Exit(code)
-}
-
-// fabricBin builds the real binary once per package run.
-func fabricBin(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		binDir, buildErr = os.MkdirTemp("", "fabric-regions-")
-		if buildErr != nil {
-			return
-		}
-		out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, "fabric"), "github.com/fabric-rt/fabric/cmd/fabric").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return filepath.Join(binDir, "fabric")
 }
 
 // proc is one fabric process, its output in a log file shown on failure.
@@ -86,7 +59,7 @@ func start(t *testing.T, name string, env []string, args ...string) *proc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.cmd = exec.Command(fabricBin(t), args...)
+	p.cmd = exec.Command(proctest.FabricBinary(t), args...)
 	p.cmd.Env = append(proctest.Env(), env...)
 	p.cmd.Stdout, p.cmd.Stderr = f, f
 	if err := p.cmd.Start(); err != nil {
