@@ -15,7 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/fabric-rt/fabric/internal/auth"
+	"github.com/fabric-rt/fabric/auth"
 )
 
 // Admission is everything decided before a connection is accepted: origin,

@@ -6,10 +6,10 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/fabric-rt/fabric/auth"
+	"github.com/fabric-rt/fabric/gateway/control"
 	"github.com/fabric-rt/fabric/gateway/session"
 	"github.com/fabric-rt/fabric/gateway/transport"
-	"github.com/fabric-rt/fabric/internal/auth"
-	"github.com/fabric-rt/fabric/internal/control"
 )
 
 // Cluster-wide control, this gateway's half: what a backend's Presence,

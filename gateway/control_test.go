@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fabric-rt/fabric/auth"
+	"github.com/fabric-rt/fabric/gateway/broker/memory"
 	"github.com/fabric-rt/fabric/gateway/transport/ws"
-	"github.com/fabric-rt/fabric/internal/auth"
-	"github.com/fabric-rt/fabric/internal/broker/memory"
 )
 
 // fakeGate refuses with whatever it is set to, and remembers what it was

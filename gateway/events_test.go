@@ -8,10 +8,10 @@ import (
 	"time"
 
 	"github.com/fabric-rt/fabric/gateway"
+	"github.com/fabric-rt/fabric/gateway/broker/memory"
 	"github.com/fabric-rt/fabric/gateway/phoenix"
 	"github.com/fabric-rt/fabric/gateway/transport/ws"
-	"github.com/fabric-rt/fabric/internal/broker/memory"
-	"github.com/fabric-rt/fabric/internal/phxclient"
+	"github.com/fabric-rt/fabric/internal/testkit/phxclient"
 )
 
 // stuckEvents is a broker whose lifecycle events for disconnects never

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/fabric-rt/fabric/auth"
+	"github.com/fabric-rt/fabric/gateway/broker"
 	"github.com/fabric-rt/fabric/gateway/events"
 	"github.com/fabric-rt/fabric/gateway/hooks"
 	"github.com/fabric-rt/fabric/gateway/hub"
@@ -22,8 +24,6 @@ import (
 	"github.com/fabric-rt/fabric/gateway/transport"
 	"github.com/fabric-rt/fabric/gateway/transport/longpoll"
 	"github.com/fabric-rt/fabric/gateway/transport/ws"
-	"github.com/fabric-rt/fabric/internal/auth"
-	"github.com/fabric-rt/fabric/internal/broker"
 )
 
 // PathWebSocket is the WebSocket endpoint (phoenix.js appends /websocket to

@@ -7,9 +7,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fabric-rt/fabric/auth"
+	"github.com/fabric-rt/fabric/gateway/broker"
 	"github.com/fabric-rt/fabric/gateway/hooks"
-	"github.com/fabric-rt/fabric/internal/auth"
-	"github.com/fabric-rt/fabric/internal/broker"
 )
 
 // HooksConfig turns on the services' say in connections and joins

@@ -15,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	fbench "github.com/fabric-rt/fabric/internal/bench"
+	fbench "github.com/fabric-rt/fabric/bench"
 	"github.com/fabric-rt/fabric/internal/config"
 )
 

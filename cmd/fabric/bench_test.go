@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	fbench "github.com/fabric-rt/fabric/internal/bench"
+	fbench "github.com/fabric-rt/fabric/bench"
 )
 
 // benchChildEnv makes the test binary act as the fabric binary when the

@@ -14,7 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/fabric-rt/fabric/internal/app"
-	"github.com/fabric-rt/fabric/internal/proctest"
+	"github.com/fabric-rt/fabric/internal/testkit/proctest"
 )
 
 const exposureSecret = "exposure-test-hs256-secret-32-bytes!"

@@ -10,7 +10,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/fabric-rt/fabric/internal/auth"
+	"github.com/fabric-rt/fabric/auth"
 	"time"
 )
 

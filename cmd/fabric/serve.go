@@ -15,8 +15,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/fabric-rt/fabric/auth"
 	"github.com/fabric-rt/fabric/internal/app"
-	"github.com/fabric-rt/fabric/internal/auth"
 	"github.com/fabric-rt/fabric/internal/config"
 	"github.com/fabric-rt/fabric/nats/natsbroker"
 )

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/fabric-rt/fabric/internal/auth"
+	"github.com/fabric-rt/fabric/auth"
 	"github.com/fabric-rt/fabric/internal/config"
 )
 

@@ -14,7 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/fabric-rt/fabric/internal/broker"
+	"github.com/fabric-rt/fabric/gateway/broker"
 )
 
 // Reasons a hook refuses with when the service itself did not say why.

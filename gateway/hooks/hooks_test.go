@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fabric-rt/fabric/internal/broker"
+	"github.com/fabric-rt/fabric/gateway/broker"
 )
 
 // fakeBus is a broker.Hooks whose answers the test scripts (the NATS side

@@ -28,9 +28,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/fabric-rt/fabric/gateway/broker"
 	"github.com/fabric-rt/fabric/gateway/phoenix"
 	"github.com/fabric-rt/fabric/gateway/transport"
-	"github.com/fabric-rt/fabric/internal/broker"
 )
 
 const shards = 64

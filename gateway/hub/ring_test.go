@@ -3,7 +3,7 @@ package hub
 import (
 	"testing"
 
-	"github.com/fabric-rt/fabric/internal/broker"
+	"github.com/fabric-rt/fabric/gateway/broker"
 )
 
 func TestRingBackfill(t *testing.T) {

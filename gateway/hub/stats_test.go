@@ -5,10 +5,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fabric-rt/fabric/gateway/broker"
+	"github.com/fabric-rt/fabric/gateway/broker/memory"
 	"github.com/fabric-rt/fabric/gateway/hub"
 	"github.com/fabric-rt/fabric/gateway/phoenix"
-	"github.com/fabric-rt/fabric/internal/broker"
-	"github.com/fabric-rt/fabric/internal/broker/memory"
 )
 
 // histBroker is a memory broker whose every topic is persistent and whose

@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fabric-rt/fabric/gateway/broker"
 	"github.com/fabric-rt/fabric/gateway/phoenix"
-	"github.com/fabric-rt/fabric/internal/broker"
-	"github.com/fabric-rt/fabric/internal/transporttest"
+	"github.com/fabric-rt/fabric/internal/testkit/transporttest"
 )
 
 // fakeNet is an in-memory bus shared by several trackers; delivery is

@@ -8,12 +8,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fabric-rt/fabric/gateway/broker"
+	"github.com/fabric-rt/fabric/gateway/broker/memory"
 	"github.com/fabric-rt/fabric/gateway/hub"
 	"github.com/fabric-rt/fabric/gateway/phoenix"
 	"github.com/fabric-rt/fabric/gateway/session"
-	"github.com/fabric-rt/fabric/internal/broker"
-	"github.com/fabric-rt/fabric/internal/broker/memory"
-	"github.com/fabric-rt/fabric/internal/transporttest"
+	"github.com/fabric-rt/fabric/internal/testkit/transporttest"
 )
 
 // awayBroker is a memory broker whose bus can be stuck (Publish waits,

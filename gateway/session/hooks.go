@@ -5,8 +5,8 @@ import (
 	"encoding/json"
 	"time"
 
+	"github.com/fabric-rt/fabric/gateway/broker"
 	"github.com/fabric-rt/fabric/gateway/hub"
-	"github.com/fabric-rt/fabric/internal/broker"
 )
 
 // Join hooks: a namespace configured `joins: request` has each join

@@ -11,11 +11,11 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/fabric-rt/fabric/gateway/broker"
+	"github.com/fabric-rt/fabric/gateway/broker/memory"
 	"github.com/fabric-rt/fabric/gateway/phoenix"
 	"github.com/fabric-rt/fabric/gateway/session"
-	"github.com/fabric-rt/fabric/internal/broker"
-	"github.com/fabric-rt/fabric/internal/broker/memory"
-	"github.com/fabric-rt/fabric/internal/transporttest"
+	"github.com/fabric-rt/fabric/internal/testkit/transporttest"
 )
 
 // Phoenix accepts any JSON value as join_ref and ref and echoes it back

@@ -6,11 +6,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fabric-rt/fabric/gateway/broker/memory"
 	"github.com/fabric-rt/fabric/gateway/hub"
 	"github.com/fabric-rt/fabric/gateway/phoenix"
 	"github.com/fabric-rt/fabric/gateway/session"
-	"github.com/fabric-rt/fabric/internal/broker/memory"
-	"github.com/fabric-rt/fabric/internal/transporttest"
+	"github.com/fabric-rt/fabric/internal/testkit/transporttest"
 )
 
 // roomsOnly may join room:* only.

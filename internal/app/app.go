@@ -21,11 +21,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/fabric-rt/fabric/auth"
 	"github.com/fabric-rt/fabric/gateway"
+	"github.com/fabric-rt/fabric/gateway/control"
 	"github.com/fabric-rt/fabric/gateway/transport/longpoll"
 	"github.com/fabric-rt/fabric/gateway/transport/ws"
-	"github.com/fabric-rt/fabric/internal/auth"
-	"github.com/fabric-rt/fabric/internal/control"
 	"github.com/fabric-rt/fabric/nats/natsbroker"
 	"github.com/fabric-rt/fabric/nats/natsembed"
 	"github.com/fabric-rt/fabric/nats/natslink"

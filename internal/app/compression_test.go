@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fabric-rt/fabric/auth"
 	"github.com/fabric-rt/fabric/gateway/phoenix"
-	"github.com/fabric-rt/fabric/internal/auth"
-	"github.com/fabric-rt/fabric/internal/phxclient"
+	"github.com/fabric-rt/fabric/internal/testkit/phxclient"
 	"github.com/fabric-rt/fabric/nats/natsbroker"
 )
 

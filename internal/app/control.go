@@ -5,7 +5,7 @@ import (
 	"time"
 
 	"github.com/fabric-rt/fabric/gateway"
-	"github.com/fabric-rt/fabric/internal/control"
+	"github.com/fabric-rt/fabric/gateway/control"
 	"github.com/fabric-rt/fabric/nats/natsctl"
 )
 

@@ -14,10 +14,10 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/fabric-rt/fabric/auth"
 	"github.com/fabric-rt/fabric/gateway/hub"
 	"github.com/fabric-rt/fabric/gateway/phoenix"
-	"github.com/fabric-rt/fabric/internal/auth"
-	"github.com/fabric-rt/fabric/internal/phxclient"
+	"github.com/fabric-rt/fabric/internal/testkit/phxclient"
 )
 
 func scrape(t *testing.T, addr string) map[string]*dto.MetricFamily {

@@ -7,7 +7,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/fabric-rt/fabric/internal/auth"
+	"github.com/fabric-rt/fabric/auth"
 	"github.com/fabric-rt/fabric/publisher"
 	"github.com/fabric-rt/fabric/publisher/serverapi"
 )

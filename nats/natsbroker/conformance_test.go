@@ -5,12 +5,12 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/fabric-rt/fabric/internal/broker/brokertest"
+	"github.com/fabric-rt/fabric/gateway/broker/brokertest"
 	"github.com/fabric-rt/fabric/nats/natsbroker"
 )
 
 // TestConformance holds the NATS adapter to the port's contract against an
-// in-process nats-server, as internal/broker/memory is.
+// in-process nats-server, as gateway/broker/memory is.
 func TestConformance(t *testing.T) {
 	brokertest.Run(t, func(t *testing.T) brokertest.Env {
 		e := setupHistory(t, natsbroker.Namespace{History: true, AllowPurge: true}, func(c *natsbroker.Config) {

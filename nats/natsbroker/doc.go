@@ -1,4 +1,4 @@
-// Package natsbroker implements the hub's broker port (internal/broker) on
+// Package natsbroker implements the hub's broker port (gateway/broker) on
 // core NATS with nats.go.
 //
 // Topics become subjects through package subject ("room:lobby" under prefix

@@ -1,7 +1,7 @@
 package natsbroker
 
 import (
-	"github.com/fabric-rt/fabric/internal/broker"
+	"github.com/fabric-rt/fabric/gateway/broker"
 )
 
 // Link reports, without blocking, whether the NATS link and a JetStream

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fabric-rt/fabric/internal/broker"
+	"github.com/fabric-rt/fabric/gateway/broker"
 	"github.com/fabric-rt/fabric/nats/natsbroker"
 )
 

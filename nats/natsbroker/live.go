@@ -9,7 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/fabric-rt/fabric/internal/broker"
+	"github.com/fabric-rt/fabric/gateway/broker"
 )
 
 // liveSub is the live feed of one persistent topic: a core subscription on

@@ -13,7 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/fabric-rt/fabric/internal/control"
+	"github.com/fabric-rt/fabric/gateway/control"
 	"github.com/fabric-rt/fabric/nats/wire"
 )
 

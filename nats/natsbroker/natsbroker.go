@@ -16,7 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/fabric-rt/fabric/internal/broker"
+	"github.com/fabric-rt/fabric/gateway/broker"
 	"github.com/fabric-rt/fabric/nats/subject"
 	"github.com/fabric-rt/fabric/nats/wire"
 )

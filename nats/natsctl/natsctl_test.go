@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fabric-rt/fabric/internal/auth"
-	"github.com/fabric-rt/fabric/internal/control"
+	"github.com/fabric-rt/fabric/auth"
+	"github.com/fabric-rt/fabric/gateway/control"
 	"github.com/fabric-rt/fabric/nats/natstest"
 )
 

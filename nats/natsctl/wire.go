@@ -3,7 +3,7 @@ package natsctl
 import (
 	"encoding/json"
 
-	"github.com/fabric-rt/fabric/internal/control"
+	"github.com/fabric-rt/fabric/gateway/control"
 )
 
 // Operations: the last token of <prefix>_ctl.req.<op>.

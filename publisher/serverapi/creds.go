@@ -18,7 +18,7 @@ import (
 	"go.yaml.in/yaml/v3"
 	"golang.org/x/time/rate"
 
-	"github.com/fabric-rt/fabric/internal/auth"
+	"github.com/fabric-rt/fabric/auth"
 )
 
 // Scope is what one credential may do: per RPC family, the topic patterns

@@ -23,7 +23,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/fabric-rt/fabric/internal/control"
+	"github.com/fabric-rt/fabric/gateway/control"
 	"github.com/fabric-rt/fabric/nats/natsbroker"
 	"github.com/fabric-rt/fabric/nats/natstest"
 	"github.com/fabric-rt/fabric/publisher"

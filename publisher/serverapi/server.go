@@ -11,8 +11,8 @@ import (
 
 	"connectrpc.com/connect"
 
-	"github.com/fabric-rt/fabric/internal/broker"
-	"github.com/fabric-rt/fabric/internal/control"
+	"github.com/fabric-rt/fabric/gateway/broker"
+	"github.com/fabric-rt/fabric/gateway/control"
 	"github.com/fabric-rt/fabric/publisher"
 	fabricv1 "github.com/fabric-rt/fabric/schema/gen/fabricv1"
 	"github.com/fabric-rt/fabric/schema/gen/fabricv1/fabricv1connect"

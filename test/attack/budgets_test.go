@@ -32,11 +32,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/fabric-rt/fabric/auth"
+	"github.com/fabric-rt/fabric/bench"
 	"github.com/fabric-rt/fabric/gateway/phoenix"
-	"github.com/fabric-rt/fabric/internal/auth"
-	"github.com/fabric-rt/fabric/internal/bench"
-	"github.com/fabric-rt/fabric/internal/phxclient"
-	"github.com/fabric-rt/fabric/internal/proctest"
+	"github.com/fabric-rt/fabric/internal/testkit/phxclient"
+	"github.com/fabric-rt/fabric/internal/testkit/proctest"
 )
 
 // The defaults these tests hold the server to (cmd/fabric/serve.go,

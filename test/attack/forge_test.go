@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/fabric-rt/fabric/gateway/phoenix"
-	"github.com/fabric-rt/fabric/internal/phxclient"
-	"github.com/fabric-rt/fabric/internal/phxnode"
+	"github.com/fabric-rt/fabric/internal/testkit/phxclient"
+	"github.com/fabric-rt/fabric/internal/testkit/phxnode"
 )
 
 // The forgeries a client allowed to publish could send to impersonate the

@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fabric-rt/fabric/auth"
 	"github.com/fabric-rt/fabric/internal/app"
-	"github.com/fabric-rt/fabric/internal/auth"
-	"github.com/fabric-rt/fabric/internal/phxnode"
+	"github.com/fabric-rt/fabric/internal/testkit/phxnode"
 )
 
 // phoenix.js under Node with the ws package, which offers

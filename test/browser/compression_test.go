@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fabric-rt/fabric/auth"
 	"github.com/fabric-rt/fabric/internal/app"
-	"github.com/fabric-rt/fabric/internal/auth"
 )
 
 // wireFrame is one WebSocket frame seen by the recording proxy.

@@ -14,7 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/fabric-rt/fabric/internal/proctest"
+	"github.com/fabric-rt/fabric/internal/testkit/proctest"
 )
 
 var updateDemoPNG = flag.Bool("update-demo-png", false, "also write the demo page screenshot to docs/demo.png (1280x800)")

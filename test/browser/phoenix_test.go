@@ -19,8 +19,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/fabric-rt/fabric/auth"
 	"github.com/fabric-rt/fabric/internal/app"
-	"github.com/fabric-rt/fabric/internal/auth"
 	"github.com/fabric-rt/fabric/nats/natstest"
 )
 

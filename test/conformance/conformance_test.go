@@ -29,9 +29,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/fabric-rt/fabric/auth"
 	"github.com/fabric-rt/fabric/gateway/phoenix"
 	"github.com/fabric-rt/fabric/internal/app"
-	"github.com/fabric-rt/fabric/internal/auth"
 )
 
 var updateTable = flag.Bool("update-table", false, "rewrite the results table in docs/conformance.md from this run")
@@ -131,7 +131,7 @@ var clients = []*client{
 	{name: "phoenix-socket", what: "`phoenix-socket` 1.2.3 (community; v1, Phoenix 1.2 socket.js) on `ws`, `logger` set",
 		start: startCommunity("phoenix-socket"), binaryAsJSON: true,
 		notes: map[string]string{"broadcast-binary": noteBase64, "presence": noteOldPresent}},
-	{name: "raw-numeric", what: "raw v2 client (`internal/phxclient`) sending numeric `ref` and `join_ref` (from 0), checking they are echoed as numbers",
+	{name: "raw-numeric", what: "raw v2 client (`internal/testkit/phxclient`) sending numeric `ref` and `join_ref` (from 0), checking they are echoed as numbers",
 		start: startRaw(phoenix.V2)},
 	{name: "raw-numeric-v1", what: "the same over v1 JSON objects (`vsn=1.0.0`, as Python's `phxsocket` sends `\"ref\": 0`); v1 replies have no `join_ref` to check",
 		start: startRaw(phoenix.V1), binaryAsJSON: true, notes: map[string]string{"broadcast-binary": noteBase64}},

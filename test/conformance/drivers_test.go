@@ -15,12 +15,12 @@ import (
 
 	"github.com/fabric-rt/fabric/clients/go/phx"
 	"github.com/fabric-rt/fabric/gateway/phoenix"
-	"github.com/fabric-rt/fabric/internal/phxclient"
-	"github.com/fabric-rt/fabric/internal/phxnode"
+	"github.com/fabric-rt/fabric/internal/testkit/phxclient"
+	"github.com/fabric-rt/fabric/internal/testkit/phxnode"
 )
 
 // ---------------------------------------------------------------------------
-// JS clients: one Node process per client, driven through internal/phxnode
+// JS clients: one Node process per client, driven through internal/testkit/phxnode
 // (puppet.mjs for phoenix, community.mjs for phoenix-channels and
 // phoenix-socket, which speak the same command protocol).
 

@@ -10,10 +10,10 @@ import (
 
 	"connectrpc.com/connect"
 
+	ctl "github.com/fabric-rt/fabric/gateway/control"
 	"github.com/fabric-rt/fabric/internal/app"
-	ctl "github.com/fabric-rt/fabric/internal/control"
-	"github.com/fabric-rt/fabric/internal/phxnode"
 	"github.com/fabric-rt/fabric/internal/testkit"
+	"github.com/fabric-rt/fabric/internal/testkit/phxnode"
 	"github.com/fabric-rt/fabric/nats/natsbroker"
 	"github.com/fabric-rt/fabric/publisher/serverapi"
 	fabricv1 "github.com/fabric-rt/fabric/schema/gen/fabricv1"

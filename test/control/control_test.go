@@ -14,11 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fabric-rt/fabric/auth"
+	ctl "github.com/fabric-rt/fabric/gateway/control"
 	"github.com/fabric-rt/fabric/internal/app"
-	"github.com/fabric-rt/fabric/internal/auth"
-	ctl "github.com/fabric-rt/fabric/internal/control"
-	"github.com/fabric-rt/fabric/internal/phxnode"
 	"github.com/fabric-rt/fabric/internal/testkit"
+	"github.com/fabric-rt/fabric/internal/testkit/phxnode"
 	"github.com/fabric-rt/fabric/nats/natsbroker"
 )
 

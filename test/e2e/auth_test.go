@@ -11,11 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fabric-rt/fabric/auth"
 	"github.com/fabric-rt/fabric/gateway/phoenix"
 	"github.com/fabric-rt/fabric/internal/app"
-	"github.com/fabric-rt/fabric/internal/auth"
-	"github.com/fabric-rt/fabric/internal/phxclient"
-	"github.com/fabric-rt/fabric/internal/phxnode"
+	"github.com/fabric-rt/fabric/internal/testkit/phxclient"
+	"github.com/fabric-rt/fabric/internal/testkit/phxnode"
 )
 
 const testSecret = "an-hs256-test-secret-of-32-bytes!"

@@ -15,8 +15,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/fabric-rt/fabric/internal/proctest"
 	"github.com/fabric-rt/fabric/internal/testkit"
+	"github.com/fabric-rt/fabric/internal/testkit/proctest"
 )
 
 // procKB reads a field (VmRSS, VmHWM) of /proc/<pid>/status in KiB.

@@ -13,8 +13,8 @@ import (
 
 	"github.com/fabric-rt/fabric/gateway/phoenix"
 	"github.com/fabric-rt/fabric/internal/app"
-	"github.com/fabric-rt/fabric/internal/phxclient"
 	"github.com/fabric-rt/fabric/internal/testkit"
+	"github.com/fabric-rt/fabric/internal/testkit/phxclient"
 	"github.com/fabric-rt/fabric/nats/natsbroker"
 )
 

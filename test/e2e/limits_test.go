@@ -13,7 +13,7 @@ import (
 
 	"github.com/fabric-rt/fabric/gateway/phoenix"
 	"github.com/fabric-rt/fabric/internal/app"
-	"github.com/fabric-rt/fabric/internal/phxclient"
+	"github.com/fabric-rt/fabric/internal/testkit/phxclient"
 )
 
 // Handshakes sent at a crawl are cut at the handshake deadline while

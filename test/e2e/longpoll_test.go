@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/fabric-rt/fabric/internal/app"
-	"github.com/fabric-rt/fabric/internal/phxnode"
+	"github.com/fabric-rt/fabric/internal/testkit/phxnode"
 )
 
 // The real phoenix client over LongPoll only: join, JSON and binary

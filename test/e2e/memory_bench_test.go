@@ -14,8 +14,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/fabric-rt/fabric/auth"
 	"github.com/fabric-rt/fabric/internal/app"
-	"github.com/fabric-rt/fabric/internal/auth"
 )
 
 // BenchmarkIdleConnHeap measures the Go heap a gateway keeps per idle

@@ -8,7 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/fabric-rt/fabric/internal/phxnode"
+	"github.com/fabric-rt/fabric/internal/testkit/phxnode"
 	"github.com/fabric-rt/fabric/nats/natsbroker"
 )
 

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/fabric-rt/fabric/gateway/phoenix"
-	"github.com/fabric-rt/fabric/internal/phxclient"
+	"github.com/fabric-rt/fabric/internal/testkit/phxclient"
 )
 
 // While the gateway's NATS connection is down, core publishes fail at once

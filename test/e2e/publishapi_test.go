@@ -8,10 +8,10 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/fabric-rt/fabric/auth"
 	"github.com/fabric-rt/fabric/gateway/phoenix"
 	"github.com/fabric-rt/fabric/internal/app"
-	"github.com/fabric-rt/fabric/internal/auth"
-	"github.com/fabric-rt/fabric/internal/phxclient"
+	"github.com/fabric-rt/fabric/internal/testkit/phxclient"
 )
 
 func postPublish(t *testing.T, f *fabric, bearer string, body map[string]any) (int, map[string]any) {

@@ -12,10 +12,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/fabric-rt/fabric/gateway/broker"
 	"github.com/fabric-rt/fabric/gateway/hub"
 	"github.com/fabric-rt/fabric/gateway/phoenix"
 	"github.com/fabric-rt/fabric/gateway/transport"
-	"github.com/fabric-rt/fabric/internal/broker"
 	"github.com/fabric-rt/fabric/nats/natsbroker"
 	"github.com/fabric-rt/fabric/nats/natstest"
 )

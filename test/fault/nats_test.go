@@ -15,8 +15,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/fabric-rt/fabric/internal/phxnode"
-	"github.com/fabric-rt/fabric/internal/proctest"
+	"github.com/fabric-rt/fabric/internal/testkit/phxnode"
+	"github.com/fabric-rt/fabric/internal/testkit/proctest"
 	"github.com/fabric-rt/fabric/nats/wire"
 )
 

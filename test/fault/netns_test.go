@@ -26,9 +26,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fabric-rt/fabric/gateway/phoenix"
-	"github.com/fabric-rt/fabric/internal/phxclient"
-	"github.com/fabric-rt/fabric/internal/phxnode"
-	"github.com/fabric-rt/fabric/internal/proctest"
+	"github.com/fabric-rt/fabric/internal/testkit/phxclient"
+	"github.com/fabric-rt/fabric/internal/testkit/phxnode"
+	"github.com/fabric-rt/fabric/internal/testkit/proctest"
 )
 
 // The NATS cut tests put a gateway in a network namespace of its own

@@ -20,7 +20,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/fabric-rt/fabric/internal/phxnode"
+	"github.com/fabric-rt/fabric/internal/testkit/phxnode"
 	"github.com/fabric-rt/fabric/nats/wire"
 	"github.com/fabric-rt/fabric/publisher"
 )

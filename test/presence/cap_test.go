@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/fabric-rt/fabric/internal/app"
-	"github.com/fabric-rt/fabric/internal/phxnode"
+	"github.com/fabric-rt/fabric/internal/testkit/phxnode"
 	"github.com/fabric-rt/fabric/nats/natsbroker"
 )
 

@@ -12,7 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/fabric-rt/fabric/gateway/phoenix"
-	"github.com/fabric-rt/fabric/internal/phxclient"
+	"github.com/fabric-rt/fabric/internal/testkit/phxclient"
 	"github.com/fabric-rt/fabric/nats/natsbroker"
 )
 

@@ -23,7 +23,7 @@ import (
 
 	"github.com/fabric-rt/fabric/gateway/phoenix"
 	"github.com/fabric-rt/fabric/internal/app"
-	"github.com/fabric-rt/fabric/internal/phxclient"
+	"github.com/fabric-rt/fabric/internal/testkit/phxclient"
 	"github.com/fabric-rt/fabric/publisher"
 	fabricv1 "github.com/fabric-rt/fabric/schema/gen/fabricv1"
 )

@@ -29,7 +29,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/fabric-rt/fabric/clients/go/phx"
-	"github.com/fabric-rt/fabric/internal/proctest"
+	"github.com/fabric-rt/fabric/internal/testkit/proctest"
 )
 
 func TestMain(m *testing.M) {

@@ -20,11 +20,11 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/fabric-rt/fabric/auth"
 	"github.com/fabric-rt/fabric/clients/go/phx"
 	"github.com/fabric-rt/fabric/internal/app"
-	"github.com/fabric-rt/fabric/internal/auth"
-	"github.com/fabric-rt/fabric/internal/proctest"
 	"github.com/fabric-rt/fabric/internal/testkit"
+	"github.com/fabric-rt/fabric/internal/testkit/proctest"
 	"github.com/fabric-rt/fabric/publisher/serverapi"
 	fabricv1 "github.com/fabric-rt/fabric/schema/gen/fabricv1"
 	"github.com/fabric-rt/fabric/schema/gen/fabricv1/fabricv1connect"

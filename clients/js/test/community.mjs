@@ -1,6 +1,6 @@
 // community.mjs: drives a community Phoenix client from npm, unmodified, for the
 // conformance suite (test/conformance), speaking the same stdin/stdout protocol as
-// puppet.mjs so internal/phxnode drives both:
+// puppet.mjs so internal/testkit/phxnode drives both:
 //
 //   node test/community.mjs phoenix-channels   (npm "phoenix-channels" 1.0.0)
 //   node test/community.mjs phoenix-socket     (npm "phoenix-socket" 1.2.3)

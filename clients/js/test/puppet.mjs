@@ -1,5 +1,5 @@
 // puppet.mjs: drives the real, unmodified phoenix.js client (npm "phoenix") under Node
-// for Fabric's Go end-to-end tests (package internal/phxnode).
+// for Fabric's Go end-to-end tests (package internal/testkit/phxnode).
 //
 // Protocol: newline-delimited JSON.
 //   stdin:  one command per line, {"id": <number>, "cmd": "<name>", ...}

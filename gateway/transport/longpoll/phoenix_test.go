@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/fabric-rt/fabric/gateway/transport"
-	"github.com/fabric-rt/fabric/internal/phxnode"
+	"github.com/fabric-rt/fabric/internal/testkit/phxnode"
 )
 
 // miniPhoenix is a tiny Phoenix v2 session: enough to drive the real client.

@@ -3,8 +3,8 @@ package memory_test
 import (
 	"testing"
 
-	"github.com/fabric-rt/fabric/internal/broker/brokertest"
-	"github.com/fabric-rt/fabric/internal/broker/memory"
+	"github.com/fabric-rt/fabric/gateway/broker/brokertest"
+	"github.com/fabric-rt/fabric/gateway/broker/memory"
 )
 
 // TestConformance holds the memory broker (with history) to the port's

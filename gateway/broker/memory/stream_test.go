@@ -4,8 +4,8 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/fabric-rt/fabric/internal/broker"
-	"github.com/fabric-rt/fabric/internal/broker/memory"
+	"github.com/fabric-rt/fabric/gateway/broker"
+	"github.com/fabric-rt/fabric/gateway/broker/memory"
 )
 
 func TestStreamModel(t *testing.T) {

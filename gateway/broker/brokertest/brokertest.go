@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fabric-rt/fabric/internal/broker"
+	"github.com/fabric-rt/fabric/gateway/broker"
 )
 
 // wait bounds every wait of the suite: generous, as the machine is shared.

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fabric-rt/fabric/internal/broker"
-	"github.com/fabric-rt/fabric/internal/broker/memory"
+	"github.com/fabric-rt/fabric/gateway/broker"
+	"github.com/fabric-rt/fabric/gateway/broker/memory"
 )
 
 const wait = 10 * time.Second

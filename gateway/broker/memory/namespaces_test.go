@@ -4,8 +4,8 @@ import (
 	"context"
 	"testing"
 
-	"github.com/fabric-rt/fabric/internal/broker"
-	"github.com/fabric-rt/fabric/internal/broker/memory"
+	"github.com/fabric-rt/fabric/gateway/broker"
+	"github.com/fabric-rt/fabric/gateway/broker/memory"
 )
 
 // Each persistent namespace has a stream of its own, so two namespaces'

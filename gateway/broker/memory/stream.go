@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"sync"
 
-	"github.com/fabric-rt/fabric/internal/broker"
+	"github.com/fabric-rt/fabric/gateway/broker"
 )
 
 // Stream models one persistent namespace's JetStream stream as natsbroker
