@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"hash/maphash"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -103,10 +104,11 @@ type Member struct {
 // network and may be called under the hub's locks (the Tracker never calls
 // into the hub).
 type Tracker struct {
-	cfg      Config
-	id       string
-	selfMark []byte // `,"gw":"<id>",` as encode writes it
-	refs     atomic.Uint64
+	cfg       Config
+	id        string
+	selfMark  []byte // `,"gw":"<id>",` as encode writes it
+	refPrefix []byte // `"F<id>`: the start of this gateway's phx_refs
+	refs      atomic.Uint64
 
 	mu    sync.Mutex
 	chans map[string]*chanState
@@ -115,6 +117,13 @@ type Tracker struct {
 	// lately; kept apart from the channels, which may be dropped when
 	// their members all flap out.
 	recent map[rejoinKey]*rejoin
+	// Scratch space reused under mu (flush and the sync answers), so that
+	// encoding states and diffs allocates only the messages themselves.
+	scratch  []meta
+	hashes   []uint64
+	buf      []byte
+	keySeed  maphash.Seed
+	flushing []target // flush's, outside mu: only one flush runs at a time
 
 	// bg counts the goroutines that subscribe and sync (start, request):
 	// Close cancels ctx and waits for them, so none of them touches the
@@ -130,14 +139,22 @@ type Tracker struct {
 	closeOnce sync.Once
 }
 
+// local is a member of this gateway: 96 bytes, plus its entry in
+// chanState.local. Its key and join_ref are the session's strings, shared;
+// its meta is written out only when a state or diff is encoded (metas.go).
 type local struct {
-	meta
-	conn      transport.Conn
+	conn    transport.Conn
+	key     string
+	joinRef phoenix.Ref
+	metaFields
 	v         phoenix.Version
-	joinRef   phoenix.Ref
 	needState bool // presence_state not sent yet: gets no diff before it
 	gone      bool // untracked while waiting in chanState.fresh
 }
+
+// meta is l's meta as states and diffs list it (a copy: a diff keeps the
+// meta a member had when it changed).
+func (l *local) meta() meta { return meta{key: l.key, metaFields: l.metaFields} }
 
 type rejoinKey struct {
 	topic string
@@ -161,19 +178,15 @@ type chanState struct {
 	bus   diff   // towards other gateways (local changes only)
 	seq   uint64 // last diff published
 	dirty bool
-	// cache is the encoded state followed by "]", nil when stale; tail
-	// is the v2 presence_state Tail sharing it (see flush).
-	cache []byte
-	tail  *transport.Message
 	fresh []*local // tracked since the last flush: waiting for their state
 
 	// Size, local and remote, kept as members change (O(1) each).
-	metas   int
-	bytes   int            // the state's encoded size (approximate from above)
-	keys    map[string]int // while capped, metas per key: len is what Presence.list() would hold
-	capped  bool           // over the caps: counts instead of the list
-	counted [2]int         // keys and metas last sent in EventCount
-	countAt time.Time      // when
+	metas      int
+	bytes      int       // the state's encoded size (approximate from above)
+	capped     bool      // over the caps: counts instead of the list
+	countDirty bool      // capped, and members changed since the last count
+	counted    [2]int    // keys and metas last sent in EventCount
+	countAt    time.Time // when
 
 	sub         broker.Subscription
 	subscribing bool
@@ -224,8 +237,9 @@ func New(cfg Config) *Tracker {
 		cfg.GatewayID = hex.EncodeToString(b[:])
 	}
 	t := &Tracker{cfg: cfg, id: cfg.GatewayID, chans: map[string]*chanState{},
-		selfMark: []byte(`,"gw":` + string(encodeJSON(cfg.GatewayID)) + `,`),
-		stop:     make(chan struct{}), done: make(chan struct{})}
+		selfMark:  []byte(`,"gw":` + string(encodeJSON(cfg.GatewayID)) + `,`),
+		refPrefix: refPrefix(cfg.GatewayID), keySeed: maphash.MakeSeed(),
+		stop: make(chan struct{}), done: make(chan struct{})}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	if cfg.manual {
 		close(t.done)
@@ -256,10 +270,9 @@ func (t *Tracker) Track(topic string, inst any, m Member) bool {
 		return false
 	}
 	now := t.cfg.now()
-	l := &local{conn: m.Conn, v: m.Version, joinRef: m.JoinRef, needState: true}
-	l.key = presenceKey(m)
-	l.ref = t.newRef()
-	l.raw = buildMeta(l.ref, "", now, m.Params, opts.MetaKey, t.cfg.MaxMetaBytes)
+	p := parseParams(m.Params)
+	l := &local{conn: m.Conn, v: m.Version, joinRef: m.JoinRef, needState: true, key: keyOf(m, p)}
+	l.metaFields = metaFields{app: appFields(p, opts.MetaKey, t.cfg.MaxMetaBytes), ref: t.newRef(), online: now.UnixMilli()}
 
 	t.mu.Lock()
 	ch := t.chans[topic]
@@ -277,7 +290,7 @@ func (t *Tracker) Track(topic string, inst any, m Member) bool {
 	ch.local[inst] = l
 	ch.fresh = append(ch.fresh, l)
 	ch.emptySince = time.Time{}
-	t.changed(ch, true, l.meta, true)
+	t.changed(ch, true, l.meta(), true)
 	t.mu.Unlock()
 	return true
 }
@@ -325,12 +338,11 @@ func (t *Tracker) Update(topic string, inst any, appMeta json.RawMessage) bool {
 	if l == nil {
 		return false
 	}
-	old := l.meta
-	params := encodeJSON(map[string]json.RawMessage{ch.opts.MetaKey: appMeta})
-	l.ref = t.newRef()
-	l.raw = buildMeta(l.ref, old.ref, t.cfg.now(), params, ch.opts.MetaKey, t.cfg.MaxMetaBytes)
+	old := l.meta()
+	p := map[string]json.RawMessage{ch.opts.MetaKey: appMeta}
+	l.metaFields = metaFields{app: appFields(p, ch.opts.MetaKey, t.cfg.MaxMetaBytes), ref: t.newRef(), prev: old.ref, online: t.cfg.now().UnixMilli()}
 	t.changed(ch, false, old, true)
-	t.changed(ch, true, l.meta, true)
+	t.changed(ch, true, l.meta(), true)
 	return true
 }
 
@@ -348,7 +360,7 @@ func (t *Tracker) Untrack(topic string, inst any) {
 	}
 	delete(ch.local, inst)
 	l.gone = true
-	t.changed(ch, false, l.meta, true)
+	t.changed(ch, false, l.meta(), true)
 	now := t.cfg.now()
 	if len(ch.local) == 0 {
 		ch.emptySince = now
@@ -374,8 +386,8 @@ func (t *Tracker) changed(ch *chanState, join bool, m meta, isLocal bool) {
 	if isLocal {
 		ch.bus.add(join, m)
 	}
-	ch.account(join, m)
-	ch.cache, ch.tail = nil, nil
+	t.account(ch, join, &m)
+	ch.countDirty = ch.capped
 	t.markDirty(ch)
 }
 
@@ -384,26 +396,15 @@ func (t *Tracker) changed(ch *chanState, join bool, m meta, isLocal bool) {
 const stateOverhead = 18
 
 // account keeps the channel's size as members change.
-func (ch *chanState) account(join bool, m meta) {
-	size := len(m.raw) + len(m.key) + stateOverhead
+func (t *Tracker) account(ch *chanState, join bool, m *meta) {
+	size := t.metaSize(m) + len(m.key) + stateOverhead
 	if join {
 		ch.metas++
 		ch.bytes += size
-		if ch.keys != nil {
-			ch.keys[m.key]++
-		}
 		return
 	}
 	ch.metas--
 	ch.bytes -= size
-	if ch.keys == nil {
-		return
-	}
-	if n := ch.keys[m.key] - 1; n > 0 {
-		ch.keys[m.key] = n
-	} else {
-		delete(ch.keys, m.key)
-	}
 }
 
 // over reports whether the channel is past its caps, with hysteresis: a
@@ -434,18 +435,32 @@ func (t *Tracker) loop() {
 	tick := time.NewTicker(t.cfg.Flush)
 	defer tick.Stop()
 	var lastHK time.Time
+	quiet := 0 // flushes in a row that had nothing to do
 	for {
 		select {
 		case <-t.stop:
 			return
 		case <-tick.C:
 		}
-		t.flush()
+		if t.flush() {
+			quiet = 0
+		} else if quiet++; quiet == 20 {
+			t.releaseScratch() // the joins settled: an idle gateway keeps no buffers
+		}
 		if now := t.cfg.now(); now.Sub(lastHK) >= 250*time.Millisecond {
 			lastHK = now
 			t.housekeep(now)
 		}
 	}
+}
+
+// releaseScratch drops the buffers flush reuses while members change
+// (called by the loop, the only flusher, once flushes found nothing).
+func (t *Tracker) releaseScratch() {
+	t.flushing = nil
+	t.mu.Lock()
+	t.scratch, t.hashes, t.buf = nil, nil, nil
+	t.mu.Unlock()
 }
 
 // housekeep heartbeats, expires silent gateways, drops idle channels and
@@ -481,8 +496,8 @@ func (t *Tracker) housekeep(now time.Time) {
 			}
 			continue
 		}
-		if ch.capped && ch.counted != [2]int{len(ch.keys), ch.metas} {
-			t.markDirty(ch) // a count is due (flush sends it when the interval allows)
+		if ch.capped && ch.countDirty {
+			t.markDirty(ch) // a count may be due (flush sends it when the interval allows)
 		}
 		if !now.Before(ch.nextHB) {
 			ch.nextHB = now.Add(ch.opts.TTL / 3)
