@@ -15,7 +15,7 @@ func (t *Tracker) Local(topic string) (map[string][]json.RawMessage, bool) {
 	}
 	l := make(map[string][]json.RawMessage, len(ch.local))
 	for _, m := range ch.local {
-		mt := m.meta()
+		mt := ch.meta(m)
 		l[m.key] = append(l[m.key], t.appendMeta(nil, &mt))
 	}
 	return l, len(l) > 0

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 	"unique"
+	"unsafe"
 
 	"github.com/fabric-rt/fabric/gateway/phoenix"
 	"github.com/fabric-rt/fabric/internal/testkit/transporttest"
@@ -98,5 +99,12 @@ func TestWireMessagesParse(t *testing.T) {
 		if w.GW != "gw-A" || w.TTL != 3000 && w.T == kindDiff || len(sets) != 2 || len(sets["bob"].Metas) != 2 || len(sets["alice"].Metas) != 1 {
 			t.Errorf("%s parsed as %+v", b, w)
 		}
+	}
+}
+
+// The member record stays in the 80-byte size class (docs/presence.md).
+func TestLocalRecordSize(t *testing.T) {
+	if n := unsafe.Sizeof(local{}); n > 80 {
+		t.Fatalf("local is %d bytes", n)
 	}
 }

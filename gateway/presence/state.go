@@ -48,7 +48,7 @@ func (d *diff) reset() {
 func (t *Tracker) state(ch *chanState) []byte {
 	ms := t.scratch[:0]
 	for _, l := range ch.local {
-		ms = append(ms, l.meta())
+		ms = append(ms, ch.meta(l))
 	}
 	for _, g := range ch.remote {
 		for _, m := range g.members {
@@ -65,7 +65,7 @@ func (t *Tracker) state(ch *chanState) []byte {
 func (t *Tracker) localState(dst []byte, ch *chanState) []byte {
 	ms := t.scratch[:0]
 	for _, l := range ch.local {
-		ms = append(ms, l.meta())
+		ms = append(ms, ch.meta(l))
 	}
 	dst = t.appendGroups(dst, ms)
 	t.scratch = keepScratch(ms)
@@ -221,7 +221,7 @@ func (t *Tracker) flushChannel(ch *chanState, now time.Time, targets []target) [
 				if tail == nil {
 					tail = transport.NewText(st)
 				}
-				m = &transport.Message{Data: phoenix.AppendHead(nil, l.joinRef, phoenix.Null, ch.topic, EventState), Tail: tail}
+				m = &transport.Message{Data: phoenix.AppendHead(nil, l.joinRefOf(), phoenix.Null, ch.topic, EventState), Tail: tail}
 			}
 			targets = append(targets, target{l.conn, m})
 			if ch.capped {

@@ -139,22 +139,47 @@ type Tracker struct {
 	closeOnce sync.Once
 }
 
-// local is a member of this gateway: 96 bytes, plus its entry in
+// local is a member of this gateway: 80 bytes, plus its entry in
 // chanState.local. Its key and join_ref are the session's strings, shared;
 // its meta is written out only when a state or diff is encoded (metas.go).
 type local struct {
-	conn    transport.Conn
-	key     string
-	joinRef phoenix.Ref
-	metaFields
+	conn      transport.Conn
+	key       string
+	joinRef   string // the join_ref's text, as refKind says
+	app       appMeta
+	ref       uint64 // phx_ref counter (phx_ref_prev, rare: chanState.prevs)
+	online    int64  // online_at, unix ms
 	v         phoenix.Version
-	needState bool // presence_state not sent yet: gets no diff before it
-	gone      bool // untracked while waiting in chanState.fresh
+	refKind   uint8 // join_ref: refNull, refString or refRaw (phoenix.Ref's)
+	needState bool  // presence_state not sent yet: gets no diff before it
+	gone      bool  // untracked while waiting in chanState.fresh
+}
+
+const (
+	refNull uint8 = iota
+	refString
+	refRaw
+)
+
+func packRef(r phoenix.Ref) (string, uint8) {
+	switch {
+	case !r.Valid:
+		return "", refNull
+	case r.Raw:
+		return r.S, refRaw
+	}
+	return r.S, refString
+}
+
+func (l *local) joinRefOf() phoenix.Ref {
+	return phoenix.Ref{S: l.joinRef, Valid: l.refKind != refNull, Raw: l.refKind == refRaw}
 }
 
 // meta is l's meta as states and diffs list it (a copy: a diff keeps the
 // meta a member had when it changed).
-func (l *local) meta() meta { return meta{key: l.key, metaFields: l.metaFields} }
+func (ch *chanState) meta(l *local) meta {
+	return meta{key: l.key, metaFields: metaFields{app: l.app, ref: l.ref, prev: ch.prevs[l], online: l.online}}
+}
 
 type rejoinKey struct {
 	topic string
@@ -178,7 +203,8 @@ type chanState struct {
 	bus   diff   // towards other gateways (local changes only)
 	seq   uint64 // last diff published
 	dirty bool
-	fresh []*local // tracked since the last flush: waiting for their state
+	fresh []*local          // tracked since the last flush: waiting for their state
+	prevs map[*local]uint64 // phx_ref_prev of members whose meta was updated
 
 	// Size, local and remote, kept as members change (O(1) each).
 	metas      int
@@ -271,8 +297,9 @@ func (t *Tracker) Track(topic string, inst any, m Member) bool {
 	}
 	now := t.cfg.now()
 	p := parseParams(m.Params)
-	l := &local{conn: m.Conn, v: m.Version, joinRef: m.JoinRef, needState: true, key: keyOf(m, p)}
-	l.metaFields = metaFields{app: appFields(p, opts.MetaKey, t.cfg.MaxMetaBytes), ref: t.newRef(), online: now.UnixMilli()}
+	l := &local{conn: m.Conn, v: m.Version, needState: true, key: keyOf(m, p),
+		app: appFields(p, opts.MetaKey, t.cfg.MaxMetaBytes), ref: t.newRef(), online: now.UnixMilli()}
+	l.joinRef, l.refKind = packRef(m.JoinRef)
 
 	t.mu.Lock()
 	ch := t.chans[topic]
@@ -290,7 +317,7 @@ func (t *Tracker) Track(topic string, inst any, m Member) bool {
 	ch.local[inst] = l
 	ch.fresh = append(ch.fresh, l)
 	ch.emptySince = time.Time{}
-	t.changed(ch, true, l.meta(), true)
+	t.changed(ch, true, ch.meta(l), true)
 	t.mu.Unlock()
 	return true
 }
@@ -338,11 +365,15 @@ func (t *Tracker) Update(topic string, inst any, appMeta json.RawMessage) bool {
 	if l == nil {
 		return false
 	}
-	old := l.meta()
+	old := ch.meta(l)
 	p := map[string]json.RawMessage{ch.opts.MetaKey: appMeta}
-	l.metaFields = metaFields{app: appFields(p, ch.opts.MetaKey, t.cfg.MaxMetaBytes), ref: t.newRef(), prev: old.ref, online: t.cfg.now().UnixMilli()}
+	l.app, l.ref, l.online = appFields(p, ch.opts.MetaKey, t.cfg.MaxMetaBytes), t.newRef(), t.cfg.now().UnixMilli()
+	if ch.prevs == nil {
+		ch.prevs = map[*local]uint64{}
+	}
+	ch.prevs[l] = old.ref
 	t.changed(ch, false, old, true)
-	t.changed(ch, true, l.meta(), true)
+	t.changed(ch, true, ch.meta(l), true)
 	return true
 }
 
@@ -360,7 +391,8 @@ func (t *Tracker) Untrack(topic string, inst any) {
 	}
 	delete(ch.local, inst)
 	l.gone = true
-	t.changed(ch, false, l.meta(), true)
+	t.changed(ch, false, ch.meta(l), true)
+	delete(ch.prevs, l)
 	now := t.cfg.now()
 	if len(ch.local) == 0 {
 		ch.emptySince = now
