@@ -183,11 +183,11 @@ func (t *Tracker) flushChannel(ch *chanState, now time.Time, targets []target) [
 		return targets // the states wait for the other gateways' (start)
 	}
 	var count [3]*transport.Message
-	keys := -1 // distinct keys, counted once per flush when needed
+	keys := -1 // distinct keys, looked up once per flush when needed
 	countMsg := func(v phoenix.Version) *transport.Message {
 		if count[v] == nil {
 			if keys < 0 {
-				keys = t.distinctKeys(ch)
+				keys = t.keysFor(ch)
 			}
 			p := []byte(`{"count":`)
 			p = strconv.AppendInt(p, int64(keys), 10)
@@ -238,9 +238,7 @@ func (t *Tracker) flushChannel(ch *chanState, now time.Time, targets []target) [
 	// (housekeep flushes the channel again when one is due).
 	if ch.capped && ch.countDirty && now.Sub(ch.countAt) >= t.cfg.CountInterval {
 		ch.countDirty = false
-		if keys < 0 {
-			keys = t.distinctKeys(ch)
-		}
+		keys = t.keysFor(ch)
 		if c := [2]int{keys, ch.metas}; c != ch.counted {
 			if ch.counted[0] >= 0 {
 				for _, l := range ch.local {
@@ -263,28 +261,59 @@ func (t *Tracker) joinerState(ch *chanState) []byte {
 	return t.state(ch)
 }
 
+// keysFor is the channel's number of distinct keys, counted again only
+// when members changed since the last count: once per flush that has
+// joiners (they get the exact count with their state) and once per
+// CountInterval for everyone, while the channel is capped (t.mu held).
+func (t *Tracker) keysFor(ch *chanState) int {
+	if !ch.keysFresh {
+		ch.keysN, ch.keysFresh = t.distinctKeys(ch), true
+	}
+	return ch.keysN
+}
+
 // distinctKeys counts the channel's presence keys (what Presence.list()
-// would hold): sorted hashes of every meta's key, counted once per count
-// sent rather than kept in a map per member (t.mu held).
+// would hold) with an open-addressing set of key hashes in a scratch table
+// reused from flush to flush, rather than a map kept per member: O(members)
+// each time, no allocation once the table has grown (t.mu held).
 func (t *Tracker) distinctKeys(ch *chanState) int {
-	hs := t.hashes[:0]
+	n := len(ch.local)
+	for _, g := range ch.remote {
+		n += len(g.members)
+	}
+	size := 16
+	for size < 2*n {
+		size <<= 1
+	}
+	if cap(t.hashes) < size {
+		t.hashes = make([]uint64, size)
+	}
+	set := t.hashes[:size]
+	clear(set)
+	mask := uint64(size - 1)
+	keys := 0
+	add := func(key string) {
+		h := maphash.String(t.keySeed, key) | 1 // 0 marks an empty slot
+		for i := h & mask; ; i = (i + 1) & mask {
+			switch set[i] {
+			case 0:
+				set[i] = h
+				keys++
+				return
+			case h:
+				return
+			}
+		}
+	}
 	for _, l := range ch.local {
-		hs = append(hs, maphash.String(t.keySeed, l.key))
+		add(l.key)
 	}
 	for _, g := range ch.remote {
 		for _, m := range g.members {
-			hs = append(hs, maphash.String(t.keySeed, m.key))
+			add(m.key)
 		}
 	}
-	slices.Sort(hs)
-	n := 0
-	for i, h := range hs {
-		if i == 0 || h != hs[i-1] {
-			n++
-		}
-	}
-	t.hashes = hs[:0]
-	return n
+	return keys
 }
 
 // appendGroups encodes {key: {"metas": [...]}, ...}, sorting ms by key

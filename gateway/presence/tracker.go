@@ -211,6 +211,8 @@ type chanState struct {
 	bytes      int       // the state's encoded size (approximate from above)
 	capped     bool      // over the caps: counts instead of the list
 	countDirty bool      // capped, and members changed since the last count
+	keysN      int       // distinct keys, as last counted (keysFor)
+	keysFresh  bool      // no change since
 	counted    [2]int    // keys and metas last sent in EventCount
 	countAt    time.Time // when
 
@@ -420,6 +422,7 @@ func (t *Tracker) changed(ch *chanState, join bool, m meta, isLocal bool) {
 	}
 	t.account(ch, join, &m)
 	ch.countDirty = ch.capped
+	ch.keysFresh = false
 	t.markDirty(ch)
 }
 
