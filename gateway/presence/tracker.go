@@ -135,6 +135,10 @@ type Tracker struct {
 	stop      chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
+
+	// sendMu is held while a flush sends what it collected under mu
+	// (taken before mu is released); Untrack passes through it.
+	sendMu sync.Mutex
 }
 
 type meta struct {
@@ -377,6 +381,10 @@ func (t *Tracker) Update(topic string, inst any, appMeta json.RawMessage) bool {
 
 // Untrack removes a channel instance (idempotent).
 func (t *Tracker) Untrack(topic string, inst any) {
+	// Once the instance is out, wait for a flush that may have taken a
+	// frame for it to finish sending: after Untrack nothing of presence
+	// is queued for it, so the session's phx_close is its last frame.
+	defer func() { t.sendMu.Lock(); t.sendMu.Unlock() }()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	ch := t.chans[topic]
@@ -563,10 +571,12 @@ func (t *Tracker) flush() {
 		}
 	}
 	t.dirty = t.dirty[:0]
+	t.sendMu.Lock() // taken before t.mu goes: Untrack waits for these sends
 	t.mu.Unlock()
 	for _, tg := range targets {
 		tg.conn.Send(tg.msg)
 	}
+	t.sendMu.Unlock()
 	for _, p := range pubs {
 		if err := t.cfg.Bus.PresencePublish(p.topic, p.msg); err != nil {
 			t.cfg.Logger.Debug("presence: publish failed", "topic", p.topic, "err", err)
