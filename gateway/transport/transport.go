@@ -113,6 +113,12 @@ func cached(slot *atomic.Pointer[[]byte], m *Message, build func(*Message) []byt
 
 // Conn is the session's handle on one client connection. All methods are
 // safe for concurrent use and never block on the network.
+//
+// The connection's queue is its one writer: frames reach the client in
+// the order their Send calls took the connection's lock, and nothing
+// reaches the socket any other way. Who calls Send for which frames, and
+// under which lock, is docs/architecture.md's "Who writes to a
+// connection".
 type Conn interface {
 	// Send queues m for delivery. It returns false when the connection is
 	// closing or closed (the message is then dropped). When the connection's
