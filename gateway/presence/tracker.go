@@ -384,7 +384,7 @@ func (t *Tracker) Untrack(topic string, inst any) {
 	// Once the instance is out, wait for a flush that may have taken a
 	// frame for it to finish sending: after Untrack nothing of presence
 	// is queued for it, so the session's phx_close is its last frame.
-	defer func() { t.sendMu.Lock(); t.sendMu.Unlock() }()
+	defer t.waitSends()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	ch := t.chans[topic]
@@ -412,6 +412,13 @@ func (t *Tracker) Untrack(topic string, inst any) {
 	if t.recent[k] == nil {
 		t.recent[k] = &rejoin{tokens: float64(t.cfg.RejoinBurst - 1), last: now}
 	}
+}
+
+// waitSends returns once no flush is sending what it collected before
+// now: a barrier, the critical section is empty on purpose.
+func (t *Tracker) waitSends() {
+	t.sendMu.Lock()
+	t.sendMu.Unlock() //nolint:staticcheck // SA2001: a barrier
 }
 
 // changed records a membership change (t.mu held): towards local clients
