@@ -186,10 +186,11 @@ type channel struct {
 	last    uint64 // offset of the last message (or the start position)
 	ring    ring
 
-	// replaying are the keys of members being replayed to (not yet in
+	// replaying holds the keys of members being replayed to (not yet in
 	// members): Leave removes a key from here, and the replay stops at
-	// its next step, so nothing reaches a member after it left.
-	replaying []any
+	// its next step, so nothing reaches a member after it left. A nil map
+	// (8 bytes) while no replay runs: one channel per user is common.
+	replaying map[any]struct{}
 
 	// fetching admits one replay fetch at a time (never held with mu):
 	// a reconnect wave's resumes wait for the first one's page, which

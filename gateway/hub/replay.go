@@ -77,33 +77,29 @@ func (ch *channel) attachNow(m Member) (handled bool, err error) {
 var errMemberGone = errors.New("hub: member's connection closed during replay")
 
 // startReplay and endReplay keep m's key in ch.replaying while a replay
-// runs (ch.mu held); replaying reports whether it is still there (Leave
-// removes it).
-func (ch *channel) startReplay(key any) { ch.replaying = append(ch.replaying, key) }
+// runs (ch.mu held); endReplay reports whether it was still there, and
+// replayingTo whether it is (Leave removes it).
+func (ch *channel) startReplay(key any) {
+	if ch.replaying == nil {
+		ch.replaying = make(map[any]struct{})
+	}
+	ch.replaying[key] = struct{}{}
+}
 
 func (ch *channel) endReplay(key any) bool {
-	for i, k := range ch.replaying {
-		if k == key {
-			last := len(ch.replaying) - 1
-			ch.replaying[i] = ch.replaying[last]
-			ch.replaying[last] = nil
-			ch.replaying = ch.replaying[:last]
-			if last == 0 {
-				ch.replaying = nil
-			}
-			return true
-		}
+	if _, ok := ch.replaying[key]; !ok {
+		return false
 	}
-	return false
+	delete(ch.replaying, key)
+	if len(ch.replaying) == 0 {
+		ch.replaying = nil
+	}
+	return true
 }
 
 func (ch *channel) replayingTo(key any) bool {
-	for _, k := range ch.replaying {
-		if k == key {
-			return true
-		}
-	}
-	return false
+	_, ok := ch.replaying[key]
+	return ok
 }
 
 // attach replays what m missed, in steps, then attaches it. Every step
