@@ -19,6 +19,7 @@ func (c *nullConn) Send(*transport.Message) bool      { c.sent++; return true }
 func (c *nullConn) Close(transport.CloseCode, string) {}
 func (c *nullConn) RemoteAddr() string                { return "null" }
 func (c *nullConn) Backlog() int                      { return 0 }
+func (c *nullConn) Drained(int) <-chan struct{}       { return transport.Now() }
 
 // BenchmarkMemberHeap tracks members as the idle benchmarks join them
 // (anonymous connections, no app meta, flushed every 100 joins as a join

@@ -131,10 +131,12 @@ func (t *Tracker) flush() bool {
 	}
 	clear(t.dirty)
 	t.dirty = t.dirty[:0]
+	t.sendMu.Lock() // taken before t.mu goes: Untrack waits for these sends
 	t.mu.Unlock()
 	for _, tg := range targets {
 		tg.conn.Send(tg.msg)
 	}
+	t.sendMu.Unlock()
 	// Kept for the next flush (one diff to a big room is a target per
 	// member), without pinning the messages just sent.
 	clear(targets)
