@@ -210,16 +210,24 @@ func (t *Tracker) flushChannel(ch *chanState, now time.Time, targets []target) [
 				continue
 			}
 			l.needState = false
-			if st == nil {
-				st = t.joinerState(ch)
-			}
 			var m *transport.Message
-			if l.v == phoenix.V1 {
+			switch {
+			case ch.capped:
+				// Over the caps the state is {}: one small frame of its
+				// own beats a head and a shared tail (two frames).
+				m = transport.NewText(phoenix.AppendMessage(nil, l.v, l.joinRefOf(), phoenix.Null, ch.topic, EventState, []byte("{}")))
+			case l.v == phoenix.V1:
+				if st == nil {
+					st = t.state(ch)
+				}
 				if v1 == nil {
 					v1 = transport.NewText(phoenix.AppendMessage(nil, phoenix.V1, phoenix.Null, phoenix.Null, ch.topic, EventState, st[:len(st)-1]))
 				}
 				m = v1
-			} else {
+			default:
+				if st == nil {
+					st = t.state(ch)
+				}
 				if tail == nil {
 					tail = transport.NewText(st)
 				}
@@ -252,15 +260,6 @@ func (t *Tracker) flushChannel(ch *chanState, now time.Time, targets []target) [
 		ch.countAt = now
 	}
 	return targets
-}
-
-// joinerState is what joiners get: the full state, or over the caps the
-// empty one (followed by "]", as state).
-func (t *Tracker) joinerState(ch *chanState) []byte {
-	if ch.capped {
-		return []byte("{}]")
-	}
-	return t.state(ch)
 }
 
 // keysFor is the channel's number of distinct keys, counted again only
