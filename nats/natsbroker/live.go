@@ -44,21 +44,9 @@ type liveSub struct {
 func (b *Broker) subscribeLive(ctx context.Context, n *nsState, topic, subj string, h broker.Handler) (broker.Subscription, error) {
 	s := &liveSub{b: b, ns: n, topic: topic, subj: subj, h: h}
 	liveSubj := b.livePrefix + subj[len(b.prefix):]
-	sub, err := b.nc.Subscribe(liveSubj, s.onLive)
-	if err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	s.sub = sub
-	s.mu.Unlock()
-	if err := sub.SetPendingLimits(b.pendingMsgs, b.pendingBytes); err != nil {
-		_ = s.Unsubscribe() // err is the one to report
-		return nil, err
-	}
 	// Subscribe first, then read the head: whatever is stored after the
 	// head arrives on the subscription (buffered until now) or is fetched.
-	if err := b.roundTrip(ctx); err != nil {
-		_ = s.Unsubscribe() // err is the one to report
+	if err := b.subscribe(ctx, &s.guarded, liveSubj, s.onLive); err != nil {
 		return nil, err
 	}
 	head, mark, err := b.headOf(ctx, n, subj)
