@@ -87,6 +87,10 @@ type Broker struct {
 	live   map[*liveSub]struct{}
 
 	presInbox presenceInbox // answers to presence state requests
+	presMu    sync.Mutex
+	presBus   map[string]*presenceBus // by namespace (presence.go)
+	presID    string                  // this broker on the presence bus
+	presHdr   nats.Header             // {wire.HeaderPresenceFrom: presID}; never written after New
 	disp      *dispatcher   // channel subscriptions (shards.go)
 
 	stop      chan struct{}
@@ -134,6 +138,9 @@ func New(nc *nats.Conn, cfg Config) (*Broker, error) {
 		queue = min(queue, cfg.PendingMsgsLimit)
 	}
 	b.disp = newDispatcher(nc, queue)
+	b.presBus = map[string]*presenceBus{}
+	b.presID = nats.NewInbox()[len(nats.InboxPrefix):]
+	b.presHdr = nats.Header{wire.HeaderPresenceFrom: {b.presID}}
 	b.pushNS = cfg.Namespaces
 	for name, ns := range cfg.Namespaces {
 		if ns.History {
@@ -173,6 +180,7 @@ func (b *Broker) Close() {
 			_ = sub.Unsubscribe() // the connection may be closed already
 		}
 		b.presInbox.close()
+		b.closePresence()
 	})
 }
 
