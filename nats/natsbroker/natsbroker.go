@@ -91,7 +91,7 @@ type Broker struct {
 	presBus   map[string]*presenceBus // by namespace (presence.go)
 	presID    string                  // this broker on the presence bus
 	presHdr   nats.Header             // {wire.HeaderPresenceFrom: presID}; never written after New
-	disp      *dispatcher   // channel subscriptions (shards.go)
+	disp      *dispatcher             // channel subscriptions (shards.go)
 
 	stop      chan struct{}
 	closeOnce sync.Once
