@@ -76,7 +76,8 @@ func (b *Broker) subscribeLive(ctx context.Context, n *nsState, topic, subj stri
 
 // headOf is the last offset stored on subj or its latest moderation mark,
 // whichever is later, or the stream's last sequence when subj has neither
-// (a position: nothing on subj exists up to it). A head is never before a
+// (a position: nothing on subj exists up to it), as read at most a second
+// ago (head.go). A head is never before a
 // mark, so a client holding it does not resume "across" that mark.
 // It also returns the latest mark's sequence (0: none).
 func (b *Broker) headOf(ctx context.Context, n *nsState, subj string) (broker.Position, uint64, error) {
@@ -96,7 +97,7 @@ func (b *Broker) headOf(ctx context.Context, n *nsState, subj string) (broker.Po
 		}
 		return broker.Position{Epoch: epoch, Offset: max(last, mark)}, mark, nil
 	}
-	_, last, err := b.streamState(ctx, n)
+	last, err := b.recentLastSeq(ctx, n, epoch)
 	if err != nil {
 		return broker.Position{}, 0, err
 	}
