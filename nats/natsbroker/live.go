@@ -255,8 +255,10 @@ func (b *Broker) resetNamespace(n *nsState) {
 // Resync catches every live subscription up with its stream: call it after
 // the NATS connection came back, since core messages published while it
 // was down are gone from the live feed (they are in the stream). Streams'
-// epochs are re-read too, in case a stream was recreated meanwhile.
+// epochs are re-read too, in case a stream was recreated meanwhile, and
+// the presence buses assume other gateways again (presenceAway).
 func (b *Broker) Resync(ctx context.Context) {
+	b.presenceAway()
 	b.refreshEpochs(ctx)
 	for _, s := range b.liveSubs() {
 		s.resync(ctx)

@@ -303,6 +303,18 @@ func (b *Broker) PresencePublish(topic string, msg []byte) error {
 	return b.nc.PublishMsg(&nats.Msg{Subject: subj, Data: msg, Header: b.presHdr})
 }
 
+// presenceAway is called after the link to NATS came back: whatever other
+// gateways said meanwhile was lost, so every bus assumes them present
+// (state requests go out) until the horizon passes without a word.
+func (b *Broker) presenceAway() {
+	b.presMu.Lock()
+	defer b.presMu.Unlock()
+	now := time.Now().UnixNano()
+	for _, p := range b.presBus {
+		p.lastPeer.Store(now)
+	}
+}
+
 // closePresence drops the presence buses' subscriptions.
 func (b *Broker) closePresence() {
 	b.presMu.Lock()

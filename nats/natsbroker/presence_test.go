@@ -129,4 +129,32 @@ func TestPresencePeerHeardByTraffic(t *testing.T) {
 	}
 }
 
+// After the link came back (Resync), a gateway that was alone asks the
+// bus again: others may have come and spoken while it was away.
+func TestPresenceRequestAfterResync(t *testing.T) {
+	s := natstest.RunServer(t)
+	a := presenceBroker(t, natstest.Connect(t, s))
+	answering(t, a, "room:x", "from a")
+	other := natstest.Connect(t, s)
+	sub, err := other.Subscribe("fabric_presence.room.x", func(m *nats.Msg) {
+		if m.Reply != "" {
+			_ = other.Publish(m.Reply, []byte("from other"))
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := other.FlushTimeout(wait); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := request(t, a, "room:x", time.Second); got["from other"] {
+		t.Fatalf("answers %v while alone: the test proves nothing", got)
+	}
+	a.Resync(ctx(t))
+	if got, _ := request(t, a, "room:x", 2*time.Second); !got["from other"] {
+		t.Fatalf("answers %v after Resync, want the other gateway's", got)
+	}
+}
+
 var _ broker.Presence = (*natsbroker.Broker)(nil)
