@@ -23,6 +23,21 @@ type guarded struct {
 // subscribe subscribes cb (which takes g.mu itself) to subj on a dispatch
 // shard (shards.go) and returns once the server registered it.
 func (b *Broker) subscribe(ctx context.Context, g *guarded, subj string, cb nats.MsgHandler) error {
+	if err := b.subscribeAsync(g, subj, cb); err != nil {
+		return err
+	}
+	if err := b.roundTrip(ctx); err != nil {
+		_ = g.unsubscribe()
+		return err
+	}
+	return nil
+}
+
+// subscribeAsync is subscribe without waiting for the server: for a caller
+// whose next request on the connection is the wait (the server processes
+// a connection's protocol in order, so its answer comes after the
+// subscription was registered).
+func (b *Broker) subscribeAsync(g *guarded, subj string, cb nats.MsgHandler) error {
 	// Holding the lock keeps the callback from reading g.sub before it is
 	// set (a message can arrive before the subscribe call returns).
 	g.mu.Lock()
@@ -33,10 +48,6 @@ func (b *Broker) subscribe(ctx context.Context, g *guarded, subj string, cb nats
 	}
 	g.sub, g.sh = sub, sh
 	g.mu.Unlock()
-	if err := b.roundTrip(ctx); err != nil {
-		_ = g.unsubscribe()
-		return err
-	}
 	return nil
 }
 

@@ -46,7 +46,10 @@ func (b *Broker) subscribeLive(ctx context.Context, n *nsState, topic, subj stri
 	liveSubj := b.livePrefix + subj[len(b.prefix):]
 	// Subscribe first, then read the head: whatever is stored after the
 	// head arrives on the subscription (buffered until now) or is fetched.
-	if err := b.subscribe(ctx, &s.guarded, liveSubj, s.onLive); err != nil {
+	// The head's requests follow the SUB on the same connection, so the
+	// server registered the interest before it reads the head, and their
+	// answers say it did: no separate PING round trip.
+	if err := b.subscribeAsync(&s.guarded, liveSubj, s.onLive); err != nil {
 		return nil, err
 	}
 	head, mark, err := b.headOf(ctx, n, subj)
@@ -82,11 +85,22 @@ func (b *Broker) subscribeLive(ctx context.Context, n *nsState, topic, subj stri
 // It also returns the latest mark's sequence (0: none).
 func (b *Broker) headOf(ctx context.Context, n *nsState, subj string) (broker.Position, uint64, error) {
 	epoch := n.getEpoch()
+	// Both reads at once: a join waits for one round trip, not two.
+	type markResult struct {
+		seq uint64
+		err error
+	}
+	marks := make(chan markResult, 1)
+	go func() {
+		seq, err := b.lastMark(ctx, n.stream, b.markSubject(n.name, subj))
+		marks <- markResult{seq, err}
+	}()
 	res, err := b.directGet(ctx, n.stream, directReq{LastBySubj: subj})
+	mr := <-marks
 	if err != nil {
 		return broker.Position{}, 0, err
 	}
-	mark, err := b.lastMark(ctx, n.stream, b.markSubject(n.name, subj))
+	mark, err := mr.seq, mr.err
 	if err != nil {
 		return broker.Position{}, 0, err
 	}
