@@ -82,6 +82,7 @@ type presenceBus struct {
 	start sync.Mutex // held while subscribing; sub set once it worked
 	sub   *nats.Subscription
 	hello *nats.Subscription
+	up    atomic.Bool // sub and hello are set
 
 	mu   sync.RWMutex
 	subs map[string][]*presenceSub // by subject
@@ -165,6 +166,7 @@ func (b *Broker) ensureBus(ctx context.Context, p *presenceBus) error {
 		return err
 	}
 	p.sub, p.hello = sub, hello
+	p.up.Store(true)
 	return nil
 }
 
@@ -177,12 +179,9 @@ func (b *Broker) heard(p *presenceBus, m *nats.Msg) {
 }
 
 // running reports whether the bus is subscribed (before that, nothing
-// was heard: peers means nothing yet).
-func (p *presenceBus) running() bool {
-	p.start.Lock()
-	defer p.start.Unlock()
-	return p.sub != nil
-}
+// was heard: peers means nothing yet). It does not wait for a start under
+// way (that request then goes out as if others were there).
+func (p *presenceBus) running() bool { return p.up.Load() }
 
 // peers reports whether another gateway of the namespace may have members.
 func (p *presenceBus) peers() bool {
