@@ -131,4 +131,3 @@ func (c *HTTPClient) Publish(ctx context.Context, topic, event string, payload [
 	}
 	return Result{Epoch: out.GetEpoch(), Offset: out.GetOffset(), Duplicate: out.GetDuplicate()}, nil
 }
-
