@@ -173,7 +173,7 @@ func (t *Tracker) receive(ch *chanState, data []byte, reply func([]byte) error) 
 		return
 	}
 	if w.T == kindSync {
-		if reply == nil || !(w.To == t.id || (w.To == "" && len(ch.local) > 0)) {
+		if reply == nil || !(w.To == t.id || (w.To == "" && ch.local.len() > 0)) {
 			t.mu.Unlock()
 			return
 		}
@@ -193,6 +193,9 @@ func (t *Tracker) receive(ch *chanState, data []byte, reply func([]byte) error) 
 	}
 	if g == nil {
 		g = &remoteGW{members: map[string]remoteMeta{}}
+		if ch.remote == nil {
+			ch.remote = map[string]*remoteGW{}
+		}
 		ch.remote[w.GW] = g
 	}
 	g.lastSeen = now

@@ -13,8 +13,8 @@ func (t *Tracker) Local(topic string) (map[string][]json.RawMessage, bool) {
 	if ch == nil {
 		return nil, false
 	}
-	l := make(map[string][]json.RawMessage, len(ch.local))
-	for _, m := range ch.local {
+	l := make(map[string][]json.RawMessage, ch.local.len())
+	for m := range ch.local.all() {
 		mt := ch.meta(m)
 		l[m.key] = append(l[m.key], t.appendMeta(nil, &mt))
 	}

@@ -50,7 +50,7 @@ func TestMembersShareAppMeta(t *testing.T) {
 			ConnID: "c" + string(rune('0'+i)), Params: params})
 	}
 	tr.mu.Lock()
-	a, b := tr.chans["room:a"].local[0], tr.chans["room:b"].local[2]
+	a, b := tr.chans["room:a"].local.get(0), tr.chans["room:b"].local.get(2)
 	tr.mu.Unlock()
 	if a.app != b.app || a.app.Value() != `"n":1,"status":"away"` {
 		t.Fatalf("app metas %q %q not shared", a.app.Value(), b.app.Value())
@@ -106,5 +106,39 @@ func TestWireMessagesParse(t *testing.T) {
 func TestLocalRecordSize(t *testing.T) {
 	if n := unsafe.Sizeof(local{}); n > 80 {
 		t.Fatalf("local is %d bytes", n)
+	}
+}
+
+// A channel's only member is kept without a map; the second makes one,
+// and members come and go through both shapes.
+func TestMembersInlineThenMap(t *testing.T) {
+	var m members
+	a, b := &local{key: "a"}, &local{key: "b"}
+	ia, ib := new(int), new(int)
+	m.put(ia, a)
+	if m.many != nil || m.get(ia) != a || m.get(ib) != nil || m.len() != 1 {
+		t.Fatal("one member")
+	}
+	m.put(ib, b)
+	if m.many == nil || m.get(ia) != a || m.get(ib) != b || m.len() != 2 {
+		t.Fatal("two members")
+	}
+	seen := 0
+	for range m.all() {
+		seen++
+	}
+	m.del(ia)
+	m.del(ia)
+	if seen != 2 || m.get(ia) != nil || m.get(ib) != b || m.len() != 1 {
+		t.Fatalf("after a leave: seen %d, len %d", seen, m.len())
+	}
+	m.del(ib)
+	if m.len() != 0 || m.many != nil {
+		t.Fatal("empty")
+	}
+	m.put(ia, a)
+	m.del(ib) // not there: nothing happens
+	if m.get(ia) != a || m.len() != 1 {
+		t.Fatal("inline again")
 	}
 }

@@ -47,7 +47,7 @@ func (d *diff) reset() {
 // the message itself (t.mu held).
 func (t *Tracker) state(ch *chanState) []byte {
 	ms := t.scratch[:0]
-	for _, l := range ch.local {
+	for l := range ch.local.all() {
 		ms = append(ms, ch.meta(l))
 	}
 	for _, g := range ch.remote {
@@ -64,7 +64,7 @@ func (t *Tracker) state(ch *chanState) []byte {
 // held).
 func (t *Tracker) localState(dst []byte, ch *chanState) []byte {
 	ms := t.scratch[:0]
-	for _, l := range ch.local {
+	for l := range ch.local.all() {
 		ms = append(ms, ch.meta(l))
 	}
 	dst = t.appendGroups(dst, ms)
@@ -159,7 +159,7 @@ func (t *Tracker) flushChannel(ch *chanState, now time.Time, targets []target) [
 		ch.out.reset()
 		ch.counted = [2]int{-1, -1}
 		ch.countDirty = over
-		for _, l := range ch.local {
+		for l := range ch.local.all() {
 			if !l.needState {
 				l.needState = true
 				ch.fresh = append(ch.fresh, l)
@@ -170,7 +170,7 @@ func (t *Tracker) flushChannel(ch *chanState, now time.Time, targets []target) [
 		t.buf = t.appendDiff(t.buf[:0], ch.out)
 		ch.out.reset()
 		var enc [3]*transport.Message
-		for _, l := range ch.local {
+		for l := range ch.local.all() {
 			if l.needState {
 				continue // its state will reflect the diff
 			}
@@ -251,7 +251,7 @@ func (t *Tracker) flushChannel(ch *chanState, now time.Time, targets []target) [
 		keys = t.keysFor(ch)
 		if c := [2]int{keys, ch.metas}; c != ch.counted {
 			if ch.counted[0] >= 0 {
-				for _, l := range ch.local {
+				for l := range ch.local.all() {
 					targets = append(targets, target{l.conn, countMsg(l.v)})
 				}
 			}
@@ -278,7 +278,7 @@ func (t *Tracker) keysFor(ch *chanState) int {
 // reused from flush to flush, rather than a map kept per member: O(members)
 // each time, no allocation once the table has grown (t.mu held).
 func (t *Tracker) distinctKeys(ch *chanState) int {
-	n := len(ch.local)
+	n := ch.local.len()
 	for _, g := range ch.remote {
 		n += len(g.members)
 	}
@@ -306,7 +306,7 @@ func (t *Tracker) distinctKeys(ch *chanState) int {
 			}
 		}
 	}
-	for _, l := range ch.local {
+	for l := range ch.local.all() {
 		add(l.key)
 	}
 	for _, g := range ch.remote {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"hash/maphash"
+	"iter"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -200,7 +201,7 @@ type chanState struct {
 	topic string
 	opts  broker.PresenceOptions
 
-	local  map[any]*local
+	local  members
 	remote map[string]*remoteGW
 
 	out   diff   // towards local clients (every change)
@@ -310,17 +311,17 @@ func (t *Tracker) Track(topic string, inst any, m Member) bool {
 	t.mu.Lock()
 	ch := t.chans[topic]
 	if ch == nil {
-		ch = &chanState{topic: topic, opts: opts, local: map[any]*local{}, remote: map[string]*remoteGW{},
+		ch = &chanState{topic: topic, opts: opts,
 			syncing: true, subscribing: true, lastTry: now}
 		ch.nextHB = now.Add(jitter(opts.TTL / 3))
 		t.chans[topic] = ch
 		t.background(func() { t.start(ch) })
 	}
-	if _, dup := ch.local[inst]; dup {
+	if ch.local.get(inst) != nil {
 		t.mu.Unlock()
 		return true
 	}
-	ch.local[inst] = l
+	ch.local.put(inst, l)
 	ch.fresh = append(ch.fresh, l)
 	ch.emptySince = time.Time{}
 	t.changed(ch, true, ch.meta(l), true)
@@ -367,7 +368,7 @@ func (t *Tracker) Update(topic string, inst any, appMeta json.RawMessage) bool {
 	if ch == nil {
 		return false
 	}
-	l := ch.local[inst]
+	l := ch.local.get(inst)
 	if l == nil {
 		return false
 	}
@@ -395,16 +396,16 @@ func (t *Tracker) Untrack(topic string, inst any) {
 	if ch == nil {
 		return
 	}
-	l := ch.local[inst]
+	l := ch.local.get(inst)
 	if l == nil {
 		return
 	}
-	delete(ch.local, inst)
+	ch.local.del(inst)
 	l.gone = true
 	t.changed(ch, false, ch.meta(l), true)
 	delete(ch.prevs, l)
 	now := t.cfg.now()
-	if len(ch.local) == 0 {
+	if ch.local.len() == 0 {
 		ch.emptySince = now
 	}
 	// Remember the leave for AdmitJoin: the join that ends here spent
@@ -536,7 +537,7 @@ func (t *Tracker) housekeep(now time.Time) {
 				t.dropRemote(ch, id)
 			}
 		}
-		if len(ch.local) == 0 {
+		if ch.local.len() == 0 {
 			if !ch.dirty && !ch.subscribing && now.Sub(ch.emptySince) >= t.cfg.Grace {
 				delete(t.chans, topic)
 				pubs = append(pubs, pub{topic, t.encode(&wire{T: kindBye})})
@@ -620,4 +621,75 @@ func jitter(d time.Duration) time.Duration {
 		n = n<<8 | uint64(c)
 	}
 	return time.Duration(n % uint64(d))
+}
+
+// members is a channel's local members by channel instance. A channel of
+// one member (one channel per user) keeps it inline; the map, about 250
+// bytes even for one entry, is made for the second.
+type members struct {
+	inst any
+	one  *local
+	many map[any]*local
+}
+
+func (m *members) get(inst any) *local {
+	if m.many != nil {
+		return m.many[inst]
+	}
+	if m.one != nil && m.inst == inst {
+		return m.one
+	}
+	return nil
+}
+
+// put adds l for inst, which is not there yet.
+func (m *members) put(inst any, l *local) {
+	switch {
+	case m.many != nil:
+		m.many[inst] = l
+	case m.one == nil:
+		m.inst, m.one = inst, l
+	default:
+		m.many = map[any]*local{m.inst: m.one, inst: l}
+		m.inst, m.one = nil, nil
+	}
+}
+
+func (m *members) del(inst any) {
+	switch {
+	case m.many != nil:
+		delete(m.many, inst)
+		if len(m.many) == 0 {
+			m.many = nil
+		}
+	case m.one != nil && m.inst == inst:
+		m.inst, m.one = nil, nil
+	}
+}
+
+func (m *members) len() int {
+	switch {
+	case m.many != nil:
+		return len(m.many)
+	case m.one != nil:
+		return 1
+	}
+	return 0
+}
+
+// all yields every member (in no particular order).
+func (m *members) all() iter.Seq[*local] {
+	return func(yield func(*local) bool) {
+		if m.many == nil {
+			if m.one != nil {
+				yield(m.one)
+			}
+			return
+		}
+		for _, l := range m.many {
+			if !yield(l) {
+				return
+			}
+		}
+	}
 }
