@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/fabric-rt/fabric/gateway/broker"
+	"github.com/fabric-rt/fabric/gateway/namespace"
 	"github.com/fabric-rt/fabric/gateway/phoenix"
 	"github.com/fabric-rt/fabric/gateway/transport"
 )
@@ -44,6 +45,9 @@ const (
 // Config configures a Hub.
 type Config struct {
 	Broker broker.Broker
+	// Namespaces says which topics keep history (nil: none); their
+	// channels need a broker that implements broker.History.
+	Namespaces *namespace.Set
 	// LeaveGrace keeps a channel's subscription (and its ring) this long
 	// after its last member left, so a client that rejoins at once
 	// (reconnect, page reload) resumes from memory (default 2 s).
@@ -266,7 +270,7 @@ func (h *Hub) Join(ctx context.Context, topic string, m Member) error {
 	ch := sh.topics[topic]
 	if ch == nil {
 		ch = &channel{h: h, topic: topic, ready: make(chan struct{})}
-		ch.persistent = h.hist != nil && h.hist.Persistent(topic)
+		ch.persistent = h.hist != nil && h.cfg.Namespaces.Persistent(topic)
 		ch.ring.total = &h.ringBytes
 		sh.topics[topic] = ch
 		h.channels.Add(1)

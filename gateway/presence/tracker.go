@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/fabric-rt/fabric/gateway/broker"
+	"github.com/fabric-rt/fabric/gateway/namespace"
 	"github.com/fabric-rt/fabric/gateway/phoenix"
 	"github.com/fabric-rt/fabric/gateway/transport"
 )
@@ -50,6 +51,9 @@ const (
 // Config configures a Tracker.
 type Config struct {
 	Bus broker.Presence
+	// Namespaces says which namespaces track presence, and how (nil:
+	// none).
+	Namespaces *namespace.Set
 	// Flush is the batching interval of diffs, towards clients and the bus
 	// alike (default 50 ms).
 	Flush time.Duration
@@ -193,7 +197,7 @@ func (d *diff) empty() bool { return len(d.joins) == 0 && len(d.leaves) == 0 }
 
 type chanState struct {
 	topic string
-	opts  broker.PresenceOptions
+	opts  namespace.Presence
 
 	local  map[any]*local
 	remote map[string]*remoteGW
@@ -281,7 +285,7 @@ func (t *Tracker) ID() string { return t.id }
 
 // Enabled reports whether topic's namespace tracks presence.
 func (t *Tracker) Enabled(topic string) bool {
-	_, ok := t.cfg.Bus.PresenceOptions(topic)
+	_, ok := t.cfg.Namespaces.Presence(topic)
 	return ok
 }
 
@@ -292,7 +296,7 @@ func (t *Tracker) Enabled(topic string) bool {
 // reply went out. It does no O(members) work, so it is cheap under the
 // hub's lock.
 func (t *Tracker) Track(topic string, inst any, m Member) bool {
-	opts, ok := t.cfg.Bus.PresenceOptions(topic)
+	opts, ok := t.cfg.Namespaces.Presence(topic)
 	if !ok {
 		return false
 	}

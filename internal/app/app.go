@@ -24,6 +24,7 @@ import (
 	"github.com/fabric-rt/fabric/auth"
 	"github.com/fabric-rt/fabric/gateway"
 	"github.com/fabric-rt/fabric/gateway/control"
+	"github.com/fabric-rt/fabric/gateway/namespace"
 	"github.com/fabric-rt/fabric/gateway/transport/longpoll"
 	"github.com/fabric-rt/fabric/gateway/transport/ws"
 	"github.com/fabric-rt/fabric/nats/natsbroker"
@@ -86,9 +87,9 @@ type Config struct {
 	// listeners. Without it, anonymous mode is loopback-only.
 	AllowAnonymous bool
 	SubjectPrefix  string
-	// Namespaces configures persistent namespaces; nil means
-	// natsbroker.DefaultNamespaces() (room:* keeps history).
-	Namespaces map[string]natsbroker.Namespace
+	// Namespaces is the namespace policy (gateway/namespace); nil means
+	// namespace.Defaults() (room:* keeps history and tracks presence).
+	Namespaces map[string]namespace.Namespace
 	// Grants are patterns every authenticated user may join or publish to
 	// ("user:{sub}"), from the namespaces config.
 	Grants auth.Grants
@@ -256,11 +257,11 @@ func Start(cfg Config) (a *App, err error) {
 	if err := a.startNATS(); err != nil {
 		return nil, err
 	}
-	nss := cfg.Namespaces
-	if nss == nil {
-		nss = natsbroker.DefaultNamespaces()
+	nss, err := namespaces(cfg)
+	if err != nil {
+		return nil, err
 	}
-	a.broker, err = natsbroker.New(a.nc, natsbroker.Config{Prefix: cfg.SubjectPrefix, Logger: a.log, Namespaces: nss, Domain: cfg.HistoryDomain})
+	a.broker, err = natsbroker.New(a.nc, natsbroker.Config{Prefix: cfg.SubjectPrefix, Logger: a.log, Streams: streams(nss), Domain: cfg.HistoryDomain})
 	if err != nil {
 		return nil, err
 	}
@@ -270,15 +271,13 @@ func Start(cfg Config) (a *App, err error) {
 	if err != nil {
 		return nil, err
 	}
-	var streams []string
-	for name, ns := range nss {
-		if ns.History {
-			streams = append(streams, wire.StreamName(name))
-		}
+	var streamNames []string
+	for name := range streams(nss) {
+		streamNames = append(streamNames, wire.StreamName(name))
 	}
 	link, err := natslink.New(natslink.Config{
 		Conn: a.nc, Interval: cfg.NATSProbeInterval, Timeout: cfg.NATSProbeTimeout,
-		Streams: streams, Domain: cfg.HistoryDomain, Logger: a.log,
+		Streams: streamNames, Domain: cfg.HistoryDomain, Logger: a.log,
 		// A stream that was out of reach (its home region cut off)
 		// stored messages the live feed never brought: catch up.
 		OnStreamUp: func(stream string) {
@@ -312,7 +311,8 @@ func Start(cfg Config) (a *App, err error) {
 		return nil, err
 	}
 	a.gw, err = gateway.New(gateway.Config{
-		Broker: a.broker,
+		Broker:     a.broker,
+		Namespaces: nss,
 		WS: ws.Config{
 			MaxMessageSize:   cfg.MaxMessageSize,
 			IdleTimeout:      cfg.IdleTimeout,
@@ -379,7 +379,7 @@ func Start(cfg Config) (a *App, err error) {
 		// server instead takes "no answer" (JetStream or the history
 		// home out of reach) for an ephemeral namespace, and a publish
 		// nobody stores would be answered 200.
-		Persistent: a.broker.Persistent})
+		Persistent: nss.Persistent})
 	if err != nil {
 		return nil, err
 	}

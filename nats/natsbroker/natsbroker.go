@@ -50,9 +50,12 @@ type Config struct {
 	// means unlimited (memory then grows without bound behind a stuck hub).
 	PendingMsgsLimit  int
 	PendingBytesLimit int
-	// Namespaces configures persistent namespaces (JetStream history).
-	// Namespaces not listed are ephemeral. Call EnsureStreams before use.
-	Namespaces map[string]Namespace
+	// Streams are the persistent namespaces' stream settings, by
+	// namespace (JetStream history); any other namespace is ephemeral.
+	// Call EnsureStreams before use. Which namespaces keep history, route
+	// pushes or track presence is the gateway's namespace policy; the
+	// adapter only runs the streams.
+	Streams map[string]Stream
 	// Domain is the JetStream domain the streams live in, reached as
 	// $JS.<domain>.API: another region's across a leaf-node link
 	// (docs/regions.md). Empty: the connected server's own JetStream.
@@ -71,10 +74,9 @@ type Broker struct {
 	pendingMsgs, pendingBytes int
 
 	js         jetstream.JetStream
-	jsAPI      string               // JetStream API prefix: $JS.API or $JS.<domain>.API
-	livePrefix string               // republish destination prefix: <prefix>_live
-	namespaces map[string]*nsState  // persistent namespaces only
-	pushNS     map[string]Namespace // every configured namespace
+	jsAPI      string              // JetStream API prefix: $JS.API or $JS.<domain>.API
+	livePrefix string              // republish destination prefix: <prefix>_live
+	namespaces map[string]*nsState // persistent namespaces only
 	advOnce    sync.Once
 	advSub     *nats.Subscription
 	markSubs   []*nats.Subscription // republished moderation marks, one per namespace
@@ -114,7 +116,7 @@ func New(nc *nats.Conn, cfg Config) (*Broker, error) {
 	if cfg.PendingBytesLimit == 0 {
 		cfg.PendingBytesLimit = pendingBytesLimit
 	}
-	if err := ValidateNamespaces(cfg.Namespaces); err != nil {
+	if err := validateStreams(cfg.Streams); err != nil {
 		return nil, err
 	}
 	js, jsAPI, err := newJetStream(nc, cfg.Domain)
@@ -125,11 +127,8 @@ func New(nc *nats.Conn, cfg Config) (*Broker, error) {
 		pendingMsgs: cfg.PendingMsgsLimit, pendingBytes: cfg.PendingBytesLimit,
 		js: js, livePrefix: cfg.Prefix + "_live", namespaces: map[string]*nsState{},
 		live: map[*liveSub]struct{}{}, stop: make(chan struct{})}
-	b.pushNS = cfg.Namespaces
-	for name, ns := range cfg.Namespaces {
-		if ns.History {
-			b.namespaces[name] = &nsState{name: name, stream: wire.StreamName(name), cfg: ns}
-		}
+	for name, st := range cfg.Streams {
+		b.namespaces[name] = &nsState{name: name, stream: wire.StreamName(name), cfg: st}
 	}
 	if len(b.namespaces) > 0 {
 		go b.watchDrops()
@@ -145,7 +144,7 @@ func newJetStream(nc *nats.Conn, domain string) (jetstream.JetStream, string, er
 		js, err := jetstream.New(nc)
 		return js, "$JS.API", err
 	}
-	if !namespaceName.MatchString(domain) {
+	if !streamName.MatchString(domain) {
 		return nil, "", fmt.Errorf("natsbroker: bad JetStream domain %q", domain)
 	}
 	js, err := jetstream.NewWithDomain(nc, domain)

@@ -2,7 +2,6 @@ package natsbroker
 
 import (
 	"context"
-	"strings"
 
 	"github.com/nats-io/nats.go"
 
@@ -17,24 +16,6 @@ import (
 // gateway/presence.
 
 var _ broker.Presence = (*Broker)(nil)
-
-// PresenceOptions implements broker.Presence.
-func (b *Broker) PresenceOptions(topic string) (broker.PresenceOptions, bool) {
-	ns, _, _ := strings.Cut(topic, ":")
-	c, ok := b.pushNS[ns]
-	if !ok || !c.Presence {
-		return broker.PresenceOptions{}, false
-	}
-	o := broker.PresenceOptions{MetaKey: c.PresenceMetaKey, TTL: c.PresenceTTL,
-		MaxMembers: c.PresenceMaxMembers, MaxStateBytes: c.PresenceMaxStateBytes}
-	if o.MetaKey == "" {
-		o.MetaKey = DefaultPresenceMetaKey
-	}
-	if o.TTL <= 0 {
-		o.TTL = DefaultPresenceTTL
-	}
-	return o, true
-}
 
 func (b *Broker) presenceSubject(topic string) (string, error) {
 	subj, err := b.subject(topic)

@@ -18,9 +18,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fabric-rt/fabric/gateway/namespace"
 	"github.com/fabric-rt/fabric/internal/app"
 	"github.com/fabric-rt/fabric/internal/testkit/phxnode"
-	"github.com/fabric-rt/fabric/nats/natsbroker"
 )
 
 const (
@@ -28,8 +28,8 @@ const (
 	ttl  = 2 * time.Second
 )
 
-func namespaces() map[string]natsbroker.Namespace {
-	return map[string]natsbroker.Namespace{
+func namespaces() map[string]namespace.Namespace {
+	return map[string]namespace.Namespace{
 		"room": {History: true, MaxAge: time.Hour, Presence: true, PresenceTTL: ttl},
 	}
 }

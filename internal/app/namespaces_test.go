@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/fabric-rt/fabric/auth"
+	"github.com/fabric-rt/fabric/gateway/namespace"
 	"github.com/fabric-rt/fabric/gateway/phoenix"
 	"github.com/fabric-rt/fabric/internal/testkit/phxclient"
-	"github.com/fabric-rt/fabric/nats/natsbroker"
 )
 
 // TestCompressionByNamespace: with --compression, a broadcast reaches a
@@ -26,7 +26,7 @@ func TestCompressionByNamespace(t *testing.T) {
 	a, err := Start(Config{Listen: "127.0.0.1:0", OpsListen: "127.0.0.1:0", NATSListen: "off", DataDir: t.TempDir(),
 		JWTSecret: metricsSecret, AllowQueryToken: true, PublishAPIKeys: []string{metricsAPIKey},
 		Compression: true, CompressionThreshold: 256,
-		Namespaces: map[string]natsbroker.Namespace{"room": {History: true}, "raw": {Compression: &off}}})
+		Namespaces: map[string]namespace.Namespace{"room": {History: true}, "raw": {Compression: &off}}})
 	if err != nil {
 		t.Fatal(err)
 	}
