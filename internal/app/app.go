@@ -278,34 +278,13 @@ func Start(cfg Config) (a *App, err error) {
 	link, err := natslink.New(natslink.Config{
 		Conn: a.nc, Interval: cfg.NATSProbeInterval, Timeout: cfg.NATSProbeTimeout,
 		Streams: streamNames, Domain: cfg.HistoryDomain, Logger: a.log,
-		// A stream that was out of reach (its home region cut off)
-		// stored messages the live feed never brought: catch up.
-		OnStreamUp: func(stream string) {
-			if b := a.broker; b != nil {
-				go func() {
-					ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-					defer cancel()
-					b.ResyncStream(ctx, stream)
-				}()
-			}
-		},
-		OnChange: func(up bool) {
-			// Back after a silence that nats.go did not notice (no
-			// reconnect, so no resync from its handler): catch the
-			// channels up all the same.
-			if b := a.broker; up && b != nil {
-				go func() {
-					ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-					defer cancel()
-					b.Resync(ctx)
-				}()
-			}
-		},
 	})
 	if err != nil {
 		return nil, err
 	}
 	a.link.Store(link)
+	// The broker watches the link itself: it catches its channels up when
+	// the link or a stream comes back (and after nats.go reconnects).
 	a.broker.SetLink(link)
 	if err := a.openRevocations(); err != nil {
 		return nil, err
@@ -480,15 +459,6 @@ func (a *App) startNATS() error {
 			a.log.Info("NATS reconnected", "url", nc.ConnectedUrlRedacted())
 			if l := a.link.Load(); l != nil {
 				l.Reconnected()
-			}
-			// Live messages published while we were away are only in
-			// the streams: catch every active channel up.
-			if b := a.broker; b != nil {
-				go func() {
-					ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-					defer cancel()
-					b.Resync(ctx)
-				}()
 			}
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {

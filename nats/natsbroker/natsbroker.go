@@ -131,7 +131,9 @@ func New(nc *nats.Conn, cfg Config) (*Broker, error) {
 		b.namespaces[name] = &nsState{name: name, stream: wire.StreamName(name), cfg: st}
 	}
 	if len(b.namespaces) > 0 {
+		// Only persistent channels can be caught up after an outage.
 		go b.watchDrops()
+		go b.watchReconnects()
 	}
 	return b, nil
 }
