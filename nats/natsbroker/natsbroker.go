@@ -133,7 +133,7 @@ func New(nc *nats.Conn, cfg Config) (*Broker, error) {
 	if len(b.namespaces) > 0 {
 		// Only persistent channels can be caught up after an outage.
 		go b.watchDrops()
-		go b.watchReconnects()
+		go b.watchReconnects(b.nc.StatusChanged(nats.CONNECTED))
 	}
 	return b, nil
 }

@@ -34,11 +34,12 @@ func (b *Broker) ResyncStream(ctx context.Context, stream string) {
 // Link saw the connection answer again without a reconnect, and when a
 // watched stream answers again (SetLink with a Watcher).
 
-// watchReconnects resyncs every live channel after each reconnect: core
-// messages published while the connection was away are only in the
-// streams. It runs until Close.
-func (b *Broker) watchReconnects() {
-	ch := b.nc.StatusChanged(nats.CONNECTED)
+// watchReconnects resyncs every live channel after each reconnect that ch
+// (a nats.go status listener for CONNECTED, registered by New so that no
+// reconnect slips by before this runs) reports: core messages published
+// while the connection was away are only in the streams. It runs until
+// Close.
+func (b *Broker) watchReconnects(ch chan nats.Status) {
 	defer b.nc.RemoveStatusListener(ch)
 	for {
 		select {
