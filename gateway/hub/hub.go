@@ -14,11 +14,18 @@
 // broker's delivery goroutine for the subscription and never blocks:
 // transport.Conn.Send only queues, and a connection that cannot keep up is
 // closed by its transport (4008) rather than slowing the channel. Lock
-// order: shard.mu before channel.mu; Member callbacks run under
-// channel.mu and must not call back into the hub.
+// order: shard.mu before channel.mu. Under channel.mu the hub calls no code
+// of its members except Listener.JoinReply, which only encodes.
+//
+// Writing: everything the hub sends a member — its join reply, its replay,
+// the live messages — is queued on the member's connection under the
+// channel's lock, in that order, and nothing after Leave returns (a replay
+// in progress included); see docs/architecture.md, "Who writes to a
+// connection".
 package hub
 
 import (
+	"errors"
 	"hash/maphash"
 	"log/slog"
 	"sync"
@@ -65,7 +72,10 @@ type Config struct {
 	RingBudget int64
 	// ReplayPage is the number of messages sent per replay step
 	// (default 256); between steps the replay waits until the member's
-	// connection has less than ReplayBacklog bytes queued (default 64 KiB).
+	// connection has at most ReplayBacklog bytes queued (default 64 KiB),
+	// woken by the transport (transport.Conn.Drained), never polling. The
+	// replay's frames go through the connection's queue like any other:
+	// its slow-consumer bound applies to them.
 	ReplayPage    int
 	ReplayBacklog int
 	// ReplayTimeout bounds one member's whole replay (default 60 s).
@@ -96,8 +106,8 @@ type Member struct {
 	// get binary payloads as {"base64": …} in a text frame, like v1.
 	TextOnly bool
 	// Key identifies the instance (the session's channel pointer); the
-	// same key must be used to leave. When it implements Listener, it
-	// hears about the member's join and reset.
+	// same key must be used to leave. When it implements Listener, the hub
+	// sends its join reply and tells it about a reset.
 	Key any
 	// Resume asks to continue after this position (persistent topics).
 	Resume *broker.Position
@@ -115,22 +125,33 @@ type member struct {
 	TextOnly bool
 }
 
-// Listener is implemented by member keys that want to know their fate. A
-// method pair on the key costs a member nothing, where two closures would
-// cost every joined channel of every connection about 70 bytes.
+// Listener is implemented by member keys that have a join reply and want
+// to know about resets. A method pair on the key costs a member nothing,
+// where two closures would cost every joined channel of every connection
+// about 70 bytes.
 type Listener interface {
-	// Joined is called once, under the channel lock, before any message
-	// reaches the member: the session sends its join reply from it, so
-	// the reply precedes the replay. It runs under the hub's shard and
-	// channel locks, often on an epoll loop: it must never wait on the
-	// bus (or on a lock held across network I/O, as nats.go's is while it
-	// redials), or every join and fan-out behind those locks stalls.
-	Joined(JoinResult)
-	// Reset is called when the member was dropped because the channel's
-	// history can no longer continue what it received (stream recreated,
-	// messages lost mid-replay); the client must rejoin with its offset.
+	// JoinReply returns the member's join reply for r, which the hub
+	// queues on the member's connection under the channel lock, before
+	// any message of the channel (so the reply precedes the replay and
+	// the live feed); nil sends nothing. ok false means the member
+	// withdrew (its instance left or was replaced): then nothing is sent
+	// and the member is not attached (Join returns ErrWithdrawn). It is
+	// called at most once per join, under the hub's shard and channel
+	// locks, often on an epoll loop: it must only encode — no locks, no
+	// I/O, no call into the hub. What else a join sets off (presence,
+	// lifecycle events) the caller does after TryJoin or Join returned.
+	JoinReply(JoinResult) (reply *transport.Message, ok bool)
+	// Reset is called, without hub locks, when the member was dropped
+	// because the channel's history can no longer continue what it
+	// received (stream recreated, messages lost mid-replay); the client
+	// must rejoin with its offset. The hub sends the member nothing
+	// after it.
 	Reset()
 }
+
+// ErrWithdrawn is Join's answer when the member's JoinReply said it
+// withdrew (it left while joining): it was not attached, and nothing was sent.
+var ErrWithdrawn = errors.New("hub: member withdrew before it was attached")
 
 // Hub is the registry.
 type Hub struct {
@@ -168,6 +189,12 @@ type channel struct {
 	epoch   string
 	last    uint64 // offset of the last message (or the start position)
 	ring    ring
+
+	// replaying holds the keys of members being replayed to (not yet in
+	// members): Leave removes a key from here, and the replay stops at
+	// its next step, so nothing reaches a member after it left. A nil map
+	// (8 bytes) while no replay runs: one channel per user is common.
+	replaying map[any]struct{}
 
 	// fetching admits one replay fetch at a time (never held with mu):
 	// a reconnect wave's resumes wait for the first one's page, which

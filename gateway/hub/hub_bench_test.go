@@ -24,6 +24,8 @@ func (c *countConn) RemoteAddr() string                { return "count" }
 
 func (c *countConn) Backlog() int { return 0 }
 
+func (c *countConn) Drained(int) <-chan struct{} { return transport.Now() }
+
 // fanoutHub returns a broker whose topic "bench" has v2 V2 members and v1
 // V1 members in a hub, and the members' conns.
 func fanoutHub(tb testing.TB, v2, v1 int) (*memory.Broker, []*countConn) {

@@ -11,6 +11,7 @@ import (
 	"github.com/fabric-rt/fabric/gateway/broker/memory"
 	"github.com/fabric-rt/fabric/gateway/hub"
 	"github.com/fabric-rt/fabric/gateway/phoenix"
+	"github.com/fabric-rt/fabric/gateway/transport"
 	"github.com/fabric-rt/fabric/internal/testkit/transporttest"
 )
 
@@ -21,8 +22,13 @@ type resetListener struct {
 	resets int
 }
 
-func (l *resetListener) Joined(r hub.JoinResult) { l.mu.Lock(); l.got = r; l.mu.Unlock() }
-func (l *resetListener) Reset()                  { l.mu.Lock(); l.resets++; l.mu.Unlock() }
+func (l *resetListener) JoinReply(r hub.JoinResult) (*transport.Message, bool) {
+	l.mu.Lock()
+	l.got = r
+	l.mu.Unlock()
+	return nil, true
+}
+func (l *resetListener) Reset() { l.mu.Lock(); l.resets++; l.mu.Unlock() }
 func (l *resetListener) state() (hub.JoinResult, int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -36,8 +36,9 @@ func (h *Hub) Intern(topic string) string {
 }
 
 // TryJoin attaches m without blocking when the topic's subscription is live
-// and nothing has to be fetched, and reports whether it did. Most joins
-// take this path; the first join of a topic on this gateway, and resumes
+// and nothing has to be fetched, and reports whether it did (or found
+// that m withdrew: Listener.JoinReply said so, nothing was sent).
+// Most joins take this path; the first join of a topic on this gateway, and resumes
 // the ring does not cover, need Join.
 func (h *Hub) TryJoin(topic string, m Member) bool {
 	sh := h.shard(topic)
@@ -48,18 +49,21 @@ func (h *Hub) TryJoin(topic string, m Member) bool {
 		return false
 	}
 	ch.mu.Lock()
-	ok := ch.attachNow(m)
+	handled, err := ch.attachNow(m)
 	ch.mu.Unlock()
-	if ok {
+	if handled && err == nil {
 		ch.stopGrace()
 	}
-	return ok
+	return handled // attached, or m withdrew (nothing sent)
 }
 
 // Join attaches m to topic, subscribing on the broker if this is the
 // topic's first member here and replaying what m missed. It blocks, so
-// callers run it off the event loop. On error m is not attached and
-// Joined was not called.
+// callers run it off the event loop. On error m is not attached, and its
+// join reply was not sent unless the connection closed mid-replay;
+// ErrWithdrawn: it left while joining (nothing more is sent to it). A
+// replay that cannot finish after the reply resets the member
+// (Listener.Reset) and returns nil.
 func (h *Hub) Join(ctx context.Context, topic string, m Member) error {
 	sh := h.shard(topic)
 	sh.mu.Lock()
@@ -154,6 +158,7 @@ func (h *Hub) Leave(topic string, key any) {
 	}
 	ch.mu.Lock()
 	removed := ch.remove(key)
+	ch.endReplay(key) // a replay in progress sends nothing more
 	empty := len(ch.members) == 0
 	ch.mu.Unlock()
 	if removed && empty && ch.joining == 0 && ch.settled() {

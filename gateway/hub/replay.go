@@ -13,27 +13,45 @@ import (
 // from the ring, or paged from the broker's history — before it joins the
 // live feed with no gap and no duplicate at the junction.
 
-// joined reports the join's result to its member, and counts a resume's
-// outcome: every path that attaches a member goes through here once.
-func (ch *channel) joined(m Member, r JoinResult) {
+// joined queues the member's join reply (ch.mu held) and counts a
+// resume's outcome: every path that attaches a member goes through here
+// once, before the member's first message. It reports false when the
+// member withdrew (JoinReply said so): then it must not be attached.
+func (ch *channel) joined(m Member, r JoinResult) bool {
 	ch.h.countResume(r)
-	if l, ok := m.Key.(Listener); ok {
-		l.Joined(r)
+	l, ok := m.Key.(Listener)
+	if !ok {
+		return true
 	}
+	reply, ok := l.JoinReply(r)
+	if !ok {
+		return false
+	}
+	if reply != nil {
+		m.Conn.Send(reply) // a closed connection: the session's close undoes the join
+	}
+	return true
 }
 
-// attachNow attaches m if nothing has to be fetched (ch.mu held).
-func (ch *channel) attachNow(m Member) bool {
+// join replies to m and attaches it (ch.mu held), unless it withdrew.
+func (ch *channel) join(m Member, r JoinResult, skipTo uint64) error {
+	if !ch.joined(m, r) {
+		return ErrWithdrawn
+	}
+	ch.add(m, skipTo)
+	return nil
+}
+
+// attachNow attaches m if nothing has to be fetched (ch.mu held), and
+// reports whether it handled the join; err is ErrWithdrawn when m
+// withdrew instead.
+func (ch *channel) attachNow(m Member) (handled bool, err error) {
 	if !ch.persistent {
-		ch.joined(m, JoinResult{})
-		ch.add(m, 0)
-		return true
+		return true, ch.join(m, JoinResult{}, 0)
 	}
 	res := JoinResult{Persistent: true, Head: ch.pos()}
 	if m.Resume == nil {
-		ch.joined(m, res)
-		ch.add(m, 0)
-		return true
+		return true, ch.join(m, res, 0)
 	}
 	res.Resumed = true
 	r := *m.Resume
@@ -44,28 +62,62 @@ func (ch *channel) attachNow(m Member) bool {
 		res.Recovered = true
 	case r.Offset < ch.last && ch.ring.covers(r.Offset) && ch.ring.countAfter(r.Offset) <= ch.h.cfg.ReplayPage:
 		res.Recovered = true
-		ch.joined(m, res)
+		if !ch.joined(m, res) {
+			return true, ErrWithdrawn
+		}
 		ch.sendRing(m, r.Offset, ch.h.cfg.ReplayPage)
 		ch.add(m, 0)
-		return true
+		return true, nil
 	default:
-		return false // the broker must check or supply it
+		return false, nil // the broker must check or supply it
 	}
-	ch.joined(m, res)
-	ch.add(m, 0)
-	return true
+	return true, ch.join(m, res, 0)
 }
 
 var errMemberGone = errors.New("hub: member's connection closed during replay")
 
-// attach replays what m missed, in steps, then attaches it.
-func (ch *channel) attach(ctx context.Context, m Member) error {
-	ch.mu.Lock()
-	if ch.attachNow(m) {
-		ch.mu.Unlock()
-		return nil
+// startReplay and endReplay keep m's key in ch.replaying while a replay
+// runs (ch.mu held); endReplay reports whether it was still there, and
+// replayingTo whether it is (Leave removes it).
+func (ch *channel) startReplay(key any) {
+	if ch.replaying == nil {
+		ch.replaying = make(map[any]struct{})
 	}
+	ch.replaying[key] = struct{}{}
+}
+
+func (ch *channel) endReplay(key any) bool {
+	if _, ok := ch.replaying[key]; !ok {
+		return false
+	}
+	delete(ch.replaying, key)
+	if len(ch.replaying) == 0 {
+		ch.replaying = nil
+	}
+	return true
+}
+
+func (ch *channel) replayingTo(key any) bool {
+	_, ok := ch.replaying[key]
+	return ok
+}
+
+// attach replays what m missed, in steps, then attaches it. Every step
+// sends under ch.mu after checking that m is still replaying, so once
+// Leave returned nothing more reaches m.
+func (ch *channel) attach(ctx context.Context, m Member) (err error) {
+	ch.mu.Lock()
+	if handled, err := ch.attachNow(m); handled {
+		ch.mu.Unlock()
+		return err
+	}
+	ch.startReplay(m.Key)
 	ch.mu.Unlock()
+	defer func() {
+		ch.mu.Lock()
+		ch.endReplay(m.Key)
+		ch.mu.Unlock()
+	}()
 	cfg := &ch.h.cfg
 	ctx, cancel := context.WithTimeout(ctx, cfg.ReplayTimeout)
 	defer cancel()
@@ -74,6 +126,10 @@ func (ch *channel) attach(ctx context.Context, m Member) error {
 	idle := 0
 	for {
 		ch.mu.Lock()
+		if !ch.replayingTo(m.Key) {
+			ch.mu.Unlock()
+			return ErrWithdrawn // left mid-replay: the leave was answered
+		}
 		if replied && (from.Offset >= ch.last || ch.ring.covers(from.Offset)) {
 			// The ring holds everything after from: finish from memory,
 			// in steps, and attach under the same lock as the last step.
@@ -90,13 +146,14 @@ func (ch *channel) attach(ctx context.Context, m Member) error {
 					// them already.
 					skipTo = from.Offset
 				}
+				ch.endReplay(m.Key)
 				ch.add(m, skipTo)
 				ch.mu.Unlock()
 				return nil
 			}
 			from.Offset = last
 			ch.mu.Unlock()
-			if err := waitBacklog(ctx, m.Conn, cfg.ReplayBacklog); err != nil {
+			if err := waitDrained(ctx, m.Conn, cfg.ReplayBacklog); err != nil {
 				return ch.abandon(m, replied, err)
 			}
 			continue
@@ -105,11 +162,14 @@ func (ch *channel) attach(ctx context.Context, m Member) error {
 
 		ch.fetching.Lock()
 		ch.mu.Lock()
-		if !replied && ch.attachNow(m) {
-			// The fetch we waited for put what m missed in the ring.
-			ch.mu.Unlock()
-			ch.fetching.Unlock()
-			return nil
+		if !replied {
+			// The fetch we waited for may have put what m missed in the ring.
+			if handled, err := ch.attachNow(m); handled {
+				ch.endReplay(m.Key)
+				ch.mu.Unlock()
+				ch.fetching.Unlock()
+				return err
+			}
 		}
 		if replied && (from.Offset >= ch.last || ch.ring.covers(from.Offset)) {
 			ch.mu.Unlock()
@@ -124,6 +184,10 @@ func (ch *channel) attach(ctx context.Context, m Member) error {
 		}
 		ch.mu.Lock()
 		ch.fetching.Unlock() // mu is held until backfill: followers see the page in the ring
+		if !ch.replayingTo(m.Key) {
+			ch.mu.Unlock()
+			return ErrWithdrawn
+		}
 		if page.Reason != "" {
 			if replied {
 				// Lost mid-replay (retention overtook us): never a
@@ -131,13 +195,16 @@ func (ch *channel) attach(ctx context.Context, m Member) error {
 				ch.mu.Unlock()
 				return ch.abandon(m, true, errors.New(page.Reason))
 			}
-			ch.joined(m, JoinResult{Persistent: true, Head: ch.pos(), Resumed: true, Reason: page.Reason})
-			ch.add(m, 0)
+			ch.endReplay(m.Key)
+			err := ch.join(m, JoinResult{Persistent: true, Head: ch.pos(), Resumed: true, Reason: page.Reason}, 0)
 			ch.mu.Unlock()
-			return nil
+			return err
 		}
 		if !replied {
-			ch.joined(m, JoinResult{Persistent: true, Head: ch.pos(), Resumed: true, Recovered: true})
+			if !ch.joined(m, JoinResult{Persistent: true, Head: ch.pos(), Resumed: true, Recovered: true}) {
+				ch.mu.Unlock()
+				return ErrWithdrawn
+			}
 			replied = true
 		}
 		entries := make([]*entry, len(page.Messages))
@@ -167,7 +234,7 @@ func (ch *channel) attach(ctx context.Context, m Member) error {
 			time.Sleep(20 * time.Millisecond)
 			continue
 		}
-		if err := waitBacklog(ctx, m.Conn, cfg.ReplayBacklog); err != nil {
+		if err := waitDrained(ctx, m.Conn, cfg.ReplayBacklog); err != nil {
 			return ch.abandon(m, replied, err)
 		}
 	}
@@ -175,10 +242,18 @@ func (ch *channel) attach(ctx context.Context, m Member) error {
 
 // abandon ends a replay that cannot finish. Before the join reply it is a
 // plain join error; after it the member is reset so the client rejoins
-// with its latest offset rather than silently missing messages.
+// with its latest offset rather than silently missing messages — unless
+// it left meanwhile (its leave was answered; a phx_error would follow the
+// phx_close).
 func (ch *channel) abandon(m Member, replied bool, err error) error {
 	if !replied || errors.Is(err, errMemberGone) {
 		return err
+	}
+	ch.mu.Lock()
+	left := !ch.endReplay(m.Key)
+	ch.mu.Unlock()
+	if left {
+		return ErrWithdrawn
 	}
 	ch.h.cfg.Logger.Warn("hub: replay abandoned; member reset", "topic", ch.topic, "err", err)
 	if l, ok := m.Key.(Listener); ok {
@@ -187,15 +262,17 @@ func (ch *channel) abandon(m Member, replied bool, err error) error {
 	return nil
 }
 
-func waitBacklog(ctx context.Context, c transport.Conn, limit int) error {
-	for c.Backlog() > limit {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(2 * time.Millisecond):
-		}
+// waitDrained waits until c has at most limit bytes queued: the
+// transport wakes it (transport.Conn.Drained), so a replay step follows
+// the socket's pace without polling, and without ever holding more than
+// a page beyond limit in the queue.
+func waitDrained(ctx context.Context, c transport.Conn, limit int) error {
+	select {
+	case <-c.Drained(limit):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	return nil
 }
 
 // sendRing sends up to max ring entries after offset to m (ch.mu held) and

@@ -10,6 +10,7 @@ import (
 	"github.com/fabric-rt/fabric/gateway/hub"
 	"github.com/fabric-rt/fabric/gateway/namespace"
 	"github.com/fabric-rt/fabric/gateway/phoenix"
+	"github.com/fabric-rt/fabric/gateway/transport"
 )
 
 // rooms makes room:* persistent, as the hub's history tests need.
@@ -31,8 +32,11 @@ func (b *histBroker) Replay(context.Context, string, broker.Position, int) (brok
 // listener records the join result the hub reports to a member's key.
 type listener struct{ got hub.JoinResult }
 
-func (l *listener) Joined(r hub.JoinResult) { l.got = r }
-func (l *listener) Reset()                  {}
+func (l *listener) JoinReply(r hub.JoinResult) (*transport.Message, bool) {
+	l.got = r
+	return nil, true
+}
+func (l *listener) Reset() {}
 
 func TestStatsResumes(t *testing.T) {
 	t.Parallel()

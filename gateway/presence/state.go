@@ -97,10 +97,12 @@ func (t *Tracker) flush() {
 		}
 	}
 	t.dirty = t.dirty[:0]
+	t.sendMu.Lock() // taken before t.mu goes: Untrack waits for these sends
 	t.mu.Unlock()
 	for _, tg := range targets {
 		tg.conn.Send(tg.msg)
 	}
+	t.sendMu.Unlock()
 	for _, p := range pubs {
 		if err := t.cfg.Bus.PresencePublish(p.topic, p.msg); err != nil {
 			t.cfg.Logger.Debug("presence: publish failed", "topic", p.topic, "err", err)

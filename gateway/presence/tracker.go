@@ -132,6 +132,10 @@ type Tracker struct {
 	stop      chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
+
+	// sendMu is held while a flush sends what it collected under mu
+	// (taken before mu is released); Untrack passes through it.
+	sendMu sync.Mutex
 }
 
 type local struct {
@@ -340,6 +344,10 @@ func (t *Tracker) Update(topic string, inst any, appMeta json.RawMessage) bool {
 
 // Untrack removes a channel instance (idempotent).
 func (t *Tracker) Untrack(topic string, inst any) {
+	// Once the instance is out, wait for a flush that may have taken a
+	// frame for it to finish sending: after Untrack nothing of presence
+	// is queued for it, so the session's phx_close is its last frame.
+	defer t.waitSends()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	ch := t.chans[topic]
@@ -367,6 +375,13 @@ func (t *Tracker) Untrack(topic string, inst any) {
 	if t.recent[k] == nil {
 		t.recent[k] = &rejoin{tokens: float64(t.cfg.RejoinBurst - 1), last: now}
 	}
+}
+
+// waitSends returns once no flush is sending what it collected before
+// now: a barrier, the critical section is empty on purpose.
+func (t *Tracker) waitSends() {
+	t.sendMu.Lock()
+	t.sendMu.Unlock() //nolint:staticcheck // SA2001: a barrier
 }
 
 // changed records a membership change (t.mu held): towards local clients

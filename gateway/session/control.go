@@ -32,7 +32,7 @@ func (s *Session) Unsubscribe(topic string) bool {
 	s.mu.Unlock()
 	s.cfg.Hub.Leave(ch.topic, ch)
 	s.untrack(ch)
-	if ch.joined.Load() {
+	if ch.live {
 		s.emit("leave", ch.topic)
 	}
 	s.send(phoenix.AppendMessage(nil, s.v, ch.joinRef, ch.joinRef, ch.topic, phoenix.EventClose, nil))

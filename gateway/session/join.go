@@ -12,13 +12,14 @@ import (
 	"github.com/fabric-rt/fabric/gateway/hub"
 	"github.com/fabric-rt/fabric/gateway/phoenix"
 	"github.com/fabric-rt/fabric/gateway/presence"
+	"github.com/fabric-rt/fabric/gateway/transport"
 )
 
 // Join and leave: the checks a phx_join passes, attaching the instance to
 // the hub (at once, or from a goroutine that waits for the bus), the join
 // reply, presence tracking, and every way an instance ends.
 
-// joinDone counts the result of ch's join, once: the hub's Joined callback
+// joinDone counts the result of ch's join, once: the hub's JoinReply call
 // and the joining goroutine can both see an end of the same join.
 func (s *Session) joinDone(ch *channel, result string) {
 	if ch.counted.CompareAndSwap(false, true) {
@@ -98,7 +99,7 @@ func (s *Session) join(f phoenix.Frame) {
 		Conn:     s.conn,
 		Version:  s.v,
 		TextOnly: s.textOnly,
-		Key:      ch, // a hub.Listener: Joined and Reset below
+		Key:      ch, // a hub.Listener: JoinReply and Reset below
 		Resume:   resume,
 	}
 	if hooked {
@@ -116,6 +117,7 @@ func (s *Session) join(f phoenix.Frame) {
 // bus. Called with s.mu held; it unlocks it.
 func (s *Session) attach(ch *channel, member hub.Member) {
 	if s.cfg.Hub.TryJoin(ch.topic, member) {
+		s.announce(ch)
 		s.mu.Unlock()
 		return
 	}
@@ -138,15 +140,19 @@ func (s *Session) attach(ch *channel, member hub.Member) {
 		defer s.mu.Unlock()
 		if s.closed || s.channel(ch.topic) != ch {
 			// Left, replaced or disconnected while joining: the leave was
-			// already answered; just undo the membership.
+			// already answered, and the hub sent nothing after it
+			// (ErrWithdrawn); undo a membership that made it.
 			if err == nil {
 				s.cfg.Hub.Leave(ch.topic, ch)
-				s.untrack(ch)
 			}
-			s.joinDone(ch, JoinCanceled) // unless Joined counted it
+			s.joinDone(ch, JoinCanceled) // unless JoinReply counted it
 			return
 		}
-		if err != nil && !ch.joined.Load() {
+		if err == nil {
+			s.announce(ch)
+			return
+		}
+		if !ch.joined.Load() {
 			s.joinDone(ch, JoinError)
 			s.forget(ch)
 			if !errors.Is(err, broker.ErrUnavailable) {
@@ -157,20 +163,32 @@ func (s *Session) attach(ch *channel, member hub.Member) {
 	}()
 }
 
-// Joined implements hub.Listener. The hub calls it under its channel
-// lock, before any message: it must not take s.mu.
-func (ch *channel) Joined(r hub.JoinResult) {
+// JoinReply implements hub.Listener: the hub queues the reply itself,
+// under its channel lock, so it precedes every message of the channel.
+// It only encodes (and counts): it must not take s.mu, which the
+// session may hold around TryJoin.
+func (ch *channel) JoinReply(r hub.JoinResult) (*transport.Message, bool) {
 	s := ch.s
 	if ch.gone.Load() {
 		s.joinDone(ch, JoinCanceled)
-		return // the client already left this instance
+		return nil, false // the client already left this instance
 	}
 	ch.joined.Store(true)
 	s.joinDone(ch, JoinOK)
-	s.reply(ch.joinRef, ch.joinMsgRef(), ch.topic, true, ch.hookResponse(joinResponse(r)))
+	return transport.NewText(phoenix.AppendReply(nil, s.v, ch.joinRef, ch.joinMsgRef(), ch.topic, "ok",
+		ch.hookResponse(joinResponse(r)))), true
+}
+
+// announce tells the rest of the gateway about an instance the hub
+// attached (s.mu held, ch current): the lifecycle event, and presence —
+// after the join reply, which the hub queued, so presence_state follows
+// it. Outside the hub's locks: nothing here holds up a channel.
+func (s *Session) announce(ch *channel) {
+	if !ch.joined.Load() || ch.live {
+		return
+	}
+	ch.live = true
 	s.emitWith("join", ch.topic, ch.assigns())
-	// Presence: after the reply, so presence_state follows it. Track
-	// never calls into the hub (we hold its lock).
 	s.track(ch)
 }
 
@@ -216,17 +234,22 @@ func (s *Session) forget(ch *channel) {
 
 // reset ends a channel instance whose history could not continue: the
 // client gets phx_error and rejoins (with its offset) by itself.
+// Under s.mu, like leave's phx_close: an instance that left meanwhile
+// gets nothing after its phx_close.
 func (s *Session) reset(ch *channel) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.channel(ch.topic) != ch {
+		return
+	}
 	s.forget(ch)
 	ch.gone.Store(true)
-	s.mu.Unlock()
 	s.untrack(ch)
 	s.send(phoenix.AppendMessage(nil, s.v, ch.joinRef, ch.joinRef, ch.topic, phoenix.EventError, nil))
 }
 
 // track registers a joined instance with presence (when its namespace has
-// it). Called from Joined, under the hub's channel lock.
+// it). Called from announce.
 func (s *Session) track(ch *channel) {
 	if s.cfg.Presence == nil {
 		return
@@ -315,11 +338,16 @@ func (s *Session) leave(f phoenix.Frame) {
 	if f.JoinRef.Valid && f.JoinRef != ch.joinRef {
 		return // stale leave for an instance already replaced
 	}
+	// The instance's last frames: once Leave and untrack returned, the
+	// hub and presence queue nothing more for it (docs/architecture.md,
+	// "Who writes to a connection").
 	s.forget(ch)
 	ch.gone.Store(true)
 	s.cfg.Hub.Leave(ch.topic, ch)
 	s.untrack(ch)
-	s.emitWith("leave", ch.topic, ch.assigns())
+	if ch.live {
+		s.emitWith("leave", ch.topic, ch.assigns())
+	}
 	s.reply(f.JoinRef, f.Ref, f.Topic, true, nil)
 	s.send(phoenix.AppendMessage(nil, s.v, ch.joinRef, ch.joinRef, ch.topic, phoenix.EventClose, nil))
 }

@@ -61,8 +61,8 @@ type Config struct {
 	PushBytesBurst int
 	// Events, when set, takes connection lifecycle events (connect, join,
 	// leave, disconnect). Its Emit must return at once, never waiting on
-	// the bus: sessions emit on the transport's event loop and, from
-	// Joined, under the hub's locks (an events.Queue does that).
+	// the bus: sessions emit on the transport's event loop, under the
+	// session's lock (an events.Queue does that).
 	Events Emitter
 	// Presence, when set, tracks members of presence-enabled namespaces
 	// (presence_state after each join, presence_diff on changes).
@@ -139,6 +139,7 @@ type channel struct {
 	counted  atomic.Bool // the join's result was counted (joinDone)
 	refValid bool        // (one per joined channel of every connection: 104 bytes)
 	refRaw   bool
+	live     bool // under Session.mu: announced (join event, presence), see announce
 }
 
 // joinMsgRef is the ref of the join message.
@@ -264,7 +265,7 @@ func (s *Session) HandleClose(transport.CloseCode) {
 		ch.gone.Store(true)
 		s.cfg.Hub.Leave(ch.topic, ch)
 		s.untrack(ch)
-		if ch.joined.Load() {
+		if ch.live {
 			s.emitWith("leave", ch.topic, ch.assigns())
 		}
 	}

@@ -113,6 +113,12 @@ func cached(slot *atomic.Pointer[[]byte], m *Message, build func(*Message) []byt
 
 // Conn is the session's handle on one client connection. All methods are
 // safe for concurrent use and never block on the network.
+//
+// The connection's queue is its one writer: frames reach the client in
+// the order their Send calls took the connection's lock, and nothing
+// reaches the socket any other way. Who calls Send for which frames, and
+// under which lock, is docs/architecture.md's "Who writes to a
+// connection".
 type Conn interface {
 	// Send queues m for delivery. It returns false when the connection is
 	// closing or closed (the message is then dropped). When the connection's
@@ -126,10 +132,28 @@ type Conn interface {
 	// RemoteAddr is the peer address, for logs.
 	RemoteAddr() string
 	// Backlog is the number of bytes queued and not yet taken by the
-	// socket. Bulk senders (replay) wait for it to fall before sending
-	// more, rather than tripping the slow-consumer bound.
+	// socket (LongPoll: by a poll).
 	Backlog() int
+	// Drained returns a channel that is closed once at most limit bytes
+	// are queued, or the connection is closed. The transport's writer
+	// closes it as the queue shrinks (the WebSocket loop after a write,
+	// a LongPoll poll taking the buffer), so bulk senders (replay) wait
+	// on it between steps, rather than polling Backlog or tripping the
+	// slow-consumer bound. When that holds already the answer is a
+	// closed channel (Now). Waiting costs the connection nothing while
+	// no one waits.
+	Drained(limit int) <-chan struct{}
 }
+
+var closedChan = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()
+
+// Now is a closed channel: Drained's answer when the queue is short
+// enough already.
+func Now() <-chan struct{} { return closedChan }
 
 // QueuedCloser is implemented by transports whose Close drops queued
 // messages (WebSocket) to offer a close that sends them first. A rate-limit

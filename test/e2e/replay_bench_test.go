@@ -40,6 +40,7 @@ func (c *countConn) Send(m *transport.Message) bool {
 func (c *countConn) Close(transport.CloseCode, string) {}
 func (c *countConn) RemoteAddr() string                { return "bench" }
 func (c *countConn) Backlog() int                      { return 0 }
+func (c *countConn) Drained(int) <-chan struct{}       { return transport.Now() }
 
 type replayEnv struct {
 	b     *natsbroker.Broker

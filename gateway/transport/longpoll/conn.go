@@ -25,8 +25,9 @@ type lpSession struct {
 	sess        transport.Session // nil until newSession returned
 	buf         [][]byte          // frames waiting for a GET (shared Message.Data, not copied)
 	bufBytes    int
-	waiter      *waiter // the GET currently held, if any
-	ended       bool    // no more Send, POST or new poll of fresh data
+	drain       chan struct{} // Drained's waiters: closed when a poll takes the buffer or the session ends
+	waiter      *waiter       // the GET currently held, if any
+	ended       bool          // no more Send, POST or new poll of fresh data
 	code        transport.CloseCode
 	dispatching bool      // a POST is inside HandleMessage calls
 	delivered   bool      // HandleClose has been (or is being) called
@@ -144,6 +145,7 @@ func (c *lpSession) end(code transport.CloseCode, drain bool) {
 	if !keep {
 		c.buf, c.bufBytes = nil, 0
 	}
+	c.drainedLocked() // ended: nothing more will be sent
 	deliver := c.takeCloseLocked()
 	unlist := !keep && c.listed
 	if unlist {
@@ -220,7 +222,31 @@ func (c *lpSession) idleFired() {
 func (c *lpSession) takeLocked() [][]byte {
 	b := c.buf
 	c.buf, c.bufBytes = nil, 0
+	c.drainedLocked()
 	return b
+}
+
+// Drained implements transport.Conn. A poll takes the whole buffer, so
+// the waiters wake at the next poll (or when the session ends), whatever
+// limit each asked for.
+func (c *lpSession) Drained(limit int) <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.bufBytes <= limit || c.ended {
+		return transport.Now()
+	}
+	if c.drain == nil {
+		c.drain = make(chan struct{})
+	}
+	return c.drain
+}
+
+// drainedLocked wakes Drained's waiters (c.mu held).
+func (c *lpSession) drainedLocked() {
+	if c.drain != nil {
+		close(c.drain)
+		c.drain = nil
+	}
 }
 
 // pollDoneLocked re-arms the idle clock when the held GET w stops being held.

@@ -71,6 +71,11 @@ type outQueue struct {
 	off    int   // bytes of frames[0] already written
 	bytes  int   // bytes still to write
 	since  int64 // Unix seconds when the queue formed (write timeout)
+	// drain, when set, is closed once bytes <= drainAt (or the queue
+	// goes): Drained's waiters. It lives here, not in conn, so an idle
+	// connection pays nothing for it.
+	drain   chan struct{}
+	drainAt int
 }
 
 // partial holds input that does not yet form a whole message.
@@ -89,6 +94,9 @@ var (
 // releaseOut returns c's empty queue to the pool (c.mu held).
 func (c *conn) releaseOut() {
 	if q := c.out; q != nil {
+		if q.drain != nil {
+			close(q.drain) // empty (or closed): every waiter may go on
+		}
 		clear(q.frames)
 		*q = outQueue{frames: q.frames[:0]}
 		if cap(q.frames) > maxIovecs {
@@ -161,6 +169,33 @@ func (c *conn) Backlog() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.queued()
+}
+
+// Drained implements transport.Conn. The loop closes the channel from
+// flush (or when the queue is dropped); several waiters (replays of
+// several channels) share one channel, closed at the lowest limit asked.
+func (c *conn) Drained(limit int) <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	q := c.out
+	if q == nil || q.bytes <= limit || c.state != stateOpen {
+		return transport.Now()
+	}
+	if q.drain == nil {
+		q.drain, q.drainAt = make(chan struct{}), limit
+	} else {
+		q.drainAt = min(q.drainAt, limit)
+	}
+	return q.drain
+}
+
+// drainedLocked wakes Drained's waiters once the queue is short enough
+// (c.mu held).
+func (c *conn) drainedLocked() {
+	if q := c.out; q != nil && q.drain != nil && q.bytes <= q.drainAt {
+		close(q.drain)
+		q.drain = nil
+	}
 }
 
 func (c *conn) closing() bool {
@@ -243,6 +278,10 @@ func (c *conn) closeAfterLocked(code transport.CloseCode, reason string, keep bo
 		q.bytes = 0
 		if keep == 1 {
 			q.bytes = len(q.frames[0]) - q.off
+			if q.drain != nil {
+				close(q.drain) // closing: nothing more will be sent
+				q.drain = nil
+			}
 		} else {
 			c.releaseOut()
 		}
@@ -332,10 +371,15 @@ func (c *conn) flush() {
 		if err != nil {
 			if !errors.Is(err, unix.EAGAIN) {
 				c.brokenLocked()
-			} else if !c.outArmed {
+				return
+			}
+			if !c.outArmed {
 				c.armLocked(true)
 				c.l.reschedule(c, q.since+secs(c.l.s.cfg.WriteTimeout))
 			}
+			// The socket took what it could: wake the waiters the
+			// writes so far let through.
+			c.drainedLocked()
 			return
 		}
 		q.bytes -= w

@@ -19,6 +19,11 @@ type Conn struct {
 	reason string
 	refuse bool // Send returns false without closing
 	notify chan struct{}
+	// backlog is what SetBacklog pretends is queued; drain is Drained's
+	// channel, closed once backlog <= drainAt or the conn closes.
+	backlog int
+	drain   chan struct{}
+	drainAt int
 }
 
 var _ transport.Conn = (*Conn)(nil)
@@ -48,13 +53,55 @@ func (c *Conn) Close(code transport.CloseCode, reason string) {
 	}
 	c.closed, c.code, c.reason = true, code, reason
 	c.signal()
+	c.drained()
 }
 
 // RemoteAddr implements transport.Conn.
 func (c *Conn) RemoteAddr() string { return "fake" }
 
-// Backlog implements transport.Conn: a fake conn never queues.
-func (c *Conn) Backlog() int { return 0 }
+// Backlog implements transport.Conn: what SetBacklog set (0: a fake conn
+// never queues by itself).
+func (c *Conn) Backlog() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.backlog
+}
+
+// Drained implements transport.Conn like a real transport: the channel
+// closes once SetBacklog lowers the backlog to limit or the conn closes.
+func (c *Conn) Drained(limit int) <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.backlog <= limit || c.closed {
+		return transport.Now()
+	}
+	if c.drain == nil {
+		c.drain, c.drainAt = make(chan struct{}), limit
+	} else {
+		c.drainAt = min(c.drainAt, limit)
+	}
+	return c.drain
+}
+
+// SetBacklog pretends n bytes are queued, as a socket that stopped
+// reading would leave them: a bulk sender (replay) waiting on Drained
+// waits until the backlog is lowered again.
+func (c *Conn) SetBacklog(n int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.backlog = n
+	if c.drain != nil && n <= c.drainAt {
+		c.drained()
+	}
+}
+
+// drained wakes Drained's waiters (c.mu held).
+func (c *Conn) drained() {
+	if c.drain != nil {
+		close(c.drain)
+		c.drain = nil
+	}
+}
 
 // SetRefuse makes Send return false (as for a closing connection) without
 // recording a close code.
