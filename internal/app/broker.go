@@ -17,7 +17,8 @@ import (
 func (a *App) startBroker(nss *namespace.Set) (err error) {
 	cfg := a.cfg
 	sts := streams(nss)
-	a.broker, err = natsbroker.New(a.nc, natsbroker.Config{Prefix: cfg.SubjectPrefix, Logger: a.log, Streams: sts, Domain: cfg.HistoryDomain})
+	a.broker, err = natsbroker.New(a.nc, natsbroker.Config{Prefix: cfg.SubjectPrefix, Logger: a.log, Streams: sts,
+		PresenceTTL: presenceTTLs(nss), Domain: cfg.HistoryDomain})
 	if err != nil {
 		return err
 	}

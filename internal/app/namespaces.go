@@ -1,6 +1,8 @@
 package app
 
 import (
+	"time"
+
 	"github.com/fabric-rt/fabric/gateway"
 	"github.com/fabric-rt/fabric/gateway/namespace"
 	"github.com/fabric-rt/fabric/nats/natsbroker"
@@ -31,6 +33,19 @@ func streams(nss *namespace.Set) map[string]natsbroker.Stream {
 		}
 		out[name] = natsbroker.Stream{MaxAge: ns.MaxAge, MaxBytes: ns.MaxBytes, MaxMsgsPerChannel: ns.MaxMsgsPerChannel,
 			Replicas: ns.Replicas, AllowPurge: ns.AllowPurge, AllowDelete: ns.AllowDelete}
+	}
+	return out
+}
+
+// presenceTTLs is each presence namespace's presence_ttl (defaults
+// applied), which natsbroker's presence bus needs to tell how long another
+// gateway it heard stays assumed.
+func presenceTTLs(nss *namespace.Set) map[string]time.Duration {
+	out := map[string]time.Duration{}
+	for _, name := range nss.Names() {
+		if p, ok := nss.Presence(name + ":"); ok {
+			out[name] = p.TTL
+		}
 	}
 	return out
 }
