@@ -210,6 +210,9 @@ type App struct {
 	ready     atomic.Bool
 	stopped   atomic.Bool
 	anonymous bool
+	// scavStop ends the storm scavenger (scavenge.go); scavDone is closed
+	// when it has.
+	scavStop, scavDone chan struct{}
 }
 
 // Start brings every part up and returns once clients can connect, phase
@@ -248,6 +251,8 @@ func Start(cfg Config) (a *App, err error) {
 	if err := a.startListeners(p); err != nil {
 		return nil, err
 	}
+	a.scavStop, a.scavDone = make(chan struct{}), make(chan struct{})
+	go runScavenger(newScavenger(gatewayActivity(a.gw), freeOSMemory(a.log)), a.scavStop, a.scavDone)
 	a.ready.Store(true)
 	a.log.Info("fabric is serving",
 		"listen", a.httpLn.Addr().String(),
@@ -317,6 +322,10 @@ func (a *App) Shutdown(ctx context.Context) error {
 	}
 	a.ready.Store(false)
 	a.stopControl()
+	if a.scavStop != nil {
+		close(a.scavStop)
+		<-a.scavDone
+	}
 	var errs []error
 	if a.gw != nil && a.cfg.DrainWindow > 0 {
 		a.log.Info("draining", "window", a.cfg.DrainWindow, "connections", a.gw.Stats().Transport.Open)
