@@ -63,6 +63,12 @@ func (s *scavenger) tick() bool {
 		return false
 	}
 	s.quiet++
+	if a < s.base {
+		// The count is nearly monotone, not exactly (LongPoll sessions
+		// are a gauge; the WebSocket counters are read apart): a fall
+		// is no storm.
+		s.base = a
+	}
 	if s.quiet < s.settle || a-s.base < s.minEvents || s.sinceFree < s.minGap {
 		return false
 	}

@@ -94,3 +94,15 @@ func TestScavengerMinGap(t *testing.T) {
 		t.Fatalf("second storm after the gap: %d frees, want 1", got)
 	}
 }
+
+// The activity count falling (LongPoll sessions ending) is not taken for
+// a storm.
+func TestScavengerIgnoresFall(t *testing.T) {
+	act := &fakeActivity{n: 50}
+	frees := 0
+	s := newTestScavenger(act, &frees)
+	act.n = 10
+	if got := ticks(s, 20); got != 0 {
+		t.Fatalf("after the count fell: %d frees, want 0", got)
+	}
+}
