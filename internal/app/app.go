@@ -24,6 +24,7 @@ import (
 	"github.com/fabric-rt/fabric/auth"
 	"github.com/fabric-rt/fabric/gateway"
 	"github.com/fabric-rt/fabric/gateway/control"
+	"github.com/fabric-rt/fabric/gateway/transport"
 	"github.com/fabric-rt/fabric/gateway/transport/longpoll"
 	"github.com/fabric-rt/fabric/gateway/transport/ws"
 	"github.com/fabric-rt/fabric/nats/natsbroker"
@@ -157,10 +158,13 @@ type Config struct {
 	Compression          bool
 	CompressionThreshold int
 
-	MaxMessageSize   int
-	IdleTimeout      time.Duration
-	WriteTimeout     time.Duration
-	MaxQueueBytes    int
+	MaxMessageSize int
+	IdleTimeout    time.Duration
+	WriteTimeout   time.Duration
+	MaxQueueBytes  int
+	// MaxOutputBytes bounds the output queued for slow clients across the
+	// process (transport.OutputBudget); 0: counted, never cut.
+	MaxOutputBytes   int64
 	HandshakeTimeout time.Duration
 	MaxChannels      int
 	LeaveGrace       time.Duration
@@ -197,6 +201,7 @@ type Config struct {
 // App is a running Fabric process.
 type App struct {
 	cfg       Config
+	output    *transport.OutputBudget // both transports' queued output
 	log       *slog.Logger
 	ns        *natsembed.Server
 	nc        *nats.Conn
@@ -311,6 +316,7 @@ func Start(cfg Config) (a *App, err error) {
 	if err := a.openRevocations(); err != nil {
 		return nil, err
 	}
+	a.output = transport.NewOutputBudget(cfg.MaxOutputBytes)
 	a.gw, err = gateway.New(gateway.Config{
 		Broker: a.broker,
 		WS: ws.Config{
@@ -318,12 +324,13 @@ func Start(cfg Config) (a *App, err error) {
 			IdleTimeout:      cfg.IdleTimeout,
 			WriteTimeout:     cfg.WriteTimeout,
 			MaxQueueBytes:    cfg.MaxQueueBytes,
+			Budget:           a.output,
 			HandshakeTimeout: cfg.HandshakeTimeout,
 			Compression:      cfg.Compression,
 			CompressMin:      cfg.CompressionThreshold,
 		},
 		LongPoll: longpoll.Config{Secret: []byte(cfg.LongPollSecret), PollWindow: cfg.LongPollWindow, IdleTimeout: cfg.LongPollIdleTimeout,
-			Gzip: cfg.Compression, GzipMin: cfg.CompressionThreshold},
+			Gzip: cfg.Compression, GzipMin: cfg.CompressionThreshold, Budget: a.output},
 		Auth: gateway.AuthConfig{
 			Verifier:        verifier,
 			AllowQueryToken: cfg.AllowQueryToken,

@@ -83,11 +83,70 @@ func (c *lpSession) Send(m *transport.Message) bool {
 	// a shared Tail is joined here (a copy, counted against MaxBuffered).
 	c.buf = append(c.buf, m.Bytes())
 	c.bufBytes += m.Len()
+	budget := c.srv.cfg.Budget
+	budget.Add(m.Len())
 	if c.waiter != nil {
 		c.waiter.fire()
 	}
 	c.mu.Unlock()
+	if budget.Over() {
+		// The slowest sessions (this one, maybe) are cut; their end
+		// takes their locks, so not under ours.
+		budget.Reclaim()
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return !c.ended
+	}
 	return true
+}
+
+// dropBufLocked forgets the buffered frames (a poll took them, or the
+// session drops them) and takes them off the output budget (c.mu held).
+// Every path that empties the buffer goes through it, so the budget's
+// count returns to zero when the sessions go.
+func (c *lpSession) dropBufLocked() {
+	if c.bufBytes != 0 {
+		c.srv.cfg.Budget.Add(-c.bufBytes)
+	}
+	c.buf, c.bufBytes = nil, 0
+}
+
+// CutSlow implements transport.Victim: the output budget's cut ends the
+// session as a slow consumer, dropping what it buffered.
+func (c *lpSession) CutSlow() bool {
+	c.mu.Lock()
+	ended := c.ended
+	c.mu.Unlock()
+	if ended {
+		return false
+	}
+	c.end(transport.CloseSlowConsumer, false)
+	return true
+}
+
+// pool is the server's sessions as the output budget sees them.
+type pool struct{ s *Server }
+
+// Largest implements transport.Pool. Sessions' locks are only tried: a
+// busy one is skipped this time.
+func (p pool) Largest() (transport.Victim, int) {
+	var victim *lpSession
+	most := 0
+	p.s.mu.Lock()
+	for _, c := range p.s.sessions {
+		if !c.mu.TryLock() {
+			continue
+		}
+		if !c.ended && c.bufBytes > most {
+			victim, most = c, c.bufBytes
+		}
+		c.mu.Unlock()
+	}
+	p.s.mu.Unlock()
+	if victim == nil {
+		return nil, 0
+	}
+	return victim, most
 }
 
 // Close implements transport.Conn: the session ends. A held GET answers what
@@ -143,7 +202,7 @@ func (c *lpSession) end(code transport.CloseCode, drain bool) {
 	// Frames still buffered go to the held GET, or to the next one.
 	keep := drain && len(c.buf) > 0 && !c.srv.closing.Load()
 	if !keep {
-		c.buf, c.bufBytes = nil, 0
+		c.dropBufLocked()
 	}
 	c.drainedLocked() // ended: nothing more will be sent
 	deliver := c.takeCloseLocked()
@@ -204,7 +263,7 @@ func (c *lpSession) idleFired() {
 	}
 	if c.ended {
 		// A draining session nobody polled (or already unlisted): forget it.
-		c.buf, c.bufBytes = nil, 0
+		c.dropBufLocked()
 		unlist := c.listed
 		c.listed = false
 		c.mu.Unlock()
@@ -221,7 +280,7 @@ func (c *lpSession) idleFired() {
 // takeLocked removes and returns the buffered frames.
 func (c *lpSession) takeLocked() [][]byte {
 	b := c.buf
-	c.buf, c.bufBytes = nil, 0
+	c.dropBufLocked()
 	c.drainedLocked()
 	return b
 }
