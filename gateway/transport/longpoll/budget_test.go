@@ -78,7 +78,7 @@ func TestOutputBudgetCutsLargest(t *testing.T) {
 	if firstCut != stalled-1 {
 		t.Fatalf("first cut: session %d, want the largest (%d)", firstCut, stalled-1)
 	}
-	h.session(stalled - 1).waitClosed(t, transport.CloseSlowConsumer)
+	h.session(stalled-1).waitClosed(t, transport.CloseSlowConsumer)
 	if p := h.get(tq(toks[stalled-1])); p.Status != 410 {
 		t.Fatalf("poll of the cut session = %+v, want 410", p)
 	}
