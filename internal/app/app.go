@@ -164,7 +164,9 @@ type Config struct {
 	MaxQueueBytes  int
 	// MaxOutputBytes bounds the output queued for slow clients across the
 	// process (transport.OutputBudget); 0: counted, never cut.
-	MaxOutputBytes   int64
+	MaxOutputBytes int64
+	// SendBuffer is SO_SNDBUF for WebSocket sockets; 0: kernel autotuning.
+	SendBuffer       int
 	HandshakeTimeout time.Duration
 	MaxChannels      int
 	LeaveGrace       time.Duration
@@ -325,6 +327,7 @@ func Start(cfg Config) (a *App, err error) {
 			WriteTimeout:     cfg.WriteTimeout,
 			MaxQueueBytes:    cfg.MaxQueueBytes,
 			Budget:           a.output,
+			SendBuffer:       cfg.SendBuffer,
 			HandshakeTimeout: cfg.HandshakeTimeout,
 			Compression:      cfg.Compression,
 			CompressMin:      cfg.CompressionThreshold,
