@@ -25,6 +25,7 @@ type lpSession struct {
 	sess        transport.Session // nil until newSession returned
 	buf         [][]byte          // frames waiting for a GET (shared Message.Data, not copied)
 	bufBytes    int
+	counted     int           // bytes of buf the output budget holds: all while live, none once ended
 	drain       chan struct{} // Drained's waiters: closed when a poll takes the buffer or the session ends
 	waiter      *waiter       // the GET currently held, if any
 	ended       bool          // no more Send, POST or new poll of fresh data
@@ -83,6 +84,7 @@ func (c *lpSession) Send(m *transport.Message) bool {
 	// a shared Tail is joined here (a copy, counted against MaxBuffered).
 	c.buf = append(c.buf, m.Bytes())
 	c.bufBytes += m.Len()
+	c.counted += m.Len()
 	budget := c.srv.cfg.Budget
 	budget.Add(m.Len())
 	if c.waiter != nil {
@@ -105,10 +107,20 @@ func (c *lpSession) Send(m *transport.Message) bool {
 // Every path that empties the buffer goes through it, so the budget's
 // count returns to zero when the sessions go.
 func (c *lpSession) dropBufLocked() {
-	if c.bufBytes != 0 {
-		c.srv.cfg.Budget.Add(-c.bufBytes)
-	}
+	c.uncountLocked()
 	c.buf, c.bufBytes = nil, 0
+}
+
+// uncountLocked takes the buffer off the output budget (c.mu held): when
+// it goes, or when the session ends and keeps it for one last GET. An
+// ended session cannot be cut again, and what it keeps (within
+// MaxBuffered) goes at its next GET or within IdleTimeout: counting it
+// would make the budget cut live sessions for it.
+func (c *lpSession) uncountLocked() {
+	if c.counted != 0 {
+		c.srv.cfg.Budget.Add(-c.counted)
+		c.counted = 0
+	}
 }
 
 // CutSlow implements transport.Victim: the output budget's cut ends the
@@ -204,6 +216,7 @@ func (c *lpSession) end(code transport.CloseCode, drain bool) {
 	if !keep {
 		c.dropBufLocked()
 	}
+	c.uncountLocked()
 	c.drainedLocked() // ended: nothing more will be sent
 	deliver := c.takeCloseLocked()
 	unlist := !keep && c.listed

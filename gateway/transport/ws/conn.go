@@ -126,16 +126,20 @@ func (c *conn) releaseIn() {
 }
 
 // account brings the output budget's count of c's queue up to date
-// (c.mu held): a queue counts while its socket has stopped taking bytes.
-// Every change of q.bytes or of outArmed is followed by account or by
-// releaseOut, so the count returns to zero when the queue goes.
+// (c.mu held): a queue counts while its socket has stopped taking bytes
+// and the connection is open. A closing one no longer counts: it cannot be
+// cut again, what it keeps (the frame being written, or what
+// CloseAfterQueued keeps, within MaxQueueBytes) goes within CloseTimeout,
+// and counting it would make the budget cut healthy connections for it.
+// Every change of q.bytes, outArmed or state is followed by account or
+// by releaseOut, so the count returns to zero when the queue goes.
 func (c *conn) account() {
 	q := c.out
 	if q == nil {
 		return
 	}
 	want := 0
-	if c.outArmed {
+	if c.outArmed && c.state == stateOpen {
 		want = q.bytes
 	}
 	if d := want - q.counted; d != 0 {
@@ -340,6 +344,7 @@ func (c *conn) closeAfterLocked(code transport.CloseCode, reason string, keep bo
 	}
 	c.state = stateClosing
 	c.closeCode = code
+	c.account() // a closing connection no longer counts
 	if q := c.out; q != nil && !keep {
 		keep := 0
 		if q.off > 0 {
