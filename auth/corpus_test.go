@@ -82,7 +82,7 @@ func buildCorpus(t *testing.T, e *corpusEnv) []corpusCase {
 
 	return []corpusCase{
 		{"empty", e.hs, "", mis},
-		// alg none and friends (D5)
+		// alg none and friends: 401 invalid_token
 		{"none empty sig/hs", e.hs, noneTok("none"), inv},
 		{"none empty sig/pk", e.pk, noneTok("none"), inv},
 		{"none empty sig/jwks", e.jwks, noneTok("none"), inv},
@@ -93,7 +93,7 @@ func buildCorpus(t *testing.T, e *corpusEnv) []corpusCase {
 		{"alg empty", e.hs, raw(`{"alg":""}`, gJSON, b64("x")), inv},
 		{"alg number", e.hs, raw(`{"alg":256}`, gJSON, b64("x")), inv},
 		{"alg with space", e.pk, raw(`{"alg":"RS256 "}`, gJSON, b64("x")), inv},
-		// key confusion (D6) and allow-list
+		// key confusion (an HS256 token keyed with the RS256 public key) and the allow-list
 		{"HS256 keyed with RSA PEM/pk", e.pk, sign(t, jwt.SigningMethodHS256, rsaPEM, nil, g), inv},
 		{"HS256 keyed with RSA PEM/mixed", e.mixed, sign(t, jwt.SigningMethodHS256, rsaPEM, nil, g), inv},
 		{"HS256 keyed with RSA PEM/jwks", e.jwks, sign(t, jwt.SigningMethodHS256, rsaPEM, m{"kid": "rsa1"}, g), inv},
@@ -129,13 +129,13 @@ func buildCorpus(t *testing.T, e *corpusEnv) []corpusCase {
 		{"crit header", e.pk, rs(m{"crit": []string{"exp"}}, g), inv},
 		{"jku ignored", e.jwks, sign(t, jwt.SigningMethodRS256, k.rsa2, m{"kid": "evil", "jku": "http://127.0.0.1:1/jwks"}, g), inv},
 		{"embedded jwk ignored", e.pk, sign(t, jwt.SigningMethodRS256, k.rsa2, m{"jwk": rsaJWK("x", "RS256", &k.rsa2.PublicKey)}, g), inv},
-		// JWK alg binding (D7)
+		// JWK alg binding: a token's alg must be its JWK's
 		{"PS256 token vs RS256 JWK", e.jwks, sign(t, jwt.SigningMethodPS256, k.rsa, m{"kid": "rsa1"}, g), inv},
 		{"RS256 token vs PS256 JWK", e.jwks, sign(t, jwt.SigningMethodRS256, k.rsa2, m{"kid": "ps1"}, g), inv},
 		{"ES256 token vs RSA JWK", e.jwks, sign(t, jwt.SigningMethodES256, k.ec, m{"kid": "rsa1"}, g), inv},
 		{"EdDSA token vs EC JWK", e.jwks, sign(t, jwt.SigningMethodEdDSA, k.ed, m{"kid": "ec1"}, g), inv},
 		{"RS256 with oct kid", e.jwks, rs(m{"kid": "oct1"}, g), inv},
-		// time (D8, D9)
+		// time: exp, nbf and iat at the edges of the leeway
 		{"expired leeway+1s", e.hs, hs(with(g, "exp", now.Add(-L-time.Second).Unix())), exp},
 		{"expired long ago", e.hs, hs(with(g, "exp", now.Add(-48*time.Hour).Unix(), "iat", now.Add(-49*time.Hour).Unix())), exp},
 		{"exp negative", e.hs, hs(with(g, "exp", -1, "iat", nil)), exp},

@@ -30,7 +30,7 @@ func TestFromRequest(t *testing.T) {
 		{"header wins over query", []string{"phoenix"}, " B ", "token=C", true, "B", ""},
 		{"query", nil, "", "vsn=2.0.0&token=C&token=D", true, "C", ""},
 		{"query empty first value", nil, "", "token=&token=D&", true, "D", ""},
-		{"query disabled (D4)", nil, "", "token=C", false, "", "missing_token"},
+		{"query disabled", nil, "", "token=C", false, "", "missing_token"},
 		{"nothing", []string{"phoenix"}, "", "vsn=2.0.0&", true, "", "missing_token"},
 		{"bad subprotocol base64", []string{"phoenix, " + SubprotocolPrefix + "!!!"}, "B", "", true, "", "invalid_token"},
 		{"empty subprotocol token", []string{"phoenix, " + SubprotocolPrefix}, "B", "", true, "", "invalid_token"},

@@ -4,58 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"flag"
-	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/fabric-rt/fabric/internal/testkit/proctest"
 )
-
-// fabricBin is the fabric binary built by TestMain for the end-to-end
-// smoke tests ("" with -short).
-var fabricBin string
-
-func TestMain(m *testing.M) {
-	flag.Parse()
-	code := func() int {
-		if !testing.Short() {
-			dir, err := os.MkdirTemp("", "fabric-bench-test-")
-			if err != nil {
-				fmt.Fprintln(os.Stderr, err)
-				return 1
-			}
-			defer os.RemoveAll(dir)
-			// go test puts its own toolchain's bin first on PATH.
-			goTool, err := exec.LookPath("go")
-			if err != nil {
-				fmt.Fprintln(os.Stderr, err)
-				return 1
-			}
-			bin := filepath.Join(dir, "fabric")
-			out, err := exec.Command(goTool, "build", "-o", bin, "github.com/fabric-rt/fabric/cmd/fabric").CombinedOutput()
-			if err != nil {
-				fmt.Fprintf(os.Stderr, "building fabric: %v\n%s", err, out)
-				return 1
-			}
-			fabricBin = bin
-		}
-		return m.Run()
-	}()
-	if code == 0 {
-		// Fail the run if a test left a goroutine behind (as goleak.VerifyTestMain).
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintln(os.Stderr, "goleak:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
 
 // jsonFields round-trips v through JSON (the result line) and returns it
 // as a generic object.
@@ -73,10 +26,11 @@ func jsonFields(t *testing.T, v any) map[string]any {
 }
 
 func TestFanoutSmoke(t *testing.T) {
-	if fabricBin == "" {
+	if testing.Short() {
 		t.Skip("-short: starts server and client processes")
 	}
 	t.Parallel()
+	fabricBin := proctest.FabricBinary(t)
 	var log bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -133,10 +87,11 @@ func TestFanoutSmoke(t *testing.T) {
 }
 
 func TestStormSmoke(t *testing.T) {
-	if fabricBin == "" {
+	if testing.Short() {
 		t.Skip("-short: starts server and client processes")
 	}
 	t.Parallel()
+	fabricBin := proctest.FabricBinary(t)
 	var log bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -170,10 +125,11 @@ func TestStormSmoke(t *testing.T) {
 
 // The floor delivers every payload to every client, one write each.
 func TestFanoutFloorSmoke(t *testing.T) {
-	if fabricBin == "" {
+	if testing.Short() {
 		t.Skip("-short: starts server and client processes")
 	}
 	t.Parallel()
+	fabricBin := proctest.FabricBinary(t)
 	var log bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -193,10 +149,11 @@ func TestFanoutFloorSmoke(t *testing.T) {
 // Every client resumes through a real socket and gets exactly what it
 // missed, then live messages.
 func TestResumeSmoke(t *testing.T) {
-	if fabricBin == "" {
+	if testing.Short() {
 		t.Skip("-short: starts server and client processes")
 	}
 	t.Parallel()
+	fabricBin := proctest.FabricBinary(t)
 	var log bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()

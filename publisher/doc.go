@@ -53,4 +53,8 @@
 //
 // and answers 200 only for an acknowledged message; see Handler for the
 // status codes.
+//
+// A service that reaches a gateway but not NATS publishes through that
+// endpoint with HTTPClient (as `fabric publish --api-url` does): the same
+// options and Result, the gateway's refusals as *HTTPError.
 package publisher

@@ -147,8 +147,11 @@ func TestHandlerProtobuf(t *testing.T) {
 	}
 }
 
-// case by case (docs/http-api.md).
-func TestHandlerD29(t *testing.T) {
+// Everything but an acknowledged message is refused with its own status, never
+// 200: a body too large, bad protobuf, wrong credentials, other content types,
+// a bad topic or event, JetStream down; a repeated idempotency key is one
+// message (docs/http-api.md).
+func TestHandlerRefusals(t *testing.T) {
 	a := setupAPI(t)
 	valid, _ := proto.Marshal(&fabricv1.PublishRequest{Topic: "room:d29", Event: "x", Payload: []byte(`{}`)})
 

@@ -1,28 +1,22 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/fabric-rt/fabric/internal/config"
 	"github.com/fabric-rt/fabric/nats/subject"
 	"github.com/fabric-rt/fabric/nats/wire"
 	"github.com/fabric-rt/fabric/publisher"
-	fabricv1 "github.com/fabric-rt/fabric/schema/gen/fabricv1"
 )
 
 const publishUsage = `Usage: fabric publish [flags] TOPIC [PAYLOAD]
@@ -181,14 +175,7 @@ func publishNATS(ctx context.Context, o *publishOptions, topic string, payload [
 		return publisher.Result{}, err
 	}
 	defer p.Close()
-	var opts []publisher.Option
-	if o.contentType != "" {
-		opts = append(opts, publisher.WithContentType(o.contentType))
-	}
-	if o.idKey != "" {
-		opts = append(opts, publisher.WithIdempotencyKey(o.idKey))
-	}
-	return p.Publish(ctx, topic, o.event, payload, opts...)
+	return p.Publish(ctx, topic, o.event, payload, o.options()...)
 }
 
 func publishHTTP(ctx context.Context, o *publishOptions, topic string, payload []byte) (publisher.Result, error) {
@@ -196,52 +183,24 @@ func publishHTTP(ctx context.Context, o *publishOptions, topic string, payload [
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return publisher.Result{}, errors.New("publish: --api-url must be an http:// or https:// URL")
 	}
-	u = u.JoinPath(publisher.PathPublish)
-	req := &fabricv1.PublishRequest{Topic: topic, Event: o.event, Payload: payload,
-		ContentType: o.contentType, IdempotencyKey: o.idKey}
-	ct := publisher.ContentTypeJSON
-	marshal, unmarshal := protojson.Marshal, protojson.Unmarshal
-	if o.protobuf {
-		ct = publisher.ContentTypeProtobuf
-		marshal, unmarshal = proto.Marshal, proto.Unmarshal
-	}
-	body, err := marshal(req)
-	if err != nil {
-		return publisher.Result{}, err
-	}
-	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(body))
-	if err != nil {
-		return publisher.Result{}, err
-	}
-	hr.Header.Set("Content-Type", ct)
-	if o.apiKey != "" {
-		hr.Header.Set("Authorization", "Bearer "+o.apiKey)
-	}
-	resp, err := http.DefaultClient.Do(hr)
+	c := &publisher.HTTPClient{BaseURL: o.apiURL, APIKey: o.apiKey, Protobuf: o.protobuf}
+	res, err := c.Publish(ctx, topic, o.event, payload, o.options()...)
 	if err != nil {
 		return publisher.Result{}, fmt.Errorf("publish: %w", err)
 	}
-	defer resp.Body.Close()
-	rb, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return publisher.Result{}, fmt.Errorf("publish: reading the response: %w", err)
+	return res, nil
+}
+
+// options are the message's --content-type and --idempotency-key.
+func (o *publishOptions) options() []publisher.Option {
+	var opts []publisher.Option
+	if o.contentType != "" {
+		opts = append(opts, publisher.WithContentType(o.contentType))
 	}
-	if resp.StatusCode != http.StatusOK {
-		var e struct{ Error, Message string }
-		msg := strings.TrimSpace(string(rb))
-		if json.Unmarshal(rb, &e) == nil && e.Message != "" {
-			msg = e.Message
-		}
-		if ra := resp.Header.Get("Retry-After"); ra != "" {
-			msg += " (retry after " + ra + "s)"
-		}
-		return publisher.Result{}, fmt.Errorf("publish: %s: %s", resp.Status, msg)
+	if o.idKey != "" {
+		opts = append(opts, publisher.WithIdempotencyKey(o.idKey))
 	}
-	var out fabricv1.PublishResponse
-	if err := unmarshal(rb, &out); err != nil {
-		return publisher.Result{}, fmt.Errorf("publish: unreadable response: %w", err)
-	}
-	return publisher.Result{Epoch: out.GetEpoch(), Offset: out.GetOffset(), Duplicate: out.GetDuplicate()}, nil
+	return opts
 }
 
 // redactURL hides credentials in a NATS URL list for error messages.

@@ -51,8 +51,9 @@
 //     not repeat the member list (a big channel would send megabytes per
 //     heartbeat); it carries the latest diff seq, so a receiver that
 //     missed a diff notices and asks for the state.
-//   - sync  {to?}: a request (reply inbox) on the same subject — so a
-//     gateway needs one subscription per channel, like the hub's rule.
+//   - sync  {to?}: a request (reply inbox) on the same subject (the NATS
+//     broker receives all of a namespace's on one subscription, and
+//     answers locally when it heard no other gateway: nats/natsbroker).
 //     Sent when a gateway starts serving a channel (to: all; answers are
 //     collected for SyncWindow, 200 ms, and only then do the first
 //     members get presence_state, which therefore includes everyone), and

@@ -8,38 +8,46 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// guarded is the core every subscription of this package shares: it gives
-// broker.Subscription's guarantee, which nats.go does not (its dispatch
-// goroutine pops a message under the subscription lock and runs the
-// callback after releasing it, so a callback can start after
-// sub.Unsubscribe returned). Handlers run with mu held and check closed.
+// guarded is the core every channel subscription of this package shares:
+// it gives broker.Subscription's guarantee (a shard's goroutine may have
+// taken a message of the subscription off its queue when Unsubscribe runs,
+// so a callback could start after Unsubscribe returned). Handlers run with
+// mu held and check closed.
 type guarded struct {
 	mu     sync.Mutex // held while a handler runs; unsubscribe waits on it
 	sub    *nats.Subscription
+	sh     *shard // the dispatch shard sub delivers into
 	closed bool
 }
 
-// subscribe subscribes cb (which takes g.mu itself) to subj with the
-// broker's pending limits and returns once the server registered it.
+// subscribe subscribes cb (which takes g.mu itself) to subj on a dispatch
+// shard (shards.go) and returns once the server registered it.
 func (b *Broker) subscribe(ctx context.Context, g *guarded, subj string, cb nats.MsgHandler) error {
-	// Holding the lock keeps the callback from reading g.sub before it is
-	// set (a message can arrive before nc.Subscribe returns).
-	g.mu.Lock()
-	sub, err := b.nc.Subscribe(subj, cb)
-	if err != nil {
-		g.mu.Unlock()
-		return err
-	}
-	g.sub = sub
-	g.mu.Unlock()
-	if err := sub.SetPendingLimits(b.pendingMsgs, b.pendingBytes); err != nil {
-		_ = g.unsubscribe()
+	if err := b.subscribeAsync(g, subj, cb); err != nil {
 		return err
 	}
 	if err := b.roundTrip(ctx); err != nil {
 		_ = g.unsubscribe()
 		return err
 	}
+	return nil
+}
+
+// subscribeAsync is subscribe without waiting for the server: for a caller
+// whose next request on the connection is the wait (the server processes
+// a connection's protocol in order, so its answer comes after the
+// subscription was registered).
+func (b *Broker) subscribeAsync(g *guarded, subj string, cb nats.MsgHandler) error {
+	// Holding the lock keeps the callback from reading g.sub before it is
+	// set (a message can arrive before the subscribe call returns).
+	g.mu.Lock()
+	sub, sh, err := b.disp.subscribe(subj, cb)
+	if err != nil {
+		g.mu.Unlock()
+		return err
+	}
+	g.sub, g.sh = sub, sh
+	g.mu.Unlock()
 	return nil
 }
 
@@ -58,6 +66,7 @@ func (g *guarded) unsubscribe() error {
 		return nil
 	}
 	err := g.sub.Unsubscribe()
+	g.sh.remove(g.sub)
 	if errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrBadSubscription) {
 		// Nothing is left on the server to remove.
 		return nil

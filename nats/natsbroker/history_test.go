@@ -157,7 +157,9 @@ func TestLiveGapsAreFilled(t *testing.T) {
 	})
 	got := make(chan *broker.Message, 1000)
 	sub, err := e.b.Subscribe(ctx(t), "room:gap", func(m *broker.Message) {
-		time.Sleep(2 * time.Millisecond)
+		// Slower than a stored publish's round trip even on a loaded
+		// machine, so the queue of 2 overflows.
+		time.Sleep(5 * time.Millisecond)
 		got <- m
 	})
 	if err != nil {

@@ -44,21 +44,12 @@ type liveSub struct {
 func (b *Broker) subscribeLive(ctx context.Context, n *nsState, topic, subj string, h broker.Handler) (broker.Subscription, error) {
 	s := &liveSub{b: b, ns: n, topic: topic, subj: subj, h: h}
 	liveSubj := b.livePrefix + subj[len(b.prefix):]
-	sub, err := b.nc.Subscribe(liveSubj, s.onLive)
-	if err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	s.sub = sub
-	s.mu.Unlock()
-	if err := sub.SetPendingLimits(b.pendingMsgs, b.pendingBytes); err != nil {
-		_ = s.Unsubscribe() // err is the one to report
-		return nil, err
-	}
 	// Subscribe first, then read the head: whatever is stored after the
 	// head arrives on the subscription (buffered until now) or is fetched.
-	if err := b.roundTrip(ctx); err != nil {
-		_ = s.Unsubscribe() // err is the one to report
+	// The head's requests follow the SUB on the same connection, so the
+	// server registered the interest before it reads the head, and their
+	// answers say it did: no separate PING round trip.
+	if err := b.subscribeAsync(&s.guarded, liveSubj, s.onLive); err != nil {
 		return nil, err
 	}
 	head, mark, err := b.headOf(ctx, n, subj)
@@ -88,16 +79,28 @@ func (b *Broker) subscribeLive(ctx context.Context, n *nsState, topic, subj stri
 
 // headOf is the last offset stored on subj or its latest moderation mark,
 // whichever is later, or the stream's last sequence when subj has neither
-// (a position: nothing on subj exists up to it). A head is never before a
+// (a position: nothing on subj exists up to it), as read at most a second
+// ago (head.go). A head is never before a
 // mark, so a client holding it does not resume "across" that mark.
 // It also returns the latest mark's sequence (0: none).
 func (b *Broker) headOf(ctx context.Context, n *nsState, subj string) (broker.Position, uint64, error) {
 	epoch := n.getEpoch()
+	// Both reads at once: a join waits for one round trip, not two.
+	type markResult struct {
+		seq uint64
+		err error
+	}
+	marks := make(chan markResult, 1)
+	go func() {
+		seq, err := b.lastMark(ctx, n.stream, b.markSubject(n.name, subj))
+		marks <- markResult{seq, err}
+	}()
 	res, err := b.directGet(ctx, n.stream, directReq{LastBySubj: subj})
+	mr := <-marks
 	if err != nil {
 		return broker.Position{}, 0, err
 	}
-	mark, err := b.lastMark(ctx, n.stream, b.markSubject(n.name, subj))
+	mark, err := mr.seq, mr.err
 	if err != nil {
 		return broker.Position{}, 0, err
 	}
@@ -108,7 +111,7 @@ func (b *Broker) headOf(ctx context.Context, n *nsState, subj string) (broker.Po
 		}
 		return broker.Position{Epoch: epoch, Offset: max(last, mark)}, mark, nil
 	}
-	_, last, err := b.streamState(ctx, n)
+	last, err := b.recentLastSeq(ctx, n, epoch)
 	if err != nil {
 		return broker.Position{}, 0, err
 	}
@@ -266,8 +269,10 @@ func (b *Broker) resetNamespace(n *nsState) {
 // Resync catches every live subscription up with its stream: call it after
 // the NATS connection came back, since core messages published while it
 // was down are gone from the live feed (they are in the stream). Streams'
-// epochs are re-read too, in case a stream was recreated meanwhile.
+// epochs are re-read too, in case a stream was recreated meanwhile, and
+// the presence buses assume other gateways again (presenceAway).
 func (b *Broker) Resync(ctx context.Context) {
+	b.presenceAway()
 	b.refreshEpochs(ctx)
 	for _, s := range b.liveSubs() {
 		s.resync(ctx)

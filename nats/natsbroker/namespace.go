@@ -184,6 +184,8 @@ type nsState struct {
 	life sync.Mutex
 
 	refreshing atomic.Bool // an asynchronous epoch check is under way
+
+	recent recentLast // the stream's last sequence, recently read (head.go)
 }
 
 func (n *nsState) getEpoch() string {

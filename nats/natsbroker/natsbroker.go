@@ -45,9 +45,12 @@ var ErrInvalidEvent = errors.New("natsbroker: invalid event")
 type Config struct {
 	Prefix string       // subject prefix, default "fabric"
 	Logger *slog.Logger // nil discards
-	// Per-subscription client-side buffer before nats.go starts dropping
-	// (slow consumer). 0 means 1,000,000 messages / 256 MiB; negative
-	// means unlimited (memory then grows without bound behind a stuck hub).
+	// Client-side buffer before nats.go starts dropping (slow consumer).
+	// PendingMsgsLimit bounds each dispatch shard's queue of channel
+	// messages (shards.go; at most 32,768, the default), and with
+	// PendingBytesLimit the presence bus subscription of a namespace.
+	// 0 means 1,000,000 messages / 256 MiB for the latter; negative means
+	// unlimited there and the largest shard queue.
 	PendingMsgsLimit  int
 	PendingBytesLimit int
 	// Namespaces configures persistent namespaces (JetStream history).
@@ -84,6 +87,11 @@ type Broker struct {
 	live   map[*liveSub]struct{}
 
 	presInbox presenceInbox // answers to presence state requests
+	presMu    sync.Mutex
+	presBus   map[string]*presenceBus // by namespace (presence.go)
+	presID    string                  // this broker on the presence bus
+	presHdr   nats.Header             // {wire.HeaderPresenceFrom: presID}; never written after New
+	disp      *dispatcher             // channel subscriptions (shards.go)
 
 	stop      chan struct{}
 	closeOnce sync.Once
@@ -125,6 +133,14 @@ func New(nc *nats.Conn, cfg Config) (*Broker, error) {
 		pendingMsgs: cfg.PendingMsgsLimit, pendingBytes: cfg.PendingBytesLimit,
 		js: js, livePrefix: cfg.Prefix + "_live", namespaces: map[string]*nsState{},
 		live: map[*liveSub]struct{}{}, stop: make(chan struct{})}
+	queue := shardQueue
+	if cfg.PendingMsgsLimit > 0 {
+		queue = min(queue, cfg.PendingMsgsLimit)
+	}
+	b.disp = newDispatcher(nc, queue)
+	b.presBus = map[string]*presenceBus{}
+	b.presID = nats.NewInbox()[len(nats.InboxPrefix):]
+	b.presHdr = nats.Header{wire.HeaderPresenceFrom: {b.presID}}
 	b.pushNS = cfg.Namespaces
 	for name, ns := range cfg.Namespaces {
 		if ns.History {
@@ -164,6 +180,7 @@ func (b *Broker) Close() {
 			_ = sub.Unsubscribe() // the connection may be closed already
 		}
 		b.presInbox.close()
+		b.closePresence()
 	})
 }
 
@@ -218,7 +235,9 @@ func (b *Broker) roundTrip(ctx context.Context) error {
 }
 
 // Subscribe subscribes to topic and returns once the server has registered
-// the interest. h is called on one goroutine per subscription, in order.
+// the interest. h is called for one subscription at a time, in order, on a
+// dispatch goroutine that serves other subscriptions too (shards.go): it
+// must not block.
 func (b *Broker) Subscribe(ctx context.Context, topic string, h broker.Handler) (broker.Subscription, error) {
 	if h == nil {
 		return nil, errors.New("natsbroker: nil handler")

@@ -105,11 +105,21 @@ func (p *presenceInbox) close() {
 
 // PresenceRequest implements broker.Presence: a scatter-gather request
 // answered by every gateway serving the channel; answers are collected on
-// the broker's presence inbox for window.
+// the broker's presence inbox for window. It returns at once when no other
+// gateway was heard on the namespace's presence bus (presence.go).
 func (b *Broker) PresenceRequest(ctx context.Context, topic string, req []byte, window time.Duration, h func([]byte) bool) error {
 	subj, err := b.presenceSubject(topic)
 	if err != nil {
 		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if p := b.presenceBusOf(topic); p.running() && !p.peers() {
+		// Nobody else can answer (presence.go): this gateway's own
+		// subscribers answer without a round trip or a window to wait.
+		p.local(subj, req, h)
+		return nil
 	}
 	prefix, err := b.presInbox.start(b.nc)
 	if err != nil {
@@ -117,7 +127,7 @@ func (b *Broker) PresenceRequest(ctx context.Context, topic string, req []byte, 
 	}
 	id, r := b.presInbox.register()
 	defer b.presInbox.unregister(id)
-	if err := b.nc.PublishRequest(subj, prefix+id, req); err != nil {
+	if err := b.nc.PublishMsg(&nats.Msg{Subject: subj, Reply: prefix + id, Data: req, Header: b.presHdr}); err != nil {
 		return err
 	}
 	timer := time.NewTimer(window)

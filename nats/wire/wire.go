@@ -63,6 +63,16 @@ const (
 	HeaderStatus = "Fabric-Status"
 )
 
+// Presence traffic between gateways (<prefix>_presence.<topic subject>,
+// bodies are gateway/presence's) and the presence bus's hello
+// (<prefix>_presence_hello.<namespace>, a request each gateway answers).
+const (
+	// HeaderPresenceFrom names the gateway that sent a presence message
+	// (random per broker): a gateway that hears no other knows no other
+	// gateway can have members, and skips state requests nobody answers.
+	HeaderPresenceFrom = "Fabric-Presence-From"
+)
+
 // Headers of a moderation mark (a message removed, a channel cleared).
 const (
 	HeaderMod       = "Fabric-Mod"        // what the mark records: clear or remove

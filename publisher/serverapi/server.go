@@ -258,52 +258,44 @@ func requireTopic(t string) error {
 // Presence implements ServerAPI.Presence.
 func (s *Server) Presence(ctx context.Context, req *connect.Request[fabricv1.PresenceRequest]) (*connect.Response[fabricv1.PresenceResponse], error) {
 	t := req.Msg.GetTopic()
-	if _, err := s.authorize(ctx, req.Header(), needPresence, t); err != nil {
-		return nil, err
-	}
-	if err := requireTopic(t); err != nil {
-		return nil, err
-	}
-	if s.cfg.Cluster == nil {
-		return nil, unimplemented("Presence", "cluster control")
-	}
-	ctx, cancel := s.clusterCtx(ctx)
-	defer cancel()
-	res, err := s.cfg.Cluster.Presence(ctx, t)
-	if err != nil {
-		return nil, clusterError(err)
-	}
-	out := &fabricv1.PresenceResponse{Topic: t, Coverage: coverage(res.Coverage)}
-	for _, e := range res.Entries {
-		pe := &fabricv1.PresenceEntry{Key: e.Key, MetasJson: make([]string, len(e.Metas))}
-		for i, m := range e.Metas {
-			pe.MetasJson[i] = string(m)
-		}
-		out.Entries = append(out.Entries, pe)
-	}
-	return connect.NewResponse(out), nil
+	return clusterRPC[fabricv1.PresenceRequest, fabricv1.PresenceResponse]{
+		name: "Presence", need: needPresence, topics: []string{t},
+		check:      func(*Principal) error { return requireTopic(t) },
+		configured: s.cfg.Cluster != nil, backend: "cluster control",
+		call: func(ctx context.Context) (*fabricv1.PresenceResponse, int, error) {
+			res, err := s.cfg.Cluster.Presence(ctx, t)
+			if err != nil {
+				return nil, 0, err
+			}
+			out := &fabricv1.PresenceResponse{Topic: t, Coverage: coverage(res.Coverage)}
+			for _, e := range res.Entries {
+				pe := &fabricv1.PresenceEntry{Key: e.Key, MetasJson: make([]string, len(e.Metas))}
+				for i, m := range e.Metas {
+					pe.MetasJson[i] = string(m)
+				}
+				out.Entries = append(out.Entries, pe)
+			}
+			return out, 0, nil
+		},
+	}.run(ctx, s, req)
 }
 
 // PresenceStats implements ServerAPI.PresenceStats.
 func (s *Server) PresenceStats(ctx context.Context, req *connect.Request[fabricv1.PresenceStatsRequest]) (*connect.Response[fabricv1.PresenceStatsResponse], error) {
 	t := req.Msg.GetTopic()
-	if _, err := s.authorize(ctx, req.Header(), needPresence, t); err != nil {
-		return nil, err
-	}
-	if err := requireTopic(t); err != nil {
-		return nil, err
-	}
-	if s.cfg.Cluster == nil {
-		return nil, unimplemented("PresenceStats", "cluster control")
-	}
-	ctx, cancel := s.clusterCtx(ctx)
-	defer cancel()
-	res, err := s.cfg.Cluster.PresenceStats(ctx, t)
-	if err != nil {
-		return nil, clusterError(err)
-	}
-	return connect.NewResponse(&fabricv1.PresenceStatsResponse{Topic: t, Members: uint32(res.Members),
-		Connections: uint32(res.Connections), Coverage: coverage(res.Coverage)}), nil
+	return clusterRPC[fabricv1.PresenceStatsRequest, fabricv1.PresenceStatsResponse]{
+		name: "PresenceStats", need: needPresence, topics: []string{t},
+		check:      func(*Principal) error { return requireTopic(t) },
+		configured: s.cfg.Cluster != nil, backend: "cluster control",
+		call: func(ctx context.Context) (*fabricv1.PresenceStatsResponse, int, error) {
+			res, err := s.cfg.Cluster.PresenceStats(ctx, t)
+			if err != nil {
+				return nil, 0, err
+			}
+			return &fabricv1.PresenceStatsResponse{Topic: t, Members: uint32(res.Members),
+				Connections: uint32(res.Connections), Coverage: coverage(res.Coverage)}, 0, nil
+		},
+	}.run(ctx, s, req)
 }
 
 // Channels implements ServerAPI.Channels.
@@ -312,28 +304,28 @@ func (s *Server) Channels(ctx context.Context, req *connect.Request[fabricv1.Cha
 	if pat == "" {
 		pat = ">"
 	}
-	p, err := s.authorize(ctx, req.Header(), needAny)
-	if err != nil {
-		return nil, err
-	}
-	if !covers(p.Scope.Presence, pat) {
-		return nil, connect.NewError(connect.CodePermissionDenied,
-			fmt.Errorf("%w: %s may not list %q (every topic it matches must be in its presence scope)", ErrForbidden, p.Name, pat))
-	}
-	if s.cfg.Cluster == nil {
-		return nil, unimplemented("Channels", "cluster control")
-	}
-	ctx, cancel := s.clusterCtx(ctx)
-	defer cancel()
-	res, err := s.cfg.Cluster.Channels(ctx, pat)
-	if err != nil {
-		return nil, clusterError(err)
-	}
-	out := &fabricv1.ChannelsResponse{Coverage: coverage(res.Coverage)}
-	for _, c := range res.Channels {
-		out.Channels = append(out.Channels, &fabricv1.ChannelInfo{Topic: c.Topic, Members: uint32(c.Members)})
-	}
-	return connect.NewResponse(out), nil
+	return clusterRPC[fabricv1.ChannelsRequest, fabricv1.ChannelsResponse]{
+		name: "Channels", need: needAny,
+		check: func(p *Principal) error {
+			if !covers(p.Scope.Presence, pat) {
+				return connect.NewError(connect.CodePermissionDenied,
+					fmt.Errorf("%w: %s may not list %q (every topic it matches must be in its presence scope)", ErrForbidden, p.Name, pat))
+			}
+			return nil
+		},
+		configured: s.cfg.Cluster != nil, backend: "cluster control",
+		call: func(ctx context.Context) (*fabricv1.ChannelsResponse, int, error) {
+			res, err := s.cfg.Cluster.Channels(ctx, pat)
+			if err != nil {
+				return nil, 0, err
+			}
+			out := &fabricv1.ChannelsResponse{Coverage: coverage(res.Coverage)}
+			for _, c := range res.Channels {
+				out.Channels = append(out.Channels, &fabricv1.ChannelInfo{Topic: c.Topic, Members: uint32(c.Members)})
+			}
+			return out, 0, nil
+		},
+	}.run(ctx, s, req)
 }
 
 // History limits.
@@ -346,32 +338,40 @@ const (
 func (s *Server) History(ctx context.Context, req *connect.Request[fabricv1.HistoryRequest]) (*connect.Response[fabricv1.HistoryResponse], error) {
 	m := req.Msg
 	t := m.GetTopic()
-	if _, err := s.authorize(ctx, req.Header(), needHistory, t); err != nil {
-		return nil, err
-	}
-	if err := requireTopic(t); err != nil {
-		return nil, err
-	}
-	if s.cfg.History == nil {
-		return nil, unimplemented("History", "history reader")
-	}
 	limit := int(m.GetLimit())
 	if limit == 0 {
 		limit = defaultHistoryLimit
 	}
-	if limit > maxHistoryLimit {
-		return nil, invalid("limit is at most %d", maxHistoryLimit)
-	}
+	return clusterRPC[fabricv1.HistoryRequest, fabricv1.HistoryResponse]{
+		name: "History", need: needHistory, topics: []string{t},
+		check: func(*Principal) error {
+			if err := requireTopic(t); err != nil {
+				return err
+			}
+			// Without a reader the answer is Unimplemented, whatever the limit.
+			if s.cfg.History != nil && limit > maxHistoryLimit {
+				return invalid("limit is at most %d", maxHistoryLimit)
+			}
+			return nil
+		},
+		configured: s.cfg.History != nil, backend: "history reader",
+		call: func(ctx context.Context) (*fabricv1.HistoryResponse, int, error) {
+			out, err := s.history(ctx, t, m.GetSince(), limit)
+			return out, 0, err
+		},
+	}.run(ctx, s, req)
+}
+
+// history reads one page of t's history from since (nil: the latest
+// limit messages).
+func (s *Server) history(ctx context.Context, t string, since *fabricv1.Position, limit int) (*fabricv1.HistoryResponse, error) {
 	epoch, ok := s.cfg.History.HistoryEpoch(t)
 	if !ok {
 		return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("topic %q keeps no history (its namespace is not persistent)", t))
 	}
-	ctx, cancel := s.clusterCtx(ctx)
-	defer cancel()
 	out := &fabricv1.HistoryResponse{Topic: t, Epoch: epoch, Recovered: true}
 	var page broker.Page
 	var err error
-	since := m.GetSince()
 	if since == nil {
 		page, out.Epoch, err = s.cfg.History.Latest(ctx, t, limit)
 		since = &fabricv1.Position{Epoch: out.Epoch}
@@ -382,13 +382,13 @@ func (s *Server) History(ctx context.Context, req *connect.Request[fabricv1.Hist
 		page, err = s.cfg.History.Replay(ctx, t, broker.Position{Epoch: since.GetEpoch(), Offset: since.GetOffset()}, limit)
 	}
 	if err != nil {
-		return nil, clusterError(err)
+		return nil, err
 	}
 	out.Next = &fabricv1.Position{Epoch: out.Epoch, Offset: since.GetOffset()}
 	if page.Reason != "" {
 		out.Recovered, out.Reason = false, page.Reason
 		out.Next = since
-		return connect.NewResponse(out), nil
+		return out, nil
 	}
 	out.Done = page.Done
 	out.Messages = make([]*fabricv1.HistoryMessage, len(page.Messages))
@@ -396,7 +396,7 @@ func (s *Server) History(ctx context.Context, req *connect.Request[fabricv1.Hist
 		out.Messages[i] = &fabricv1.HistoryMessage{Event: bm.Event, Payload: bm.Payload, Binary: bm.Binary, Offset: bm.Offset, Prev: bm.Prev}
 		out.Next.Offset = bm.Offset
 	}
-	return connect.NewResponse(out), nil
+	return out, nil
 }
 
 // maxBan bounds a Disconnect's ban.
@@ -404,60 +404,53 @@ const maxBan = 30 * 24 * time.Hour
 
 // Disconnect implements ServerAPI.Disconnect.
 func (s *Server) Disconnect(ctx context.Context, req *connect.Request[fabricv1.DisconnectUserRequest]) (*connect.Response[fabricv1.DisconnectUserResponse], error) {
-	p, err := s.authorize(ctx, req.Header(), needAdmin)
-	if err != nil {
-		return nil, err
-	}
 	m := req.Msg
 	// 0 leaves the code to the gateways: 4010 "disconnected", or 4011
 	// "banned" with a ban (docs/cluster-control.md).
 	code := int(m.GetCode())
 	ban := time.Duration(m.GetBanSeconds()) * time.Second
-	switch {
-	case m.GetUser() == "":
-		return nil, invalid("user is required")
-	case code != 0 && (code < 4000 || code > 4999):
-		return nil, invalid("code must be 4000-4999 (application close codes)")
-	case len(m.GetReason()) > 123:
-		return nil, invalid("reason is at most 123 bytes (a close frame's limit)")
-	case ban > maxBan:
-		return nil, invalid("ban is at most %s", maxBan)
-	}
-	if s.cfg.Cluster == nil {
-		return nil, unimplemented("Disconnect", "cluster control")
-	}
-	ctx, cancel := s.clusterCtx(ctx)
-	defer cancel()
-	res, err := s.cfg.Cluster.Disconnect(ctx, control.DisconnectRequest{User: m.GetUser(), Code: code, Reason: m.GetReason(), Ban: ban})
-	s.cfg.Audit.Record(ctx, p, req.Peer().Addr, "Disconnect",
-		map[string]any{"user": m.GetUser(), "code": code, "reason": m.GetReason(), "ban_seconds": m.GetBanSeconds()}, res.Count, err)
-	if err != nil {
-		return nil, clusterError(err)
-	}
-	return connect.NewResponse(&fabricv1.DisconnectUserResponse{Closed: uint32(res.Count), Coverage: coverage(res.Coverage)}), nil
+	return clusterRPC[fabricv1.DisconnectUserRequest, fabricv1.DisconnectUserResponse]{
+		name: "Disconnect", need: needAdmin,
+		check: func(*Principal) error {
+			switch {
+			case m.GetUser() == "":
+				return invalid("user is required")
+			case code != 0 && (code < 4000 || code > 4999):
+				return invalid("code must be 4000-4999 (application close codes)")
+			case len(m.GetReason()) > 123:
+				return invalid("reason is at most 123 bytes (a close frame's limit)")
+			case ban > maxBan:
+				return invalid("ban is at most %s", maxBan)
+			}
+			return nil
+		},
+		configured: s.cfg.Cluster != nil, backend: "cluster control",
+		audit: map[string]any{"user": m.GetUser(), "code": code, "reason": m.GetReason(), "ban_seconds": m.GetBanSeconds()},
+		call: func(ctx context.Context) (*fabricv1.DisconnectUserResponse, int, error) {
+			res, err := s.cfg.Cluster.Disconnect(ctx, control.DisconnectRequest{User: m.GetUser(), Code: code, Reason: m.GetReason(), Ban: ban})
+			return &fabricv1.DisconnectUserResponse{Closed: uint32(res.Count), Coverage: coverage(res.Coverage)}, res.Count, err
+		},
+	}.run(ctx, s, req)
 }
 
 // Unsubscribe implements ServerAPI.Unsubscribe.
 func (s *Server) Unsubscribe(ctx context.Context, req *connect.Request[fabricv1.UnsubscribeUserRequest]) (*connect.Response[fabricv1.UnsubscribeUserResponse], error) {
-	p, err := s.authorize(ctx, req.Header(), needAdmin)
-	if err != nil {
-		return nil, err
-	}
 	m := req.Msg
-	if m.GetUser() == "" || m.GetTopic() == "" {
-		return nil, invalid("user and topic are required")
-	}
-	if s.cfg.Cluster == nil {
-		return nil, unimplemented("Unsubscribe", "cluster control")
-	}
-	ctx, cancel := s.clusterCtx(ctx)
-	defer cancel()
-	res, err := s.cfg.Cluster.Unsubscribe(ctx, control.UnsubscribeRequest{User: m.GetUser(), Topic: m.GetTopic()})
-	s.cfg.Audit.Record(ctx, p, req.Peer().Addr, "Unsubscribe", map[string]any{"user": m.GetUser(), "topic": m.GetTopic()}, res.Count, err)
-	if err != nil {
-		return nil, clusterError(err)
-	}
-	return connect.NewResponse(&fabricv1.UnsubscribeUserResponse{Closed: uint32(res.Count), Coverage: coverage(res.Coverage)}), nil
+	return clusterRPC[fabricv1.UnsubscribeUserRequest, fabricv1.UnsubscribeUserResponse]{
+		name: "Unsubscribe", need: needAdmin,
+		check: func(*Principal) error {
+			if m.GetUser() == "" || m.GetTopic() == "" {
+				return invalid("user and topic are required")
+			}
+			return nil
+		},
+		configured: s.cfg.Cluster != nil, backend: "cluster control",
+		audit: map[string]any{"user": m.GetUser(), "topic": m.GetTopic()},
+		call: func(ctx context.Context) (*fabricv1.UnsubscribeUserResponse, int, error) {
+			res, err := s.cfg.Cluster.Unsubscribe(ctx, control.UnsubscribeRequest{User: m.GetUser(), Topic: m.GetTopic()})
+			return &fabricv1.UnsubscribeUserResponse{Closed: uint32(res.Count), Coverage: coverage(res.Coverage)}, res.Count, err
+		},
+	}.run(ctx, s, req)
 }
 
 // Revoke defaults.
@@ -468,90 +461,75 @@ const (
 
 // Revoke implements ServerAPI.Revoke.
 func (s *Server) Revoke(ctx context.Context, req *connect.Request[fabricv1.RevokeRequest]) (*connect.Response[fabricv1.RevokeResponse], error) {
-	p, err := s.authorize(ctx, req.Header(), needAdmin)
-	if err != nil {
-		return nil, err
-	}
 	m := req.Msg
 	byJTI, byUser := m.GetJti() != "", m.GetUser() != "" || m.GetIssuedBeforeUnix() != 0
-	switch {
-	case byJTI == byUser:
-		return nil, invalid("give jti, or user with issued_before_unix (not both)")
-	case byUser && (m.GetUser() == "" || m.GetIssuedBeforeUnix() <= 0):
-		return nil, invalid("user and issued_before_unix are both required")
-	}
 	ttl := time.Duration(m.GetTtlSeconds()) * time.Second
 	if ttl == 0 {
 		ttl = defaultRevokeTTL
-	}
-	if ttl > maxRevokeTTL {
-		return nil, invalid("ttl_seconds is at most %d", int64(maxRevokeTTL/time.Second))
-	}
-	if s.cfg.Cluster == nil {
-		return nil, unimplemented("Revoke", "cluster control")
 	}
 	r := control.RevokeRequest{JTI: m.GetJti(), User: m.GetUser(), Until: time.Now().Add(ttl)}
 	if byUser {
 		r.IssuedBefore = time.Unix(m.GetIssuedBeforeUnix(), 0)
 	}
-	ctx, cancel := s.clusterCtx(ctx)
-	defer cancel()
-	res, err := s.cfg.Cluster.Revoke(ctx, r)
-	s.cfg.Audit.Record(ctx, p, req.Peer().Addr, "Revoke", map[string]any{"jti": m.GetJti(), "user": m.GetUser(),
-		"issued_before_unix": m.GetIssuedBeforeUnix(), "until": r.Until.UTC().Format(time.RFC3339)}, res.Count, err)
-	if err != nil {
-		return nil, clusterError(err)
-	}
-	return connect.NewResponse(&fabricv1.RevokeResponse{Closed: uint32(res.Count), Coverage: coverage(res.Coverage)}), nil
+	return clusterRPC[fabricv1.RevokeRequest, fabricv1.RevokeResponse]{
+		name: "Revoke", need: needAdmin,
+		check: func(*Principal) error {
+			switch {
+			case byJTI == byUser:
+				return invalid("give jti, or user with issued_before_unix (not both)")
+			case byUser && (m.GetUser() == "" || m.GetIssuedBeforeUnix() <= 0):
+				return invalid("user and issued_before_unix are both required")
+			case ttl > maxRevokeTTL:
+				return invalid("ttl_seconds is at most %d", int64(maxRevokeTTL/time.Second))
+			}
+			return nil
+		},
+		configured: s.cfg.Cluster != nil, backend: "cluster control",
+		audit: map[string]any{"jti": m.GetJti(), "user": m.GetUser(),
+			"issued_before_unix": m.GetIssuedBeforeUnix(), "until": r.Until.UTC().Format(time.RFC3339)},
+		call: func(ctx context.Context) (*fabricv1.RevokeResponse, int, error) {
+			res, err := s.cfg.Cluster.Revoke(ctx, r)
+			return &fabricv1.RevokeResponse{Closed: uint32(res.Count), Coverage: coverage(res.Coverage)}, res.Count, err
+		},
+	}.run(ctx, s, req)
 }
 
 // ClearChannel implements ServerAPI.ClearChannel.
 func (s *Server) ClearChannel(ctx context.Context, req *connect.Request[fabricv1.ClearChannelRequest]) (*connect.Response[fabricv1.ClearChannelResponse], error) {
-	p, err := s.authorize(ctx, req.Header(), needAdmin)
-	if err != nil {
-		return nil, err
-	}
 	t := req.Msg.GetTopic()
-	if err := requireTopic(t); err != nil {
-		return nil, err
-	}
-	if s.cfg.Moderator == nil {
-		return nil, unimplemented("ClearChannel", "history moderator")
-	}
-	ctx, cancel := s.clusterCtx(ctx)
-	defer cancel()
-	err = s.cfg.Moderator.ClearChannel(ctx, t)
-	s.cfg.Audit.Record(ctx, p, req.Peer().Addr, "ClearChannel", map[string]any{"topic": t}, 0, err)
-	if err != nil {
-		return nil, moderationError(err)
-	}
-	return connect.NewResponse(&fabricv1.ClearChannelResponse{}), nil
+	return clusterRPC[fabricv1.ClearChannelRequest, fabricv1.ClearChannelResponse]{
+		name: "ClearChannel", need: needAdmin,
+		check:      func(*Principal) error { return requireTopic(t) },
+		configured: s.cfg.Moderator != nil, backend: "history moderator",
+		audit: map[string]any{"topic": t},
+		call: func(ctx context.Context) (*fabricv1.ClearChannelResponse, int, error) {
+			return &fabricv1.ClearChannelResponse{}, 0, s.cfg.Moderator.ClearChannel(ctx, t)
+		},
+		errs: moderationError,
+	}.run(ctx, s, req)
 }
 
 // RemoveMessage implements ServerAPI.RemoveMessage.
 func (s *Server) RemoveMessage(ctx context.Context, req *connect.Request[fabricv1.RemoveMessageRequest]) (*connect.Response[fabricv1.RemoveMessageResponse], error) {
-	p, err := s.authorize(ctx, req.Header(), needAdmin)
-	if err != nil {
-		return nil, err
-	}
 	t, off := req.Msg.GetTopic(), req.Msg.GetOffset()
-	if err := requireTopic(t); err != nil {
-		return nil, err
-	}
-	if off == 0 {
-		return nil, invalid("offset is required")
-	}
-	if s.cfg.Moderator == nil {
-		return nil, unimplemented("RemoveMessage", "history moderator")
-	}
-	ctx, cancel := s.clusterCtx(ctx)
-	defer cancel()
-	err = s.cfg.Moderator.RemoveMessage(ctx, t, off)
-	s.cfg.Audit.Record(ctx, p, req.Peer().Addr, "RemoveMessage", map[string]any{"topic": t, "offset": off}, 0, err)
-	if err != nil {
-		return nil, moderationError(err)
-	}
-	return connect.NewResponse(&fabricv1.RemoveMessageResponse{}), nil
+	return clusterRPC[fabricv1.RemoveMessageRequest, fabricv1.RemoveMessageResponse]{
+		name: "RemoveMessage", need: needAdmin,
+		check: func(*Principal) error {
+			if err := requireTopic(t); err != nil {
+				return err
+			}
+			if off == 0 {
+				return invalid("offset is required")
+			}
+			return nil
+		},
+		configured: s.cfg.Moderator != nil, backend: "history moderator",
+		audit: map[string]any{"topic": t, "offset": off},
+		call: func(ctx context.Context) (*fabricv1.RemoveMessageResponse, int, error) {
+			return &fabricv1.RemoveMessageResponse{}, 0, s.cfg.Moderator.RemoveMessage(ctx, t, off)
+		},
+		errs: moderationError,
+	}.run(ctx, s, req)
 }
 
 // moderationError: an unknown topic or offset is the caller's, the rest as
@@ -569,23 +547,21 @@ func moderationError(err error) error {
 
 // Info implements ServerAPI.Info.
 func (s *Server) Info(ctx context.Context, req *connect.Request[fabricv1.InfoRequest]) (*connect.Response[fabricv1.InfoResponse], error) {
-	if _, err := s.authorize(ctx, req.Header(), needAny); err != nil {
-		return nil, err
-	}
-	if s.cfg.Cluster == nil {
-		return nil, unimplemented("Info", "cluster control")
-	}
-	ctx, cancel := s.clusterCtx(ctx)
-	defer cancel()
-	res, err := s.cfg.Cluster.Info(ctx)
-	if err != nil {
-		return nil, clusterError(err)
-	}
-	out := &fabricv1.InfoResponse{Coverage: coverage(res.Coverage), Nats: &fabricv1.NATSInfo{ClusterName: res.NATS.ClusterName,
-		Servers: res.NATS.Servers, Jetstream: res.NATS.JetStream, JetstreamDomain: res.NATS.JetStreamDomain}}
-	for _, g := range res.Gateways {
-		out.Gateways = append(out.Gateways, &fabricv1.GatewayInfo{Id: g.ID, Version: g.Version,
-			UptimeSeconds: uint64(g.Uptime / time.Second), Connections: uint32(g.Connections), Channels: uint32(g.Channels)})
-	}
-	return connect.NewResponse(out), nil
+	return clusterRPC[fabricv1.InfoRequest, fabricv1.InfoResponse]{
+		name: "Info", need: needAny,
+		configured: s.cfg.Cluster != nil, backend: "cluster control",
+		call: func(ctx context.Context) (*fabricv1.InfoResponse, int, error) {
+			res, err := s.cfg.Cluster.Info(ctx)
+			if err != nil {
+				return nil, 0, err
+			}
+			out := &fabricv1.InfoResponse{Coverage: coverage(res.Coverage), Nats: &fabricv1.NATSInfo{ClusterName: res.NATS.ClusterName,
+				Servers: res.NATS.Servers, Jetstream: res.NATS.JetStream, JetstreamDomain: res.NATS.JetStreamDomain}}
+			for _, g := range res.Gateways {
+				out.Gateways = append(out.Gateways, &fabricv1.GatewayInfo{Id: g.ID, Version: g.Version,
+					UptimeSeconds: uint64(g.Uptime / time.Second), Connections: uint32(g.Connections), Channels: uint32(g.Channels)})
+			}
+			return out, 0, nil
+		},
+	}.run(ctx, s, req)
 }

@@ -21,7 +21,6 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -80,18 +79,13 @@ func (l *budLog) count(s string) int {
 	return strings.Count(l.buf.String(), s)
 }
 
-// budBinary builds cmd/fabric (or takes ATTACK_FABRIC_BIN).
+// budBinary is cmd/fabric, built once per test process (or ATTACK_FABRIC_BIN).
 func budBinary(t *testing.T) string {
 	t.Helper()
 	if bin := os.Getenv("ATTACK_FABRIC_BIN"); bin != "" {
 		return bin
 	}
-	bin := filepath.Join(t.TempDir(), "fabric")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/fabric-rt/fabric/cmd/fabric").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
+	return proctest.FabricBinary(t)
 }
 
 // budStart runs `fabric serve` with its defaults plus args, with JWT

@@ -25,20 +25,14 @@ type fabricProcess struct {
 	exited            chan struct{}
 }
 
-// startFabricBinary builds ./cmd/fabric and runs `fabric serve` on free
-// loopback ports, anonymous (loopback only), with its own data dir.
+// startFabricBinary builds ./cmd/fabric (once per test process) and runs
+// `fabric serve` on free loopback ports, anonymous (loopback only), with its
+// own data dir.
 // With -update-demo-png it prefers the default ports (4000, 4222), so the
 // picture shows the URLs a user sees.
 func startFabricBinary(t *testing.T, logDir string) *fabricProcess {
 	t.Helper()
-	root := repoRoot(t)
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "fabric")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/fabric")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/fabric: %v\n%s", err, out)
-	}
+	bin, dir := proctest.FabricBinary(t), t.TempDir()
 	httpPort, natsPort := freePort(t), freePort(t)
 	if *updateDemoPNG {
 		if portFree(4000) && portFree(4222) {

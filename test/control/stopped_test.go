@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/fabric-rt/fabric/internal/testkit/proctest"
 )
 
 // A gateway that stops answering (its process SIGSTOP'd: alive a moment
@@ -18,10 +20,7 @@ import (
 func TestStoppedGatewayIsReportedMissing(t *testing.T) {
 	g1 := start(t, "")
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "fabric")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/fabric-rt/fabric/cmd/fabric").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := proctest.FabricBinary(t)
 	cmd := exec.Command(bin, "serve", "--listen", "127.0.0.1:0", "--ops-listen", "off",
 		"--nats-url", g1.NATSURL(), "--data-dir", filepath.Join(dir, "data"), "--log-level", "warn")
 	var stderr strings.Builder

@@ -54,10 +54,7 @@ func TestJoinHookStorm10k(t *testing.T) {
 		n = v
 	}
 	const limit = 64
-	bin := filepath.Join(t.TempDir(), "fabric")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/fabric-rt/fabric/cmd/fabric").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := proctest.FabricBinary(t)
 	for _, hooked := range []bool{false, true} {
 		name := map[bool]string{false: "baseline (token only)", true: "join hook"}[hooked]
 		t.Run(name, func(t *testing.T) {

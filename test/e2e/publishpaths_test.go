@@ -8,13 +8,13 @@ import (
 	"fmt"
 	"net/http"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
 
 	"github.com/fabric-rt/fabric/internal/testkit/phxnode"
+	"github.com/fabric-rt/fabric/internal/testkit/proctest"
 	"github.com/fabric-rt/fabric/publisher"
 	fabricv1 "github.com/fabric-rt/fabric/schema/gen/fabricv1"
 )
@@ -86,11 +86,7 @@ func TestEveryPublishPathReachesPhoenixJS(t *testing.T) {
 	expect("http_pb", "http_pb", post(publisher.ContentTypeProtobuf, pb))
 
 	// The CLI, as a user runs it.
-	bin := filepath.Join(t.TempDir(), "fabric")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/fabric-rt/fabric/cmd/fabric").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v %s", err, out)
-	}
-	cmd := exec.Command(bin, "publish", "--nats-url", f.NATSURL(), "--event", "cli", "room:paths", string(body("cli")))
+	cmd := exec.Command(proctest.FabricBinary(t), "publish", "--nats-url", f.NATSURL(), "--event", "cli", "room:paths", string(body("cli")))
 	out, err := cmd.CombinedOutput()
 	if err != nil || !strings.HasPrefix(string(out), "offset=") {
 		t.Fatalf("cli: %v %s", err, out)

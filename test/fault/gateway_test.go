@@ -13,8 +13,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -27,33 +25,6 @@ import (
 )
 
 const wait = 20 * time.Second
-
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// fabricBin builds the real binary once per test run.
-func fabricBin(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "fabric-fault-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "fabric")
-		out, err := exec.Command("go", "build", "-o", binPath, "github.com/fabric-rt/fabric/cmd/fabric").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
@@ -79,7 +50,7 @@ func startGateway(t *testing.T, natsURL string, extra ...string) *gateway {
 	args := append([]string{"serve", "--listen", g.addr, "--ops-listen", g.ops,
 		"--nats-url", natsURL, "--data-dir", t.TempDir(), "--log-level", "warn",
 		"--drain-window", "2s", "--shutdown-timeout", "8s"}, extra...)
-	g.cmd = exec.Command(fabricBin(t), args...)
+	g.cmd = exec.Command(proctest.FabricBinary(t), args...)
 	g.cmd.Env = proctest.Env()
 	g.cmd.Stdout, g.cmd.Stderr = io.Discard, os.Stderr
 	if err := g.cmd.Start(); err != nil {

@@ -48,7 +48,7 @@ func startNATSCluster(t *testing.T) []*natsNode {
 		if err != nil {
 			t.Fatal(err)
 		}
-		n.cmd = exec.Command(fabricBin(t), "nats", "--name", n.name, "--listen", n.client,
+		n.cmd = exec.Command(proctest.FabricBinary(t), "nats", "--name", n.name, "--listen", n.client,
 			"--cluster-name", "t", "--cluster-listen", routeAddrs[i], "--routes", strings.Join(routes, ","),
 			"--store-dir", t.TempDir(), "--log-level", "warn")
 		n.cmd.Env = proctest.Env()

@@ -169,29 +169,6 @@ func (n *netns) heal(t *testing.T) {
 	run(t, "ip", "netns", "exec", n.name, "nft", "delete", "table", "inet", "fabcut")
 }
 
-var (
-	natsOnce sync.Once
-	natsPath string
-	natsErr  error
-)
-
-// natsServerBin builds nats-server at the version go.mod pins.
-func natsServerBin(t *testing.T) string {
-	t.Helper()
-	natsOnce.Do(func() {
-		dir := filepath.Dir(fabricBin(t)) // removed by TestMain
-		natsPath = filepath.Join(dir, "nats-server")
-		out, err := exec.Command("go", "build", "-o", natsPath, "github.com/nats-io/nats-server/v2").CombinedOutput()
-		if err != nil {
-			natsErr = fmt.Errorf("go build nats-server: %v\n%s", err, out)
-		}
-	})
-	if natsErr != nil {
-		t.Fatal(natsErr)
-	}
-	return natsPath
-}
-
 // freePortOn returns a free TCP port on ip.
 func freePortOn(t *testing.T, ip string) string {
 	t.Helper()
@@ -271,7 +248,8 @@ func runCut(t *testing.T, kind cutKind, cut time.Duration) {
 
 	// NATS outside the namespace.
 	natsPort := freePortOn(t, ns.hostIP)
-	natsCmd := exec.Command(natsServerBin(t), "-a", ns.hostIP, "-p", natsPort, "-js", "-sd", t.TempDir(), "-n", "fabric-cut")
+	natsCmd := exec.Command(proctest.Binary(t, "github.com/nats-io/nats-server/v2"), // at the version go.mod pins
+		"-a", ns.hostIP, "-p", natsPort, "-js", "-sd", t.TempDir(), "-n", "fabric-cut")
 	natsCmd.Stderr = io.Discard
 	if err := natsCmd.Start(); err != nil {
 		t.Fatal(err)
@@ -298,7 +276,7 @@ func runCut(t *testing.T, kind cutKind, cut time.Duration) {
 
 	// The gateway inside, with the default liveness settings.
 	g := &gateway{addr: ns.nsIP + ":4000", ops: ns.nsIP + ":4001", done: make(chan error, 1)}
-	g.cmd = exec.Command("ip", "netns", "exec", ns.name, fabricBin(t), "serve",
+	g.cmd = exec.Command("ip", "netns", "exec", ns.name, proctest.FabricBinary(t), "serve",
 		"--listen", g.addr, "--ops-listen", g.ops, "--allow-anonymous", "--allow-remote-ops", // the ops port is on the namespace's veth, reached only from this test
 		"--nats-url", natsURL, "--data-dir", t.TempDir(), "--log-level", "warn",
 		"--join-rate", "0", "--push-rate", "0", "--max-connections-per-ip", "0", "--shutdown-timeout", "2s", "--drain-window", "0s") // all clients dial from this one address

@@ -7,7 +7,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"github.com/fabric-rt/fabric/internal/testkit"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,8 +17,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fabric-rt/fabric/internal/testkit"
+
 	"github.com/fabric-rt/fabric/internal/app"
 	"github.com/fabric-rt/fabric/internal/testkit/phxnode"
+	"github.com/fabric-rt/fabric/internal/testkit/proctest"
 	"github.com/fabric-rt/fabric/nats/natsbroker"
 )
 
@@ -165,11 +167,7 @@ var wsLine = regexp.MustCompile(`WebSocket ws://([0-9.:]+)/socket/websocket`)
 func serveProcess(t *testing.T, natsURL string) (string, *exec.Cmd) {
 	t.Helper()
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "fabric")
-	build := exec.Command("go", "build", "-o", bin, "github.com/fabric-rt/fabric/cmd/fabric")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := proctest.FabricBinary(t)
 	cfg := filepath.Join(dir, "fabric.yaml")
 	yaml := "namespaces:\n  room:\n    history: true\n    max_age: 1h\n    presence: true\n    presence_ttl: " + ttl.String() + "\n"
 	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {

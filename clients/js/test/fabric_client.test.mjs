@@ -354,7 +354,7 @@ test("natsSubject maps topics like the gateway", () => {
   for (const [topic, want] of Object.entries(cases)) assert.equal(natsSubject(topic), want, topic);
 });
 
-// FakeLongPoll is a Phoenix LongPoll endpoint (protocol §7) on node:http:
+// FakeLongPoll is a Phoenix LongPoll endpoint (Phoenix.Transports.LongPoll) on node:http:
 // GET without a known session token opens one ({"status":410,"token":S});
 // GETs with it are held until messages are queued (200) or for holdMs (204);
 // POSTs carry ndjson lines, recorded like FakeServer's frames. Optionally a

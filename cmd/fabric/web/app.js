@@ -107,7 +107,7 @@ function setChanState(s) {
 }
 
 // A resumed join says whether the gateway could replay what we missed
-// (design §3.4). Replayed messages are those up to the reply's offset.
+// (docs/history.md). Replayed messages are those up to the reply's offset.
 function showRecovery(response) {
   const box = $("recovered");
   if (!response || typeof response !== "object" || response.recovered === undefined) return;
