@@ -172,3 +172,32 @@ func expectCloseErr(c net.Conn) int {
 	}
 	return -1
 }
+
+// Counting a stuck connection's queue against the budget adds no
+// allocation to Send: the frame is built once, the count is an atomic.
+func TestOutputBudgetSendAllocs(t *testing.T) {
+	budget := transport.NewOutputBudget(1 << 30)
+	f := newFixture(t, fws.Config{MaxQueueBytes: 1 << 30, WriteTimeout: time.Minute, SendBuffer: 16 << 10, Budget: budget})
+	dialStalled(t, f.url)
+	waitFor(t, "session", func() bool { return f.count() == 1 })
+	c := f.sessions()[0].c
+	msg := transport.NewText([]byte(strings.Repeat("a", 4000)))
+	// Fill the socket until the queue stays: the socket is stuck and its
+	// queue counts.
+	for i := 0; budget.Used() == 0; i++ {
+		if i == 10000 {
+			t.Fatal("the socket never stopped taking bytes")
+		}
+		c.Send(msg)
+		time.Sleep(100 * time.Microsecond)
+	}
+	before := budget.Used()
+	if a := testing.AllocsPerRun(1000, func() { c.Send(msg) }); a != 0 {
+		t.Fatalf("%v allocations per Send to a stuck connection", a)
+	}
+	// 1,001 Sends (AllocsPerRun warms up once); the socket may still
+	// take a little.
+	if want := before + 900*int64(len(fws.Frame(msg))); budget.Used() < want {
+		t.Fatalf("counted %d after the Sends, want at least %d", budget.Used(), want)
+	}
+}
