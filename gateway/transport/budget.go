@@ -37,11 +37,11 @@ type OutputBudget struct {
 
 // Pool is one transport's connections as the budget sees them.
 type Pool interface {
-	// Largest returns the open connection holding the most counted
-	// output, with that count, or nil. It must not wait for a
-	// connection's lock (a busy one is skipped): it may run while the
+	// Each calls f with every open connection holding counted output,
+	// and that count. It must not wait for a connection's lock (a busy
+	// one is skipped) nor call f with one held: it may run while the
 	// caller's transport holds locks of its own.
-	Largest() (Victim, int)
+	Each(f func(v Victim, counted int))
 }
 
 // Victim is a connection the budget may cut.
@@ -52,9 +52,20 @@ type Victim interface {
 	CutSlow() bool
 }
 
-// maxCutsPerReclaim bounds the work of one reclaim; the next Send over
-// the limit goes on.
-const maxCutsPerReclaim = 64
+// A reclaim scans the connections at most maxScans times and cuts, from
+// each scan, the largest ones until the total is within the limit (at most
+// scanTop per scan): one scan per cut would cost a scan of every
+// connection for each of them. The next Send over the limit (or the next
+// WebSocket loop turn) goes on.
+const (
+	maxScans = 8
+	scanTop  = 16
+)
+
+type candidate struct {
+	v Victim
+	n int
+}
 
 // NewOutputBudget returns a budget of limit bytes; limit ≤ 0 counts
 // without ever cutting.
@@ -93,22 +104,42 @@ func (b *OutputBudget) Reclaim() {
 		return
 	}
 	defer b.mu.Unlock()
-	for range maxCutsPerReclaim {
-		if !b.Over() {
+	var top [scanTop]candidate
+	keep := func(v Victim, n int) {
+		// Insertion into the largest scanTop, largest first.
+		i := scanTop
+		for i > 0 && (top[i-1].v == nil || top[i-1].n < n) {
+			i--
+		}
+		if i == scanTop {
 			return
 		}
-		var victim Victim
-		most := 0
+		copy(top[i+1:], top[i:scanTop-1])
+		top[i] = candidate{v, n}
+	}
+	for range maxScans {
+		clear(top[:])
 		for _, p := range b.pools {
-			if v, n := p.Largest(); v != nil && n > most {
-				victim, most = v, n
-			}
+			p.Each(keep)
 		}
-		if victim == nil {
+		if top[0].v == nil {
 			return // nothing counted is cuttable now (busy or closing)
 		}
-		if victim.CutSlow() {
-			b.cuts.Add(1)
+		for _, c := range top {
+			// A scan is a snapshot: sockets that stop taking bytes
+			// after it count from then on. Cutting down a stale list
+			// could reach small, healthy queues while a larger one
+			// formed since, so only those within half of the largest
+			// are cut from it; then the connections are scanned again.
+			if c.v == nil || !b.Over() || 2*c.n < top[0].n {
+				break
+			}
+			if c.v.CutSlow() {
+				b.cuts.Add(1)
+			}
+		}
+		if !b.Over() {
+			return
 		}
 	}
 }

@@ -139,26 +139,21 @@ func (c *lpSession) CutSlow() bool {
 // pool is the server's sessions as the output budget sees them.
 type pool struct{ s *Server }
 
-// Largest implements transport.Pool. Sessions' locks are only tried: a
-// busy one is skipped this time.
-func (p pool) Largest() (transport.Victim, int) {
-	var victim *lpSession
-	most := 0
+// Each implements transport.Pool. Sessions' locks are only tried: a
+// busy one is skipped this time. f is called with no session's lock held.
+func (p pool) Each(f func(transport.Victim, int)) {
 	p.s.mu.Lock()
+	defer p.s.mu.Unlock()
 	for _, c := range p.s.sessions {
 		if !c.mu.TryLock() {
 			continue
 		}
-		if !c.ended && c.bufBytes > most {
-			victim, most = c, c.bufBytes
-		}
+		n := c.counted
 		c.mu.Unlock()
+		if n > 0 {
+			f(c, n)
+		}
 	}
-	p.s.mu.Unlock()
-	if victim == nil {
-		return nil, 0
-	}
-	return victim, most
 }
 
 // Close implements transport.Conn: the session ends. A held GET answers what

@@ -295,29 +295,28 @@ func (c *conn) CutSlow() bool {
 // pool is the server's connections as the output budget sees them.
 type pool struct{ s *Server }
 
-// Largest implements transport.Pool. It holds each loop's lock while it
+// Each implements transport.Pool. It holds each loop's lock while it
 // looks, so it only tries connections' locks (their holders take the
-// loop's lock under them): a busy connection is skipped this time.
-func (p pool) Largest() (transport.Victim, int) {
-	var victim *conn
-	most := 0
+// loop's lock under them): a busy connection is skipped this time. f is
+// called with no connection's lock held.
+func (p pool) Each(f func(transport.Victim, int)) {
 	for _, l := range p.s.loops {
 		l.mu.Lock()
 		for _, c := range l.conns {
 			if c == nil || !c.mu.TryLock() {
 				continue
 			}
-			if q := c.out; q != nil && c.state == stateOpen && q.counted > most {
-				victim, most = c, q.counted
+			n := 0
+			if q := c.out; q != nil && c.state == stateOpen {
+				n = q.counted
 			}
 			c.mu.Unlock()
+			if n > 0 {
+				f(c, n)
+			}
 		}
 		l.mu.Unlock()
 	}
-	if victim == nil {
-		return nil, 0
-	}
-	return victim, most
 }
 
 // CloseAfterQueued implements transport.QueuedCloser.

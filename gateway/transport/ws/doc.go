@@ -29,6 +29,6 @@
 //
 // Lock order: conn.mu before loop.mu. The wheel tick collects due
 // connections under loop.mu and handles them after releasing it.
-// The budget's scan (pool.Largest) holds loop.mu and only tries
+// The budget's scan (pool.Each) holds loop.mu and only tries
 // conn.mu; its cut (CutSlow) runs with no lock held.
 package ws
