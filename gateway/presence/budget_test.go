@@ -190,23 +190,23 @@ func TestStateBytesCap(t *testing.T) {
 // escaping cannot grow past it.
 func TestMetaMeasuredAsSent(t *testing.T) {
 	amp := strings.Repeat("&", 1000)
-	raw := buildMeta("R", "", time.UnixMilli(1), []byte(`{"meta":{"n":"`+amp+`<>"}}`), "meta", 1024)
+	raw := testMeta(time.UnixMilli(1), []byte(`{"meta":{"n":"`+amp+`<>"}}`), "meta", 1024)
 	if len(raw) > 1100 || !strings.Contains(string(raw), amp+"<>") {
 		t.Fatalf("meta of 1,000 '&' is %d bytes: %.80s", len(raw), raw)
 	}
 	// Escaped on input: normalized, so it costs what it says.
 	esc := strings.Repeat(`\u0026`, 200)
-	raw = buildMeta("R", "", time.UnixMilli(1), []byte(`{"meta":"`+esc+`"}`), "meta", 1024)
-	if want := `{"meta":"` + strings.Repeat("&", 200) + `","online_at":1,"phx_ref":"R"}`; string(raw) != want {
+	raw = testMeta(time.UnixMilli(1), []byte(`{"meta":"`+esc+`"}`), "meta", 1024)
+	if want := `{"meta":"` + strings.Repeat("&", 200) + `","online_at":1,"phx_ref":"FR1"}`; string(raw) != want {
 		t.Fatalf("escaped meta: %.80s", raw)
 	}
 	// Over 1 KiB as sent ({"meta":"&…"} is 1,026 bytes): dropped.
-	raw = buildMeta("R", "", time.UnixMilli(1), []byte(`{"meta":"`+strings.Repeat("&", 1015)+`"}`), "meta", 1024)
-	if string(raw) != `{"online_at":1,"phx_ref":"R"}` {
+	raw = testMeta(time.UnixMilli(1), []byte(`{"meta":"`+strings.Repeat("&", 1015)+`"}`), "meta", 1024)
+	if string(raw) != `{"online_at":1,"phx_ref":"FR1"}` {
 		t.Fatalf("a 1,026-byte meta was kept: %.80s", raw)
 	}
 	// Numbers keep their digits.
-	raw = buildMeta("R", "", time.UnixMilli(1), []byte(`{"meta":{"id":12345678901234567890}}`), "meta", 1024)
+	raw = testMeta(time.UnixMilli(1), []byte(`{"meta":{"id":12345678901234567890}}`), "meta", 1024)
 	if !strings.Contains(string(raw), `"id":12345678901234567890`) {
 		t.Fatalf("number rewritten: %s", raw)
 	}

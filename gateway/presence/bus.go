@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"strconv"
 	"time"
 )
 
@@ -20,11 +21,19 @@ const (
 	kindBye   = "bye"   // this gateway stops serving the channel
 )
 
+// remoteMeta is a remote gateway's meta, as it sent it.
+type remoteMeta struct {
+	key string
+	raw json.RawMessage
+}
+
+func (m remoteMeta) meta() meta { return meta{key: m.key, raw: m.raw} }
+
 type remoteGW struct {
-	members  map[string]meta // by phx_ref
-	seq      uint64          // latest diff seq applied
-	synced   bool            // members came from a state (then diffs)
-	log      []*wire         // diffs applied while not synced
+	members  map[string]remoteMeta // by phx_ref
+	seq      uint64                // latest diff seq applied
+	synced   bool                  // members came from a state (then diffs)
+	log      []*wire               // diffs applied while not synced
 	lastSeen time.Time
 	ttl      time.Duration
 	asked    time.Time // last directed sync request
@@ -36,7 +45,7 @@ func (t *Tracker) dropRemote(ch *chanState, id string) {
 	g := ch.remote[id]
 	delete(ch.remote, id)
 	for _, m := range g.members {
-		t.changed(ch, false, m, false)
+		t.changed(ch, false, m.meta(), false)
 	}
 }
 
@@ -105,20 +114,45 @@ type wireMetas struct {
 	Metas []json.RawMessage `json:"metas"`
 }
 
-func groupsOf(g map[string][]json.RawMessage) map[string]wireMetas {
-	if len(g) == 0 {
-		return nil
-	}
-	out := make(map[string]wireMetas, len(g))
-	for k, v := range g {
-		out[k] = wireMetas{v}
-	}
-	return out
-}
-
 func (t *Tracker) encode(w *wire) []byte {
 	w.GW = t.id
 	return encodeJSON(w)
+}
+
+// appendWireHead writes the start of a message with member sets, as
+// encode would: `{"t":kind,"gw":id,"seq":…,"ttl":…`.
+func (t *Tracker) appendWireHead(dst []byte, kind string, seq uint64, ttl time.Duration) []byte {
+	dst = append(dst, `{"t":"`...)
+	dst = append(dst, kind...)
+	dst = append(dst, '"')
+	dst = append(dst, t.selfMark[:len(t.selfMark)-1]...) // `,"gw":"<id>"`
+	dst = append(dst, `,"seq":`...)
+	dst = strconv.AppendUint(dst, seq, 10)
+	dst = append(dst, `,"ttl":`...)
+	return strconv.AppendInt(dst, ttl.Milliseconds(), 10)
+}
+
+// encodeDiff is a diff message with this gateway's changes d (t.mu held).
+func (t *Tracker) encodeDiff(seq uint64, ttl time.Duration, d diff) []byte {
+	b := t.appendWireHead(t.buf[:0], kindDiff, seq, ttl)
+	b = append(b, `,"joins":`...)
+	b = t.appendGroups(b, d.joins)
+	b = append(b, `,"leaves":`...)
+	b = t.appendGroups(b, d.leaves)
+	b = append(b, '}')
+	t.keepBuf(b)
+	return bytes.Clone(b)
+}
+
+// encodeState is the answer to a sync: this gateway's members of ch as
+// of its latest diff (t.mu held).
+func (t *Tracker) encodeState(ch *chanState) []byte {
+	b := t.appendWireHead(t.buf[:0], kindState, ch.seq, ch.opts.TTL)
+	b = append(b, `,"state":`...)
+	b = t.localState(b, ch)
+	b = append(b, '}')
+	t.keepBuf(b)
+	return bytes.Clone(b)
 }
 
 // receive handles one bus message for ch (a subscription or a sync answer).
@@ -139,11 +173,11 @@ func (t *Tracker) receive(ch *chanState, data []byte, reply func([]byte) error) 
 		return
 	}
 	if w.T == kindSync {
-		if reply == nil || !(w.To == t.id || (w.To == "" && len(ch.local) > 0)) {
+		if reply == nil || !(w.To == t.id || (w.To == "" && ch.local.len() > 0)) {
 			t.mu.Unlock()
 			return
 		}
-		ans := t.encode(&wire{T: kindState, Seq: ch.seq, TTL: ch.opts.TTL.Milliseconds(), State: groupsOf(ch.localState())})
+		ans := t.encodeState(ch)
 		t.mu.Unlock()
 		_ = reply(ans) // the asker retries on its next sync
 		return
@@ -158,7 +192,10 @@ func (t *Tracker) receive(ch *chanState, data []byte, reply func([]byte) error) 
 		return
 	}
 	if g == nil {
-		g = &remoteGW{members: map[string]meta{}}
+		g = &remoteGW{members: map[string]remoteMeta{}}
+		if ch.remote == nil {
+			ch.remote = map[string]*remoteGW{}
+		}
 		ch.remote[w.GW] = g
 	}
 	g.lastSeen = now
@@ -222,9 +259,9 @@ func (t *Tracker) applyDiff(ch *chanState, g *remoteGW, w *wire) {
 			if _, ok := g.members[ref]; ok || ref == "" {
 				continue
 			}
-			m := meta{key: key, ref: ref, raw: raw}
+			m := remoteMeta{key: key, raw: raw}
 			g.members[ref] = m
-			t.changed(ch, true, m, false)
+			t.changed(ch, true, m.meta(), false)
 		}
 	}
 	for _, ms := range w.Leaves {
@@ -232,7 +269,7 @@ func (t *Tracker) applyDiff(ch *chanState, g *remoteGW, w *wire) {
 			ref := refOf(raw)
 			if m, ok := g.members[ref]; ok {
 				delete(g.members, ref)
-				t.changed(ch, false, m, false)
+				t.changed(ch, false, m.meta(), false)
 			}
 		}
 	}
@@ -245,11 +282,11 @@ func (t *Tracker) applyState(ch *chanState, g *remoteGW, w *wire) {
 	if w.Seq < g.seq && g.synced {
 		return // a late answer: what we have is newer
 	}
-	next := &remoteGW{members: map[string]meta{}}
+	next := &remoteGW{members: map[string]remoteMeta{}}
 	for key, ms := range w.State {
 		for _, raw := range ms.Metas {
 			if ref := refOf(raw); ref != "" {
-				next.members[ref] = meta{key: key, ref: ref, raw: raw}
+				next.members[ref] = remoteMeta{key: key, raw: raw}
 			}
 		}
 	}
@@ -258,7 +295,7 @@ func (t *Tracker) applyState(ch *chanState, g *remoteGW, w *wire) {
 			for key, ms := range d.Joins {
 				for _, raw := range ms.Metas {
 					if ref := refOf(raw); ref != "" {
-						next.members[ref] = meta{key: key, ref: ref, raw: raw}
+						next.members[ref] = remoteMeta{key: key, raw: raw}
 					}
 				}
 			}
@@ -271,12 +308,12 @@ func (t *Tracker) applyState(ch *chanState, g *remoteGW, w *wire) {
 	}
 	for ref, m := range g.members {
 		if _, ok := next.members[ref]; !ok {
-			t.changed(ch, false, m, false)
+			t.changed(ch, false, m.meta(), false)
 		}
 	}
 	for ref, m := range next.members {
 		if _, ok := g.members[ref]; !ok {
-			t.changed(ch, true, m, false)
+			t.changed(ch, true, m.meta(), false)
 		}
 	}
 	g.members = next.members

@@ -14,6 +14,10 @@
 // merged, any other value is kept under that name; over 1 KiB as sent it
 // is dropped) plus phx_ref (unique: gateway id + counter) and online_at (unix
 // ms). One key may have several metas (one per tab / channel instance).
+// A local member is stored as a small record, not as JSON: its app meta
+// is a handle on one shared encoding per distinct value, its phx_ref a
+// counter; metas are written out when a message is encoded (metas.go,
+// docs/presence.md "How members are stored").
 //
 // # Within a gateway
 //
@@ -22,7 +26,7 @@
 // Tracker's own lock (O(1), no network, never a call into the hub). One
 // loop then flushes every Flush (50 ms), per dirty channel: presence_state
 // (with the member's join_ref) to members tracked since — one encoding of
-// the state per change of the channel, shared by reference: only the head
+// the state per flush of the channel, shared by reference: only the head
 // carrying the join_ref is per member (transport.Message.Tail) — and one
 // presence_diff with every change, local or remote, to the members that
 // already have their state, encoded once per protocol version. The loop

@@ -5,7 +5,7 @@ import "encoding/json"
 // Local returns this gateway's members of topic (metas by presence key,
 // as Phoenix Presence lists them), and false when topic has no presence
 // here (not a presence namespace, or no local member). For the control
-// API; the metas are shared, not copied: do not modify them.
+// API.
 func (t *Tracker) Local(topic string) (map[string][]json.RawMessage, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -13,6 +13,10 @@ func (t *Tracker) Local(topic string) (map[string][]json.RawMessage, bool) {
 	if ch == nil {
 		return nil, false
 	}
-	l := ch.localState()
+	l := make(map[string][]json.RawMessage, ch.local.len())
+	for m := range ch.local.all() {
+		mt := ch.meta(m)
+		l[m.key] = append(l[m.key], t.appendMeta(nil, &mt))
+	}
 	return l, len(l) > 0
 }

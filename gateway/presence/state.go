@@ -1,8 +1,10 @@
 package presence
 
 import (
-	"encoding/json"
+	"hash/maphash"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/fabric-rt/fabric/gateway/phoenix"
@@ -12,51 +14,80 @@ import (
 // Towards local clients: the channel's presence_state, batched
 // presence_diff and, over the caps, the counts, encoded once and shared.
 
-// diff accumulates joins and leaves by key, in the Phoenix shape.
+// diff accumulates joins and leaves in arrival order; they are grouped
+// by key (the Phoenix shape) when encoded.
 type diff struct {
-	joins, leaves map[string][]json.RawMessage
+	joins, leaves []meta
 }
 
 func (d *diff) add(joins bool, m meta) {
-	p := &d.leaves
 	if joins {
-		p = &d.joins
+		d.joins = append(d.joins, m)
+	} else {
+		d.leaves = append(d.leaves, m)
 	}
-	if *p == nil {
-		*p = make(map[string][]json.RawMessage)
-	}
-	(*p)[m.key] = append((*p)[m.key], m.raw)
 }
 
 func (d *diff) empty() bool { return len(d.joins) == 0 && len(d.leaves) == 0 }
 
-// state is the channel's full presence in the Phoenix shape followed by
-// "]" (the end of a v2 message: see flush), built once per change
-// (t.mu held).
-func (ch *chanState) state() []byte {
-	if ch.cache != nil {
-		return ch.cache
+// reset empties d, keeping a small backing array for the next batch (a
+// storm's is let go).
+func (d *diff) reset() {
+	for _, p := range []*[]meta{&d.joins, &d.leaves} {
+		clear(*p)
+		*p = (*p)[:0]
+		if cap(*p) > 64 {
+			*p = nil
+		}
 	}
-	groups := make(map[string][]json.RawMessage, len(ch.local))
-	for _, l := range ch.local {
-		groups[l.key] = append(groups[l.key], l.raw)
+}
+
+// state is the channel's full presence in the Phoenix shape followed by
+// "]" (the end of a v2 message: see flush), encoded in one allocation of
+// the message itself (t.mu held).
+func (t *Tracker) state(ch *chanState) []byte {
+	ms := t.scratch[:0]
+	for l := range ch.local.all() {
+		ms = append(ms, ch.meta(l))
 	}
 	for _, g := range ch.remote {
 		for _, m := range g.members {
-			groups[m.key] = append(groups[m.key], m.raw)
+			ms = append(ms, m.meta())
 		}
 	}
-	ch.cache = append(appendGroups(make([]byte, 0, ch.bytes+3), groups), ']')
-	return ch.cache
+	b := append(t.appendGroups(make([]byte, 0, ch.bytes+3), ms), ']')
+	t.scratch = keepScratch(ms)
+	return b
 }
 
-// localState is this gateway's part, for the bus (t.mu held).
-func (ch *chanState) localState() map[string][]json.RawMessage {
-	groups := make(map[string][]json.RawMessage, len(ch.local))
-	for _, l := range ch.local {
-		groups[l.key] = append(groups[l.key], l.raw)
+// localState is this gateway's part, for the bus: {key: {metas}} (t.mu
+// held).
+func (t *Tracker) localState(dst []byte, ch *chanState) []byte {
+	ms := t.scratch[:0]
+	for l := range ch.local.all() {
+		ms = append(ms, ch.meta(l))
 	}
-	return groups
+	dst = t.appendGroups(dst, ms)
+	t.scratch = keepScratch(ms)
+	return dst
+}
+
+// keepBuf keeps b as the scratch buffer, unless a storm grew it.
+func (t *Tracker) keepBuf(b []byte) {
+	if cap(b) > 64<<10 {
+		b = nil
+	}
+	t.buf = b[:0]
+}
+
+// keepScratch clears ms for reuse, letting go of a backing array grown
+// for a big channel.
+func keepScratch(ms []meta) []meta {
+	clear(ms)
+	if cap(ms) > 1024 {
+		return nil
+	}
+	return ms[:0]
 }
 
 type target struct {
@@ -77,25 +108,28 @@ type target struct {
 // carry no join_ref and are shared whole). Over the caps (Config.
 // MaxMembers), joiners get an empty state and the count instead, so what
 // a wave costs does not grow with the room.
-func (t *Tracker) flush() {
+//
+// It reports whether anything was dirty.
+func (t *Tracker) flush() bool {
 	type pub struct {
 		topic string
 		msg   []byte
 	}
-	var targets []target
+	targets := t.flushing[:0]
 	var pubs []pub
 	now := t.cfg.now()
 	t.mu.Lock()
+	busy := len(t.dirty) > 0
 	for _, ch := range t.dirty {
 		ch.dirty = false
-		t.flushChannel(ch, now, &targets)
+		targets = t.flushChannel(ch, now, targets)
 		if !ch.bus.empty() {
 			ch.seq++
-			pubs = append(pubs, pub{ch.topic, t.encode(&wire{T: kindDiff, Seq: ch.seq, TTL: ch.opts.TTL.Milliseconds(),
-				Joins: groupsOf(ch.bus.joins), Leaves: groupsOf(ch.bus.leaves)})})
-			ch.bus = diff{}
+			pubs = append(pubs, pub{ch.topic, t.encodeDiff(ch.seq, ch.opts.TTL, ch.bus)})
+			ch.bus.reset()
 		}
 	}
+	clear(t.dirty)
 	t.dirty = t.dirty[:0]
 	t.sendMu.Lock() // taken before t.mu goes: Untrack waits for these sends
 	t.mu.Unlock()
@@ -103,35 +137,29 @@ func (t *Tracker) flush() {
 		tg.conn.Send(tg.msg)
 	}
 	t.sendMu.Unlock()
+	// Kept for the next flush (one diff to a big room is a target per
+	// member), without pinning the messages just sent.
+	clear(targets)
+	t.flushing = targets[:0]
 	for _, p := range pubs {
 		if err := t.cfg.Bus.PresencePublish(p.topic, p.msg); err != nil {
 			t.cfg.Logger.Debug("presence: publish failed", "topic", p.topic, "err", err)
 		}
 	}
+	return busy
 }
 
 // flushChannel appends what ch's local members are to be sent (t.mu held).
-func (t *Tracker) flushChannel(ch *chanState, now time.Time, targets *[]target) {
+func (t *Tracker) flushChannel(ch *chanState, now time.Time, targets []target) []target {
 	if over := t.over(ch); over != ch.capped {
 		// Crossing a cap either way: every member gets a new state (the
 		// empty one over the cap, the full one back under it) and no diff
 		// of what it already reflects.
 		ch.capped = over
-		ch.out = diff{}
+		ch.out.reset()
 		ch.counted = [2]int{-1, -1}
-		ch.keys = nil // kept only while capped: small channels pay no map
-		if over {
-			ch.keys = map[string]int{}
-			for _, l := range ch.local {
-				ch.keys[l.key]++
-			}
-			for _, g := range ch.remote {
-				for _, m := range g.members {
-					ch.keys[m.key]++
-				}
-			}
-		}
-		for _, l := range ch.local {
+		ch.countDirty = over
+		for l := range ch.local.all() {
 			if !l.needState {
 				l.needState = true
 				ch.fresh = append(ch.fresh, l)
@@ -139,27 +167,32 @@ func (t *Tracker) flushChannel(ch *chanState, now time.Time, targets *[]target) 
 		}
 	}
 	if !ch.out.empty() {
-		payload := appendDiff(nil, ch.out)
-		ch.out = diff{}
+		t.buf = t.appendDiff(t.buf[:0], ch.out)
+		ch.out.reset()
 		var enc [3]*transport.Message
-		for _, l := range ch.local {
+		for l := range ch.local.all() {
 			if l.needState {
 				continue // its state will reflect the diff
 			}
 			if enc[l.v] == nil {
-				enc[l.v] = transport.NewText(phoenix.AppendMessage(nil, l.v, phoenix.Null, phoenix.Null, ch.topic, EventDiff, payload))
+				enc[l.v] = transport.NewText(phoenix.AppendMessage(nil, l.v, phoenix.Null, phoenix.Null, ch.topic, EventDiff, t.buf))
 			}
-			*targets = append(*targets, target{l.conn, enc[l.v]})
+			targets = append(targets, target{l.conn, enc[l.v]})
 		}
+		t.keepBuf(t.buf)
 	}
 	if ch.syncing {
-		return // the states wait for the other gateways' (start)
+		return targets // the states wait for the other gateways' (start)
 	}
 	var count [3]*transport.Message
+	keys := -1 // distinct keys, looked up once per flush when needed
 	countMsg := func(v phoenix.Version) *transport.Message {
 		if count[v] == nil {
+			if keys < 0 {
+				keys = t.keysFor(ch)
+			}
 			p := []byte(`{"count":`)
-			p = strconv.AppendInt(p, int64(len(ch.keys)), 10)
+			p = strconv.AppendInt(p, int64(keys), 10)
 			p = append(p, `,"metas":`...)
 			p = strconv.AppendInt(p, int64(ch.metas), 10)
 			count[v] = transport.NewText(phoenix.AppendMessage(nil, v, phoenix.Null, phoenix.Null, ch.topic, EventCount, append(p, '}')))
@@ -167,7 +200,11 @@ func (t *Tracker) flushChannel(ch *chanState, now time.Time, targets *[]target) 
 		return count[v]
 	}
 	if len(ch.fresh) > 0 {
-		var v1 *transport.Message
+		// One state for the whole wave, shared: a v2 joiner's message is
+		// its own head (its join_ref) and the state as the Tail; v1
+		// messages carry no join_ref and are shared whole.
+		var v1, tail *transport.Message
+		var st []byte
 		for _, l := range ch.fresh {
 			if l.gone {
 				continue
@@ -176,22 +213,29 @@ func (t *Tracker) flushChannel(ch *chanState, now time.Time, targets *[]target) 
 			var m *transport.Message
 			switch {
 			case ch.capped:
-				m = transport.NewText(phoenix.AppendMessage(nil, l.v, l.joinRef, phoenix.Null, ch.topic, EventState, []byte("{}")))
+				// Over the caps the state is {}: one small frame of its
+				// own beats a head and a shared tail (two frames).
+				m = transport.NewText(phoenix.AppendMessage(nil, l.v, l.joinRefOf(), phoenix.Null, ch.topic, EventState, []byte("{}")))
 			case l.v == phoenix.V1:
+				if st == nil {
+					st = t.state(ch)
+				}
 				if v1 == nil {
-					st := ch.state()
 					v1 = transport.NewText(phoenix.AppendMessage(nil, phoenix.V1, phoenix.Null, phoenix.Null, ch.topic, EventState, st[:len(st)-1]))
 				}
 				m = v1
 			default:
-				if ch.tail == nil {
-					ch.tail = transport.NewText(ch.state())
+				if st == nil {
+					st = t.state(ch)
 				}
-				m = &transport.Message{Data: phoenix.AppendHead(nil, l.joinRef, phoenix.Null, ch.topic, EventState), Tail: ch.tail}
+				if tail == nil {
+					tail = transport.NewText(st)
+				}
+				m = &transport.Message{Data: phoenix.AppendHead(nil, l.joinRefOf(), phoenix.Null, ch.topic, EventState), Tail: tail}
 			}
-			*targets = append(*targets, target{l.conn, m})
+			targets = append(targets, target{l.conn, m})
 			if ch.capped {
-				*targets = append(*targets, target{l.conn, countMsg(l.v)})
+				targets = append(targets, target{l.conn, countMsg(l.v)})
 			}
 		}
 		clear(ch.fresh)
@@ -202,43 +246,107 @@ func (t *Tracker) flushChannel(ch *chanState, now time.Time, targets *[]target) 
 	}
 	// Counts to everyone when they changed, at most every CountInterval
 	// (housekeep flushes the channel again when one is due).
-	if ch.capped && ch.counted != [2]int{len(ch.keys), ch.metas} && now.Sub(ch.countAt) >= t.cfg.CountInterval {
-		if ch.counted[0] >= 0 {
-			for _, l := range ch.local {
-				*targets = append(*targets, target{l.conn, countMsg(l.v)})
+	if ch.capped && ch.countDirty && now.Sub(ch.countAt) >= t.cfg.CountInterval {
+		ch.countDirty = false
+		keys = t.keysFor(ch)
+		if c := [2]int{keys, ch.metas}; c != ch.counted {
+			if ch.counted[0] >= 0 {
+				for l := range ch.local.all() {
+					targets = append(targets, target{l.conn, countMsg(l.v)})
+				}
 			}
+			ch.counted = c
 		}
-		ch.counted, ch.countAt = [2]int{len(ch.keys), ch.metas}, now
+		ch.countAt = now
 	}
+	return targets
 }
 
-// appendGroups encodes {key: {"metas": [...]}, ...}.
-func appendGroups(dst []byte, groups map[string][]json.RawMessage) []byte {
-	dst = append(dst, '{')
-	first := true
-	for key, metas := range groups {
-		if !first {
-			dst = append(dst, ',')
-		}
-		first = false
-		dst = append(dst, encodeJSON(key)...)
-		dst = append(dst, `:{"metas":[`...)
-		for i, m := range metas {
-			if i > 0 {
-				dst = append(dst, ',')
+// keysFor is the channel's number of distinct keys, counted again only
+// when members changed since the last count: once per flush that has
+// joiners (they get the exact count with their state) and once per
+// CountInterval for everyone, while the channel is capped (t.mu held).
+func (t *Tracker) keysFor(ch *chanState) int {
+	if !ch.keysFresh {
+		ch.keysN, ch.keysFresh = t.distinctKeys(ch), true
+	}
+	return ch.keysN
+}
+
+// distinctKeys counts the channel's presence keys (what Presence.list()
+// would hold) with an open-addressing set of key hashes in a scratch table
+// reused from flush to flush, rather than a map kept per member: O(members)
+// each time, no allocation once the table has grown (t.mu held).
+func (t *Tracker) distinctKeys(ch *chanState) int {
+	n := ch.local.len()
+	for _, g := range ch.remote {
+		n += len(g.members)
+	}
+	size := 16
+	for size < 2*n {
+		size <<= 1
+	}
+	if cap(t.hashes) < size {
+		t.hashes = make([]uint64, size)
+	}
+	set := t.hashes[:size]
+	clear(set)
+	mask := uint64(size - 1)
+	keys := 0
+	add := func(key string) {
+		h := maphash.String(t.keySeed, key) | 1 // 0 marks an empty slot
+		for i := h & mask; ; i = (i + 1) & mask {
+			switch set[i] {
+			case 0:
+				set[i] = h
+				keys++
+				return
+			case h:
+				return
 			}
-			dst = append(dst, m...)
 		}
+	}
+	for l := range ch.local.all() {
+		add(l.key)
+	}
+	for _, g := range ch.remote {
+		for _, m := range g.members {
+			add(m.key)
+		}
+	}
+	return keys
+}
+
+// appendGroups encodes {key: {"metas": [...]}, ...}, sorting ms by key
+// (stable: a key's metas keep their order).
+func (t *Tracker) appendGroups(dst []byte, ms []meta) []byte {
+	slices.SortStableFunc(ms, func(a, b meta) int { return strings.Compare(a.key, b.key) })
+	dst = append(dst, '{')
+	for i := range ms {
+		switch {
+		case i == 0:
+		case ms[i].key == ms[i-1].key:
+			dst = append(dst, ',')
+			dst = t.appendMeta(dst, &ms[i])
+			continue
+		default:
+			dst = append(dst, "]},"...)
+		}
+		dst = appendString(dst, ms[i].key)
+		dst = append(dst, `:{"metas":[`...)
+		dst = t.appendMeta(dst, &ms[i])
+	}
+	if len(ms) > 0 {
 		dst = append(dst, "]}"...)
 	}
 	return append(dst, '}')
 }
 
-// appendDiff encodes {"joins": …, "leaves": …}.
-func appendDiff(dst []byte, d diff) []byte {
+// appendDiff encodes {"joins": …, "leaves": …} (sorting d's lists).
+func (t *Tracker) appendDiff(dst []byte, d diff) []byte {
 	dst = append(dst, `{"joins":`...)
-	dst = appendGroups(dst, d.joins)
+	dst = t.appendGroups(dst, d.joins)
 	dst = append(dst, `,"leaves":`...)
-	dst = appendGroups(dst, d.leaves)
+	dst = t.appendGroups(dst, d.leaves)
 	return append(dst, '}')
 }

@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"hash/maphash"
+	"iter"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -103,10 +105,11 @@ type Member struct {
 // network and may be called under the hub's locks (the Tracker never calls
 // into the hub).
 type Tracker struct {
-	cfg      Config
-	id       string
-	selfMark []byte // `,"gw":"<id>",` as encode writes it
-	refs     atomic.Uint64
+	cfg       Config
+	id        string
+	selfMark  []byte // `,"gw":"<id>",` as encode writes it
+	refPrefix []byte // `"F<id>`: the start of this gateway's phx_refs
+	refs      atomic.Uint64
 
 	mu    sync.Mutex
 	chans map[string]*chanState
@@ -115,6 +118,13 @@ type Tracker struct {
 	// lately; kept apart from the channels, which may be dropped when
 	// their members all flap out.
 	recent map[rejoinKey]*rejoin
+	// Scratch space reused under mu (flush and the sync answers), so that
+	// encoding states and diffs allocates only the messages themselves.
+	scratch  []meta
+	hashes   []uint64
+	buf      []byte
+	keySeed  maphash.Seed
+	flushing []target // flush's, outside mu: only one flush runs at a time
 
 	// bg counts the goroutines that subscribe and sync (start, request):
 	// Close cancels ctx and waits for them, so none of them touches the
@@ -134,13 +144,46 @@ type Tracker struct {
 	sendMu sync.Mutex
 }
 
+// local is a member of this gateway: 80 bytes, plus its entry in
+// chanState.local. Its key and join_ref are the session's strings, shared;
+// its meta is written out only when a state or diff is encoded (metas.go).
 type local struct {
-	meta
 	conn      transport.Conn
+	key       string
+	joinRef   string // the join_ref's text, as refKind says
+	app       appMeta
+	ref       uint64 // phx_ref counter (phx_ref_prev, rare: chanState.prevs)
+	online    int64  // online_at, unix ms
 	v         phoenix.Version
-	joinRef   phoenix.Ref
-	needState bool // presence_state not sent yet: gets no diff before it
-	gone      bool // untracked while waiting in chanState.fresh
+	refKind   uint8 // join_ref: refNull, refString or refRaw (phoenix.Ref's)
+	needState bool  // presence_state not sent yet: gets no diff before it
+	gone      bool  // untracked while waiting in chanState.fresh
+}
+
+const (
+	refNull uint8 = iota
+	refString
+	refRaw
+)
+
+func packRef(r phoenix.Ref) (string, uint8) {
+	switch {
+	case !r.Valid:
+		return "", refNull
+	case r.Raw:
+		return r.S, refRaw
+	}
+	return r.S, refString
+}
+
+func (l *local) joinRefOf() phoenix.Ref {
+	return phoenix.Ref{S: l.joinRef, Valid: l.refKind != refNull, Raw: l.refKind == refRaw}
+}
+
+// meta is l's meta as states and diffs list it (a copy: a diff keeps the
+// meta a member had when it changed).
+func (ch *chanState) meta(l *local) meta {
+	return meta{key: l.key, metaFields: metaFields{app: l.app, ref: l.ref, prev: ch.prevs[l], online: l.online}}
 }
 
 type rejoinKey struct {
@@ -158,26 +201,25 @@ type chanState struct {
 	topic string
 	opts  broker.PresenceOptions
 
-	local  map[any]*local
+	local  members
 	remote map[string]*remoteGW
 
 	out   diff   // towards local clients (every change)
 	bus   diff   // towards other gateways (local changes only)
 	seq   uint64 // last diff published
 	dirty bool
-	// cache is the encoded state followed by "]", nil when stale; tail
-	// is the v2 presence_state Tail sharing it (see flush).
-	cache []byte
-	tail  *transport.Message
-	fresh []*local // tracked since the last flush: waiting for their state
+	fresh []*local          // tracked since the last flush: waiting for their state
+	prevs map[*local]uint64 // phx_ref_prev of members whose meta was updated
 
 	// Size, local and remote, kept as members change (O(1) each).
-	metas   int
-	bytes   int            // the state's encoded size (approximate from above)
-	keys    map[string]int // while capped, metas per key: len is what Presence.list() would hold
-	capped  bool           // over the caps: counts instead of the list
-	counted [2]int         // keys and metas last sent in EventCount
-	countAt time.Time      // when
+	metas      int
+	bytes      int       // the state's encoded size (approximate from above)
+	capped     bool      // over the caps: counts instead of the list
+	countDirty bool      // capped, and members changed since the last count
+	keysN      int       // distinct keys, as last counted (keysFor)
+	keysFresh  bool      // no change since
+	counted    [2]int    // keys and metas last sent in EventCount
+	countAt    time.Time // when
 
 	sub         broker.Subscription
 	subscribing bool
@@ -228,8 +270,9 @@ func New(cfg Config) *Tracker {
 		cfg.GatewayID = hex.EncodeToString(b[:])
 	}
 	t := &Tracker{cfg: cfg, id: cfg.GatewayID, chans: map[string]*chanState{},
-		selfMark: []byte(`,"gw":` + string(encodeJSON(cfg.GatewayID)) + `,`),
-		stop:     make(chan struct{}), done: make(chan struct{})}
+		selfMark:  []byte(`,"gw":` + string(encodeJSON(cfg.GatewayID)) + `,`),
+		refPrefix: refPrefix(cfg.GatewayID), keySeed: maphash.MakeSeed(),
+		stop: make(chan struct{}), done: make(chan struct{})}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	if cfg.manual {
 		close(t.done)
@@ -260,28 +303,28 @@ func (t *Tracker) Track(topic string, inst any, m Member) bool {
 		return false
 	}
 	now := t.cfg.now()
-	l := &local{conn: m.Conn, v: m.Version, joinRef: m.JoinRef, needState: true}
-	l.key = presenceKey(m)
-	l.ref = t.newRef()
-	l.raw = buildMeta(l.ref, "", now, m.Params, opts.MetaKey, t.cfg.MaxMetaBytes)
+	p := parseParams(m.Params)
+	l := &local{conn: m.Conn, v: m.Version, needState: true, key: keyOf(m, p),
+		app: appFields(p, opts.MetaKey, t.cfg.MaxMetaBytes), ref: t.newRef(), online: now.UnixMilli()}
+	l.joinRef, l.refKind = packRef(m.JoinRef)
 
 	t.mu.Lock()
 	ch := t.chans[topic]
 	if ch == nil {
-		ch = &chanState{topic: topic, opts: opts, local: map[any]*local{}, remote: map[string]*remoteGW{},
+		ch = &chanState{topic: topic, opts: opts,
 			syncing: true, subscribing: true, lastTry: now}
 		ch.nextHB = now.Add(jitter(opts.TTL / 3))
 		t.chans[topic] = ch
 		t.background(func() { t.start(ch) })
 	}
-	if _, dup := ch.local[inst]; dup {
+	if ch.local.get(inst) != nil {
 		t.mu.Unlock()
 		return true
 	}
-	ch.local[inst] = l
+	ch.local.put(inst, l)
 	ch.fresh = append(ch.fresh, l)
 	ch.emptySince = time.Time{}
-	t.changed(ch, true, l.meta, true)
+	t.changed(ch, true, ch.meta(l), true)
 	t.mu.Unlock()
 	return true
 }
@@ -325,16 +368,19 @@ func (t *Tracker) Update(topic string, inst any, appMeta json.RawMessage) bool {
 	if ch == nil {
 		return false
 	}
-	l := ch.local[inst]
+	l := ch.local.get(inst)
 	if l == nil {
 		return false
 	}
-	old := l.meta
-	params := encodeJSON(map[string]json.RawMessage{ch.opts.MetaKey: appMeta})
-	l.ref = t.newRef()
-	l.raw = buildMeta(l.ref, old.ref, t.cfg.now(), params, ch.opts.MetaKey, t.cfg.MaxMetaBytes)
+	old := ch.meta(l)
+	p := map[string]json.RawMessage{ch.opts.MetaKey: appMeta}
+	l.app, l.ref, l.online = appFields(p, ch.opts.MetaKey, t.cfg.MaxMetaBytes), t.newRef(), t.cfg.now().UnixMilli()
+	if ch.prevs == nil {
+		ch.prevs = map[*local]uint64{}
+	}
+	ch.prevs[l] = old.ref
 	t.changed(ch, false, old, true)
-	t.changed(ch, true, l.meta, true)
+	t.changed(ch, true, ch.meta(l), true)
 	return true
 }
 
@@ -350,15 +396,16 @@ func (t *Tracker) Untrack(topic string, inst any) {
 	if ch == nil {
 		return
 	}
-	l := ch.local[inst]
+	l := ch.local.get(inst)
 	if l == nil {
 		return
 	}
-	delete(ch.local, inst)
+	ch.local.del(inst)
 	l.gone = true
-	t.changed(ch, false, l.meta, true)
+	t.changed(ch, false, ch.meta(l), true)
+	delete(ch.prevs, l)
 	now := t.cfg.now()
-	if len(ch.local) == 0 {
+	if ch.local.len() == 0 {
 		ch.emptySince = now
 	}
 	// Remember the leave for AdmitJoin: the join that ends here spent
@@ -389,8 +436,9 @@ func (t *Tracker) changed(ch *chanState, join bool, m meta, isLocal bool) {
 	if isLocal {
 		ch.bus.add(join, m)
 	}
-	ch.account(join, m)
-	ch.cache, ch.tail = nil, nil
+	t.account(ch, join, &m)
+	ch.countDirty = ch.capped
+	ch.keysFresh = false
 	t.markDirty(ch)
 }
 
@@ -399,26 +447,15 @@ func (t *Tracker) changed(ch *chanState, join bool, m meta, isLocal bool) {
 const stateOverhead = 18
 
 // account keeps the channel's size as members change.
-func (ch *chanState) account(join bool, m meta) {
-	size := len(m.raw) + len(m.key) + stateOverhead
+func (t *Tracker) account(ch *chanState, join bool, m *meta) {
+	size := t.metaSize(m) + len(m.key) + stateOverhead
 	if join {
 		ch.metas++
 		ch.bytes += size
-		if ch.keys != nil {
-			ch.keys[m.key]++
-		}
 		return
 	}
 	ch.metas--
 	ch.bytes -= size
-	if ch.keys == nil {
-		return
-	}
-	if n := ch.keys[m.key] - 1; n > 0 {
-		ch.keys[m.key] = n
-	} else {
-		delete(ch.keys, m.key)
-	}
 }
 
 // over reports whether the channel is past its caps, with hysteresis: a
@@ -449,18 +486,32 @@ func (t *Tracker) loop() {
 	tick := time.NewTicker(t.cfg.Flush)
 	defer tick.Stop()
 	var lastHK time.Time
+	quiet := 0 // flushes in a row that had nothing to do
 	for {
 		select {
 		case <-t.stop:
 			return
 		case <-tick.C:
 		}
-		t.flush()
+		if t.flush() {
+			quiet = 0
+		} else if quiet++; quiet == 20 {
+			t.releaseScratch() // the joins settled: an idle gateway keeps no buffers
+		}
 		if now := t.cfg.now(); now.Sub(lastHK) >= 250*time.Millisecond {
 			lastHK = now
 			t.housekeep(now)
 		}
 	}
+}
+
+// releaseScratch drops the buffers flush reuses while members change
+// (called by the loop, the only flusher, once flushes found nothing).
+func (t *Tracker) releaseScratch() {
+	t.flushing = nil
+	t.mu.Lock()
+	t.scratch, t.hashes, t.buf = nil, nil, nil
+	t.mu.Unlock()
 }
 
 // housekeep heartbeats, expires silent gateways, drops idle channels and
@@ -486,7 +537,7 @@ func (t *Tracker) housekeep(now time.Time) {
 				t.dropRemote(ch, id)
 			}
 		}
-		if len(ch.local) == 0 {
+		if ch.local.len() == 0 {
 			if !ch.dirty && !ch.subscribing && now.Sub(ch.emptySince) >= t.cfg.Grace {
 				delete(t.chans, topic)
 				pubs = append(pubs, pub{topic, t.encode(&wire{T: kindBye})})
@@ -496,8 +547,8 @@ func (t *Tracker) housekeep(now time.Time) {
 			}
 			continue
 		}
-		if ch.capped && ch.counted != [2]int{len(ch.keys), ch.metas} {
-			t.markDirty(ch) // a count is due (flush sends it when the interval allows)
+		if ch.capped && ch.countDirty {
+			t.markDirty(ch) // a count may be due (flush sends it when the interval allows)
 		}
 		if !now.Before(ch.nextHB) {
 			ch.nextHB = now.Add(ch.opts.TTL / 3)
@@ -570,4 +621,75 @@ func jitter(d time.Duration) time.Duration {
 		n = n<<8 | uint64(c)
 	}
 	return time.Duration(n % uint64(d))
+}
+
+// members is a channel's local members by channel instance. A channel of
+// one member (one channel per user) keeps it inline; the map, about 250
+// bytes even for one entry, is made for the second.
+type members struct {
+	inst any
+	one  *local
+	many map[any]*local
+}
+
+func (m *members) get(inst any) *local {
+	if m.many != nil {
+		return m.many[inst]
+	}
+	if m.one != nil && m.inst == inst {
+		return m.one
+	}
+	return nil
+}
+
+// put adds l for inst, which is not there yet.
+func (m *members) put(inst any, l *local) {
+	switch {
+	case m.many != nil:
+		m.many[inst] = l
+	case m.one == nil:
+		m.inst, m.one = inst, l
+	default:
+		m.many = map[any]*local{m.inst: m.one, inst: l}
+		m.inst, m.one = nil, nil
+	}
+}
+
+func (m *members) del(inst any) {
+	switch {
+	case m.many != nil:
+		delete(m.many, inst)
+		if len(m.many) == 0 {
+			m.many = nil
+		}
+	case m.one != nil && m.inst == inst:
+		m.inst, m.one = nil, nil
+	}
+}
+
+func (m *members) len() int {
+	switch {
+	case m.many != nil:
+		return len(m.many)
+	case m.one != nil:
+		return 1
+	}
+	return 0
+}
+
+// all yields every member (in no particular order).
+func (m *members) all() iter.Seq[*local] {
+	return func(yield func(*local) bool) {
+		if m.many == nil {
+			if m.one != nil {
+				yield(m.one)
+			}
+			return
+		}
+		for _, l := range m.many {
+			if !yield(l) {
+				return
+			}
+		}
+	}
 }

@@ -562,13 +562,13 @@ func TestKeysAndMetas(t *testing.T) {
 	for _, tc := range []struct {
 		params, want string
 	}{
-		{`{"meta":{"name":"a","phx_ref":"evil","online_at":1}}`, `{"name":"a","online_at":1234,"phx_ref":"R"}`},
-		{`{"meta":"busy"}`, `{"meta":"busy","online_at":1234,"phx_ref":"R"}`},
-		{`{"meta":null}`, `{"online_at":1234,"phx_ref":"R"}`},
-		{`{"other":1}`, `{"online_at":1234,"phx_ref":"R"}`},
-		{`{"meta":"` + strings.Repeat("x", 2000) + `"}`, `{"online_at":1234,"phx_ref":"R"}`},
+		{`{"meta":{"name":"a","phx_ref":"evil","online_at":1}}`, `{"name":"a","online_at":1234,"phx_ref":"FR1"}`},
+		{`{"meta":"busy"}`, `{"meta":"busy","online_at":1234,"phx_ref":"FR1"}`},
+		{`{"meta":null}`, `{"online_at":1234,"phx_ref":"FR1"}`},
+		{`{"other":1}`, `{"online_at":1234,"phx_ref":"FR1"}`},
+		{`{"meta":"` + strings.Repeat("x", 2000) + `"}`, `{"online_at":1234,"phx_ref":"FR1"}`},
 	} {
-		if got := string(buildMeta("R", "", now, []byte(tc.params), "meta", 1024)); got != tc.want {
+		if got := string(testMeta(now, []byte(tc.params), "meta", 1024)); got != tc.want {
 			t.Errorf("meta of %.60s = %s, want %s", tc.params, got, tc.want)
 		}
 	}
@@ -626,4 +626,11 @@ func TestCloseEndsSyncRequests(t *testing.T) {
 	if !errors.Is(ended, context.Canceled) {
 		t.Fatalf("after Close the sync request is still under way (%v)", ended)
 	}
+}
+
+// testMeta is the meta object a member with params gets (ref 1 of
+// gateway "R": "FR1").
+func testMeta(now time.Time, params []byte, metaKey string, maxBytes int) json.RawMessage {
+	t := &Tracker{cfg: Config{MaxMetaBytes: maxBytes}, refPrefix: refPrefix("R")}
+	return t.buildMeta(1, 0, now, params, metaKey)
 }
