@@ -18,6 +18,7 @@ import (
 	"github.com/fabric-rt/fabric/gateway/events"
 	"github.com/fabric-rt/fabric/gateway/hooks"
 	"github.com/fabric-rt/fabric/gateway/hub"
+	"github.com/fabric-rt/fabric/gateway/namespace"
 	"github.com/fabric-rt/fabric/gateway/phoenix"
 	"github.com/fabric-rt/fabric/gateway/presence"
 	"github.com/fabric-rt/fabric/gateway/session"
@@ -33,6 +34,10 @@ const PathWebSocket = "/socket/websocket"
 // Config configures a Gateway.
 type Config struct {
 	Broker broker.Broker
+	// Namespaces is the namespace policy (gateway/namespace): which
+	// namespaces keep history, route pushes, ask about joins, track
+	// presence. nil: none does.
+	Namespaces *namespace.Set
 	// WS tunes the WebSocket transport (sizes, timeouts, loops).
 	WS ws.Config
 	// LongPoll tunes the LongPoll transport (its AllowOrigin is set from
@@ -116,7 +121,7 @@ func New(cfg Config) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := hub.New(hub.Config{Broker: cfg.Broker, LeaveGrace: cfg.LeaveGrace, Logger: cfg.Logger,
+	h := hub.New(hub.Config{Broker: cfg.Broker, Namespaces: cfg.Namespaces, LeaveGrace: cfg.LeaveGrace, Logger: cfg.Logger,
 		RingBudget: cfg.RingBudget, RingBytes: cfg.RingBytes, Compression: cfg.Compression.For})
 	if cfg.ID == "" {
 		cfg.ID = randomID() + randomID()
@@ -129,6 +134,7 @@ func New(cfg Config) (*Gateway, error) {
 		sess: session.Config{
 			Hub:            h,
 			Broker:         cfg.Broker,
+			Namespaces:     cfg.Namespaces,
 			MaxChannels:    cfg.MaxChannels,
 			JoinRate:       cfg.Limits.JoinRate,
 			JoinBurst:      cfg.Limits.JoinBurst,
@@ -149,7 +155,7 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if pb, ok := cfg.Broker.(broker.Presence); ok {
 		// Presence for namespaces that enable it (see gateway/presence).
-		g.pres = presence.New(presence.Config{Bus: pb, GatewayID: cfg.ID, Grace: cfg.LeaveGrace, Logger: cfg.Logger,
+		g.pres = presence.New(presence.Config{Bus: pb, Namespaces: cfg.Namespaces, GatewayID: cfg.ID, Grace: cfg.LeaveGrace, Logger: cfg.Logger,
 			MaxStateBytes: presenceStateCap(cfg)})
 		g.sess.Presence = g.pres
 	}

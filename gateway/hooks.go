@@ -39,7 +39,7 @@ func (g *Gateway) newHooks() {
 	if !ok || (!hc.Connect && !hc.Joins) {
 		return
 	}
-	g.hooks = hooks.New(hooks.Config{Broker: hb, Concurrency: hc.Concurrency, ConnectTimeout: hc.ConnectTimeout})
+	g.hooks = hooks.New(hooks.Config{Broker: hb, Namespaces: g.cfg.Namespaces, Concurrency: hc.Concurrency, ConnectTimeout: hc.ConnectTimeout})
 	g.sess.Hooks = g.hooks
 }
 

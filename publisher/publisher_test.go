@@ -35,7 +35,7 @@ func setup(t *testing.T, cfg publisher.Config) *env {
 	t.Helper()
 	s := natstest.RunServer(t)
 	nc := natstest.Connect(t, s)
-	b, err := natsbroker.New(nc, natsbroker.Config{Namespaces: natsbroker.DefaultNamespaces()})
+	b, err := natsbroker.New(nc, natsbroker.Config{Streams: map[string]natsbroker.Stream{"room": {MaxAge: time.Hour, MaxMsgsPerChannel: 10_000}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -432,7 +432,7 @@ func TestEpochOfUnstampedStreamIsTheGatewaysOne(t *testing.T) {
 	if err != nil || res.Offset != 1 || res.Epoch == "" {
 		t.Fatalf("publish to an unstamped stream: %+v %v", res, err)
 	}
-	b, err := natsbroker.New(e.nc, natsbroker.Config{Namespaces: map[string]natsbroker.Namespace{"solo": {History: true}}})
+	b, err := natsbroker.New(e.nc, natsbroker.Config{Streams: map[string]natsbroker.Stream{"solo": {}}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,8 +9,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/fabric-rt/fabric/internal/app"
 	"github.com/fabric-rt/fabric/internal/config"
 	"github.com/fabric-rt/fabric/nats/natsbroker"
@@ -111,16 +109,11 @@ func channelCmd(ctx context.Context, args, environ []string, stdout, stderr io.W
 	if o.timeout <= 0 {
 		return errors.New("channel: --timeout must be positive")
 	}
-	opts, err := app.NATSClientOptions(o.nats)
-	if err != nil {
-		return fmt.Errorf("channel: %w", err)
-	}
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
-	opts = append(opts, nats.Name("fabric channel"), nats.Timeout(o.timeout), nats.NoReconnect())
-	nc, err := nats.Connect(o.nats.NATSURL, opts...)
+	nc, err := app.DialNATS(o.nats, "fabric channel", o.timeout)
 	if err != nil {
-		return fmt.Errorf("channel: connect to %s: %w", redactURL(o.nats.NATSURL), err)
+		return fmt.Errorf("channel: %w", err)
 	}
 	defer nc.Close()
 	m, err := natsbroker.NewModerator(nc, o.prefix)

@@ -215,6 +215,19 @@ func TestServeNamespacesFromConfigFile(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "max_agee") {
 		t.Fatalf("unknown namespace key: %v", err)
 	}
+	// A value that cannot work names the namespace and the key, before
+	// anything starts.
+	for yaml, want := range map[string]string{
+		"namespaces:\n  game:\n    join_timeout: 2s\n":                       `config: namespace "game": join_scope and join_timeout only apply with joins: request`,
+		"namespaces:\n  game:\n    pushes: reply\n":                          `config: namespace "game": pushes must be "publish" or "request"`,
+		"namespaces:\n  game:\n    presence: true\n    presence_ttl: 10ms\n": `config: namespace "game": presence_ttl must be at least 1s`,
+		"namespaces:\n  game:\n    max_age: 1h\n":                            `config: namespace "game": retention, replicas, allow_purge and allow_delete only apply with history: true`,
+	} {
+		os.WriteFile(bad, []byte(yaml), 0o644)
+		if err := serve(context.Background(), []string{"--config", bad}, nil, &out, &errb); err == nil || err.Error() != want {
+			t.Errorf("%q: %v, want %q", yaml, err, want)
+		}
+	}
 }
 
 func TestTokenMintsAVerifiableToken(t *testing.T) {

@@ -36,7 +36,7 @@ func startPublishEnv(t *testing.T) *publishEnv {
 	t.Helper()
 	s := natstest.RunServer(t)
 	nc := natstest.Connect(t, s)
-	b, err := natsbroker.New(nc, natsbroker.Config{Namespaces: natsbroker.DefaultNamespaces()})
+	b, err := natsbroker.New(nc, natsbroker.Config{Streams: map[string]natsbroker.Stream{"room": {MaxAge: time.Hour, MaxMsgsPerChannel: 10_000}}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,9 +16,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/fabric-rt/fabric/auth"
+	"github.com/fabric-rt/fabric/gateway/namespace"
 	"github.com/fabric-rt/fabric/internal/app"
 	"github.com/fabric-rt/fabric/internal/config"
-	"github.com/fabric-rt/fabric/nats/natsbroker"
 )
 
 // serveFlags declares every `fabric serve` setting. Each is also
@@ -138,13 +138,13 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 		return err
 	}
 	if nss != nil {
-		cfg.Namespaces = make(map[string]natsbroker.Namespace, len(nss))
+		cfg.Namespaces = make(map[string]namespace.Namespace, len(nss))
 		for name, ns := range nss {
 			cfg.Namespaces[name] = ns.Namespace
 			cfg.Grants.Join = append(cfg.Grants.Join, ns.Join...)
 			cfg.Grants.Publish = append(cfg.Grants.Publish, ns.Publish...)
 		}
-		if err := natsbroker.ValidateNamespaces(cfg.Namespaces); err != nil {
+		if err := namespace.Validate(cfg.Namespaces); err != nil {
 			return fmt.Errorf("config: %w", err)
 		}
 	}
@@ -303,10 +303,10 @@ func isTerminal(w io.Writer) bool {
 	return err == nil
 }
 
-// namespaceConfig is one entry of the YAML namespaces section: the bus
-// settings plus patterns granted to every authenticated user.
+// namespaceConfig is one entry of the YAML namespaces section: the
+// namespace policy plus patterns granted to every authenticated user.
 type namespaceConfig struct {
-	natsbroker.Namespace `yaml:",inline"`
+	namespace.Namespace `yaml:",inline"`
 	// Join and Publish grant topic patterns to every authenticated user;
 	// {sub} is the user ("user:{sub}").
 	Join    []auth.Pattern `yaml:"join"`

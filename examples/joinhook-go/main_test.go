@@ -8,10 +8,10 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/fabric-rt/fabric/auth"
+	"github.com/fabric-rt/fabric/gateway/namespace"
 	"github.com/fabric-rt/fabric/internal/app"
 	"github.com/fabric-rt/fabric/internal/testkit"
 	"github.com/fabric-rt/fabric/internal/testkit/phxnode"
-	"github.com/fabric-rt/fabric/nats/natsbroker"
 )
 
 const secret = "an-hs256-test-secret-of-32-bytes!"
@@ -22,7 +22,7 @@ const secret = "an-hs256-test-secret-of-32-bytes!"
 func TestJoinHookExample(t *testing.T) {
 	a := testkit.StartApp(t, app.Config{Listen: "127.0.0.1:0", OpsListen: "off", NATSListen: "127.0.0.1:0", DataDir: t.TempDir(),
 		JWTSecret: secret, AllowQueryToken: true,
-		Namespaces: map[string]natsbroker.Namespace{"guild": {Joins: natsbroker.JoinsRequest, Pushes: natsbroker.PushesRequest}}})
+		Namespaces: map[string]namespace.Namespace{"guild": {Joins: namespace.JoinsRequest, Pushes: namespace.PushesRequest}}})
 	nc := testkit.Connect(t, a.NATSURL())
 	if _, err := serve(nc); err != nil {
 		t.Fatal(err)

@@ -75,10 +75,10 @@ type Page struct {
 	Done bool
 }
 
-// History is implemented by brokers that keep history for some topics.
+// History is implemented by brokers that keep history for some topics
+// (which ones is namespace policy, gateway/namespace: the adapter is told
+// the persistent namespaces' stream settings, the gateway asks the policy).
 type History interface {
-	// Persistent reports whether topic's namespace keeps history.
-	Persistent(topic string) bool
 	// Replay returns up to max messages of topic after from. It verifies
 	// that nothing between from and the first returned message was lost
 	// (otherwise Reason is history_gone) and that from belongs to the
@@ -153,11 +153,11 @@ var ErrNoHandler = errors.New("broker: no handler for pushes on this topic")
 
 // Handlers is implemented by brokers that can route client pushes to
 // backend services (Phoenix's handle_in, in any language with a NATS client).
+// Which namespaces route their pushes, and how long a push may wait, is
+// namespace policy (gateway/namespace).
 type Handlers interface {
-	// RoutesPushes reports whether pushes on topic go to a service
-	// instead of being published to the channel.
-	RoutesPushes(topic string) bool
-	// Request sends the push and waits for the service's reply.
+	// Request sends the push and waits for the service's reply, until ctx
+	// ends (the caller sets the push's deadline).
 	Request(ctx context.Context, topic, event string, payload []byte, meta PushMeta) (Reply, error)
 }
 
@@ -183,27 +183,11 @@ type Events interface {
 	Emit(kind, topic string, body []byte)
 }
 
-// PresenceOptions is a namespace's presence configuration.
-type PresenceOptions struct {
-	// MetaKey names the join param whose value becomes the app part of a
-	// member's meta (default "meta").
-	MetaKey string
-	// TTL is how long a gateway's members outlive its last message on the
-	// bus (heartbeats go every TTL/3).
-	TTL time.Duration
-	// MaxMembers and MaxStateBytes override the gateway's presence caps
-	// for the namespace (0: the gateway's; see gateway/presence).
-	MaxMembers    int
-	MaxStateBytes int
-}
-
 // Presence is implemented by brokers that carry presence between gateways.
 // Messages are opaque to the broker (gateway/presence defines them); the
-// broker only routes them per topic.
+// broker only routes them per topic; which namespaces track presence is
+// namespace policy (gateway/namespace).
 type Presence interface {
-	// PresenceOptions reports whether topic's namespace tracks presence,
-	// and how.
-	PresenceOptions(topic string) (PresenceOptions, bool)
 	// PresenceSubscribe delivers every presence message published for
 	// topic by any gateway (this one included) to h, one at a time, in
 	// order. A message sent by PresenceRequest comes with a non-nil reply

@@ -43,25 +43,15 @@ type HookAnswer struct {
 	Channels, Publish []string
 }
 
-// Join hook scopes: which joins of a `joins: request` namespace are asked.
-const (
-	// HookGranted: only joins the token (or a per-join token) allows;
-	// the service can refuse, never widen.
-	HookGranted = "granted"
-	// HookAll: every join; one the token does not cover is admitted if
-	// the service says ok.
-	HookAll = "all"
-)
-
 // Hooks is implemented by brokers that can ask backend services whether a
 // connection or a join may proceed (Phoenix's connect/3 and join/3 in any
 // language). Errors: ErrNoHandler when no service listens,
 // context.DeadlineExceeded when none answered in time, ErrUnavailable (wrapped)
 // when the bus is known to be away.
+//
+// Which namespaces ask about their joins, and how long an answer may take,
+// is namespace policy (gateway/namespace); the caller bounds ctx.
 type Hooks interface {
-	// JoinHook reports whether joins on topic's namespace are asked, the
-	// scope (HookGranted or HookAll), and how long one may wait.
-	JoinHook(topic string) (scope string, timeout time.Duration, ok bool)
 	RequestJoin(ctx context.Context, topic string, m JoinMeta) (HookAnswer, error)
 	RequestConnect(ctx context.Context, m ConnectMeta) (HookAnswer, error)
 }

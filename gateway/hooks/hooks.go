@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/fabric-rt/fabric/gateway/broker"
+	"github.com/fabric-rt/fabric/gateway/namespace"
 )
 
 // Reasons a hook refuses with when the service itself did not say why.
@@ -46,6 +47,9 @@ var LatencyBuckets = [...]time.Duration{time.Millisecond, 2500 * time.Microsecon
 // Config configures Hooks.
 type Config struct {
 	Broker broker.Hooks
+	// Namespaces says which namespaces ask about their joins, which
+	// joins, and how long an answer may take (nil: none).
+	Namespaces *namespace.Set
 	// Concurrency bounds the hook requests in flight from this gateway
 	// (default 256). A request waits for a slot within its own timeout.
 	Concurrency int
@@ -58,6 +62,7 @@ type Config struct {
 // Hooks is shared by every session of a gateway.
 type Hooks struct {
 	b              broker.Hooks
+	nss            *namespace.Set
 	slots          chan struct{}
 	connectTimeout time.Duration
 
@@ -92,13 +97,15 @@ func New(cfg Config) *Hooks {
 	if cfg.CacheEntries <= 0 {
 		cfg.CacheEntries = 100_000
 	}
-	return &Hooks{b: cfg.Broker, slots: make(chan struct{}, cfg.Concurrency), connectTimeout: cfg.ConnectTimeout,
+	return &Hooks{b: cfg.Broker, nss: cfg.Namespaces, slots: make(chan struct{}, cfg.Concurrency), connectTimeout: cfg.ConnectTimeout,
 		cache: make(map[cacheKey]cached), cacheMax: cfg.CacheEntries}
 }
 
-// JoinHook reports whether joins on topic are asked (see broker.Hooks).
+// JoinHook reports whether joins on topic are asked, which ones
+// (namespace.ScopeGranted or ScopeAll) and how long the answer may take:
+// the namespace's join hook settings.
 func (h *Hooks) JoinHook(topic string) (scope string, timeout time.Duration, ok bool) {
-	return h.b.JoinHook(topic)
+	return h.nss.JoinHook(topic)
 }
 
 // Join asks the join hook about a join that arrived at `at` and calls done
@@ -108,7 +115,7 @@ func (h *Hooks) JoinHook(topic string) (scope string, timeout time.Duration, ok 
 // keeps its slot until the late answer comes or one more timeout passed,
 // so a backend still busy with abandoned work is not sent more.
 func (h *Hooks) Join(at time.Time, topic string, m broker.JoinMeta, done func(broker.HookAnswer, string)) {
-	_, timeout, _ := h.b.JoinHook(topic)
+	_, timeout, _ := h.nss.JoinHook(topic)
 	key := cacheKey{m.Subject, topic}
 	if m.Subject != "" {
 		if a, ok := h.cached(key); ok {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/fabric-rt/fabric/gateway/broker"
+	"github.com/fabric-rt/fabric/gateway/namespace"
 )
 
 // fakeBus is a broker.Hooks whose answers the test scripts (the NATS side
@@ -19,8 +20,11 @@ type fakeBus struct {
 	cur, max, req atomic.Int64
 }
 
-func (f *fakeBus) JoinHook(string) (string, time.Duration, bool) {
-	return broker.HookGranted, f.timeout, true
+// namespaces asks about joins on the tests' namespaces t and g, with the
+// bus's timeout.
+func (f *fakeBus) namespaces() *namespace.Set {
+	ns := namespace.Namespace{Joins: namespace.JoinsRequest, JoinTimeout: f.timeout}
+	return namespace.MustNew(map[string]namespace.Namespace{"t": ns, "g": ns})
 }
 
 func (f *fakeBus) RequestJoin(ctx context.Context, topic string, _ broker.JoinMeta) (broker.HookAnswer, error) {
@@ -63,7 +67,7 @@ func TestOutcomes(t *testing.T) {
 		{errors.New("link down"), broker.HookAnswer{}, ReasonUnavailable},
 	} {
 		bus := &fakeBus{timeout: time.Second, answer: func(context.Context, string) (broker.HookAnswer, error) { return tc.ans, tc.err }}
-		h := New(Config{Broker: bus})
+		h := New(Config{Broker: bus, Namespaces: bus.namespaces()})
 		if r := join(h, "u", "t:1"); r.why != tc.want {
 			t.Errorf("%v %+v: reason %q, want %q", tc.err, tc.ans, r.why, tc.want)
 		}
@@ -87,7 +91,7 @@ func TestConcurrencyLimit(t *testing.T) {
 			return broker.HookAnswer{}, context.DeadlineExceeded
 		}
 	}}
-	h := New(Config{Broker: bus, Concurrency: 4})
+	h := New(Config{Broker: bus, Namespaces: bus.namespaces(), Concurrency: 4})
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	reasons := map[string]int{}
@@ -138,7 +142,7 @@ func TestCache(t *testing.T) {
 		}
 		return broker.HookAnswer{OK: true, Assigns: []byte(`{"a":1}`), CacheTTL: 200 * time.Millisecond}, nil
 	}}
-	h := New(Config{Broker: bus})
+	h := New(Config{Broker: bus, Namespaces: bus.namespaces()})
 	if r := join(h, "alice", "g:1"); r.why != "" {
 		t.Fatal(r.why)
 	}
@@ -171,7 +175,7 @@ func TestCacheBound(t *testing.T) {
 	bus := &fakeBus{timeout: time.Second, answer: func(context.Context, string) (broker.HookAnswer, error) {
 		return broker.HookAnswer{OK: true, CacheTTL: time.Minute}, nil
 	}}
-	h := New(Config{Broker: bus, CacheEntries: 10})
+	h := New(Config{Broker: bus, Namespaces: bus.namespaces(), CacheEntries: 10})
 	for i := range 30 {
 		join(h, "u", string(rune('a'+i)))
 	}
@@ -189,7 +193,7 @@ func TestRequestDeadline(t *testing.T) {
 		got <- d
 		return broker.HookAnswer{OK: true}, nil
 	}}
-	h := New(Config{Broker: bus})
+	h := New(Config{Broker: bus, Namespaces: bus.namespaces()})
 	at := time.Now()
 	h.Join(at, "t:1", broker.JoinMeta{}, func(broker.HookAnswer, string) {})
 	if d := <-got; !d.Equal(at.Add(2 * time.Second)) {
@@ -210,7 +214,7 @@ func TestEveryWaiterAnswered(t *testing.T) {
 		}
 		return broker.HookAnswer{}, context.DeadlineExceeded
 	}}
-	h := New(Config{Broker: bus, Concurrency: 1})
+	h := New(Config{Broker: bus, Namespaces: bus.namespaces(), Concurrency: 1})
 	const n = 2000
 	answered := make(chan string, n)
 	for range n {

@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"github.com/fabric-rt/fabric/gateway/broker"
+	"github.com/fabric-rt/fabric/gateway/namespace"
 	"github.com/fabric-rt/fabric/gateway/phoenix"
 	"github.com/fabric-rt/fabric/gateway/transport"
 )
@@ -48,6 +49,9 @@ const (
 // Config configures a Hub.
 type Config struct {
 	Broker broker.Broker
+	// Namespaces says which topics keep history (nil: none); their
+	// channels need a broker that implements broker.History.
+	Namespaces *namespace.Set
 	// LeaveGrace keeps a channel's subscription (and its ring) this long
 	// after its last member left, so a client that rejoins at once
 	// (reconnect, page reload) resumes from memory (default 2 s).

@@ -41,7 +41,7 @@ func (l *resetListener) state() (hub.JoinResult, int) {
 func TestModerationReachesRingAndMembers(t *testing.T) {
 	t.Parallel()
 	b := memory.NewHistory("room")
-	h := hub.New(hub.Config{Broker: b, LeaveGrace: time.Hour})
+	h := hub.New(hub.Config{Broker: b, Namespaces: rooms, LeaveGrace: time.Hour})
 	t.Cleanup(h.Close)
 	ctx := context.Background()
 	join := func(resume *broker.Position) (*resetListener, *transporttest.Conn) {

@@ -70,7 +70,7 @@ func (h *Hub) Join(ctx context.Context, topic string, m Member) error {
 	ch := sh.topics[topic]
 	if ch == nil {
 		ch = &channel{h: h, topic: topic, ready: make(chan struct{})}
-		ch.persistent = h.hist != nil && h.hist.Persistent(topic)
+		ch.persistent = h.hist != nil && h.cfg.Namespaces.Persistent(topic)
 		ch.ring.total = &h.ringBytes
 		sh.topics[topic] = ch
 		h.channels.Add(1)

@@ -31,8 +31,6 @@ type headSub struct {
 
 func (s headSub) Head() broker.Position { return s.head }
 
-func (b *waveBroker) Persistent(string) bool { return true }
-
 func (b *waveBroker) Subscribe(ctx context.Context, topic string, h broker.Handler) (broker.Subscription, error) {
 	sub, err := b.Broker.Subscribe(ctx, topic, h)
 	if err != nil {
@@ -65,7 +63,7 @@ func TestResumeWaveSharesOneFetch(t *testing.T) {
 	for i := uint64(1); i <= missed; i++ {
 		b.msgs = append(b.msgs, &broker.Message{Topic: "room:1", Event: "e", Payload: []byte(`{}`), Offset: i, Prev: i - 1})
 	}
-	h := hub.New(hub.Config{Broker: b, LeaveGrace: time.Hour})
+	h := hub.New(hub.Config{Broker: b, Namespaces: rooms, LeaveGrace: time.Hour})
 	t.Cleanup(h.Close)
 	var wg sync.WaitGroup
 	results := make([]*listener, n)

@@ -25,7 +25,7 @@ func TestRingBudgetScalesWithChannels(t *testing.T) {
 		perMsg   = 3*payload + 256 + len("m") // hub's entry cost
 	)
 	b := &histBroker{Broker: memory.New()}
-	h := hub.New(hub.Config{Broker: b, LeaveGrace: time.Hour, RingBytes: 256 << 10, RingBudget: budget})
+	h := hub.New(hub.Config{Broker: b, Namespaces: rooms, LeaveGrace: time.Hour, RingBytes: 256 << 10, RingBudget: budget})
 	t.Cleanup(h.Close)
 	body := []byte(`{"p":"` + strings.Repeat("a", payload-8) + `"}`)
 	for i := range channels {

@@ -8,11 +8,15 @@ import (
 	"github.com/fabric-rt/fabric/gateway/broker"
 	"github.com/fabric-rt/fabric/gateway/broker/memory"
 	"github.com/fabric-rt/fabric/gateway/hub"
+	"github.com/fabric-rt/fabric/gateway/namespace"
 	"github.com/fabric-rt/fabric/gateway/phoenix"
 	"github.com/fabric-rt/fabric/gateway/transport"
 )
 
-// histBroker is a memory broker whose every topic is persistent and whose
+// rooms makes room:* persistent, as the hub's history tests need.
+var rooms = namespace.MustNew(map[string]namespace.Namespace{"room": {History: true}})
+
+// histBroker is a memory broker whose room:* topics are persistent and whose
 // Replay always answers page. Its subscriptions have no head, so a
 // channel's position stays epoch "" offset 0: enough to drive every
 // resume outcome the hub decides.
@@ -20,8 +24,6 @@ type histBroker struct {
 	*memory.Broker
 	page broker.Page
 }
-
-func (b *histBroker) Persistent(string) bool { return true }
 
 func (b *histBroker) Replay(context.Context, string, broker.Position, int) (broker.Page, error) {
 	return b.page, nil
@@ -39,7 +41,7 @@ func (l *listener) Reset() {}
 func TestStatsResumes(t *testing.T) {
 	t.Parallel()
 	b := &histBroker{Broker: memory.New(), page: broker.Page{Reason: broker.ReasonOffsetAhead}}
-	h := hub.New(hub.Config{Broker: b, LeaveGrace: time.Hour})
+	h := hub.New(hub.Config{Broker: b, Namespaces: rooms, LeaveGrace: time.Hour})
 	t.Cleanup(h.Close)
 	join := func(resume *broker.Position) hub.JoinResult {
 		t.Helper()
@@ -147,7 +149,7 @@ func TestReplayAheadOfLiveNeverDuplicates(t *testing.T) {
 	}
 	page.Done = true
 	b := &histBroker{Broker: memory.New(), page: page}
-	h := hub.New(hub.Config{Broker: b, LeaveGrace: time.Hour})
+	h := hub.New(hub.Config{Broker: b, Namespaces: rooms, LeaveGrace: time.Hour})
 	t.Cleanup(h.Close)
 
 	// The channel exists, its live feed is at 10, and only 10 is in the

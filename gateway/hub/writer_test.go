@@ -51,7 +51,7 @@ func replayHub(t *testing.T, missed uint64) *hub.Hub {
 	for i := uint64(1); i <= missed; i++ {
 		b.msgs = append(b.msgs, &broker.Message{Topic: "room:1", Event: "e", Payload: []byte(`{}`), Offset: i, Prev: i - 1})
 	}
-	h := hub.New(hub.Config{Broker: b, LeaveGrace: time.Hour, ReplayPage: 10, ReplayBacklog: 1000})
+	h := hub.New(hub.Config{Broker: b, Namespaces: rooms, LeaveGrace: time.Hour, ReplayPage: 10, ReplayBacklog: 1000})
 	t.Cleanup(h.Close)
 	return h
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fabric-rt/fabric/gateway/namespace"
 	"github.com/fabric-rt/fabric/gateway/phoenix"
 	"github.com/fabric-rt/fabric/gateway/transport"
 )
@@ -43,10 +44,13 @@ func BenchmarkMemberHeap(b *testing.B) {
 	}
 }
 
+// rooms15s tracks presence on room:* with the default 15 s TTL.
+var rooms15s = namespace.MustNew(map[string]namespace.Namespace{"room": {Presence: true}})
+
 func memberHeap(b *testing.B, n, chans int) {
 	c := &clock{t: time.Unix(1_700_000_000, 0)}
-	bus := &fakeBus{n: newNet(), name: "gw1", ttl: 15 * time.Second}
-	tr := New(Config{Bus: bus, GatewayID: "gw1", manual: true, now: c.now})
+	bus := &fakeBus{n: newNet(), name: "gw1"}
+	tr := New(Config{Bus: bus, Namespaces: rooms15s, GatewayID: "gw1", manual: true, now: c.now})
 	defer tr.Close()
 	topics := make([]string, chans)
 	for i := range topics {
@@ -97,7 +101,7 @@ func heapAfterGC() int64 {
 // change): 15,000 members.
 func BenchmarkDistinctKeys(b *testing.B) {
 	c := &clock{t: time.Unix(1_700_000_000, 0)}
-	tr := New(Config{Bus: &fakeBus{n: newNet(), name: "gw1", ttl: 15 * time.Second}, GatewayID: "gw1", manual: true, now: c.now})
+	tr := New(Config{Bus: &fakeBus{n: newNet(), name: "gw1"}, Namespaces: rooms15s, GatewayID: "gw1", manual: true, now: c.now})
 	defer tr.Close()
 	for i := range 15000 {
 		tr.Track("room:k", i, Member{Conn: &nullConn{}, Version: phoenix.V2, JoinRef: phoenix.R("1"), ConnID: fmt.Sprintf("c%015x", i)})

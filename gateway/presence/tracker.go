@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/fabric-rt/fabric/gateway/broker"
+	"github.com/fabric-rt/fabric/gateway/namespace"
 	"github.com/fabric-rt/fabric/gateway/phoenix"
 	"github.com/fabric-rt/fabric/gateway/transport"
 )
@@ -45,6 +46,9 @@ const (
 // Config configures a Tracker.
 type Config struct {
 	Bus broker.Presence
+	// Namespaces says which namespaces track presence, and how (nil:
+	// none).
+	Namespaces *namespace.Set
 	// Flush is the batching interval of diffs, towards clients and the bus
 	// alike (default 50 ms).
 	Flush time.Duration
@@ -199,7 +203,7 @@ type rejoin struct {
 
 type chanState struct {
 	topic string
-	opts  broker.PresenceOptions
+	opts  namespace.Presence
 
 	local  members
 	remote map[string]*remoteGW
@@ -287,7 +291,7 @@ func (t *Tracker) ID() string { return t.id }
 
 // Enabled reports whether topic's namespace tracks presence.
 func (t *Tracker) Enabled(topic string) bool {
-	_, ok := t.cfg.Bus.PresenceOptions(topic)
+	_, ok := t.cfg.Namespaces.Presence(topic)
 	return ok
 }
 
@@ -298,7 +302,7 @@ func (t *Tracker) Enabled(topic string) bool {
 // reply went out. It does no O(members) work, so it is cheap under the
 // hub's lock.
 func (t *Tracker) Track(topic string, inst any, m Member) bool {
-	opts, ok := t.cfg.Bus.PresenceOptions(topic)
+	opts, ok := t.cfg.Namespaces.Presence(topic)
 	if !ok {
 		return false
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/fabric-rt/fabric/gateway/broker"
+	"github.com/fabric-rt/fabric/gateway/namespace"
 	"github.com/fabric-rt/fabric/gateway/phoenix"
 	"github.com/fabric-rt/fabric/internal/testkit/transporttest"
 )
@@ -47,7 +48,6 @@ func (s *fakeSub) Unsubscribe() error {
 type fakeBus struct {
 	n    *fakeNet
 	name string
-	ttl  time.Duration
 	dead bool // guarded by n.mu: sends nothing, receives nothing
 }
 
@@ -55,9 +55,8 @@ func newNet() *fakeNet {
 	return &fakeNet{subs: map[string][]*fakeSub{}, pubs: map[string][]string{}}
 }
 
-func (b *fakeBus) PresenceOptions(topic string) (broker.PresenceOptions, bool) {
-	return broker.PresenceOptions{MetaKey: "meta", TTL: b.ttl}, strings.HasPrefix(topic, "room:")
-}
+// rooms tracks presence on room:* with a 2 s TTL.
+var rooms = namespace.MustNew(map[string]namespace.Namespace{"room": {Presence: true, PresenceTTL: 2 * time.Second}})
 
 func (b *fakeBus) PresenceSubscribe(_ context.Context, topic string, h func([]byte, func([]byte) error)) (broker.Subscription, error) {
 	s := &fakeSub{bus: b, h: h}
@@ -129,7 +128,10 @@ func newTracker(t *testing.T, n *fakeNet, name string, c *clock) (*Tracker, *fak
 }
 
 func newTrackerWith(t *testing.T, n *fakeNet, name string, c *clock, cfg Config) (*Tracker, *fakeBus) {
-	b := &fakeBus{n: n, name: name, ttl: 2 * time.Second}
+	b := &fakeBus{n: n, name: name}
+	if cfg.Namespaces == nil {
+		cfg.Namespaces = rooms
+	}
 	cfg.Bus, cfg.GatewayID, cfg.manual, cfg.now, cfg.Grace = b, name, true, c.now, time.Second
 	tr := New(cfg)
 	t.Cleanup(tr.Close)
@@ -603,8 +605,8 @@ func (b *stallBus) PresenceRequest(ctx context.Context, topic string, req []byte
 func TestCloseEndsSyncRequests(t *testing.T) {
 	n := newNet()
 	c := &clock{t: time.Unix(1000, 0)}
-	sb := &stallBus{fakeBus: &fakeBus{n: n, name: "A", ttl: 2 * time.Second}, entered: make(chan struct{})}
-	ta := New(Config{Bus: sb, GatewayID: "A", manual: true, now: c.now})
+	sb := &stallBus{fakeBus: &fakeBus{n: n, name: "A"}, entered: make(chan struct{})}
+	ta := New(Config{Bus: sb, Namespaces: rooms, GatewayID: "A", manual: true, now: c.now})
 	t.Cleanup(ta.Close)
 	tb, _ := newTracker(t, n, "B", c)
 	a := newClient()

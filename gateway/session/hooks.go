@@ -7,6 +7,7 @@ import (
 
 	"github.com/fabric-rt/fabric/gateway/broker"
 	"github.com/fabric-rt/fabric/gateway/hub"
+	"github.com/fabric-rt/fabric/gateway/namespace"
 )
 
 // Join hooks: a namespace configured `joins: request` has each join
@@ -71,7 +72,7 @@ func (s *Session) joinHooked(topic string) (hooked, all bool) {
 		return false, false
 	}
 	scope, _, ok := s.cfg.Hooks.JoinHook(topic)
-	return ok, ok && scope == broker.HookAll
+	return ok, ok && scope == namespace.ScopeAll
 }
 
 // askJoinHook asks the service about ch's join (arrived at `at`) and, on

@@ -13,6 +13,7 @@ import (
 
 	"github.com/fabric-rt/fabric/gateway/broker"
 	"github.com/fabric-rt/fabric/gateway/broker/memory"
+	"github.com/fabric-rt/fabric/gateway/namespace"
 	"github.com/fabric-rt/fabric/gateway/phoenix"
 	"github.com/fabric-rt/fabric/gateway/session"
 	"github.com/fabric-rt/fabric/internal/testkit/transporttest"
@@ -149,7 +150,7 @@ func TestPushTooLarge(t *testing.T) {
 	e.expect(t, e.errReply("1", "2", "room:1", session.ReasonTooLarge))
 }
 
-// routed is a bus that routes every push to a fake service answering with
+// routed is a bus that sends every routed push to a fake service answering with
 // reply, recording what reached it.
 type routed struct {
 	*memory.Broker
@@ -158,7 +159,8 @@ type routed struct {
 	got   []string // events that reached the service
 }
 
-func (r *routed) RoutesPushes(string) bool { return true }
+// game routes its pushes to a service (the routed tests' namespace).
+var game = namespace.MustNew(map[string]namespace.Namespace{"game": {Pushes: namespace.PushesRequest}})
 
 func (r *routed) Request(_ context.Context, _, event string, _ []byte, _ broker.PushMeta) (broker.Reply, error) {
 	r.mu.Lock()
@@ -178,7 +180,7 @@ func (r *routed) events() []string {
 func TestRoutedPushEventsValidated(t *testing.T) {
 	forVersions(t, func(t *testing.T, e *env) {
 		r := &routed{Broker: e.b, reply: broker.Reply{OK: true, Response: []byte(`{"a":1}`)}}
-		e.cfg.Broker = r
+		e.cfg.Broker, e.cfg.Namespaces = r, game
 		e.join(t, "1", "game:1")
 		for i, ev := range []string{"", strings.Repeat("e", 60<<10), "phx_reply", "chan_reply_3", "presence_diff"} {
 			ref := fmt.Sprint(10 + i)
@@ -226,7 +228,7 @@ func TestRoutedPushNonObjectReplies(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t, c.v)
-			e.cfg.Broker = &routed{Broker: e.b, reply: c.reply}
+			e.cfg.Broker, e.cfg.Namespaces = &routed{Broker: e.b, reply: c.reply}, game
 			if c.textOnly {
 				e.s.SetTextOnly()
 			}

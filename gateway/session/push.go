@@ -76,13 +76,22 @@ func (s *Session) refuseQueued(p *push, why string, err error) {
 }
 
 // pushTimeout is how long a push on topic may wait for its answer: the
-// broker's for routed pushes (the namespace's push_timeout), else
-// Config.PublishTimeout.
+// namespace's push_timeout for routed pushes, else Config.PublishTimeout.
 func (s *Session) pushTimeout(topic string, routed bool) time.Duration {
-	if pt, ok := s.cfg.Broker.(interface{ PushTimeout(string) time.Duration }); ok && routed {
-		return pt.PushTimeout(topic)
+	if routed {
+		return s.cfg.Namespaces.PushTimeout(topic)
 	}
 	return s.cfg.PublishTimeout
+}
+
+// routes returns the broker's push routing when topic's namespace routes
+// its pushes to a service (pushes: request) and the broker can.
+func (s *Session) routes(topic string) (broker.Handlers, bool) {
+	if !s.cfg.Namespaces.RoutesPushes(topic) {
+		return nil, false
+	}
+	h, ok := s.cfg.Broker.(broker.Handlers)
+	return h, ok
 }
 
 func (s *Session) push(f phoenix.Frame) {
@@ -130,7 +139,7 @@ func (s *Session) push(f phoenix.Frame) {
 		// The bus is known to be away: answer now rather than queue
 		// behind a publish that may be stuck on it.
 		r := ReasonPublishFailed
-		if h, ok := s.cfg.Broker.(broker.Handlers); ok && h.RoutesPushes(f.Topic) {
+		if _, ok := s.routes(f.Topic); ok {
 			r = ReasonUnavailable
 		}
 		s.refusePush(f.JoinRef, f, r, nil) // a known outage is logged once, by the link monitor
@@ -150,8 +159,7 @@ func (s *Session) push(f phoenix.Frame) {
 		return
 	}
 	p := &push{f: f, payload: append([]byte(nil), f.Payload...), params: ch.paramsJSON(), assigns: ch.assigns(), at: time.Now()} // f.Payload lives in the read buffer
-	h, _ := s.cfg.Broker.(broker.Handlers)
-	routed := h != nil && h.RoutesPushes(f.Topic)
+	_, routed := s.routes(f.Topic)
 	p.watchdog = time.AfterFunc(s.pushTimeout(f.Topic, routed), func() { s.timedOut(p) })
 	q.pending = append(q.pending, p)
 	q.queued += len(p.payload)
@@ -224,7 +232,7 @@ func (s *Session) publishPushes() {
 			continue // timed out while queued: never sent
 		}
 		f := p.f
-		if h, ok := s.cfg.Broker.(broker.Handlers); ok && h.RoutesPushes(f.Topic) {
+		if h, ok := s.routes(f.Topic); ok {
 			s.requestPush(h, p)
 			continue
 		}
@@ -258,7 +266,11 @@ func (s *Session) publishPushes() {
 // relays the answer: Phoenix's handle_in over NATS.
 func (s *Session) requestPush(h broker.Handlers, p *push) {
 	f := p.f
-	r, err := h.Request(context.Background(), f.Topic, f.Event, p.payload,
+	// From when the client sent it: a push queued behind a slow one gets
+	// no more than its own push_timeout in all.
+	ctx, cancel := context.WithDeadline(context.Background(), p.at.Add(s.pushTimeout(f.Topic, true)))
+	defer cancel()
+	r, err := h.Request(ctx, f.Topic, f.Event, p.payload,
 		broker.PushMeta{Subject: s.sub, ConnID: s.ID(), JoinParams: p.params, Assigns: p.assigns, Sent: p.at})
 	switch {
 	case errors.Is(err, broker.ErrNoHandler):

@@ -22,6 +22,7 @@ import (
 	"github.com/fabric-rt/fabric/gateway/broker"
 	"github.com/fabric-rt/fabric/gateway/hooks"
 	"github.com/fabric-rt/fabric/gateway/hub"
+	"github.com/fabric-rt/fabric/gateway/namespace"
 	"github.com/fabric-rt/fabric/gateway/phoenix"
 	"github.com/fabric-rt/fabric/gateway/presence"
 	"github.com/fabric-rt/fabric/gateway/transport"
@@ -31,6 +32,9 @@ import (
 type Config struct {
 	Hub    *hub.Hub
 	Broker broker.Broker
+	// Namespaces is the namespace policy: which namespaces route their
+	// pushes to services, and how long those may take (nil: none).
+	Namespaces *namespace.Set
 	// IDPrefix starts every connection id of this process (a random
 	// prefix makes ids unique across a fleet in practice).
 	IDPrefix string

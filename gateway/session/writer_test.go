@@ -9,6 +9,7 @@ import (
 
 	"github.com/fabric-rt/fabric/gateway/broker/memory"
 	"github.com/fabric-rt/fabric/gateway/hub"
+	"github.com/fabric-rt/fabric/gateway/namespace"
 	"github.com/fabric-rt/fabric/gateway/phoenix"
 	"github.com/fabric-rt/fabric/gateway/session"
 	"github.com/fabric-rt/fabric/internal/testkit/transporttest"
@@ -22,6 +23,7 @@ func TestLeaveDuringReplayEndsWithClose(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	b := memory.NewHistory("room")
+	rooms := namespace.MustNew(map[string]namespace.Namespace{"room": {History: true}})
 	var offs []uint64
 	for i := range 100 {
 		off, err := b.Publish(ctx, "room:x", "m", fmt.Appendf(nil, `{"i":%d}`, i))
@@ -30,7 +32,7 @@ func TestLeaveDuringReplayEndsWithClose(t *testing.T) {
 		}
 		offs = append(offs, off)
 	}
-	h := hub.New(hub.Config{Broker: b, LeaveGrace: time.Hour, ReplayPage: 10, ReplayBacklog: 100})
+	h := hub.New(hub.Config{Broker: b, Namespaces: rooms, LeaveGrace: time.Hour, ReplayPage: 10, ReplayBacklog: 100})
 	t.Cleanup(h.Close)
 	cfg := &session.Config{Hub: h, Broker: b}
 	cfg.SetDefaults()

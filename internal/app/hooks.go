@@ -5,19 +5,14 @@ import (
 
 	"github.com/fabric-rt/fabric/gateway"
 	"github.com/fabric-rt/fabric/gateway/hooks"
-	"github.com/fabric-rt/fabric/nats/natsbroker"
+	"github.com/fabric-rt/fabric/gateway/namespace"
 )
 
 // hooksConfig is the gateway's hook settings: the flags, and whether any
 // namespace asks a service about its joins.
-func hooksConfig(cfg Config, nss map[string]natsbroker.Namespace) gateway.HooksConfig {
-	hc := gateway.HooksConfig{Connect: cfg.ConnectHook, ConnectTimeout: cfg.ConnectHookTimeout, Concurrency: cfg.HookConcurrency}
-	for _, ns := range nss {
-		if ns.Joins == natsbroker.JoinsRequest {
-			hc.Joins = true
-		}
-	}
-	return hc
+func hooksConfig(cfg Config, nss *namespace.Set) gateway.HooksConfig {
+	return gateway.HooksConfig{Connect: cfg.ConnectHook, ConnectTimeout: cfg.ConnectHookTimeout, Concurrency: cfg.HookConcurrency,
+		Joins: nss.HasJoinHooks()}
 }
 
 var (

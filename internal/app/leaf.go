@@ -4,7 +4,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/fabric-rt/fabric/nats/natsbroker"
+	"github.com/fabric-rt/fabric/gateway/namespace"
 	"github.com/fabric-rt/fabric/nats/natsembed"
 )
 
@@ -48,7 +48,7 @@ func checkRegions(cfg Config) error {
 	}
 	nss := cfg.Namespaces
 	if nss == nil {
-		nss = natsbroker.DefaultNamespaces()
+		nss = namespace.Defaults()
 	}
 	for name, ns := range nss {
 		if ns.History {

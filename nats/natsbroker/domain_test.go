@@ -16,11 +16,11 @@ import (
 func TestDomainIsWhereStreamsLive(t *testing.T) {
 	s := natstest.RunServer(t)
 	nc := natstest.Connect(t, s)
-	nss := map[string]natsbroker.Namespace{"room": {History: true}}
-	if _, err := natsbroker.New(nc, natsbroker.Config{Namespaces: nss, Domain: "a.b"}); err == nil {
+	nss := map[string]natsbroker.Stream{"room": {}}
+	if _, err := natsbroker.New(nc, natsbroker.Config{Streams: nss, Domain: "a.b"}); err == nil {
 		t.Fatal("domain a.b accepted")
 	}
-	b, err := natsbroker.New(nc, natsbroker.Config{Namespaces: nss, Domain: "nowhere"})
+	b, err := natsbroker.New(nc, natsbroker.Config{Streams: nss, Domain: "nowhere"})
 	if err != nil {
 		t.Fatal(err)
 	}

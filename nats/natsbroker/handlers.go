@@ -17,23 +17,11 @@ import (
 // A routed push request (fabric_in.<ns>.<segments>) carries the wire.Header*
 // push headers; the body of the request is the push payload as sent, the
 // body of the reply the JSON response.
+//
+// The caller's ctx bounds the request (the gateway gives it the
+// namespace's push_timeout); without a deadline it gets defaultPushTimeout
+// from meta.Sent, as a request nobody answers must end.
 const defaultPushTimeout = 5 * time.Second
-
-// RoutesPushes implements broker.Handlers.
-func (b *Broker) RoutesPushes(topic string) bool {
-	ns, _, _ := strings.Cut(topic, ":")
-	return b.pushNS[ns].Pushes == PushesRequest
-}
-
-// PushTimeout is how long a routed push on topic may wait for its reply:
-// its namespace's push_timeout (default 5 s).
-func (b *Broker) PushTimeout(topic string) time.Duration {
-	ns, _, _ := strings.Cut(topic, ":")
-	if t := b.pushNS[ns].PushTimeout; t > 0 {
-		return t
-	}
-	return defaultPushTimeout
-}
 
 // Request implements broker.Handlers.
 func (b *Broker) Request(ctx context.Context, topic, event string, payload []byte, meta broker.PushMeta) (broker.Reply, error) {
@@ -44,15 +32,15 @@ func (b *Broker) Request(ctx context.Context, topic, event string, payload []byt
 	if err := b.Available(topic); err != nil {
 		return broker.Reply{}, err
 	}
-	timeout := b.PushTimeout(topic)
-	// From when the client sent it: a push queued behind a slow one
-	// gets no more than its own push_timeout in all.
-	start := meta.Sent
-	if start.IsZero() {
-		start = time.Now()
+	if _, ok := ctx.Deadline(); !ok {
+		start := meta.Sent
+		if start.IsZero() {
+			start = time.Now()
+		}
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, start.Add(defaultPushTimeout))
+		defer cancel()
 	}
-	ctx, cancel := context.WithDeadline(ctx, start.Add(timeout))
-	defer cancel()
 	m := &nats.Msg{
 		Subject: b.prefix + "_in" + subj[len(b.prefix):],
 		Data:    payload,

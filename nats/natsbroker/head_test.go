@@ -15,7 +15,7 @@ import (
 // after such a start is delivered and replayed from the head the channel
 // was given.
 func TestEmptyChannelsShareStreamInfo(t *testing.T) {
-	e := setupHistory(t, natsbroker.Namespace{History: true})
+	e := setupHistory(t, natsbroker.Stream{})
 	api := func() uint64 {
 		t.Helper()
 		jsz, err := e.srv.NATS().Jsz(&server.JSzOptions{})

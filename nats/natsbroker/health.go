@@ -11,10 +11,16 @@ type Link interface {
 	StreamErr(stream string) error
 }
 
-// SetLink makes requests fail at once while l reports NATS away. Call it
-// before the broker is used (after EnsureStreams, whose streams a Link may
-// watch).
-func (b *Broker) SetLink(l Link) { b.link = l }
+// SetLink makes requests fail at once while l reports NATS away, and, when
+// l is a Watcher, catches the channels up when it reports the link or a
+// stream back. Call it before the broker is used (after EnsureStreams,
+// whose streams a Link may watch).
+func (b *Broker) SetLink(l Link) {
+	b.link = l
+	if w, ok := l.(Watcher); ok {
+		b.watchLink(w)
+	}
+}
 
 // Available implements broker.Health: nil unless the Link knows the bus
 // (or, for a persistent topic, its stream) is away. Publish, Subscribe,

@@ -22,11 +22,11 @@ type henv struct {
 	srv *natsembed.Server
 }
 
-func setupHistory(t *testing.T, ns natsbroker.Namespace, mutate ...func(*natsbroker.Config)) henv {
+func setupHistory(t *testing.T, ns natsbroker.Stream, mutate ...func(*natsbroker.Config)) henv {
 	t.Helper()
 	s := natstest.RunServer(t)
 	nc := natstest.Connect(t, s)
-	cfg := natsbroker.Config{Namespaces: map[string]natsbroker.Namespace{"room": ns}}
+	cfg := natsbroker.Config{Streams: map[string]natsbroker.Stream{"room": ns}}
 	for _, m := range mutate {
 		m(&cfg)
 	}
@@ -67,7 +67,7 @@ func (e henv) epoch(t *testing.T) string {
 
 func TestEnsureStreamsIdempotentAndConcurrent(t *testing.T) {
 	s := natstest.RunServer(t)
-	nss := map[string]natsbroker.Namespace{"room": {History: true, MaxAge: time.Hour, MaxMsgsPerChannel: 100}}
+	nss := map[string]natsbroker.Stream{"room": {MaxAge: time.Hour, MaxMsgsPerChannel: 100}}
 	var wg sync.WaitGroup
 	errs := make(chan error, 4)
 	for i := 0; i < 4; i++ {
@@ -75,7 +75,7 @@ func TestEnsureStreamsIdempotentAndConcurrent(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			b, err := natsbroker.New(nc, natsbroker.Config{Namespaces: nss})
+			b, err := natsbroker.New(nc, natsbroker.Config{Streams: nss})
 			if err == nil {
 				err = b.EnsureStreams(context.Background())
 				b.Close()
@@ -108,17 +108,17 @@ func TestEnsureStreamsIdempotentAndConcurrent(t *testing.T) {
 func TestNamespaceConfigErrors(t *testing.T) {
 	s := natstest.RunServer(t)
 	nc := natstest.Connect(t, s)
-	for _, nss := range []map[string]natsbroker.Namespace{
-		{"bad.name": {History: true}},
-		{"room": {History: true, MaxAge: -1}},
-		{"room": {History: false, MaxAge: time.Hour}},
+	for _, nss := range []map[string]natsbroker.Stream{
+		{"bad.name": {}},
+		{"room": {MaxAge: -1}},
+		{"room": {Replicas: 6}},
 	} {
-		if _, err := natsbroker.New(nc, natsbroker.Config{Namespaces: nss}); err == nil {
+		if _, err := natsbroker.New(nc, natsbroker.Config{Streams: nss}); err == nil {
 			t.Fatalf("accepted %v", nss)
 		}
 	}
 	// A config the server rejects is an error at start, not a warning.
-	b, err := natsbroker.New(nc, natsbroker.Config{Namespaces: map[string]natsbroker.Namespace{"room": {History: true, Replicas: 3}}})
+	b, err := natsbroker.New(nc, natsbroker.Config{Streams: map[string]natsbroker.Stream{"room": {Replicas: 3}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +129,7 @@ func TestNamespaceConfigErrors(t *testing.T) {
 }
 
 func TestLiveMessagesCarryOffsetsAndChain(t *testing.T) {
-	e := setupHistory(t, natsbroker.Namespace{History: true})
+	e := setupHistory(t, natsbroker.Stream{})
 	before := e.jsPublish(t, "fabric.room.lobby", "old", `{}`)
 	sub, ch := collect(t, e.env, "room:lobby")
 	head := sub.(broker.HeadSubscription).Head()
@@ -152,7 +152,7 @@ func TestLiveMessagesCarryOffsetsAndChain(t *testing.T) {
 func TestLiveGapsAreFilled(t *testing.T) {
 	// A tiny client-side buffer and a slow handler make nats.go drop live
 	// messages; the chain check must refetch them from the stream.
-	e := setupHistory(t, natsbroker.Namespace{History: true}, func(c *natsbroker.Config) {
+	e := setupHistory(t, natsbroker.Stream{}, func(c *natsbroker.Config) {
 		c.PendingMsgsLimit = 2
 	})
 	got := make(chan *broker.Message, 1000)
@@ -185,7 +185,7 @@ func TestLiveGapsAreFilled(t *testing.T) {
 }
 
 func TestReplay(t *testing.T) {
-	e := setupHistory(t, natsbroker.Namespace{History: true, MaxMsgsPerChannel: 50, AllowPurge: true})
+	e := setupHistory(t, natsbroker.Stream{MaxMsgsPerChannel: 50, AllowPurge: true})
 	epoch := e.epoch(t)
 	var lobby []uint64
 	for i := 0; i < 20; i++ {
@@ -260,7 +260,7 @@ func TestReplay(t *testing.T) {
 }
 
 func TestReplayPerChannelLimit(t *testing.T) {
-	e := setupHistory(t, natsbroker.Namespace{History: true, MaxMsgsPerChannel: 5})
+	e := setupHistory(t, natsbroker.Stream{MaxMsgsPerChannel: 5})
 	epoch := e.epoch(t)
 	pos := e.jsPublish(t, "fabric.room.other", "m", `{}`) // a position, not a lobby message
 	for i := 0; i < 8; i++ {
@@ -275,7 +275,7 @@ func TestReplayPerChannelLimit(t *testing.T) {
 }
 
 func TestStreamRecreatedChangesEpoch(t *testing.T) {
-	e := setupHistory(t, natsbroker.Namespace{History: true})
+	e := setupHistory(t, natsbroker.Stream{})
 	old := e.epoch(t)
 	e.jsPublish(t, "fabric.room.lobby", "m", `{}`)
 	sub, ch := collect(t, e.env, "room:lobby")
@@ -310,7 +310,7 @@ func TestStreamMaxBytesDefault(t *testing.T) {
 	for _, tc := range []struct {
 		set, want int64
 	}{{0, natsbroker.DefaultStreamMaxBytes}, {-1, -1}, {5 << 20, 5 << 20}} {
-		e := setupHistory(t, natsbroker.Namespace{History: true, MaxBytes: tc.set})
+		e := setupHistory(t, natsbroker.Stream{MaxBytes: tc.set})
 		st, err := e.js.Stream(ctx(t), "FABRIC_room")
 		if err != nil {
 			t.Fatal(err)
@@ -320,7 +320,7 @@ func TestStreamMaxBytesDefault(t *testing.T) {
 		}
 	}
 	nc := natstest.Connect(t, natstest.RunServer(t))
-	if _, err := natsbroker.New(nc, natsbroker.Config{Namespaces: map[string]natsbroker.Namespace{"room": {History: true, MaxBytes: -2}}}); err == nil {
+	if _, err := natsbroker.New(nc, natsbroker.Config{Streams: map[string]natsbroker.Stream{"room": {MaxBytes: -2}}}); err == nil {
 		t.Fatal("max_bytes -2 accepted")
 	}
 }

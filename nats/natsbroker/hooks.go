@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -23,57 +22,13 @@ import (
 // no client body of its own: everything is structured, so it is one JSON
 // document a service decodes with any JSON library.
 
-// Join admission modes (Namespace.Joins).
 const (
-	JoinsToken   = "token"
-	JoinsRequest = "request"
-)
-
-const (
-	defaultJoinTimeout = 5 * time.Second
 	// maxAssigns bounds a reply's assigns: they ride on every later push
 	// request as a header and stay in memory with the channel.
 	maxAssigns = 4096
 	// maxCacheTTL caps how long a service may let its ok answer stand.
 	maxCacheTTL = 5 * time.Minute
 )
-
-func validateJoins(ns Namespace) error {
-	switch ns.Joins {
-	case "", JoinsToken, JoinsRequest:
-	default:
-		return fmt.Errorf("joins must be %q or %q", JoinsToken, JoinsRequest)
-	}
-	switch ns.JoinScope {
-	case "", broker.HookGranted, broker.HookAll:
-	default:
-		return fmt.Errorf("join_scope must be %q or %q", broker.HookGranted, broker.HookAll)
-	}
-	if ns.JoinTimeout < 0 {
-		return errors.New("join_timeout must not be negative")
-	}
-	if ns.Joins != JoinsRequest && (ns.JoinScope != "" || ns.JoinTimeout != 0) {
-		return errors.New("join_scope and join_timeout only apply with joins: request")
-	}
-	return nil
-}
-
-// JoinHook implements broker.Hooks.
-func (b *Broker) JoinHook(topic string) (scope string, timeout time.Duration, ok bool) {
-	ns, _, _ := strings.Cut(topic, ":")
-	c, found := b.pushNS[ns]
-	if !found || c.Joins != JoinsRequest {
-		return "", 0, false
-	}
-	scope, timeout = c.JoinScope, c.JoinTimeout
-	if scope == "" {
-		scope = broker.HookGranted
-	}
-	if timeout <= 0 {
-		timeout = defaultJoinTimeout
-	}
-	return scope, timeout, true
-}
 
 type position struct {
 	Epoch  string `json:"epoch"`

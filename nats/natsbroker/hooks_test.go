@@ -17,10 +17,12 @@ import (
 	fabricv1 "github.com/fabric-rt/fabric/schema/gen/fabricv1"
 )
 
-func hookBroker(t *testing.T, nss map[string]natsbroker.Namespace) (*natsbroker.Broker, *nats.Conn) {
+// hookBroker is a broker and a service's connection. Which namespaces ask
+// about joins is the gateway's policy: the adapter asks whatever it is told.
+func hookBroker(t *testing.T) (*natsbroker.Broker, *nats.Conn) {
 	t.Helper()
 	s := natstest.RunServer(t)
-	b, err := natsbroker.New(natstest.Connect(t, s), natsbroker.Config{Namespaces: nss})
+	b, err := natsbroker.New(natstest.Connect(t, s), natsbroker.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +55,7 @@ func respondOnce(t *testing.T, nc *nats.Conn, subject string, reply []byte) <-ch
 // strictly (an unknown field name fails), and every reply the mapping can
 // produce, in either field spelling, reads back.
 func TestHookJSONMapping(t *testing.T) {
-	b, svc := hookBroker(t, map[string]natsbroker.Namespace{"game": {Joins: natsbroker.JoinsRequest}})
+	b, svc := hookBroker(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
@@ -96,7 +98,7 @@ func TestHookJSONMapping(t *testing.T) {
 // Fail closed: a refusal, a reply that is not the schema's, assigns over
 // the cap, no service, no answer.
 func TestHookReplies(t *testing.T) {
-	b, svc := hookBroker(t, map[string]natsbroker.Namespace{"game": {Joins: natsbroker.JoinsRequest, JoinTimeout: time.Second}})
+	b, svc := hookBroker(t)
 	ask := func(reply string) (broker.HookAnswer, error) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -129,30 +131,5 @@ func TestHookReplies(t *testing.T) {
 	defer cancel2()
 	if _, err := b.RequestJoin(short, "game:3", broker.JoinMeta{}); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("silent service: %v", err)
-	}
-	if scope, timeout, ok := b.JoinHook("game:1"); !ok || scope != broker.HookGranted || timeout != time.Second {
-		t.Fatalf("JoinHook: %s %v %v", scope, timeout, ok)
-	}
-	if _, _, ok := b.JoinHook("room:1"); ok {
-		t.Fatal("room has no join hook")
-	}
-}
-
-func TestValidateJoins(t *testing.T) {
-	for _, tc := range []struct {
-		ns  natsbroker.Namespace
-		bad bool
-	}{
-		{natsbroker.Namespace{Joins: "request", JoinScope: "all", JoinTimeout: time.Second}, false},
-		{natsbroker.Namespace{Joins: "token"}, false},
-		{natsbroker.Namespace{Joins: "ask"}, true},
-		{natsbroker.Namespace{Joins: "request", JoinScope: "some"}, true},
-		{natsbroker.Namespace{Joins: "request", JoinTimeout: -1}, true},
-		{natsbroker.Namespace{JoinTimeout: time.Second}, true},
-	} {
-		err := natsbroker.ValidateNamespaces(map[string]natsbroker.Namespace{"game": tc.ns})
-		if (err != nil) != tc.bad {
-			t.Errorf("%+v: %v", tc.ns, err)
-		}
 	}
 }

@@ -16,7 +16,7 @@ import (
 // of its own, and a subscriber connected throughout is told (Reset) and
 // then receives the new incarnation's messages: never a silent stall.
 func TestStreamReaddedFromSavedConfigGetsNewEpoch(t *testing.T) {
-	e := setupHistory(t, natsbroker.Namespace{History: true})
+	e := setupHistory(t, natsbroker.Stream{})
 	old := e.epoch(t)
 	for i := 0; i < 5; i++ {
 		e.jsPublish(t, "fabric.room.lobby", "m", `{}`)
@@ -79,7 +79,7 @@ func TestStreamReaddedFromSavedConfigGetsNewEpoch(t *testing.T) {
 // Fabric owns the settings delivery depends on and leaves a limit changed
 // by hand alone until the namespace config changes that limit itself.
 func TestEnsureStreamsKeepsHandEditedLimits(t *testing.T) {
-	e := setupHistory(t, natsbroker.Namespace{History: true, MaxMsgsPerChannel: 100})
+	e := setupHistory(t, natsbroker.Stream{MaxMsgsPerChannel: 100})
 	st, err := e.js.Stream(ctx(t), "FABRIC_room")
 	if err != nil {
 		t.Fatal(err)
@@ -94,9 +94,9 @@ func TestEnsureStreamsKeepsHandEditedLimits(t *testing.T) {
 	if _, err := e.js.UpdateStream(ctx(t), cfg); err != nil {
 		t.Fatal(err)
 	}
-	restart := func(ns natsbroker.Namespace) {
+	restart := func(ns natsbroker.Stream) {
 		t.Helper()
-		b, err := natsbroker.New(e.pub, natsbroker.Config{Namespaces: map[string]natsbroker.Namespace{"room": ns}})
+		b, err := natsbroker.New(e.pub, natsbroker.Config{Streams: map[string]natsbroker.Stream{"room": ns}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -105,21 +105,21 @@ func TestEnsureStreamsKeepsHandEditedLimits(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	restart(natsbroker.Namespace{History: true, MaxMsgsPerChannel: 100})
+	restart(natsbroker.Stream{MaxMsgsPerChannel: 100})
 	st, _ = e.js.Stream(ctx(t), "FABRIC_room")
 	got := st.CachedInfo().Config
 	if got.MaxMsgsPerSubject != 7 || got.RePublish == nil || got.Metadata["fabric_epoch"] != epoch {
 		t.Fatalf("after restart with the same config: per-subject %d, republish %v, epoch %s (was %s)",
 			got.MaxMsgsPerSubject, got.RePublish, got.Metadata["fabric_epoch"], epoch)
 	}
-	restart(natsbroker.Namespace{History: true, MaxMsgsPerChannel: 200})
+	restart(natsbroker.Stream{MaxMsgsPerChannel: 200})
 	st, _ = e.js.Stream(ctx(t), "FABRIC_room")
 	if got := st.CachedInfo().Config.MaxMsgsPerSubject; got != 200 {
 		t.Fatalf("config changed its limit: stream per-subject %d, want 200", got)
 	}
 	// Opting out of the deny settings on a stream that has them cannot
 	// work (JetStream cannot lift them): a clear error at start.
-	b, err := natsbroker.New(e.pub, natsbroker.Config{Namespaces: map[string]natsbroker.Namespace{"room": {History: true, AllowPurge: true}}})
+	b, err := natsbroker.New(e.pub, natsbroker.Config{Streams: map[string]natsbroker.Stream{"room": {AllowPurge: true}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,14 +132,14 @@ func TestEnsureStreamsKeepsHandEditedLimits(t *testing.T) {
 // A stream written by a gateway of an earlier version (fabric_epoch, no
 // fabric_created) keeps its epoch: no epoch_changed during an upgrade.
 func TestLegacyEpochKept(t *testing.T) {
-	e := setupHistory(t, natsbroker.Namespace{History: true})
+	e := setupHistory(t, natsbroker.Stream{})
 	st, _ := e.js.Stream(ctx(t), "FABRIC_room")
 	cfg := st.CachedInfo().Config
 	cfg.Metadata = map[string]string{"fabric_epoch": "legacyepoch"}
 	if _, err := e.js.UpdateStream(ctx(t), cfg); err != nil {
 		t.Fatal(err)
 	}
-	b, err := natsbroker.New(e.pub, natsbroker.Config{Namespaces: map[string]natsbroker.Namespace{"room": {History: true}}})
+	b, err := natsbroker.New(e.pub, natsbroker.Config{Streams: map[string]natsbroker.Stream{"room": {}}})
 	if err != nil {
 		t.Fatal(err)
 	}

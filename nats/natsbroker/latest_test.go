@@ -11,7 +11,7 @@ import (
 // Latest returns exactly the topic's last n messages, oldest first, chained
 // by Prev, while another topic's messages are interleaved in the stream.
 func TestLatest(t *testing.T) {
-	e := setupHistory(t, natsbroker.Namespace{History: true, MaxAge: time.Hour})
+	e := setupHistory(t, natsbroker.Stream{MaxAge: time.Hour})
 	var mine []uint64
 	for i := 0; i < 50; i++ {
 		mine = append(mine, e.jsPublish(t, "fabric.room.a", "m", fmt.Sprintf(`{"i":%d}`, i)))

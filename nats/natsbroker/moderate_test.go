@@ -14,9 +14,9 @@ import (
 
 // secondGateway is another broker on its own connection to the same
 // server, as another gateway would be.
-func (e henv) secondGateway(t *testing.T, ns natsbroker.Namespace) *natsbroker.Broker {
+func (e henv) secondGateway(t *testing.T, ns natsbroker.Stream) *natsbroker.Broker {
 	t.Helper()
-	b, err := natsbroker.New(natstest.Connect(t, e.srv), natsbroker.Config{Namespaces: map[string]natsbroker.Namespace{"room": ns}})
+	b, err := natsbroker.New(natstest.Connect(t, e.srv), natsbroker.Config{Streams: map[string]natsbroker.Stream{"room": ns}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +39,7 @@ func recvReset(t *testing.T, ch <-chan *broker.Message) *broker.Message {
 
 func TestClearChannel(t *testing.T) {
 	for _, allow := range []bool{false, true} {
-		ns := natsbroker.Namespace{History: true, AllowPurge: allow}
+		ns := natsbroker.Stream{AllowPurge: allow}
 		e := setupHistory(t, ns)
 		epoch := e.epoch(t)
 		var lobby, other []uint64
@@ -116,7 +116,7 @@ func TestClearChannel(t *testing.T) {
 
 func TestRemoveMessage(t *testing.T) {
 	for _, allow := range []bool{false, true} {
-		ns := natsbroker.Namespace{History: true, AllowDelete: allow}
+		ns := natsbroker.Stream{AllowDelete: allow}
 		e := setupHistory(t, ns)
 		epoch := e.epoch(t)
 		var lobby []uint64
@@ -168,7 +168,7 @@ func TestRemoveMessage(t *testing.T) {
 
 // The CLI's moderator finds the stream by name, from a plain connection.
 func TestStandaloneModerator(t *testing.T) {
-	e := setupHistory(t, natsbroker.Namespace{History: true})
+	e := setupHistory(t, natsbroker.Stream{})
 	epoch := e.epoch(t)
 	s := e.jsPublish(t, "fabric.room.lobby", "m", `{}`)
 	m, err := natsbroker.NewModerator(e.pub, "")
@@ -193,7 +193,7 @@ func TestStandaloneModerator(t *testing.T) {
 // A mark whose republished copy a gateway missed (its NATS link was down)
 // is applied when the gateway resyncs after the link came back.
 func TestMissedMarkAppliedOnResync(t *testing.T) {
-	e := setupHistory(t, natsbroker.Namespace{History: true})
+	e := setupHistory(t, natsbroker.Stream{})
 	e.jsPublish(t, "fabric.room.lobby", "m", `{}`)
 	sub, ch := collect(t, e.env, "room:lobby")
 	defer sub.Unsubscribe()

@@ -19,134 +19,45 @@ import (
 	"github.com/fabric-rt/fabric/nats/wire"
 )
 
-// Namespace configures one namespace (the first topic segment: "room" in
-// "room:lobby"). Only persistent namespaces need configuring; any other
-// namespace is ephemeral: core NATS, at-most-once, no offsets, like Phoenix.
-type Namespace struct {
-	// History keeps the namespace's messages in a JetStream stream
-	// FABRIC_<ns> so clients can resume by offset.
-	History bool `yaml:"history"`
+// Stream is what the broker needs to run one persistent namespace's
+// JetStream stream FABRIC_<ns>: the retention and deny settings of the
+// namespace's config (gateway/namespace.Namespace, whose history: true
+// made it persistent). Nothing else of the namespace policy reaches the
+// adapter.
+type Stream struct {
 	// MaxAge drops messages older than this (0: no age limit).
-	MaxAge time.Duration `yaml:"max_age"`
-	// MaxBytes bounds the whole stream on disk (0: DefaultStreamMaxBytes;
-	// -1: no byte limit). Over it the oldest messages go first.
-	MaxBytes int64 `yaml:"max_bytes"`
+	MaxAge time.Duration
+	// MaxBytes bounds the whole stream (0: DefaultStreamMaxBytes; -1: no
+	// byte limit).
+	MaxBytes int64
 	// MaxMsgsPerChannel bounds each channel's history (0: no limit).
-	MaxMsgsPerChannel int64 `yaml:"max_msgs_per_channel"`
-	// Replicas is the stream's replication factor (default 1; 3 in a cluster).
-	Replicas int `yaml:"replicas"`
-	// Pushes says what a client push on the namespace does: "publish"
-	// (default: published to the channel, acked once NATS took it) or
-	// "request" (sent as a NATS request to fabric_in.<ns>.… and the
-	// service's reply relayed as the phx_reply).
-	Pushes string `yaml:"pushes"`
-	// PushTimeout bounds a routed push (default 5 s).
-	PushTimeout time.Duration `yaml:"push_timeout"`
-	// Joins says who admits a join: "token" (default: the connection
-	// token's grants or a per-join token) or "request" (also a service,
-	// asked on fabric_join.<ns>.…; hooks.go, docs/hooks.md).
-	Joins string `yaml:"joins"`
-	// JoinTimeout bounds the join hook's answer (default 5 s); no answer
-	// in time refuses the join ("timeout").
-	JoinTimeout time.Duration `yaml:"join_timeout"`
-	// JoinScope is which joins are asked: "granted" (default: only those
-	// the token allows) or "all" (the service may admit any).
-	JoinScope string `yaml:"join_scope"`
-	// Presence tracks who is in each channel of the namespace, cluster-wide,
-	// and sends Phoenix's presence_state / presence_diff to its members.
-	Presence bool `yaml:"presence"`
-	// PresenceMetaKey is the join param carrying a member's app meta
-	// (default "meta").
-	PresenceMetaKey string `yaml:"presence_meta_key"`
-	// PresenceTTL is how long a gateway's members outlive its last
-	// presence message (it heartbeats every TTL/3): the time a crashed
-	// gateway's members stay listed (default 15 s, minimum 1 s).
-	PresenceTTL time.Duration `yaml:"presence_ttl"`
-	// PresenceMaxMembers is the member cap of each channel: above it
-	// members get counts (fabric:presence_count) instead of the member
-	// list (default 1000; docs/presence.md).
-	PresenceMaxMembers int `yaml:"presence_max_members"`
-	// PresenceMaxStateBytes lowers the cap on a channel's encoded
-	// presence_state (default and ceiling: half the per-connection output
-	// budget, 128 KiB with the default --max-queue-bytes).
-	PresenceMaxStateBytes int `yaml:"presence_max_state_bytes"`
-	// AllowPurge and AllowDelete let purges and message deletes made
-	// around Fabric (the nats CLI) through: by default the stream refuses
-	// them (DenyPurge, DenyDelete), since Fabric cannot notice them in
-	// time. Opting out loosens the resume guarantee (docs/history.md).
-	AllowPurge  bool `yaml:"allow_purge"`
-	AllowDelete bool `yaml:"allow_delete"`
-	// Compression: false sends the namespace's broadcasts uncompressed
-	// even to clients that negotiated WebSocket compression (payloads
-	// already compressed); unset or true follows --compression.
-	Compression *bool `yaml:"compression"`
+	MaxMsgsPerChannel int64
+	// Replicas is the replication factor (0: 1).
+	Replicas int
+	// AllowPurge and AllowDelete let purges and deletes made around
+	// Fabric through (by default the stream denies them; docs/history.md).
+	AllowPurge, AllowDelete bool
 }
-
-// Presence defaults.
-const (
-	DefaultPresenceMetaKey = "meta"
-	DefaultPresenceTTL     = 15 * time.Second
-	minPresenceTTL         = time.Second
-)
 
 // DefaultStreamMaxBytes bounds a namespace's stream when its config gives
 // no max_bytes: without one, a client pushing large messages to many
 // channels could fill the disk until max_age caught up.
 const DefaultStreamMaxBytes = 1 << 30
 
-// Push routing modes.
-const (
-	PushesPublish = "publish"
-	PushesRequest = "request"
-)
+// streamName is what a persistent namespace may be called: it becomes
+// part of the stream's name and subjects (the namespace policy allows no
+// other names either).
+var streamName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
-// DefaultNamespaces is the development configuration: room:* keeps at
-// least 10,000 messages and one hour per channel, and tracks presence.
-func DefaultNamespaces() map[string]Namespace {
-	return map[string]Namespace{
-		"room": {History: true, MaxAge: time.Hour, MaxMsgsPerChannel: 10_000, Presence: true},
-	}
-}
-
-var namespaceName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-
-// ValidateNamespaces reports the first namespace config that cannot work.
-func ValidateNamespaces(nss map[string]Namespace) error {
-	for name, ns := range nss {
-		if !namespaceName.MatchString(name) {
-			return fmt.Errorf("namespace %q: names are 1-64 characters of [A-Za-z0-9_-]", name)
+// validateStreams refuses stream settings JetStream would refuse later,
+// or worse, accept as something else.
+func validateStreams(sts map[string]Stream) error {
+	for name, st := range sts {
+		if !streamName.MatchString(name) {
+			return fmt.Errorf("natsbroker: namespace %q: names are 1-64 characters of [A-Za-z0-9_-]", name)
 		}
-		if ns.MaxAge < 0 || ns.MaxBytes < -1 || ns.MaxMsgsPerChannel < 0 {
-			return fmt.Errorf("namespace %q: limits must not be negative (max_bytes: -1 for no limit)", name)
-		}
-		if ns.Replicas < 0 || ns.Replicas > 5 {
-			return fmt.Errorf("namespace %q: replicas must be between 1 and 5", name)
-		}
-		if !ns.History && (ns.MaxAge != 0 || ns.MaxBytes != 0 || ns.MaxMsgsPerChannel != 0 || ns.Replicas != 0 || ns.AllowPurge || ns.AllowDelete) {
-			return fmt.Errorf("namespace %q: retention, replicas, allow_purge and allow_delete only apply with history: true", name)
-		}
-		switch ns.Pushes {
-		case "", PushesPublish, PushesRequest:
-		default:
-			return fmt.Errorf("namespace %q: pushes must be %q or %q", name, PushesPublish, PushesRequest)
-		}
-		if err := validateJoins(ns); err != nil {
-			return fmt.Errorf("namespace %q: %w", name, err)
-		}
-		if ns.PushTimeout < 0 {
-			return fmt.Errorf("namespace %q: push_timeout must not be negative", name)
-		}
-		if !ns.Presence && (ns.PresenceMetaKey != "" || ns.PresenceTTL != 0 || ns.PresenceMaxMembers != 0 || ns.PresenceMaxStateBytes != 0) {
-			return fmt.Errorf("namespace %q: presence_meta_key, presence_ttl, presence_max_members and presence_max_state_bytes only apply with presence: true", name)
-		}
-		if ns.PresenceMaxMembers < 0 || ns.PresenceMaxStateBytes < 0 {
-			return fmt.Errorf("namespace %q: presence caps must not be negative", name)
-		}
-		if ns.PresenceTTL != 0 && ns.PresenceTTL < minPresenceTTL {
-			return fmt.Errorf("namespace %q: presence_ttl must be at least %s", name, minPresenceTTL)
-		}
-		if len(ns.PresenceMetaKey) > 64 {
-			return fmt.Errorf("namespace %q: presence_meta_key is longer than 64 bytes", name)
+		if st.MaxAge < 0 || st.MaxBytes < -1 || st.MaxMsgsPerChannel < 0 || st.Replicas < 0 || st.Replicas > 5 {
+			return fmt.Errorf("natsbroker: namespace %q: stream limits out of range", name)
 		}
 	}
 	return nil
@@ -167,7 +78,7 @@ func minLimit(ls ...int64) int64 {
 type nsState struct {
 	name   string
 	stream string
-	cfg    Namespace
+	cfg    Stream
 
 	mu      sync.Mutex
 	epoch   string
@@ -202,7 +113,7 @@ func (n *nsState) perChannelLimit() int64 {
 
 // limits is the namespace config's limits in stream terms, and their
 // record for wire.MetaLimits.
-func (c Namespace) limits() (maxAge time.Duration, maxBytes, maxPer int64, replicas int, record string) {
+func (c Stream) limits() (maxAge time.Duration, maxBytes, maxPer int64, replicas int, record string) {
 	replicas = c.Replicas
 	if replicas == 0 {
 		replicas = 1
@@ -535,9 +446,6 @@ func (b *Broker) namespaceOf(topic string) *nsState {
 	ns, _, _ := strings.Cut(topic, ":")
 	return b.namespaces[ns]
 }
-
-// Persistent implements broker.History.
-func (b *Broker) Persistent(topic string) bool { return b.namespaceOf(topic) != nil }
 
 // streamState reads the stream's first and last sequence (a request to the
 // stream leader: only on rare paths).

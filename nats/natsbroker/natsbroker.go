@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"strconv"
 	"strings"
 	"sync"
@@ -53,9 +54,17 @@ type Config struct {
 	// unlimited there and the largest shard queue.
 	PendingMsgsLimit  int
 	PendingBytesLimit int
-	// Namespaces configures persistent namespaces (JetStream history).
-	// Namespaces not listed are ephemeral. Call EnsureStreams before use.
-	Namespaces map[string]Namespace
+	// Streams are the persistent namespaces' stream settings, by
+	// namespace (JetStream history); any other namespace is ephemeral.
+	// Call EnsureStreams before use. Which namespaces keep history, route
+	// pushes or track presence is the gateway's namespace policy; the
+	// adapter only runs the streams.
+	Streams map[string]Stream
+	// PresenceTTL is the presence_ttl of each namespace that tracks
+	// presence: the presence bus keeps assuming another gateway it heard
+	// for twice that plus a second (presence.go). A namespace not listed:
+	// 15 s, the namespace policy's default.
+	PresenceTTL map[string]time.Duration
 	// Domain is the JetStream domain the streams live in, reached as
 	// $JS.<domain>.API: another region's across a leaf-node link
 	// (docs/regions.md). Empty: the connected server's own JetStream.
@@ -74,10 +83,9 @@ type Broker struct {
 	pendingMsgs, pendingBytes int
 
 	js         jetstream.JetStream
-	jsAPI      string               // JetStream API prefix: $JS.API or $JS.<domain>.API
-	livePrefix string               // republish destination prefix: <prefix>_live
-	namespaces map[string]*nsState  // persistent namespaces only
-	pushNS     map[string]Namespace // every configured namespace
+	jsAPI      string              // JetStream API prefix: $JS.API or $JS.<domain>.API
+	livePrefix string              // republish destination prefix: <prefix>_live
+	namespaces map[string]*nsState // persistent namespaces only
 	advOnce    sync.Once
 	advSub     *nats.Subscription
 	markSubs   []*nats.Subscription // republished moderation marks, one per namespace
@@ -88,10 +96,11 @@ type Broker struct {
 
 	presInbox presenceInbox // answers to presence state requests
 	presMu    sync.Mutex
-	presBus   map[string]*presenceBus // by namespace (presence.go)
-	presID    string                  // this broker on the presence bus
-	presHdr   nats.Header             // {wire.HeaderPresenceFrom: presID}; never written after New
-	disp      *dispatcher             // channel subscriptions (shards.go)
+	presBus   map[string]*presenceBus  // by namespace (presence.go)
+	presTTL   map[string]time.Duration // Config.PresenceTTL
+	presID    string                   // this broker on the presence bus
+	presHdr   nats.Header              // {wire.HeaderPresenceFrom: presID}; never written after New
+	disp      *dispatcher              // channel subscriptions (shards.go)
 
 	stop      chan struct{}
 	closeOnce sync.Once
@@ -122,7 +131,7 @@ func New(nc *nats.Conn, cfg Config) (*Broker, error) {
 	if cfg.PendingBytesLimit == 0 {
 		cfg.PendingBytesLimit = pendingBytesLimit
 	}
-	if err := ValidateNamespaces(cfg.Namespaces); err != nil {
+	if err := validateStreams(cfg.Streams); err != nil {
 		return nil, err
 	}
 	js, jsAPI, err := newJetStream(nc, cfg.Domain)
@@ -139,16 +148,16 @@ func New(nc *nats.Conn, cfg Config) (*Broker, error) {
 	}
 	b.disp = newDispatcher(nc, queue)
 	b.presBus = map[string]*presenceBus{}
+	b.presTTL = maps.Clone(cfg.PresenceTTL)
 	b.presID = nats.NewInbox()[len(nats.InboxPrefix):]
 	b.presHdr = nats.Header{wire.HeaderPresenceFrom: {b.presID}}
-	b.pushNS = cfg.Namespaces
-	for name, ns := range cfg.Namespaces {
-		if ns.History {
-			b.namespaces[name] = &nsState{name: name, stream: wire.StreamName(name), cfg: ns}
-		}
+	for name, st := range cfg.Streams {
+		b.namespaces[name] = &nsState{name: name, stream: wire.StreamName(name), cfg: st}
 	}
 	if len(b.namespaces) > 0 {
+		// Only persistent channels can be caught up after an outage.
 		go b.watchDrops()
+		go b.watchReconnects(b.nc.StatusChanged(nats.CONNECTED))
 	}
 	return b, nil
 }
@@ -161,7 +170,7 @@ func newJetStream(nc *nats.Conn, domain string) (jetstream.JetStream, string, er
 		js, err := jetstream.New(nc)
 		return js, "$JS.API", err
 	}
-	if !namespaceName.MatchString(domain) {
+	if !streamName.MatchString(domain) {
 		return nil, "", fmt.Errorf("natsbroker: bad JetStream domain %q", domain)
 	}
 	js, err := jetstream.NewWithDomain(nc, domain)

@@ -32,7 +32,7 @@ func TestOperatorActions(t *testing.T) {
 	}
 	type scenario struct {
 		name string
-		ns   natsbroker.Namespace
+		ns   natsbroker.Stream
 		// act does what the operator does; it may return the reason the
 		// affected channel's clients must get at every position ("" for
 		// any outcome the checker accepts).
@@ -49,7 +49,7 @@ func TestOperatorActions(t *testing.T) {
 		}
 	}
 	scenarios := []scenario{
-		{"recreated from its saved config", natsbroker.Namespace{History: true}, func(t *testing.T, w *world) (string, string) {
+		{"recreated from its saved config", natsbroker.Stream{}, func(t *testing.T, w *world) (string, string) {
 			st, _ := w.e.js.Stream(ctx(t), "FABRIC_room")
 			saved := st.CachedInfo().Config
 			if err := readd(t, w.e, saved); err != nil {
@@ -61,7 +61,7 @@ func TestOperatorActions(t *testing.T) {
 			waitEpochChange(t, w.e)
 			return broker.ReasonEpochChanged, broker.ReasonEpochChanged
 		}},
-		{"subject purge refused by default", natsbroker.Namespace{History: true}, func(t *testing.T, w *world) (string, string) {
+		{"subject purge refused by default", natsbroker.Stream{}, func(t *testing.T, w *world) (string, string) {
 			st, _ := w.e.js.Stream(ctx(t), "FABRIC_room")
 			if err := st.Purge(ctx(t), jetstream.WithPurgeSubject("fabric.room.b"), jetstream.WithPurgeSequence(w.b[10])); err == nil {
 				t.Fatal("operator's subject purge accepted on a denying stream")
@@ -71,35 +71,35 @@ func TestOperatorActions(t *testing.T) {
 			}
 			return "", ""
 		}},
-		{"subject purge with seq (opted out)", natsbroker.Namespace{History: true, AllowPurge: true}, func(t *testing.T, w *world) (string, string) {
+		{"subject purge with seq (opted out)", natsbroker.Stream{AllowPurge: true}, func(t *testing.T, w *world) (string, string) {
 			purge(t, w, jetstream.WithPurgeSubject("fabric.room.b"), jetstream.WithPurgeSequence(w.b[10]))
 			return "", ""
 		}},
-		{"subject purge with keep (opted out)", natsbroker.Namespace{History: true, AllowPurge: true}, func(t *testing.T, w *world) (string, string) {
+		{"subject purge with keep (opted out)", natsbroker.Stream{AllowPurge: true}, func(t *testing.T, w *world) (string, string) {
 			purge(t, w, jetstream.WithPurgeSubject("fabric.room.b"), jetstream.WithPurgeKeep(5))
 			return "", ""
 		}},
-		{"whole purge (opted out)", natsbroker.Namespace{History: true, AllowPurge: true}, func(t *testing.T, w *world) (string, string) {
+		{"whole purge (opted out)", natsbroker.Stream{AllowPurge: true}, func(t *testing.T, w *world) (string, string) {
 			purge(t, w)
 			return broker.ReasonHistoryGone, broker.ReasonHistoryGone
 		}},
-		{"whole purge with keep (opted out)", natsbroker.Namespace{History: true, AllowPurge: true}, func(t *testing.T, w *world) (string, string) {
+		{"whole purge with keep (opted out)", natsbroker.Stream{AllowPurge: true}, func(t *testing.T, w *world) (string, string) {
 			purge(t, w, jetstream.WithPurgeKeep(3))
 			return "", ""
 		}},
-		{"per-channel limit overflow while away", natsbroker.Namespace{History: true, MaxMsgsPerChannel: 25}, func(t *testing.T, w *world) (string, string) {
+		{"per-channel limit overflow while away", natsbroker.Stream{MaxMsgsPerChannel: 25}, func(t *testing.T, w *world) (string, string) {
 			for i := 0; i < 25; i++ {
 				w.e.jsPublish(t, "fabric.room.b", "m", `{}`)
 			}
 			return broker.ReasonHistoryGone, ""
 		}},
-		{"channel clear", natsbroker.Namespace{History: true}, func(t *testing.T, w *world) (string, string) {
+		{"channel clear", natsbroker.Stream{}, func(t *testing.T, w *world) (string, string) {
 			if err := w.e.b.ClearChannel(ctx(t), "room:b"); err != nil {
 				t.Fatal(err)
 			}
 			return broker.ReasonHistoryCleared, ""
 		}},
-		{"message removal", natsbroker.Namespace{History: true}, func(t *testing.T, w *world) (string, string) {
+		{"message removal", natsbroker.Stream{}, func(t *testing.T, w *world) (string, string) {
 			for _, i := range []int{0, 12, 19} {
 				if err := w.e.b.RemoveMessage(ctx(t), "room:b", w.b[i]); err != nil {
 					t.Fatal(err)
@@ -108,7 +108,7 @@ func TestOperatorActions(t *testing.T) {
 			}
 			return "", ""
 		}},
-		{"message removal (opted out: bytes gone)", natsbroker.Namespace{History: true, AllowDelete: true}, func(t *testing.T, w *world) (string, string) {
+		{"message removal (opted out: bytes gone)", natsbroker.Stream{AllowDelete: true}, func(t *testing.T, w *world) (string, string) {
 			for _, i := range []int{0, 12, 19} {
 				if err := w.e.b.RemoveMessage(ctx(t), "room:b", w.b[i]); err != nil {
 					t.Fatal(err)

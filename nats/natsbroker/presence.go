@@ -49,24 +49,6 @@ import (
 
 var _ broker.Presence = (*Broker)(nil)
 
-// PresenceOptions implements broker.Presence.
-func (b *Broker) PresenceOptions(topic string) (broker.PresenceOptions, bool) {
-	ns, _, _ := strings.Cut(topic, ":")
-	c, ok := b.pushNS[ns]
-	if !ok || !c.Presence {
-		return broker.PresenceOptions{}, false
-	}
-	o := broker.PresenceOptions{MetaKey: c.PresenceMetaKey, TTL: c.PresenceTTL,
-		MaxMembers: c.PresenceMaxMembers, MaxStateBytes: c.PresenceMaxStateBytes}
-	if o.MetaKey == "" {
-		o.MetaKey = DefaultPresenceMetaKey
-	}
-	if o.TTL <= 0 {
-		o.TTL = DefaultPresenceTTL
-	}
-	return o, true
-}
-
 func (b *Broker) presenceSubject(topic string) (string, error) {
 	subj, err := b.subject(topic)
 	if err != nil {
@@ -74,6 +56,10 @@ func (b *Broker) presenceSubject(topic string) (string, error) {
 	}
 	return b.prefix + "_presence" + subj[len(b.prefix):], nil
 }
+
+// defaultPresenceTTL is the namespace policy's presence_ttl default
+// (gateway/namespace), for a namespace Config.PresenceTTL does not list.
+const defaultPresenceTTL = 15 * time.Second
 
 // presenceBus is one namespace's presence traffic (see above).
 type presenceBus struct {
@@ -111,9 +97,9 @@ func (b *Broker) presenceBusOf(topic string) *presenceBus {
 	if p := b.presBus[ns]; p != nil {
 		return p
 	}
-	ttl := DefaultPresenceTTL
-	if o, ok := b.PresenceOptions(topic); ok {
-		ttl = o.TTL
+	ttl := b.presTTL[ns]
+	if ttl <= 0 {
+		ttl = defaultPresenceTTL
 	}
 	p := &presenceBus{ns: ns, subs: map[string][]*presenceSub{}, horizon: 2*ttl + time.Second}
 	b.presBus[ns] = p

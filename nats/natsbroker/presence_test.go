@@ -14,7 +14,7 @@ import (
 
 func presenceBroker(t *testing.T, nc *nats.Conn) *natsbroker.Broker {
 	t.Helper()
-	b, err := natsbroker.New(nc, natsbroker.Config{Namespaces: map[string]natsbroker.Namespace{"room": {Presence: true}}})
+	b, err := natsbroker.New(nc, natsbroker.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}

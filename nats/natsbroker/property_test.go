@@ -53,7 +53,7 @@ func TestHistoryProperty(t *testing.T) {
 
 func runProperty(t *testing.T, seed uint64, opted bool) {
 	rng := rand.New(rand.NewPCG(seed, 0x5eed))
-	ns := natsbroker.Namespace{History: true, AllowPurge: opted, AllowDelete: opted}
+	ns := natsbroker.Stream{AllowPurge: opted, AllowDelete: opted}
 	e := setupHistory(t, ns)
 	model := memory.NewStream()
 	model.Physical = opted

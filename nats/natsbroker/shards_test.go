@@ -3,6 +3,7 @@ package natsbroker_test
 import (
 	"fmt"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -56,7 +57,7 @@ func blockShard(t *testing.T, e henv, topic, subj string) (release func()) {
 
 func (e henv) jsPublishOrCore(t *testing.T, topic, subj string) {
 	t.Helper()
-	if e.b.Persistent(topic) {
+	if strings.HasPrefix(topic, "room:") { // setupHistory's one persistent namespace
 		e.jsPublish(t, subj, "m", `{}`)
 		return
 	}
@@ -70,7 +71,7 @@ func (e henv) jsPublishOrCore(t *testing.T, topic, subj string) {
 // messages gets every one of them from the stream, in order, once, with
 // an unbroken Prev chain.
 func TestFullShardPersistentRefilled(t *testing.T) {
-	e := setupHistory(t, natsbroker.Namespace{History: true}, func(c *natsbroker.Config) {
+	e := setupHistory(t, natsbroker.Stream{}, func(c *natsbroker.Config) {
 		c.PendingMsgsLimit = 4
 	})
 	victim := sameShard(t, e.b, "room:blocker", "room", "v")
@@ -114,7 +115,7 @@ func TestFullShardPersistentRefilled(t *testing.T) {
 // TestFullShardEphemeralCounted: the same overflow on an ephemeral channel
 // loses the messages (core NATS) and counts every one.
 func TestFullShardEphemeralCounted(t *testing.T) {
-	e := setupHistory(t, natsbroker.Namespace{History: true}, func(c *natsbroker.Config) {
+	e := setupHistory(t, natsbroker.Stream{}, func(c *natsbroker.Config) {
 		c.PendingMsgsLimit = 4
 	})
 	victim := sameShard(t, e.b, "room:blocker", "bench", "v")
@@ -174,7 +175,7 @@ func TestFullShardEphemeralCounted(t *testing.T) {
 // ephemeral, with their presence subjects, starts no goroutine per
 // channel (the dispatch shards and the presence bus have a fixed number).
 func TestNoGoroutinePerChannel(t *testing.T) {
-	e := setupHistory(t, natsbroker.Namespace{History: true, Presence: true})
+	e := setupHistory(t, natsbroker.Stream{})
 	// One channel of each kind first, so goroutines started once per
 	// broker or namespace exist before the count.
 	var subs []broker.Subscription

@@ -78,6 +78,14 @@ type Monitor struct {
 
 	probes, failed atomic.Uint64
 	downs          atomic.Uint64
+
+	watchers atomic.Pointer[[]watcher] // Watch; replaced whole, read without a lock
+}
+
+// watcher is one Watch registration.
+type watcher struct {
+	up       func()
+	streamUp func(stream string)
 }
 
 // state is one watched thing: the link or a stream.
@@ -183,6 +191,40 @@ func (m *Monitor) Reconnected() {
 	}
 }
 
+// Watch registers up, called when the link comes back after being declared
+// down, and streamUp, called when a watched stream answers again (both
+// after Config.OnChange and OnStreamUp, on the Monitor's goroutine: they
+// must not block). The broker uses it to catch its channels up by itself.
+func (m *Monitor) Watch(up func(), streamUp func(stream string)) {
+	for {
+		old := m.watchers.Load()
+		var ws []watcher
+		if old != nil {
+			ws = append(ws, *old...)
+		}
+		ws = append(ws, watcher{up: up, streamUp: streamUp})
+		if m.watchers.CompareAndSwap(old, &ws) {
+			return
+		}
+	}
+}
+
+// notify calls the watchers' up (stream "") or streamUp.
+func (m *Monitor) notify(stream string) {
+	ws := m.watchers.Load()
+	if ws == nil {
+		return
+	}
+	for _, w := range *ws {
+		switch {
+		case stream == "" && w.up != nil:
+			w.up()
+		case stream != "" && w.streamUp != nil:
+			w.streamUp(stream)
+		}
+	}
+}
+
 // Close stops the probes.
 func (m *Monitor) Close() {
 	m.once.Do(func() { close(m.stop) })
@@ -285,6 +327,7 @@ func (m *Monitor) probeStreams() {
 			if m.cfg.OnStreamUp != nil {
 				m.cfg.OnStreamUp(name)
 			}
+			m.notify(name)
 		}
 	}
 }
@@ -307,6 +350,7 @@ func (m *Monitor) set(s *state, up bool, why string, now bool) {
 				if m.cfg.OnChange != nil {
 					m.cfg.OnChange(true)
 				}
+				m.notify("")
 			}
 		}
 		return

@@ -100,6 +100,8 @@ func TestSilentLinkDetected(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(m.Close)
+	var ups atomic.Int32
+	m.Watch(func() { ups.Add(1) }, nil) // the broker's catch-up
 	time.Sleep(500 * time.Millisecond)
 	if err := m.Err(); err != nil {
 		t.Fatalf("healthy link reported down: %v", err)
@@ -131,6 +133,9 @@ func TestSilentLinkDetected(t *testing.T) {
 	})
 	if m.Stats().Downs != 1 || changes.Load() < 2 {
 		t.Fatalf("downs %d, changes %d: want 1 down and its return", m.Stats().Downs, changes.Load())
+	}
+	if ups.Load() != 1 {
+		t.Fatalf("Watch's up called %d times, want once (the return)", ups.Load())
 	}
 }
 
@@ -186,6 +191,8 @@ func TestStreamUpCallbackInDomain(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(m.Close)
+	var watched atomic.Value
+	m.Watch(nil, func(name string) { watched.Store(name) })
 	waitFor(t, "missing stream declared down", 10*time.Second, func() bool { return m.StreamErr("LATER") != nil })
 	js, err := jetstream.NewWithDomain(nc, "home")
 	if err != nil {
@@ -198,7 +205,7 @@ func TestStreamUpCallbackInDomain(t *testing.T) {
 	}
 	waitFor(t, "stream up again", 10*time.Second, func() bool { return m.StreamErr("LATER") == nil })
 	waitFor(t, "OnStreamUp called", 5*time.Second, func() bool { return ups.Load() == 1 })
-	if got.Load() != "LATER" {
-		t.Fatalf("OnStreamUp(%v), want LATER", got.Load())
+	if got.Load() != "LATER" || watched.Load() != "LATER" {
+		t.Fatalf("OnStreamUp(%v), Watch's streamUp(%v), want LATER", got.Load(), watched.Load())
 	}
 }

@@ -156,7 +156,7 @@ func setup(t *testing.T, o setupOpts) env {
 	t.Helper()
 	s := natstest.RunServer(t)
 	nc := natstest.Connect(t, s)
-	b, err := natsbroker.New(nc, natsbroker.Config{Namespaces: map[string]natsbroker.Namespace{"room": {History: true, MaxAge: time.Hour}}})
+	b, err := natsbroker.New(nc, natsbroker.Config{Streams: map[string]natsbroker.Stream{"room": {MaxAge: time.Hour}}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,7 +20,6 @@ import (
 
 // History is what the History RPC reads (nats/natsbroker implements it).
 type History interface {
-	Persistent(topic string) bool
 	// HistoryEpoch is the topic's current epoch (false: no history).
 	HistoryEpoch(topic string) (string, bool)
 	// Replay reads up to max messages after from, checking that none was

@@ -20,11 +20,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fabric-rt/fabric/auth"
+	"github.com/fabric-rt/fabric/gateway/namespace"
 	"github.com/fabric-rt/fabric/gateway/phoenix"
 	"github.com/fabric-rt/fabric/internal/app"
 	"github.com/fabric-rt/fabric/internal/testkit/phxclient"
 	"github.com/fabric-rt/fabric/internal/testkit/proctest"
-	"github.com/fabric-rt/fabric/nats/natsbroker"
 	"github.com/fabric-rt/fabric/nats/wire"
 	"github.com/fabric-rt/fabric/publisher"
 )
@@ -135,8 +135,8 @@ func TestNATSAuthExampleEndToEnd(t *testing.T) {
 	cfg.NATSConfig = "../../examples/nats-auth/nats.conf"
 	cfg.NATSUser, cfg.NATSPassword = "fabric", pw["fabric"]
 	cfg.AllowQueryToken = true
-	cfg.Namespaces = map[string]natsbroker.Namespace{
-		"room": {History: true, MaxAge: time.Hour, Pushes: natsbroker.PushesRequest, PushTimeout: 3 * time.Second},
+	cfg.Namespaces = map[string]namespace.Namespace{
+		"room": {History: true, MaxAge: time.Hour, Pushes: namespace.PushesRequest, PushTimeout: 3 * time.Second},
 	}
 	a := natsOpenStart(t, cfg)
 	url := "nats://127.0.0.1:" + port

@@ -22,8 +22,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fabric-rt/fabric/clients/go/phx"
+	"github.com/fabric-rt/fabric/gateway/namespace"
 	"github.com/fabric-rt/fabric/internal/app"
-	"github.com/fabric-rt/fabric/nats/natsbroker"
 	"github.com/fabric-rt/fabric/nats/natsembed"
 	"github.com/fabric-rt/fabric/nats/wire"
 )
@@ -140,7 +140,7 @@ func startGateway(t *testing.T, natsURL string) *app.App {
 		OpsListen:  "off",
 		NATSURL:    natsURL,
 		LeaveGrace: 50 * time.Millisecond,
-		Namespaces: map[string]natsbroker.Namespace{"room": {History: true, Replicas: 3}},
+		Namespaces: map[string]namespace.Namespace{"room": {History: true, Replicas: 3}},
 		Logger:     logger(),
 	})
 	return a

@@ -11,10 +11,10 @@ import (
 	"connectrpc.com/connect"
 
 	ctl "github.com/fabric-rt/fabric/gateway/control"
+	"github.com/fabric-rt/fabric/gateway/namespace"
 	"github.com/fabric-rt/fabric/internal/app"
 	"github.com/fabric-rt/fabric/internal/testkit"
 	"github.com/fabric-rt/fabric/internal/testkit/phxnode"
-	"github.com/fabric-rt/fabric/nats/natsbroker"
 	"github.com/fabric-rt/fabric/publisher/serverapi"
 	fabricv1 "github.com/fabric-rt/fabric/schema/gen/fabricv1"
 	"github.com/fabric-rt/fabric/schema/gen/fabricv1/fabricv1connect"
@@ -39,7 +39,7 @@ func startWithKeys(t *testing.T, natsURL, keys string) *app.App {
 		AllowQueryToken: true,
 		LeaveGrace:      50 * time.Millisecond,
 		APIKeysFile:     keys,
-		Namespaces: map[string]natsbroker.Namespace{
+		Namespaces: map[string]namespace.Namespace{
 			"room": {History: true, MaxAge: time.Hour, Presence: true, PresenceTTL: 2 * time.Second},
 			"chat": {},
 		},

@@ -16,10 +16,10 @@ import (
 
 	"github.com/fabric-rt/fabric/auth"
 	ctl "github.com/fabric-rt/fabric/gateway/control"
+	"github.com/fabric-rt/fabric/gateway/namespace"
 	"github.com/fabric-rt/fabric/internal/app"
 	"github.com/fabric-rt/fabric/internal/testkit"
 	"github.com/fabric-rt/fabric/internal/testkit/phxnode"
-	"github.com/fabric-rt/fabric/nats/natsbroker"
 )
 
 const (
@@ -38,7 +38,7 @@ func start(t *testing.T, natsURL string) *app.App {
 		JWTSecret:       secret,
 		AllowQueryToken: true,
 		LeaveGrace:      50 * time.Millisecond,
-		Namespaces: map[string]natsbroker.Namespace{
+		Namespaces: map[string]namespace.Namespace{
 			"room": {History: true, MaxAge: time.Hour, Presence: true, PresenceTTL: 2 * time.Second},
 			"chat": {},
 		},

@@ -8,9 +8,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/fabric-rt/fabric/gateway/namespace"
 	"github.com/fabric-rt/fabric/internal/app"
 	"github.com/fabric-rt/fabric/internal/testkit/phxnode"
-	"github.com/fabric-rt/fabric/nats/natsbroker"
 )
 
 // Phoenix's handle_in over NATS: a phoenix.js push on a namespace with
@@ -18,9 +18,9 @@ import (
 // .receive("ok"); errors, missing services and slow ones get clear replies.
 func TestPushesRoutedToServices(t *testing.T) {
 	f := startFabric(t, func(c *app.Config) {
-		c.Namespaces = map[string]natsbroker.Namespace{
-			"game": {Pushes: natsbroker.PushesRequest, PushTimeout: 300 * time.Millisecond},
-			"slow": {Pushes: natsbroker.PushesRequest, PushTimeout: 300 * time.Millisecond},
+		c.Namespaces = map[string]namespace.Namespace{
+			"game": {Pushes: namespace.PushesRequest, PushTimeout: 300 * time.Millisecond},
+			"slow": {Pushes: namespace.PushesRequest, PushTimeout: 300 * time.Millisecond},
 		}
 	})
 	events := make(chan *nats.Msg, 100)
@@ -106,7 +106,7 @@ func TestPushesRoutedToServices(t *testing.T) {
 // No service at all: the client is told at once instead of timing out.
 func TestPushWithoutHandler(t *testing.T) {
 	f := startFabric(t, func(c *app.Config) {
-		c.Namespaces = map[string]natsbroker.Namespace{"game": {Pushes: natsbroker.PushesRequest}}
+		c.Namespaces = map[string]namespace.Namespace{"game": {Pushes: namespace.PushesRequest}}
 	})
 	p := phxnode.Start(t)
 	if err := p.Connect(f.socketURL(), nil, nil); err != nil {

@@ -12,10 +12,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fabric-rt/fabric/clients/go/phx"
+	"github.com/fabric-rt/fabric/gateway/namespace"
 	"github.com/fabric-rt/fabric/gateway/phoenix"
 	"github.com/fabric-rt/fabric/internal/app"
 	"github.com/fabric-rt/fabric/internal/testkit/phxclient"
-	"github.com/fabric-rt/fabric/nats/natsbroker"
 )
 
 type position struct {
@@ -78,7 +78,7 @@ func nextN(t *testing.T, c *phxclient.Client, topic, event string, n int) ([]int
 // At the wire: every resume outcome a client can see.
 func TestResumeOutcomes(t *testing.T) {
 	f := startFabric(t, func(c *app.Config) {
-		c.Namespaces = map[string]natsbroker.Namespace{"room": {History: true, MaxMsgsPerChannel: 10}}
+		c.Namespaces = map[string]namespace.Namespace{"room": {History: true, MaxMsgsPerChannel: 10}}
 	})
 	c := f.dial(phoenix.V2, phxclient.Options{})
 	fresh := joinPos(t, c, "room:r", nil)

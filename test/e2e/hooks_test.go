@@ -14,11 +14,11 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/fabric-rt/fabric/auth"
+	"github.com/fabric-rt/fabric/gateway/namespace"
 	"github.com/fabric-rt/fabric/gateway/phoenix"
 	"github.com/fabric-rt/fabric/internal/app"
 	"github.com/fabric-rt/fabric/internal/testkit/phxclient"
 	"github.com/fabric-rt/fabric/internal/testkit/phxnode"
-	"github.com/fabric-rt/fabric/nats/natsbroker"
 	fabricv1 "github.com/fabric-rt/fabric/schema/gen/fabricv1"
 )
 
@@ -91,11 +91,11 @@ func sameJSON(t *testing.T, got json.RawMessage, want string) bool {
 // and `join_scope: all` for joins the token does not cover.
 func TestJoinHook(t *testing.T) {
 	f := startAuthed(t, func(c *app.Config) {
-		c.Namespaces = map[string]natsbroker.Namespace{
-			"game": {Pushes: natsbroker.PushesRequest, Joins: natsbroker.JoinsRequest},
-			"slow": {Joins: natsbroker.JoinsRequest, JoinTimeout: 300 * time.Millisecond},
-			"none": {Joins: natsbroker.JoinsRequest},
-			"open": {Joins: natsbroker.JoinsRequest, JoinScope: "all"},
+		c.Namespaces = map[string]namespace.Namespace{
+			"game": {Pushes: namespace.PushesRequest, Joins: namespace.JoinsRequest},
+			"slow": {Joins: namespace.JoinsRequest, JoinTimeout: 300 * time.Millisecond},
+			"none": {Joins: namespace.JoinsRequest},
+			"open": {Joins: namespace.JoinsRequest, JoinScope: "all"},
 		}
 	})
 	events := make(chan *nats.Msg, 100)
@@ -212,7 +212,7 @@ func scrape(t *testing.T, f *fabric) string {
 // it missed (the hook's ok does not restart the history).
 func TestJoinHookResume(t *testing.T) {
 	f := startAuthed(t, func(c *app.Config) {
-		c.Namespaces = map[string]natsbroker.Namespace{"match": {History: true, Joins: natsbroker.JoinsRequest}}
+		c.Namespaces = map[string]namespace.Namespace{"match": {History: true, Joins: namespace.JoinsRequest}}
 	})
 	var mu sync.Mutex
 	kicked := map[string]bool{}
@@ -289,7 +289,7 @@ func TestConnectHook(t *testing.T) {
 	f := startAuthed(t, func(c *app.Config) {
 		c.ConnectHook = true
 		c.ConnectHookTimeout = time.Second
-		c.Namespaces = map[string]natsbroker.Namespace{"game": {Pushes: natsbroker.PushesRequest, Joins: natsbroker.JoinsRequest}}
+		c.Namespaces = map[string]namespace.Namespace{"game": {Pushes: namespace.PushesRequest, Joins: namespace.JoinsRequest}}
 	})
 	seen := make(chan *fabricv1.ConnectRequest, 10)
 	sub, err := f.nc.Subscribe("fabric_connect", func(m *nats.Msg) {
@@ -375,7 +375,7 @@ func TestConnectHook(t *testing.T) {
 // reply comes for it, and the service's late ok attaches nothing.
 func TestJoinHookCanceled(t *testing.T) {
 	f := startFabric(t, func(c *app.Config) {
-		c.Namespaces = map[string]natsbroker.Namespace{"game": {Joins: natsbroker.JoinsRequest}}
+		c.Namespaces = map[string]namespace.Namespace{"game": {Joins: namespace.JoinsRequest}}
 	})
 	asked := make(chan struct{}, 10)
 	if _, err := f.nc.Subscribe("fabric_join.game.>", func(m *nats.Msg) {

@@ -12,9 +12,9 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/fabric-rt/fabric/auth"
+	"github.com/fabric-rt/fabric/gateway/namespace"
 	"github.com/fabric-rt/fabric/internal/app"
 	"github.com/fabric-rt/fabric/internal/testkit/phxnode"
-	"github.com/fabric-rt/fabric/nats/natsbroker"
 )
 
 // startNodeService runs a Node script with nats.js (clients/js's
@@ -66,7 +66,7 @@ func startNodeService(t *testing.T, script, url string) {
 // stranger is refused with the service's reason.
 func TestJoinHookNodeExample(t *testing.T) {
 	f := startAuthed(t, func(c *app.Config) {
-		c.Namespaces = map[string]natsbroker.Namespace{"guild": {Joins: natsbroker.JoinsRequest, Pushes: natsbroker.PushesRequest}}
+		c.Namespaces = map[string]namespace.Namespace{"guild": {Joins: namespace.JoinsRequest, Pushes: namespace.PushesRequest}}
 	})
 	startNodeService(t, "examples/joinhook-node/joinhook.js", f.NATSURL())
 	if _, err := f.nc.Subscribe("fabric_in.guild.>", func(m *nats.Msg) { _ = m.Respond([]byte(m.Header.Get("Fabric-Assigns"))) }); err != nil {

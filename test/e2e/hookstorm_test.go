@@ -11,11 +11,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/fabric-rt/fabric/gateway/namespace"
 	"github.com/fabric-rt/fabric/gateway/phoenix"
 	"github.com/fabric-rt/fabric/internal/app"
 	"github.com/fabric-rt/fabric/internal/testkit"
 	"github.com/fabric-rt/fabric/internal/testkit/phxclient"
-	"github.com/fabric-rt/fabric/nats/natsbroker"
 )
 
 // stormService answers join hook requests after delay, each on its own
@@ -148,8 +148,8 @@ func TestJoinHookStorm(t *testing.T) {
 	const n, limit, crashAfter = 500, 8, 60
 	f := startFabric(t, func(c *app.Config) {
 		c.HookConcurrency = limit
-		c.Namespaces = map[string]natsbroker.Namespace{
-			"arena": {History: true, Joins: natsbroker.JoinsRequest, JoinTimeout: 3 * time.Second},
+		c.Namespaces = map[string]namespace.Namespace{
+			"arena": {History: true, Joins: namespace.JoinsRequest, JoinTimeout: 3 * time.Second},
 		}
 	})
 	svc := startStormService(t, f.NATSURL(), "fabric_join.arena.>", 5*time.Millisecond, crashAfter)

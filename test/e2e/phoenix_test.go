@@ -10,9 +10,9 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/fabric-rt/fabric/gateway/namespace"
 	"github.com/fabric-rt/fabric/internal/app"
 	"github.com/fabric-rt/fabric/internal/testkit/phxnode"
-	"github.com/fabric-rt/fabric/nats/natsbroker"
 )
 
 // The unmodified phoenix npm client, over WebSocket, against a real Fabric:
@@ -272,7 +272,7 @@ func TestPhoenixJSResumesAfterDisconnect(t *testing.T) {
 // When history is gone the helper tells the app (never a silent gap).
 func TestPhoenixJSGapIsReported(t *testing.T) {
 	f := startFabric(t, func(c *app.Config) {
-		c.Namespaces = map[string]natsbroker.Namespace{"room": {History: true, MaxMsgsPerChannel: 20}}
+		c.Namespaces = map[string]namespace.Namespace{"room": {History: true, MaxMsgsPerChannel: 20}}
 		c.LeaveGrace = time.Millisecond
 	})
 	p := phxnode.Start(t)

@@ -12,11 +12,11 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/nats-io/nats.go"
 
+	"github.com/fabric-rt/fabric/gateway/namespace"
 	"github.com/fabric-rt/fabric/gateway/phoenix"
 	"github.com/fabric-rt/fabric/internal/app"
 	"github.com/fabric-rt/fabric/internal/testkit/phxclient"
 	"github.com/fabric-rt/fabric/internal/testkit/phxnode"
-	"github.com/fabric-rt/fabric/nats/natsbroker"
 )
 
 // phoenix.js with a logger set reads payload.status of every message it
@@ -177,7 +177,7 @@ func TestPhoenixJSLoneSurrogateTopic(t *testing.T) {
 // member or a service.
 func TestPhoenixJSReservedPushes(t *testing.T) {
 	f := startFabric(t, func(c *app.Config) {
-		c.Namespaces = map[string]natsbroker.Namespace{"game": {Pushes: natsbroker.PushesRequest}}
+		c.Namespaces = map[string]namespace.Namespace{"game": {Pushes: namespace.PushesRequest}}
 	})
 	reached := make(chan string, 100)
 	if _, err := f.nc.Subscribe("fabric_in.game.>", func(m *nats.Msg) {
@@ -240,7 +240,7 @@ func TestPushTooLarge(t *testing.T) {
 // as {"base64"}; a JSON answer that is not an object is refused.
 func TestPhoenixJSRoutedNonObjectReplies(t *testing.T) {
 	f := startFabric(t, func(c *app.Config) {
-		c.Namespaces = map[string]natsbroker.Namespace{"game": {Pushes: natsbroker.PushesRequest}}
+		c.Namespaces = map[string]namespace.Namespace{"game": {Pushes: namespace.PushesRequest}}
 	})
 	bin := []byte{0, 1, 2, 0xff}
 	if _, err := f.nc.Subscribe("fabric_in.game.>", func(m *nats.Msg) {

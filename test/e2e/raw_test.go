@@ -15,10 +15,10 @@ import (
 
 	"github.com/gobwas/ws"
 
+	"github.com/fabric-rt/fabric/gateway/namespace"
 	"github.com/fabric-rt/fabric/gateway/phoenix"
 	"github.com/fabric-rt/fabric/internal/app"
 	"github.com/fabric-rt/fabric/internal/testkit/phxclient"
-	"github.com/fabric-rt/fabric/nats/natsbroker"
 )
 
 const wait = 10 * time.Second
@@ -216,7 +216,7 @@ func TestAnonymousOnlyOnLoopback(t *testing.T) {
 func TestThousandConnectionsOneBroadcast(t *testing.T) {
 	const n = 1000
 	f := startFabric(t, func(c *app.Config) {
-		c.Namespaces = natsbroker.DefaultNamespaces()
+		c.Namespaces = namespace.Defaults()
 		room := c.Namespaces["room"]
 		room.Presence = false
 		c.Namespaces["room"] = room

@@ -14,11 +14,15 @@ import (
 
 	"github.com/fabric-rt/fabric/gateway/broker"
 	"github.com/fabric-rt/fabric/gateway/hub"
+	"github.com/fabric-rt/fabric/gateway/namespace"
 	"github.com/fabric-rt/fabric/gateway/phoenix"
 	"github.com/fabric-rt/fabric/gateway/transport"
 	"github.com/fabric-rt/fabric/nats/natsbroker"
 	"github.com/fabric-rt/fabric/nats/natstest"
 )
+
+// replayNamespaces: room:* keeps history, as the benchmark's broker does.
+var replayNamespaces = namespace.MustNew(map[string]namespace.Namespace{"room": {History: true}})
 
 // countConn is a connection that only counts what it is sent: the replay
 // benchmarks measure fetching, chaining, encoding and handing frames to
@@ -48,7 +52,7 @@ func setupReplay(b *testing.B, topic string, n int) *replayEnv {
 	b.Helper()
 	s := natstest.RunServer(b)
 	nc := natstest.Connect(b, s)
-	br, err := natsbroker.New(nc, natsbroker.Config{Namespaces: map[string]natsbroker.Namespace{"room": {History: true}}})
+	br, err := natsbroker.New(nc, natsbroker.Config{Streams: map[string]natsbroker.Stream{"room": {}}})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -135,7 +139,7 @@ func BenchmarkReplay(b *testing.B) {
 		var ms runtime.MemStats
 		var peak uint64
 		for i := 0; i < b.N; i++ {
-			h := hub.New(hub.Config{Broker: env.b, LeaveGrace: time.Millisecond})
+			h := hub.New(hub.Config{Broker: env.b, Namespaces: replayNamespaces, LeaveGrace: time.Millisecond})
 			done := make(chan struct{})
 			go func() { // sample the heap while the replay runs
 				t := time.NewTicker(5 * time.Millisecond)
@@ -166,7 +170,7 @@ func benchWave(b *testing.B, clients, ringSize int) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		// A fresh hub is a freshly restarted gateway: empty rings.
-		h := hub.New(hub.Config{Broker: env.b, RingSize: ringSize, LeaveGrace: time.Millisecond})
+		h := hub.New(hub.Config{Broker: env.b, Namespaces: replayNamespaces, RingSize: ringSize, LeaveGrace: time.Millisecond})
 		resumeAll(b, h, "room:wave", from, clients, missed)
 		h.Close()
 	}

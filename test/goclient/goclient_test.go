@@ -29,8 +29,8 @@ import (
 
 	"github.com/fabric-rt/fabric/auth"
 	"github.com/fabric-rt/fabric/clients/go/phx"
+	"github.com/fabric-rt/fabric/gateway/namespace"
 	"github.com/fabric-rt/fabric/internal/app"
-	"github.com/fabric-rt/fabric/nats/natsbroker"
 )
 
 const wait = 15 * time.Second
@@ -442,7 +442,7 @@ func TestReconnectResumesNothingLost(t *testing.T) {
 // its reason, and the channel continues live from the position given.
 func TestResumeReportsGap(t *testing.T) {
 	f := startFabric(t, "", func(c *app.Config) {
-		c.Namespaces = map[string]natsbroker.Namespace{"room": {History: true, MaxMsgsPerChannel: 10}}
+		c.Namespaces = map[string]namespace.Namespace{"room": {History: true, MaxMsgsPerChannel: 10}}
 	})
 	px := newProxy(t, f.HTTPAddr())
 	s := dial(t, px.endpoint(), phx.Options{})
@@ -509,7 +509,7 @@ func TestHeartbeatTimeoutReconnects(t *testing.T) {
 // Presence class.
 func TestPresence(t *testing.T) {
 	f := startFabric(t, "", func(c *app.Config) {
-		c.Namespaces = map[string]natsbroker.Namespace{"room": {History: true, Presence: true}}
+		c.Namespaces = map[string]namespace.Namespace{"room": {History: true, Presence: true}}
 	})
 	keys := func(p *phx.Presence) string {
 		var ks []string

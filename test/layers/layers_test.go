@@ -36,6 +36,7 @@ var rules = []rule{
 		"transports move bytes; they know no protocol above frames", nil},
 	{module + "gateway/broker", []string{"github.com/nats-io/", module + "nats/", module + "gateway", module + "internal/"}, "the port names topics and positions, not subjects or streams", nil},
 	{module + "gateway/control", []string{module}, "the cluster-control contract is shared by the server API and nats/natsctl: it imports neither", nil},
+	{module + "gateway/namespace", []string{module, "github.com/nats-io/"}, "namespace policy is pure: config in, answers out; the NATS adapter gets only the stream settings the app derives from it", nil},
 	{from: module + "publisher", banned: []string{module + "gateway", module + "internal/", module + "cmd/", module + "bench"}, allowed: contracts, why: "services' library must not drag the gateway into their builds (the ports are pure contracts)"},
 	{module + "auth", []string{module}, "token verification and minting is a leaf that gateways, the publisher and backends all use", nil},
 	{module + "nats/wire", []string{module}, "the wire contract is a leaf: gateways, the publisher library and plain NATS clients all read it, it reads none of them", nil},

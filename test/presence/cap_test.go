@@ -6,12 +6,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fabric-rt/fabric/gateway/namespace"
 	"github.com/fabric-rt/fabric/internal/app"
 	"github.com/fabric-rt/fabric/internal/testkit/phxnode"
-	"github.com/fabric-rt/fabric/nats/natsbroker"
 )
 
-func startNS(t *testing.T, ns natsbroker.Namespace) *app.App {
+func startNS(t *testing.T, ns namespace.Namespace) *app.App {
 	t.Helper()
 	a := testkit.StartApp(t, stormConfig(t, ns))
 	return a
@@ -41,7 +41,7 @@ func waitCount(t *testing.T, p *phxnode.Puppet, topic string, want int) {
 // empties (onSync fires with no members) and fabric:presence_count
 // carries the size; back under 90 % of the cap the full list returns.
 func TestPhoenixPresenceOverTheCap(t *testing.T) {
-	a := startNS(t, natsbroker.Namespace{Presence: true, PresenceTTL: ttl, PresenceMaxMembers: 3})
+	a := startNS(t, namespace.Namespace{Presence: true, PresenceTTL: ttl, PresenceMaxMembers: 3})
 	var ps []*phxnode.Puppet
 	users := []string{"u1", "u2", "u3", "u4"}
 	for i, u := range users[:3] {

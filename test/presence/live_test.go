@@ -11,16 +11,16 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/fabric-rt/fabric/gateway/namespace"
 	"github.com/fabric-rt/fabric/gateway/phoenix"
 	"github.com/fabric-rt/fabric/internal/testkit/phxclient"
-	"github.com/fabric-rt/fabric/nats/natsbroker"
 )
 
 // Joins of a persistent presence channel that is already live on the
 // gateway cost no NATS round trip: no JetStream API call, no presence
 // sync, and the presence diffs are one per flush, not one per join.
 func TestLiveChannelJoinsStayOffNATS(t *testing.T) {
-	a := startNS(t, natsbroker.Namespace{History: true, MaxAge: time.Hour, Presence: true, PresenceTTL: ttl})
+	a := startNS(t, namespace.Namespace{History: true, MaxAge: time.Hour, Presence: true, PresenceTTL: ttl})
 	url := wsURL(a.HTTPAddr()) + "/websocket?vsn=2.0.0"
 	dial := func() *phxclient.Client {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

@@ -17,12 +17,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fabric-rt/fabric/internal/testkit"
-
+	"github.com/fabric-rt/fabric/gateway/namespace"
 	"github.com/fabric-rt/fabric/internal/app"
+	"github.com/fabric-rt/fabric/internal/testkit"
 	"github.com/fabric-rt/fabric/internal/testkit/phxnode"
 	"github.com/fabric-rt/fabric/internal/testkit/proctest"
-	"github.com/fabric-rt/fabric/nats/natsbroker"
 )
 
 const (
@@ -30,8 +29,8 @@ const (
 	ttl  = 2 * time.Second
 )
 
-func namespaces() map[string]natsbroker.Namespace {
-	return map[string]natsbroker.Namespace{
+func namespaces() map[string]namespace.Namespace {
+	return map[string]namespace.Namespace{
 		"room": {History: true, MaxAge: time.Hour, Presence: true, PresenceTTL: ttl},
 	}
 }

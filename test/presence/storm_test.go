@@ -8,10 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fabric-rt/fabric/gateway/namespace"
 	"github.com/fabric-rt/fabric/gateway/phoenix"
 	"github.com/fabric-rt/fabric/internal/app"
 	"github.com/fabric-rt/fabric/internal/testkit/phxclient"
-	"github.com/fabric-rt/fabric/nats/natsbroker"
 )
 
 // member is one raw client of a storm, keeping the view phoenix.js's
@@ -195,14 +195,14 @@ func storm(t *testing.T, cfg app.Config, topic string, n int, ok func(m *member)
 	}
 }
 
-func stormConfig(t *testing.T, ns natsbroker.Namespace) app.Config {
+func stormConfig(t *testing.T, ns namespace.Namespace) app.Config {
 	return app.Config{
 		Listen:     "127.0.0.1:0",
 		OpsListen:  "off",
 		NATSListen: "127.0.0.1:0",
 		DataDir:    t.TempDir(),
 		LeaveGrace: 50 * time.Millisecond,
-		Namespaces: map[string]natsbroker.Namespace{"room": ns},
+		Namespaces: map[string]namespace.Namespace{"room": ns},
 	}
 }
 
@@ -212,13 +212,13 @@ func TestStormFullList(t *testing.T) {
 	// Under the default cap of 1,000 (kept well under it: each client
 	// parses every state and diff, which -race makes slow).
 	const n = 500
-	cfg := stormConfig(t, natsbroker.Namespace{History: true, MaxAge: time.Hour, Presence: true})
+	cfg := stormConfig(t, namespace.Namespace{History: true, MaxAge: time.Hour, Presence: true})
 	storm(t, cfg, "room:storm", n, func(m *member) bool { return len(m.view) == n && m.count == 0 })
 }
 
 // Over the cap every client lists nobody and counts everyone.
 func TestStormOverCapCounts(t *testing.T) {
 	const n = 1500 // half again the default cap of 1,000
-	cfg := stormConfig(t, natsbroker.Namespace{History: true, MaxAge: time.Hour, Presence: true})
+	cfg := stormConfig(t, namespace.Namespace{History: true, MaxAge: time.Hour, Presence: true})
 	storm(t, cfg, "room:storm", n, func(m *member) bool { return m.view != nil && len(m.view) == 0 && m.count == n })
 }

@@ -14,9 +14,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/fabric-rt/fabric/gateway/namespace"
 	"github.com/fabric-rt/fabric/internal/app"
 	"github.com/fabric-rt/fabric/internal/testkit"
-	"github.com/fabric-rt/fabric/nats/natsbroker"
 	fabricv1 "github.com/fabric-rt/fabric/schema/gen/fabricv1"
 	"github.com/fabric-rt/fabric/schema/gen/fabricv1/fabricv1connect"
 )
@@ -34,7 +34,7 @@ func TestHistory100k(t *testing.T) {
 	}
 	// A namespace without a per-channel cap (room:* keeps 10,000).
 	a := start(t, false, func(c *app.Config) {
-		c.Namespaces = map[string]natsbroker.Namespace{"log": {History: true, MaxAge: time.Hour}}
+		c.Namespaces = map[string]namespace.Namespace{"log": {History: true, MaxAge: time.Hour}}
 	})
 	nc := testkit.Connect(t, a.NATSURL())
 	js, err := jetstream.New(nc)

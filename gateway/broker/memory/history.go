@@ -35,7 +35,8 @@ type stored struct {
 
 var _ broker.History = (*HistoryBroker)(nil)
 
-// NewHistory returns a HistoryBroker whose given namespaces are persistent.
+// NewHistory returns a HistoryBroker whose given namespaces are persistent
+// (each has a stream; the gateway learns which from its namespace policy).
 func NewHistory(namespaces ...string) *HistoryBroker {
 	h := &HistoryBroker{Broker: New(), streams: map[string]*Stream{}, msgs: map[stored]*broker.Message{}, pos: map[string]uint64{}}
 	for _, ns := range namespaces {
@@ -52,9 +53,6 @@ func (h *HistoryBroker) stream(topic string) *Stream {
 // Stream returns namespace ns's stream (nil if ns is not persistent), for
 // tests that cut or purge it.
 func (h *HistoryBroker) Stream(ns string) *Stream { return h.streams[ns] }
-
-// Persistent implements broker.History.
-func (h *HistoryBroker) Persistent(topic string) bool { return h.stream(topic) != nil }
 
 // Publish implements broker.Broker: on a persistent topic the message is
 // stored and delivered with its offset.

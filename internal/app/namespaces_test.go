@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fabric-rt/fabric/auth"
+	"github.com/fabric-rt/fabric/gateway/namespace"
 	"github.com/fabric-rt/fabric/gateway/phoenix"
 	"github.com/fabric-rt/fabric/internal/testkit/phxclient"
 	"github.com/fabric-rt/fabric/nats/natsbroker"
@@ -26,7 +27,7 @@ func TestCompressionByNamespace(t *testing.T) {
 	a, err := Start(Config{Listen: "127.0.0.1:0", OpsListen: "127.0.0.1:0", NATSListen: "off", DataDir: t.TempDir(),
 		JWTSecret: metricsSecret, AllowQueryToken: true, PublishAPIKeys: []string{metricsAPIKey},
 		Compression: true, CompressionThreshold: 256,
-		Namespaces: map[string]natsbroker.Namespace{"room": {History: true}, "raw": {Compression: &off}}})
+		Namespaces: map[string]namespace.Namespace{"room": {History: true}, "raw": {Compression: &off}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,5 +123,24 @@ func TestCompressionByNamespace(t *testing.T) {
 	}
 	if v, _ := sample(fams, "fabric_compression_bytes_total", map[string]string{"namespace": "raw", "stage": "before"}); v != 0 {
 		t.Fatalf("raw before = %v, want 0", v)
+	}
+}
+
+// The NATS adapter is told only what it runs: the stream settings of the
+// namespaces that keep history, and the presence namespaces' TTLs (defaults
+// applied); nothing of pushes, joins or compression.
+func TestAdapterSettingsFromPolicy(t *testing.T) {
+	nss := namespace.MustNew(map[string]namespace.Namespace{
+		"room": {History: true, MaxAge: time.Hour, MaxBytes: -1, MaxMsgsPerChannel: 10, Replicas: 3, AllowDelete: true, Presence: true},
+		"hall": {Presence: true, PresenceTTL: 3 * time.Second},
+		"game": {Pushes: namespace.PushesRequest, Joins: namespace.JoinsRequest},
+	})
+	st := streams(nss)
+	if len(st) != 1 || st["room"] != (natsbroker.Stream{MaxAge: time.Hour, MaxBytes: -1, MaxMsgsPerChannel: 10, Replicas: 3, AllowDelete: true}) {
+		t.Fatalf("streams: %+v", st)
+	}
+	ttl := presenceTTLs(nss)
+	if len(ttl) != 2 || ttl["room"] != namespace.DefaultPresenceTTL || ttl["hall"] != 3*time.Second {
+		t.Fatalf("presence TTLs: %v", ttl)
 	}
 }
