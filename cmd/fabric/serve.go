@@ -71,6 +71,8 @@ func serveFlags(cfg *app.Config, logLevel, logFormat *string, shutdownTimeout *t
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", 60*time.Second, "close (4000) a connection that sent nothing for this long; phoenix.js heartbeats every 30s")
 	fs.DurationVar(&cfg.WriteTimeout, "write-timeout", 5*time.Second, "close (4008) a connection whose output has not drained for this long")
 	fs.IntVar(&cfg.MaxQueueBytes, "max-queue-bytes", 256<<10, "outbound bytes queued per connection before it is closed as a slow consumer (4008)")
+	fs.Int64Var(&cfg.MaxOutputBytes, "max-output-bytes", 256<<20, "outbound bytes queued for clients that stopped reading, all connections of both transports together; over it the connection holding the most is closed as a slow consumer (4008), then the next, until under it (docs/limits.md); 0: no process-wide bound")
+	fs.IntVar(&cfg.SendBuffer, "socket-send-buffer", 0, "SO_SNDBUF of each WebSocket socket in bytes, capping the kernel memory a client that stopped reading can pin (which --max-output-bytes does not count); 0: the kernel's autotuning, up to net.ipv4.tcp_wmem's maximum (4 MiB by default)")
 	fs.DurationVar(&cfg.HandshakeTimeout, "handshake-timeout", 5*time.Second, "time allowed for the HTTP upgrade request")
 	fs.BoolVar(&cfg.Compression, "compression", false, "offer WebSocket permessage-deflate (each message compressed once and shared by every member that negotiated it; a namespace can opt out with compression: false) and gzip LongPoll answers")
 	fs.IntVar(&cfg.CompressionThreshold, "compression-threshold", 256, "messages and LongPoll answers smaller than this many bytes are sent uncompressed (with --compression)")

@@ -123,7 +123,10 @@ type Conn interface {
 	// Send queues m for delivery. It returns false when the connection is
 	// closing or closed (the message is then dropped). When the connection's
 	// outbound queue exceeds its bound, the transport closes it with
-	// CloseSlowConsumer and Send returns false.
+	// CloseSlowConsumer and Send returns false. When the send takes the
+	// process over its OutputBudget, the connections holding the most
+	// are closed the same way (this one, if it is among them: Send then
+	// returns false).
 	Send(m *Message) bool
 	// Close starts an orderly close with code and reason. Queued messages
 	// that are already being written are finished; the rest are dropped.

@@ -20,6 +20,7 @@ import (
 	"github.com/fabric-rt/fabric/gateway"
 	"github.com/fabric-rt/fabric/gateway/control"
 	"github.com/fabric-rt/fabric/gateway/namespace"
+	"github.com/fabric-rt/fabric/gateway/transport"
 	"github.com/fabric-rt/fabric/nats/natsbroker"
 	"github.com/fabric-rt/fabric/nats/natsembed"
 	"github.com/fabric-rt/fabric/nats/natslink"
@@ -151,10 +152,15 @@ type Config struct {
 	Compression          bool
 	CompressionThreshold int
 
-	MaxMessageSize   int
-	IdleTimeout      time.Duration
-	WriteTimeout     time.Duration
-	MaxQueueBytes    int
+	MaxMessageSize int
+	IdleTimeout    time.Duration
+	WriteTimeout   time.Duration
+	MaxQueueBytes  int
+	// MaxOutputBytes bounds the output queued for slow clients across the
+	// process (transport.OutputBudget); 0: counted, never cut.
+	MaxOutputBytes int64
+	// SendBuffer is SO_SNDBUF for WebSocket sockets; 0: kernel autotuning.
+	SendBuffer       int
 	HandshakeTimeout time.Duration
 	MaxChannels      int
 	LeaveGrace       time.Duration
@@ -191,6 +197,7 @@ type Config struct {
 // App is a running Fabric process.
 type App struct {
 	cfg       Config
+	output    *transport.OutputBudget // both transports' queued output
 	log       *slog.Logger
 	ns        *natsembed.Server
 	nc        *nats.Conn

@@ -2,6 +2,7 @@ package app
 
 import (
 	"github.com/fabric-rt/fabric/gateway"
+	"github.com/fabric-rt/fabric/gateway/transport"
 	"github.com/fabric-rt/fabric/gateway/transport/longpoll"
 	"github.com/fabric-rt/fabric/gateway/transport/ws"
 )
@@ -11,6 +12,7 @@ import (
 // cluster control plane that acts on it.
 func (a *App) startGateway(p plan) (err error) {
 	cfg := a.cfg
+	a.output = transport.NewOutputBudget(cfg.MaxOutputBytes)
 	a.gw, err = gateway.New(gateway.Config{
 		Broker:     a.broker,
 		Namespaces: p.nss,
@@ -19,12 +21,14 @@ func (a *App) startGateway(p plan) (err error) {
 			IdleTimeout:      cfg.IdleTimeout,
 			WriteTimeout:     cfg.WriteTimeout,
 			MaxQueueBytes:    cfg.MaxQueueBytes,
+			Budget:           a.output,
+			SendBuffer:       cfg.SendBuffer,
 			HandshakeTimeout: cfg.HandshakeTimeout,
 			Compression:      cfg.Compression,
 			CompressMin:      cfg.CompressionThreshold,
 		},
 		LongPoll: longpoll.Config{Secret: []byte(cfg.LongPollSecret), PollWindow: cfg.LongPollWindow, IdleTimeout: cfg.LongPollIdleTimeout,
-			Gzip: cfg.Compression, GzipMin: cfg.CompressionThreshold},
+			Gzip: cfg.Compression, GzipMin: cfg.CompressionThreshold, Budget: a.output},
 		Auth: gateway.AuthConfig{
 			Verifier:        p.verifier,
 			AllowQueryToken: cfg.AllowQueryToken,

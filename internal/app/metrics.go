@@ -97,6 +97,10 @@ var (
 	descCompressed = prometheus.NewDesc("fabric_compression_bytes_total",
 		"Bytes of WebSocket messages compressed (once per message, however many members get it), before and after compression, by namespace (* for namespaces not configured).",
 		[]string{"namespace", "stage"}, nil)
+	descOutputQueued = prometheus.NewDesc("fabric_output_queued_bytes",
+		"Output queued for clients that stopped reading (WebSocket sockets that refused bytes, LongPoll buffers), all connections together, each frame counted once per connection holding it; bounded by --max-output-bytes.", nil, nil)
+	descOutputCuts = prometheus.NewDesc("fabric_output_budget_cuts_total",
+		"Connections closed as slow consumers (4008) because the process's queued output went over --max-output-bytes.", nil, nil)
 	descDraining = prometheus.NewDesc("fabric_draining",
 		"1 from the moment shutdown began (readiness off, clients being closed) until the process exits.", nil, nil)
 )
@@ -110,7 +114,7 @@ func (c *fabricCollector) Describe(ch chan<- *prometheus.Desc) {
 		descReplayed, descUnframeable, descDropped, descClosed, descRefused,
 		descLongPollResults, descNATSConnected, descJoins, descPushesRefused, descPushesLimited, descResumes, descNATSSubs,
 		descReceived, descFanout, descPublishRequests, descDraining, descEventsDropped,
-		descNATSProbes, descNATSDowns, descCompressed,
+		descNATSProbes, descNATSDowns, descCompressed, descOutputQueued, descOutputCuts,
 	} {
 		ch <- d
 	}
@@ -163,6 +167,10 @@ func (c *fabricCollector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	counter(descEventsDropped, a.gw.EventsDropped())
+	if a.output != nil {
+		gauge(descOutputQueued, float64(a.output.Used()))
+		counter(descOutputCuts, a.output.Cuts())
+	}
 	for _, k := range a.compress.All() {
 		before, after := k.Bytes()
 		counter(descCompressed, before, k.Name, "before")

@@ -371,6 +371,9 @@ func TestMetricsMove(t *testing.T) {
 		"fabric_draining": G, "fabric_lifecycle_events_dropped_total": C,
 		"fabric_nats_probes_total": C, "fabric_nats_link_down_total": C,
 		"fabric_compression_bytes_total": C,
+		// Moved by test/e2e/outbudget_test.go and test/attack (stalled
+		// clients over --max-output-bytes).
+		"fabric_output_queued_bytes": G, "fabric_output_budget_cuts_total": C,
 	}
 	for name, typ := range types {
 		if f := fams[name]; f == nil || f.GetType() != typ || len(f.GetMetric()) == 0 {

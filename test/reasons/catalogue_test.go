@@ -75,7 +75,7 @@ var catalogue = []entry{
 	{closing, "", 4000, "nothing received for `--idle-timeout` (phoenix.js heartbeats every 30 s)", ""},
 	{closing, "", 4001, "the connection's token expired", "phoenix.js reconnects with the token its `params`/`authToken` function returns"},
 	{closing, "", 4003, "forbidden", ""},
-	{closing, "", 4008, "slow consumer: queued output over `--max-queue-bytes` or not drained for `--write-timeout`; other members are unaffected", "reconnect and resume by offset"},
+	{closing, "", 4008, "slow consumer: queued output over `--max-queue-bytes` or not drained for `--write-timeout`, or the connection held the most queued output when the process went over `--max-output-bytes`; other members are unaffected", "reconnect and resume by offset"},
 	{closing, "", 4010, "`Disconnect` by the server API or `fabric kick` (default code; the caller may give another, and a reason)", "reconnects (a ban keeps it out: 403 `banned`)"},
 	{closing, "", 4011, "`Disconnect` with a ban (default code)", "its reconnects are refused with 403 `banned` until the ban ends"},
 	{closing, "", 4012, "the connection's token was revoked", "reconnect with a new token"},

@@ -25,6 +25,7 @@ type lpSession struct {
 	sess        transport.Session // nil until newSession returned
 	buf         [][]byte          // frames waiting for a GET (shared Message.Data, not copied)
 	bufBytes    int
+	counted     int           // bytes of buf the output budget holds: all while live, none once ended
 	drain       chan struct{} // Drained's waiters: closed when a poll takes the buffer or the session ends
 	waiter      *waiter       // the GET currently held, if any
 	ended       bool          // no more Send, POST or new poll of fresh data
@@ -83,11 +84,76 @@ func (c *lpSession) Send(m *transport.Message) bool {
 	// a shared Tail is joined here (a copy, counted against MaxBuffered).
 	c.buf = append(c.buf, m.Bytes())
 	c.bufBytes += m.Len()
+	c.counted += m.Len()
+	budget := c.srv.cfg.Budget
+	budget.Add(m.Len())
 	if c.waiter != nil {
 		c.waiter.fire()
 	}
 	c.mu.Unlock()
+	if budget.Over() {
+		// The slowest sessions (this one, maybe) are cut; their end
+		// takes their locks, so not under ours.
+		budget.Reclaim()
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return !c.ended
+	}
 	return true
+}
+
+// dropBufLocked forgets the buffered frames (a poll took them, or the
+// session drops them) and takes them off the output budget (c.mu held).
+// Every path that empties the buffer goes through it, so the budget's
+// count returns to zero when the sessions go.
+func (c *lpSession) dropBufLocked() {
+	c.uncountLocked()
+	c.buf, c.bufBytes = nil, 0
+}
+
+// uncountLocked takes the buffer off the output budget (c.mu held): when
+// it goes, or when the session ends and keeps it for one last GET. An
+// ended session cannot be cut again, and what it keeps (within
+// MaxBuffered) goes at its next GET or within IdleTimeout: counting it
+// would make the budget cut live sessions for it.
+func (c *lpSession) uncountLocked() {
+	if c.counted != 0 {
+		c.srv.cfg.Budget.Add(-c.counted)
+		c.counted = 0
+	}
+}
+
+// CutSlow implements transport.Victim: the output budget's cut ends the
+// session as a slow consumer, dropping what it buffered.
+func (c *lpSession) CutSlow() bool {
+	c.mu.Lock()
+	ended := c.ended
+	c.mu.Unlock()
+	if ended {
+		return false
+	}
+	c.end(transport.CloseSlowConsumer, false)
+	return true
+}
+
+// pool is the server's sessions as the output budget sees them.
+type pool struct{ s *Server }
+
+// Each implements transport.Pool. Sessions' locks are only tried: a
+// busy one is skipped this time. f is called with no session's lock held.
+func (p pool) Each(f func(transport.Victim, int)) {
+	p.s.mu.Lock()
+	defer p.s.mu.Unlock()
+	for _, c := range p.s.sessions {
+		if !c.mu.TryLock() {
+			continue
+		}
+		n := c.counted
+		c.mu.Unlock()
+		if n > 0 {
+			f(c, n)
+		}
+	}
 }
 
 // Close implements transport.Conn: the session ends. A held GET answers what
@@ -143,8 +209,9 @@ func (c *lpSession) end(code transport.CloseCode, drain bool) {
 	// Frames still buffered go to the held GET, or to the next one.
 	keep := drain && len(c.buf) > 0 && !c.srv.closing.Load()
 	if !keep {
-		c.buf, c.bufBytes = nil, 0
+		c.dropBufLocked()
 	}
+	c.uncountLocked()
 	c.drainedLocked() // ended: nothing more will be sent
 	deliver := c.takeCloseLocked()
 	unlist := !keep && c.listed
@@ -204,7 +271,7 @@ func (c *lpSession) idleFired() {
 	}
 	if c.ended {
 		// A draining session nobody polled (or already unlisted): forget it.
-		c.buf, c.bufBytes = nil, 0
+		c.dropBufLocked()
 		unlist := c.listed
 		c.listed = false
 		c.mu.Unlock()
@@ -221,7 +288,7 @@ func (c *lpSession) idleFired() {
 // takeLocked removes and returns the buffered frames.
 func (c *lpSession) takeLocked() [][]byte {
 	b := c.buf
-	c.buf, c.bufBytes = nil, 0
+	c.dropBufLocked()
 	c.drainedLocked()
 	return b
 }

@@ -69,6 +69,10 @@
 //   - MaxBuffered: a Send that would buffer more ends the session with 4008
 //     (slow consumer); the buffer is dropped and the next GET gets 410. The
 //     client rejoins and resumes by offset.
+//   - Config.Budget: buffered bytes of live sessions count against the
+//     process's transport.OutputBudget, shared with the WebSocket server;
+//     over it, the session (of either transport) holding the most is ended
+//     the same way.
 //   - Conn.Close(code): the held GET answers what is buffered (or 410); if no
 //     GET is held, buffered frames wait for the next GET (status 200), and any
 //     GET after that gets 410. The close code itself cannot reach the client:

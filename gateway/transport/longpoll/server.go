@@ -58,6 +58,11 @@ type Config struct {
 	// MaxSessions bounds the sessions of this process (default 100 000).
 	// A session-opening GET over it gets {"status":500}.
 	MaxSessions int
+	// Budget is the process's output budget, shared with the other
+	// transports: every buffered byte counts until a poll takes it or
+	// the session drops it (transport.OutputBudget). nil: one of this
+	// server's own without a limit.
+	Budget *transport.OutputBudget
 	// AllowOrigin, when set, is asked about every request that carries an
 	// Origin header; a refused one gets HTTP 403 {"status":403}. Default:
 	// every origin is allowed.
@@ -107,6 +112,9 @@ func (c *Config) setDefaults() {
 	if c.MaxSessions <= 0 {
 		c.MaxSessions = 100_000
 	}
+	if c.Budget == nil {
+		c.Budget = transport.NewOutputBudget(0)
+	}
 	if c.AllowOrigin == nil {
 		c.AllowOrigin = func(*http.Request, string) bool { return true }
 	}
@@ -142,11 +150,13 @@ type Server struct {
 // New returns a Server. It starts no goroutine.
 func New(cfg Config) *Server {
 	cfg.setDefaults()
-	return &Server{
+	s := &Server{
 		cfg:      cfg,
 		sessions: make(map[string]*lpSession),
 		closes:   make(map[transport.CloseCode]uint64),
 	}
+	cfg.Budget.Register(pool{s})
+	return s
 }
 
 // Len returns the number of live sessions.

@@ -68,9 +68,12 @@ type conn struct {
 // between connections and never modified.
 type outQueue struct {
 	frames [][]byte
-	off    int   // bytes of frames[0] already written
-	bytes  int   // bytes still to write
-	since  int64 // Unix seconds when the queue formed (write timeout)
+	off    int // bytes of frames[0] already written
+	bytes  int // bytes still to write
+	// counted is the part of bytes the process's output budget holds:
+	// all of them while the socket is stuck (EPOLLOUT armed), else none.
+	counted int
+	since   int64 // Unix seconds when the queue formed (write timeout)
 	// drain, when set, is closed once bytes <= drainAt (or the queue
 	// goes): Drained's waiters. It lives here, not in conn, so an idle
 	// connection pays nothing for it.
@@ -94,6 +97,9 @@ var (
 // releaseOut returns c's empty queue to the pool (c.mu held).
 func (c *conn) releaseOut() {
 	if q := c.out; q != nil {
+		if q.counted != 0 {
+			c.l.s.cfg.Budget.Add(-q.counted)
+		}
 		if q.drain != nil {
 			close(q.drain) // empty (or closed): every waiter may go on
 		}
@@ -116,6 +122,29 @@ func (c *conn) releaseIn() {
 		}
 		*p = partial{pend: p.pend[:0], msg: p.msg[:0]}
 		partialPool.Put(p)
+	}
+}
+
+// account brings the output budget's count of c's queue up to date
+// (c.mu held): a queue counts while its socket has stopped taking bytes
+// and the connection is open. A closing one no longer counts: it cannot be
+// cut again, what it keeps (the frame being written, or what
+// CloseAfterQueued keeps, within MaxQueueBytes) goes within CloseTimeout,
+// and counting it would make the budget cut healthy connections for it.
+// Every change of q.bytes, outArmed or state is followed by account or
+// by releaseOut, so the count returns to zero when the queue goes.
+func (c *conn) account() {
+	q := c.out
+	if q == nil {
+		return
+	}
+	want := 0
+	if c.outArmed && c.state == stateOpen {
+		want = q.bytes
+	}
+	if d := want - q.counted; d != 0 {
+		q.counted = want
+		c.l.s.cfg.Budget.Add(d)
 	}
 }
 
@@ -234,7 +263,15 @@ func (c *conn) Send(m *transport.Message) bool {
 	if ok && tail != nil {
 		ok = c.writeLocked(tail)
 	}
-	return ok
+	if !c.l.s.cfg.Budget.Over() {
+		return ok
+	}
+	// Over the process's budget: the slowest connections are cut, which
+	// takes their locks, so not under ours. This one may be among them.
+	c.mu.Unlock()
+	c.l.s.cfg.Budget.Reclaim()
+	c.mu.Lock()
+	return ok && c.state == stateOpen
 }
 
 // Close implements transport.Conn.
@@ -242,6 +279,44 @@ func (c *conn) Close(code transport.CloseCode, reason string) {
 	c.mu.Lock()
 	c.closeLocked(code, reason)
 	c.mu.Unlock()
+}
+
+// CutSlow implements transport.Victim: the output budget's cut.
+func (c *conn) CutSlow() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stateOpen {
+		return false
+	}
+	c.closeLocked(transport.CloseSlowConsumer, "slow consumer")
+	return true
+}
+
+// pool is the server's connections as the output budget sees them.
+type pool struct{ s *Server }
+
+// Each implements transport.Pool. It holds each loop's lock while it
+// looks, so it only tries connections' locks (their holders take the
+// loop's lock under them): a busy connection is skipped this time. f is
+// called with no connection's lock held.
+func (p pool) Each(f func(transport.Victim, int)) {
+	for _, l := range p.s.loops {
+		l.mu.Lock()
+		for _, c := range l.conns {
+			if c == nil || !c.mu.TryLock() {
+				continue
+			}
+			n := 0
+			if q := c.out; q != nil && c.state == stateOpen {
+				n = q.counted
+			}
+			c.mu.Unlock()
+			if n > 0 {
+				f(c, n)
+			}
+		}
+		l.mu.Unlock()
+	}
 }
 
 // CloseAfterQueued implements transport.QueuedCloser.
@@ -268,6 +343,7 @@ func (c *conn) closeAfterLocked(code transport.CloseCode, reason string, keep bo
 	}
 	c.state = stateClosing
 	c.closeCode = code
+	c.account() // a closing connection no longer counts
 	if q := c.out; q != nil && !keep {
 		keep := 0
 		if q.off > 0 {
@@ -278,6 +354,7 @@ func (c *conn) closeAfterLocked(code transport.CloseCode, reason string, keep bo
 		q.bytes = 0
 		if keep == 1 {
 			q.bytes = len(q.frames[0]) - q.off
+			c.account()
 			if q.drain != nil {
 				close(q.drain) // closing: nothing more will be sent
 				q.drain = nil
@@ -308,6 +385,9 @@ func (c *conn) writeLocked(b []byte) bool {
 	}
 	q.frames = append(q.frames, b)
 	q.bytes += len(b)
+	if c.outArmed {
+		c.account()
+	}
 	if !c.dirty && !c.outArmed { // EPOLLOUT flushes an armed one anyway
 		c.dirty = true
 		c.l.markDirty(c)
@@ -377,6 +457,7 @@ func (c *conn) flush() {
 				c.armLocked(true)
 				c.l.reschedule(c, q.since+secs(c.l.s.cfg.WriteTimeout))
 			}
+			c.account()
 			// The socket took what it could: wake the waiters the
 			// writes so far let through.
 			c.drainedLocked()

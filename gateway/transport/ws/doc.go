@@ -20,10 +20,15 @@
 //     extra hop) and otherwise queues a reference to the shared frame and arms
 //     EPOLLOUT. Queues are bounded in bytes and in age; a client that cannot
 //     keep up is closed with 4008 without slowing anyone else.
+//   - Queues on sockets that stopped taking bytes also count against the
+//     process's transport.OutputBudget (Config.Budget, shared with
+//     LongPoll); over it the connection holding the most is closed 4008.
 //   - Timeouts (idle, ping, stuck writes, close handshake) live on one
 //     hashed timing wheel per loop, ticked once a second — no timer per
 //     connection.
 //
 // Lock order: conn.mu before loop.mu. The wheel tick collects due
 // connections under loop.mu and handles them after releasing it.
+// The budget's scan (pool.Each) holds loop.mu and only tries
+// conn.mu; its cut (CutSlow) runs with no lock held.
 package ws

@@ -19,3 +19,6 @@ func WireLen(m *transport.Message, deflated bool) int {
 	}
 	return len(buildFrame(m))
 }
+
+// Frame is m's plain frame as Send queues it (messages without a Tail).
+func Frame(m *transport.Message) []byte { return m.Wire(buildFrame) }

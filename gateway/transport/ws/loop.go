@@ -226,6 +226,12 @@ func (l *loop) run() {
 			}
 		}
 		l.flushDirty()
+		// Sockets that stopped taking bytes in this turn started to
+		// count (flush): a frame queued before that counted nowhere, so
+		// the Send that queued it could not have seen the total go over.
+		if b := l.s.cfg.Budget; b.Over() {
+			b.Reclaim()
+		}
 		if l.stopping {
 			for _, c := range l.snapshot() {
 				l.finish(c, transport.CloseGoingAway)

@@ -40,6 +40,10 @@ type Config struct {
 	// MaxQueueBytes bounds a connection's queued output (default 256 KiB).
 	// Over it: close 4008.
 	MaxQueueBytes int
+	// Budget is the process's output budget, shared with the other
+	// transports (transport.OutputBudget says what it counts); nil: one
+	// of this server's own without a limit, so the count still exists.
+	Budget *transport.OutputBudget
 	// CloseTimeout is how long a close handshake may take before the socket
 	// is dropped (default 2 s).
 	CloseTimeout time.Duration
@@ -80,6 +84,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxQueueBytes <= 0 {
 		c.MaxQueueBytes = 256 << 10
+	}
+	if c.Budget == nil {
+		c.Budget = transport.NewOutputBudget(0)
 	}
 	if c.CloseTimeout <= 0 {
 		c.CloseTimeout = 2 * time.Second
@@ -127,6 +134,7 @@ func New(cfg Config) (*Server, error) {
 		}
 		s.loops = append(s.loops, l)
 	}
+	cfg.Budget.Register(pool{s})
 	for _, l := range s.loops {
 		s.wg.Add(1)
 		go func() {
