@@ -271,18 +271,7 @@ func TestMetricsMove(t *testing.T) {
 
 	// A publish through the HTTP API: JetStream stores it and its
 	// republished copy carries Nats-Time-Stamp.
-	req, _ := http.NewRequest(http.MethodPost, "http://"+a.HTTPAddr()+"/api/v1/publish",
-		strings.NewReader(`{"topic":"room:m","event":"new_msg","payload":"e30="}`))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+metricsAPIKey)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("publish: %s", resp.Status)
-	}
+	apiPublish(t, a, `{"topic":"room:m","event":"new_msg","payload":"e30="}`)
 	receive(c1, "room:m", "new_msg")
 	await("the stored message's fan-out observed", fanouts(1))
 
@@ -446,5 +435,22 @@ func TestMetricsMove(t *testing.T) {
 	a.stopped.Store(false)
 	if v != 1 {
 		t.Errorf("fabric_draining = %v during shutdown, want 1", v)
+	}
+}
+
+// apiPublish posts one JSON publish request to a's HTTP API with the test
+// key and fails t unless it is accepted.
+func apiPublish(t *testing.T, a *App, body string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, "http://"+a.HTTPAddr()+"/api/v1/publish", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+metricsAPIKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("publish: %s", resp.Status)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -66,18 +65,7 @@ func TestCompressionByNamespace(t *testing.T) {
 	body := `{"text":"` + strings.Repeat("a compressible sentence, ", 40) + `"}`
 	publish := func(topic string) {
 		t.Helper()
-		req, _ := http.NewRequest(http.MethodPost, "http://"+a.HTTPAddr()+"/api/v1/publish",
-			strings.NewReader(`{"topic":"`+topic+`","event":"big","payload":"`+base64.StdEncoding.EncodeToString([]byte(body))+`"}`))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Authorization", "Bearer "+metricsAPIKey)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("publish: %s", resp.Status)
-		}
+		apiPublish(t, a, `{"topic":"`+topic+`","event":"big","payload":"`+base64.StdEncoding.EncodeToString([]byte(body))+`"}`)
 	}
 	// receive waits for the next "big" on topic and reports whether it
 	// arrived compressed.

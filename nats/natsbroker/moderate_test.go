@@ -193,10 +193,22 @@ func TestStandaloneModerator(t *testing.T) {
 // A mark whose republished copy a gateway missed (its NATS link was down)
 // is applied when the gateway resyncs after the link came back.
 func TestMissedMarkAppliedOnResync(t *testing.T) {
+	e, ch := missedMark(t)
+	e.b.Resync(ctx(t))
+	if r := recvReset(t, ch); r.Offset < 2 {
+		t.Fatalf("reset at %d, before the mark", r.Offset)
+	}
+}
+
+// missedMark is a broker with a subscriber of room:lobby whose channel was
+// cleared while the broker did not watch marks (as if its NATS link had
+// been down): nothing was delivered; the subscriber's channel is returned.
+func missedMark(t *testing.T) (henv, <-chan *broker.Message) {
+	t.Helper()
 	e := setupHistory(t, natsbroker.Stream{})
 	e.jsPublish(t, "fabric.room.lobby", "m", `{}`)
 	sub, ch := collect(t, e.env, "room:lobby")
-	defer sub.Unsubscribe()
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
 	e.b.StopWatchingMarks()
 	m, err := natsbroker.NewModerator(e.pub, "")
 	if err != nil {
@@ -210,8 +222,5 @@ func TestMissedMarkAppliedOnResync(t *testing.T) {
 		t.Fatalf("delivered without the mark subscription: %+v", got)
 	case <-time.After(100 * time.Millisecond):
 	}
-	e.b.Resync(ctx(t))
-	if r := recvReset(t, ch); r.Offset < 2 {
-		t.Fatalf("reset at %d, before the mark", r.Offset)
-	}
+	return e, ch
 }

@@ -2,7 +2,6 @@ package natsbroker_test
 
 import (
 	"testing"
-	"time"
 
 	"github.com/fabric-rt/fabric/nats/natsbroker"
 )
@@ -11,23 +10,7 @@ import (
 // nobody calls Resync. A mark whose republished copy it missed is applied
 // once the connection is back.
 func TestResyncsItselfOnReconnect(t *testing.T) {
-	e := setupHistory(t, natsbroker.Stream{})
-	e.jsPublish(t, "fabric.room.lobby", "m", `{}`)
-	sub, ch := collect(t, e.env, "room:lobby")
-	defer sub.Unsubscribe()
-	e.b.StopWatchingMarks()
-	m, err := natsbroker.NewModerator(e.pub, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.ClearChannel(ctx(t), "room:lobby"); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case got := <-ch:
-		t.Fatalf("delivered without the mark subscription: %+v", got)
-	case <-time.After(100 * time.Millisecond):
-	}
+	e, ch := missedMark(t)
 	if err := e.nc.ForceReconnect(); err != nil {
 		t.Fatal(err)
 	}
