@@ -114,6 +114,7 @@ type Tracker struct {
 	selfMark  []byte // `,"gw":"<id>",` as encode writes it
 	refPrefix []byte // `"F<id>`: the start of this gateway's phx_refs
 	refs      atomic.Uint64
+	t0        time.Time // the origin of clock
 
 	mu    sync.Mutex
 	chans map[string]*chanState
@@ -201,6 +202,10 @@ type rejoin struct {
 	last   time.Time
 }
 
+// neverCounted is a channel's countAt before its first count: long
+// enough ago that the first one is always due.
+const neverCounted = -1 << 62
+
 type chanState struct {
 	topic string
 	opts  namespace.Presence
@@ -217,21 +222,28 @@ type chanState struct {
 
 	// Size, local and remote, kept as members change (O(1) each).
 	metas      int
-	bytes      int       // the state's encoded size (approximate from above)
-	capped     bool      // over the caps: counts instead of the list
-	countDirty bool      // capped, and members changed since the last count
-	keysN      int       // distinct keys, as last counted (keysFor)
-	keysFresh  bool      // no change since
-	counted    [2]int    // keys and metas last sent in EventCount
-	countAt    time.Time // when
+	bytes      int           // the state's encoded size (approximate from above)
+	capped     bool          // over the caps: counts instead of the list
+	countDirty bool          // capped, and members changed since the last count
+	keysN      int           // distinct keys, as last counted (keysFor)
+	keysFresh  bool          // no change since
+	counted    [2]int        // keys and metas last sent in EventCount
+	countAt    time.Duration // when (Tracker.clock)
 
 	sub         broker.Subscription
 	subscribing bool
 	syncing     bool // initial sync: states are held back
-	lastTry     time.Time
-	nextHB      time.Time
-	emptySince  time.Time
+	// Times as Tracker.clock readings: 8 bytes each rather than a
+	// time.Time's 24, which keeps a one-member channel's state in a
+	// smaller allocation class (one channel per user: 10,000 of them).
+	lastTry    time.Duration
+	nextHB     time.Duration
+	emptySince time.Duration
 }
+
+// clock is now as the time since the Tracker started (monotonic, as
+// time.Time's Sub is), for the times kept per channel.
+func (t *Tracker) clock(now time.Time) time.Duration { return now.Sub(t.t0) }
 
 // New returns a Tracker and starts its flush loop.
 func New(cfg Config) *Tracker {
@@ -276,7 +288,7 @@ func New(cfg Config) *Tracker {
 	t := &Tracker{cfg: cfg, id: cfg.GatewayID, chans: map[string]*chanState{},
 		selfMark:  []byte(`,"gw":` + string(encodeJSON(cfg.GatewayID)) + `,`),
 		refPrefix: refPrefix(cfg.GatewayID), keySeed: maphash.MakeSeed(),
-		stop: make(chan struct{}), done: make(chan struct{})}
+		stop: make(chan struct{}), done: make(chan struct{}), t0: cfg.now()}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	if cfg.manual {
 		close(t.done)
@@ -316,8 +328,8 @@ func (t *Tracker) Track(topic string, inst any, m Member) bool {
 	ch := t.chans[topic]
 	if ch == nil {
 		ch = &chanState{topic: topic, opts: opts,
-			syncing: true, subscribing: true, lastTry: now}
-		ch.nextHB = now.Add(jitter(opts.TTL / 3))
+			syncing: true, subscribing: true, lastTry: t.clock(now), countAt: neverCounted}
+		ch.nextHB = t.clock(now) + jitter(opts.TTL/3)
 		t.chans[topic] = ch
 		t.background(func() { t.start(ch) })
 	}
@@ -327,7 +339,7 @@ func (t *Tracker) Track(topic string, inst any, m Member) bool {
 	}
 	ch.local.put(inst, l)
 	ch.fresh = append(ch.fresh, l)
-	ch.emptySince = time.Time{}
+	ch.emptySince = 0
 	t.changed(ch, true, ch.meta(l), true)
 	t.mu.Unlock()
 	return true
@@ -410,7 +422,7 @@ func (t *Tracker) Untrack(topic string, inst any) {
 	delete(ch.prevs, l)
 	now := t.cfg.now()
 	if ch.local.len() == 0 {
-		ch.emptySince = now
+		ch.emptySince = t.clock(now)
 	}
 	// Remember the leave for AdmitJoin: the join that ends here spent
 	// one token. Entries go once refilled (housekeep), so the map holds
@@ -542,7 +554,7 @@ func (t *Tracker) housekeep(now time.Time) {
 			}
 		}
 		if ch.local.len() == 0 {
-			if !ch.dirty && !ch.subscribing && now.Sub(ch.emptySince) >= t.cfg.Grace {
+			if !ch.dirty && !ch.subscribing && t.clock(now)-ch.emptySince >= t.cfg.Grace {
 				delete(t.chans, topic)
 				pubs = append(pubs, pub{topic, t.encode(&wire{T: kindBye})})
 				if ch.sub != nil {
@@ -554,12 +566,12 @@ func (t *Tracker) housekeep(now time.Time) {
 		if ch.capped && ch.countDirty {
 			t.markDirty(ch) // a count may be due (flush sends it when the interval allows)
 		}
-		if !now.Before(ch.nextHB) {
-			ch.nextHB = now.Add(ch.opts.TTL / 3)
+		if t.clock(now) >= ch.nextHB {
+			ch.nextHB = t.clock(now) + ch.opts.TTL/3
 			pubs = append(pubs, pub{topic, t.encode(&wire{T: kindHB, Seq: ch.seq, TTL: ch.opts.TTL.Milliseconds()})})
 		}
-		if ch.sub == nil && !ch.subscribing && now.Sub(ch.lastTry) >= 2*time.Second {
-			ch.subscribing, ch.lastTry = true, now
+		if ch.sub == nil && !ch.subscribing && t.clock(now)-ch.lastTry >= 2*time.Second {
+			ch.subscribing, ch.lastTry = true, t.clock(now)
 			t.background(func() { t.start(ch) })
 		}
 	}
