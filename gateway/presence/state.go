@@ -124,12 +124,14 @@ func (t *Tracker) flush() bool {
 	busy := len(t.dirty) > 0
 	for _, ch := range t.dirty {
 		ch.dirty = false
+		ch.pend()
 		targets = t.flushChannel(ch, now, targets)
 		if !ch.bus.empty() {
 			ch.seq++
-			pubs = append(pubs, pub{ch.topic, t.encodeDiff(ch.seq, ch.opts.TTL, ch.bus)})
+			pubs = append(pubs, pub{ch.topic, t.encodeDiff(ch.seq, ch.opts.Value().TTL, ch.bus)})
 			ch.bus.reset()
 		}
+		ch.unpend()
 	}
 	clear(t.dirty)
 	t.dirty = t.dirty[:0]

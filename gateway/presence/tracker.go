@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unique"
 
 	"github.com/fabric-rt/fabric/gateway/broker"
 	"github.com/fabric-rt/fabric/gateway/namespace"
@@ -208,17 +209,15 @@ const neverCounted = -1 << 62
 
 type chanState struct {
 	topic string
-	opts  namespace.Presence
+	opts  unique.Handle[namespace.Presence] // its namespace's, shared: 8 bytes, not 40
 
 	local  members
 	remote map[string]*remoteGW
 
-	out   diff   // towards local clients (every change)
-	bus   diff   // towards other gateways (local changes only)
-	seq   uint64 // last diff published
-	dirty bool
-	fresh []*local          // tracked since the last flush: waiting for their state
-	prevs map[*local]uint64 // phx_ref_prev of members whose meta was updated
+	*pending        // what the next flush sends; nil when none is held (see pend)
+	seq      uint64 // last diff published
+	dirty    bool
+	prevs    map[*local]uint64 // phx_ref_prev of members whose meta was updated
 
 	// Size, local and remote, kept as members change (O(1) each).
 	metas      int
@@ -239,6 +238,33 @@ type chanState struct {
 	lastTry    time.Duration
 	nextHB     time.Duration
 	emptySince time.Duration
+}
+
+// pending is what a channel's next flush sends, with the arrays kept
+// from flush to flush. A channel holds it only while it has something
+// pending or keeps arrays (a busy channel): an idle one (one channel per
+// user, once its member's state went out) keeps 120 bytes less.
+type pending struct {
+	out   diff     // towards local clients (every change)
+	bus   diff     // towards other gateways (local changes only)
+	fresh []*local // tracked since the last flush: waiting for their state
+}
+
+// pend makes sure ch has its pending part (t.mu held).
+func (ch *chanState) pend() *pending {
+	if ch.pending == nil {
+		ch.pending = &pending{}
+	}
+	return ch.pending
+}
+
+// unpend lets go of ch's pending part once it holds nothing, not even
+// arrays (after a flush, t.mu held).
+func (ch *chanState) unpend() {
+	if p := ch.pending; p != nil && p.fresh == nil && p.out.joins == nil && p.out.leaves == nil &&
+		p.bus.joins == nil && p.bus.leaves == nil {
+		ch.pending = nil
+	}
 }
 
 // clock is now as the time since the Tracker started (monotonic, as
@@ -327,7 +353,7 @@ func (t *Tracker) Track(topic string, inst any, m Member) bool {
 	t.mu.Lock()
 	ch := t.chans[topic]
 	if ch == nil {
-		ch = &chanState{topic: topic, opts: opts,
+		ch = &chanState{topic: topic, opts: unique.Make(opts),
 			syncing: true, subscribing: true, lastTry: t.clock(now), countAt: neverCounted}
 		ch.nextHB = t.clock(now) + jitter(opts.TTL/3)
 		t.chans[topic] = ch
@@ -338,7 +364,8 @@ func (t *Tracker) Track(topic string, inst any, m Member) bool {
 		return true
 	}
 	ch.local.put(inst, l)
-	ch.fresh = append(ch.fresh, l)
+	pd := ch.pend()
+	pd.fresh = append(pd.fresh, l)
 	ch.emptySince = 0
 	t.changed(ch, true, ch.meta(l), true)
 	t.mu.Unlock()
@@ -389,8 +416,8 @@ func (t *Tracker) Update(topic string, inst any, appMeta json.RawMessage) bool {
 		return false
 	}
 	old := ch.meta(l)
-	p := map[string]json.RawMessage{ch.opts.MetaKey: appMeta}
-	l.app, l.ref, l.online = appFields(p, ch.opts.MetaKey, t.cfg.MaxMetaBytes), t.newRef(), t.cfg.now().UnixMilli()
+	p := map[string]json.RawMessage{ch.opts.Value().MetaKey: appMeta}
+	l.app, l.ref, l.online = appFields(p, ch.opts.Value().MetaKey, t.cfg.MaxMetaBytes), t.newRef(), t.cfg.now().UnixMilli()
 	if ch.prevs == nil {
 		ch.prevs = map[*local]uint64{}
 	}
@@ -446,6 +473,7 @@ func (t *Tracker) waitSends() {
 // changed records a membership change (t.mu held): towards local clients
 // always, towards the bus when it is a local member's.
 func (t *Tracker) changed(ch *chanState, join bool, m meta, isLocal bool) {
+	ch.pend()
 	if !ch.capped {
 		ch.out.add(join, m) // a capped channel's members get counts instead
 	}
@@ -478,11 +506,11 @@ func (t *Tracker) account(ch *chanState, join bool, m *meta) {
 // capped channel stays capped until it is below 90 % of both.
 func (t *Tracker) over(ch *chanState) bool {
 	maxM, maxB := t.cfg.MaxMembers, t.cfg.MaxStateBytes
-	if ch.opts.MaxMembers > 0 {
-		maxM = ch.opts.MaxMembers
+	if ch.opts.Value().MaxMembers > 0 {
+		maxM = ch.opts.Value().MaxMembers
 	}
-	if ch.opts.MaxStateBytes > 0 {
-		maxB = min(maxB, ch.opts.MaxStateBytes) // only lower: it must fit the connection budget
+	if ch.opts.Value().MaxStateBytes > 0 {
+		maxB = min(maxB, ch.opts.Value().MaxStateBytes) // only lower: it must fit the connection budget
 	}
 	if ch.capped {
 		return ch.metas*10 > maxM*9 || ch.bytes*10 > maxB*9
@@ -567,8 +595,8 @@ func (t *Tracker) housekeep(now time.Time) {
 			t.markDirty(ch) // a count may be due (flush sends it when the interval allows)
 		}
 		if t.clock(now) >= ch.nextHB {
-			ch.nextHB = t.clock(now) + ch.opts.TTL/3
-			pubs = append(pubs, pub{topic, t.encode(&wire{T: kindHB, Seq: ch.seq, TTL: ch.opts.TTL.Milliseconds()})})
+			ch.nextHB = t.clock(now) + ch.opts.Value().TTL/3
+			pubs = append(pubs, pub{topic, t.encode(&wire{T: kindHB, Seq: ch.seq, TTL: ch.opts.Value().TTL.Milliseconds()})})
 		}
 		if ch.sub == nil && !ch.subscribing && t.clock(now)-ch.lastTry >= 2*time.Second {
 			ch.subscribing, ch.lastTry = true, t.clock(now)
