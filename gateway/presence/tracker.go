@@ -214,30 +214,32 @@ type chanState struct {
 	local  members
 	remote map[string]*remoteGW
 
-	*pending        // what the next flush sends; nil when none is held (see pend)
-	seq      uint64 // last diff published
-	dirty    bool
+	*pending                   // what the next flush sends; nil when none is held (see pend)
+	seq      uint64            // last diff published
 	prevs    map[*local]uint64 // phx_ref_prev of members whose meta was updated
 
 	// Size, local and remote, kept as members change (O(1) each).
 	metas      int
 	bytes      int           // the state's encoded size (approximate from above)
-	capped     bool          // over the caps: counts instead of the list
-	countDirty bool          // capped, and members changed since the last count
 	keysN      int           // distinct keys, as last counted (keysFor)
-	keysFresh  bool          // no change since
 	counted    [2]int        // keys and metas last sent in EventCount
 	countAt    time.Duration // when (Tracker.clock)
+	capped     bool          // over the caps: counts instead of the list
+	countDirty bool          // capped, and members changed since the last count
+	keysFresh  bool          // keysN: no change since
+	dirty      bool          // in Tracker.dirty
 
-	sub         broker.Subscription
-	subscribing bool
-	syncing     bool // initial sync: states are held back
+	sub broker.Subscription
 	// Times as Tracker.clock readings: 8 bytes each rather than a
 	// time.Time's 24, which keeps a one-member channel's state in a
 	// smaller allocation class (one channel per user: 10,000 of them).
-	lastTry    time.Duration
-	nextHB     time.Duration
-	emptySince time.Duration
+	// The flags are packed after them, as the ones above: a bool between
+	// two words costs a word.
+	lastTry     time.Duration
+	nextHB      time.Duration
+	emptySince  time.Duration
+	subscribing bool
+	syncing     bool // initial sync: states are held back
 }
 
 // pending is what a channel's next flush sends, with the arrays kept
