@@ -147,7 +147,7 @@ func (t *Tracker) encodeDiff(seq uint64, ttl time.Duration, d diff) []byte {
 // encodeState is the answer to a sync: this gateway's members of ch as
 // of its latest diff (t.mu held).
 func (t *Tracker) encodeState(ch *chanState) []byte {
-	b := t.appendWireHead(t.buf[:0], kindState, ch.seq, ch.opts.TTL)
+	b := t.appendWireHead(t.buf[:0], kindState, ch.seq, ch.opts.Value().TTL)
 	b = append(b, `,"state":`...)
 	b = t.localState(b, ch)
 	b = append(b, '}')
@@ -199,7 +199,7 @@ func (t *Tracker) receive(ch *chanState, data []byte, reply func([]byte) error) 
 		ch.remote[w.GW] = g
 	}
 	g.lastSeen = now
-	g.ttl = ch.opts.TTL
+	g.ttl = ch.opts.Value().TTL
 	if w.TTL > 0 {
 		g.ttl = time.Duration(w.TTL) * time.Millisecond
 	}

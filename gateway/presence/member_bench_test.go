@@ -33,8 +33,9 @@ func BenchmarkMemberHeap(b *testing.B) {
 		name     string
 		n, chans int
 	}{
-		{"100ch", 10000, 100}, // 100 members a channel: under the member cap, lists and diffs
-		{"1ch", 15000, 1},     // over the cap: counts
+		{"100ch", 10000, 100},   // 100 members a channel: under the member cap, lists and diffs
+		{"1ch", 15000, 1},       // over the cap: counts
+		{"1each", 10000, 10000}, // one channel per user: a channel's only member
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			for range b.N {

@@ -30,13 +30,15 @@ func (d *diff) add(joins bool, m meta) {
 
 func (d *diff) empty() bool { return len(d.joins) == 0 && len(d.leaves) == 0 }
 
-// reset empties d, keeping a small backing array for the next batch (a
-// storm's is let go).
+// reset empties d, keeping a small backing array for the next batch of
+// a busy channel. A storm's is let go, and so is an array of one: the
+// batch of a lone member's join, which an idle one-member channel (one
+// channel per user) would otherwise hold for as long as it lives.
 func (d *diff) reset() {
 	for _, p := range []*[]meta{&d.joins, &d.leaves} {
 		clear(*p)
 		*p = (*p)[:0]
-		if cap(*p) > 64 {
+		if cap(*p) > 64 || cap(*p) <= 1 {
 			*p = nil
 		}
 	}
@@ -122,12 +124,14 @@ func (t *Tracker) flush() bool {
 	busy := len(t.dirty) > 0
 	for _, ch := range t.dirty {
 		ch.dirty = false
+		ch.pend()
 		targets = t.flushChannel(ch, now, targets)
 		if !ch.bus.empty() {
 			ch.seq++
-			pubs = append(pubs, pub{ch.topic, t.encodeDiff(ch.seq, ch.opts.TTL, ch.bus)})
+			pubs = append(pubs, pub{ch.topic, t.encodeDiff(ch.seq, ch.opts.Value().TTL, ch.bus)})
 			ch.bus.reset()
 		}
+		ch.unpend()
 	}
 	clear(t.dirty)
 	t.dirty = t.dirty[:0]
@@ -240,13 +244,13 @@ func (t *Tracker) flushChannel(ch *chanState, now time.Time, targets []target) [
 		}
 		clear(ch.fresh)
 		ch.fresh = ch.fresh[:0]
-		if cap(ch.fresh) > 1024 {
-			ch.fresh = nil // do not keep a storm's backlog
+		if cap(ch.fresh) > 1024 || cap(ch.fresh) <= 1 {
+			ch.fresh = nil // do not keep a storm's backlog, nor a lone joiner's slot
 		}
 	}
 	// Counts to everyone when they changed, at most every CountInterval
 	// (housekeep flushes the channel again when one is due).
-	if ch.capped && ch.countDirty && now.Sub(ch.countAt) >= t.cfg.CountInterval {
+	if ch.capped && ch.countDirty && t.clock(now)-ch.countAt >= t.cfg.CountInterval {
 		ch.countDirty = false
 		keys = t.keysFor(ch)
 		if c := [2]int{keys, ch.metas}; c != ch.counted {
@@ -257,7 +261,7 @@ func (t *Tracker) flushChannel(ch *chanState, now time.Time, targets []target) [
 			}
 			ch.counted = c
 		}
-		ch.countAt = now
+		ch.countAt = t.clock(now)
 	}
 	return targets
 }

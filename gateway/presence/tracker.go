@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unique"
 
 	"github.com/fabric-rt/fabric/gateway/broker"
 	"github.com/fabric-rt/fabric/gateway/namespace"
@@ -114,6 +115,7 @@ type Tracker struct {
 	selfMark  []byte // `,"gw":"<id>",` as encode writes it
 	refPrefix []byte // `"F<id>`: the start of this gateway's phx_refs
 	refs      atomic.Uint64
+	t0        time.Time // the origin of clock
 
 	mu    sync.Mutex
 	chans map[string]*chanState
@@ -201,37 +203,75 @@ type rejoin struct {
 	last   time.Time
 }
 
+// neverCounted is a channel's countAt before its first count: long
+// enough ago that the first one is always due.
+const neverCounted = -1 << 62
+
 type chanState struct {
 	topic string
-	opts  namespace.Presence
+	opts  unique.Handle[namespace.Presence] // its namespace's, shared: 8 bytes, not 40
 
 	local  members
 	remote map[string]*remoteGW
 
-	out   diff   // towards local clients (every change)
-	bus   diff   // towards other gateways (local changes only)
-	seq   uint64 // last diff published
-	dirty bool
-	fresh []*local          // tracked since the last flush: waiting for their state
-	prevs map[*local]uint64 // phx_ref_prev of members whose meta was updated
+	*pending                   // what the next flush sends; nil when none is held (see pend)
+	seq      uint64            // last diff published
+	prevs    map[*local]uint64 // phx_ref_prev of members whose meta was updated
 
 	// Size, local and remote, kept as members change (O(1) each).
 	metas      int
-	bytes      int       // the state's encoded size (approximate from above)
-	capped     bool      // over the caps: counts instead of the list
-	countDirty bool      // capped, and members changed since the last count
-	keysN      int       // distinct keys, as last counted (keysFor)
-	keysFresh  bool      // no change since
-	counted    [2]int    // keys and metas last sent in EventCount
-	countAt    time.Time // when
+	bytes      int           // the state's encoded size (approximate from above)
+	keysN      int           // distinct keys, as last counted (keysFor)
+	counted    [2]int        // keys and metas last sent in EventCount
+	countAt    time.Duration // when (Tracker.clock)
+	capped     bool          // over the caps: counts instead of the list
+	countDirty bool          // capped, and members changed since the last count
+	keysFresh  bool          // keysN: no change since
+	dirty      bool          // in Tracker.dirty
 
-	sub         broker.Subscription
+	sub broker.Subscription
+	// Times as Tracker.clock readings: 8 bytes each rather than a
+	// time.Time's 24, which keeps a one-member channel's state in a
+	// smaller allocation class (one channel per user: 10,000 of them).
+	// The flags are packed after them, as the ones above: a bool between
+	// two words costs a word.
+	lastTry     time.Duration
+	nextHB      time.Duration
+	emptySince  time.Duration
 	subscribing bool
 	syncing     bool // initial sync: states are held back
-	lastTry     time.Time
-	nextHB      time.Time
-	emptySince  time.Time
 }
+
+// pending is what a channel's next flush sends, with the arrays kept
+// from flush to flush. A channel holds it only while it has something
+// pending or keeps arrays (a busy channel): an idle one (one channel per
+// user, once its member's state went out) keeps 120 bytes less.
+type pending struct {
+	out   diff     // towards local clients (every change)
+	bus   diff     // towards other gateways (local changes only)
+	fresh []*local // tracked since the last flush: waiting for their state
+}
+
+// pend makes sure ch has its pending part (t.mu held).
+func (ch *chanState) pend() *pending {
+	if ch.pending == nil {
+		ch.pending = &pending{}
+	}
+	return ch.pending
+}
+
+// unpend lets go of ch's pending part once it holds nothing, not even
+// arrays (after a flush, t.mu held).
+func (ch *chanState) unpend() {
+	if p := ch.pending; p != nil && p.fresh == nil && p.out.joins == nil && p.out.leaves == nil &&
+		p.bus.joins == nil && p.bus.leaves == nil {
+		ch.pending = nil
+	}
+}
+
+// clock is now as the time since the Tracker started (monotonic, as
+// time.Time's Sub is), for the times kept per channel.
+func (t *Tracker) clock(now time.Time) time.Duration { return now.Sub(t.t0) }
 
 // New returns a Tracker and starts its flush loop.
 func New(cfg Config) *Tracker {
@@ -276,7 +316,7 @@ func New(cfg Config) *Tracker {
 	t := &Tracker{cfg: cfg, id: cfg.GatewayID, chans: map[string]*chanState{},
 		selfMark:  []byte(`,"gw":` + string(encodeJSON(cfg.GatewayID)) + `,`),
 		refPrefix: refPrefix(cfg.GatewayID), keySeed: maphash.MakeSeed(),
-		stop: make(chan struct{}), done: make(chan struct{})}
+		stop: make(chan struct{}), done: make(chan struct{}), t0: cfg.now()}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	if cfg.manual {
 		close(t.done)
@@ -315,9 +355,9 @@ func (t *Tracker) Track(topic string, inst any, m Member) bool {
 	t.mu.Lock()
 	ch := t.chans[topic]
 	if ch == nil {
-		ch = &chanState{topic: topic, opts: opts,
-			syncing: true, subscribing: true, lastTry: now}
-		ch.nextHB = now.Add(jitter(opts.TTL / 3))
+		ch = &chanState{topic: topic, opts: unique.Make(opts),
+			syncing: true, subscribing: true, lastTry: t.clock(now), countAt: neverCounted}
+		ch.nextHB = t.clock(now) + jitter(opts.TTL/3)
 		t.chans[topic] = ch
 		t.background(func() { t.start(ch) })
 	}
@@ -326,8 +366,9 @@ func (t *Tracker) Track(topic string, inst any, m Member) bool {
 		return true
 	}
 	ch.local.put(inst, l)
-	ch.fresh = append(ch.fresh, l)
-	ch.emptySince = time.Time{}
+	pd := ch.pend()
+	pd.fresh = append(pd.fresh, l)
+	ch.emptySince = 0
 	t.changed(ch, true, ch.meta(l), true)
 	t.mu.Unlock()
 	return true
@@ -377,8 +418,8 @@ func (t *Tracker) Update(topic string, inst any, appMeta json.RawMessage) bool {
 		return false
 	}
 	old := ch.meta(l)
-	p := map[string]json.RawMessage{ch.opts.MetaKey: appMeta}
-	l.app, l.ref, l.online = appFields(p, ch.opts.MetaKey, t.cfg.MaxMetaBytes), t.newRef(), t.cfg.now().UnixMilli()
+	p := map[string]json.RawMessage{ch.opts.Value().MetaKey: appMeta}
+	l.app, l.ref, l.online = appFields(p, ch.opts.Value().MetaKey, t.cfg.MaxMetaBytes), t.newRef(), t.cfg.now().UnixMilli()
 	if ch.prevs == nil {
 		ch.prevs = map[*local]uint64{}
 	}
@@ -410,7 +451,7 @@ func (t *Tracker) Untrack(topic string, inst any) {
 	delete(ch.prevs, l)
 	now := t.cfg.now()
 	if ch.local.len() == 0 {
-		ch.emptySince = now
+		ch.emptySince = t.clock(now)
 	}
 	// Remember the leave for AdmitJoin: the join that ends here spent
 	// one token. Entries go once refilled (housekeep), so the map holds
@@ -434,6 +475,7 @@ func (t *Tracker) waitSends() {
 // changed records a membership change (t.mu held): towards local clients
 // always, towards the bus when it is a local member's.
 func (t *Tracker) changed(ch *chanState, join bool, m meta, isLocal bool) {
+	ch.pend()
 	if !ch.capped {
 		ch.out.add(join, m) // a capped channel's members get counts instead
 	}
@@ -466,11 +508,11 @@ func (t *Tracker) account(ch *chanState, join bool, m *meta) {
 // capped channel stays capped until it is below 90 % of both.
 func (t *Tracker) over(ch *chanState) bool {
 	maxM, maxB := t.cfg.MaxMembers, t.cfg.MaxStateBytes
-	if ch.opts.MaxMembers > 0 {
-		maxM = ch.opts.MaxMembers
+	if ch.opts.Value().MaxMembers > 0 {
+		maxM = ch.opts.Value().MaxMembers
 	}
-	if ch.opts.MaxStateBytes > 0 {
-		maxB = min(maxB, ch.opts.MaxStateBytes) // only lower: it must fit the connection budget
+	if ch.opts.Value().MaxStateBytes > 0 {
+		maxB = min(maxB, ch.opts.Value().MaxStateBytes) // only lower: it must fit the connection budget
 	}
 	if ch.capped {
 		return ch.metas*10 > maxM*9 || ch.bytes*10 > maxB*9
@@ -542,7 +584,7 @@ func (t *Tracker) housekeep(now time.Time) {
 			}
 		}
 		if ch.local.len() == 0 {
-			if !ch.dirty && !ch.subscribing && now.Sub(ch.emptySince) >= t.cfg.Grace {
+			if !ch.dirty && !ch.subscribing && t.clock(now)-ch.emptySince >= t.cfg.Grace {
 				delete(t.chans, topic)
 				pubs = append(pubs, pub{topic, t.encode(&wire{T: kindBye})})
 				if ch.sub != nil {
@@ -554,12 +596,12 @@ func (t *Tracker) housekeep(now time.Time) {
 		if ch.capped && ch.countDirty {
 			t.markDirty(ch) // a count may be due (flush sends it when the interval allows)
 		}
-		if !now.Before(ch.nextHB) {
-			ch.nextHB = now.Add(ch.opts.TTL / 3)
-			pubs = append(pubs, pub{topic, t.encode(&wire{T: kindHB, Seq: ch.seq, TTL: ch.opts.TTL.Milliseconds()})})
+		if t.clock(now) >= ch.nextHB {
+			ch.nextHB = t.clock(now) + ch.opts.Value().TTL/3
+			pubs = append(pubs, pub{topic, t.encode(&wire{T: kindHB, Seq: ch.seq, TTL: ch.opts.Value().TTL.Milliseconds()})})
 		}
-		if ch.sub == nil && !ch.subscribing && now.Sub(ch.lastTry) >= 2*time.Second {
-			ch.subscribing, ch.lastTry = true, now
+		if ch.sub == nil && !ch.subscribing && t.clock(now)-ch.lastTry >= 2*time.Second {
+			ch.subscribing, ch.lastTry = true, t.clock(now)
 			t.background(func() { t.start(ch) })
 		}
 	}
