@@ -8,11 +8,9 @@ import (
 	"io"
 	"net/url"
 	"os"
-	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
+	"github.com/fabric-rt/fabric/internal/app"
 	"github.com/fabric-rt/fabric/internal/config"
 	"github.com/fabric-rt/fabric/nats/subject"
 	"github.com/fabric-rt/fabric/nats/wire"
@@ -164,9 +162,9 @@ func publishNATS(ctx context.Context, o *publishOptions, topic string, payload [
 	if d, ok := ctx.Deadline(); ok {
 		connectTimeout = time.Until(d)
 	}
-	nc, err := nats.Connect(o.natsURL, nats.Name("fabric publish"), nats.Timeout(connectTimeout), nats.NoReconnect())
+	nc, err := app.DialNATS(app.Config{NATSURL: o.natsURL}, "fabric publish", connectTimeout)
 	if err != nil {
-		return publisher.Result{}, fmt.Errorf("publish: connect to %s: %w", redactURL(o.natsURL), err)
+		return publisher.Result{}, fmt.Errorf("publish: %w", err)
 	}
 	defer nc.Close()
 	d, _ := ctx.Deadline()
@@ -201,16 +199,4 @@ func (o *publishOptions) options() []publisher.Option {
 		opts = append(opts, publisher.WithIdempotencyKey(o.idKey))
 	}
 	return opts
-}
-
-// redactURL hides credentials in a NATS URL list for error messages.
-func redactURL(s string) string {
-	parts := strings.Split(s, ",")
-	for i, p := range parts {
-		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
-			u.User = nil // credentials never reach logs
-			parts[i] = u.String()
-		}
-	}
-	return strings.Join(parts, ",")
 }

@@ -219,7 +219,7 @@ func TestPublishCommandErrors(t *testing.T) {
 		{"bad api url", []string{"--api-url", "ftp://x", "room:a"}, nil, "http:// or https://"},
 		{"invalid topic", []string{"--nats-url", "nats://127.0.0.1:1", "room::a"}, nil, "invalid topic: empty segment"},
 		{"reserved event", []string{"--nats-url", "nats://127.0.0.1:1", "--event", "phx_close", "room:a"}, nil, "invalid event"},
-		{"nothing listening", []string{"--nats-url", "nats://user:pw@127.0.0.1:1", "--timeout", "1s", "room:a"}, nil, "connect to nats://127.0.0.1:1"},
+		{"nothing listening", []string{"--nats-url", "nats://user:pw@127.0.0.1:1", "--timeout", "1s", "room:a"}, nil, "connect to nats://redacted@127.0.0.1:1"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

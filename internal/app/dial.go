@@ -328,8 +328,3 @@ func DialNATS(cfg Config, name string, timeout time.Duration) (*nats.Conn, error
 	}
 	return nc, nil
 }
-
-// NATSClientOptions turns cfg's NATS credentials and TLS settings (the
-// --nats-* flags) into nats.go options, as the gateway uses them, for the
-// other commands that connect to NATS with the same flags (fabric channel).
-func NATSClientOptions(cfg Config) ([]nats.Option, error) { return externalNATSOptions(cfg) }
