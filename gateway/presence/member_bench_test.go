@@ -58,11 +58,11 @@ func memberHeap(b *testing.B, n, chans int) {
 		topics[i] = "room:idle-" + strconv.Itoa(i)
 	}
 	// What the session holds anyway (its connection, id, channel
-	// instance and join params) is made before the measurement.
-	type inst struct{ m Member }
-	insts := make([]*inst, n)
+	// instance and join params) is made before the measurement; the
+	// instances are Instances, as the session's are.
+	insts := make([]*benchInst, n)
 	for i := range insts {
-		insts[i] = &inst{Member{Conn: &nullConn{}, Version: phoenix.V2, JoinRef: phoenix.R("1"),
+		insts[i] = &benchInst{Member{Conn: &nullConn{}, Version: phoenix.V2, JoinRef: phoenix.R("1"),
 			ConnID: fmt.Sprintf("c%015x", i), Params: []byte("{}")}}
 	}
 	before := heapAfterGC()
@@ -87,6 +87,13 @@ func memberHeap(b *testing.B, n, chans int) {
 	b.ReportMetric(float64(m1.TotalAlloc-m0.TotalAlloc)/float64(n), "alloc-B/member")
 	runtime.KeepAlive(insts)
 }
+
+// benchInst is a channel instance as the session's: it gives its
+// connection and join_ref on demand (Instance).
+type benchInst struct{ m Member }
+
+func (b *benchInst) PresenceConn() transport.Conn { return b.m.Conn }
+func (b *benchInst) PresenceJoinRef() phoenix.Ref { return b.m.JoinRef }
 
 func heapAfterGC() int64 {
 	var m runtime.MemStats

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 	"unique"
-	"unsafe"
 
 	"github.com/fabric-rt/fabric/gateway/phoenix"
 	"github.com/fabric-rt/fabric/internal/testkit/transporttest"
@@ -99,46 +98,5 @@ func TestWireMessagesParse(t *testing.T) {
 		if w.GW != "gw-A" || w.TTL != 3000 && w.T == kindDiff || len(sets) != 2 || len(sets["bob"].Metas) != 2 || len(sets["alice"].Metas) != 1 {
 			t.Errorf("%s parsed as %+v", b, w)
 		}
-	}
-}
-
-// The member record stays in the 80-byte size class (docs/presence.md).
-func TestLocalRecordSize(t *testing.T) {
-	if n := unsafe.Sizeof(local{}); n > 80 {
-		t.Fatalf("local is %d bytes", n)
-	}
-}
-
-// A channel's only member is kept without a map; the second makes one,
-// and members come and go through both shapes.
-func TestMembersInlineThenMap(t *testing.T) {
-	var m members
-	a, b := &local{key: "a"}, &local{key: "b"}
-	ia, ib := new(int), new(int)
-	m.put(ia, a)
-	if m.many != nil || m.get(ia) != a || m.get(ib) != nil || m.len() != 1 {
-		t.Fatal("one member")
-	}
-	m.put(ib, b)
-	if m.many == nil || m.get(ia) != a || m.get(ib) != b || m.len() != 2 {
-		t.Fatal("two members")
-	}
-	seen := 0
-	for range m.all() {
-		seen++
-	}
-	m.del(ia)
-	m.del(ia)
-	if seen != 2 || m.get(ia) != nil || m.get(ib) != b || m.len() != 1 {
-		t.Fatalf("after a leave: seen %d, len %d", seen, m.len())
-	}
-	m.del(ib)
-	if m.len() != 0 || m.many != nil {
-		t.Fatal("empty")
-	}
-	m.put(ia, a)
-	m.del(ib) // not there: nothing happens
-	if m.get(ia) != a || m.len() != 1 {
-		t.Fatal("inline again")
 	}
 }

@@ -15,8 +15,8 @@ func TestStateSizes(t *testing.T) {
 		size, max uintptr
 	}{
 		{"chanState", unsafe.Sizeof(chanState{}), 192},
-		{"local", unsafe.Sizeof(local{}), 80},
-		{"members", unsafe.Sizeof(members{}), 32},
+		{"local", unsafe.Sizeof(local{}), 64},
+		{"members", unsafe.Sizeof(members{}), 16},
 	} {
 		if c.size > c.max {
 			t.Errorf("%s is %d bytes, over %d", c.name, c.size, c.max)

@@ -181,7 +181,7 @@ func (t *Tracker) flushChannel(ch *chanState, now time.Time, targets []target) [
 			if enc[l.v] == nil {
 				enc[l.v] = transport.NewText(phoenix.AppendMessage(nil, l.v, phoenix.Null, phoenix.Null, ch.topic, EventDiff, t.buf))
 			}
-			targets = append(targets, target{l.conn, enc[l.v]})
+			targets = append(targets, target{l.conn(), enc[l.v]})
 		}
 		t.keepBuf(t.buf)
 	}
@@ -219,7 +219,7 @@ func (t *Tracker) flushChannel(ch *chanState, now time.Time, targets []target) [
 			case ch.capped:
 				// Over the caps the state is {}: one small frame of its
 				// own beats a head and a shared tail (two frames).
-				m = transport.NewText(phoenix.AppendMessage(nil, l.v, l.joinRefOf(), phoenix.Null, ch.topic, EventState, []byte("{}")))
+				m = transport.NewText(phoenix.AppendMessage(nil, l.v, l.joinRef(), phoenix.Null, ch.topic, EventState, []byte("{}")))
 			case l.v == phoenix.V1:
 				if st == nil {
 					st = t.state(ch)
@@ -235,11 +235,11 @@ func (t *Tracker) flushChannel(ch *chanState, now time.Time, targets []target) [
 				if tail == nil {
 					tail = transport.NewText(st)
 				}
-				m = &transport.Message{Data: phoenix.AppendHead(nil, l.joinRefOf(), phoenix.Null, ch.topic, EventState), Tail: tail}
+				m = &transport.Message{Data: phoenix.AppendHead(nil, l.joinRef(), phoenix.Null, ch.topic, EventState), Tail: tail}
 			}
-			targets = append(targets, target{l.conn, m})
+			targets = append(targets, target{l.conn(), m})
 			if ch.capped {
-				targets = append(targets, target{l.conn, countMsg(l.v)})
+				targets = append(targets, target{l.conn(), countMsg(l.v)})
 			}
 		}
 		clear(ch.fresh)
@@ -256,7 +256,7 @@ func (t *Tracker) flushChannel(ch *chanState, now time.Time, targets []target) [
 		if c := [2]int{keys, ch.metas}; c != ch.counted {
 			if ch.counted[0] >= 0 {
 				for l := range ch.local.all() {
-					targets = append(targets, target{l.conn, countMsg(l.v)})
+					targets = append(targets, target{l.conn(), countMsg(l.v)})
 				}
 			}
 			ch.counted = c

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"hash/maphash"
-	"iter"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -148,42 +147,6 @@ type Tracker struct {
 	// sendMu is held while a flush sends what it collected under mu
 	// (taken before mu is released); Untrack passes through it.
 	sendMu sync.Mutex
-}
-
-// local is a member of this gateway: 80 bytes, plus its entry in
-// chanState.local. Its key and join_ref are the session's strings, shared;
-// its meta is written out only when a state or diff is encoded (metas.go).
-type local struct {
-	conn      transport.Conn
-	key       string
-	joinRef   string // the join_ref's text, as refKind says
-	app       appMeta
-	ref       uint64 // phx_ref counter (phx_ref_prev, rare: chanState.prevs)
-	online    int64  // online_at, unix ms
-	v         phoenix.Version
-	refKind   uint8 // join_ref: refNull, refString or refRaw (phoenix.Ref's)
-	needState bool  // presence_state not sent yet: gets no diff before it
-	gone      bool  // untracked while waiting in chanState.fresh
-}
-
-const (
-	refNull uint8 = iota
-	refString
-	refRaw
-)
-
-func packRef(r phoenix.Ref) (string, uint8) {
-	switch {
-	case !r.Valid:
-		return "", refNull
-	case r.Raw:
-		return r.S, refRaw
-	}
-	return r.S, refString
-}
-
-func (l *local) joinRefOf() phoenix.Ref {
-	return phoenix.Ref{S: l.joinRef, Valid: l.refKind != refNull, Raw: l.refKind == refRaw}
 }
 
 // meta is l's meta as states and diffs list it (a copy: a diff keeps the
@@ -348,9 +311,9 @@ func (t *Tracker) Track(topic string, inst any, m Member) bool {
 	}
 	now := t.cfg.now()
 	p := parseParams(m.Params)
-	l := &local{conn: m.Conn, v: m.Version, needState: true, key: keyOf(m, p),
-		app: appFields(p, opts.MetaKey, t.cfg.MaxMetaBytes), ref: t.newRef(), online: now.UnixMilli()}
-	l.joinRef, l.refKind = packRef(m.JoinRef)
+	l := newLocal(inst, m)
+	l.key, l.app = keyOf(m, p), appFields(p, opts.MetaKey, t.cfg.MaxMetaBytes)
+	l.ref, l.online = t.newRef(), now.UnixMilli()
 
 	t.mu.Lock()
 	ch := t.chans[topic]
@@ -365,7 +328,7 @@ func (t *Tracker) Track(topic string, inst any, m Member) bool {
 		t.mu.Unlock()
 		return true
 	}
-	ch.local.put(inst, l)
+	ch.local.put(l)
 	pd := ch.pend()
 	pd.fresh = append(pd.fresh, l)
 	ch.emptySince = 0
@@ -456,7 +419,7 @@ func (t *Tracker) Untrack(topic string, inst any) {
 	// Remember the leave for AdmitJoin: the join that ends here spent
 	// one token. Entries go once refilled (housekeep), so the map holds
 	// only the last RejoinInterval's leavers.
-	k := rejoinKey{topic, l.conn}
+	k := rejoinKey{topic, l.conn()}
 	if t.recent == nil {
 		t.recent = map[rejoinKey]*rejoin{}
 	}
@@ -667,75 +630,4 @@ func jitter(d time.Duration) time.Duration {
 		n = n<<8 | uint64(c)
 	}
 	return time.Duration(n % uint64(d))
-}
-
-// members is a channel's local members by channel instance. A channel of
-// one member (one channel per user) keeps it inline; the map, about 250
-// bytes even for one entry, is made for the second.
-type members struct {
-	inst any
-	one  *local
-	many map[any]*local
-}
-
-func (m *members) get(inst any) *local {
-	if m.many != nil {
-		return m.many[inst]
-	}
-	if m.one != nil && m.inst == inst {
-		return m.one
-	}
-	return nil
-}
-
-// put adds l for inst, which is not there yet.
-func (m *members) put(inst any, l *local) {
-	switch {
-	case m.many != nil:
-		m.many[inst] = l
-	case m.one == nil:
-		m.inst, m.one = inst, l
-	default:
-		m.many = map[any]*local{m.inst: m.one, inst: l}
-		m.inst, m.one = nil, nil
-	}
-}
-
-func (m *members) del(inst any) {
-	switch {
-	case m.many != nil:
-		delete(m.many, inst)
-		if len(m.many) == 0 {
-			m.many = nil
-		}
-	case m.one != nil && m.inst == inst:
-		m.inst, m.one = nil, nil
-	}
-}
-
-func (m *members) len() int {
-	switch {
-	case m.many != nil:
-		return len(m.many)
-	case m.one != nil:
-		return 1
-	}
-	return 0
-}
-
-// all yields every member (in no particular order).
-func (m *members) all() iter.Seq[*local] {
-	return func(yield func(*local) bool) {
-		if m.many == nil {
-			if m.one != nil {
-				yield(m.one)
-			}
-			return
-		}
-		for _, l := range m.many {
-			if !yield(l) {
-				return
-			}
-		}
-	}
 }
