@@ -16,7 +16,8 @@ func (t *Tracker) Local(topic string) (map[string][]json.RawMessage, bool) {
 	l := make(map[string][]json.RawMessage, ch.local.len())
 	for m := range ch.local.all() {
 		mt := ch.meta(m)
-		l[m.key] = append(l[m.key], t.appendMeta(nil, &mt))
+		key := string(mt.appendKey(nil))
+		l[key] = append(l[key], t.appendMeta(nil, &mt))
 	}
 	return l, len(l) > 0
 }

@@ -62,14 +62,18 @@ func memberHeap(b *testing.B, n, chans int) {
 	// instances are Instances, as the session's are.
 	insts := make([]*benchInst, n)
 	for i := range insts {
-		insts[i] = &benchInst{Member{Conn: &nullConn{}, Version: phoenix.V2, JoinRef: phoenix.R("1"),
-			ConnID: fmt.Sprintf("c%015x", i), Params: []byte("{}")}}
+		// The session's ids: a process prefix and a number; the
+		// session makes the string for the join (garbage once tracked).
+		insts[i] = &benchInst{m: Member{Conn: &nullConn{}, Version: phoenix.V2, JoinRef: phoenix.R("1"),
+			Params: []byte("{}")}, prefix: "0123456789abcdef-", n: uint64(i + 1)}
 	}
 	before := heapAfterGC()
 	var m0, m1 runtime.MemStats
 	runtime.ReadMemStats(&m0)
 	for i, in := range insts {
-		tr.Track(topics[i%chans], in, in.m)
+		m := in.m
+		m.ConnID = in.prefix + strconv.FormatUint(in.n, 36) // as Session.ID makes it
+		tr.Track(topics[i%chans], in, m)
 		if i%100 == 99 {
 			tr.bg.Wait() // the first join's subscribe and sync (synchronous bus)
 			tr.flush()
@@ -90,10 +94,15 @@ func memberHeap(b *testing.B, n, chans int) {
 
 // benchInst is a channel instance as the session's: it gives its
 // connection and join_ref on demand (Instance).
-type benchInst struct{ m Member }
+type benchInst struct {
+	m      Member
+	prefix string
+	n      uint64
+}
 
-func (b *benchInst) PresenceConn() transport.Conn { return b.m.Conn }
-func (b *benchInst) PresenceJoinRef() phoenix.Ref { return b.m.JoinRef }
+func (b *benchInst) PresenceConn() transport.Conn     { return b.m.Conn }
+func (b *benchInst) PresenceJoinRef() phoenix.Ref     { return b.m.JoinRef }
+func (b *benchInst) PresenceConnID() (string, uint64) { return b.prefix, b.n }
 
 func heapAfterGC() int64 {
 	var m runtime.MemStats

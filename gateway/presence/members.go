@@ -3,6 +3,7 @@ package presence
 import (
 	"hash/maphash"
 	"iter"
+	"strconv"
 
 	"github.com/fabric-rt/fabric/gateway/phoenix"
 	"github.com/fabric-rt/fabric/gateway/transport"
@@ -18,9 +19,16 @@ import (
 // 33. A session's channel instance is one (gateway/session). The answers
 // must not change during the instance's life, and the methods must neither
 // block nor lock: they are called under the Tracker's lock.
+//
+// PresenceConnID is the connection's id as a shared prefix and a number
+// (the id is prefix + n in base 36; n 0: no such id). When a member's key
+// is its connection's id (anonymous, no key param), the record keeps the
+// shared prefix and asks for the number when it writes the key, rather
+// than keeping a string per member.
 type Instance interface {
 	PresenceConn() transport.Conn
 	PresenceJoinRef() phoenix.Ref
+	PresenceConnID() (prefix string, n uint64)
 }
 
 // held is what Track keeps for an instance that is not an Instance: the
@@ -31,12 +39,15 @@ type held struct {
 	joinRef phoenix.Ref
 }
 
-func (h *held) PresenceConn() transport.Conn { return h.conn }
-func (h *held) PresenceJoinRef() phoenix.Ref { return h.joinRef }
+func (h *held) PresenceConn() transport.Conn     { return h.conn }
+func (h *held) PresenceJoinRef() phoenix.Ref     { return h.joinRef }
+func (h *held) PresenceConnID() (string, uint64) { return "", 0 }
 
 // local is a member of this gateway: 64 bytes (TestStateSizes), plus its
-// slot in chanState.local. Its key is the session's string, shared; its
-// meta is written out only when a state or diff is encoded (metas.go).
+// slot in chanState.local. Its key is the session's string, shared, or
+// the connection id's shared prefix (connKey: the number is the
+// instance's); its meta is written out only when a state or diff is
+// encoded (metas.go).
 type local struct {
 	src       Instance // the channel instance, or a *held for one that is not an Instance
 	key       string
@@ -47,6 +58,30 @@ type local struct {
 	v         phoenix.Version
 	needState bool // presence_state not sent yet: gets no diff before it
 	gone      bool // untracked while waiting in chanState.fresh
+	connKey   bool // the key is key + the connection's number (Instance.PresenceConnID)
+}
+
+// setKey sets l's key, keeping a key that is the instance's connection id
+// as its shared prefix (the written key is the same).
+func (l *local) setKey(key string) {
+	l.key = key
+	prefix, n := l.src.PresenceConnID()
+	if n == 0 || len(key) <= len(prefix) || key[:len(prefix)] != prefix {
+		return
+	}
+	var num [16]byte
+	if key[len(prefix):] == string(strconv.AppendUint(num[:0], n, 36)) {
+		l.key, l.connKey = prefix, true
+	}
+}
+
+// id is the number written after l.key (0: none).
+func (l *local) id() uint64 {
+	if !l.connKey {
+		return 0
+	}
+	_, n := l.src.PresenceConnID()
+	return n
 }
 
 func newLocal(inst any, m Member) *local {

@@ -1,8 +1,13 @@
 package presence
 
 import (
+	"bytes"
+	"encoding/json"
 	"math/rand/v2"
+	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/fabric-rt/fabric/gateway/phoenix"
 	"github.com/fabric-rt/fabric/gateway/transport"
@@ -138,5 +143,104 @@ type fakeInstance struct {
 	ref  phoenix.Ref
 }
 
-func (f *fakeInstance) PresenceConn() transport.Conn { return f.conn }
-func (f *fakeInstance) PresenceJoinRef() phoenix.Ref { return f.ref }
+func (f *fakeInstance) PresenceConn() transport.Conn     { return f.conn }
+func (f *fakeInstance) PresenceJoinRef() phoenix.Ref     { return f.ref }
+func (f *fakeInstance) PresenceConnID() (string, uint64) { return "", 0 }
+
+// connInst is a channel instance as the session's: an Instance whose
+// connection id is prefix + n in base 36.
+type connInst struct {
+	*client
+	prefix string
+	n      uint64
+}
+
+func (c *connInst) PresenceConn() transport.Conn     { return c.conn }
+func (c *connInst) PresenceJoinRef() phoenix.Ref     { return phoenix.R("1") }
+func (c *connInst) PresenceConnID() (string, uint64) { return c.prefix, c.n }
+
+// A key that is the connection's id is kept as the shared prefix and
+// written from the connection's number; it sorts, groups, counts and
+// lists exactly as the string would, also next to a key param that
+// spells another connection's id.
+func TestConnIDKeysAreWrittenAsTheirString(t *testing.T) {
+	n := newNet()
+	c := &clock{t: time.Unix(1000, 0)}
+	tr, _ := newTracker(t, n, "A", c)
+	const prefix = "gwA-"
+	var insts []*connInst
+	for _, id := range []uint64{1, 10, 2, 36, 35} {
+		in := &connInst{client: newClient(), prefix: prefix, n: id}
+		insts = append(insts, in)
+		tr.Track("room:k", in, Member{Conn: in.conn, Version: phoenix.V2, JoinRef: phoenix.R("1"),
+			ConnID: prefix + strconv.FormatUint(id, 36)})
+	}
+	// One whose key param is connection 10's id: one key, two metas. And
+	// one whose Member.ConnID is not its instance's: kept as given.
+	same := &connInst{client: newClient(), prefix: prefix, n: 99}
+	tr.Track("room:k", same, Member{Conn: same.conn, Version: phoenix.V2, JoinRef: phoenix.R("1"),
+		ConnID: prefix + "2r", Params: []byte(`{"presence_key":"gwA-a"}`)})
+	odd := &connInst{client: newClient(), prefix: prefix, n: 7}
+	tr.Track("room:k", odd, Member{Conn: odd.conn, Version: phoenix.V2, JoinRef: phoenix.R("1"), ConnID: "other-7"})
+	waitSynced(t, tr, "room:k")
+	tr.flush()
+
+	tr.mu.Lock()
+	ch := tr.chans["room:k"]
+	for _, in := range insts {
+		if l := ch.local.get(in); !l.connKey || l.key != prefix {
+			tr.mu.Unlock()
+			t.Fatalf("connection %d's key kept as %q (connKey %v)", in.n, l.key, l.connKey)
+		}
+	}
+	if l := ch.local.get(odd); l.connKey || l.key != "other-7" {
+		tr.mu.Unlock()
+		t.Fatalf("a key that is not the instance's id: %q", l.key)
+	}
+	keys := tr.distinctKeys(ch)
+	tr.mu.Unlock()
+	if keys != 6 {
+		t.Fatalf("%d distinct keys, want 6", keys)
+	}
+
+	// The state as sent: keys in order, each once.
+	msgs := odd.conn.Sent()
+	if len(msgs) != 1 {
+		t.Fatalf("%d messages", len(msgs))
+	}
+	var f []json.RawMessage
+	if err := json.Unmarshal(msgs[0].Bytes(), &f); err != nil || len(f) != 5 {
+		t.Fatalf("state %s: %v", msgs[0].Bytes(), err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(f[4]))
+	dec.Token() // {
+	var got []string
+	metas := map[string]int{}
+	for dec.More() {
+		tok, _ := dec.Token()
+		key := tok.(string)
+		var g struct{ Metas []json.RawMessage }
+		if err := dec.Decode(&g); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, key)
+		metas[key] = len(g.Metas)
+	}
+	if want := "gwA-1 gwA-10 gwA-2 gwA-a gwA-z other-7"; strings.Join(got, " ") != want {
+		t.Fatalf("keys %q, want %q", strings.Join(got, " "), want)
+	}
+	if metas["gwA-a"] != 2 {
+		t.Fatalf("gwA-a has %d metas, want 2", metas["gwA-a"])
+	}
+	if l, _ := tr.Local("room:k"); len(l["gwA-a"]) != 2 || len(l["gwA-z"]) != 1 || len(l) != 6 {
+		t.Fatalf("Local: %v", l)
+	}
+
+	// A leave is written with the key as sent.
+	tr.Untrack("room:k", insts[4])
+	tr.flush()
+	odd.client.read(t)
+	if _, ok := odd.client.view["gwA-z"]; ok || len(odd.client.view) != 5 {
+		t.Fatalf("after gwA-z left: %s", odd.client.keys())
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 	"unique"
@@ -21,8 +22,46 @@ import (
 // member's fields (raw nil) or a remote gateway's meta as received.
 type meta struct {
 	key string
+	id  uint64          // non-zero: the key is key + id in base 36 (a connection id, local.connKey)
 	raw json.RawMessage // remote: the whole object as received
 	metaFields
+}
+
+// appendKey writes m's key as it is sent (not quoted).
+func (m *meta) appendKey(dst []byte) []byte {
+	dst = append(dst, m.key...)
+	if m.id != 0 {
+		dst = strconv.AppendUint(dst, m.id, 36)
+	}
+	return dst
+}
+
+// keyLen is len(m.appendKey(nil)).
+func (m *meta) keyLen() int {
+	if m.id != 0 {
+		return len(m.key) + digits(m.id, 36)
+	}
+	return len(m.key)
+}
+
+// compareKeys orders metas by their keys as sent (so metas of one key are
+// next to each other, whichever way each stores it).
+func compareKeys(a, b *meta) int {
+	if a.id == 0 && b.id == 0 {
+		return strings.Compare(a.key, b.key)
+	}
+	var x, y [48]byte
+	return bytes.Compare(a.appendKey(x[:0]), b.appendKey(y[:0]))
+}
+
+// appendQuotedKey writes m's key as a JSON string.
+func appendQuotedKey(dst []byte, m *meta) []byte {
+	if m.id == 0 {
+		return appendString(dst, m.key)
+	}
+	dst = appendString(dst, m.key)
+	dst = strconv.AppendUint(dst[:len(dst)-1], m.id, 36) // base 36 digits need no escaping
+	return append(dst, '"')
 }
 
 // metaFields is what makes a local member's meta object.

@@ -4,7 +4,6 @@ import (
 	"hash/maphash"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/fabric-rt/fabric/gateway/phoenix"
@@ -297,8 +296,16 @@ func (t *Tracker) distinctKeys(ch *chanState) int {
 	clear(set)
 	mask := uint64(size - 1)
 	keys := 0
-	add := func(key string) {
-		h := maphash.String(t.keySeed, key) | 1 // 0 marks an empty slot
+	var num [48]byte
+	add := func(key string, id uint64) {
+		var h uint64
+		if id == 0 {
+			h = maphash.String(t.keySeed, key)
+		} else {
+			m := meta{key: key, id: id}
+			h = maphash.Bytes(t.keySeed, m.appendKey(num[:0])) // the key as sent
+		}
+		h |= 1 // 0 marks an empty slot
 		for i := h & mask; ; i = (i + 1) & mask {
 			switch set[i] {
 			case 0:
@@ -311,11 +318,11 @@ func (t *Tracker) distinctKeys(ch *chanState) int {
 		}
 	}
 	for l := range ch.local.all() {
-		add(l.key)
+		add(l.key, l.id())
 	}
 	for _, g := range ch.remote {
 		for _, m := range g.members {
-			add(m.key)
+			add(m.key, 0)
 		}
 	}
 	return keys
@@ -324,19 +331,19 @@ func (t *Tracker) distinctKeys(ch *chanState) int {
 // appendGroups encodes {key: {"metas": [...]}, ...}, sorting ms by key
 // (stable: a key's metas keep their order).
 func (t *Tracker) appendGroups(dst []byte, ms []meta) []byte {
-	slices.SortStableFunc(ms, func(a, b meta) int { return strings.Compare(a.key, b.key) })
+	slices.SortStableFunc(ms, func(a, b meta) int { return compareKeys(&a, &b) })
 	dst = append(dst, '{')
 	for i := range ms {
 		switch {
 		case i == 0:
-		case ms[i].key == ms[i-1].key:
+		case compareKeys(&ms[i], &ms[i-1]) == 0:
 			dst = append(dst, ',')
 			dst = t.appendMeta(dst, &ms[i])
 			continue
 		default:
 			dst = append(dst, "]},"...)
 		}
-		dst = appendString(dst, ms[i].key)
+		dst = appendQuotedKey(dst, &ms[i])
 		dst = append(dst, `:{"metas":[`...)
 		dst = t.appendMeta(dst, &ms[i])
 	}

@@ -152,7 +152,7 @@ type Tracker struct {
 // meta is l's meta as states and diffs list it (a copy: a diff keeps the
 // meta a member had when it changed).
 func (ch *chanState) meta(l *local) meta {
-	return meta{key: l.key, metaFields: metaFields{app: l.app, ref: l.ref, prev: ch.prevs[l], online: l.online}}
+	return meta{key: l.key, id: l.id(), metaFields: metaFields{app: l.app, ref: l.ref, prev: ch.prevs[l], online: l.online}}
 }
 
 type rejoinKey struct {
@@ -312,7 +312,8 @@ func (t *Tracker) Track(topic string, inst any, m Member) bool {
 	now := t.cfg.now()
 	p := parseParams(m.Params)
 	l := newLocal(inst, m)
-	l.key, l.app = keyOf(m, p), appFields(p, opts.MetaKey, t.cfg.MaxMetaBytes)
+	l.setKey(keyOf(m, p))
+	l.app = appFields(p, opts.MetaKey, t.cfg.MaxMetaBytes)
 	l.ref, l.online = t.newRef(), now.UnixMilli()
 
 	t.mu.Lock()
@@ -457,7 +458,7 @@ const stateOverhead = 18
 
 // account keeps the channel's size as members change.
 func (t *Tracker) account(ch *chanState, join bool, m *meta) {
-	size := t.metaSize(m) + len(m.key) + stateOverhead
+	size := t.metaSize(m) + m.keyLen() + stateOverhead
 	if join {
 		ch.metas++
 		ch.bytes += size

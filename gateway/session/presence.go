@@ -6,10 +6,11 @@ import (
 	"github.com/fabric-rt/fabric/gateway/transport"
 )
 
-// A joined instance gives the presence tracker its connection and join_ref
-// when a flush needs them, so a member's record keeps the instance rather
-// than copies of both (presence.Instance). Both are set when the instance
-// is made and never change, so reading them needs no lock.
+// A joined instance gives the presence tracker its connection, join_ref
+// and connection number when a flush needs them, so a member's record
+// keeps the instance rather than copies (presence.Instance). All are set
+// before the instance joins and never change, so reading them needs no
+// lock.
 
 var _ presence.Instance = (*channel)(nil)
 
@@ -18,3 +19,7 @@ func (ch *channel) PresenceConn() transport.Conn { return ch.s.conn }
 
 // PresenceJoinRef is the instance's join_ref.
 func (ch *channel) PresenceJoinRef() phoenix.Ref { return ch.joinRef }
+
+// PresenceConnID is the connection's id (Session.ID) as its shared prefix
+// and number.
+func (ch *channel) PresenceConnID() (string, uint64) { return ch.s.cfg.IDPrefix, ch.s.idn }
