@@ -91,9 +91,12 @@ func keepScratch(ms []meta) []meta {
 	return ms[:0]
 }
 
+// target is a message for a member: 16 bytes, one per member of a room
+// a diff or a count goes to (the member's connection is asked for when
+// it is sent: its instance does not change).
 type target struct {
-	conn transport.Conn
-	msg  *transport.Message
+	to  *local
+	msg *transport.Message
 }
 
 // flush sends the batched diffs: one presence_diff per dirty channel to its
@@ -137,7 +140,7 @@ func (t *Tracker) flush() bool {
 	t.sendMu.Lock() // taken before t.mu goes: Untrack waits for these sends
 	t.mu.Unlock()
 	for _, tg := range targets {
-		tg.conn.Send(tg.msg)
+		tg.to.conn().Send(tg.msg)
 	}
 	t.sendMu.Unlock()
 	// Kept for the next flush (one diff to a big room is a target per
@@ -180,7 +183,7 @@ func (t *Tracker) flushChannel(ch *chanState, now time.Time, targets []target) [
 			if enc[l.v] == nil {
 				enc[l.v] = transport.NewText(phoenix.AppendMessage(nil, l.v, phoenix.Null, phoenix.Null, ch.topic, EventDiff, t.buf))
 			}
-			targets = append(targets, target{l.conn(), enc[l.v]})
+			targets = append(targets, target{l, enc[l.v]})
 		}
 		t.keepBuf(t.buf)
 	}
@@ -236,9 +239,9 @@ func (t *Tracker) flushChannel(ch *chanState, now time.Time, targets []target) [
 				}
 				m = &transport.Message{Data: phoenix.AppendHead(nil, l.joinRef(), phoenix.Null, ch.topic, EventState), Tail: tail}
 			}
-			targets = append(targets, target{l.conn(), m})
+			targets = append(targets, target{l, m})
 			if ch.capped {
-				targets = append(targets, target{l.conn(), countMsg(l.v)})
+				targets = append(targets, target{l, countMsg(l.v)})
 			}
 		}
 		clear(ch.fresh)
@@ -255,7 +258,7 @@ func (t *Tracker) flushChannel(ch *chanState, now time.Time, targets []target) [
 		if c := [2]int{keys, ch.metas}; c != ch.counted {
 			if ch.counted[0] >= 0 {
 				for l := range ch.local.all() {
-					targets = append(targets, target{l.conn(), countMsg(l.v)})
+					targets = append(targets, target{l, countMsg(l.v)})
 				}
 			}
 			ch.counted = c
