@@ -14,7 +14,7 @@ func TestStateSizes(t *testing.T) {
 		name      string
 		size, max uintptr
 	}{
-		{"chanState", unsafe.Sizeof(chanState{}), 192},
+		{"chanState", unsafe.Sizeof(chanState{}), 144},
 		{"local", unsafe.Sizeof(local{}), 64},
 		{"members", unsafe.Sizeof(members{}), 16},
 	} {

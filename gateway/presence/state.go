@@ -157,14 +157,15 @@ func (t *Tracker) flush() bool {
 
 // flushChannel appends what ch's local members are to be sent (t.mu held).
 func (t *Tracker) flushChannel(ch *chanState, now time.Time, targets []target) []target {
-	if over := t.over(ch); over != ch.capped {
+	if over := t.over(ch); over != ch.capped() {
 		// Crossing a cap either way: every member gets a new state (the
 		// empty one over the cap, the full one back under it) and no diff
 		// of what it already reflects.
-		ch.capped = over
+		ch.count = nil
+		if over {
+			ch.count = &counting{counted: [2]int{-1, -1}, at: neverCounted, dirty: true}
+		}
 		ch.out.reset()
-		ch.counted = [2]int{-1, -1}
-		ch.countDirty = over
 		for l := range ch.local.all() {
 			if !l.needState {
 				l.needState = true
@@ -218,7 +219,7 @@ func (t *Tracker) flushChannel(ch *chanState, now time.Time, targets []target) [
 			l.needState = false
 			var m *transport.Message
 			switch {
-			case ch.capped:
+			case ch.capped():
 				// Over the caps the state is {}: one small frame of its
 				// own beats a head and a shared tail (two frames).
 				m = transport.NewText(phoenix.AppendMessage(nil, l.v, l.joinRef(), phoenix.Null, ch.topic, EventState, []byte("{}")))
@@ -240,7 +241,7 @@ func (t *Tracker) flushChannel(ch *chanState, now time.Time, targets []target) [
 				m = &transport.Message{Data: phoenix.AppendHead(nil, l.joinRef(), phoenix.Null, ch.topic, EventState), Tail: tail}
 			}
 			targets = append(targets, target{l, m})
-			if ch.capped {
+			if ch.capped() {
 				targets = append(targets, target{l, countMsg(l.v)})
 			}
 		}
@@ -252,18 +253,18 @@ func (t *Tracker) flushChannel(ch *chanState, now time.Time, targets []target) [
 	}
 	// Counts to everyone when they changed, at most every CountInterval
 	// (housekeep flushes the channel again when one is due).
-	if ch.capped && ch.countDirty && t.clock(now)-ch.countAt >= t.cfg.CountInterval {
-		ch.countDirty = false
+	if c := ch.count; c != nil && c.dirty && t.clock(now)-c.at >= t.cfg.CountInterval {
+		c.dirty = false
 		keys = t.keysFor(ch)
-		if c := [2]int{keys, ch.metas}; c != ch.counted {
-			if ch.counted[0] >= 0 {
+		if n := [2]int{keys, int(ch.metas)}; n != c.counted {
+			if c.counted[0] >= 0 {
 				for l := range ch.local.all() {
 					targets = append(targets, target{l, countMsg(l.v)})
 				}
 			}
-			ch.counted = c
+			c.counted = n
 		}
-		ch.countAt = t.clock(now)
+		c.at = t.clock(now)
 	}
 	return targets
 }
@@ -273,10 +274,11 @@ func (t *Tracker) flushChannel(ch *chanState, now time.Time, targets []target) [
 // joiners (they get the exact count with their state) and once per
 // CountInterval for everyone, while the channel is capped (t.mu held).
 func (t *Tracker) keysFor(ch *chanState) int {
-	if !ch.keysFresh {
-		ch.keysN, ch.keysFresh = t.distinctKeys(ch), true
+	c := ch.count
+	if !c.fresh {
+		c.keys, c.fresh = t.distinctKeys(ch), true
 	}
-	return ch.keysN
+	return c.keys
 }
 
 // distinctKeys counts the channel's presence keys (what Presence.list()

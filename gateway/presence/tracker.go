@@ -170,6 +170,12 @@ type rejoin struct {
 // enough ago that the first one is always due.
 const neverCounted = -1 << 62
 
+// chanState is a presence channel with local members: 144 bytes
+// (TestStateSizes), so that a channel per user (10,000 of them) costs
+// little beyond its member. What only some channels need lives apart:
+// the batches waiting for the next flush (pending), phx_ref_prev (prevs),
+// other gateways' members (remote) and the counts of a capped channel
+// (counting).
 type chanState struct {
 	topic string
 	opts  unique.Handle[namespace.Presence] // its namespace's, shared: 8 bytes, not 40
@@ -181,28 +187,35 @@ type chanState struct {
 	seq      uint64            // last diff published
 	prevs    map[*local]uint64 // phx_ref_prev of members whose meta was updated
 
-	// Size, local and remote, kept as members change (O(1) each).
-	metas      int
-	bytes      int           // the state's encoded size (approximate from above)
-	keysN      int           // distinct keys, as last counted (keysFor)
-	counted    [2]int        // keys and metas last sent in EventCount
-	countAt    time.Duration // when (Tracker.clock)
-	capped     bool          // over the caps: counts instead of the list
-	countDirty bool          // capped, and members changed since the last count
-	keysFresh  bool          // keysN: no change since
-	dirty      bool          // in Tracker.dirty
+	bytes int       // the state's encoded size (approximate from above), local and remote
+	count *counting // over the caps: counts instead of the list (nil: under them)
 
 	sub broker.Subscription
 	// Times as Tracker.clock readings: 8 bytes each rather than a
 	// time.Time's 24, which keeps a one-member channel's state in a
 	// smaller allocation class (one channel per user: 10,000 of them).
-	// The flags are packed after them, as the ones above: a bool between
-	// two words costs a word.
+	// The flags are packed after them: a bool between two words costs a
+	// word.
 	lastTry     time.Duration
 	nextHB      time.Duration
 	emptySince  time.Duration
+	metas       int32 // metas, local and remote, kept as members change (O(1) each)
+	dirty       bool  // in Tracker.dirty
 	subscribing bool
 	syncing     bool // initial sync: states are held back
+}
+
+// capped reports whether the channel is over its caps.
+func (ch *chanState) capped() bool { return ch.count != nil }
+
+// counting is what a channel over its caps keeps for the counts it sends
+// instead of the list (Config.MaxMembers).
+type counting struct {
+	keys    int           // distinct keys, as last counted (keysFor)
+	counted [2]int        // keys and metas last sent in EventCount
+	at      time.Duration // when (Tracker.clock)
+	dirty   bool          // members changed since the last count
+	fresh   bool          // keys: no change since
 }
 
 // pending is what a channel's next flush sends, with the arrays kept
@@ -320,7 +333,7 @@ func (t *Tracker) Track(topic string, inst any, m Member) bool {
 	ch := t.chans[topic]
 	if ch == nil {
 		ch = &chanState{topic: topic, opts: unique.Make(opts),
-			syncing: true, subscribing: true, lastTry: t.clock(now), countAt: neverCounted}
+			syncing: true, subscribing: true, lastTry: t.clock(now)}
 		ch.nextHB = t.clock(now) + jitter(opts.TTL/3)
 		t.chans[topic] = ch
 		t.background(func() { t.start(ch) })
@@ -440,15 +453,16 @@ func (t *Tracker) waitSends() {
 // always, towards the bus when it is a local member's.
 func (t *Tracker) changed(ch *chanState, join bool, m meta, isLocal bool) {
 	ch.pend()
-	if !ch.capped {
+	if ch.count == nil {
 		ch.out.add(join, m) // a capped channel's members get counts instead
 	}
 	if isLocal {
 		ch.bus.add(join, m)
 	}
 	t.account(ch, join, &m)
-	ch.countDirty = ch.capped
-	ch.keysFresh = false
+	if c := ch.count; c != nil {
+		c.dirty, c.fresh = true, false
+	}
 	t.markDirty(ch)
 }
 
@@ -478,10 +492,11 @@ func (t *Tracker) over(ch *chanState) bool {
 	if ch.opts.Value().MaxStateBytes > 0 {
 		maxB = min(maxB, ch.opts.Value().MaxStateBytes) // only lower: it must fit the connection budget
 	}
-	if ch.capped {
-		return ch.metas*10 > maxM*9 || ch.bytes*10 > maxB*9
+	metas := int(ch.metas)
+	if ch.capped() {
+		return metas*10 > maxM*9 || ch.bytes*10 > maxB*9
 	}
-	return ch.metas > maxM || ch.bytes > maxB
+	return metas > maxM || ch.bytes > maxB
 }
 
 func (t *Tracker) markDirty(ch *chanState) {
@@ -557,7 +572,7 @@ func (t *Tracker) housekeep(now time.Time) {
 			}
 			continue
 		}
-		if ch.capped && ch.countDirty {
+		if ch.count != nil && ch.count.dirty {
 			t.markDirty(ch) // a count may be due (flush sends it when the interval allows)
 		}
 		if t.clock(now) >= ch.nextHB {
