@@ -61,7 +61,7 @@ func (t *Tracker) start(ch *chanState) {
 	})
 	t.mu.Lock()
 	ch.subscribing = false
-	if t.chans[ch.topic] != ch {
+	if t.channel(ch.topic) != ch {
 		t.mu.Unlock()
 		if sub != nil {
 			sub.Unsubscribe()
@@ -168,7 +168,7 @@ func (t *Tracker) receive(ch *chanState, data []byte, reply func([]byte) error) 
 		return
 	}
 	t.mu.Lock()
-	if t.chans[ch.topic] != ch {
+	if t.channel(ch.topic) != ch {
 		t.mu.Unlock()
 		return
 	}

@@ -9,7 +9,7 @@ import "encoding/json"
 func (t *Tracker) Local(topic string) (map[string][]json.RawMessage, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	ch := t.chans[topic]
+	ch := t.channel(topic)
 	if ch == nil {
 		return nil, false
 	}

@@ -126,7 +126,7 @@ func BenchmarkDistinctKeys(b *testing.B) {
 	tr.bg.Wait()
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
-	ch := tr.chans["room:k"]
+	ch := tr.channel("room:k")
 	b.ResetTimer()
 	for range b.N {
 		if tr.distinctKeys(ch) != 15000 {

@@ -85,7 +85,7 @@ func (l *local) id() uint64 {
 }
 
 func newLocal(inst any, m Member) *local {
-	l := &local{v: m.Version, needState: true, hash: uint32(maphash.Comparable(instSeed, inst))}
+	l := &local{v: m.Version, needState: true, hash: instHash(inst)}
 	if src, ok := inst.(Instance); ok {
 		l.src = src
 	} else {
@@ -110,23 +110,21 @@ var instSeed = maphash.MakeSeed()
 
 // members is a channel's local members by channel instance. A channel of
 // one member (one channel per user) keeps it inline. From the second on,
-// members are in an open-addressing table of record pointers (linear
-// probing, at most 3/4 full, hashed by instance): 8 bytes a slot, where a
-// map[any]*local spends 24 a slot and its control bytes, about 50 bytes a
-// member at the sizes measured.
+// members are in a table of record pointers hashed by instance: 8 bytes
+// a slot, where a map[any]*local spends 24 a slot and its control bytes,
+// about 50 bytes a member at the sizes measured.
 type members struct {
 	one *local
-	tab *memberTable
+	tab *table[*local]
 }
 
-type memberTable struct {
-	slots []*local // a power of two long
-	n     int
-}
+func (l *local) home() uint32 { return l.hash }
+
+func instHash(inst any) uint32 { return uint32(maphash.Comparable(instSeed, inst)) }
 
 func (m *members) get(inst any) *local {
 	if m.tab != nil {
-		return m.tab.get(inst, uint32(maphash.Comparable(instSeed, inst)))
+		return m.tab.get(instHash(inst), func(l *local) bool { return l.is(inst) })
 	}
 	if m.one != nil && m.one.is(inst) {
 		return m.one
@@ -142,7 +140,7 @@ func (m *members) put(l *local) {
 	case m.one == nil:
 		m.one = l
 	default:
-		m.tab = &memberTable{slots: make([]*local, 8)}
+		m.tab = &table[*local]{}
 		m.tab.put(m.one)
 		m.tab.put(l)
 		m.one = nil
@@ -152,17 +150,15 @@ func (m *members) put(l *local) {
 func (m *members) del(inst any) {
 	switch {
 	case m.tab != nil:
-		m.tab.del(inst, uint32(maphash.Comparable(instSeed, inst)))
+		m.tab.del(instHash(inst), func(l *local) bool { return l.is(inst) })
 		switch m.tab.n {
 		case 0:
 			m.tab = nil
 		case 1:
-			for _, l := range m.tab.slots {
-				if l != nil {
-					m.one, m.tab = l, nil // inline again
-					break
-				}
+			for l := range m.tab.all() {
+				m.one = l // inline again
 			}
+			m.tab = nil
 		}
 	case m.one != nil && m.one.is(inst):
 		m.one = nil
@@ -182,86 +178,12 @@ func (m *members) len() int {
 // all yields every member (in no particular order). The members must not
 // change while it runs.
 func (m *members) all() iter.Seq[*local] {
+	if m.tab != nil {
+		return m.tab.all()
+	}
 	return func(yield func(*local) bool) {
-		if m.tab == nil {
-			if m.one != nil {
-				yield(m.one)
-			}
-			return
-		}
-		for _, l := range m.tab.slots {
-			if l != nil && !yield(l) {
-				return
-			}
-		}
-	}
-}
-
-func (t *memberTable) mask() uint32 { return uint32(len(t.slots) - 1) }
-
-func (t *memberTable) get(inst any, h uint32) *local {
-	for i := h & t.mask(); t.slots[i] != nil; i = (i + 1) & t.mask() {
-		if l := t.slots[i]; l.hash == h && l.is(inst) {
-			return l
-		}
-	}
-	return nil
-}
-
-func (t *memberTable) put(l *local) {
-	if (t.n+1)*4 > len(t.slots)*3 {
-		t.resize(len(t.slots) * 2)
-	}
-	t.insert(l)
-	t.n++
-}
-
-func (t *memberTable) insert(l *local) {
-	i := l.hash & t.mask()
-	for t.slots[i] != nil {
-		i = (i + 1) & t.mask()
-	}
-	t.slots[i] = l
-}
-
-// del removes inst's record, shifting the records after it back so that
-// no lookup needs tombstones; a table left under 1/8 full shrinks (a leave
-// storm gives its memory back).
-func (t *memberTable) del(inst any, h uint32) {
-	mask := t.mask()
-	i := h & mask
-	for {
-		l := t.slots[i]
-		if l == nil {
-			return // not there
-		}
-		if l.hash == h && l.is(inst) {
-			break
-		}
-		i = (i + 1) & mask
-	}
-	for j := (i + 1) & mask; t.slots[j] != nil; j = (j + 1) & mask {
-		// The record at j may fill the hole at i unless its home slot k
-		// lies cyclically in (i, j]: a lookup from k would not pass i.
-		k := t.slots[j].hash & mask
-		if (i < j && i < k && k <= j) || (i > j && (i < k || k <= j)) {
-			continue
-		}
-		t.slots[i], i = t.slots[j], j
-	}
-	t.slots[i] = nil
-	t.n--
-	if len(t.slots) > 8 && t.n*8 < len(t.slots) {
-		t.resize(max(8, len(t.slots)/4))
-	}
-}
-
-func (t *memberTable) resize(size int) {
-	old := t.slots
-	t.slots = make([]*local, size)
-	for _, l := range old {
-		if l != nil {
-			t.insert(l)
+		if m.one != nil {
+			yield(m.one)
 		}
 	}
 }

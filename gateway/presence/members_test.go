@@ -186,7 +186,7 @@ func TestConnIDKeysAreWrittenAsTheirString(t *testing.T) {
 	tr.flush()
 
 	tr.mu.Lock()
-	ch := tr.chans["room:k"]
+	ch := tr.channel("room:k")
 	for _, in := range insts {
 		if l := ch.local.get(in); !l.connKey || l.key != prefix {
 			tr.mu.Unlock()
@@ -242,5 +242,58 @@ func TestConnIDKeysAreWrittenAsTheirString(t *testing.T) {
 	odd.client.read(t)
 	if _, ok := odd.client.view["gwA-z"]; ok || len(odd.client.view) != 5 {
 		t.Fatalf("after gwA-z left: %s", odd.client.keys())
+	}
+}
+
+// The tracker's channels are in a table by topic: each is found, and
+// idle ones are dropped after the grace, the table with them.
+func TestChannelTable(t *testing.T) {
+	n := newNet()
+	c := &clock{t: time.Unix(1000, 0)}
+	tr, _ := newTracker(t, n, "A", c)
+	const chans = 300
+	for i := range chans {
+		tr.Track("room:t"+strconv.Itoa(i), i, Member{Conn: &nullConn{}, Version: phoenix.V2, ConnID: "c" + strconv.Itoa(i)})
+	}
+	settle(tr)
+	tr.flush()
+	tr.mu.Lock()
+	for i := range chans {
+		if ch := tr.channel("room:t" + strconv.Itoa(i)); ch == nil || ch.local.get(i) == nil {
+			tr.mu.Unlock()
+			t.Fatalf("room:t%d not found", i)
+		}
+	}
+	if tr.chans.n != chans || tr.channel("room:none") != nil {
+		tr.mu.Unlock()
+		t.Fatalf("%d channels", tr.chans.n)
+	}
+	tr.mu.Unlock()
+	for i := range chans {
+		if i%2 == 0 {
+			tr.Untrack("room:t"+strconv.Itoa(i), i)
+		}
+	}
+	tr.flush()
+	c.add(2 * time.Second)
+	tr.housekeep(c.now())
+	tr.mu.Lock()
+	got, odd := tr.chans.n, tr.channel("room:t1")
+	tr.mu.Unlock()
+	if got != chans/2 || odd == nil {
+		t.Fatalf("%d channels after half went idle", got)
+	}
+	for i := range chans {
+		if i%2 == 1 {
+			tr.Untrack("room:t"+strconv.Itoa(i), i)
+		}
+	}
+	tr.flush()
+	c.add(2 * time.Second)
+	tr.housekeep(c.now())
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if tr.chans.n != 0 || tr.chans.slots != nil {
+		t.Fatalf("%d channels, %d slots after all went idle", tr.chans.n, len(tr.chans.slots))
 	}
 }

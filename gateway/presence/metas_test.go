@@ -49,7 +49,7 @@ func TestMembersShareAppMeta(t *testing.T) {
 			ConnID: "c" + string(rune('0'+i)), Params: params})
 	}
 	tr.mu.Lock()
-	a, b := tr.chans["room:a"].local.get(0), tr.chans["room:b"].local.get(2)
+	a, b := tr.channel("room:a").local.get(0), tr.channel("room:b").local.get(2)
 	tr.mu.Unlock()
 	if a.app != b.app || a.app.Value() != `"n":1,"status":"away"` {
 		t.Fatalf("app metas %q %q not shared", a.app.Value(), b.app.Value())
@@ -79,7 +79,7 @@ func TestWireMessagesParse(t *testing.T) {
 		tr.Track("room:w", i, Member{Conn: transporttest.NewConn(), Version: phoenix.V2, JoinRef: phoenix.R("1"), Sub: key})
 	}
 	tr.mu.Lock()
-	ch := tr.chans["room:w"]
+	ch := tr.channel("room:w")
 	d := tr.encodeDiff(7, 3*time.Second, ch.bus)
 	st := tr.encodeState(ch)
 	tr.mu.Unlock()

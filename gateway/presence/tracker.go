@@ -117,7 +117,7 @@ type Tracker struct {
 	t0        time.Time // the origin of clock
 
 	mu    sync.Mutex
-	chans map[string]*chanState
+	chans table[*chanState] // by topic
 	dirty []*chanState
 	// recent holds the re-join budgets of connections that left a topic
 	// lately; kept apart from the channels, which may be dropped when
@@ -289,7 +289,7 @@ func New(cfg Config) *Tracker {
 		rand.Read(b[:])
 		cfg.GatewayID = hex.EncodeToString(b[:])
 	}
-	t := &Tracker{cfg: cfg, id: cfg.GatewayID, chans: map[string]*chanState{},
+	t := &Tracker{cfg: cfg, id: cfg.GatewayID,
 		selfMark:  []byte(`,"gw":` + string(encodeJSON(cfg.GatewayID)) + `,`),
 		refPrefix: refPrefix(cfg.GatewayID), keySeed: maphash.MakeSeed(),
 		stop: make(chan struct{}), done: make(chan struct{}), t0: cfg.now()}
@@ -330,12 +330,12 @@ func (t *Tracker) Track(topic string, inst any, m Member) bool {
 	l.ref, l.online = t.newRef(), now.UnixMilli()
 
 	t.mu.Lock()
-	ch := t.chans[topic]
+	ch := t.channel(topic)
 	if ch == nil {
 		ch = &chanState{topic: topic, opts: unique.Make(opts),
 			syncing: true, subscribing: true, lastTry: t.clock(now)}
 		ch.nextHB = t.clock(now) + jitter(opts.TTL/3)
-		t.chans[topic] = ch
+		t.chans.put(ch)
 		t.background(func() { t.start(ch) })
 	}
 	if ch.local.get(inst) != nil {
@@ -386,7 +386,7 @@ func (r *rejoin) refill(now time.Time, every time.Duration, burst int) {
 func (t *Tracker) Update(topic string, inst any, appMeta json.RawMessage) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	ch := t.chans[topic]
+	ch := t.channel(topic)
 	if ch == nil {
 		return false
 	}
@@ -414,7 +414,7 @@ func (t *Tracker) Untrack(topic string, inst any) {
 	defer t.waitSends()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	ch := t.chans[topic]
+	ch := t.channel(topic)
 	if ch == nil {
 		return
 	}
@@ -556,7 +556,9 @@ func (t *Tracker) housekeep(now time.Time) {
 			delete(t.recent, k)
 		}
 	}
-	for topic, ch := range t.chans {
+	var idle []*chanState // dropped after the loop: the table must not change under it
+	for ch := range t.chans.all() {
+		topic := ch.topic
 		for id, g := range ch.remote {
 			if now.Sub(g.lastSeen) > g.ttl {
 				t.dropRemote(ch, id)
@@ -564,7 +566,7 @@ func (t *Tracker) housekeep(now time.Time) {
 		}
 		if ch.local.len() == 0 {
 			if !ch.dirty && !ch.subscribing && t.clock(now)-ch.emptySince >= t.cfg.Grace {
-				delete(t.chans, topic)
+				idle = append(idle, ch)
 				pubs = append(pubs, pub{topic, t.encode(&wire{T: kindBye})})
 				if ch.sub != nil {
 					unsubs = append(unsubs, ch.sub)
@@ -583,6 +585,9 @@ func (t *Tracker) housekeep(now time.Time) {
 			ch.subscribing, ch.lastTry = true, t.clock(now)
 			t.background(func() { t.start(ch) })
 		}
+	}
+	for _, ch := range idle {
+		t.chans.del(ch.home(), func(c *chanState) bool { return c == ch })
 	}
 	t.mu.Unlock()
 	for _, p := range pubs {
@@ -623,11 +628,11 @@ func (t *Tracker) Close() {
 		t.flush()
 		t.mu.Lock()
 		chans := t.chans
-		t.chans = map[string]*chanState{}
+		t.chans = table[*chanState]{}
 		t.mu.Unlock()
 		bye := t.encode(&wire{T: kindBye})
-		for topic, ch := range chans {
-			_ = t.cfg.Bus.PresencePublish(topic, bye) // best effort: peers' TTL covers a lost bye
+		for ch := range chans.all() {
+			_ = t.cfg.Bus.PresencePublish(ch.topic, bye) // best effort: peers' TTL covers a lost bye
 			if ch.sub != nil {
 				ch.sub.Unsubscribe()
 			}

@@ -262,7 +262,7 @@ func waitSynced(t *testing.T, tr *Tracker, topic string) {
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
 		tr.mu.Lock()
-		ch := tr.chans[topic]
+		ch := tr.channel(topic)
 		ok := ch != nil && !ch.syncing
 		tr.mu.Unlock()
 		if ok {
@@ -531,7 +531,7 @@ func TestByeAndIdleDrop(t *testing.T) {
 	c.add(2 * time.Second)
 	ta.housekeep(c.now())
 	ta.mu.Lock()
-	left := len(ta.chans)
+	left := ta.chans.n
 	ta.mu.Unlock()
 	if left != 0 {
 		t.Fatal("idle channel kept")
