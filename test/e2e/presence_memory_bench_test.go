@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"net"
+	"os"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"testing"
 	"time"
@@ -54,9 +56,10 @@ func BenchmarkIdleConnHeapRooms(b *testing.B) {
 }
 
 // BenchmarkIdleConnHeapSettled is BenchmarkIdleConnHeap measured once the
-// joins settled: 1.5 s after the last one, when the presence tracker has
-// sent every state and let go of the scratch space its flushes reuse
-// while members change (released after a second without changes). That
+// joins settled: 3 s after the last one, when the presence tracker has
+// sent every state and count (a capped room's last count may wait a
+// second) and let go of the scratch space its flushes reuse while members
+// change (released after a second without anything to send). That
 // space is sized by the biggest room's latest flush, not by the number
 // of connections, so it weighs per connection in a 2,000-connection
 // measurement taken mid-storm and hardly at all at 15,000; this is what an
@@ -111,6 +114,18 @@ func settledHeap(b *testing.B, n int, topic string) {
 	for i := range n {
 		fds = append(fds, rawJoin(b, addr, name(i), ""))
 	}
-	time.Sleep(1500 * time.Millisecond)
+	time.Sleep(3 * time.Second)
 	b.ReportMetric(float64(heapAfterGC()-before)/float64(n), "live-B/conn")
+	// As in idleHeap: with -memprofilerate 1, BENCH_HEAP_PROFILE=file
+	// saves the heap at this moment.
+	if path := os.Getenv("BENCH_HEAP_PROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		if err := pprof.WriteHeapProfile(f); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
