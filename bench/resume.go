@@ -70,12 +70,12 @@ type ResumeResult struct {
 	ServerCPUPerRes float64 `json:"server_cpu_us_per_resume"`
 	// ClientCPUS: the client workers' CPU over the wave; they share the
 	// machine with the server.
-	ClientCPUS float64 `json:"client_cpu_s"`
-	RSSBefore       int64   `json:"rss_before_bytes"` // clients away, missed messages stored
-	PeakRSS         int64   `json:"peak_rss_bytes"`   // VmHWM over the resume wave (reset before it)
-	PeakRSSReset    bool    `json:"peak_rss_reset"`   // false: VmHWM could not be reset, so it covers the whole run
-	RSSAfter        int64   `json:"rss_after_bytes"`
-	FirstError      string  `json:"first_error,omitempty"`
+	ClientCPUS   float64 `json:"client_cpu_s"`
+	RSSBefore    int64   `json:"rss_before_bytes"` // clients away, missed messages stored
+	PeakRSS      int64   `json:"peak_rss_bytes"`   // VmHWM over the resume wave (reset before it)
+	PeakRSSReset bool    `json:"peak_rss_reset"`   // false: VmHWM could not be reset, so it covers the whole run
+	RSSAfter     int64   `json:"rss_after_bytes"`
+	FirstError   string  `json:"first_error,omitempty"`
 }
 
 // Resume runs the resume-wave benchmark against Fabric.
