@@ -7,14 +7,16 @@ import (
 )
 
 // Under churn the flush interval stretches: a flush that queued more
-// than busyDiffFrames diff frames doubles the wait before the next, up to
-// maxFlushSlowdown × Flush, and quieter flushes bring it back. Joiners'
-// presence_state frames are not diffs and do not count.
+// diff frames than busyDiffRate allows for the time it waited doubles the
+// wait before the next, up to maxFlushSlowdown × Flush; one that queued
+// less than a quarter of that halves it back. Joiners' presence_state
+// frames are not diffs and do not count.
 func TestFlushPacedUnderChurn(t *testing.T) {
 	n := newNet()
 	c := &clock{t: time.Unix(1000, 0)}
 	tr, _ := newTracker(t, n, "A", c)
-	const members = busyDiffFrames + 2 // over two rooms, each under the member cap
+	f := tr.cfg.Flush
+	members := int(busyDiffRate*f.Seconds()) + 2 // over two rooms, each under the member cap
 	for i := 0; i < members; i++ {
 		cl := newClient()
 		topic := fmt.Sprintf("room:pace-%d", i%2)
@@ -42,16 +44,24 @@ func TestFlushPacedUnderChurn(t *testing.T) {
 	if frames != members {
 		t.Fatalf("diff frames %d, want one per earlier member (%d)", frames, members)
 	}
-	f := tr.cfg.Flush
-	every := f
-	for _, want := range []time.Duration{2 * f, 4 * f, 8 * f, 8 * f} {
-		if every = tr.pace(every, frames); every != want {
-			t.Fatalf("busy flush: next wait %v, want %v", every, want)
+	// The same churn per flush: slower until the rate fits, then steady.
+	every := tr.pace(f, frames)
+	if every != 2*f {
+		t.Fatalf("after a busy flush: next wait %v, want %v", every, 2*f)
+	}
+	if next := tr.pace(every, frames); next != every {
+		t.Fatalf("churn within the rate at %v: next wait %v, want it kept", every, next)
+	}
+	// A flood of diffs: up to the cap, not beyond.
+	for _, want := range []time.Duration{4 * f, 8 * f, 16 * f, 20 * f, 20 * f} {
+		if every = tr.pace(every, 1_000_000); every != want {
+			t.Fatalf("flood: next wait %v, want %v", every, want)
 		}
 	}
-	for _, want := range []time.Duration{4 * f, 2 * f, f, f} {
-		if every = tr.pace(every, busyDiffFrames); every != want {
-			t.Fatalf("quiet flush: next wait %v, want %v", every, want)
+	// Quiet: back to Flush, halving.
+	for _, want := range []time.Duration{10 * f, 5 * f, 5 * f / 2, 5 * f / 4, f, f} {
+		if every = tr.pace(every, 0); every != want {
+			t.Fatalf("quiet: next wait %v, want %v", every, want)
 		}
 	}
 }

@@ -560,29 +560,36 @@ func (t *Tracker) loop() {
 }
 
 // Pacing flushes under churn. Every diff frame is a write to its member's
-// socket (measured in a reconnect wave of 10,000 clients over 100 rooms:
-// ~8 µs of kernel time each, 1.2 s for 156,000 of them, a quarter of the
-// gateway's CPU), and a flush sends one to every member of every room
-// that changed. While rooms churn — a reconnect wave, a join storm — a
-// longer interval folds more joins and leaves into each member's one
-// diff: the frames per member fall with the interval, the diffs say the
-// same. So a flush that queued more than busyDiffFrames (1,000 every 50
-// ms is a sixth of a core) doubles the wait before the next, up to
-// maxFlushSlowdown × Flush (400 ms by default; Phoenix's own tracker
-// broadcasts its deltas every 1.5 s); a quieter one halves it back, so a
-// gateway out of the wave is at Flush again within three flushes.
+// socket (~8 µs of kernel time on loopback), and a flush sends one to
+// every member of every room that changed: in a reconnect wave of 10,000
+// clients over 100 rooms every room changes at every flush, so each
+// member got a diff every 50 ms until the wave was over (~12 per member,
+// a third of the gateway's CPU). A longer interval folds more joins and
+// leaves into each member's one diff: the frames fall with the interval,
+// the diffs say the same. So diffs are held to about busyDiffRate frames a
+// second (~4 % of a core): a flush that queued more than that rate's
+// worth for the time it waited doubles the wait before the next, up to
+// maxFlushSlowdown × Flush (1 s by default; Phoenix's tracker broadcasts
+// its deltas between nodes every 1.5 s); one that queued less than a
+// quarter of it halves the wait back, so a gateway out of the wave is at
+// Flush again within a few flushes, and one in between keeps its pace.
+// A room of 250 members changing at every flush stays at 50 ms.
 const (
-	busyDiffFrames   = 1000
-	maxFlushSlowdown = 8
+	busyDiffRate     = 5_000
+	maxFlushSlowdown = 20
 )
 
 // pace is the wait before the next flush, after one that queued frames
 // diff frames and waited every.
 func (t *Tracker) pace(every time.Duration, frames int) time.Duration {
-	if frames > busyDiffFrames {
+	budget := int(busyDiffRate * every.Seconds())
+	switch {
+	case frames > budget:
 		return min(2*every, maxFlushSlowdown*t.cfg.Flush)
+	case frames < budget/4:
+		return max(every/2, t.cfg.Flush)
 	}
-	return max(every/2, t.cfg.Flush)
+	return every
 }
 
 // releaseScratch drops the buffers flush reuses while members change
