@@ -20,9 +20,10 @@ const (
 )
 
 // maxIovecs bounds one writev when draining a queue: 128 takes a join
-// reply and a resume's replay page of 100 messages (hub.ReplayPage) in one
-// syscall, and a queue of up to 128 frames is pooled, so a replay does
-// not grow its slice anew on every connection (IOV_MAX is 1024).
+// reply and the replay of a resume that missed 100 messages in one
+// syscall (a replay step is up to hub.Config.ReplayPage, 256), and a
+// queue of up to 128 frames is pooled, so such a replay does not grow its
+// slice anew on every connection (IOV_MAX is 1024).
 const maxIovecs = 128
 
 // conn is one upgraded connection. Fields under "mu" are shared with
