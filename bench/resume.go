@@ -29,8 +29,12 @@ type ResumeOptions struct {
 	Missed      int    // messages stored per channel while everyone is away
 	Payload     int
 	FabricFlags []string
-	Timeout     time.Duration
-	Log         io.Writer
+	// ServerExe, when set, is the fabric binary the server runs from
+	// (the clients stay Exe): two builds of the server measured with the
+	// same clients.
+	ServerExe string
+	Timeout   time.Duration
+	Log       io.Writer
 }
 
 // ResumeResult is one run: one JSON line.
@@ -46,6 +50,7 @@ type ResumeResult struct {
 	Missed      int      `json:"missed_per_channel"`
 	Topic       string   `json:"topic"`
 	FabricFlags []string `json:"fabric_flags,omitempty"`
+	ServerExe   string   `json:"server_exe,omitempty"`
 	JoinS       float64  `json:"join_s"`
 	// Recovered: answered recovered:true and received every missed
 	// message; NotRecovered: answered otherwise or short of messages;
@@ -109,10 +114,14 @@ func Resume(ctx context.Context, o ResumeOptions) (*ResumeResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	res := &ResumeResult{Bench: "resume", Time: time.Now().UTC().Format(time.RFC3339), N: o.N, Workers: o.Workers,
-		Channels: channels, Missed: o.Missed, Topic: o.Topic, FabricFlags: o.FabricFlags}
+		Channels: channels, Missed: o.Missed, Topic: o.Topic, FabricFlags: o.FabricFlags, ServerExe: o.ServerExe}
 
 	p := procOpts{Exe: o.Exe, Env: o.ExeEnv}
-	srv, err := startServer(ctx, p, SystemFabric, o.FabricFlags)
+	sys := SystemFabric
+	if o.ServerExe != "" {
+		sys += "@" + o.ServerExe // startServer's way to run another build
+	}
+	srv, err := startServer(ctx, p, sys, o.FabricFlags)
 	if err != nil {
 		return res, err
 	}

@@ -461,6 +461,7 @@ func benchResume(ctx context.Context, args, environ []string, stdout, stderr io.
 	fs.IntVar(&o.Concurrency, "concurrency", 500, "dials in flight per worker")
 	fs.StringVar(&o.Topic, "topic", "room:resume-%d", `persistent channel each client joins, "%d" = index mod 100`)
 	fs.IntVar(&o.Missed, "missed", 100, "messages stored on each channel while the clients are away")
+	fs.StringVar(&o.ServerExe, "server-exe", "", "run fabric serve from this binary (say the commit before a change) with this build's clients, to compare servers in one sitting")
 	fs.DurationVar(&o.Timeout, "timeout", 10*time.Minute, "abort the whole run after this long")
 	fs.Func("fabric-flags", "extra flags for fabric serve, space-separated", func(v string) error {
 		o.FabricFlags = append(o.FabricFlags, strings.Fields(v)...)
@@ -491,6 +492,9 @@ func benchResume(ctx context.Context, args, environ []string, stdout, stderr io.
 	b.WriteString(benchHeader("resume", args, started, res.LoadStart, res.LoadEnd))
 	fmt.Fprintf(&b, "# %d clients of %d channels (%s) in %d workers joined, all dropped, %d messages stored per channel (JetStream, acknowledged), then all reconnected at once with {epoch, offset} join params\n",
 		res.N, res.Channels, res.Topic, res.Workers, res.Missed)
+	if res.ServerExe != "" {
+		fmt.Fprintf(&b, "# server: fabric serve from %s, clients from this build\n", res.ServerExe)
+	}
 	fmt.Fprintf(&b, "# recovered: join answered recovered:true and all %d missed messages received, in stream order after the resumed offset; recovered_s: resume command to the last recovered client; live_s: one more message per channel to every client\n", res.Missed)
 	fmt.Fprintf(&b, "# cpu: server utime+stime over the wave, per client; peak_rss_B: VmHWM over the wave (reset before it: %v)\n", res.PeakRSSReset)
 	fmt.Fprintf(&b, "# p50_s, p99_s: per client, resume command to recovered; refused: 503/429 answers retried after Retry-After; client_cpu_s: the client workers' CPU over the wave (same machine)\n")
