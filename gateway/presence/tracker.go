@@ -564,9 +564,9 @@ func (t *Tracker) loop() {
 // every member of every room that changed: in a reconnect wave of 10,000
 // clients over 100 rooms every room changes at every flush, so each
 // member got a diff every 50 ms until the wave was over (~12 per member,
-// a third of the gateway's CPU). A longer interval folds more joins and
-// leaves into each member's one diff: the frames fall with the interval,
-// the diffs say the same. So diffs are held to about busyDiffRate frames a
+// over a quarter of the gateway's CPU). A longer interval folds more
+// joins and leaves into each member's one diff: the frames fall with the
+// interval, the diffs say the same. So diffs are held to about busyDiffRate frames a
 // second (~4 % of a core): a flush that queued more than that rate's
 // worth for the time it waited doubles the wait before the next, up to
 // maxFlushSlowdown × Flush (1 s by default; Phoenix's tracker broadcasts
