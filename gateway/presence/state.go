@@ -124,6 +124,7 @@ func (t *Tracker) flush() bool {
 	now := t.cfg.now()
 	t.mu.Lock()
 	busy := len(t.dirty) > 0
+	t.diffFrames = 0
 	for _, ch := range t.dirty {
 		ch.dirty = false
 		ch.pend()
@@ -185,6 +186,7 @@ func (t *Tracker) flushChannel(ch *chanState, now time.Time, targets []target) [
 				enc[l.v] = transport.NewText(phoenix.AppendMessage(nil, l.v, phoenix.Null, phoenix.Null, ch.topic, EventDiff, t.buf))
 			}
 			targets = append(targets, target{l, enc[l.v]})
+			t.diffFrames++
 		}
 		t.keepBuf(t.buf)
 	}
