@@ -169,7 +169,7 @@ type rejoin struct {
 	last   time.Time
 }
 
-// neverCounted is a channel's countAt before its first count: long
+// neverCounted is a channel's counting.at before its first count: long
 // enough ago that the first one is always due.
 const neverCounted = -1 << 62
 
@@ -314,7 +314,9 @@ func (t *Tracker) Enabled(topic string) bool {
 	return ok
 }
 
-// Track adds a channel instance (inst identifies it for Untrack). Its
+// Track adds a channel instance (inst identifies it for Untrack; when it
+// is an Instance, its connection, join_ref and connection id are asked of
+// it rather than copied from m, see Instance). Its
 // presence_state goes out with the next flush (within Flush), or once the
 // channel's initial sync with the other gateways is over; members joining
 // in the same interval share one encoding of it. Call it after the join
