@@ -3,6 +3,7 @@ package natsbroker_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -10,7 +11,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fabric-rt/fabric/gateway/broker"
+	"github.com/fabric-rt/fabric/gateway/broker/brokertest"
 	"github.com/fabric-rt/fabric/nats/natsbroker"
+	"github.com/fabric-rt/fabric/nats/natstest"
 )
 
 // feedLog records what one channel's handler got.
@@ -243,5 +246,123 @@ func TestWildcardHandoverExact(t *testing.T) {
 		if len(f.logs[topic].snapshot()) == 0 {
 			t.Fatalf("%s got nothing in phase two: the test proves nothing", topic)
 		}
+	}
+}
+
+// TestWildcardTwoGateways: one gateway in wildcard mode, one with a
+// subscription per channel, serving the same channels: both deliver every
+// message once, in order; the wildcard gateway drops the messages of
+// channels it does not serve.
+func TestWildcardTwoGateways(t *testing.T) {
+	e := setupHistory(t, natsbroker.Stream{Live: natsbroker.LiveNamespace})
+	nc2 := natstest.Connect(t, e.srv)
+	b2, err := natsbroker.New(nc2, natsbroker.Config{Streams: map[string]natsbroker.Stream{"room": {Live: natsbroker.LiveChannel}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b2.Close)
+	if err := b2.EnsureStreams(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	topics := topicsN(8, "g")
+	f1, f2 := newFeeds(t, e.b), newFeeds(t, b2)
+	for _, topic := range topics {
+		f1.join(topic)
+		f2.join(topic)
+	}
+	waitFor(t, "the wildcard", wildcardOn(e))
+	f2.join("room:only-on-two") // its messages reach gateway one's wildcard too
+	stop := make(chan struct{})
+	p := publishLoop(t, e.js, append(topics, "room:only-on-two", "room:nobody", "room:nobody2", "room:nobody3"), stop)
+	time.Sleep(300 * time.Millisecond)
+	close(stop)
+	p.wait()
+	f1.exact(p)
+	f2.exact(p)
+	if b2.WildcardNamespaces() != 0 || e.b.OwnLiveSubscriptions("room") != 0 || b2.OwnLiveSubscriptions("room") != 9 {
+		t.Fatal("the modes are not what the config says")
+	}
+}
+
+// TestWildcardSlowConsumerRefilled: in wildcard mode a shard's queue
+// overflows because another channel's handler blocks; the messages the
+// wildcard could not queue are counted and refilled from the stream, in
+// order, once.
+func TestWildcardSlowConsumerRefilled(t *testing.T) {
+	e := setupHistory(t, natsbroker.Stream{Live: natsbroker.LiveNamespace}, func(c *natsbroker.Config) {
+		c.PendingMsgsLimit = 4
+	})
+	victim := sameShard(t, e.b, "room:blocker", "room", "v")
+	got := make(chan *broker.Message, 100)
+	sub, err := e.b.Subscribe(ctx(t), victim, func(m *broker.Message) { got <- m })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	waitFor(t, "the wildcard", wildcardOn(e))
+	head := sub.(broker.HeadSubscription).Head().Offset
+	release := blockShard(t, e, "room:blocker", "fabric.room.blocker")
+	const n = 30
+	var seqs []uint64
+	for i := range n {
+		seqs = append(seqs, e.jsPublish(t, "fabric.room."+victim[len("room:"):], "m", fmt.Sprintf(`{"i":%d}`, i)))
+	}
+	if err := e.nc.FlushTimeout(wait); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // the forwarder has met the full shard
+	release()
+	prev := head
+	for i := range n {
+		m := recv(t, got)
+		if m.Reset || m.Offset != seqs[i] || m.Prev != prev {
+			t.Fatalf("message %d: %+v (want offset %d prev %d)", i, m, seqs[i], prev)
+		}
+		prev = m.Offset
+	}
+	select {
+	case m := <-got:
+		t.Fatalf("duplicate or extra message %+v", m)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if e.b.SlowConsumerDrops() == 0 {
+		t.Fatal("the shard never overflowed; the test proves nothing")
+	}
+}
+
+// TestConformanceWildcard runs the port's contract with every persistent
+// channel fed by the namespace's wildcard.
+func TestConformanceWildcard(t *testing.T) {
+	brokertest.Run(t, func(t *testing.T) brokertest.Env {
+		e := setupHistory(t, natsbroker.Stream{AllowPurge: true, Live: natsbroker.LiveNamespace})
+		return brokertest.Env{
+			Broker:     e.b,
+			Ephemeral:  "chat",
+			Persistent: "room",
+			Pushes:     "rpc",
+			Presence:   "presence",
+			Purge: func(t *testing.T, topic string) {
+				st, err := e.js.Stream(ctx(t), "FABRIC_room")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := st.Purge(ctx(t), jetstream.WithPurgeSubject("fabric.room."+topic[len("room:"):])); err != nil {
+					t.Fatal(err)
+				}
+			},
+			Recreate: func(t *testing.T) {
+				if err := e.js.DeleteStream(ctx(t), "FABRIC_room"); err != nil {
+					t.Fatal(err)
+				}
+			},
+		}
+	})
+}
+
+func TestLiveModeValidated(t *testing.T) {
+	nc := natstest.Connect(t, natstest.RunServer(t))
+	_, err := natsbroker.New(nc, natsbroker.Config{Streams: map[string]natsbroker.Stream{"room": {Live: "wildcard"}}})
+	if err == nil || !strings.Contains(err.Error(), "live subscription") {
+		t.Fatalf("New with live %q: %v", "wildcard", err)
 	}
 }
