@@ -132,3 +132,20 @@ func TestAdapterSettingsFromPolicy(t *testing.T) {
 		t.Fatalf("presence TTLs: %v", ttl)
 	}
 }
+
+// TestLiveSubscriptionReachesBroker: the namespace policy's
+// live_subscription values are the adapter's (namespace cannot import
+// it), and streams passes them on.
+func TestLiveSubscriptionReachesBroker(t *testing.T) {
+	for ns, nb := range map[string]string{
+		namespace.LiveAuto: natsbroker.LiveAuto, namespace.LiveChannel: natsbroker.LiveChannel, namespace.LiveNamespace: natsbroker.LiveNamespace,
+	} {
+		if ns != nb {
+			t.Fatalf("namespace says %q, natsbroker %q", ns, nb)
+		}
+		set := namespace.MustNew(map[string]namespace.Namespace{"room": {History: true, LiveSubscription: ns}})
+		if got := streams(set)["room"].Live; got != ns {
+			t.Fatalf("streams: live %q, want %q", got, ns)
+		}
+	}
+}
