@@ -196,6 +196,11 @@ func (b *Broker) maybeSwitch(n *nsState) {
 	if l.switching || time.Now().Before(l.notBefore) {
 		return
 	}
+	select {
+	case <-b.stop: // Close dropped the wildcards; the feeds are going
+		return
+	default:
+	}
 	switch {
 	case l.w == nil && l.up >= 0 && l.count > l.up:
 		l.switching = true
@@ -321,6 +326,10 @@ func (b *Broker) toChannels(n *nsState) {
 	l.w = nil // feeds attached from now on subscribe themselves
 	feeds := l.heldFeeds()
 	l.mu.Unlock()
+	if w == nil { // Close took it
+		b.switchDone(n, false)
+		return
+	}
 	for _, s := range feeds {
 		liveSubj := b.livePrefix + s.subj[len(b.prefix):]
 		sub, sh, err := b.disp.subscribe(liveSubj, s.onLive)
