@@ -57,3 +57,11 @@ func (b *Broker) OwnLiveSubscriptions(ns string) int {
 	}
 	return k
 }
+
+// LiveThresholds is ns's switch thresholds (see SetLiveThresholds).
+func (b *Broker) LiveThresholds(ns string) (up, down int) {
+	l := &b.namespaces[ns].live
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.up, l.down
+}

@@ -218,6 +218,23 @@ func TestWildcardHandoverExact(t *testing.T) {
 	close(stop)
 	p.wait()
 	f.exact(p)
+	// A channel joined in wildcard mode resumes from history as any
+	// other: replay from its head gives what the live feed gave.
+	late := topics[30]
+	head := f.subs[late].(broker.HeadSubscription).Head()
+	page, err := e.b.Replay(ctx(t), late, head, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live := f.logs[late].snapshot()
+	if len(live) == 0 || len(page.Messages) != len(live) {
+		t.Fatalf("%s: replay gave %d messages, live %d", late, len(page.Messages), len(live))
+	}
+	for i, m := range page.Messages {
+		if m.Offset != live[i].Offset {
+			t.Fatalf("%s: replay message %d at %d, live at %d", late, i, m.Offset, live[i].Offset)
+		}
+	}
 
 	for _, l := range f.logs {
 		l.mu.Lock()
@@ -357,6 +374,28 @@ func TestConformanceWildcard(t *testing.T) {
 			},
 		}
 	})
+}
+
+// TestLiveModes: auto switches at WildcardThreshold and back at a
+// quarter of it; channel never; namespace from the first channel and
+// never back.
+func TestLiveModes(t *testing.T) {
+	nc := natstest.Connect(t, natstest.RunServer(t))
+	b, err := natsbroker.New(nc, natsbroker.Config{Streams: map[string]natsbroker.Stream{
+		"a": {}, "b": {Live: natsbroker.LiveAuto}, "c": {Live: natsbroker.LiveChannel}, "d": {Live: natsbroker.LiveNamespace}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	for ns, want := range map[string][2]int{
+		"a": {natsbroker.WildcardThreshold, natsbroker.WildcardThreshold / 4},
+		"b": {natsbroker.WildcardThreshold, natsbroker.WildcardThreshold / 4},
+		"c": {-1, -1}, "d": {0, -1},
+	} {
+		if up, down := b.LiveThresholds(ns); up != want[0] || down != want[1] {
+			t.Errorf("%s: thresholds %d/%d, want %d/%d", ns, up, down, want[0], want[1])
+		}
+	}
 }
 
 func TestLiveModeValidated(t *testing.T) {
