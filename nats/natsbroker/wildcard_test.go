@@ -405,3 +405,116 @@ func TestLiveModeValidated(t *testing.T) {
 		t.Fatalf("New with live %q: %v", "wildcard", err)
 	}
 }
+
+// TestWildcardHandoverKeepsQueued: messages a channel's own subscription
+// queued before the switch (its shard busy with another channel) are still
+// delivered after the subscription is dropped: the switch waits for the
+// shards to handle what they hold. Nothing else would bring them back
+// (no successor to reveal the gap, no drop counted).
+func TestWildcardHandoverKeepsQueued(t *testing.T) {
+	e := setupHistory(t, natsbroker.Stream{})
+	e.b.SetLiveThresholds("room", 2, -1)
+	// An ephemeral channel blocks the shard: a feed of the namespace
+	// would hold up the switch itself (it waits for each feed's handler).
+	victim := sameShard(t, e.b, "chat:blocker", "room", "v")
+	got := make(chan *broker.Message, 100)
+	sub, err := e.b.Subscribe(ctx(t), victim, func(m *broker.Message) { got <- m })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	other, err := e.b.Subscribe(ctx(t), "room:other", func(*broker.Message) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Unsubscribe()
+	head := sub.(broker.HeadSubscription).Head().Offset
+	release := blockShard(t, e, "chat:blocker", "fabric.chat.blocker")
+	var seqs []uint64
+	for i := range 3 {
+		seqs = append(seqs, e.jsPublish(t, "fabric.room."+victim[len("room:"):], "m", fmt.Sprintf(`{"i":%d}`, i)))
+	}
+	if err := e.nc.FlushTimeout(wait); err != nil { // queued behind the blocker
+		t.Fatal(err)
+	}
+	third, err := e.b.Subscribe(ctx(t), "room:third", func(*broker.Message) {}) // 3 > 2: switch
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer third.Unsubscribe()
+	waitFor(t, "the switch to begin", func() bool { return e.b.WildcardNamespaces() == 1 })
+	time.Sleep(200 * time.Millisecond) // the victim's subscription is dropped meanwhile
+	if len(got) != 0 {
+		t.Fatalf("%d messages delivered while their shard was blocked", len(got))
+	}
+	release()
+	waitFor(t, "the switch to end", wildcardOn(e))
+	prev := head
+	for i := range 3 {
+		m := recv(t, got)
+		if m.Reset || m.Offset != seqs[i] || m.Prev != prev {
+			t.Fatalf("message %d: %+v (want offset %d prev %d)", i, m, seqs[i], prev)
+		}
+		prev = m.Offset
+	}
+	if n := e.b.OwnLiveSubscriptions("room"); n != 0 {
+		t.Fatalf("%d own subscriptions left", n)
+	}
+}
+
+// TestChannelHandoverKeepsQueued: the same on the way back: what the
+// wildcard queued before its channels were subscribed again is delivered
+// after the wildcard is dropped.
+func TestChannelHandoverKeepsQueued(t *testing.T) {
+	e := setupHistory(t, natsbroker.Stream{})
+	e.b.SetLiveThresholds("room", 2, 2)
+	victim := sameShard(t, e.b, "chat:blocker", "room", "v")
+	got := make(chan *broker.Message, 100)
+	sub, err := e.b.Subscribe(ctx(t), victim, func(m *broker.Message) { got <- m })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	var others []broker.Subscription
+	for i := range 2 { // 3 > 2: the wildcard
+		o, err := e.b.Subscribe(ctx(t), fmt.Sprintf("room:other%d", i), func(*broker.Message) {})
+		if err != nil {
+			t.Fatal(err)
+		}
+		others = append(others, o)
+	}
+	waitFor(t, "the wildcard", wildcardOn(e))
+	head := sub.(broker.HeadSubscription).Head().Offset
+	release := blockShard(t, e, "chat:blocker", "fabric.chat.blocker")
+	var seqs []uint64
+	for i := range 3 {
+		seqs = append(seqs, e.jsPublish(t, "fabric.room."+victim[len("room:"):], "m", fmt.Sprintf(`{"i":%d}`, i)))
+	}
+	if err := e.nc.FlushTimeout(wait); err != nil { // queued behind the blocker
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // the forwarder queued them
+	for _, o := range others {         // 1 < 2: back to channels
+		if err := o.Unsubscribe(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the switch back to begin", func() bool { return e.b.WildcardNamespaces() == 0 })
+	time.Sleep(200 * time.Millisecond)
+	if len(got) != 0 {
+		t.Fatalf("%d messages delivered while their shard was blocked", len(got))
+	}
+	release()
+	waitFor(t, "the switch back to end", wildcardOff(e))
+	prev := head
+	for i := range 3 {
+		m := recv(t, got)
+		if m.Reset || m.Offset != seqs[i] || m.Prev != prev {
+			t.Fatalf("message %d: %+v (want offset %d prev %d)", i, m, seqs[i], prev)
+		}
+		prev = m.Offset
+	}
+	if n := e.b.OwnLiveSubscriptions("room"); n != 1 {
+		t.Fatalf("%d own subscriptions, want 1", n)
+	}
+}
