@@ -494,7 +494,7 @@ func TestChannelHandoverKeepsQueued(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(50 * time.Millisecond) // the forwarder queued them
-	for _, o := range others {         // 1 < 2: back to channels
+	for _, o := range others {        // 1 < 2: back to channels
 		if err := o.Unsubscribe(); err != nil {
 			t.Fatal(err)
 		}
