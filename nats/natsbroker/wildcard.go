@@ -76,9 +76,12 @@ const wildcardBackoff = 5 * time.Second
 // nsLive is how a persistent namespace's channels are fed on this gateway.
 type nsLive struct {
 	mu sync.RWMutex
-	// held is every live feed of the namespace by republish subject
-	// (except the namespace's own bare topic, which the wildcard does not
-	// match); feeds of one topic are chained through liveSub.nextHeld.
+	// held is every live feed of the namespace by the subject's part
+	// after the prefix (".room.u1": a slice of the feed's own subject, so
+	// the key costs no string of its own, and of a republished message's
+	// subject, so a lookup allocates nothing), except the namespace's own
+	// bare topic, which the wildcard does not match; feeds of one topic
+	// are chained through liveSub.nextHeld.
 	held  map[string]*liveSub
 	count int
 	w     *wildcard // non-nil: wildcard mode, feeds have no subscription
@@ -107,12 +110,13 @@ func (l *nsLive) setMode(mode string) {
 // message into its subject's dispatch shard, where deliver hands it to the
 // channel's feeds.
 type wildcard struct {
-	l      *nsLive
-	sub    *nats.Subscription
-	ch     chan *nats.Msg
-	finish chan struct{} // closed: forward what ch holds, then exit
-	exited chan struct{}
-	seen   int // nats.go's drop count already accounted for (l.mu held)
+	l          *nsLive
+	livePrefix string
+	sub        *nats.Subscription
+	ch         chan *nats.Msg
+	finish     chan struct{} // closed: forward what ch holds, then exit
+	exited     chan struct{}
+	seen       int // nats.go's drop count already accounted for (l.mu held)
 }
 
 // deliver runs on a shard goroutine for a wildcard message: the feeds of
@@ -122,7 +126,7 @@ func (w *wildcard) deliver(m *nats.Msg) {
 	var buf [4]*liveSub
 	subs := buf[:0]
 	w.l.mu.RLock()
-	for s := w.l.held[m.Subject]; s != nil; s = s.nextHeld {
+	for s := w.l.held[m.Subject[len(w.livePrefix):]]; s != nil; s = s.nextHeld {
 		subs = append(subs, s)
 	}
 	w.l.mu.RUnlock()
@@ -151,8 +155,9 @@ func (b *Broker) attach(n *nsState, s *liveSub, liveSubj string) error {
 			return err
 		}
 	}
-	s.nextHeld = l.held[liveSubj]
-	l.held[liveSubj] = s
+	key := s.subj[len(b.prefix):]
+	s.nextHeld = l.held[key]
+	l.held[key] = s
 	l.count++
 	b.maybeSwitch(n)
 	return nil
@@ -160,20 +165,20 @@ func (b *Broker) attach(n *nsState, s *liveSub, liveSubj string) error {
 
 // detach forgets a feed that is being unsubscribed.
 func (b *Broker) detach(s *liveSub) {
-	liveSubj := b.livePrefix + s.subj[len(b.prefix):]
-	if b.bare(s.ns, liveSubj) {
+	key := s.subj[len(b.prefix):]
+	if len(key) == 1+len(s.ns.name) { // the bare topic: not held
 		return
 	}
 	l := &s.ns.live
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	switch head := l.held[liveSubj]; {
+	switch head := l.held[key]; {
 	case head == nil:
 		return // not held
 	case head == s && s.nextHeld == nil:
-		delete(l.held, liveSubj)
+		delete(l.held, key)
 	case head == s:
-		l.held[liveSubj] = s.nextHeld
+		l.held[key] = s.nextHeld
 	default:
 		p := head
 		for p != nil && p.nextHeld != s {
@@ -370,7 +375,7 @@ func (b *Broker) toChannels(n *nsState) {
 // openWildcard subscribes the namespace's wildcard (not flushed) and
 // starts its forwarder.
 func (b *Broker) openWildcard(n *nsState) (*wildcard, error) {
-	w := &wildcard{l: &n.live, ch: make(chan *nats.Msg, b.disp.queue),
+	w := &wildcard{l: &n.live, livePrefix: b.livePrefix, ch: make(chan *nats.Msg, b.disp.queue),
 		finish: make(chan struct{}), exited: make(chan struct{})}
 	sub, err := b.nc.ChanSubscribe(b.livePrefix+"."+n.name+".>", w.ch)
 	if err != nil {
@@ -439,7 +444,7 @@ func (b *Broker) forwardOne(w *wildcard, m *nats.Msg) {
 	default:
 	}
 	w.l.mu.RLock()
-	s := w.l.held[m.Subject]
+	s := w.l.held[m.Subject[len(w.livePrefix):]]
 	for x := s; x != nil; x = x.nextHeld {
 		x.missed.Store(true)
 	}
