@@ -16,7 +16,9 @@ import (
 // shards, each drained by one goroutine that hands the message to its
 // subscription's callback. A subscription always lands in the same shard
 // (the shard is chosen by a hash of its subject), so its messages keep
-// their order.
+// their order. A namespace's live wildcard (wildcard.go) queues each of
+// its messages in the shard of the message's subject: the one the
+// channel's own subscription would use.
 //
 // What a full shard means: nats.go drops the message and counts it on the
 // subscription (Subscription.Dropped), exactly as it does for a callback
