@@ -96,7 +96,9 @@ type Report struct {
 	ResumeNanos  int64 `json:"resume_ns,omitempty"`
 	// JoinHist (ready): per-connection dial+handshake+join time, µs.
 	JoinHist [][2]int64 `json:"join_hist,omitempty"`
-	// Hist (stats): delivery latency, µs, publish time to receipt.
+	// Hist (stats): delivery latency, µs, publish time to receipt;
+	// (resumed) each recovered connection's time from the "resume"
+	// command to its last missed message, µs.
 	Hist  [][2]int64 `json:"hist,omitempty"`
 	Error string     `json:"error,omitempty"`
 }
@@ -167,6 +169,7 @@ type worker struct {
 	refused    atomic.Int64
 	lat        Hist
 	joinLat    Hist
+	resumeLat  Hist // resume command to recovered, µs (resume workers)
 }
 
 // record scans one payload for TimestampKey and counts the delivery;
@@ -577,6 +580,10 @@ func (w *worker) openOne(ctx context.Context, dialer ws.Dialer, i int, resume *j
 	c := &benchConn{nc: nc, rd: nc}
 	if br != nil {
 		c.rd = br
+	}
+	if o.ResumeWant > 0 {
+		// Buffered from the join reply on: the replay follows it.
+		c.rd = bufio.NewReaderSize(c.rd, resumeReadBuffer)
 	}
 	_ = nc.SetDeadline(time.Now().Add(o.JoinTimeout))
 	topic := o.Topic

@@ -29,8 +29,12 @@ type ResumeOptions struct {
 	Missed      int    // messages stored per channel while everyone is away
 	Payload     int
 	FabricFlags []string
-	Timeout     time.Duration
-	Log         io.Writer
+	// ServerExe, when set, is the fabric binary the server runs from
+	// (the clients stay Exe): two builds of the server measured with the
+	// same clients.
+	ServerExe string
+	Timeout   time.Duration
+	Log       io.Writer
 }
 
 // ResumeResult is one run: one JSON line.
@@ -46,6 +50,7 @@ type ResumeResult struct {
 	Missed      int      `json:"missed_per_channel"`
 	Topic       string   `json:"topic"`
 	FabricFlags []string `json:"fabric_flags,omitempty"`
+	ServerExe   string   `json:"server_exe,omitempty"`
 	JoinS       float64  `json:"join_s"`
 	// Recovered: answered recovered:true and received every missed
 	// message; NotRecovered: answered otherwise or short of messages;
@@ -56,17 +61,26 @@ type ResumeResult struct {
 	// RecoveredS: from the "resume" command to the last recovered client
 	// (the slowest worker's figure).
 	RecoveredS float64 `json:"recovered_s"`
+	// RecoveredP50S, RecoveredP99S: the same per client, percentiles.
+	RecoveredP50S float64 `json:"recovered_p50_s"`
+	RecoveredP99S float64 `json:"recovered_p99_s"`
+	// Refused: 503/429 answers during the wave, each retried after
+	// Retry-After (the accept budget's refusals).
+	Refused int64 `json:"refused"`
 	// LiveS: after that, one live message per channel reached every
 	// client in this long.
 	LiveS           float64 `json:"live_s"`
 	LiveDelivered   int64   `json:"live_delivered"`
 	ServerCPUS      float64 `json:"server_cpu_s"`
 	ServerCPUPerRes float64 `json:"server_cpu_us_per_resume"`
-	RSSBefore       int64   `json:"rss_before_bytes"` // clients away, missed messages stored
-	PeakRSS         int64   `json:"peak_rss_bytes"`   // VmHWM over the resume wave (reset before it)
-	PeakRSSReset    bool    `json:"peak_rss_reset"`   // false: VmHWM could not be reset, so it covers the whole run
-	RSSAfter        int64   `json:"rss_after_bytes"`
-	FirstError      string  `json:"first_error,omitempty"`
+	// ClientCPUS: the client workers' CPU over the wave; they share the
+	// machine with the server.
+	ClientCPUS   float64 `json:"client_cpu_s"`
+	RSSBefore    int64   `json:"rss_before_bytes"` // clients away, missed messages stored
+	PeakRSS      int64   `json:"peak_rss_bytes"`   // VmHWM over the resume wave (reset before it)
+	PeakRSSReset bool    `json:"peak_rss_reset"`   // false: VmHWM could not be reset, so it covers the whole run
+	RSSAfter     int64   `json:"rss_after_bytes"`
+	FirstError   string  `json:"first_error,omitempty"`
 }
 
 // Resume runs the resume-wave benchmark against Fabric.
@@ -100,10 +114,14 @@ func Resume(ctx context.Context, o ResumeOptions) (*ResumeResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	res := &ResumeResult{Bench: "resume", Time: time.Now().UTC().Format(time.RFC3339), N: o.N, Workers: o.Workers,
-		Channels: channels, Missed: o.Missed, Topic: o.Topic, FabricFlags: o.FabricFlags}
+		Channels: channels, Missed: o.Missed, Topic: o.Topic, FabricFlags: o.FabricFlags, ServerExe: o.ServerExe}
 
 	p := procOpts{Exe: o.Exe, Env: o.ExeEnv}
-	srv, err := startServer(ctx, p, SystemFabric, o.FabricFlags)
+	sys := SystemFabric
+	if o.ServerExe != "" {
+		sys += "@" + o.ServerExe // startServer's way to run another build
+	}
+	srv, err := startServer(ctx, p, sys, o.FabricFlags)
 	if err != nil {
 		return res, err
 	}
@@ -161,6 +179,7 @@ func Resume(ctx context.Context, o ResumeOptions) (*ResumeResult, error) {
 	if err != nil {
 		return res, srv.wrap(err)
 	}
+	ccpu0 := f.cpu()
 	t0 := time.Now()
 	if err := f.command("resume"); err != nil {
 		return res, err
@@ -180,11 +199,15 @@ func Resume(ctx context.Context, o ResumeOptions) (*ResumeResult, error) {
 	if err != nil {
 		return res, srv.wrap(err)
 	}
+	res.ClientCPUS = (f.cpu() - ccpu0).Seconds()
 	if res.PeakRSS, err = VmHWM(srv.pid); err != nil {
 		return res, srv.wrap(err)
 	}
+	h := NewCounts()
 	for i := range f.state {
 		r := f.state[i].resumed
+		h.AddSparse(r.Hist)
+		res.Refused += r.Refused
 		res.Recovered += r.Recovered
 		res.NotRecovered += r.NotRecovered
 		res.Failed += r.Failed
@@ -193,6 +216,7 @@ func Resume(ctx context.Context, o ResumeOptions) (*ResumeResult, error) {
 			res.FirstError = r.Error
 		}
 	}
+	res.RecoveredP50S, res.RecoveredP99S = h.Quantile(0.5)/1e6, h.Quantile(0.99)/1e6
 	res.ServerCPUS = (cpu1 - cpu0).Seconds()
 	if res.Recovered > 0 {
 		res.ServerCPUPerRes = float64((cpu1 - cpu0).Microseconds()) / float64(o.N)
@@ -200,8 +224,8 @@ func Resume(ctx context.Context, o ResumeOptions) (*ResumeResult, error) {
 	if res.FirstError != "" {
 		fmt.Fprintf(o.Log, "resume: first error: %s\n", res.FirstError)
 	}
-	fmt.Fprintf(o.Log, "resume: %d recovered, %d not, %d failed; last recovered after %.2fs (all answered after %.2fs)\n",
-		res.Recovered, res.NotRecovered, res.Failed, res.RecoveredS, wall.Seconds())
+	fmt.Fprintf(o.Log, "resume: %d recovered, %d not, %d failed, %d refusals retried; recovered p50 %.2fs, p99 %.2fs, last after %.2fs (all answered after %.2fs); server CPU %.2fs, clients %.2fs\n",
+		res.Recovered, res.NotRecovered, res.Failed, res.Refused, res.RecoveredP50S, res.RecoveredP99S, res.RecoveredS, wall.Seconds(), res.ServerCPUS, res.ClientCPUS)
 
 	// Live: one more message per channel must reach every client.
 	base, _, err := f.stats(ctx)

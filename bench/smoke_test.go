@@ -167,7 +167,7 @@ func TestResumeSmoke(t *testing.T) {
 	if res.Recovered != 200 || res.NotRecovered != 0 || res.Failed != 0 || res.LiveDelivered != 200 || res.Channels != 100 {
 		t.Fatalf("%+v\n%s", res, log.String())
 	}
-	if res.RecoveredS <= 0 || res.PeakRSS <= 0 || res.ServerCPUS < 0 {
+	if res.RecoveredS <= 0 || res.PeakRSS <= 0 || res.ServerCPUS < 0 || res.RecoveredP50S <= 0 || res.RecoveredP99S < res.RecoveredP50S {
 		t.Errorf("%+v", res)
 	}
 }

@@ -223,3 +223,24 @@ func TestCentrifugoConfigCompression(t *testing.T) {
 		t.Errorf("plain config has websocket section %+v", off.WebSocket)
 	}
 }
+
+// The resume workers check replay order by the offset in each broadcast's
+// ref slot; anything else there is not an offset.
+func TestRefOffset(t *testing.T) {
+	for _, c := range []struct {
+		frame string
+		want  uint64
+		ok    bool
+	}{
+		{`[null,"1234","room:a","msg",{"x":1}]`, 1234, true},
+		{`[null,"18446744073709551615","room:a","msg",{}]`, 1<<64 - 1, true},
+		{`[null,null,"bench:a","msg",{}]`, 0, false},
+		{`["1","1","room:a","phx_reply",{}]`, 1, true},
+		{`[null,"12x","room:a","msg",{}]`, 0, false},
+		{`[null]`, 0, false},
+	} {
+		if got, ok := refOffset([]byte(c.frame)); got != c.want || ok != c.ok {
+			t.Errorf("refOffset(%s) = %d, %v; want %d, %v", c.frame, got, ok, c.want, c.ok)
+		}
+	}
+}

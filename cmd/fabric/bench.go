@@ -461,6 +461,7 @@ func benchResume(ctx context.Context, args, environ []string, stdout, stderr io.
 	fs.IntVar(&o.Concurrency, "concurrency", 500, "dials in flight per worker")
 	fs.StringVar(&o.Topic, "topic", "room:resume-%d", `persistent channel each client joins, "%d" = index mod 100`)
 	fs.IntVar(&o.Missed, "missed", 100, "messages stored on each channel while the clients are away")
+	fs.StringVar(&o.ServerExe, "server-exe", "", "run fabric serve from this binary (say the commit before a change) with this build's clients, to compare servers in one sitting")
 	fs.DurationVar(&o.Timeout, "timeout", 10*time.Minute, "abort the whole run after this long")
 	fs.Func("fabric-flags", "extra flags for fabric serve, space-separated", func(v string) error {
 		o.FabricFlags = append(o.FabricFlags, strings.Fields(v)...)
@@ -491,12 +492,16 @@ func benchResume(ctx context.Context, args, environ []string, stdout, stderr io.
 	b.WriteString(benchHeader("resume", args, started, res.LoadStart, res.LoadEnd))
 	fmt.Fprintf(&b, "# %d clients of %d channels (%s) in %d workers joined, all dropped, %d messages stored per channel (JetStream, acknowledged), then all reconnected at once with {epoch, offset} join params\n",
 		res.N, res.Channels, res.Topic, res.Workers, res.Missed)
-	fmt.Fprintf(&b, "# recovered: join answered recovered:true and all %d missed messages received; recovered_s: resume command to the last recovered client; live_s: one more message per channel to every client\n", res.Missed)
+	if res.ServerExe != "" {
+		fmt.Fprintf(&b, "# server: fabric serve from %s, clients from this build\n", res.ServerExe)
+	}
+	fmt.Fprintf(&b, "# recovered: join answered recovered:true and all %d missed messages received, in stream order after the resumed offset; recovered_s: resume command to the last recovered client; live_s: one more message per channel to every client\n", res.Missed)
 	fmt.Fprintf(&b, "# cpu: server utime+stime over the wave, per client; peak_rss_B: VmHWM over the wave (reset before it: %v)\n", res.PeakRSSReset)
-	fmt.Fprintf(&b, "%6s %9s %9s %6s %11s %7s %8s %8s %12s %14s %14s %14s\n",
-		"N", "recovered", "not_recov", "failed", "recovered_s", "live_s", "live_ok", "cpu_s", "cpu_us/client", "rss_before_B", "peak_rss_B", "rss_after_B")
-	fmt.Fprintf(&b, "%6d %9d %9d %6d %11.2f %7.2f %8d %8.2f %12.1f %14d %14d %14d\n",
-		res.N, res.Recovered, res.NotRecovered, res.Failed, res.RecoveredS, res.LiveS, res.LiveDelivered, res.ServerCPUS, res.ServerCPUPerRes, res.RSSBefore, res.PeakRSS, res.RSSAfter)
+	fmt.Fprintf(&b, "# p50_s, p99_s: per client, resume command to recovered; refused: 503/429 answers retried after Retry-After; client_cpu_s: the client workers' CPU over the wave (same machine)\n")
+	fmt.Fprintf(&b, "%6s %9s %9s %6s %7s %11s %6s %6s %7s %8s %8s %12s %12s %14s %14s %14s\n",
+		"N", "recovered", "not_recov", "failed", "refused", "recovered_s", "p50_s", "p99_s", "live_s", "live_ok", "cpu_s", "cpu_us/client", "client_cpu_s", "rss_before_B", "peak_rss_B", "rss_after_B")
+	fmt.Fprintf(&b, "%6d %9d %9d %6d %7d %11.2f %6.2f %6.2f %7.2f %8d %8.2f %12.1f %12.2f %14d %14d %14d\n",
+		res.N, res.Recovered, res.NotRecovered, res.Failed, res.Refused, res.RecoveredS, res.RecoveredP50S, res.RecoveredP99S, res.LiveS, res.LiveDelivered, res.ServerCPUS, res.ServerCPUPerRes, res.ClientCPUS, res.RSSBefore, res.PeakRSS, res.RSSAfter)
 	fmt.Fprint(stderr, b.String())
 	if err := writeResult(stdout, res, jsonl, out, b.String()); err != nil {
 		return err

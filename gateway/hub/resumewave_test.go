@@ -97,4 +97,15 @@ func TestResumeWaveSharesOneFetch(t *testing.T) {
 	if c := b.calls.Load(); c > 2 {
 		t.Fatalf("%d stream reads for %d resumes of the same position, want 1 (2 at most)", c, n)
 	}
+	// Each missed message was encoded once: every resume was handed the
+	// same message (so the same framed bytes, built once by the
+	// transport), not a copy of its own.
+	first := members[0].Conn.(*transporttest.Conn).Sent()
+	for i := 1; i < n; i++ {
+		for k, m := range members[i].Conn.(*transporttest.Conn).Sent() {
+			if m != first[k] {
+				t.Fatalf("member %d, message %d: encoded again for this member, not shared", i, k+1)
+			}
+		}
+	}
 }

@@ -122,6 +122,7 @@ func (t *Tracker) flush() bool {
 	now := t.cfg.now()
 	t.mu.Lock()
 	busy := len(t.dirty) > 0
+	t.diffFrames = 0
 	for _, ch := range t.dirty {
 		ch.dirty = false
 		ch.pend()
@@ -182,6 +183,7 @@ func (t *Tracker) flushChannel(ch *chanState, now time.Time, targets []target) [
 				enc[l.v] = transport.NewText(phoenix.AppendMessage(nil, l.v, phoenix.Null, phoenix.Null, ch.topic, EventDiff, t.buf))
 			}
 			targets = append(targets, target{l.conn, enc[l.v]})
+			t.diffFrames++
 		}
 		t.keepBuf(t.buf)
 	}

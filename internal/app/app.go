@@ -126,9 +126,11 @@ type Config struct {
 	MaxConnectionsPerIP  int
 	MaxPendingHandshakes int
 	// MaxAcceptRate admits at most this many new connections per second
-	// (a token bucket with a burst of the same size, at least 1); over
-	// it: 503 + Retry-After. 0: off.
+	// once a burst of MaxAcceptBurst is spent (a token bucket); over it:
+	// 503 + Retry-After. 0: off. MaxAcceptBurst 0 means the rate's size
+	// (at least 1); fabric serve defaults it to 10,000 (docs/limits.md).
 	MaxAcceptRate      float64
+	MaxAcceptBurst     int
 	JoinRate, PushRate float64
 	// PushBytesRate bounds the payload bytes a connection pushes per second
 	// (burst: 4 s worth, at least MaxMessageSize); 0: off.

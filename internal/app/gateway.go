@@ -43,7 +43,7 @@ func (a *App) startGateway(p plan) (err error) {
 			MaxConnectionsPerIP:   cfg.MaxConnectionsPerIP,
 			MaxPendingHandshakes:  cfg.MaxPendingHandshakes,
 			AcceptRate:            cfg.MaxAcceptRate,
-			AcceptBurst:           int(max(1, cfg.MaxAcceptRate)),
+			AcceptBurst:           acceptBurst(cfg.MaxAcceptRate, cfg.MaxAcceptBurst),
 			JoinRate:              cfg.JoinRate,
 			JoinBurst:             int(max(1, 2*cfg.JoinRate)),
 			PushRate:              cfg.PushRate,
@@ -71,4 +71,13 @@ func (a *App) startGateway(p plan) (err error) {
 		return err
 	}
 	return nil
+}
+
+// acceptBurst is the accept bucket's size: MaxAcceptBurst, or the rate's
+// one second (at least 1) when unset.
+func acceptBurst(rate float64, burst int) int {
+	if burst > 0 {
+		return burst
+	}
+	return int(max(1, rate))
 }

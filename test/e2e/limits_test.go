@@ -131,9 +131,30 @@ func TestPendingHandshakesCap(t *testing.T) {
 	}
 }
 
+// A wave of --max-accept-burst upgrades is admitted at once, however low
+// the rate; the next one is refused 503 + Retry-After: 1 (the rate, one
+// token every 100 s, gives none back during the test).
+func TestAcceptBurstAdmitsWave(t *testing.T) {
+	const burst = 20
+	f := startFabric(t, func(c *app.Config) { c.MaxAcceptRate, c.MaxAcceptBurst = 0.01, burst })
+	for i := 0; i < burst; i++ {
+		if r := upgrade(t, f.HTTPAddr(), "/socket/websocket?vsn=2.0.0", nil); r.StatusCode != http.StatusSwitchingProtocols {
+			t.Fatalf("upgrade %d of a wave of %d: %d", i+1, burst, r.StatusCode)
+		}
+	}
+	over := upgrade(t, f.HTTPAddr(), "/socket/websocket?vsn=2.0.0", nil)
+	if over.StatusCode != http.StatusServiceUnavailable || over.Header.Get("Retry-After") != "1" {
+		t.Fatalf("upgrade after the burst: %d Retry-After %q, want 503 and 1", over.StatusCode, over.Header.Get("Retry-After"))
+	}
+	if got := f.Gateway().Stats().Refused["accept_rate"]; got != 1 {
+		t.Fatalf("Stats().Refused[accept_rate] = %d, want 1", got)
+	}
+}
+
 // New connections over --max-accept-rate are answered 503 + Retry-After: 1
 // before the upgrade and counted as fabric_connections_refused_total
-// {cause="accept_rate"}. A bucket of one token refilled once every 100 s:
+// {cause="accept_rate"}. A bucket of one token (MaxAcceptBurst unset: the
+// rate's one second, at least 1) refilled once every 100 s:
 // the second upgrade right after the first is refused whatever the timing.
 func TestAcceptRateLimit(t *testing.T) {
 	f := startFabric(t, func(c *app.Config) { c.MaxAcceptRate = 0.01 })

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -18,8 +19,12 @@ const (
 	stateClosed
 )
 
-// maxIovecs bounds one writev when draining a queue.
-const maxIovecs = 64
+// maxIovecs bounds one writev when draining a queue: 128 takes a join
+// reply and the replay of a resume that missed 100 messages in one
+// syscall (a replay step is up to hub.Config.ReplayPage, 256), and a
+// queue of up to 128 frames is pooled, so such a replay does not grow its
+// slice anew on every connection (IOV_MAX is 1024).
+const maxIovecs = 128
 
 // conn is one upgraded connection. Fields under "mu" are shared with
 // senders; the rest belong to the loop goroutine. An idle connection holds
@@ -507,16 +512,31 @@ func (c *conn) nextDue(now int64) int64 {
 	return max(due, now+1)
 }
 
-func writev(fd int, iov [][]byte) (int, error) {
+// writev writes bufs (at most maxIovecs) with one writev(2). The iovec
+// array is on the stack: unix.Writev builds its own on the heap, an
+// allocation per write, with every replay's hundred frames.
+func writev(fd int, bufs [][]byte) (int, error) {
+	var iov [maxIovecs]unix.Iovec
+	n := 0
+	for _, b := range bufs {
+		if len(b) > 0 {
+			iov[n].Base = &b[0]
+			iov[n].SetLen(len(b))
+			n++
+		}
+	}
+	if n == 0 {
+		return 0, nil
+	}
 	for {
-		n, err := unix.Writev(fd, iov)
-		if errors.Is(err, unix.EINTR) {
+		w, _, e := unix.Syscall(unix.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(n))
+		switch e {
+		case 0:
+			return int(w), nil
+		case unix.EINTR:
 			continue
 		}
-		if n < 0 {
-			n = 0
-		}
-		return n, err
+		return 0, e
 	}
 }
 
