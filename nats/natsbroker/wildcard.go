@@ -437,14 +437,25 @@ func (b *Broker) forward(w *wildcard) {
 	}
 }
 
+// forwardOne queues m for its channel's feeds, or drops it when none is
+// held here (another gateway's channel: the wildcard's price). Dropping
+// it before the feed attached loses nothing: a feed reads its head after
+// it is attached, and m was stored before that.
 func (b *Broker) forwardOne(w *wildcard, m *nats.Msg) {
+	key := m.Subject[len(w.livePrefix):]
+	w.l.mu.RLock()
+	held := w.l.held[key] != nil
+	w.l.mu.RUnlock()
+	if !held {
+		return
+	}
 	select {
 	case b.disp.shardOf(m.Subject).ch <- m:
 		return
 	default:
 	}
 	w.l.mu.RLock()
-	s := w.l.held[m.Subject[len(w.livePrefix):]]
+	s := w.l.held[key]
 	for x := s; x != nil; x = x.nextHeld {
 		x.missed.Store(true)
 	}
