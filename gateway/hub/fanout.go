@@ -56,6 +56,11 @@ func (ch *channel) reset(msg *broker.Message) {
 	ch.epoch, ch.last = msg.Epoch, msg.Offset
 	ch.ring.clear()
 	members := ch.members
+	for _, m := range members {
+		if sl := slotOf(m.Key); sl != nil {
+			sl.i = 0
+		}
+	}
 	ch.members = nil
 	ch.index = nil
 	ch.mu.Unlock()

@@ -260,8 +260,9 @@ func (ch *channel) len() int {
 }
 
 // indexFrom is the member count from which a channel keeps a key → slot
-// map: below it a scan is as fast, and a map costs 200+ bytes even for a
-// channel of one (a user's private channel).
+// map for keys without a Slot of their own: below it a scan is as fast,
+// and a map costs 200+ bytes even for a channel of one (a user's private
+// channel). Sessions' keys carry their Slot, so their channels keep no map.
 const indexFrom = 16
 
 // add and remove run under ch.mu.
@@ -270,18 +271,27 @@ func (ch *channel) add(m Member, skipTo uint64) {
 		return
 	}
 	ch.members = append(ch.members, member{Conn: m.Conn, Key: m.Key, skipTo: skipTo, Version: m.Version, TextOnly: m.TextOnly})
-	if ch.index != nil {
-		ch.index[m.Key] = len(ch.members) - 1
-	} else if len(ch.members) >= indexFrom {
+	if ch.index == nil && len(ch.members) >= indexFrom && slotOf(m.Key) == nil {
 		ch.index = make(map[any]int, 2*len(ch.members))
-		for i, m := range ch.members {
-			ch.index[m.Key] = i
+		for i := range ch.members {
+			ch.placed(i)
 		}
+		return
 	}
+	ch.placed(len(ch.members) - 1)
 }
 
 // find returns key's slot, or -1.
 func (ch *channel) find(key any) int {
+	if sl := slotOf(key); sl != nil {
+		// The Slot is checked against the list: a key's slot is only
+		// ever written under this channel's lock, but a key that is no
+		// member here must not be taken for the one in its old place.
+		if i := int(sl.i) - 1; i >= 0 && i < len(ch.members) && ch.members[i].Key == key {
+			return i
+		}
+		return -1
+	}
 	if ch.index != nil {
 		if i, ok := ch.index[key]; ok {
 			return i
@@ -304,15 +314,11 @@ func (ch *channel) remove(key any) bool {
 	last := len(ch.members) - 1
 	if i != last {
 		ch.members[i] = ch.members[last]
-		if ch.index != nil {
-			ch.index[ch.members[i].Key] = i
-		}
+		ch.placed(i)
 	}
 	ch.members[last] = member{}
 	ch.members = ch.members[:last]
-	if ch.index != nil {
-		delete(ch.index, key)
-	}
+	ch.unplaced(key)
 	return true
 }
 

@@ -97,7 +97,7 @@ func (s *Session) routes(topic string) (broker.Handlers, bool) {
 func (s *Session) push(f phoenix.Frame) {
 	s.mu.Lock()
 	ch := s.channel(f.Topic)
-	ok := ch != nil && ch.joined.Load() && (!f.JoinRef.Valid || f.JoinRef == ch.joinRef)
+	ok := ch != nil && ch.joined() && (!f.JoinRef.Valid || ch.isJoinRef(f.JoinRef))
 	s.mu.Unlock()
 	if !ok {
 		// Phoenix answers events for unknown topics with a null join_ref.

@@ -16,7 +16,6 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/fabric-rt/fabric/gateway/broker"
@@ -123,36 +122,6 @@ type Session struct {
 	textOnly bool // LongPoll: never send binary frames
 	closed   bool // under mu
 	warned   bool // under mu: a refused push of this connection was logged at Debug
-}
-
-// channel is one join instance. Its pointer is the hub membership key, so
-// a duplicate join's new instance never shares a delivery path with the old.
-type channel struct {
-	s        *Session
-	topic    string
-	joinRef  phoenix.Ref
-	ref      string      // the join message's ref, for the reply (with refValid, refRaw)
-	params   string      // join params, forwarded with routed pushes ("" for none)
-	hook     *chanHook   // the join hook's answer; nil when not asked
-	joined   atomic.Bool // the ok reply went out and the hub delivers to it
-	gone     atomic.Bool // left, replaced or disconnected: no reply any more
-	counted  atomic.Bool // the join's result was counted (joinDone)
-	refValid bool        // (one per joined channel of every connection: 104 bytes)
-	refRaw   bool
-	live     bool // under Session.mu: announced (join event, presence), see announce
-}
-
-// joinMsgRef is the ref of the join message.
-func (ch *channel) joinMsgRef() phoenix.Ref {
-	return phoenix.Ref{S: ch.ref, Valid: ch.refValid, Raw: ch.refRaw}
-}
-
-// paramsJSON is the join params as bytes, nil when empty.
-func (ch *channel) paramsJSON() []byte {
-	if ch.params == "" {
-		return nil
-	}
-	return []byte(ch.params)
 }
 
 var _ transport.Session = (*Session)(nil)
@@ -262,7 +231,7 @@ func (s *Session) HandleClose(transport.CloseCode) {
 	s.mu.Unlock()
 	for _, ch := range chs {
 		s.releaseChannel()
-		ch.gone.Store(true)
+		ch.setGone()
 		s.cfg.Hub.Leave(ch.topic, ch)
 		s.untrack(ch)
 		if ch.live {
