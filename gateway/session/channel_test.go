@@ -15,7 +15,9 @@ func TestRecordSizes(t *testing.T) {
 		name      string
 		size, max uintptr
 	}{
+		{"Session", unsafe.Sizeof(Session{}), 144},
 		{"channel", unsafe.Sizeof(channel{}), 48},
+		{"bucket", unsafe.Sizeof(bucket{}), 8},
 	} {
 		if c.size > c.max {
 			t.Errorf("%s is %d bytes, over %d", c.name, c.size, c.max)
@@ -62,4 +64,29 @@ func TestJoinRefKeptExactly(t *testing.T) {
 	if ch := newChannel(nil, "room:1", phoenix.R("12"), phoenix.R("12"), `{"a":1}`, false); string(ch.paramsJSON()) != `{"a":1}` {
 		t.Errorf("params kept as %q", ch.paramsJSON())
 	}
+}
+
+// The one-number bucket behaves as a level that refills at rate up to
+// burst: full at first, emptied by takes, refilled by time, in debt after
+// a take bigger than what it holds.
+func TestBucket(t *testing.T) {
+	const sec = int64(1e9)
+	var b bucket
+	now := 100 * sec
+	near := func(what string, got, want float64) {
+		t.Helper()
+		if got < want-1e-6 || got > want+1e-6 {
+			t.Errorf("%s: %v tokens, want %v", what, got, want)
+		}
+	}
+	near("new", b.tokens(now, 2, 4), 4)
+	for range 4 {
+		b.take(now, 1, 2)
+	}
+	near("after 4 takes", b.tokens(now, 2, 4), 0)
+	near("half a second later", b.tokens(now+sec/2, 2, 4), 1)
+	near("long after", b.tokens(now+10*sec, 2, 4), 4)
+	b.take(now+10*sec, 10, 2) // bigger than the burst: debt
+	near("in debt", b.tokens(now+10*sec, 2, 4), -6)
+	near("debt paid", b.tokens(now+15*sec, 2, 4), 4)
 }

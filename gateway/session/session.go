@@ -97,7 +97,7 @@ type Emitter interface {
 }
 
 // Session is one connection's Phoenix state. One exists per connection,
-// so its fields are ordered to pack (152 bytes) and push state, which many
+// so its fields are ordered to pack (144 bytes) and push state, which many
 // connections never need, lives apart until the first push.
 type Session struct {
 	cfg    *Config

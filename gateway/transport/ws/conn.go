@@ -40,7 +40,6 @@ type conn struct {
 	// if the peer has not answered the close frame.
 	deadline     int64
 	expireReason string
-	fd           int // -1 once closed; only the loop closes it
 
 	// loop goroutine only
 	in       *partial // unfinished frame or fragmented message; nil when none
@@ -49,6 +48,7 @@ type conn struct {
 	wdue       int64 // timing wheel (loop.mu)
 	gen        uint32
 	wslot      int32 // timing wheel (loop.mu)
+	fd         int32 // under mu; -1 once closed; only the loop closes it
 	closeCode  transport.CloseCode
 	expireCode transport.CloseCode
 	state      uint8
@@ -168,7 +168,7 @@ func (c *conn) RemoteAddr() string {
 	if c.fd < 0 {
 		return ""
 	}
-	sa, err := unix.Getpeername(c.fd)
+	sa, err := unix.Getpeername(int(c.fd))
 	if err != nil {
 		return ""
 	}
@@ -404,7 +404,7 @@ func (c *conn) brokenLocked() {
 	}
 	c.releaseOut()
 	// Fails only if the peer already reset it: the loop sees the hang-up either way.
-	_ = unix.Shutdown(c.fd, unix.SHUT_RDWR)
+	_ = unix.Shutdown(int(c.fd), unix.SHUT_RDWR)
 }
 
 func (c *conn) armLocked(on bool) {
@@ -415,12 +415,12 @@ func (c *conn) armLocked(on bool) {
 	if !c.watched {
 		return // watch() arms it when the socket is added
 	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(c.fd), Pad: int32(c.gen)}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: c.fd, Pad: int32(c.gen)}
 	if on {
 		ev.Events |= unix.EPOLLOUT
 	}
 	// Fails only for a socket already removed from the set (closing): nothing to arm.
-	_ = unix.EpollCtl(c.l.epfd, unix.EPOLL_CTL_MOD, c.fd, &ev)
+	_ = unix.EpollCtl(c.l.epfd, unix.EPOLL_CTL_MOD, int(c.fd), &ev)
 }
 
 // flush writes the queue with writev: when the loop was asked to (dirty)
@@ -447,7 +447,7 @@ func (c *conn) flush() {
 			iov[n] = b
 			n++
 		}
-		w, err := writev(c.fd, iov[:n])
+		w, err := writev(int(c.fd), iov[:n])
 		if err != nil {
 			if !errors.Is(err, unix.EAGAIN) {
 				c.brokenLocked()

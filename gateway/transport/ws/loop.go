@@ -132,7 +132,7 @@ func (l *loop) add(c *conn, early []byte) {
 	l.mu.Lock()
 	l.gen++
 	c.gen = l.gen
-	i := l.slot(c.fd)
+	i := l.slot(int(c.fd))
 	for i >= len(l.conns) {
 		l.conns = append(l.conns, make([]*conn, len(l.conns)/4+1024)...)
 	}
@@ -158,13 +158,13 @@ func (l *loop) watch(c *conn) {
 	if c.fd < 0 {
 		return
 	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(c.fd), Pad: int32(c.gen)}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: c.fd, Pad: int32(c.gen)}
 	if c.outArmed {
 		ev.Events |= unix.EPOLLOUT
 	}
-	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, c.fd, &ev); err != nil {
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, int(c.fd), &ev); err != nil {
 		l.s.cfg.Logger.Error("ws: epoll add failed", "err", err)
-		_ = unix.Shutdown(c.fd, unix.SHUT_RDWR) // already logged; the conn is closed by its owner
+		_ = unix.Shutdown(int(c.fd), unix.SHUT_RDWR) // already logged; the conn is closed by its owner
 	}
 	c.watched = true
 }
@@ -269,7 +269,7 @@ func (l *loop) readable(c *conn) {
 		if c.fd < 0 {
 			return
 		}
-		n, err := unix.Read(c.fd, l.buf)
+		n, err := unix.Read(int(c.fd), l.buf)
 		if err != nil {
 			if errors.Is(err, unix.EINTR) {
 				continue
@@ -518,7 +518,7 @@ func (l *loop) finish(c *conn, code transport.CloseCode) {
 	if c.closeCode != 0 {
 		code = c.closeCode
 	}
-	fd := c.fd
+	fd := int(c.fd)
 	c.fd = -1
 	c.state = stateClosed
 	c.releaseOut()
