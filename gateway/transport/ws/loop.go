@@ -126,7 +126,7 @@ func (l *loop) flushDirty() {
 func (l *loop) add(c *conn, early []byte) {
 	now := time.Now().Unix()
 	c.mu.Lock()
-	c.lastRead = now
+	c.lastRead = toStamp(now)
 	due := c.nextDue(now)
 	c.mu.Unlock()
 	l.mu.Lock()
@@ -284,7 +284,7 @@ func (l *loop) readable(c *conn) {
 			l.finish(c, transport.CloseAbnormal)
 			return
 		}
-		c.lastRead = l.now
+		c.lastRead = toStamp(l.now)
 		c.pinged = false
 		if !l.consume(c, l.buf[:n]) || l.pauseIf(c) {
 			return
@@ -552,8 +552,7 @@ func (l *loop) insert(c *conn, due int64) {
 		due = l.lastTick + wheelSlots - 1
 	}
 	i := due % wheelSlots
-	c.wdue = due
-	c.wslot = int32(i)
+	c.wdue = toStamp(due)
 	c.wprev = nil
 	c.wnext = l.wheel[i]
 	if c.wnext != nil {
@@ -563,18 +562,18 @@ func (l *loop) insert(c *conn, due int64) {
 }
 
 func (l *loop) remove(c *conn) {
-	if c.wslot < 0 {
+	if c.wdue == 0 {
 		return
 	}
 	if c.wprev != nil {
 		c.wprev.wnext = c.wnext
 	} else {
-		l.wheel[c.wslot] = c.wnext
+		l.wheel[c.wdue.unix()%wheelSlots] = c.wnext
 	}
 	if c.wnext != nil {
 		c.wnext.wprev = c.wprev
 	}
-	c.wprev, c.wnext, c.wslot = nil, nil, -1
+	c.wprev, c.wnext, c.wdue = nil, nil, 0
 }
 
 // reschedule moves c earlier on the wheel when due is sooner than its slot.
@@ -582,7 +581,7 @@ func (l *loop) remove(c *conn) {
 // re-files it under c.mu and so sees the new state.
 func (l *loop) reschedule(c *conn, due int64) {
 	l.mu.Lock()
-	if c.wslot >= 0 && due < c.wdue {
+	if c.wdue != 0 && due < c.wdue.unix() {
 		l.remove(c)
 		l.insert(c, due)
 	}
@@ -599,7 +598,7 @@ func (l *loop) tick(now int64) {
 	for t := from; t <= now; t++ {
 		for c := l.wheel[t%wheelSlots]; c != nil; {
 			next := c.wnext
-			if c.wdue <= now {
+			if c.wdue.unix() <= now {
 				l.remove(c)
 				due = append(due, c)
 			}
@@ -625,16 +624,16 @@ func (l *loop) check(c *conn, now int64) {
 		c.mu.Unlock()
 		return
 	case stateClosing:
-		finish = now >= c.deadline
+		finish = now >= c.deadline.unix()
 	case stateOpen:
 		switch {
-		case c.deadline > 0 && now >= c.deadline:
+		case c.deadline > 0 && now >= c.deadline.unix():
 			c.closeLocked(c.expireCode, c.expireReason)
 		case c.out != nil && now-c.out.since >= secs(cfg.WriteTimeout):
 			c.closeLocked(transport.CloseSlowConsumer, "write timeout")
-		case now-c.lastRead >= secs(cfg.IdleTimeout):
+		case now-c.lastRead.unix() >= secs(cfg.IdleTimeout):
 			c.closeLocked(transport.CloseHeartbeatTimeout, "idle timeout")
-		case !c.pinged && now-c.lastRead >= secs(cfg.PingInterval):
+		case !c.pinged && now-c.lastRead.unix() >= secs(cfg.PingInterval):
 			c.pinged = true
 			c.writeLocked(pingFrame)
 		}

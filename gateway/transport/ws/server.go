@@ -185,7 +185,7 @@ func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request, newSession func
 		return fmt.Errorf("ws: detach socket: %w", err)
 	}
 	l := s.loops[fd%len(s.loops)] // fds are handed out in order: an even spread
-	c := &conn{l: l, fd: int32(fd), wslot: -1}
+	c := &conn{l: l, fd: int32(fd)}
 	_, c.deflate = ext.Accepted()
 	c.sess = newSession(c)
 	s.open.Add(1)
