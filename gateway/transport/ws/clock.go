@@ -7,7 +7,7 @@ import (
 
 // stamp is a time a connection keeps (its last read, its deadline, its
 // place on the timing wheel): whole seconds since clockBase in 32 bits
-// rather than Unix seconds in 64, which keeps conn in the 112-byte size
+// rather than Unix seconds in 64, which keeps conn in the 96-byte size
 // class. 0 means none; 136 years from the start of the process fit, and a
 // later time is kept as the last one that does (never reached).
 type stamp uint32

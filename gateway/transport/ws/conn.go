@@ -23,7 +23,7 @@ const maxIovecs = 64
 
 // conn is one upgraded connection. Fields under "mu" are shared with
 // senders; the rest belong to the loop goroutine. An idle connection holds
-// only this struct (112 bytes): output waiting for the socket and input
+// only this struct (96 bytes): output waiting for the socket and input
 // waiting for the rest of a frame live in pooled side structures that
 // exist only while bytes are pending.
 type conn struct {
@@ -33,9 +33,8 @@ type conn struct {
 	// timing wheel (loop.mu)
 	wprev, wnext *conn
 
-	mu           sync.Mutex
-	out          *outQueue // frames the socket has not taken yet; nil when none
-	expireReason string
+	mu  sync.Mutex
+	out *outQueue // frames the socket has not taken yet; nil when none
 
 	in *partial // loop goroutine only: unfinished frame or fragmented message; nil when none
 
@@ -187,7 +186,8 @@ func (c *conn) ExpireAt(t time.Time, code transport.CloseCode, reason string) {
 	if c.state != stateOpen {
 		return // closing anyway; deadline now means the close timeout
 	}
-	c.deadline, c.expireCode, c.expireReason = toStamp(t.Unix()), code, reason
+	c.l.s.expiry.set(code, reason)
+	c.deadline, c.expireCode = toStamp(t.Unix()), code
 	c.l.reschedule(c, c.deadline.unix()) // no-op before add, which files it by nextDue
 }
 

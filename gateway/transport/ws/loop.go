@@ -628,7 +628,7 @@ func (l *loop) check(c *conn, now int64) {
 	case stateOpen:
 		switch {
 		case c.deadline > 0 && now >= c.deadline.unix():
-			c.closeLocked(c.expireCode, c.expireReason)
+			c.closeLocked(c.expireCode, c.l.s.expiry.reason(c.expireCode))
 		case c.out != nil && now-c.out.since >= secs(cfg.WriteTimeout):
 			c.closeLocked(transport.CloseSlowConsumer, "write timeout")
 		case now-c.lastRead.unix() >= secs(cfg.IdleTimeout):

@@ -113,6 +113,7 @@ type Server struct {
 
 	statsMu sync.Mutex
 	closes  map[transport.CloseCode]uint64
+	expiry  expiryReasons
 
 	// Message.WireDeflated builders, bound once (a method value per Send
 	// would allocate).
