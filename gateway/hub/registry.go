@@ -265,10 +265,22 @@ func (ch *channel) len() int {
 // channel). Sessions' keys carry their Slot, so their channels keep no map.
 const indexFrom = 16
 
+// growFrom is the member count from which add grows the member list
+// itself; below it append's doubling wastes little.
+const growFrom = 64
+
 // add and remove run under ch.mu.
 func (ch *channel) add(m Member, skipTo uint64) {
 	if ch.find(m.Key) >= 0 {
 		return
+	}
+	if n := len(ch.members); n == cap(ch.members) && n >= growFrom {
+		// Grown by an eighth rather than append's quarter (to double,
+		// below 256): the unused tail is what every member of a big
+		// channel pays for, and copying it more often costs little.
+		grown := make([]member, n, n+n/8)
+		copy(grown, ch.members)
+		ch.members = grown
 	}
 	ch.members = append(ch.members, member{Conn: m.Conn, Key: m.Key, skipTo: skipTo, Version: m.Version, TextOnly: m.TextOnly})
 	if ch.index == nil && len(ch.members) >= indexFrom && slotOf(m.Key) == nil {
