@@ -10,10 +10,10 @@ type testSlotted struct{ slot Slot }
 
 func (k *testSlotted) MemberSlot() *Slot { return &k.slot }
 
-// A big channel's member list (past the doubling of small ones) leaves at
-// most about an eighth of itself
-// unused (append's growth left up to a quarter, and up to half below 256
-// members), and a key's Slot always names its place.
+// A big channel's member list (past the doubling of small ones) leaves
+// at most about an eighth of itself unused (append's growth left up to a
+// quarter, and up to half below 256 members), and a key's Slot always
+// names its place.
 func TestMemberListGrowth(t *testing.T) {
 	ch := &channel{}
 	conn := transporttest.NewConn()
