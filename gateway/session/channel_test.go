@@ -15,7 +15,7 @@ func TestRecordSizes(t *testing.T) {
 		name      string
 		size, max uintptr
 	}{
-		{"Session", unsafe.Sizeof(Session{}), 144},
+		{"Session", unsafe.Sizeof(Session{}), 128},
 		{"channel", unsafe.Sizeof(channel{}), 48},
 		{"bucket", unsafe.Sizeof(bucket{}), 8},
 	} {

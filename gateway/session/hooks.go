@@ -80,7 +80,7 @@ func (s *Session) joinHooked(topic string) (hooked, all bool) {
 // ok, attaches it like any other join. A refusal carries the service's
 // reason to the client.
 func (s *Session) askJoinHook(ch *channel, member hub.Member, granted bool, at time.Time) {
-	m := broker.JoinMeta{Subject: s.sub, ConnID: s.ID(), Params: ch.paramsJSON(), Granted: granted, Resume: member.Resume}
+	m := broker.JoinMeta{Subject: s.Sub(), ConnID: s.ID(), Params: ch.paramsJSON(), Granted: granted, Resume: member.Resume}
 	if s.hook != nil {
 		m.Claims, m.Assigns = s.hook.claims, s.hook.assigns
 	}

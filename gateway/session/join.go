@@ -257,7 +257,7 @@ func (s *Session) track(ch *channel) {
 		return
 	}
 	s.cfg.Presence.Track(ch.topic, ch, presence.Member{Conn: s.conn, Version: s.v, JoinRef: ch.joinRef(),
-		Sub: s.sub, ConnID: s.ID(), Params: ch.paramsJSON()})
+		Sub: s.Sub(), ConnID: s.ID(), Params: ch.paramsJSON()})
 }
 
 // untrack ends an instance's presence; call it wherever the instance

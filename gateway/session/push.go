@@ -271,7 +271,7 @@ func (s *Session) requestPush(h broker.Handlers, p *push) {
 	ctx, cancel := context.WithDeadline(context.Background(), p.at.Add(s.pushTimeout(f.Topic, true)))
 	defer cancel()
 	r, err := h.Request(ctx, f.Topic, f.Event, p.payload,
-		broker.PushMeta{Subject: s.sub, ConnID: s.ID(), JoinParams: p.params, Assigns: p.assigns, Sent: p.at})
+		broker.PushMeta{Subject: s.Sub(), ConnID: s.ID(), JoinParams: p.params, Assigns: p.assigns, Sent: p.at})
 	switch {
 	case errors.Is(err, broker.ErrNoHandler):
 		s.refuseQueued(p, ReasonNoHandler, nil)

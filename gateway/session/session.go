@@ -97,7 +97,7 @@ type Emitter interface {
 }
 
 // Session is one connection's Phoenix state. One exists per connection,
-// so its fields are ordered to pack (144 bytes) and push state, which many
+// so its fields are ordered to pack (128 bytes) and push state, which many
 // connections never need, lives apart until the first push.
 type Session struct {
 	cfg    *Config
@@ -105,7 +105,6 @@ type Session struct {
 	policy Policy
 
 	idn     uint64    // connection number (see ID)
-	sub     string    // authenticated user, "" when anonymous
 	hook    *connHook // claims and assigns for hooks; nil without hooks
 	onClose func()
 
@@ -133,16 +132,23 @@ func New(cfg *Config, conn transport.Conn, v phoenix.Version, policy Policy) *Se
 }
 
 // SetIdentity numbers the connection (n unique per gateway process, > 0;
-// its id is Config.IDPrefix + n in base 36) and names its authenticated
-// user, and announces it on the bus (lifecycle events). Call it once,
-// before the first message.
-func (s *Session) SetIdentity(n uint64, sub string) {
-	s.idn, s.sub = n, sub
+// its id is Config.IDPrefix + n in base 36) and announces it on the bus
+// (lifecycle events). Call it once, before the first message. The
+// connection's user is its policy's (UserPolicy).
+func (s *Session) SetIdentity(n uint64) {
+	s.idn = n
 	s.emit("connect", "")
 }
 
-// Sub is the connection's authenticated user ("" when anonymous).
-func (s *Session) Sub() string { return s.sub }
+// Sub is the connection's authenticated user: its policy's
+// (UserPolicy), "" when anonymous. Asked rather than kept: the policy
+// holds it anyway, and a copy cost every connection 16 bytes.
+func (s *Session) Sub() string {
+	if p, ok := s.policy.(UserPolicy); ok {
+		return p.Sub()
+	}
+	return ""
+}
 
 // ID is the connection's id for routed pushes, presence and lifecycle
 // events ("" before SetIdentity). Built when wanted rather than kept: one
@@ -178,7 +184,7 @@ func (s *Session) emitWith(kind, topic string, assigns []byte) {
 		Topic   string          `json:"topic,omitempty"`
 		At      int64           `json:"at"`
 		Assigns json.RawMessage `json:"assigns,omitempty"`
-	}{s.ID(), s.sub, topic, time.Now().UnixMilli(), assigns})
+	}{s.ID(), s.Sub(), topic, time.Now().UnixMilli(), assigns})
 	ev.Emit(kind, topic, b)
 }
 
