@@ -44,8 +44,11 @@ type loop struct {
 	stopping bool
 	due      []*conn
 	flushing []*conn // the dirty list being written (reused)
-	inflate  inflater
-	budget   int // bytes the current read turn may still inflate
+	// dirtyPeak is the longest dirty list taken since the last tick
+	// (trimLists).
+	dirtyPeak int
+	inflate   inflater
+	budget    int // bytes the current read turn may still inflate
 }
 
 func newLoop(s *Server) (*loop, error) {
@@ -112,12 +115,36 @@ func (l *loop) flushDirty() {
 			l.flushing = list
 			return
 		}
+		l.dirtyPeak = max(l.dirtyPeak, len(list))
 		for i, c := range list {
 			c.flush()
 			list[i] = nil
 		}
 		l.flushing = list
 	}
+}
+
+// trimFrom is the flush list capacity (connections) that trimLists lets
+// a loop keep whatever its bursts.
+const trimFrom = 256
+
+// trimLists gives back the flush lists a burst grew once a second went by
+// whose bursts were at most a quarter of their size: a broadcast to every
+// member of a big channel makes both lists as long as the loop has
+// connections, 16 bytes per connection kept for good otherwise. Traffic
+// that keeps the bursts big keeps the lists (no regrowing per message).
+// Loop goroutine, once per tick.
+func (l *loop) trimLists() {
+	peak := l.dirtyPeak
+	l.dirtyPeak = 0
+	if c := cap(l.flushing); c > trimFrom && peak <= c/4 {
+		l.flushing = nil
+	}
+	l.mu.Lock()
+	if c := cap(l.dirty); c > trimFrom && peak <= c/4 && len(l.dirty) == 0 {
+		l.dirty = nil
+	}
+	l.mu.Unlock()
 }
 
 // add registers a freshly upgraded connection. Bytes that arrived with the
@@ -242,6 +269,7 @@ func (l *loop) run() {
 		}
 		if l.now > l.lastTick {
 			l.tick(l.now)
+			l.trimLists()
 		}
 	}
 }
