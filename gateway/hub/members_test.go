@@ -2,6 +2,7 @@ package hub
 
 import (
 	"testing"
+	"unsafe"
 
 	"github.com/fabric-rt/fabric/internal/testkit/transporttest"
 )
@@ -38,5 +39,41 @@ func TestMemberListGrowth(t *testing.T) {
 		if gone := i%2 == 0; gone != (at < 0) || (!gone && ch.members[at].Key != k) {
 			t.Fatalf("key %d: found at %d", i, at)
 		}
+	}
+}
+
+// A member whose replay ran ahead of the live feed is remembered only
+// until the live feed catches up, or it leaves: the common member keeps
+// no offset at all.
+func TestAheadForgotten(t *testing.T) {
+	ch := &channel{persistent: true, last: 10}
+	conn := transporttest.NewConn()
+	a, b, c := &testSlotted{}, &testSlotted{}, &testSlotted{}
+	ch.add(Member{Conn: conn, Key: a}, 14)
+	ch.add(Member{Conn: conn, Key: b}, 12)
+	ch.add(Member{Conn: conn, Key: c}, 9) // behind the feed: nothing to skip
+	if len(ch.ahead) != 2 {
+		t.Fatalf("ahead %v, want a and b", ch.ahead)
+	}
+	ch.caughtUp(12)
+	if _, ok := ch.ahead[a]; !ok || len(ch.ahead) != 1 {
+		t.Fatalf("ahead %v after 12, want a", ch.ahead)
+	}
+	ch.remove(a)
+	if ch.ahead != nil {
+		t.Fatalf("ahead %v after a left, want nil", ch.ahead)
+	}
+	ch.add(Member{Conn: conn, Key: a}, 20)
+	ch.caughtUp(20)
+	if ch.ahead != nil {
+		t.Fatalf("ahead %v once caught up, want nil", ch.ahead)
+	}
+}
+
+// TestMemberSize keeps what every member of every channel costs from
+// growing unnoticed (docs/performance.md, "Where the memory goes").
+func TestMemberSize(t *testing.T) {
+	if n := unsafe.Sizeof(member{}); n > 40 {
+		t.Errorf("member is %d bytes, over 40", n)
 	}
 }

@@ -282,7 +282,13 @@ func (ch *channel) add(m Member, skipTo uint64) {
 		copy(grown, ch.members)
 		ch.members = grown
 	}
-	ch.members = append(ch.members, member{Conn: m.Conn, Key: m.Key, skipTo: skipTo, Version: m.Version, TextOnly: m.TextOnly})
+	ch.members = append(ch.members, member{Conn: m.Conn, Key: m.Key, Version: m.Version, TextOnly: m.TextOnly})
+	if skipTo > ch.last {
+		if ch.ahead == nil {
+			ch.ahead = make(map[any]uint64)
+		}
+		ch.ahead[m.Key] = skipTo
+	}
 	if ch.index == nil && len(ch.members) >= indexFrom && slotOf(m.Key) == nil {
 		ch.index = make(map[any]int, 2*len(ch.members))
 		for i := range ch.members {
@@ -331,7 +337,26 @@ func (ch *channel) remove(key any) bool {
 	ch.members[last] = member{}
 	ch.members = ch.members[:last]
 	ch.unplaced(key)
+	if ch.ahead != nil {
+		delete(ch.ahead, key)
+		if len(ch.ahead) == 0 {
+			ch.ahead = nil
+		}
+	}
 	return true
+}
+
+// caughtUp forgets the members the live feed caught up with at offset
+// (ch.mu held): they get every later message.
+func (ch *channel) caughtUp(offset uint64) {
+	for k, to := range ch.ahead {
+		if to <= offset {
+			delete(ch.ahead, k)
+		}
+	}
+	if len(ch.ahead) == 0 {
+		ch.ahead = nil
+	}
 }
 
 func (ch *channel) pos() broker.Position { return broker.Position{Epoch: ch.epoch, Offset: ch.last} }
