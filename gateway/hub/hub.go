@@ -172,13 +172,17 @@ type Hub struct {
 }
 
 type channel struct {
-	h          *Hub
-	topic      string
-	persistent bool
-	ready      chan struct{} // closed once the subscription is settled
-	err        error         // set before ready is closed
+	h     *Hub
+	topic string
+	// ready is closed once the subscription is settled, and then replaced
+	// by the shared settledReady: a channel of its own (96 bytes) for
+	// every live topic would outlive its use. Read and replaced under the
+	// shard lock.
+	ready      chan struct{}
+	err        error // set before ready is closed
 	sub        broker.Subscription
-	joining    int         // joins in progress; guarded by the shard lock
+	joining    int32 // joins in progress; guarded by the shard lock
+	persistent bool
 	grace      *time.Timer // pending drop; guarded by the shard lock
 
 	mu      sync.Mutex

@@ -1,9 +1,12 @@
 package hub
 
 import (
+	"context"
 	"testing"
+	"time"
 	"unsafe"
 
+	"github.com/fabric-rt/fabric/gateway/broker/memory"
 	"github.com/fabric-rt/fabric/internal/testkit/transporttest"
 )
 
@@ -70,10 +73,45 @@ func TestAheadForgotten(t *testing.T) {
 	}
 }
 
-// TestMemberSize keeps what every member of every channel costs from
-// growing unnoticed (docs/performance.md, "Where the memory goes").
-func TestMemberSize(t *testing.T) {
-	if n := unsafe.Sizeof(member{}); n > 40 {
-		t.Errorf("member is %d bytes, over 40", n)
+// TestRecordSizes keeps what every member and every live topic cost from
+// growing unnoticed (docs/performance.md, "Where the memory goes"). A
+// change that must grow them updates the bounds and the doc.
+func TestRecordSizes(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		size, max uintptr
+	}{
+		{"member", unsafe.Sizeof(member{}), 40},
+		{"channel", unsafe.Sizeof(channel{}), 224},
+	} {
+		if c.size > c.max {
+			t.Errorf("%s is %d bytes, over %d", c.name, c.size, c.max)
+		}
+	}
+}
+
+// A settled channel keeps no ready channel of its own.
+func TestSettledChannelSharesReady(t *testing.T) {
+	h := New(Config{Broker: memory.New(), LeaveGrace: time.Hour})
+	defer h.Close()
+	if err := h.Join(context.Background(), "room:r", Member{Conn: transporttest.NewConn(), Key: &testSlotted{}}); err != nil {
+		t.Fatal(err)
+	}
+	sh := h.shard("room:r")
+	sh.mu.Lock()
+	ready := sh.topics["room:r"].ready
+	sh.mu.Unlock()
+	if ready != settledReady {
+		t.Fatal("a settled channel keeps its own ready channel")
+	}
+	// Joins after it still go through, at once or waiting.
+	if !h.TryJoin("room:r", Member{Conn: transporttest.NewConn(), Key: &testSlotted{}}) {
+		t.Fatal("TryJoin of a settled channel failed")
+	}
+	if err := h.Join(context.Background(), "room:r", Member{Conn: transporttest.NewConn(), Key: &testSlotted{}}); err != nil {
+		t.Fatal(err)
+	}
+	if n := h.Members("room:r"); n != 3 {
+		t.Fatalf("%d members, want 3", n)
 	}
 }

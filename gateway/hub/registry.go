@@ -81,11 +81,12 @@ func (h *Hub) Join(ctx context.Context, topic string, m Member) error {
 	}
 	ch.joining++
 	ch.stopGrace()
+	ready := ch.ready
 	sh.mu.Unlock()
 	defer h.doneJoining(ch)
 
 	select {
-	case <-ch.ready:
+	case <-ready:
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -121,6 +122,7 @@ func (h *Hub) subscribe(ch *channel) {
 	sh := h.shard(ch.topic)
 	sh.mu.Lock()
 	close(ch.ready)
+	ch.ready = settledReady
 	switch {
 	case err != nil:
 		h.cfg.Logger.Warn("hub: subscribe failed", "topic", ch.topic, "err", err)
@@ -189,15 +191,17 @@ func (h *Hub) Close() {
 		sh := &h.shards[i]
 		sh.mu.Lock()
 		chs := make([]*channel, 0, len(sh.topics))
+		readies := make([]chan struct{}, 0, len(sh.topics))
 		for _, ch := range sh.topics {
 			chs = append(chs, ch)
+			readies = append(readies, ch.ready)
 			ch.stopGrace()
 		}
 		clear(sh.topics)
 		sh.mu.Unlock()
-		for _, ch := range chs {
+		for i, ch := range chs {
 			h.forgetChannel(ch)
-			<-ch.ready
+			<-readies[i]
 			if ch.sub != nil {
 				ch.sub.Unsubscribe()
 			}
@@ -230,6 +234,14 @@ func (h *Hub) Members(topic string) int {
 	return ch.len()
 }
 
+// settledReady is every settled channel's ready.
+var settledReady = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()
+
+// settled reports whether ch's subscription is settled (shard lock held).
 func (ch *channel) settled() bool {
 	select {
 	case <-ch.ready:
