@@ -228,6 +228,9 @@ func (p *policy) CanJoin(topic string) bool {
 }
 func (p *policy) CanPublish(topic string) bool { return p.grants.CanPublish(topic) }
 
+// Sub implements session.UserPolicy: the session asks for its user here.
+func (p *policy) Sub() string { return p.sub }
+
 // AcquireChannel implements session.ChannelBudget: one more channel of the
 // connection's user, unless the user is at MaxChannelsPerUser.
 func (p *policy) AcquireChannel() bool {

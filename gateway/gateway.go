@@ -254,12 +254,14 @@ func (g *Gateway) recheckLongPoll(r *http.Request, sess transport.Session) bool 
 	return err == nil && c.IsType(auth.TypeConnect) && c.Subject == s.Sub() && g.gateRefusal(c) == nil
 }
 
+// The session asks the policy for the connection's user.
+var _ session.UserPolicy = (*policy)(nil)
+
 // newSession builds the Phoenix session of an admitted connection.
 func (g *Gateway) newSession(c transport.Conn, v phoenix.Version, pol *policy, claims *auth.Claims, hc *hookConn, release func(), textOnly bool) transport.Session {
 	var p session.Policy
-	sub := ""
 	if pol != nil {
-		p, sub = pol, pol.sub
+		p = pol
 	}
 	s := session.New(&g.sess, c, v, p)
 	if textOnly {
@@ -269,7 +271,7 @@ func (g *Gateway) newSession(c transport.Conn, v phoenix.Version, pol *policy, c
 	if hc != nil {
 		s.SetHookContext(hc.claims, hc.assigns)
 	}
-	s.SetIdentity(g.nextID.Add(1), sub)
+	s.SetIdentity(g.nextID.Add(1))
 	if claims != nil && !claims.ExpiresAt.IsZero() {
 		// A connection lives as long as its token: phoenix.js reconnects
 		// with a fresh one through its params/authToken function.

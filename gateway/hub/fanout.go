@@ -28,15 +28,21 @@ func (ch *channel) deliver(msg *broker.Message) {
 		ch.last = msg.Offset
 	}
 	members := len(ch.members)
+	ahead := ch.ahead // nil on a non-persistent channel
 	for _, m := range ch.members {
-		if m.skipTo >= msg.Offset && ch.persistent {
-			continue // sent during its replay: never twice
+		if ahead != nil {
+			if to, ok := ahead[m.Key]; ok && to >= msg.Offset {
+				continue // sent during its replay: never twice
+			}
 		}
 		for _, out := range e.enc.frames(ch.h, msg, m.Version, m.TextOnly) {
 			if out != nil && m.Conn.Send(out) {
 				n++
 			}
 		}
+	}
+	if ahead != nil {
+		ch.caughtUp(msg.Offset)
 	}
 	ch.mu.Unlock()
 	ch.h.delivered.Add(uint64(n))
@@ -56,8 +62,14 @@ func (ch *channel) reset(msg *broker.Message) {
 	ch.epoch, ch.last = msg.Epoch, msg.Offset
 	ch.ring.clear()
 	members := ch.members
+	for _, m := range members {
+		if sl := slotOf(m.Key); sl != nil {
+			sl.i = 0
+		}
+	}
 	ch.members = nil
 	ch.index = nil
+	ch.ahead = nil
 	ch.mu.Unlock()
 	for _, m := range members {
 		if l, ok := m.Key.(Listener); ok {

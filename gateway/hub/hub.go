@@ -114,13 +114,11 @@ type Member struct {
 }
 
 // member is how a channel keeps a Member: without the resume position,
-// which only attaching needs (48 bytes per member of every channel).
+// which only attaching needs, nor the offset a replay ran ahead to
+// (channel.ahead): 40 bytes per member of every channel.
 type member struct {
-	Conn transport.Conn
-	Key  any
-	// skipTo: live messages up to this offset already reached the member
-	// through its replay (a page can run ahead of the live feed).
-	skipTo   uint64
+	Conn     transport.Conn
+	Key      any
 	Version  phoenix.Version
 	TextOnly bool
 }
@@ -174,21 +172,30 @@ type Hub struct {
 }
 
 type channel struct {
-	h          *Hub
-	topic      string
-	persistent bool
-	ready      chan struct{} // closed once the subscription is settled
-	err        error         // set before ready is closed
+	h     *Hub
+	topic string
+	// ready is closed once the subscription is settled, and then replaced
+	// by the shared settledReady: a channel of its own (96 bytes) for
+	// every live topic would outlive its use. Read and replaced under the
+	// shard lock.
+	ready      chan struct{}
+	err        error // set before ready is closed
 	sub        broker.Subscription
-	joining    int         // joins in progress; guarded by the shard lock
+	joining    int32 // joins in progress; guarded by the shard lock
+	persistent bool
 	grace      *time.Timer // pending drop; guarded by the shard lock
 
 	mu      sync.Mutex
 	members []member
 	index   map[any]int
-	epoch   string
-	last    uint64 // offset of the last message (or the start position)
-	ring    ring
+	// ahead holds, by key, members whose replay ran ahead of the live
+	// feed (a page read from the stream past this gateway's last
+	// message): the live messages up to that offset reached them
+	// already. Nil but for the few messages after such a replay.
+	ahead map[any]uint64
+	epoch string
+	last  uint64 // offset of the last message (or the start position)
+	ring  ring
 
 	// replaying holds the keys of members being replayed to (not yet in
 	// members): Leave removes a key from here, and the replay stops at

@@ -622,11 +622,34 @@ func TestCloseDropsEverything(t *testing.T) {
 	}
 }
 
+// slottedKey is a member key that keeps its own hub.Slot, as the
+// session's join instances do.
+type slottedKey struct{ slot hub.Slot }
+
+func (k *slottedKey) MemberSlot() *hub.Slot { return &k.slot }
+
 // Members are found by scanning while a channel is small and through an
-// index from 16 on: joining past that point, leaving in random order and
-// re-joining keeps exactly the current members receiving.
+// index from 16 on, or through the Slot their key keeps: joining past
+// that point, leaving in random order and re-joining keeps exactly the
+// current members receiving, whatever mix of keys the channel has.
 func TestMembershipAcrossIndexThreshold(t *testing.T) {
 	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		slotted func(i int) bool
+	}{
+		{"plain", func(int) bool { return false }},
+		{"slotted", func(int) bool { return true }},
+		{"mixed", func(i int) bool { return i%3 != 0 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			membershipChurn(t, tc.slotted)
+		})
+	}
+}
+
+func membershipChurn(t *testing.T, slotted func(int) bool) {
 	b := memory.New()
 	h := newHub(t, b, time.Hour)
 	type mc struct {
@@ -634,8 +657,11 @@ func TestMembershipAcrossIndexThreshold(t *testing.T) {
 		c *transporttest.Conn
 	}
 	var all []mc
-	for range 40 {
+	for i := range 40 {
 		m, c := member(phoenix.V2)
+		if slotted(i) {
+			m.Key = &slottedKey{}
+		}
 		mustJoin(t, h, "room:idx", m)
 		mustJoin(t, h, "room:idx", m) // a duplicate key is one member
 		all = append(all, mc{m, c})
@@ -656,6 +682,9 @@ func TestMembershipAcrossIndexThreshold(t *testing.T) {
 	for _, x := range back {
 		mustJoin(t, h, "room:idx", x.m)
 	}
+	if got := h.Members("room:idx"); got != 15 {
+		t.Fatalf("%d members after re-joins, want 15", got)
+	}
 	if _, err := b.Publish(context.Background(), "room:idx", "news", []byte(`{}`)); err != nil {
 		t.Fatal(err)
 	}
@@ -669,5 +698,13 @@ func TestMembershipAcrossIndexThreshold(t *testing.T) {
 		if n := x.c.Len(); n != 0 {
 			t.Fatalf("a member that left got %d messages", n)
 		}
+	}
+	// Everyone leaves: the channel is empty, whichever way its members
+	// were found.
+	for _, x := range append(kept, back...) {
+		h.Leave("room:idx", x.m.Key)
+	}
+	if got := h.Members("room:idx"); got != 0 {
+		t.Fatalf("%d members after everyone left, want 0", got)
 	}
 }

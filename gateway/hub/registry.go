@@ -81,11 +81,12 @@ func (h *Hub) Join(ctx context.Context, topic string, m Member) error {
 	}
 	ch.joining++
 	ch.stopGrace()
+	ready := ch.ready
 	sh.mu.Unlock()
 	defer h.doneJoining(ch)
 
 	select {
-	case <-ch.ready:
+	case <-ready:
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -121,6 +122,7 @@ func (h *Hub) subscribe(ch *channel) {
 	sh := h.shard(ch.topic)
 	sh.mu.Lock()
 	close(ch.ready)
+	ch.ready = settledReady
 	switch {
 	case err != nil:
 		h.cfg.Logger.Warn("hub: subscribe failed", "topic", ch.topic, "err", err)
@@ -189,15 +191,17 @@ func (h *Hub) Close() {
 		sh := &h.shards[i]
 		sh.mu.Lock()
 		chs := make([]*channel, 0, len(sh.topics))
+		readies := make([]chan struct{}, 0, len(sh.topics))
 		for _, ch := range sh.topics {
 			chs = append(chs, ch)
+			readies = append(readies, ch.ready)
 			ch.stopGrace()
 		}
 		clear(sh.topics)
 		sh.mu.Unlock()
-		for _, ch := range chs {
+		for i, ch := range chs {
 			h.forgetChannel(ch)
-			<-ch.ready
+			<-readies[i]
 			if ch.sub != nil {
 				ch.sub.Unsubscribe()
 			}
@@ -230,6 +234,14 @@ func (h *Hub) Members(topic string) int {
 	return ch.len()
 }
 
+// settledReady is every settled channel's ready.
+var settledReady = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()
+
+// settled reports whether ch's subscription is settled (shard lock held).
 func (ch *channel) settled() bool {
 	select {
 	case <-ch.ready:
@@ -260,28 +272,56 @@ func (ch *channel) len() int {
 }
 
 // indexFrom is the member count from which a channel keeps a key → slot
-// map: below it a scan is as fast, and a map costs 200+ bytes even for a
-// channel of one (a user's private channel).
+// map for keys without a Slot of their own: below it a scan is as fast,
+// and a map costs 200+ bytes even for a channel of one (a user's private
+// channel). Sessions' keys carry their Slot, so their channels keep no map.
 const indexFrom = 16
+
+// growFrom is the member count from which add grows the member list
+// itself; below it append's doubling wastes little.
+const growFrom = 64
 
 // add and remove run under ch.mu.
 func (ch *channel) add(m Member, skipTo uint64) {
 	if ch.find(m.Key) >= 0 {
 		return
 	}
-	ch.members = append(ch.members, member{Conn: m.Conn, Key: m.Key, skipTo: skipTo, Version: m.Version, TextOnly: m.TextOnly})
-	if ch.index != nil {
-		ch.index[m.Key] = len(ch.members) - 1
-	} else if len(ch.members) >= indexFrom {
-		ch.index = make(map[any]int, 2*len(ch.members))
-		for i, m := range ch.members {
-			ch.index[m.Key] = i
-		}
+	if n := len(ch.members); n == cap(ch.members) && n >= growFrom {
+		// Grown by an eighth rather than append's quarter (to double,
+		// below 256): the unused tail is what every member of a big
+		// channel pays for, and copying it more often costs little.
+		grown := make([]member, n, n+n/8)
+		copy(grown, ch.members)
+		ch.members = grown
 	}
+	ch.members = append(ch.members, member{Conn: m.Conn, Key: m.Key, Version: m.Version, TextOnly: m.TextOnly})
+	if skipTo > ch.last {
+		if ch.ahead == nil {
+			ch.ahead = make(map[any]uint64)
+		}
+		ch.ahead[m.Key] = skipTo
+	}
+	if ch.index == nil && len(ch.members) >= indexFrom && slotOf(m.Key) == nil {
+		ch.index = make(map[any]int, 2*len(ch.members))
+		for i := range ch.members {
+			ch.placed(i)
+		}
+		return
+	}
+	ch.placed(len(ch.members) - 1)
 }
 
 // find returns key's slot, or -1.
 func (ch *channel) find(key any) int {
+	if sl := slotOf(key); sl != nil {
+		// The Slot is checked against the list: a key's slot is only
+		// ever written under this channel's lock, but a key that is no
+		// member here must not be taken for the one in its old place.
+		if i := int(sl.i) - 1; i >= 0 && i < len(ch.members) && ch.members[i].Key == key {
+			return i
+		}
+		return -1
+	}
 	if ch.index != nil {
 		if i, ok := ch.index[key]; ok {
 			return i
@@ -304,16 +344,31 @@ func (ch *channel) remove(key any) bool {
 	last := len(ch.members) - 1
 	if i != last {
 		ch.members[i] = ch.members[last]
-		if ch.index != nil {
-			ch.index[ch.members[i].Key] = i
-		}
+		ch.placed(i)
 	}
 	ch.members[last] = member{}
 	ch.members = ch.members[:last]
-	if ch.index != nil {
-		delete(ch.index, key)
+	ch.unplaced(key)
+	if ch.ahead != nil {
+		delete(ch.ahead, key)
+		if len(ch.ahead) == 0 {
+			ch.ahead = nil
+		}
 	}
 	return true
+}
+
+// caughtUp forgets the members the live feed caught up with at offset
+// (ch.mu held): they get every later message.
+func (ch *channel) caughtUp(offset uint64) {
+	for k, to := range ch.ahead {
+		if to <= offset {
+			delete(ch.ahead, k)
+		}
+	}
+	if len(ch.ahead) == 0 {
+		ch.ahead = nil
+	}
 }
 
 func (ch *channel) pos() broker.Position { return broker.Position{Epoch: ch.epoch, Offset: ch.last} }

@@ -26,6 +26,11 @@ func TestValidate(t *testing.T) {
 		{"room", Namespace{AllowDelete: true}, "only apply with history: true"},
 		{"room", Namespace{Pushes: "reply"}, `pushes must be "publish" or "request"`},
 		{"room", Namespace{PushTimeout: -1}, "push_timeout must not be negative"},
+		// Live subscriptions.
+		{"room", Namespace{History: true, LiveSubscription: LiveNamespace}, ""},
+		{"room", Namespace{History: true, LiveSubscription: LiveChannel}, ""},
+		{"room", Namespace{History: true, LiveSubscription: "wildcard"}, `namespace "room": live_subscription must be "auto", "channel" or "namespace"`},
+		{"room", Namespace{LiveSubscription: LiveAuto}, "live_subscription only applies with history: true"},
 		// Presence caps.
 		{"room", Namespace{Presence: true, PresenceMaxMembers: 5000, PresenceMaxStateBytes: 64 << 10}, ""},
 		{"room", Namespace{PresenceMaxMembers: 10}, "only apply with presence"},

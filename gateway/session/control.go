@@ -28,14 +28,15 @@ func (s *Session) Unsubscribe(topic string) bool {
 		return false
 	}
 	s.forget(ch)
-	ch.gone.Store(true)
+	ch.setGone()
 	s.mu.Unlock()
 	s.cfg.Hub.Leave(ch.topic, ch)
 	s.untrack(ch)
 	if ch.live {
 		s.emit("leave", ch.topic)
 	}
-	s.send(phoenix.AppendMessage(nil, s.v, ch.joinRef, ch.joinRef, ch.topic, phoenix.EventClose, nil))
+	jr := ch.joinRef()
+	s.send(phoenix.AppendMessage(nil, s.v, jr, jr, ch.topic, phoenix.EventClose, nil))
 	return true
 }
 

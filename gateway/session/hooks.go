@@ -49,8 +49,8 @@ func (s *Session) connAssigns() []byte {
 
 // assigns is what a push request or lifecycle event of ch carries.
 func (ch *channel) assigns() []byte {
-	if ch.hook != nil {
-		return ch.hook.assigns
+	if h := ch.hookAnswer(); h != nil {
+		return h.assigns
 	}
 	return ch.s.connAssigns()
 }
@@ -59,10 +59,11 @@ func (ch *channel) assigns() []byte {
 // Fabric's own keys (epoch, offset, recovered) added after it so that they
 // win for any JSON reader.
 func (ch *channel) hookResponse(fabric []byte) []byte {
-	if ch.hook == nil || len(ch.hook.response) == 0 {
+	h := ch.hookAnswer()
+	if h == nil || len(h.response) == 0 {
 		return fabric
 	}
-	return mergeObjects(ch.hook.response, fabric)
+	return mergeObjects(h.response, fabric)
 }
 
 // joinHooked reports whether topic's joins are asked, and whether joins
@@ -79,7 +80,7 @@ func (s *Session) joinHooked(topic string) (hooked, all bool) {
 // ok, attaches it like any other join. A refusal carries the service's
 // reason to the client.
 func (s *Session) askJoinHook(ch *channel, member hub.Member, granted bool, at time.Time) {
-	m := broker.JoinMeta{Subject: s.sub, ConnID: s.ID(), Params: ch.paramsJSON(), Granted: granted, Resume: member.Resume}
+	m := broker.JoinMeta{Subject: s.Sub(), ConnID: s.ID(), Params: ch.paramsJSON(), Granted: granted, Resume: member.Resume}
 	if s.hook != nil {
 		m.Claims, m.Assigns = s.hook.claims, s.hook.assigns
 	}
@@ -93,17 +94,18 @@ func (s *Session) askJoinHook(ch *channel, member hub.Member, granted bool, at t
 		}
 		if why != "" {
 			s.forget(ch)
-			ch.gone.Store(true)
+			ch.setGone()
 			s.mu.Unlock()
 			s.joinDone(ch, JoinHookRefused)
-			s.reply(ch.joinRef, ch.joinMsgRef(), ch.topic, false, reasonJSON(why))
+			s.reply(ch.joinRef(), ch.joinMsgRef(), ch.topic, false, reasonJSON(why))
 			return
 		}
 		if len(a.Response) > 0 || len(a.Assigns) > 0 {
-			ch.hook = &chanHook{response: compact(a.Response), assigns: compact(s.connAssigns())}
+			h := &chanHook{response: compact(a.Response), assigns: compact(s.connAssigns())}
 			if len(a.Assigns) > 0 {
-				ch.hook.assigns = mergeObjects(ch.hook.assigns, a.Assigns)
+				h.assigns = mergeObjects(h.assigns, a.Assigns)
 			}
+			ch.more.hook = h // more exists: newChannel was told the join is hooked
 		}
 		s.attach(ch, member) // unlocks s.mu
 	})

@@ -22,7 +22,7 @@ import (
 // joinDone counts the result of ch's join, once: the hub's JoinReply call
 // and the joining goroutine can both see an end of the same join.
 func (s *Session) joinDone(ch *channel, result string) {
-	if ch.counted.CompareAndSwap(false, true) {
+	if ch.count() {
 		s.cfg.counters.join(result)
 	}
 }
@@ -76,10 +76,11 @@ func (s *Session) join(f phoenix.Frame) {
 		// Duplicate join: the latest wins; the old instance is closed
 		// with its own join_ref, as Phoenix does.
 		s.forget(old)
-		old.gone.Store(true)
+		old.setGone()
 		s.cfg.Hub.Leave(old.topic, old)
 		s.untrack(old)
-		s.send(phoenix.AppendMessage(nil, s.v, old.joinRef, old.joinRef, old.topic, phoenix.EventClose, nil))
+		jr := old.joinRef()
+		s.send(phoenix.AppendMessage(nil, s.v, jr, jr, old.topic, phoenix.EventClose, nil))
 	}
 	if len(s.channels) >= s.cfg.MaxChannels {
 		s.mu.Unlock()
@@ -93,7 +94,7 @@ func (s *Session) join(f phoenix.Frame) {
 		s.reply(joinRef, f.Ref, f.Topic, false, reason(ReasonTooManyJoinedByUser))
 		return
 	}
-	ch := &channel{s: s, topic: s.cfg.Hub.Intern(f.Topic), joinRef: joinRef, ref: f.Ref.S, refValid: f.Ref.Valid, refRaw: f.Ref.Raw, params: joinParams(f.Payload)}
+	ch := newChannel(s, s.cfg.Hub.Intern(f.Topic), joinRef, f.Ref, joinParams(f.Payload), hooked)
 	s.channels = append(s.channels, ch)
 	member := hub.Member{
 		Conn:     s.conn,
@@ -152,13 +153,13 @@ func (s *Session) attach(ch *channel, member hub.Member) {
 			s.announce(ch)
 			return
 		}
-		if !ch.joined.Load() {
+		if !ch.joined() {
 			s.joinDone(ch, JoinError)
 			s.forget(ch)
 			if !errors.Is(err, broker.ErrUnavailable) {
 				s.cfg.Logger.Warn("join failed", "topic", ch.topic, "err", err)
 			}
-			s.reply(ch.joinRef, ch.joinMsgRef(), ch.topic, false, reason(ReasonUnavailable))
+			s.reply(ch.joinRef(), ch.joinMsgRef(), ch.topic, false, reason(ReasonUnavailable))
 		}
 	}()
 }
@@ -169,13 +170,13 @@ func (s *Session) attach(ch *channel, member hub.Member) {
 // session may hold around TryJoin.
 func (ch *channel) JoinReply(r hub.JoinResult) (*transport.Message, bool) {
 	s := ch.s
-	if ch.gone.Load() {
+	if ch.gone() {
 		s.joinDone(ch, JoinCanceled)
 		return nil, false // the client already left this instance
 	}
-	ch.joined.Store(true)
+	ch.setJoined()
 	s.joinDone(ch, JoinOK)
-	return transport.NewText(phoenix.AppendReply(nil, s.v, ch.joinRef, ch.joinMsgRef(), ch.topic, "ok",
+	return transport.NewText(phoenix.AppendReply(nil, s.v, ch.joinRef(), ch.joinMsgRef(), ch.topic, "ok",
 		ch.hookResponse(joinResponse(r)))), true
 }
 
@@ -184,7 +185,7 @@ func (ch *channel) JoinReply(r hub.JoinResult) (*transport.Message, bool) {
 // after the join reply, which the hub queued, so presence_state follows
 // it. Outside the hub's locks: nothing here holds up a channel.
 func (s *Session) announce(ch *channel) {
-	if !ch.joined.Load() || ch.live {
+	if !ch.joined() || ch.live {
 		return
 	}
 	ch.live = true
@@ -243,9 +244,10 @@ func (s *Session) reset(ch *channel) {
 		return
 	}
 	s.forget(ch)
-	ch.gone.Store(true)
+	ch.setGone()
 	s.untrack(ch)
-	s.send(phoenix.AppendMessage(nil, s.v, ch.joinRef, ch.joinRef, ch.topic, phoenix.EventError, nil))
+	jr := ch.joinRef()
+	s.send(phoenix.AppendMessage(nil, s.v, jr, jr, ch.topic, phoenix.EventError, nil))
 }
 
 // track registers a joined instance with presence (when its namespace has
@@ -254,8 +256,8 @@ func (s *Session) track(ch *channel) {
 	if s.cfg.Presence == nil {
 		return
 	}
-	s.cfg.Presence.Track(ch.topic, ch, presence.Member{Conn: s.conn, Version: s.v, JoinRef: ch.joinRef,
-		Sub: s.sub, ConnID: s.ID(), Params: ch.paramsJSON()})
+	s.cfg.Presence.Track(ch.topic, ch, presence.Member{Conn: s.conn, Version: s.v, JoinRef: ch.joinRef(),
+		Sub: s.Sub(), ConnID: s.ID(), Params: ch.paramsJSON()})
 }
 
 // untrack ends an instance's presence; call it wherever the instance
@@ -335,19 +337,20 @@ func (s *Session) leave(f phoenix.Frame) {
 		s.reply(f.JoinRef, f.Ref, f.Topic, true, nil)
 		return
 	}
-	if f.JoinRef.Valid && f.JoinRef != ch.joinRef {
+	if f.JoinRef.Valid && !ch.isJoinRef(f.JoinRef) {
 		return // stale leave for an instance already replaced
 	}
 	// The instance's last frames: once Leave and untrack returned, the
 	// hub and presence queue nothing more for it (docs/architecture.md,
 	// "Who writes to a connection").
 	s.forget(ch)
-	ch.gone.Store(true)
+	ch.setGone()
 	s.cfg.Hub.Leave(ch.topic, ch)
 	s.untrack(ch)
 	if ch.live {
 		s.emitWith("leave", ch.topic, ch.assigns())
 	}
 	s.reply(f.JoinRef, f.Ref, f.Topic, true, nil)
-	s.send(phoenix.AppendMessage(nil, s.v, ch.joinRef, ch.joinRef, ch.topic, phoenix.EventClose, nil))
+	jr := ch.joinRef()
+	s.send(phoenix.AppendMessage(nil, s.v, jr, jr, ch.topic, phoenix.EventClose, nil))
 }

@@ -11,10 +11,26 @@ import (
 // Limits: per-connection token buckets for joins, pushes and push bytes,
 // and the close (4029) for sustained abuse.
 
-// bucket is a token bucket (HandleMessage goroutine only).
+// bucket is a token bucket (HandleMessage goroutine only) kept as one
+// number, the moment it is full again (monoNow(); 0 = full), instead of
+// a level and the time of the last take: half the bytes, the same
+// behaviour. It holds burst - (full-now)·rate tokens, at most burst, and
+// below zero when a take left it in debt.
 type bucket struct {
-	tokens float64
-	last   int64 // monoNow() of the last take; 0 = never
+	full int64
+}
+
+// tokens is what b holds at now.
+func (b *bucket) tokens(now int64, rate, burst float64) float64 {
+	if b.full <= now {
+		return burst
+	}
+	return burst - time.Duration(b.full-now).Seconds()*rate
+}
+
+// take removes n tokens at now.
+func (b *bucket) take(now int64, n, rate float64) {
+	b.full = max(b.full, now) + int64(n/rate*float64(time.Second))
 }
 
 // clockBase anchors monoNow: durations since it come from the monotonic
@@ -33,17 +49,12 @@ func (s *Session) limit(b *bucket, rate float64, burst int, joinRef phoenix.Ref,
 		burst = 1
 	}
 	now := monoNow()
-	if b.last == 0 {
-		b.tokens = float64(burst)
-	} else {
-		b.tokens = min(float64(burst), b.tokens+time.Duration(now-b.last).Seconds()*rate)
-	}
-	b.last = now
-	if b.tokens >= 1 {
-		b.tokens--
+	tokens := b.tokens(now, rate, float64(burst))
+	if tokens >= 1 {
+		b.take(now, 1, rate)
 		return true
 	}
-	wait := time.Duration((1 - b.tokens) / rate * float64(time.Second))
+	wait := time.Duration((1 - tokens) / rate * float64(time.Second))
 	resp := []byte(`{"reason":"rate_limited","retry_after_ms":`)
 	resp = strconv.AppendInt(resp, max(1, wait.Milliseconds()), 10)
 	s.reply(joinRef, f.Ref, f.Topic, false, append(resp, '}'))
@@ -73,20 +84,15 @@ func (s *Session) limitBytes(b *bucket, n int, f phoenix.Frame) bool {
 	}
 	burst := float64(max(s.cfg.PushBytesBurst, 1))
 	now := monoNow()
-	if b.last == 0 {
-		b.tokens = burst
-	} else {
-		b.tokens = min(burst, b.tokens+time.Duration(now-b.last).Seconds()*rate)
-	}
-	b.last = now
+	tokens := b.tokens(now, rate, burst)
 	// A push bigger than the burst passes on a full bucket (and leaves it
 	// in debt), so that the limit never refuses a message for its size
 	// alone: that is --max-message-size's job.
-	if b.tokens >= float64(n) || b.tokens >= burst {
-		b.tokens -= float64(n)
+	if tokens >= float64(n) || tokens >= burst {
+		b.take(now, float64(n), rate)
 		return true
 	}
-	wait := time.Duration((min(float64(n), burst) - b.tokens) / rate * float64(time.Second))
+	wait := time.Duration((min(float64(n), burst) - tokens) / rate * float64(time.Second))
 	resp := []byte(`{"reason":"rate_limited","limit":"bytes","retry_after_ms":`)
 	resp = strconv.AppendInt(resp, max(1, wait.Milliseconds()), 10)
 	s.reply(f.JoinRef, f.Ref, f.Topic, false, append(resp, '}'))

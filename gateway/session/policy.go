@@ -16,6 +16,13 @@ type Policy interface {
 	CanPublish(topic string) bool
 }
 
+// UserPolicy is a Policy that knows the connection's authenticated user
+// (its token's subject).
+type UserPolicy interface {
+	Policy
+	Sub() string
+}
+
 // ChannelBudget is implemented by policies that bound the channels of a
 // user across its connections: AcquireChannel is asked before a channel
 // instance is added (false refuses the join), ReleaseChannel once for

@@ -18,7 +18,7 @@ var _ presence.Instance = (*channel)(nil)
 func (ch *channel) PresenceConn() transport.Conn { return ch.s.conn }
 
 // PresenceJoinRef is the instance's join_ref.
-func (ch *channel) PresenceJoinRef() phoenix.Ref { return ch.joinRef }
+func (ch *channel) PresenceJoinRef() phoenix.Ref { return ch.joinRef() }
 
 // PresenceConnID is the connection's id (Session.ID) as its shared prefix
 // and number.

@@ -306,3 +306,42 @@ func TestBinaryPushReservedEvent(t *testing.T) {
 		t.Fatalf("published %+v", pub)
 	}
 }
+
+// A join_ref that looks like a number but is not one as strconv writes it
+// ("007") is echoed as sent, and a ref naming the same number another
+// way ("7") is another join_ref: instances keep small decimal join_refs
+// as numbers (channel.go) without changing what they compare equal to.
+func TestDecimalLookingRefsEchoed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, phoenix.V2)
+	e.send(`["007","007","room:1","phx_join",{}]`)
+	e.expect(t, `["007","007","room:1","phx_reply",{"status":"ok","response":{}}]`)
+	e.send(`["7","8","room:1","new_msg",{}]`)
+	want := `[null,"8","room:1","phx_reply",{"status":"error","response":{"reason":"unmatched topic"}}]`
+	waitFor(t, "the stale push's reply", func() bool {
+		for _, r := range replies(t, e.conn) {
+			if r == want {
+				return true
+			}
+		}
+		return false
+	})
+	e.send(`["12","9","room:2","phx_join",{}]`)
+	waitFor(t, "the second join's reply", func() bool {
+		for _, r := range replies(t, e.conn) {
+			if r == `["12","9","room:2","phx_reply",{"status":"ok","response":{}}]` {
+				return true
+			}
+		}
+		return false
+	})
+	e.send(`["12","10","room:2","phx_leave",{}]`)
+	waitFor(t, "the leave's close", func() bool {
+		for _, m := range e.conn.Sent() {
+			if string(m.Data) == `["12","12","room:2","phx_close",{}]` {
+				return true
+			}
+		}
+		return false
+	})
+}

@@ -97,7 +97,7 @@ func (s *Session) routes(topic string) (broker.Handlers, bool) {
 func (s *Session) push(f phoenix.Frame) {
 	s.mu.Lock()
 	ch := s.channel(f.Topic)
-	ok := ch != nil && ch.joined.Load() && (!f.JoinRef.Valid || f.JoinRef == ch.joinRef)
+	ok := ch != nil && ch.joined() && (!f.JoinRef.Valid || ch.isJoinRef(f.JoinRef))
 	s.mu.Unlock()
 	if !ok {
 		// Phoenix answers events for unknown topics with a null join_ref.
@@ -271,7 +271,7 @@ func (s *Session) requestPush(h broker.Handlers, p *push) {
 	ctx, cancel := context.WithDeadline(context.Background(), p.at.Add(s.pushTimeout(f.Topic, true)))
 	defer cancel()
 	r, err := h.Request(ctx, f.Topic, f.Event, p.payload,
-		broker.PushMeta{Subject: s.sub, ConnID: s.ID(), JoinParams: p.params, Assigns: p.assigns, Sent: p.at})
+		broker.PushMeta{Subject: s.Sub(), ConnID: s.ID(), JoinParams: p.params, Assigns: p.assigns, Sent: p.at})
 	switch {
 	case errors.Is(err, broker.ErrNoHandler):
 		s.refuseQueued(p, ReasonNoHandler, nil)

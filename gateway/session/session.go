@@ -16,7 +16,6 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/fabric-rt/fabric/gateway/broker"
@@ -98,7 +97,7 @@ type Emitter interface {
 }
 
 // Session is one connection's Phoenix state. One exists per connection,
-// so its fields are ordered to pack (152 bytes) and push state, which many
+// so its fields are ordered to pack (128 bytes) and push state, which many
 // connections never need, lives apart until the first push.
 type Session struct {
 	cfg    *Config
@@ -106,7 +105,6 @@ type Session struct {
 	policy Policy
 
 	idn     uint64    // connection number (see ID)
-	sub     string    // authenticated user, "" when anonymous
 	hook    *connHook // claims and assigns for hooks; nil without hooks
 	onClose func()
 
@@ -125,36 +123,6 @@ type Session struct {
 	warned   bool // under mu: a refused push of this connection was logged at Debug
 }
 
-// channel is one join instance. Its pointer is the hub membership key, so
-// a duplicate join's new instance never shares a delivery path with the old.
-type channel struct {
-	s        *Session
-	topic    string
-	joinRef  phoenix.Ref
-	ref      string      // the join message's ref, for the reply (with refValid, refRaw)
-	params   string      // join params, forwarded with routed pushes ("" for none)
-	hook     *chanHook   // the join hook's answer; nil when not asked
-	joined   atomic.Bool // the ok reply went out and the hub delivers to it
-	gone     atomic.Bool // left, replaced or disconnected: no reply any more
-	counted  atomic.Bool // the join's result was counted (joinDone)
-	refValid bool        // (one per joined channel of every connection: 104 bytes)
-	refRaw   bool
-	live     bool // under Session.mu: announced (join event, presence), see announce
-}
-
-// joinMsgRef is the ref of the join message.
-func (ch *channel) joinMsgRef() phoenix.Ref {
-	return phoenix.Ref{S: ch.ref, Valid: ch.refValid, Raw: ch.refRaw}
-}
-
-// paramsJSON is the join params as bytes, nil when empty.
-func (ch *channel) paramsJSON() []byte {
-	if ch.params == "" {
-		return nil
-	}
-	return []byte(ch.params)
-}
-
 var _ transport.Session = (*Session)(nil)
 
 // New returns the session of conn, speaking version v. cfg (with defaults
@@ -164,16 +132,23 @@ func New(cfg *Config, conn transport.Conn, v phoenix.Version, policy Policy) *Se
 }
 
 // SetIdentity numbers the connection (n unique per gateway process, > 0;
-// its id is Config.IDPrefix + n in base 36) and names its authenticated
-// user, and announces it on the bus (lifecycle events). Call it once,
-// before the first message.
-func (s *Session) SetIdentity(n uint64, sub string) {
-	s.idn, s.sub = n, sub
+// its id is Config.IDPrefix + n in base 36) and announces it on the bus
+// (lifecycle events). Call it once, before the first message. The
+// connection's user is its policy's (UserPolicy).
+func (s *Session) SetIdentity(n uint64) {
+	s.idn = n
 	s.emit("connect", "")
 }
 
-// Sub is the connection's authenticated user ("" when anonymous).
-func (s *Session) Sub() string { return s.sub }
+// Sub is the connection's authenticated user: its policy's
+// (UserPolicy), "" when anonymous. Asked rather than kept: the policy
+// holds it anyway, and a copy cost every connection 16 bytes.
+func (s *Session) Sub() string {
+	if p, ok := s.policy.(UserPolicy); ok {
+		return p.Sub()
+	}
+	return ""
+}
 
 // ID is the connection's id for routed pushes, presence and lifecycle
 // events ("" before SetIdentity). Built when wanted rather than kept: one
@@ -209,7 +184,7 @@ func (s *Session) emitWith(kind, topic string, assigns []byte) {
 		Topic   string          `json:"topic,omitempty"`
 		At      int64           `json:"at"`
 		Assigns json.RawMessage `json:"assigns,omitempty"`
-	}{s.ID(), s.sub, topic, time.Now().UnixMilli(), assigns})
+	}{s.ID(), s.Sub(), topic, time.Now().UnixMilli(), assigns})
 	ev.Emit(kind, topic, b)
 }
 
@@ -262,7 +237,7 @@ func (s *Session) HandleClose(transport.CloseCode) {
 	s.mu.Unlock()
 	for _, ch := range chs {
 		s.releaseChannel()
-		ch.gone.Store(true)
+		ch.setGone()
 		s.cfg.Hub.Leave(ch.topic, ch)
 		s.untrack(ch)
 		if ch.live {

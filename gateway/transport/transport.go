@@ -184,6 +184,8 @@ type Session interface {
 // Expirer is implemented by transports that can close a connection at a
 // fixed time (a credential's expiry) without a timer per connection.
 type Expirer interface {
-	// ExpireAt closes the connection with code and reason at t.
+	// ExpireAt closes the connection with code and reason at t. Every
+	// call with the same code gives the same reason: a transport may keep
+	// it per code rather than per connection.
 	ExpireAt(t time.Time, code CloseCode, reason string)
 }

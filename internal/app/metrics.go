@@ -85,6 +85,8 @@ var (
 		[]string{"recovered", "reason"}, nil)
 	descNATSSubs = prometheus.NewDesc("fabric_nats_subscriptions",
 		"Subscriptions on the gateway's NATS connection: channels, presence, stream advisories, the request inbox.", nil, nil)
+	descLiveWildcard = prometheus.NewDesc("fabric_live_wildcard_namespaces",
+		"Persistent namespaces whose live messages reach this gateway through one wildcard subscription rather than one per channel.", nil, nil)
 	descReceived = prometheus.NewDesc("fabric_messages_received_total",
 		"Bus messages handed to the hub for fan-out (one per message per channel).", nil, nil)
 	descFanout = prometheus.NewDesc("fabric_fanout_latency_seconds",
@@ -112,7 +114,7 @@ func (c *fabricCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descConnections, descChannels, descHistoryMemory, descLongPollSessions, descDelivered,
 		descReplayed, descUnframeable, descDropped, descClosed, descRefused,
-		descLongPollResults, descNATSConnected, descJoins, descPushesRefused, descPushesLimited, descResumes, descNATSSubs,
+		descLongPollResults, descNATSConnected, descJoins, descPushesRefused, descPushesLimited, descResumes, descNATSSubs, descLiveWildcard,
 		descReceived, descFanout, descPublishRequests, descDraining, descEventsDropped,
 		descNATSProbes, descNATSDowns, descCompressed, descOutputQueued, descOutputCuts,
 	} {
@@ -162,6 +164,7 @@ func (c *fabricCollector) Collect(ch chan<- prometheus.Metric) {
 	if a.broker != nil {
 		counter(descDropped, a.broker.Dropped(), "event_name")
 		counter(descDropped, a.broker.SlowConsumerDrops(), "nats_slow_consumer")
+		gauge(descLiveWildcard, float64(a.broker.WildcardNamespaces()))
 	}
 	if a.gw == nil {
 		return

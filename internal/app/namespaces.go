@@ -32,7 +32,7 @@ func streams(nss *namespace.Set) map[string]natsbroker.Stream {
 			continue
 		}
 		out[name] = natsbroker.Stream{MaxAge: ns.MaxAge, MaxBytes: ns.MaxBytes, MaxMsgsPerChannel: ns.MaxMsgsPerChannel,
-			Replicas: ns.Replicas, AllowPurge: ns.AllowPurge, AllowDelete: ns.AllowDelete}
+			Replicas: ns.Replicas, AllowPurge: ns.AllowPurge, AllowDelete: ns.AllowDelete, Live: ns.LiveSubscription}
 	}
 	return out
 }

@@ -132,3 +132,102 @@ func TestAdapterSettingsFromPolicy(t *testing.T) {
 		t.Fatalf("presence TTLs: %v", ttl)
 	}
 }
+
+// TestLiveSubscriptionReachesBroker: the namespace policy's
+// live_subscription values are the adapter's (namespace cannot import
+// it), and streams passes them on.
+func TestLiveSubscriptionReachesBroker(t *testing.T) {
+	for ns, nb := range map[string]string{
+		namespace.LiveAuto: natsbroker.LiveAuto, namespace.LiveChannel: natsbroker.LiveChannel, namespace.LiveNamespace: natsbroker.LiveNamespace,
+	} {
+		if ns != nb {
+			t.Fatalf("namespace says %q, natsbroker %q", ns, nb)
+		}
+		set := namespace.MustNew(map[string]namespace.Namespace{"room": {History: true, LiveSubscription: ns}})
+		if got := streams(set)["room"].Live; got != ns {
+			t.Fatalf("streams: live %q, want %q", got, ns)
+		}
+	}
+}
+
+// TestLiveSubscriptionNamespaceEndToEnd: with live_subscription:
+// namespace, clients of different channels each get their channel's
+// messages (in order, none of the other's) through the namespace's one
+// wildcard subscription, a resume replays them, and the metric says
+// which mode the namespace is in.
+func TestLiveSubscriptionNamespaceEndToEnd(t *testing.T) {
+	a, err := Start(Config{Listen: "127.0.0.1:0", OpsListen: "127.0.0.1:0", NATSListen: "off", DataDir: t.TempDir(),
+		JWTSecret: metricsSecret, AllowQueryToken: true, PublishAPIKeys: []string{metricsAPIKey},
+		Namespaces: map[string]namespace.Namespace{"room": {History: true, Presence: true, LiveSubscription: namespace.LiveNamespace}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		a.Shutdown(ctx)
+	})
+	tok, err := auth.Mint(auth.Config{Secret: []byte(metricsSecret)}, auth.MintClaims{Subject: "ann", Channels: []string{"room:*"}, TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dial := func() *phxclient.Client {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c, err := phxclient.Dial(ctx, fmt.Sprintf("ws://%s/socket/websocket?vsn=2.0.0&token=%s", a.HTTPAddr(), tok), phoenix.V2, phxclient.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	var pos struct {
+		Epoch string `json:"epoch"`
+	}
+	clients := map[string]*phxclient.Client{"room:u1": dial(), "room:u2": dial()}
+	for topic, c := range clients {
+		status, resp, err := c.JoinWait(topic, nil, 10*time.Second)
+		if err != nil || status != "ok" || json.Unmarshal(resp, &pos) != nil {
+			t.Fatalf("join %s: %s %s %v", topic, status, resp, err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for a.broker.WildcardNamespaces() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the namespace never switched to its wildcard")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for i := range 3 {
+		for topic := range clients {
+			payload := base64.StdEncoding.EncodeToString([]byte(fmt.Sprintf(`{"to":%q,"i":%d}`, topic, i)))
+			apiPublish(t, a, `{"topic":"`+topic+`","event":"note","payload":"`+payload+`"}`)
+		}
+	}
+	next := func(c *phxclient.Client, topic string, i int) {
+		t.Helper()
+		m, err := c.NextMatch(10*time.Second, func(m phxclient.Msg) bool { return m.Event == "note" })
+		if err != nil {
+			t.Fatalf("%s: no message %d: %v", topic, i, err)
+		}
+		if want := fmt.Sprintf(`{"to":%q,"i":%d}`, topic, i); m.Topic != topic || string(m.Payload) != want {
+			t.Fatalf("%s message %d: %s %s, want %s", topic, i, m.Topic, m.Payload, want)
+		}
+	}
+	for topic, c := range clients {
+		for i := range 3 {
+			next(c, topic, i)
+		}
+	}
+	r := dial()
+	if status, resp, err := r.JoinWait("room:u1", map[string]any{"epoch": pos.Epoch, "offset": 0}, 10*time.Second); err != nil || status != "ok" {
+		t.Fatalf("resume: %s %s %v", status, resp, err)
+	}
+	for i := range 3 {
+		next(r, "room:u1", i)
+	}
+	if v, ok := sample(scrape(t, a.OpsAddr()), "fabric_live_wildcard_namespaces", nil); !ok || v != 1 {
+		t.Fatalf("fabric_live_wildcard_namespaces = %v (present %v), want 1", v, ok)
+	}
+}

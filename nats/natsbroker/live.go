@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -39,6 +40,9 @@ type liveSub struct {
 	// markPending says one arrived before the head was known.
 	marks       uint64
 	markPending bool
+
+	nextHeld *liveSub    // the next feed of the same topic (nsLive.held)
+	missed   atomic.Bool // a live message was lost in wildcard mode: resync
 }
 
 func (b *Broker) subscribeLive(ctx context.Context, n *nsState, topic, subj string, h broker.Handler) (broker.Subscription, error) {
@@ -48,8 +52,10 @@ func (b *Broker) subscribeLive(ctx context.Context, n *nsState, topic, subj stri
 	// head arrives on the subscription (buffered until now) or is fetched.
 	// The head's requests follow the SUB on the same connection, so the
 	// server registered the interest before it reads the head, and their
-	// answers say it did: no separate PING round trip.
-	if err := b.subscribeAsync(&s.guarded, liveSubj, s.onLive); err != nil {
+	// answers say it did: no separate PING round trip. In wildcard mode
+	// there is no SUB: the namespace's wildcard was flushed before the
+	// mode began (wildcard.go).
+	if err := b.attach(n, s, liveSubj); err != nil {
 		return nil, err
 	}
 	head, mark, err := b.headOf(ctx, n, subj)
@@ -236,6 +242,7 @@ func (s *liveSub) Unsubscribe() error {
 	s.b.liveMu.Lock()
 	delete(s.b.live, s)
 	s.b.liveMu.Unlock()
+	s.b.detach(s)
 	return s.unsubscribe()
 }
 
@@ -300,16 +307,20 @@ func (b *Broker) watchDrops() {
 			b.refreshEpochs(ctx)
 			cancel()
 		}
+		for _, n := range b.namespaces {
+			b.checkWildcardDrops(n)
+		}
 		for _, s := range b.liveSubs() {
-			n, err := s.sub.Dropped()
-			if err != nil {
-				continue
-			}
+			// A feed in wildcard mode has no subscription of its own; a
+			// loss there marked it missed (wildcard.go).
+			grown := s.missed.Swap(false)
 			s.mu.Lock()
-			grown := n > s.drops
-			if grown {
-				b.slowDrops.Add(uint64(n - s.drops))
-				s.drops = n
+			if s.sub != nil {
+				if n, err := s.sub.Dropped(); err == nil && n > s.drops {
+					b.slowDrops.Add(uint64(n - s.drops))
+					s.drops = n
+					grown = true
+				}
 			}
 			s.mu.Unlock()
 			if grown {

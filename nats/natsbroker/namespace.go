@@ -37,6 +37,9 @@ type Stream struct {
 	// AllowPurge and AllowDelete let purges and deletes made around
 	// Fabric through (by default the stream denies them; docs/history.md).
 	AllowPurge, AllowDelete bool
+	// Live is how the gateway receives the namespace's live messages:
+	// LiveAuto (""), LiveChannel or LiveNamespace (wildcard.go).
+	Live string
 }
 
 // DefaultStreamMaxBytes bounds a namespace's stream when its config gives
@@ -55,6 +58,11 @@ func validateStreams(sts map[string]Stream) error {
 	for name, st := range sts {
 		if !streamName.MatchString(name) {
 			return fmt.Errorf("natsbroker: namespace %q: names are 1-64 characters of [A-Za-z0-9_-]", name)
+		}
+		switch st.Live {
+		case "", LiveAuto, LiveChannel, LiveNamespace:
+		default:
+			return fmt.Errorf("natsbroker: namespace %q: live subscription must be %q, %q or %q", name, LiveAuto, LiveChannel, LiveNamespace)
 		}
 		if st.MaxAge < 0 || st.MaxBytes < -1 || st.MaxMsgsPerChannel < 0 || st.Replicas < 0 || st.Replicas > 5 {
 			return fmt.Errorf("natsbroker: namespace %q: stream limits out of range", name)
@@ -97,6 +105,8 @@ type nsState struct {
 	refreshing atomic.Bool // an asynchronous epoch check is under way
 
 	recent recentLast // the stream's last sequence, recently read (head.go)
+
+	live nsLive // the namespace's live channels and how they are fed (wildcard.go)
 }
 
 func (n *nsState) getEpoch() string {

@@ -152,7 +152,9 @@ func New(nc *nats.Conn, cfg Config) (*Broker, error) {
 	b.presID = nats.NewInbox()[len(nats.InboxPrefix):]
 	b.presHdr = nats.Header{wire.HeaderPresenceFrom: {b.presID}}
 	for name, st := range cfg.Streams {
-		b.namespaces[name] = &nsState{name: name, stream: wire.StreamName(name), cfg: st}
+		n := &nsState{name: name, stream: wire.StreamName(name), cfg: st}
+		n.live.setMode(st.Live)
+		b.namespaces[name] = n
 	}
 	if len(b.namespaces) > 0 {
 		// Only persistent channels can be caught up after an outage.
@@ -190,6 +192,7 @@ func (b *Broker) Close() {
 		}
 		b.presInbox.close()
 		b.closePresence()
+		b.closeWildcards()
 	})
 }
 

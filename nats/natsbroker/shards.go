@@ -1,6 +1,7 @@
 package natsbroker
 
 import (
+	"context"
 	"sync"
 
 	"github.com/nats-io/nats.go"
@@ -15,7 +16,9 @@ import (
 // shards, each drained by one goroutine that hands the message to its
 // subscription's callback. A subscription always lands in the same shard
 // (the shard is chosen by a hash of its subject), so its messages keep
-// their order.
+// their order. A namespace's live wildcard (wildcard.go) queues each of
+// its messages in the shard of the message's subject: the one the
+// channel's own subscription would use.
 //
 // What a full shard means: nats.go drops the message and counts it on the
 // subscription (Subscription.Dropped), exactly as it does for a callback
@@ -37,6 +40,7 @@ const (
 
 type dispatcher struct {
 	nc     *nats.Conn
+	queue  int // capacity of a shard's queue
 	shards [shardCount]shard
 }
 
@@ -50,7 +54,7 @@ type shard struct {
 }
 
 func newDispatcher(nc *nats.Conn, queue int) *dispatcher {
-	d := &dispatcher{nc: nc}
+	d := &dispatcher{nc: nc, queue: queue}
 	for i := range d.shards {
 		d.shards[i] = shard{ch: make(chan *nats.Msg, queue), subs: map[*nats.Subscription]nats.MsgHandler{},
 			wake: make(chan struct{}, 1)}
@@ -81,12 +85,62 @@ func (d *dispatcher) subscribe(subj string, cb nats.MsgHandler) (*nats.Subscript
 	if err != nil {
 		return nil, nil, err
 	}
-	sh.subs[sub] = cb
+	d.addLocked(sh, sub, cb)
+	return sub, sh, nil
+}
+
+// addLocked registers cb for the messages of key in sh (sh.mu held) and
+// starts the shard's goroutine if needed.
+func (d *dispatcher) addLocked(sh *shard, key *nats.Subscription, cb nats.MsgHandler) {
+	sh.subs[key] = cb
 	if !sh.running {
 		sh.running = true
 		go sh.run(d.nc)
 	}
-	return sub, sh, nil
+}
+
+// addAll registers cb for key in every shard: a namespace's wildcard,
+// whose messages are queued in their own subject's shard (wildcard.go).
+func (d *dispatcher) addAll(key *nats.Subscription, cb nats.MsgHandler) {
+	for i := range d.shards {
+		sh := &d.shards[i]
+		sh.mu.Lock()
+		d.addLocked(sh, key, cb)
+		sh.mu.Unlock()
+	}
+}
+
+// barrier returns once every shard has handled what was queued in it
+// before the call (or ctx ended): a marker message goes through each
+// queue behind them.
+func (d *dispatcher) barrier(ctx context.Context) error {
+	for i := range d.shards {
+		if d.nc.IsClosed() {
+			return nats.ErrConnectionClosed // the shards stopped
+		}
+		sh := &d.shards[i]
+		key := new(nats.Subscription) // the marker's identity, never subscribed
+		done := make(chan struct{})
+		sh.mu.Lock()
+		d.addLocked(sh, key, func(*nats.Msg) { close(done) })
+		sh.mu.Unlock()
+		var err error
+		select {
+		case sh.ch <- &nats.Msg{Sub: key}:
+			select {
+			case <-done:
+			case <-ctx.Done():
+				err = ctx.Err()
+			}
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+		sh.remove(key)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // remove forgets sub (after it was unsubscribed from nats.go): messages of

@@ -28,7 +28,7 @@ const maxIovecs = 128
 
 // conn is one upgraded connection. Fields under "mu" are shared with
 // senders; the rest belong to the loop goroutine. An idle connection holds
-// only this struct (128 bytes): output waiting for the socket and input
+// only this struct (96 bytes): output waiting for the socket and input
 // waiting for the rest of a frame live in pooled side structures that
 // exist only while bytes are pending.
 type conn struct {
@@ -40,20 +40,17 @@ type conn struct {
 
 	mu  sync.Mutex
 	out *outQueue // frames the socket has not taken yet; nil when none
-	// deadline is, while open, when the connection expires (Unix seconds,
-	// 0 = never: ExpireAt) and, while closing, when the socket is dropped
-	// if the peer has not answered the close frame.
-	deadline     int64
-	expireReason string
-	fd           int // -1 once closed; only the loop closes it
 
-	// loop goroutine only
-	in       *partial // unfinished frame or fragmented message; nil when none
-	lastRead int64
+	in *partial // loop goroutine only: unfinished frame or fragmented message; nil when none
 
-	wdue       int64 // timing wheel (loop.mu)
-	gen        uint32
-	wslot      int32 // timing wheel (loop.mu)
+	// deadline (under mu) is, while open, when the connection expires
+	// (0 = never: ExpireAt) and, while closing, when the socket is
+	// dropped if the peer has not answered the close frame.
+	deadline   stamp
+	lastRead   stamp  // loop goroutine only
+	wdue       stamp  // timing wheel (loop.mu): the slot's time; 0 = off the wheel
+	gen        uint32 // loop.mu
+	fd         int32  // under mu; -1 once closed; only the loop closes it
 	closeCode  transport.CloseCode
 	expireCode transport.CloseCode
 	state      uint8
@@ -173,7 +170,7 @@ func (c *conn) RemoteAddr() string {
 	if c.fd < 0 {
 		return ""
 	}
-	sa, err := unix.Getpeername(c.fd)
+	sa, err := unix.Getpeername(int(c.fd))
 	if err != nil {
 		return ""
 	}
@@ -194,8 +191,9 @@ func (c *conn) ExpireAt(t time.Time, code transport.CloseCode, reason string) {
 	if c.state != stateOpen {
 		return // closing anyway; deadline now means the close timeout
 	}
-	c.deadline, c.expireCode, c.expireReason = t.Unix(), code, reason
-	c.l.reschedule(c, c.deadline) // no-op before add, which files it by nextDue
+	c.l.s.expiry.set(code, reason)
+	c.deadline, c.expireCode = toStamp(t.Unix()), code
+	c.l.reschedule(c, c.deadline.unix()) // no-op before add, which files it by nextDue
 }
 
 // Backlog implements transport.Conn.
@@ -368,9 +366,9 @@ func (c *conn) closeAfterLocked(code transport.CloseCode, reason string, keep bo
 			c.releaseOut()
 		}
 	}
-	c.deadline = time.Now().Unix() + secs(c.l.s.cfg.CloseTimeout)
+	c.deadline = toStamp(time.Now().Unix() + secs(c.l.s.cfg.CloseTimeout))
 	c.writeLocked(closeFrame(code, reason))
-	c.l.reschedule(c, c.deadline)
+	c.l.reschedule(c, c.deadline.unix())
 }
 
 // writeLocked queues b and has the loop flush the connection. The loop
@@ -405,11 +403,11 @@ func (c *conn) writeLocked(b []byte) bool {
 func (c *conn) brokenLocked() {
 	if c.state == stateOpen {
 		c.state = stateClosing
-		c.deadline = time.Now().Unix()
+		c.deadline = toStamp(time.Now().Unix())
 	}
 	c.releaseOut()
 	// Fails only if the peer already reset it: the loop sees the hang-up either way.
-	_ = unix.Shutdown(c.fd, unix.SHUT_RDWR)
+	_ = unix.Shutdown(int(c.fd), unix.SHUT_RDWR)
 }
 
 func (c *conn) armLocked(on bool) {
@@ -420,12 +418,12 @@ func (c *conn) armLocked(on bool) {
 	if !c.watched {
 		return // watch() arms it when the socket is added
 	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(c.fd), Pad: int32(c.gen)}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: c.fd, Pad: int32(c.gen)}
 	if on {
 		ev.Events |= unix.EPOLLOUT
 	}
 	// Fails only for a socket already removed from the set (closing): nothing to arm.
-	_ = unix.EpollCtl(c.l.epfd, unix.EPOLL_CTL_MOD, c.fd, &ev)
+	_ = unix.EpollCtl(c.l.epfd, unix.EPOLL_CTL_MOD, int(c.fd), &ev)
 }
 
 // flush writes the queue with writev: when the loop was asked to (dirty)
@@ -452,7 +450,7 @@ func (c *conn) flush() {
 			iov[n] = b
 			n++
 		}
-		w, err := writev(c.fd, iov[:n])
+		w, err := writev(int(c.fd), iov[:n])
 		if err != nil {
 			if !errors.Is(err, unix.EAGAIN) {
 				c.brokenLocked()
@@ -495,18 +493,18 @@ func (c *conn) nextDue(now int64) int64 {
 	var due int64
 	switch c.state {
 	case stateClosing:
-		due = c.deadline
+		due = c.deadline.unix()
 	default:
 		if c.pinged {
-			due = c.lastRead + secs(cfg.IdleTimeout)
+			due = c.lastRead.unix() + secs(cfg.IdleTimeout)
 		} else {
-			due = c.lastRead + secs(cfg.PingInterval)
+			due = c.lastRead.unix() + secs(cfg.PingInterval)
 		}
 		if c.out != nil {
 			due = min(due, c.out.since+secs(cfg.WriteTimeout))
 		}
 		if c.deadline > 0 {
-			due = min(due, c.deadline)
+			due = min(due, c.deadline.unix())
 		}
 	}
 	return max(due, now+1)

@@ -171,7 +171,7 @@ func runFramesWith(t *testing.T, stream, cuts []byte, deflate bool) frameOutcome
 	l := &loop{s: s, epfd: -1, efd: -1, buf: make([]byte, readBufferSize)}
 	s.loops = []*loop{l}
 	var out frameOutcome
-	c := &conn{l: l, fd: fds[0], wslot: -1, sess: recordSession{&out}, deflate: deflate}
+	c := &conn{l: l, fd: int32(fds[0]), sess: recordSession{&out}, deflate: deflate}
 
 	var wire []byte
 	drain := func() {

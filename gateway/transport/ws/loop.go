@@ -44,8 +44,11 @@ type loop struct {
 	stopping bool
 	due      []*conn
 	flushing []*conn // the dirty list being written (reused)
-	inflate  inflater
-	budget   int // bytes the current read turn may still inflate
+	// dirtyPeak is the longest dirty list taken since the last tick
+	// (trimLists).
+	dirtyPeak int
+	inflate   inflater
+	budget    int // bytes the current read turn may still inflate
 }
 
 func newLoop(s *Server) (*loop, error) {
@@ -112,6 +115,7 @@ func (l *loop) flushDirty() {
 			l.flushing = list
 			return
 		}
+		l.dirtyPeak = max(l.dirtyPeak, len(list))
 		for i, c := range list {
 			c.flush()
 			list[i] = nil
@@ -120,19 +124,42 @@ func (l *loop) flushDirty() {
 	}
 }
 
+// trimFrom is the flush list capacity (connections) that trimLists lets
+// a loop keep whatever its bursts.
+const trimFrom = 256
+
+// trimLists gives back the flush lists a burst grew once a second went by
+// whose bursts were at most a quarter of their size: a broadcast to every
+// member of a big channel makes both lists as long as the loop has
+// connections, 16 bytes per connection kept for good otherwise. Traffic
+// that keeps the bursts big keeps the lists (no regrowing per message).
+// Loop goroutine, once per tick.
+func (l *loop) trimLists() {
+	peak := l.dirtyPeak
+	l.dirtyPeak = 0
+	if c := cap(l.flushing); c > trimFrom && peak <= c/4 {
+		l.flushing = nil
+	}
+	l.mu.Lock()
+	if c := cap(l.dirty); c > trimFrom && peak <= c/4 && len(l.dirty) == 0 {
+		l.dirty = nil
+	}
+	l.mu.Unlock()
+}
+
 // add registers a freshly upgraded connection. Bytes that arrived with the
 // handshake are parsed on the loop before the socket is watched, so message
 // order is kept.
 func (l *loop) add(c *conn, early []byte) {
 	now := time.Now().Unix()
 	c.mu.Lock()
-	c.lastRead = now
+	c.lastRead = toStamp(now)
 	due := c.nextDue(now)
 	c.mu.Unlock()
 	l.mu.Lock()
 	l.gen++
 	c.gen = l.gen
-	i := l.slot(c.fd)
+	i := l.slot(int(c.fd))
 	for i >= len(l.conns) {
 		l.conns = append(l.conns, make([]*conn, len(l.conns)/4+1024)...)
 	}
@@ -158,13 +185,13 @@ func (l *loop) watch(c *conn) {
 	if c.fd < 0 {
 		return
 	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(c.fd), Pad: int32(c.gen)}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: c.fd, Pad: int32(c.gen)}
 	if c.outArmed {
 		ev.Events |= unix.EPOLLOUT
 	}
-	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, c.fd, &ev); err != nil {
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, int(c.fd), &ev); err != nil {
 		l.s.cfg.Logger.Error("ws: epoll add failed", "err", err)
-		_ = unix.Shutdown(c.fd, unix.SHUT_RDWR) // already logged; the conn is closed by its owner
+		_ = unix.Shutdown(int(c.fd), unix.SHUT_RDWR) // already logged; the conn is closed by its owner
 	}
 	c.watched = true
 }
@@ -242,6 +269,7 @@ func (l *loop) run() {
 		}
 		if l.now > l.lastTick {
 			l.tick(l.now)
+			l.trimLists()
 		}
 	}
 }
@@ -269,7 +297,7 @@ func (l *loop) readable(c *conn) {
 		if c.fd < 0 {
 			return
 		}
-		n, err := unix.Read(c.fd, l.buf)
+		n, err := unix.Read(int(c.fd), l.buf)
 		if err != nil {
 			if errors.Is(err, unix.EINTR) {
 				continue
@@ -284,7 +312,7 @@ func (l *loop) readable(c *conn) {
 			l.finish(c, transport.CloseAbnormal)
 			return
 		}
-		c.lastRead = l.now
+		c.lastRead = toStamp(l.now)
 		c.pinged = false
 		if !l.consume(c, l.buf[:n]) || l.pauseIf(c) {
 			return
@@ -518,7 +546,7 @@ func (l *loop) finish(c *conn, code transport.CloseCode) {
 	if c.closeCode != 0 {
 		code = c.closeCode
 	}
-	fd := c.fd
+	fd := int(c.fd)
 	c.fd = -1
 	c.state = stateClosed
 	c.releaseOut()
@@ -552,8 +580,7 @@ func (l *loop) insert(c *conn, due int64) {
 		due = l.lastTick + wheelSlots - 1
 	}
 	i := due % wheelSlots
-	c.wdue = due
-	c.wslot = int32(i)
+	c.wdue = toStamp(due)
 	c.wprev = nil
 	c.wnext = l.wheel[i]
 	if c.wnext != nil {
@@ -563,18 +590,18 @@ func (l *loop) insert(c *conn, due int64) {
 }
 
 func (l *loop) remove(c *conn) {
-	if c.wslot < 0 {
+	if c.wdue == 0 {
 		return
 	}
 	if c.wprev != nil {
 		c.wprev.wnext = c.wnext
 	} else {
-		l.wheel[c.wslot] = c.wnext
+		l.wheel[c.wdue.unix()%wheelSlots] = c.wnext
 	}
 	if c.wnext != nil {
 		c.wnext.wprev = c.wprev
 	}
-	c.wprev, c.wnext, c.wslot = nil, nil, -1
+	c.wprev, c.wnext, c.wdue = nil, nil, 0
 }
 
 // reschedule moves c earlier on the wheel when due is sooner than its slot.
@@ -582,7 +609,7 @@ func (l *loop) remove(c *conn) {
 // re-files it under c.mu and so sees the new state.
 func (l *loop) reschedule(c *conn, due int64) {
 	l.mu.Lock()
-	if c.wslot >= 0 && due < c.wdue {
+	if c.wdue != 0 && due < c.wdue.unix() {
 		l.remove(c)
 		l.insert(c, due)
 	}
@@ -599,7 +626,7 @@ func (l *loop) tick(now int64) {
 	for t := from; t <= now; t++ {
 		for c := l.wheel[t%wheelSlots]; c != nil; {
 			next := c.wnext
-			if c.wdue <= now {
+			if c.wdue.unix() <= now {
 				l.remove(c)
 				due = append(due, c)
 			}
@@ -625,16 +652,16 @@ func (l *loop) check(c *conn, now int64) {
 		c.mu.Unlock()
 		return
 	case stateClosing:
-		finish = now >= c.deadline
+		finish = now >= c.deadline.unix()
 	case stateOpen:
 		switch {
-		case c.deadline > 0 && now >= c.deadline:
-			c.closeLocked(c.expireCode, c.expireReason)
+		case c.deadline > 0 && now >= c.deadline.unix():
+			c.closeLocked(c.expireCode, c.l.s.expiry.reason(c.expireCode))
 		case c.out != nil && now-c.out.since >= secs(cfg.WriteTimeout):
 			c.closeLocked(transport.CloseSlowConsumer, "write timeout")
-		case now-c.lastRead >= secs(cfg.IdleTimeout):
+		case now-c.lastRead.unix() >= secs(cfg.IdleTimeout):
 			c.closeLocked(transport.CloseHeartbeatTimeout, "idle timeout")
-		case !c.pinged && now-c.lastRead >= secs(cfg.PingInterval):
+		case !c.pinged && now-c.lastRead.unix() >= secs(cfg.PingInterval):
 			c.pinged = true
 			c.writeLocked(pingFrame)
 		}

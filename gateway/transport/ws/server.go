@@ -113,6 +113,7 @@ type Server struct {
 
 	statsMu sync.Mutex
 	closes  map[transport.CloseCode]uint64
+	expiry  expiryReasons
 
 	// Message.WireDeflated builders, bound once (a method value per Send
 	// would allocate).
@@ -185,7 +186,7 @@ func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request, newSession func
 		return fmt.Errorf("ws: detach socket: %w", err)
 	}
 	l := s.loops[fd%len(s.loops)] // fds are handed out in order: an even spread
-	c := &conn{l: l, fd: fd, wslot: -1}
+	c := &conn{l: l, fd: int32(fd)}
 	_, c.deflate = ext.Accepted()
 	c.sess = newSession(c)
 	s.open.Add(1)
