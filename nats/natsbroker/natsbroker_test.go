@@ -68,6 +68,21 @@ func recv(t *testing.T, ch <-chan *broker.Message) *broker.Message {
 	}
 }
 
+// recvChain receives one message per offset in seqs, in that order, each
+// chained to the one before it (Prev), the first to head: nothing lost,
+// duplicated or reordered, and no reset.
+func recvChain(t *testing.T, ch <-chan *broker.Message, head uint64, seqs []uint64) {
+	t.Helper()
+	prev := head
+	for i, want := range seqs {
+		m := recv(t, ch)
+		if m.Reset || m.Offset != want || m.Prev != prev {
+			t.Fatalf("message %d: %+v (want offset %d prev %d)", i, m, want, prev)
+		}
+		prev = m.Offset
+	}
+}
+
 func publish(t *testing.T, nc *nats.Conn, m *nats.Msg) {
 	t.Helper()
 	if err := nc.PublishMsg(m); err != nil {

@@ -94,14 +94,7 @@ func TestFullShardPersistentRefilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	release()
-	prev := head
-	for i := range n {
-		m := recv(t, got)
-		if m.Reset || m.Offset != seqs[i] || m.Prev != prev {
-			t.Fatalf("message %d: %+v (want offset %d prev %d)", i, m, seqs[i], prev)
-		}
-		prev = m.Offset
-	}
+	recvChain(t, got, head, seqs[:n])
 	select {
 	case m := <-got:
 		t.Fatalf("duplicate or extra message %+v", m)

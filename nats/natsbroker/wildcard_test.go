@@ -329,14 +329,7 @@ func TestWildcardSlowConsumerRefilled(t *testing.T) {
 	}
 	time.Sleep(100 * time.Millisecond) // the forwarder has met the full shard
 	release()
-	prev := head
-	for i := range n {
-		m := recv(t, got)
-		if m.Reset || m.Offset != seqs[i] || m.Prev != prev {
-			t.Fatalf("message %d: %+v (want offset %d prev %d)", i, m, seqs[i], prev)
-		}
-		prev = m.Offset
-	}
+	recvChain(t, got, head, seqs[:n])
 	select {
 	case m := <-got:
 		t.Fatalf("duplicate or extra message %+v", m)
@@ -449,14 +442,7 @@ func TestWildcardHandoverKeepsQueued(t *testing.T) {
 	}
 	release()
 	waitFor(t, "the switch to end", wildcardOn(e))
-	prev := head
-	for i := range 3 {
-		m := recv(t, got)
-		if m.Reset || m.Offset != seqs[i] || m.Prev != prev {
-			t.Fatalf("message %d: %+v (want offset %d prev %d)", i, m, seqs[i], prev)
-		}
-		prev = m.Offset
-	}
+	recvChain(t, got, head, seqs[:3])
 	if n := e.b.OwnLiveSubscriptions("room"); n != 0 {
 		t.Fatalf("%d own subscriptions left", n)
 	}
@@ -506,14 +492,7 @@ func TestChannelHandoverKeepsQueued(t *testing.T) {
 	}
 	release()
 	waitFor(t, "the switch back to end", wildcardOff(e))
-	prev := head
-	for i := range 3 {
-		m := recv(t, got)
-		if m.Reset || m.Offset != seqs[i] || m.Prev != prev {
-			t.Fatalf("message %d: %+v (want offset %d prev %d)", i, m, seqs[i], prev)
-		}
-		prev = m.Offset
-	}
+	recvChain(t, got, head, seqs[:3])
 	if n := e.b.OwnLiveSubscriptions("room"); n != 1 {
 		t.Fatalf("%d own subscriptions, want 1", n)
 	}
