@@ -75,6 +75,16 @@ func (l *local) setKey(key string) {
 	}
 }
 
+// setConnKey keys l by its connection, the key of last resort, from the
+// instance's prefix and number: no id string is built to be taken apart.
+func (l *local) setConnKey() {
+	prefix, n := l.src.PresenceConnID()
+	if n == 0 {
+		return // no connection number: the empty key, as an empty ConnID
+	}
+	l.key, l.connKey = prefix, true
+}
+
 // id is the number written after l.key (0: none).
 func (l *local) id() uint64 {
 	if !l.connKey {

@@ -91,7 +91,9 @@ type Config struct {
 	now    func() time.Time // tests: clock
 }
 
-// Member is one channel instance to track.
+// Member is one channel instance to track. An instance that is an
+// Instance gives its connection, join_ref and connection id itself: Conn,
+// JoinRef and ConnID are for instances that are not.
 type Member struct {
 	Conn    transport.Conn
 	Version phoenix.Version
@@ -330,7 +332,11 @@ func (t *Tracker) Track(topic string, inst any, m Member) bool {
 	now := t.cfg.now()
 	p := parseParams(m.Params)
 	l := newLocal(inst, m)
-	l.setKey(keyOf(m, p))
+	if key := keyOf(m, p); key != "" {
+		l.setKey(key)
+	} else {
+		l.setConnKey()
+	}
 	l.app = appFields(p, opts.MetaKey, t.cfg.MaxMetaBytes)
 	l.ref, l.online = t.newRef(), now.UnixMilli()
 

@@ -256,8 +256,9 @@ func (s *Session) track(ch *channel) {
 	if s.cfg.Presence == nil {
 		return
 	}
-	s.cfg.Presence.Track(ch.topic, ch, presence.Member{Conn: s.conn, Version: s.v, JoinRef: ch.joinRef(),
-		Sub: s.Sub(), ConnID: s.ID(), Params: ch.paramsJSON()})
+	// ch is a presence.Instance: the tracker asks it for the connection,
+	// join_ref and connection id when it needs them.
+	s.cfg.Presence.Track(ch.topic, ch, presence.Member{Version: s.v, Sub: s.Sub(), Params: ch.paramsJSON()})
 }
 
 // untrack ends an instance's presence; call it wherever the instance
