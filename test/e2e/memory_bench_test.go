@@ -98,19 +98,26 @@ func idleHeap(b *testing.B, n int, topic string, jwt bool) {
 	runtime.ReadMemStats(&total1)
 	after := heapAfterGC()
 	b.ReportMetric(float64(after-before)/float64(n), "live-B/conn")
-	// With -memprofilerate 1, BENCH_HEAP_PROFILE=file saves the heap at
-	// this moment: which allocation sites the connections keep alive.
-	if path := os.Getenv("BENCH_HEAP_PROFILE"); path != "" {
-		f, err := os.Create(path)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer f.Close()
-		if err := pprof.WriteHeapProfile(f); err != nil {
-			b.Fatal(err)
-		}
-	}
+	saveHeapProfile(b)
 	b.ReportMetric(float64(total1.TotalAlloc-total0.TotalAlloc)/float64(n), "alloc-B/conn")
+}
+
+// saveHeapProfile writes the heap profile to $BENCH_HEAP_PROFILE, if set:
+// run with -memprofilerate 1 to see which allocation sites the open
+// connections keep alive at this moment.
+func saveHeapProfile(b *testing.B) {
+	path := os.Getenv("BENCH_HEAP_PROFILE")
+	if path == "" {
+		return
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		b.Fatal(err)
+	}
 }
 
 func heapAfterGC() int64 {

@@ -2,9 +2,7 @@ package e2e
 
 import (
 	"net"
-	"os"
 	"runtime"
-	"runtime/pprof"
 	"strconv"
 	"testing"
 	"time"
@@ -116,16 +114,5 @@ func settledHeap(b *testing.B, n int, topic string) {
 	}
 	time.Sleep(3 * time.Second)
 	b.ReportMetric(float64(heapAfterGC()-before)/float64(n), "live-B/conn")
-	// As in idleHeap: with -memprofilerate 1, BENCH_HEAP_PROFILE=file
-	// saves the heap at this moment.
-	if path := os.Getenv("BENCH_HEAP_PROFILE"); path != "" {
-		f, err := os.Create(path)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer f.Close()
-		if err := pprof.WriteHeapProfile(f); err != nil {
-			b.Fatal(err)
-		}
-	}
+	saveHeapProfile(b)
 }
