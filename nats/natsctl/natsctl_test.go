@@ -253,11 +253,17 @@ var errTest = errors.New("pattern rejected here")
 // and the gateways are reported Missing (they gave no result).
 func TestEveryGatewayFailingIsAnError(t *testing.T) {
 	srv := natstest.RunServer(t)
-	r, err := StartResponder(ResponderConfig{Conn: natstest.Connect(t, srv), ID: "gw-err", Local: &erringGW{}})
+	gwConn := natstest.Connect(t, srv)
+	r, err := StartResponder(ResponderConfig{Conn: gwConn, ID: "gw-err", Local: &erringGW{}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(r.Close)
+	// The responder's SUB must reach the server before the request from
+	// the other connection does (it failed in CI with "no responders").
+	if err := gwConn.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	c, err := NewCluster(ClusterConfig{Conn: natstest.Connect(t, srv)})
 	if err != nil {
 		t.Fatal(err)

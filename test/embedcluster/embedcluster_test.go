@@ -364,11 +364,22 @@ func TestEmbeddedClusterSurvivesSIGKILL(t *testing.T) {
 	if err := p.Connect("ws://"+s2.listen+"/socket", nil, nil); err != nil {
 		t.Fatal(err)
 	}
+	leaveOnError := map[string]any{"leaveOnError": true}
 	for _, c := range []struct {
 		topic string
 		want  []sent
 	}{{"room:y", sentY}, {"room:x", sentX}} {
-		res := p.JoinOpts(c.topic, map[string]any{"epoch": epoch, "offset": "0"}, nil)
+		// A survivor may still answer "unavailable" while it confirms the
+		// new stream leader (its check failed once in CI under load): a
+		// client joins again, as phoenix.js does after rejoinAfterMs (here
+		// explicitly: the refused channel is left, not retried by phoenix.js).
+		res := p.JoinOpts(c.topic, map[string]any{"epoch": epoch, "offset": "0"}, leaveOnError)
+		for deadline := time.Now().Add(15 * time.Second); res.Status == "error" &&
+			strings.Contains(string(res.Response), `"unavailable"`) && time.Now().Before(deadline); {
+			t.Logf("resume %s on %s answered %s; joining again", c.topic, s2.name, res.Response)
+			time.Sleep(500 * time.Millisecond)
+			res = p.JoinOpts(c.topic, map[string]any{"epoch": epoch, "offset": "0"}, leaveOnError)
+		}
 		var r joinReply
 		if res.Status != "ok" || json.Unmarshal(res.Response, &r) != nil || r.Recovered == nil || !*r.Recovered {
 			t.Fatalf("resume %s on %s from offset 0: %s %s", c.topic, s2.name, res.Status, res.Response)
